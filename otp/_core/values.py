@@ -1,0 +1,239 @@
+"""Values the kernel hands out: ``Pid``, ``Ref``, the ``Down``/``Exit`` messages, receive
+patterns, and the immutability check of strict mode.
+
+Invariants: ``Pid`` and ``Ref`` are immutable and hashable, compare by value, and carry
+the node name so they can later cross the wire unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import fractions
+import uuid
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from otp.errors import BadArg
+
+# The name of the node running in this OS process, used only to print local pids
+# as ``<0.id.creation>`` the way Erlang does. Set by the node when it starts.
+local_node_name: str | None = None
+
+
+class Pid:
+    """A process identifier: an immutable value ``(node, id, creation)``.
+
+    Prints like Erlang's ``<0.42.0>`` for a local process. Get pids from ``spawn`` or
+    ``self()``; never construct them.
+    """
+
+    __slots__ = ("_hash", "creation", "id", "node")
+
+    node: str
+    id: int
+    creation: int
+
+    def __init__(self, node: str, id: int, creation: int = 0) -> None:
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "creation", creation)
+        object.__setattr__(self, "_hash", hash((node, id, creation)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Pid is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Pid:
+            return NotImplemented
+        return (
+            self.id == other.id  # type: ignore[attr-defined]
+            and self.node == other.node  # type: ignore[attr-defined]
+            and self.creation == other.creation  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return]
+
+    def __lt__(self, other: Pid) -> bool:
+        return (self.node, self.id, self.creation) < (other.node, other.id, other.creation)
+
+    def __repr__(self) -> str:
+        if self.node == local_node_name:
+            return f"<0.{self.id}.{self.creation}>"
+        return f"<{self.node}.{self.id}.{self.creation}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pid, (self.node, self.id, self.creation))
+
+
+class Ref:
+    """A unique reference (``make_ref``, monitors, timers). Immutable and hashable.
+
+    ``owner`` is the pid that created a monitor reference (None otherwise); it is not
+    part of the value (equality, hash, wire form).
+    """
+
+    __slots__ = ("_hash", "id", "node", "owner")
+
+    node: str
+    id: int
+    owner: Pid | None
+
+    def __init__(self, node: str, id: int, owner: Pid | None = None) -> None:
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "owner", owner)
+        object.__setattr__(self, "_hash", hash((node, id, "ref")))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Ref is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Ref:
+            return NotImplemented
+        return self.id == other.id and self.node == other.node  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        node = 0 if self.node == local_node_name else self.node
+        return f"#Ref<{node}.{self.id}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Ref, (self.node, self.id))
+
+
+class Down(NamedTuple):
+    """The message a monitor delivers once when the monitored process ends.
+
+    ``match msg: case Down(ref=r, reason=reason): ...``
+    """
+
+    ref: Ref
+    pid: Any  # the Pid, or the registered name that was monitored
+    reason: Any
+
+
+class Exit(NamedTuple):
+    """An exit signal turned into a message, for a process that traps exits."""
+
+    pid: Pid | None
+    reason: Any
+
+
+class _Any:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: Wildcard for tuple patterns in ``receive``: ``receive(("reply", ref, ANY))``.
+ANY: Any = _Any()
+
+Matcher = Callable[[Any], bool]
+
+
+def compile_pattern(pattern: Any) -> Matcher:
+    """Turn a receive pattern into a predicate.
+
+    - a class matches instances of it (``receive(Down)``);
+    - a tuple matches tuples of the same length, element by element: ``ANY`` matches
+      anything, a class matches instances, a nested tuple recurses, anything else
+      compares with ``==``;
+    - any other callable is used as the predicate itself;
+    - any other value matches messages equal to it.
+    """
+    if isinstance(pattern, type):
+        return lambda m: isinstance(m, pattern)
+    if isinstance(pattern, tuple):
+        parts = [_element(p) for p in pattern]
+        n = len(parts)
+
+        def match_tuple(m: Any) -> bool:
+            if not isinstance(m, tuple) or len(m) != n:
+                return False
+            for check, item in zip(parts, m):
+                if check is not None and not check(item):
+                    return False
+            return True
+
+        return match_tuple
+    if callable(pattern):
+        return pattern  # type: ignore[no-any-return]
+    return lambda m: m == pattern
+
+
+def _element(p: Any) -> Matcher | None:
+    if p is ANY:
+        return None
+    if isinstance(p, type) or isinstance(p, tuple):
+        return compile_pattern(p)
+    return lambda m: m == p
+
+
+# --- strict mode -----------------------------------------------------------------------
+
+_ATOMIC: set[type] = {
+    str, bytes, int, float, bool, complex, type(None), type(Ellipsis), range,
+    Pid, Ref, _Any, decimal.Decimal, fractions.Fraction, uuid.UUID,
+    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
+}  # fmt: skip
+
+
+def check_immutable(value: Any, what: str = "message") -> None:
+    """Raise ``BadArg`` if ``value`` is, or contains, a mutable object.
+
+    Immutable: str, bytes, numbers, None, Pid, Ref, enums, exceptions (treated as values),
+    tuples (named tuples too) and frozensets of immutables, frozen dataclasses whose fields
+    are immutable.
+    """
+    _check(value, what, 0)
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    t = value.__class__
+    if t in _ATOMIC:
+        return
+    if depth > 100:
+        raise BadArg(f"{path}: nesting too deep to check (more than 100 levels)")
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, frozenset):
+        for item in value:
+            _check(item, f"{path} item", depth + 1)
+        return
+    if isinstance(value, enum.Enum | BaseException | type) or callable(value) and _is_function(
+        value
+    ):
+        return
+    if dataclasses.is_dataclass(value):
+        params = getattr(t, "__dataclass_params__", None)
+        if params is None or not params.frozen:
+            raise BadArg(
+                f"{path} must be immutable, got a non-frozen dataclass {t.__qualname__}: "
+                "declare it @dataclass(frozen=True)"
+            )
+        for f in dataclasses.fields(value):
+            _check(getattr(value, f.name), f"{path}.{f.name}", depth + 1)
+        return
+    if isinstance(value, str | bytes | int | float):  # subclasses of the atomic types
+        return
+    hint = {list: "a tuple", dict: "a tuple of pairs or a frozen dataclass", set: "a frozenset",
+            bytearray: "bytes"}.get(t, "an immutable value")  # fmt: skip
+    raise BadArg(
+        f"{path} must be immutable (processes never share mutable state), "
+        f"got {t.__qualname__}: send {hint} instead"
+    )
+
+
+def _is_function(value: Any) -> bool:
+    import types
+
+    return isinstance(value, types.FunctionType | types.BuiltinFunctionType | types.MethodType)

@@ -1,0 +1,361 @@
+"""Processes: spawn, send, receive, link, monitor, exit signals, names and timers.
+
+This is Erlang's process model on gevent greenlets. A process is a function running
+with its own mailbox; processes share nothing and talk only by messages::
+
+    import otp
+    from otp.process import spawn_link, send, receive, self, trap_exit, Exit
+
+    def echo():
+        while True:
+            match receive():
+                case ("ping", sender):
+                    send(sender, "pong")
+                case "stop":
+                    return
+
+    def main():
+        pid = spawn_link(echo)
+        send(pid, ("ping", self()))
+        assert receive() == "pong"
+        trap_exit(True)                   # exit signals become messages
+        send(pid, "stop")
+        return receive(Exit)              # Exit(pid=<0.2.0>, reason='normal')
+
+    print(otp.run(main))
+
+Failure semantics (Erlang's, see SEMANTICS.md P1-P16):
+
+- A process ends with a *reason*: ``"normal"`` when its function returns, the exception
+  when it raises, the given reason after ``exit(reason)``.
+- Links are bidirectional: when a linked process ends abnormally, the other ends too
+  with the same reason, unless it traps exits (then it gets an ``Exit`` message).
+  ``"normal"`` exits do not propagate. ``exit(pid, "kill")`` cannot be trapped and ends
+  the target with ``"killed"``.
+- Monitors are one-way: the watcher gets one ``Down(ref, pid, reason)`` message.
+- Between one sender and one receiver, messages and signals arrive in the order sent.
+- Messages are values: send immutable things (tuples, str, bytes, numbers, Pid, Ref,
+  frozen dataclasses). Locally they are passed by reference; strict mode (on in the
+  test suite) refuses mutable ones.
+- The exit delivered into a process is ``ProcessExit``, a ``BaseException``:
+  ``except Exception`` does not catch it. Do not swallow it; the process is dead anyway.
+
+Timeouts are seconds as ``float``; ``None`` means forever; ``0`` polls. When not to use
+processes: for CPU-bound work (greenlets are cooperative: one busy process stalls the
+node; use a thread or OS process pool) or to share a large mutable structure (own it in
+one process and send it requests instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, overload
+
+from otp._core import node as _nodemod
+from otp._core.node import _MISSING, Process, ProcessInfo, current_node, getcurrent
+from otp._core.values import ANY, Down, Exit, Pid, Ref, check_immutable
+from otp.errors import BadArg, NoProc, NotInProcess, ProcessExit
+
+__all__ = [
+    "ANY",
+    "Down",
+    "Exit",
+    "Pid",
+    "ProcessInfo",
+    "Ref",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "flush",
+    "is_alive",
+    "link",
+    "make_ref",
+    "monitor",
+    "process_info",
+    "processes",
+    "read_timer",
+    "receive",
+    "register",
+    "registered",
+    "self",
+    "send",
+    "send_after",
+    "sleep",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "trap_exit",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+
+def _me(what: str) -> Process:
+    p = getcurrent()
+    if p.__class__ is not Process:
+        raise NotInProcess(
+            f"{what} must be called inside a process (spawn one, or use otp.run(main))"
+        )
+    return p  # type: ignore[return-value]
+
+
+def _check_dead(p: Process) -> None:
+    # A call may have killed its own caller (a link cascade): end it now.
+    if p.dead:
+        raise ProcessExit(p.reason)
+
+
+def spawn(fn: Callable[..., Any], *args: Any) -> Pid:
+    """Start ``fn(*args)`` as a new process and return its pid at once.
+
+    The new process runs when the caller next blocks (or yields); it is not linked or
+    monitored. Raises ``BadArg`` if ``fn`` is not callable.
+
+    >>> import otp
+    >>> otp.run(lambda: isinstance(spawn(print, "hi"), Pid))
+    True
+    """
+    return current_node().spawn(fn, args).pid
+
+
+def spawn_link(fn: Callable[..., Any], *args: Any) -> Pid:
+    """Like ``spawn``, and link the new process to the caller, atomically: even a child
+    that crashes on its first line produces the EXIT signal."""
+    me = _me("spawn_link")
+    return me.node.spawn(fn, args, link=me).pid
+
+
+def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
+    """Like ``spawn``, and monitor the new process, atomically. Returns ``(pid, ref)``."""
+    me = _me("spawn_monitor")
+    node = me.node
+    p = node.spawn(fn, args)
+    return p.pid, node.monitor(me, p.pid)
+
+
+def send(dest: Pid | str, msg: Any) -> Any:
+    """Send ``msg`` to a pid or a registered name; returns ``msg``.
+
+    Sending to a dead pid succeeds silently (nothing is delivered). Sending to a name
+    nobody holds raises ``NoProc``. Never blocks.
+    """
+    node = _nodemod.CURRENT
+    if node is None:
+        current_node()
+    assert node is not None
+    if dest.__class__ is Pid:
+        p = node.procs.get(dest.id)  # type: ignore[union-attr]
+        if p is None or (p.pid is not dest and p.pid != dest):
+            return msg
+    elif isinstance(dest, str):
+        p = node.names.get(dest)
+        if p is None:
+            raise NoProc(f"send to {dest!r}: no process is registered under that name", dest)
+    else:
+        raise BadArg(f"send expects a Pid or a registered name (str), got {dest!r}")
+    if node.strict:
+        check_immutable(msg)
+    # node.deliver, inlined: this is the hot path.
+    mbox = p.mbox
+    if mbox is None:
+        node.deliver(p, msg)
+        return msg
+    mbox.append(msg)
+    if p.waiting and not p.queued:
+        node.wake(p)
+    return msg
+
+
+def receive(match: Any = None, timeout: float | None = None, *, default: Any = _MISSING) -> Any:
+    """Take the oldest message that matches ``match`` from the mailbox, waiting if needed.
+
+    ``match`` is ``None`` (any message), a class (``receive(Down)``), a tuple pattern
+    whose elements are values, classes, nested tuples or ``ANY``
+    (``receive(("reply", ref, ANY))``), or a predicate ``fn(msg) -> bool``. Messages
+    that do not match stay in the mailbox, in order.
+
+    ``timeout`` is in seconds (``None`` waits forever, ``0`` only looks at what is
+    already there). It starts on entry and is not reset by arrivals that do not match.
+    On timeout, returns ``default`` if one was given, else raises ``ReceiveTimeout``.
+    """
+    p = getcurrent()
+    if p.__class__ is not Process:
+        _me("receive")
+    if match is None and timeout is None:
+        mbox = p.mbox  # type: ignore[attr-defined]
+        if mbox and not p.dead:  # type: ignore[attr-defined]
+            return mbox.popleft()
+    return p.node.receive(p, match, timeout, default)  # type: ignore[attr-defined]
+
+
+def sleep(seconds: float) -> None:
+    """Suspend the calling process for ``seconds`` on the node clock (messages stay queued)."""
+    me = _me("sleep")
+    if seconds is None:
+        raise BadArg("sleep expects seconds >= 0, got None (use receive() to wait forever)")
+    me.node.receive(me, _never, seconds, None)
+
+
+def _never(_msg: Any) -> bool:
+    return False
+
+
+def flush() -> list[Any]:
+    """Remove and return every message in the caller's mailbox."""
+    me = _me("flush")
+    msgs = list(me.mbox or ())
+    if me.mbox:
+        me.mbox.clear()
+    return msgs
+
+
+def self() -> Pid:
+    """The pid of the calling process."""
+    p = getcurrent()
+    if p.__class__ is not Process:
+        _me("self()")
+    return p.pid  # type: ignore[attr-defined, no-any-return]
+
+
+@overload
+def exit(reason: Any, /) -> None: ...
+@overload
+def exit(pid: Pid, reason: Any, /) -> None: ...
+def exit(*args: Any) -> None:
+    """``exit(reason)`` ends the calling process with ``reason``.
+
+    ``exit(pid, reason)`` sends an exit signal: a target that traps exits gets an
+    ``Exit(sender, reason)`` message; otherwise it ends with ``reason``, except that
+    ``"normal"`` is ignored (unless the target is the caller) and ``"kill"`` is
+    untrappable and ends the target with ``"killed"``. The reason must be a value that
+    can be sent (immutable) or an exception.
+    """
+    node = current_node()
+    if len(args) == 1:
+        _me("exit(reason)")
+        node.check_reason(args[0])
+        raise ProcessExit(args[0])
+    if len(args) != 2:
+        raise BadArg(f"exit takes (reason) or (pid, reason), got {len(args)} arguments")
+    cur = getcurrent()
+    sender = cur if cur.__class__ is Process else None
+    node.exit_signal(sender, args[0], args[1])  # type: ignore[arg-type]
+    if sender is not None:
+        _check_dead(sender)  # type: ignore[arg-type]
+
+
+def link(pid: Pid) -> None:
+    """Link the caller and ``pid`` (both ways; linking twice or to oneself does nothing).
+
+    If ``pid`` is not alive, a caller that traps exits gets ``Exit(pid, "noproc")``;
+    otherwise ``NoProc`` is raised.
+    """
+    me = _me("link")
+    me.node.link(me, pid)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link between the caller and ``pid``. An EXIT already queued stays."""
+    me = _me("unlink")
+    me.node.unlink(me, pid)
+
+
+def monitor(target: Pid | str) -> Ref:
+    """Monitor a pid or registered name; one ``Down(ref, target, reason)`` follows its end.
+
+    Each call makes a separate monitor. A target that is not alive gives a ``Down`` with
+    reason ``"noproc"`` at once.
+    """
+    me = _me("monitor")
+    return me.node.monitor(me, target)
+
+
+def demonitor(ref: Ref, *, flush: bool = False) -> bool:
+    """Turn a monitor off. With ``flush=True`` also remove its ``Down`` if already queued.
+
+    Returns True if the monitor was active. ``BadArg`` if ``ref`` is not a monitor
+    reference created by the caller.
+    """
+    me = _me("demonitor")
+    return me.node.demonitor(me, ref, flush)
+
+
+def trap_exit(flag: bool) -> bool:
+    """Set whether exit signals become ``Exit`` messages for the caller; returns the old value."""
+    me = _me("trap_exit")
+    if not isinstance(flag, bool):
+        raise BadArg(f"trap_exit expects True or False, got {flag!r}")
+    old = me.trap_exit
+    me.trap_exit = flag
+    return old
+
+
+def is_alive(pid: Pid) -> bool:
+    """True if ``pid`` is a live process of this node."""
+    if pid.__class__ is not Pid:
+        raise BadArg(f"is_alive expects a Pid, got {pid!r}")
+    return current_node().lookup(pid) is not None
+
+
+def register(name: str, pid: Pid) -> None:
+    """Give ``pid`` a node-wide name. ``NameTaken`` if the name is in use,
+    ``AlreadyRegistered`` if the process has a name; the name goes when the process ends."""
+    current_node().register(name, pid)
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name; ``NoProc`` if nobody holds it."""
+    current_node().unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered under ``name``, or None."""
+    p = current_node().names.get(name)
+    return p.pid if p is not None else None
+
+
+def registered() -> list[str]:
+    """All registered names."""
+    return sorted(current_node().names)
+
+
+def processes() -> list[Pid]:
+    """The pids of all live processes, oldest first."""
+    return [p.pid for p in current_node().procs.values()]
+
+
+def process_info(pid: Pid) -> ProcessInfo | None:
+    """A snapshot of a live process (status, mailbox length, links, monitors, name,
+    stack), or None if it is not alive."""
+    if pid.__class__ is not Pid:
+        raise BadArg(f"process_info expects a Pid, got {pid!r}")
+    node = current_node()
+    p = node.lookup(pid)
+    return None if p is None else node.info(p)
+
+
+def make_ref() -> Ref:
+    """A new unique reference."""
+    node = current_node()
+    return Ref(node.name, node._next_ref())
+
+
+def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
+    """Deliver ``msg`` to ``dest`` after ``seconds`` on the node clock; returns a timer ref.
+
+    A timer aimed at a pid is cancelled when that process ends; one aimed at a name
+    delivers to whoever holds the name when it fires (nothing if nobody does).
+    """
+    return current_node().send_after(seconds, dest, msg)
+
+
+def cancel_timer(ref: Ref) -> float | None:
+    """Cancel a ``send_after`` timer; returns the seconds that were left, or None if it
+    already fired or was cancelled."""
+    return current_node().cancel_timer(ref)
+
+
+def read_timer(ref: Ref) -> float | None:
+    """Seconds left on a ``send_after`` timer, or None if it is gone."""
+    return current_node().read_timer(ref)

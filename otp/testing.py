@@ -1,0 +1,180 @@
+"""The test kit: a pytest plugin that runs each test as a process on a fresh node.
+
+A test that takes the ``node`` fixture runs *inside a process* of a fresh node, with a
+mock clock and strict message mode, so it can ``receive`` directly::
+
+    from otp.process import spawn_monitor, receive, Down
+    from otp.testing import assert_receive
+
+    def test_process_that_returns_ends_with_normal(node):
+        pid, ref = spawn_monitor(lambda: None)
+        assert assert_receive(Down).reason == "normal"
+
+What the plugin gives each such test:
+
+- **A fresh node** (``node`` fixture), stopped after the test; nothing leaks between tests.
+- **A mock clock** (``clock`` fixture) that jumps to the next deadline whenever every
+  process is blocked, so "3 restarts in 5 s" takes microseconds. Opt out with
+  ``@pytest.mark.otp(clock="real")`` for tests that wait on real I/O.
+- **Strict mode**: sending a mutable message raises ``BadArg``.
+- **Leak check**: a test that leaves live processes or pending ``send_after`` timers
+  fails at teardown, listing them (unless the test already failed).
+- **A watchdog**: a test still running after ``timeout`` real seconds (default 60,
+  ``@pytest.mark.otp(timeout=...)``) fails with every process's stack and mailbox length.
+
+Helpers: ``wait_all_blocked()``, ``assert_receive(match)``, ``refute_receive(match)``,
+``dump_processes()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from otp._core.clock import MockClock, RealClock
+from otp._core.node import Node, current_node
+from otp._core.values import Pid
+from otp.process import process_info, receive
+
+__all__ = [
+    "assert_receive",
+    "dump_processes",
+    "refute_receive",
+    "wait_all_blocked",
+]
+
+_NO_MESSAGE = object()
+
+
+def wait_all_blocked() -> None:
+    """Return once every other process is blocked and the hub has nothing to do.
+
+    Under the mock clock this happens *before* time jumps: it is the way to observe a
+    system at rest without sleeping.
+    """
+    current_node().wait_all_blocked()
+
+
+def assert_receive(match: Any = None, timeout: float = 5.0) -> Any:
+    """Receive a message matching ``match`` within ``timeout`` (node clock), or fail the
+    test with the mailbox's contents."""
+    msg = receive(match, timeout, default=_NO_MESSAGE)
+    if msg is _NO_MESSAGE:
+        from otp.process import flush, self
+
+        pending = flush()
+        raise AssertionError(
+            f"{self()!r} expected a message matching {match!r} within {timeout} s; "
+            f"mailbox: {pending!r}"
+        )
+    return msg
+
+
+def refute_receive(match: Any = None, timeout: float = 0.1) -> None:
+    """Fail if a message matching ``match`` arrives within ``timeout`` (node clock)."""
+    msg = receive(match, timeout, default=_NO_MESSAGE)
+    if msg is not _NO_MESSAGE:
+        raise AssertionError(f"expected no message matching {match!r}, got {msg!r}")
+
+
+def dump_processes(node: Node | None = None) -> str:
+    """Every live process with its status, mailbox length and current stack."""
+    node = node or current_node()
+    lines = []
+    for p in list(node.procs.values()):
+        info = node.info(p)
+        name = f" ({info.registered_name})" if info.registered_name else ""
+        lines.append(
+            f"--- {info.pid!r}{name} {info.initial_call} status={info.status} "
+            f"mailbox={info.message_queue_len} links={list(info.links)}"
+        )
+        lines.extend("    " + ln.rstrip() for ln in "".join(info.current_stacktrace).splitlines())
+    return "\n".join(lines) or "(no processes)"
+
+
+def _options(item: pytest.Item) -> dict[str, Any]:
+    opts: dict[str, Any] = {"clock": "mock", "strict": True, "timeout": 60.0, "leaks": True}
+    for mark in reversed(list(item.iter_markers("otp"))):
+        opts.update(mark.kwargs)
+    return opts
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "otp(clock='mock'|'real', strict=True, timeout=60.0, leaks=True): "
+        "options of the fresh node a test runs in",
+    )
+
+
+@pytest.fixture
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """A fresh, running node; the test body runs inside one of its processes."""
+    opts = _options(request.node)
+    clock = MockClock() if opts["clock"] == "mock" else RealClock()
+    n = Node("test@localhost", clock=clock, strict=opts["strict"])
+    n.start()
+    n.test_failed = False  # type: ignore[attr-defined]
+    try:
+        yield n
+        if opts["leaks"] and not n.test_failed:  # type: ignore[attr-defined]
+            _check_leaks(n)
+    finally:
+        n.stop()
+
+
+@pytest.fixture
+def clock(node: Node) -> Any:
+    """The node's clock (a ``MockClock`` unless the test asked for the real one)."""
+    return node.clock
+
+
+def _check_leaks(n: Node) -> None:
+    n.wait_all_blocked()
+    problems = []
+    if n.procs:
+        problems.append(f"{len(n.procs)} process(es) still alive:\n{dump_processes(n)}")
+    timers = n.live_timers()
+    if timers:
+        problems.append(f"{len(timers)} send_after timer(s) still pending: {timers!r}")
+    if problems:
+        pytest.fail("test leaked:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    n = pyfuncitem.funcargs.get("node")
+    if not isinstance(n, Node):
+        return None
+    fn = pyfuncitem.obj
+    if inspect.iscoroutinefunction(fn):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    timeout = _options(pyfuncitem)["timeout"]
+    result, proc = n.start_main(functools.partial(fn, **kwargs))
+    try:
+        n.join(result, timeout)
+    except TimeoutError:
+        n.test_failed = True  # type: ignore[attr-defined]
+        dump = dump_processes(n)
+        n.exit_process(proc, "killed")
+        pytest.fail(
+            f"test still running after {timeout} s (watchdog); processes:\n{dump}",
+            pytrace=False,
+        )
+    except BaseException:
+        n.test_failed = True  # type: ignore[attr-defined]
+        raise
+    return True
+
+
+def pid_info(pid: Pid) -> Any:
+    """``process_info`` that fails the test if the process is gone."""
+    info = process_info(pid)
+    assert info is not None, f"{pid!r} is not alive"
+    return info
