@@ -13,7 +13,16 @@
             ├── NameTaken      ``register`` of a name that is in use
             ├── AlreadyRegistered  ``register`` of a process that already has a name
             ├── ReceiveTimeout ``receive`` gave up waiting and no default was given
-            └── NodeError      a node was used wrongly (not running, two at once, ...)
+            ├── NodeError      a node was used wrongly (not running, two at once, ...)
+            ├── CallError      a ``gen_server.call`` failed (``.reason``: "noproc",
+            │   │              "calling_self", or the server's exit reason)
+            │   └── CallTimeout    no reply within the timeout (also a TimeoutError)
+            ├── StartError     a process failed to start (``.reason``)
+            ├── SupervisorError a supervisor request failed (``.reason``: "already_started",
+            │                  "already_present", "not_found", "running", ...)
+            ├── ChildSpecError a child spec is malformed (also a BadArg)
+            ├── ApplicationError an application failed to load, start or stop
+            └── ConfigError    a configuration file or value is invalid (also a ValueError)
 
 Messages name what was expected and what was given, and the fix where it is not obvious.
 """
@@ -24,7 +33,12 @@ from typing import Any
 
 __all__ = [
     "AlreadyRegistered",
+    "ApplicationError",
     "BadArg",
+    "CallError",
+    "CallTimeout",
+    "ChildSpecError",
+    "ConfigError",
     "NameTaken",
     "NoProc",
     "NodeError",
@@ -32,6 +46,8 @@ __all__ = [
     "OTPError",
     "ProcessExit",
     "ReceiveTimeout",
+    "StartError",
+    "SupervisorError",
 ]
 
 
@@ -83,3 +99,63 @@ class ReceiveTimeout(OTPError):
 
 class NodeError(OTPError):
     """A node was used wrongly: none is running, or a second one was started."""
+
+
+class CallError(OTPError):
+    """A ``gen_server.call`` failed. ``reason`` is ``"noproc"`` (no such server),
+    ``"calling_self"``, ``"timeout"``, or the exit reason of a server that died
+    during the call; ``server`` and ``request`` say which call."""
+
+    def __init__(self, reason: Any, server: Any = None, request: Any = None) -> None:
+        super().__init__(f"call to {server!r} failed: {reason!r} (request: {request!r})")
+        self.reason = reason
+        self.server = server
+        self.request = request
+
+
+class CallTimeout(CallError, TimeoutError):
+    """No reply arrived within the call's timeout (the server may still handle it)."""
+
+    def __init__(self, server: Any = None, request: Any = None, timeout: Any = None) -> None:
+        CallError.__init__(self, "timeout", server, request)
+        self.args = (
+            f"call to {server!r} timed out after {timeout} s (request: {request!r})",
+        )
+        self.timeout = timeout
+
+
+class StartError(OTPError):
+    """A process failed to start; ``reason`` says why (its init's stop reason, the
+    exception it raised, or ``"timeout"``)."""
+
+    def __init__(self, reason: Any, message: str | None = None) -> None:
+        super().__init__(message or f"failed to start: {reason!r}")
+        self.reason = reason
+
+
+class SupervisorError(OTPError):
+    """A supervisor request failed; ``reason`` is OTP's word for it
+    (``"already_started"``, ``"already_present"``, ``"not_found"``, ``"running"``,
+    ``"restarting"``, ``"max_children"``...), ``pid`` the child's pid where relevant."""
+
+    def __init__(self, reason: Any, message: str | None = None, pid: Any = None) -> None:
+        super().__init__(message or f"supervisor error: {reason!r}")
+        self.reason = reason
+        self.pid = pid
+
+
+class ChildSpecError(BadArg):
+    """A child spec field is invalid; the message names the field, what was expected
+    and what was given."""
+
+
+class ApplicationError(OTPError):
+    """An application failed to load, start or stop."""
+
+    def __init__(self, message: str, reason: Any = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConfigError(OTPError, ValueError):
+    """A configuration file or value is invalid; the message names the file and key."""
