@@ -1,0 +1,80 @@
+"""The ``otp`` command line: ``otp run MODULE:FUNCTION [ARGS...]``.
+
+Runs ``FUNCTION(*ARGS)`` as the first process of a fresh node, after applying gevent's
+monkey-patching (first, before anything else is imported), and exits with status 0 when
+it returns, 1 when it raises. ``python -m otp run examples.hello:main`` is the same.
+"""
+
+from __future__ import annotations
+
+# Monkey-patching must happen before anything else imports socket, threading, ssl...
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):
+    monkey.patch_all()
+
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+import otp  # noqa: E402
+
+__all__ = ["main"]
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` to the function, with a clear error."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:FUNCTION, got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise click.BadParameter(f"cannot import {module_name!r}: {e}") from None
+    fn = module
+    for part in attr.split("."):
+        try:
+            fn = getattr(fn, part)
+        except AttributeError:
+            raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}") from None
+    if not callable(fn):
+        raise click.BadParameter(f"{target!r} is not callable")
+    return fn  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(otp.__version__, prog_name="otp")
+def cli() -> None:
+    """Erlang/OTP for Python: run and operate nodes."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("args", nargs=-1)
+@click.option("--name", default="nonode@nohost", show_default=True, help="node name")
+@click.option("--log-level", default="INFO", show_default=True)
+def run(target: str, args: tuple[str, ...], name: str, log_level: str) -> None:
+    """Run MODULE:FUNCTION(*ARGS) as the first process of a fresh node."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.path.insert(0, ".")
+    fn = resolve(target)
+    try:
+        result = otp.run(fn, *args, name=name)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if result is not None:
+        click.echo(repr(result))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
