@@ -21,8 +21,18 @@ from typing import Any
 
 from otp._core.clock import Clock, MockClock, RealClock
 from otp._core.node import Node, current_node
+from otp._core.os_thread import start_os_thread
 
-__all__ = ["Clock", "MockClock", "Node", "RealClock", "current_node", "patch", "run"]
+__all__ = [
+    "Clock",
+    "MockClock",
+    "Node",
+    "RealClock",
+    "current_node",
+    "patch",
+    "run",
+    "start_os_thread",
+]
 
 
 def run(

@@ -97,7 +97,9 @@ def _me(what: str) -> Process:
         raise NotInProcess(
             f"{what} must be called inside a process (spawn one, or use otp.run(main))"
         )
-    return p  # type: ignore[return-value]
+    if p.dead:
+        p.node._zombie(p)
+    return p
 
 
 def _check_dead(p: Process) -> None:
@@ -145,7 +147,7 @@ def send(dest: Pid | str, msg: Any) -> Any:
         current_node()
     assert node is not None
     if dest.__class__ is Pid:
-        p = node.procs.get(dest.id)  # type: ignore[union-attr]
+        p = node.procs.get(dest.id)
         if p is None or (p.pid is not dest and p.pid != dest):
             return msg
     elif isinstance(dest, str):
@@ -183,17 +185,22 @@ def receive(match: Any = None, timeout: float | None = None, *, default: Any = _
     if p.__class__ is not Process:
         _me("receive")
     if match is None and timeout is None:
-        mbox = p.mbox  # type: ignore[attr-defined]
-        if mbox and not p.dead:  # type: ignore[attr-defined]
+        mbox = p.mbox
+        if mbox and not p.dead:
             return mbox.popleft()
-    return p.node.receive(p, match, timeout, default)  # type: ignore[attr-defined]
+    return p.node.receive(p, match, timeout, default)
 
 
 def sleep(seconds: float) -> None:
     """Suspend the calling process for ``seconds`` on the node clock (messages stay queued)."""
     me = _me("sleep")
-    if seconds is None:
-        raise BadArg("sleep expects seconds >= 0, got None (use receive() to wait forever)")
+    if (
+        seconds.__class__ is not float and seconds.__class__ is not int
+    ) or seconds < 0:
+        raise BadArg(
+            f"sleep expects seconds >= 0 (a float or int), got {seconds!r}"
+            + (" (use receive() to wait forever)" if seconds is None else "")
+        )
     me.node.receive(me, _never, seconds, None)
 
 
@@ -215,7 +222,7 @@ def self() -> Pid:
     p = getcurrent()
     if p.__class__ is not Process:
         _me("self()")
-    return p.pid  # type: ignore[attr-defined, no-any-return]
+    return p.pid
 
 
 @overload
@@ -240,9 +247,11 @@ def exit(*args: Any) -> None:
         raise BadArg(f"exit takes (reason) or (pid, reason), got {len(args)} arguments")
     cur = getcurrent()
     sender = cur if cur.__class__ is Process else None
-    node.exit_signal(sender, args[0], args[1])  # type: ignore[arg-type]
+    if sender is not None and sender.dead:
+        node._zombie(sender)
+    node.exit_signal(sender, args[0], args[1])
     if sender is not None:
-        _check_dead(sender)  # type: ignore[arg-type]
+        _check_dead(sender)
 
 
 def link(pid: Pid) -> None:
@@ -311,6 +320,8 @@ def unregister(name: str) -> None:
 
 def whereis(name: str) -> Pid | None:
     """The pid registered under ``name``, or None."""
+    if not isinstance(name, str):
+        raise BadArg(f"whereis expects a registered name (str), got {name!r}")
     p = current_node().names.get(name)
     return p.pid if p is not None else None
 

@@ -48,7 +48,6 @@ from otp.errors import (
     NameTaken,
     NodeError,
     NoProc,
-    NotInProcess,
     ProcessExit,
     ReceiveTimeout,
 )
@@ -122,7 +121,7 @@ class Process(greenlet.greenlet):
     log_crash: bool
     suspended: bool
 
-    def run(self) -> None:  # type: ignore[override]
+    def run(self) -> None:
         if self.dead:
             return
         try:
@@ -130,7 +129,7 @@ class Process(greenlet.greenlet):
             reason: Any = "normal"
         except ProcessExit as e:
             reason = e.reason
-        except BaseException as e:  # noqa: BLE001 - any exception ends the process
+        except BaseException as e:  # any exception ends the process
             reason = e
             if not self.dead and self.log_crash:
                 log.error(
@@ -141,6 +140,16 @@ class Process(greenlet.greenlet):
                 )
         if not self.dead:
             self.node.exit_process(self, reason)
+        elif reason is not self.reason:
+            # Already dead (signals sent with the runtime's reason), yet the function
+            # ended some other way: it swallowed its ProcessExit. Say so.
+            log.warning(
+                "process %r swallowed its exit signal (%r) and ended with %r instead "
+                "(a bare `except:`?); it was reported dead with the signal's reason",
+                self.pid,
+                self.reason,
+                reason,
+            )
 
 
 class _Timer:
@@ -300,15 +309,19 @@ class Node:
         result: AsyncResult = AsyncResult()
 
         def main() -> None:
+            # exc_info keeps the traceback, so a failing test points at its own line.
             try:
                 value = fn(*args)
             except ProcessExit as e:
-                result.set_exception(e)
+                if not result.ready():
+                    result.set_exception(e, (type(e), e, e.__traceback__))
                 raise
             except BaseException as e:
-                result.set_exception(e)
+                if not result.ready():
+                    result.set_exception(e, (type(e), e, e.__traceback__))
                 raise ProcessExit(e) from None
-            result.set(value)
+            if not result.ready():
+                result.set(value)
 
         return result, self.spawn(main, (), log_crash=False)
 
@@ -601,7 +614,8 @@ class Node:
             self.exit_process(t, reason)
 
     def check_reason(self, reason: Any) -> None:
-        if isinstance(reason, BaseException):
+        """In strict mode, refuse an exit reason that could not be sent as a message."""
+        if not self.strict or isinstance(reason, BaseException):
             return
         try:
             check_immutable(reason, "exit reason")

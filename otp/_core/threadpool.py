@@ -20,4 +20,4 @@ T = TypeVar("T")
 def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` in the hub's thread pool and return its result (or raise its
     exception) in the caller, without blocking other processes."""
-    return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+    return gevent.get_hub().threadpool.apply(fn, args)

@@ -35,6 +35,7 @@ class Pid:
     node: str
     id: int
     creation: int
+    _hash: int
 
     def __init__(self, node: str, id: int, creation: int = 0) -> None:
         object.__setattr__(self, "node", node)
@@ -49,13 +50,13 @@ class Pid:
         if other.__class__ is not Pid:
             return NotImplemented
         return (
-            self.id == other.id  # type: ignore[attr-defined]
-            and self.node == other.node  # type: ignore[attr-defined]
-            and self.creation == other.creation  # type: ignore[attr-defined]
+            self.id == other.id
+            and self.node == other.node
+            and self.creation == other.creation
         )
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return]
+        return self._hash
 
     def __lt__(self, other: Pid) -> bool:
         return (self.node, self.id, self.creation) < (other.node, other.id, other.creation)
@@ -81,6 +82,7 @@ class Ref:
     node: str
     id: int
     owner: Pid | None
+    _hash: int
 
     def __init__(self, node: str, id: int, owner: Pid | None = None) -> None:
         object.__setattr__(self, "node", node)
@@ -94,10 +96,10 @@ class Ref:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not Ref:
             return NotImplemented
-        return self.id == other.id and self.node == other.node  # type: ignore[attr-defined]
+        return self.id == other.id and self.node == other.node
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return]
+        return self._hash
 
     def __repr__(self) -> str:
         node = 0 if self.node == local_node_name else self.node
@@ -157,14 +159,14 @@ def compile_pattern(pattern: Any) -> Matcher:
         def match_tuple(m: Any) -> bool:
             if not isinstance(m, tuple) or len(m) != n:
                 return False
-            for check, item in zip(parts, m):
+            for check, item in zip(parts, m):  # noqa: B905 - lengths checked above
                 if check is not None and not check(item):
                     return False
             return True
 
         return match_tuple
     if callable(pattern):
-        return pattern  # type: ignore[no-any-return]
+        return pattern
     return lambda m: m == pattern
 
 
@@ -209,8 +211,8 @@ def _check(value: Any, path: str, depth: int) -> None:
         for item in value:
             _check(item, f"{path} item", depth + 1)
         return
-    if isinstance(value, enum.Enum | BaseException | type) or callable(value) and _is_function(
-        value
+    if isinstance(value, enum.Enum | BaseException | type) or (
+        callable(value) and _is_function(value)
     ):
         return
     if dataclasses.is_dataclass(value):
