@@ -702,9 +702,13 @@ class Node:
             raise NoProc(f"register({name!r}, {dest!r}): no such process", dest)
         holder = self.names.get(name)
         if holder is not None:
-            raise NameTaken(f"name {name!r} is already registered to {holder.pid!r}")
+            raise NameTaken(
+                f"register({name!r}, {dest!r}) expects a free name, but {name!r} is "
+                f"already registered to {holder.pid!r}"
+            )
         if t.name is not None:
             raise AlreadyRegistered(
+                f"register({name!r}, {dest!r}) expects a process without a name, but "
                 f"{dest!r} is already registered as {t.name!r}; unregister it first"
             )
         self.names[name] = t
