@@ -1,0 +1,51 @@
+# otpy — common tasks. GNU make; needs only python3 (and network for pip) on a fresh machine.
+#
+#   make test              lint + the test suite under coverage (what .ci/run runs)
+#   make lint              ruff + mypy
+#   make run               run the hello example on a fresh node
+#   make bench             every workload of BENCH.md, otp vs the floors (not part of test)
+#   make bench ONLY="ping_pong call"
+#   make clean             build artefacts and caches; `make distclean` also drops .venv
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+
+# bash + pipefail: `coverage report | tail` must not hide a failing report.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+.DEFAULT_GOAL := test
+.PHONY: venv run lint test bench clean distclean
+
+# The venv is rebuilt (re-installed) whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m otp run examples.hello:main
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy otp
+
+test: lint
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(ONLY),--only "$(ONLY)")
+
+clean:
+	rm -rf build dist _build *.egg-info .coverage .coverage.* \
+	       .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

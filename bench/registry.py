@@ -1,0 +1,125 @@
+"""What can be measured: the workloads of BENCH.md and the systems that implement them.
+
+A *system* is a module with a ``WORKLOADS: dict[str, Workload]`` (workload name ->
+``fn(n) -> (value, unit, n)``) and optionally ``UNAVAILABLE: str | None`` (set when its
+dependency does not import; every workload of it is then reported as n/a). A workload a
+system does not list is simply not run for it; a ``NotYet`` entry is listed as n/a.
+
+``build()`` turns that into the registry the harness uses: workload -> {system -> fn}.
+To add a workload to a system, write one function and add one dict entry in its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from bench._measure import NotYet, Workload
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    metric: str
+    unit: str
+    n: int  # default size (--quick divides it by 10)
+    what: str
+
+    @property
+    def lower_is_better(self) -> bool:
+        # BENCH.md: units starting with "us" or "bytes" are lower-is-better; others are rates.
+        return self.unit.startswith(("us", "bytes"))
+
+
+SPECS: dict[str, Spec] = {
+    s.name: s
+    for s in [
+        Spec("spawn", "spawn_rate", "procs/s", 100_000,
+             "spawn n processes that exit at once, a monitor each; wait for all Downs"),
+        Spec("ping_pong", "round_trip_time", "us/round_trip", 200_000,
+             "two processes exchange n request/response messages"),
+        Spec("ring", "hop_rate", "hops/s", 1_000_000,
+             "1000 processes in a ring pass a token n hops (1000 laps)"),
+        Spec("memory", "rss_per_process", "bytes/process", 100_000,
+             "n processes blocked in receive; RSS growth per process"),
+        Spec("call", "call_time", "us/call", 200_000,
+             "one client, n sequential calls to a counter server"),
+        Spec("cast", "cast_rate", "casts/s", 200_000,
+             "n casts to a counter server, then one call to sync"),
+        Spec("many_clients", "call_rate", "calls/s", 100_000,
+             "1000 client processes × n/1000 calls each to one server"),
+        Spec("restart", "restart_time", "us/restart", 1_000,
+             "one_for_one supervisor, one worker: kill it n times, each time until the "
+             "restarted worker answers a call"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    module: str
+    monkey_patch: bool = False  # worker runs gevent.monkey.patch_all() before importing
+    label: str = ""
+
+
+# Order = column order in the tables; "gevent" and "greenlet" are the ratio references.
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in [
+        System("otp", "bench.otp_workloads", label="this project"),
+        System("gevent", "bench.floor_gevent", label="raw gevent actor"),
+        System("greenlet", "bench.floor_greenlet", label="raw greenlet switch"),
+        System("pykka", "bench.floor_pykka", label="Pykka, threads"),
+        System("pykka_gevent", "bench.floor_pykka", monkey_patch=True,
+               label="Pykka, gevent monkey-patched"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Registry:
+    """workload -> {system -> fn}, plus why some systems are missing entirely."""
+
+    table: dict[str, dict[str, Workload]]
+    unavailable: dict[str, str]  # system -> reason (dependency missing: n/a)
+    broken: dict[str, str]  # system -> reason (module failed to import: failed)
+
+
+def load_system(system: System) -> dict[str, Workload]:
+    """Import a system's module and return its workloads (raises on a broken module)."""
+    module = importlib.import_module(system.module)
+    return dict(module.WORKLOADS)
+
+
+def build(systems: list[str] | None = None) -> Registry:
+    """Import the system modules (in this process; measurements never run here)."""
+    table: dict[str, dict[str, Workload]] = {name: {} for name in SPECS}
+    unavailable: dict[str, str] = {}
+    broken: dict[str, str] = {}
+    for name, system in SYSTEMS.items():
+        if systems is not None and name not in systems:
+            continue
+        try:
+            module = importlib.import_module(system.module)
+        except Exception as exc:  # a half-written system must not stop the floors
+            broken[name] = f"import {system.module}: {type(exc).__name__}: {exc}"
+            continue
+        reason = getattr(module, "UNAVAILABLE", None)
+        if reason:
+            unavailable[name] = reason
+        for workload, fn in module.WORKLOADS.items():
+            if workload not in SPECS:
+                raise ValueError(f"{system.module}: unknown workload {workload!r}")
+            table[workload][name] = fn
+    return Registry(table, unavailable, broken)
+
+
+def na_reason(registry: Registry, workload: str, system: str) -> str | None:
+    """Why (workload, system) is n/a without running it, or None if it should run."""
+    if system in registry.unavailable:
+        return registry.unavailable[system]
+    fn = registry.table[workload].get(system)
+    if isinstance(fn, NotYet):
+        return f"not yet implemented: {fn.reason}"
+    return None
