@@ -13,15 +13,15 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
-import importlib  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
-import click  # noqa: E402
+import click
 
-import otp  # noqa: E402
+import otp
 
 __all__ = ["main"]
 
@@ -43,7 +43,7 @@ def resolve(target: str) -> Callable[..., Any]:
             raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}") from None
     if not callable(fn):
         raise click.BadParameter(f"{target!r} is not callable")
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 @click.group()
