@@ -1,0 +1,215 @@
+"""Private machinery shared by the behaviours: the call protocol and name resolution.
+
+This is OTP's ``gen`` module. Nothing here is public API; ``otp.gen_server`` and
+``otp.sys`` build on it.
+
+The call protocol (``gen:do_call``):
+
+1. Resolve the server (a Pid, a registered name, or ``Via(registry, name)``) to a pid;
+   a name nobody holds fails at once with ``noproc``. A call to oneself fails with
+   ``calling_self`` instead of deadlocking.
+2. Monitor the server. The monitor reference is the call's *tag*: it is unique, and
+   the ``Down`` it produces carries the server's exit reason.
+3. Send ``(label, From(caller, tag), request)`` and wait selectively for either the
+   reply ``(tag, value)`` or ``Down(tag, ...)``, until the deadline.
+4. Reply: demonitor (dropping a ``Down`` that may have raced in) and return the value.
+   ``Down``: raise ``CallError`` with the server's reason (``noproc`` if it was already
+   gone). Deadline: demonitor with flush, record the tag as *abandoned*, remove a reply
+   that raced in, raise ``CallTimeout``.
+
+Late replies. Erlang drops a late reply by sending it to a process *alias* that the
+caller deactivates when it gives up. The kernel has no aliases yet, so the replying
+side checks the node's set of abandoned tags before sending: a reply to an abandoned
+tag is dropped, and the caller flushed any reply that arrived before it gave up. Both
+happen on the node's single hub, so there is no window in which a late reply can land
+in the caller's mailbox. (Across nodes this needs the alias; see the dist layer.)
+
+Invariant relied on: a ``Down`` for a monitor is delivered only while the monitor is
+active, and ``demonitor`` returns True exactly when no ``Down`` has been queued; so
+a ``Down`` has to be flushed only when ``demonitor`` returns False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from otp.errors import BadArg, CallError, CallTimeout
+from otp.node import current_node
+from otp.process import (
+    Down,
+    Pid,
+    Ref,
+    demonitor,
+    is_alive,
+    monitor,
+    receive,
+    send,
+    whereis,
+)
+from otp.process import self as _self
+
+CALL = "$gen_call"
+CAST = "$gen_cast"
+SYSTEM = "$system"
+
+_TIMEOUT: Any = object()
+
+
+class From(NamedTuple):
+    """Who is waiting for a reply: the caller's pid and the call's unique tag.
+
+    ``handle_call`` receives it as ``from_``; pass it to ``reply(from_, value)`` to
+    answer later, from any process.
+    """
+
+    pid: Pid
+    tag: Ref
+
+
+@dataclass(frozen=True)
+class Via:
+    """A name held in a registry of your own: ``Via(registry, name)``.
+
+    ``registry`` is any object with ``register_name(name, pid) -> bool``,
+    ``unregister_name(name)``, ``whereis_name(name) -> Pid | None`` and
+    ``send(name, msg)``. The registry is responsible for forgetting a name when its
+    process ends (monitor it); a server unregisters its name itself only when its
+    start fails.
+    """
+
+    registry: Any
+    name: Any
+
+    def __post_init__(self) -> None:
+        for method in ("register_name", "unregister_name", "whereis_name", "send"):
+            if not callable(getattr(self.registry, method, None)):
+                raise BadArg(
+                    f"Via expects a registry with register_name, unregister_name, "
+                    f"whereis_name and send; {self.registry!r} has no {method}()"
+                )
+
+
+Server = Pid | str | Via
+
+
+def resolve(server: Any) -> Pid | None:
+    """A Pid, a registered name or a ``Via`` to a pid (None if nobody holds the name)."""
+    if server.__class__ is Pid:
+        return server
+    if isinstance(server, str):
+        return whereis(server)
+    if isinstance(server, Via):
+        pid = server.registry.whereis_name(server.name)
+        if pid is not None and pid.__class__ is not Pid:
+            raise BadArg(
+                f"{server!r}: registry.whereis_name must return a Pid or None, got {pid!r}"
+            )
+        return pid
+    raise BadArg(
+        f"expected a server: a Pid, a registered name (str) or Via(registry, name), "
+        f"got {server!r}"
+    )
+
+
+def check_name(name: Any) -> None:
+    if name is None or isinstance(name, Via):
+        return
+    if not isinstance(name, str) or not name:
+        raise BadArg(
+            f"name must be a non-empty str (local name) or Via(registry, name), got {name!r}"
+        )
+
+
+# --- abandoned call tags (late replies are dropped) -------------------------------
+
+_abandoned: dict[Ref, Pid] = {}
+_abandoned_node: Any = None
+
+
+def _abandon(tag: Ref, caller: Pid) -> None:
+    global _abandoned_node
+    node = current_node()
+    if _abandoned_node is not node:  # a fresh node: tags of the old one mean nothing
+        _abandoned.clear()
+        _abandoned_node = node
+    if len(_abandoned) >= 1024:  # forget tags whose caller is gone
+        for t, pid in list(_abandoned.items()):
+            if not is_alive(pid):
+                del _abandoned[t]
+    _abandoned[tag] = caller
+
+
+def reply(from_: From, value: Any) -> None:
+    """Send ``value`` to the caller waiting on ``from_`` (dropped if it gave up)."""
+    tag = from_[1]
+    if _abandoned and tag in _abandoned and _abandoned_node is current_node():
+        del _abandoned[tag]
+        return
+    send(from_[0], (tag, value))
+
+
+# --- the call -------------------------------------------------------------------------
+
+
+def call(server: Any, label: str, request: Any, timeout: float | None) -> Any:
+    """``gen:do_call``: see the module docstring."""
+    pid: Any = server
+    if server.__class__ is not Pid:
+        pid = resolve(server)
+        if pid is None:
+            raise CallError("noproc", server, request)
+    me = _self()
+    if pid == me:
+        raise CallError("calling_self", server, request)
+    if timeout is not None and (
+        (timeout.__class__ is not float and timeout.__class__ is not int) or timeout < 0
+    ):
+        raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
+    tag = monitor(pid)
+    send(pid, (label, From(me, tag), request))
+
+    def match(m: Any) -> bool:
+        c = m.__class__
+        if c is tuple:
+            return len(m) == 2 and m[0] is tag
+        return c is Down and m[0] is tag
+
+    msg = receive(match, timeout, default=_TIMEOUT)
+    if msg.__class__ is tuple:
+        if not demonitor(tag):
+            receive(_down_of(tag), 0, default=None)
+        return msg[1]
+    if msg is _TIMEOUT:
+        demonitor(tag, flush=True)
+        _abandon(tag, me)
+        receive(match, 0, default=None)  # a reply that raced in with the deadline
+        raise CallTimeout(server, request, timeout)
+    raise CallError(msg.reason, server, request)
+
+
+def _down_of(tag: Ref) -> Callable[[Any], bool]:
+    return lambda m: m.__class__ is Down and m[0] is tag
+
+
+def send_to(server: Any, msg: Any) -> None:
+    """Send to a Pid, a name or a Via, silently dropping it if nobody holds the name."""
+    if server.__class__ is Pid:
+        send(server, msg)
+        return
+    pid = resolve(server)
+    if pid is not None:
+        send(pid, msg)
+
+
+def wait_down(tag: Ref, timeout: float | None) -> Any:
+    """Wait for the ``Down`` of monitor ``tag``; returns its reason or ``_TIMEOUT``."""
+    msg = receive(_down_of(tag), timeout, default=_TIMEOUT)
+    if msg is _TIMEOUT:
+        demonitor(tag, flush=True)
+        return _TIMEOUT
+    return msg.reason
+
+
+TIMEOUT = _TIMEOUT

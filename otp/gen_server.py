@@ -1,0 +1,845 @@
+"""Generic servers: a process that holds state and answers requests, OTP's ``gen_server``.
+
+A server is a subclass of ``GenServer`` whose callbacks take the state and return the
+next one; the process, its mailbox loop, calls with timeouts, crash reports and the
+``sys`` debug interface come from here.
+
+Example::
+
+    import otp
+    from otp import gen_server
+    from otp.gen_server import GenServer, Ok, Reply, NoReply
+
+    class Counter(GenServer):
+        def init(self, start):
+            return Ok(start)
+
+        def handle_call(self, request, from_, state):
+            match request:
+                case "get":
+                    return Reply(state, state)
+            return super().handle_call(request, from_, state)   # stops with bad_call
+
+        def handle_cast(self, request, state):
+            match request:
+                case ("add", n):
+                    return NoReply(state + n)
+            return super().handle_cast(request, state)
+
+    def main():
+        pid = gen_server.start_link(Counter, 0, name="counter")
+        gen_server.cast("counter", ("add", 2))
+        assert gen_server.call("counter", "get") == 2
+        gen_server.stop(pid)
+
+    otp.run(main)
+
+Client API -> callback (as in OTP's gen_server.erl):
+
+=======================================  ==================================================
+``start`` / ``start_link``               ``init(arg)`` (in the new process; they return
+                                         after it)
+``call(server, request, timeout)``       ``handle_call(request, from_, state)``
+``cast(server, request)``                ``handle_cast(request, state)``
+any other message, ``"timeout"``         ``handle_info(msg, state)``
+a ``Continue(arg)`` action               ``handle_continue(arg, state)``
+``stop`` / a ``Stop`` return / a crash   ``terminate(reason, state)``
+``otp.sys.change_code``                  ``code_change(old_vsn, state, extra)`` (new class)
+crash report, ``otp.sys.get_status``     ``format_status(status)``
+=======================================  ==================================================
+
+Callback returns (anything else stops the server with ``("bad_return_value", value)``):
+
+- ``init``: ``Ok(state, action=None)``, ``Ignore()`` (start returns None, the process
+  ends ``normal``), ``Stop(reason)`` (the start fails with ``reason``).
+- ``handle_call``: ``Reply(value, state, action=None)``, ``NoReply(state, action=None)``
+  (answer later with ``reply(from_, value)``, from any process),
+  ``Stop(reason, state, reply=value)`` (reply optional; sent after ``terminate``).
+- ``handle_cast`` / ``handle_info`` / ``handle_continue``: ``NoReply(state,
+  action=None)``, ``Stop(reason, state)``.
+- ``code_change``: the new state. ``format_status``: the status dict, redacted.
+
+Actions: ``Continue(arg)`` runs ``handle_continue`` before the next message;
+``Timeout(seconds)`` delivers the info message ``"timeout"`` if no message at all
+arrives within ``seconds`` (a system message restarts it); ``Hibernate()`` is a hint:
+the server drops its reference to the last message and keeps going (there is no
+separate heap to shrink).
+
+The records are ``NamedTuple``s rather than frozen dataclasses: they are made once per
+message, and a frozen dataclass costs twice as much to build. They are immutable,
+typed and usable in ``match`` (``case Reply(value, state):``).
+
+State is passed in and returned, never kept on ``self``: the callback object is
+stateless (made with ``cls()``, so do not give ``__init__`` parameters), which is what
+lets ``otp.sys.change_code`` swap the class under a live server.
+
+Names: ``name="counter"`` registers a local name; ``name=Via(registry, key)`` uses any
+registry object (``register_name``, ``unregister_name``, ``whereis_name``, ``send``).
+A name already taken fails the start with ``StartError(("already_started", pid))``.
+``call``/``cast``/``stop`` accept a pid, a local name or a ``Via``.
+
+Timeouts and failures (SEMANTICS.md G1-G9):
+
+- ``call`` waits 5 s by default (``timeout=None``: forever). On timeout it raises
+  ``CallTimeout`` naming the server, the request and the timeout; the server still
+  handles the request and its late reply is dropped, never reaching the caller.
+- ``call`` to a name nobody holds raises ``CallError("noproc")`` at once; if the server
+  dies during the call, ``CallError`` carries its exit reason at once; a server
+  calling itself gets ``CallError("calling_self")``.
+- ``terminate(reason, state)`` runs after a ``Stop`` return, a callback exception or
+  ``stop``; on an exit signal from the parent (e.g. a supervisor's ``shutdown``) only
+  if the server traps exits (``otp.process.trap_exit(True)`` in ``init``). An EXIT from
+  the parent always ends a trapping server; EXITs from other links go to
+  ``handle_info``.
+- Ending with ``normal``, ``shutdown`` or ``("shutdown", term)`` logs nothing; any
+  other reason logs one ERROR report to logger ``otp.report``, label
+  ``gen_server_terminate``, with the last message, the state after
+  ``format_status``, the reason and the stack.
+- An unmatched call stops the server with ``("bad_call", request)`` (the caller's
+  ``CallError`` has it); an unmatched cast with ``("bad_cast", request)``; an
+  unexpected info message is logged (WARNING, label ``unexpected_info``) and ignored.
+
+When not to use it: for work with no state or no need for serialised access (a plain
+function, or a task process), or for long computations inside a callback (the server
+answers nobody meanwhile, and callers time out; hand the work to another process and
+``reply`` later).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from otp import _gen, proc_lib
+from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
+from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
+from otp.node import current_node
+from otp.proc_lib import ReportedExit, is_clean_exit
+from otp.process import Exit, Pid, is_alive, monitor, receive, send
+from otp.process import self as _self
+from otp.sys import Statistics, Status
+
+__all__ = [
+    "Continue",
+    "From",
+    "GenServer",
+    "Hibernate",
+    "Ignore",
+    "NoReply",
+    "Ok",
+    "Reply",
+    "Stop",
+    "Timeout",
+    "Via",
+    "call",
+    "cast",
+    "reply",
+    "start",
+    "start_link",
+    "stop",
+]
+
+report_log = logging.getLogger("otp.report")
+trace_log = logging.getLogger("otp.sys")
+
+
+class _NoReplyValue:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_REPLY"
+
+
+NO_REPLY: Any = _NoReplyValue()
+
+# --- callback returns and actions ----------------------------------------------------
+
+
+class Continue(NamedTuple):
+    """Action: run ``handle_continue(arg, state)`` before the next message."""
+
+    arg: Any
+
+
+class Timeout(NamedTuple):
+    """Action: deliver the info message ``"timeout"`` if no message arrives within
+    ``seconds`` (node clock)."""
+
+    seconds: float
+
+
+class Hibernate(NamedTuple):
+    """Action: a hint that the server will be idle a while (it drops its reference to
+    the last message; nothing else)."""
+
+
+Action = Continue | Timeout | Hibernate | None
+
+
+class Ok(NamedTuple):
+    """``init`` succeeded: the first state, and an optional action."""
+
+    state: Any
+    action: Any = None
+
+
+class Ignore(NamedTuple):
+    """``init``: do not start; ``start``/``start_link`` return None."""
+
+
+class Reply(NamedTuple):
+    """``handle_call``: answer ``value`` now and go on with ``state``."""
+
+    value: Any
+    state: Any
+    action: Any = None
+
+
+class NoReply(NamedTuple):
+    """Go on with ``state`` without replying (``handle_call`` replies later with
+    ``reply(from_, value)``)."""
+
+    state: Any
+    action: Any = None
+
+
+class Stop(NamedTuple):
+    """Stop with ``reason`` after ``terminate(reason, state)``; from ``handle_call``,
+    ``reply`` (if given) is sent to the caller after ``terminate``; from ``init``, the
+    start fails with ``reason``."""
+
+    reason: Any
+    state: Any = None
+    reply: Any = NO_REPLY
+
+
+# --- the behaviour --------------------------------------------------------------------
+
+
+class GenServer:
+    """Base class of generic servers: override the callbacks you need.
+
+    Defaults: ``init`` returns ``Ok(arg)``; ``handle_call`` stops with
+    ``("bad_call", request)``; ``handle_cast`` with ``("bad_cast", request)``;
+    ``handle_info`` logs the message and carries on; ``terminate`` does nothing;
+    ``code_change`` keeps the state; ``format_status`` shows everything.
+    """
+
+    def init(self, arg: Any) -> Ok | Ignore | Stop:
+        return Ok(arg)
+
+    def handle_call(self, request: Any, from_: From, state: Any) -> Reply | NoReply | Stop:
+        return Stop(("bad_call", request), state)
+
+    def handle_cast(self, request: Any, state: Any) -> NoReply | Stop:
+        return Stop(("bad_cast", request), state)
+
+    def handle_info(self, msg: Any, state: Any) -> NoReply | Stop:
+        me = _self()
+        report_log.warning(
+            "%s %r received an unexpected message in handle_info: %r",
+            _qualname(type(self)),
+            me,
+            msg,
+            extra={
+                "report": {
+                    "label": "unexpected_info",
+                    "pid": me,
+                    "module": _qualname(type(self)),
+                    "message": msg,
+                }
+            },
+        )
+        return NoReply(state)
+
+    def handle_continue(self, arg: Any, state: Any) -> NoReply | Stop:
+        raise NotImplementedError(
+            f"{_qualname(type(self))} returned Continue({arg!r}) but does not define "
+            "handle_continue(arg, state)"
+        )
+
+    def terminate(self, reason: Any, state: Any) -> None:
+        return None
+
+    def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
+        return state
+
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        return status
+
+    @classmethod
+    def child_spec(cls, arg: Any = None) -> Any:
+        """The supervisor child spec that starts this server with ``start_link(cls, arg)``
+        (id: the class)."""
+        from otp.supervisor import ChildSpec  # type: ignore[import-not-found, unused-ignore]
+
+        return ChildSpec(id=cls, start=(start_link, (cls, arg)))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- client API -------------------------------------------------------------------------
+
+
+def _check_cls(what: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, GenServer)):
+        raise BadArg(
+            f"{what} expects a GenServer subclass, got {cls!r}"
+            + ("" if isinstance(cls, type) else f" of type {type(cls).__name__}")
+        )
+
+
+def start(
+    cls: type[GenServer],
+    arg: Any = None,
+    *,
+    name: str | Via | None = None,
+    timeout: float | None = None,
+) -> Pid | None:
+    """Start a server (not linked) and return its pid once ``init`` has returned.
+
+    ``Ignore`` -> None; ``Stop(reason)``, an exception in ``init`` or ``timeout``
+    seconds passing -> ``StartError(reason)`` (the name is free again by then).
+    """
+    _check_cls("start", cls)
+    check_name(name)
+    return proc_lib.start_as(
+        _init_it,
+        (cls, arg, name, None),
+        link=False,
+        timeout=timeout,
+        initial=_qualname(cls) + ".init",
+    )
+
+
+def start_link(
+    cls: type[GenServer],
+    arg: Any = None,
+    *,
+    name: str | Via | None = None,
+    timeout: float | None = None,
+) -> Pid | None:
+    """Like ``start``, linked to the caller, which becomes the server's parent."""
+    _check_cls("start_link", cls)
+    check_name(name)
+    return proc_lib.start_as(
+        _init_it,
+        (cls, arg, name, _self()),
+        link=True,
+        timeout=timeout,
+        initial=_qualname(cls) + ".init",
+    )
+
+
+_do_call = _gen.call
+
+
+def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
+    """Send ``request`` to the server's ``handle_call`` and wait for the reply.
+
+    Raises ``CallError`` (``.reason``: ``"noproc"``, ``"calling_self"``, or the
+    server's exit reason) and ``CallTimeout`` after ``timeout`` seconds.
+    """
+    return _do_call(server, CALL, request, timeout)
+
+
+def cast(server: Pid | str | Via, request: Any) -> None:
+    """Send ``request`` to the server's ``handle_cast``; never fails, never waits
+    (a cast to a name nobody holds is dropped)."""
+    _gen.send_to(server, (CAST, request))
+
+
+reply: Callable[[From, Any], None] = _gen.reply
+reply.__doc__ = """Answer a call that ``handle_call`` left with ``NoReply``, from any
+process. A reply after the caller gave up (timed out) is dropped."""
+
+
+def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stop the server with ``reason``: it runs ``terminate`` and ends; returns once it
+    has. ``CallError("noproc")`` if there is no such server, ``CallTimeout`` after
+    ``timeout`` seconds, ``CallError(r)`` if it ended with another reason ``r``."""
+    request = ("terminate", reason)
+    pid = resolve(server)
+    if pid is None:
+        raise CallError("noproc", server, request)
+    me = _self()
+    if pid == me:
+        raise CallError("calling_self", server, request)
+    tag = monitor(pid)
+    send(pid, (SYSTEM, From(me, tag), request))
+    got = _gen.wait_down(tag, timeout)
+    if got is _gen.TIMEOUT:
+        raise CallTimeout(server, request, timeout)
+    if got == reason:
+        return
+    raise CallError(got, server, request)
+
+
+# --- the server process -------------------------------------------------------------------
+
+
+class _Server:
+    """The slow-changing part of a running server (the loop keeps the rest in locals)."""
+
+    __slots__ = ("cb", "dbg", "name", "parent", "pid")
+
+    def __init__(self, cb: GenServer, name: Any, parent: Pid | None, pid: Pid) -> None:
+        self.cb = cb
+        self.name = name
+        self.parent = parent
+        self.pid = pid
+        self.dbg: _Debug | None = None
+
+    def label(self) -> str:
+        if self.name is None:
+            return repr(self.pid)
+        if isinstance(self.name, Via):
+            return repr(self.name.name)
+        return str(self.name)
+
+
+class _Debug:
+    """``sys`` statistics and trace for one server. Exists only while one is on, so a
+    server that is not debugged pays one ``is None`` test per message."""
+
+    __slots__ = ("msgs_in", "msgs_out", "start_time", "stats", "trace")
+
+    def __init__(self) -> None:
+        self.stats = False
+        self.trace = False
+        self.start_time = 0.0
+        self.msgs_in = 0
+        self.msgs_out = 0
+
+    def got(self, srv: _Server, msg: Any) -> None:
+        if self.stats:
+            self.msgs_in += 1
+        if self.trace:
+            match msg:
+                case (tag, from_, request) if tag == CALL:
+                    trace_log.info(
+                        "*DBG* %s got call %r from %r", srv.label(), request, from_[0]
+                    )
+                case (tag, request) if tag == CAST:
+                    trace_log.info("*DBG* %s got cast %r", srv.label(), request)
+                case _:
+                    trace_log.info("*DBG* %s got %r", srv.label(), msg)
+
+    def sent(self, srv: _Server, value: Any, to: Pid, state: Any) -> None:
+        if self.stats:
+            self.msgs_out += 1
+        if self.trace:
+            trace_log.info(
+                "*DBG* %s sent %r to %r, new state %r", srv.label(), value, to, state
+            )
+
+    def new_state(self, srv: _Server, state: Any) -> None:
+        if self.trace:
+            trace_log.info("*DBG* %s new state %r", srv.label(), state)
+
+
+def _register(name: Any, pid: Pid) -> Pid | None:
+    """Register ``name``; None on success, else the pid holding it."""
+    if name is None:
+        return None
+    if isinstance(name, Via):
+        if name.registry.register_name(name.name, pid):
+            return None
+        return resolve(name) or pid
+    from otp.errors import NameTaken
+    from otp.process import register, whereis
+
+    try:
+        register(name, pid)
+    except NameTaken:
+        return whereis(name) or pid
+    return None
+
+
+def _unregister(name: Any) -> None:
+    if name is None:
+        return
+    if isinstance(name, Via):
+        name.registry.unregister_name(name.name)
+        return
+    from otp.process import unregister, whereis
+
+    if whereis(name) == _self():
+        unregister(name)
+
+
+def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> None:
+    me = _self()
+    holder = _register(name, me)
+    if holder is not None:
+        proc_lib.init_fail(("already_started", holder), "normal")
+    r: Any
+    try:
+        cb = cls()
+        r = cb.init(arg)
+    except BaseException:
+        if is_alive(me):
+            _unregister(name)
+        raise
+    rc = r.__class__
+    if rc is Ok:
+        proc_lib.init_ack(me)
+        srv = _Server(cb, name, parent, me)
+        _loop(srv, r.state, r.action)
+    elif rc is Ignore:
+        _unregister(name)
+        proc_lib.init_ack(None)
+    elif rc is Stop:
+        _unregister(name)
+        proc_lib.init_fail(r.reason, r.reason)
+    else:
+        _unregister(name)
+        reason = ("bad_return_value", r)
+        proc_lib.init_fail(reason, reason)
+
+
+_TIMEOUT: Any = object()
+
+
+def _loop(srv: _Server, state: Any, action: Any) -> None:
+    """The main loop. Hot path: a call returning ``Reply`` with no action."""
+    cb = srv.cb
+    parent = srv.parent
+    abandoned = _gen._abandoned  # never rebound, only cleared: safe to hold
+    dbg: _Debug | None = None
+    msg: Any = None
+    r: Any = None
+    pending: float | None = None  # a Timeout action's seconds, for the next receive
+    if action is not None:
+        state, pending = _action(srv, cb, state, action, msg)
+    while True:
+        if pending is None:
+            msg = receive()
+        else:
+            msg = receive(None, pending, default=_TIMEOUT)
+            if msg is _TIMEOUT:
+                msg = "timeout"
+        c = msg.__class__
+        if c is tuple and msg and msg[0] == SYSTEM and len(msg) == 3:
+            # Served between callbacks; a pending Timeout starts again afterwards.
+            cb, state = _system(srv, cb, state, msg)
+            dbg = srv.dbg
+            continue
+        pending = None
+        if dbg is not None:
+            dbg.got(srv, msg)
+        try:
+            if c is tuple and len(msg) == 3 and msg[0] == CALL:
+                from_ = msg[1]
+                r = cb.handle_call(msg[2], from_, state)
+                rc = r.__class__
+                if rc is Reply:
+                    # reply(from_, value), inlined: the hot path
+                    tag = from_[1]
+                    if abandoned and tag in abandoned and _gen._abandoned_node is current_node():
+                        del abandoned[tag]
+                    else:
+                        send(from_[0], (tag, r[0]))
+                    state = r[1]
+                    if dbg is not None:
+                        dbg.sent(srv, r[0], from_[0], state)
+                    if r[2] is not None:
+                        state, pending = _action(srv, cb, state, r[2], msg)
+                    continue
+                if rc is NoReply:
+                    state = r[0]
+                elif rc is Stop:
+                    _terminate(srv, cb, r.reason, r.state, msg, None, from_, r.reply)
+                else:
+                    _bad_return(srv, cb, r, state, msg)
+            elif c is tuple and len(msg) == 2 and msg[0] == CAST:
+                r = cb.handle_cast(msg[1], state)
+                rc = r.__class__
+                if rc is NoReply:
+                    state = r[0]
+                elif rc is Stop:
+                    _terminate(srv, cb, r.reason, r.state, msg)
+                else:
+                    _bad_return(srv, cb, r, state, msg)
+            elif c is Exit and msg.pid == parent and parent is not None:
+                # The parent's EXIT always ends a trapping server (with terminate).
+                _terminate(srv, cb, msg.reason, state, msg)
+            else:
+                r = cb.handle_info(msg, state)
+                rc = r.__class__
+                if rc is NoReply:
+                    state = r[0]
+                elif rc is Stop:
+                    _terminate(srv, cb, r.reason, r.state, msg)
+                else:
+                    _bad_return(srv, cb, r, state, msg)
+        except Exception as e:
+            _crash(srv, cb, e, state, msg)
+        except ProcessExit as e:
+            if not is_alive(srv.pid) or isinstance(e, ReportedExit):
+                raise
+            _terminate(srv, cb, e.reason, state, msg, e)  # the callback called exit()
+        if dbg is not None:
+            dbg.new_state(srv, state)
+        action = r[1]  # NoReply(state, action)
+        if action is not None:
+            state, pending = _action(srv, cb, state, action, msg)
+
+
+def _action(srv: _Server, cb: GenServer, state: Any, action: Any, msg: Any) -> tuple[Any, Any]:
+    """Apply a callback's action; returns (state, timeout for the next receive)."""
+    r: Any
+    while True:
+        ac = action.__class__
+        if ac is Continue:
+            try:
+                r = cb.handle_continue(action.arg, state)
+            except Exception as e:
+                _crash(srv, cb, e, state, msg)
+            except ProcessExit as e:
+                if not is_alive(srv.pid) or isinstance(e, ReportedExit):
+                    raise
+                _terminate(srv, cb, e.reason, state, msg, e)
+            rc = r.__class__
+            if rc is NoReply:
+                state = r.state
+                action = r.action
+                if action is None:
+                    return state, None
+                continue
+            if rc is Stop:
+                _terminate(srv, cb, r.reason, r.state, msg)
+            _bad_return(srv, cb, r, state, msg)
+        if ac is Timeout:
+            s = action.seconds
+            if isinstance(s, bool) or not isinstance(s, int | float) or s < 0:
+                _bad_return(srv, cb, action, state, msg)
+            return state, s
+        if ac is Hibernate:
+            return state, None
+        _bad_return(srv, cb, action, state, msg)
+
+
+def _crash(srv: _Server, cb: GenServer, exc: BaseException, state: Any, msg: Any) -> Any:
+    _terminate(srv, cb, exc, state, msg, exc)
+
+
+def _bad_return(srv: _Server, cb: GenServer, value: Any, state: Any, msg: Any) -> Any:
+    _terminate(srv, cb, ("bad_return_value", value), state, msg)
+
+
+def _terminate(
+    srv: _Server,
+    cb: GenServer,
+    reason: Any,
+    state: Any,
+    msg: Any,
+    exc: BaseException | None = None,
+    from_: Any = None,
+    reply_value: Any = NO_REPLY,
+) -> Any:
+    """Run ``terminate``, reply if asked, report an abnormal end, and exit. Never returns."""
+    try:
+        cb.terminate(reason, state)
+    except Exception as e:
+        reason, exc = e, e
+    except ProcessExit as e:
+        if not is_alive(srv.pid) or isinstance(e, ReportedExit):
+            raise
+        reason = e.reason
+    if reply_value is not NO_REPLY and from_ is not None:
+        _gen.reply(from_, reply_value)
+    if not is_clean_exit(reason):
+        _error_report(srv, cb, reason, state, msg, exc)
+    raise ReportedExit(reason)
+
+
+def _formatted(cb: GenServer, state: Any, msg: Any, reason: Any) -> dict[str, Any]:
+    status = {"state": state, "message": msg, "reason": reason}
+    try:
+        out = cb.format_status(dict(status))
+    except Exception as e:
+        return {"state": f"<format_status failed: {e!r}>", "message": msg, "reason": reason}
+    if not isinstance(out, dict):
+        return {"state": f"<format_status returned {out!r}>", "message": msg, "reason": reason}
+    return {**status, **out}
+
+
+def _error_report(
+    srv: _Server, cb: GenServer, reason: Any, state: Any, msg: Any, exc: BaseException | None
+) -> None:
+    st = _formatted(cb, state, msg, reason)
+    err = exc if exc is not None else (reason if isinstance(reason, BaseException) else None)
+    stack = ""
+    if err is not None and err.__traceback__ is not None:
+        stack = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    report = {
+        "label": "gen_server_terminate",
+        "pid": srv.pid,
+        "name": srv.name if srv.name is not None else srv.pid,
+        "module": _qualname(type(cb)),
+        "last_message": st["message"],
+        "state": st["state"],
+        "reason": st["reason"],
+        "stack": stack,
+        "parent": srv.parent,
+    }
+    report_log.error(
+        "** Generic server %s terminating\n"
+        "** Last message in was %r\n"
+        "** When Server state == %r\n"
+        "** Reason for termination ==\n"
+        "** %r%s",
+        srv.label(),
+        st["message"],
+        st["state"],
+        st["reason"],
+        ("\n" + stack.rstrip()) if stack else "",
+        extra={"report": report},
+    )
+
+
+# --- system messages (otp.sys) -----------------------------------------------------------
+
+
+def _sys_reply(from_: Any, value: Any) -> None:
+    try:
+        _gen.reply(from_, value)
+    except BadArg as e:  # strict mode refused the value (e.g. a mutable state)
+        _gen.reply(from_, ("error", e))
+
+
+def _system(srv: _Server, cb: GenServer, state: Any, msg: Any) -> tuple[GenServer, Any]:
+    from_, request = msg[1], msg[2]
+    cb, state, suspended = _sys_request(srv, cb, state, msg, from_, request, False)
+    if not suspended:
+        return cb, state
+    parent = srv.parent
+
+    def wanted(m: Any) -> bool:
+        c = m.__class__
+        if c is tuple:
+            return len(m) == 3 and m[0] == SYSTEM
+        return c is Exit and parent is not None and m.pid == parent
+
+    while suspended:
+        m = receive(wanted)
+        if m.__class__ is Exit:
+            _terminate(srv, cb, m.reason, state, m)
+        cb, state, suspended = _sys_request(srv, cb, state, m, m[1], m[2], True)
+    return cb, state
+
+
+def _sys_request(
+    srv: _Server, cb: GenServer, state: Any, msg: Any, from_: Any, request: Any, suspended: bool
+) -> tuple[GenServer, Any, bool]:
+    match request:
+        case "get_state":
+            _sys_reply(from_, ("ok", state))
+        case ("replace_state", fn):
+            try:
+                new = fn(state)
+            except Exception as e:
+                _sys_reply(from_, ("error", ("callback_failed", e)))
+            else:
+                state = new
+                _sys_reply(from_, ("ok", state))
+        case "get_status":
+            st = _formatted(cb, state, None, None)
+            dbg = srv.dbg
+            _sys_reply(
+                from_,
+                (
+                    "ok",
+                    Status(
+                        pid=srv.pid,
+                        name=srv.name,
+                        module=_qualname(type(cb)),
+                        status="suspended" if suspended else "running",
+                        parent=srv.parent,
+                        state=st["state"],
+                        statistics=_stats(dbg),
+                        trace=dbg is not None and dbg.trace,
+                    ),
+                ),
+            )
+        case "suspend":
+            _sys_reply(from_, ("ok", None))
+            suspended = True
+        case "resume":
+            _sys_reply(from_, ("ok", None))
+            suspended = False
+        case ("change_code", new, old_vsn, extra):
+            if not suspended:
+                _sys_reply(from_, ("error", "not_suspended"))
+            else:
+                cb, state = _change_code(cb, state, from_, new, old_vsn, extra)
+        case ("statistics", flag):
+            dbg = srv.dbg
+            if flag is None:
+                _sys_reply(from_, ("ok", _stats(dbg)))
+            else:
+                if flag:
+                    dbg = dbg or _Debug()
+                    dbg.stats = True
+                    dbg.start_time = current_node().clock.now()
+                    dbg.msgs_in = dbg.msgs_out = 0
+                elif dbg is not None:
+                    dbg.stats = False
+                srv.dbg = dbg if dbg is not None and (dbg.stats or dbg.trace) else None
+                _sys_reply(from_, ("ok", None))
+        case ("trace", flag):
+            dbg = srv.dbg
+            if flag:
+                dbg = dbg or _Debug()
+                dbg.trace = True
+            elif dbg is not None:
+                dbg.trace = False
+            srv.dbg = dbg if dbg is not None and (dbg.stats or dbg.trace) else None
+            _sys_reply(from_, ("ok", None))
+        case ("terminate", reason):
+            _terminate(srv, cb, reason, state, msg)
+        case _:
+            _sys_reply(from_, ("error", ("unknown_system_msg", request)))
+    srv.cb = cb
+    return cb, state, suspended
+
+
+def _stats(dbg: _Debug | None) -> Statistics | None:
+    if dbg is None or not dbg.stats:
+        return None
+    return Statistics(
+        start_time=dbg.start_time,
+        current_time=current_node().clock.now(),
+        messages_in=dbg.msgs_in,
+        messages_out=dbg.msgs_out,
+    )
+
+
+def _change_code(
+    cb: GenServer, state: Any, from_: Any, new: Any, old_vsn: Any, extra: Any
+) -> tuple[GenServer, Any]:
+    try:
+        if isinstance(new, tuple) and len(new) == 2 and new[0] == "module":
+            module = importlib.import_module(new[1])
+            name = type(cb).__name__
+            new = getattr(module, name, None)
+            if new is None:
+                raise BadArg(
+                    f"change_code: module {module.__name__} has no class {name} "
+                    "(the new code must keep the callback class's name)"
+                )
+        _check_cls("change_code", new)
+        new_cb = new()
+        new_state = new_cb.code_change(old_vsn, state, extra)
+    except Exception as e:
+        # Keep the old code and state; the caller gets the error.
+        _sys_reply(from_, ("error", e))
+        return cb, state
+    _sys_reply(from_, ("ok", None))
+    return new_cb, new_state
