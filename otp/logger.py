@@ -1,0 +1,498 @@
+"""OTP-style log output: a report formatter and a bounded, non-blocking log sink.
+
+Behaviours (``proc_lib``, ``gen_server``, ``supervisor``, ``application``) log
+*structured reports* to the stdlib logger ``otp.report``: a record whose ``report``
+attribute is a dict with a ``label`` and fields. ``ReportFormatter`` renders them the
+way Erlang/OTP's logger does, so an Erlang engineer reads them at a glance::
+
+    =ERROR REPORT==== 26-Nov-2026::07:03:38.123456 ===
+    ** Generic server counter terminating
+    ** Last message in was ('add', 'x')
+    ** When Server state == 1
+    ** Reason for termination ==
+    ** TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+    Traceback (most recent call last): ...
+
+Report kinds (the label, as a string ``"gen_server:terminate"`` or a tuple
+``("gen_server", "terminate")``, chooses the layout; unknown labels and unknown fields
+are printed as ``key: value`` lines, so nothing is ever lost):
+
+=========================================  ========================================
+label                                      rendered as
+=========================================  ========================================
+``gen_server:terminate``                   ``** Generic server <name> terminating``
+``proc_lib:crash`` / ``crash_report``      ``=CRASH REPORT====`` with ``crasher:``
+``supervisor:<errorContext>`` /            ``=SUPERVISOR REPORT====`` (supervisor,
+``supervisor_report``                      errorContext, reason, offender)
+``progress`` / ``supervisor:progress`` /   ``=PROGRESS REPORT====``
+``application_controller:progress``
+``application_controller:exit``            ``=INFO REPORT====`` (application, exited,
+                                           type)
+anything else                              ``=<LEVEL> REPORT====`` + fields
+=========================================  ========================================
+
+``LogSink`` is a ``logging.Handler`` that never blocks the node: ``emit`` formats the
+record and puts the text in a bounded in-memory queue; a writer running on a real OS
+thread writes it to the stream. When the queue is full (the reader of stdout stalled,
+a pipe is full, a terminal is paused) records are *dropped and counted*, and a
+``=WARNING REPORT==== ... N records dropped`` line is written once the writer catches
+up. ``setup()`` installs both::
+
+    import logging, otp.logger
+    otp.logger.setup(level=logging.INFO)          # stderr, 10 000 records of slack
+    logging.getLogger("otp.report").error(
+        "crash", extra={"report": {"label": "progress", "application": "chat",
+                                    "started_at": "nonode@nohost"}})
+
+Failure semantics: ``emit`` never blocks on I/O and never raises into the caller (a
+formatting error goes to ``logging``'s ``handleError``); a stream whose ``write``
+raises loses that batch, reported through ``handleError``. At interpreter exit
+``logging.shutdown`` closes the sink, which waits up to ``close_timeout`` seconds for the
+writer and then gives up (a stalled reader cannot hang the exit either).
+
+Why an OS thread: greenlets are cooperative, so a ``write`` to a pipe whose reader
+stopped would block the whole node (gevent does not make ``sys.stdout`` cooperative).
+Under gevent's monkey-patching ``threading.Thread`` is a greenlet, so the sink starts
+its writer with ``otp.threads.start_os_thread``; the queue between the two threads is
+the C ``_queue.SimpleQueue`` (left alone by monkey-patching), whose ``put`` never
+blocks.
+
+When not to use: for audit logs that must never lose a line (drop-when-full is the
+point here: use a synchronous handler on a file you own), and for very high-volume
+tracing (format less, sample, or use ``sys.trace`` on one process).
+"""
+
+from __future__ import annotations
+
+import _queue
+import datetime
+import logging
+import pprint
+import re
+import sys
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from otp.threads import OSLock, start_os_thread
+
+__all__ = [
+    "REPORT_LOGGER",
+    "LogSink",
+    "ReportFormatter",
+    "format_report",
+    "setup",
+]
+
+#: The logger behaviours send their structured reports to.
+REPORT_LOGGER = "otp.report"
+
+_INDENT = "    "
+# Printed bare, like Erlang atoms and pids: names, dotted paths, "<0.42.0>".
+_ATOM = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_@.:-]*|<\d+\.\d+\.\d+>)$")
+
+
+# ------------------------------------------------------------------------- formatting
+
+
+def _term(value: Any) -> str:
+    """Render one value the way OTP's ``~p`` would: names bare, everything else repr'd."""
+    if isinstance(value, str) and _ATOM.match(value):
+        return value
+    if isinstance(value, BaseException):
+        return repr(value)
+    text = pprint.pformat(value, width=88, compact=True, sort_dicts=False)
+    return text
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + ln if ln else ln for ln in text.splitlines())
+
+
+def _label_key(label: Any) -> str:
+    if isinstance(label, tuple):
+        return ":".join(str(x) for x in label)
+    return str(label)
+
+
+def _stack_lines(report: Mapping[str, Any], reason: Any) -> str:
+    stack = report.get("stack", report.get("stacktrace"))
+    if stack:
+        if isinstance(stack, str):
+            return stack.rstrip("\n")
+        if isinstance(stack, (list, tuple)):
+            return "".join(str(s) if str(s).endswith("\n") else f"{s}\n" for s in stack).rstrip(
+                "\n"
+            )
+        return str(stack)
+    if isinstance(reason, BaseException) and reason.__traceback__ is not None:
+        return "".join(traceback.format_exception(type(reason), reason, reason.__traceback__))[
+            :-1
+        ]
+    return ""
+
+
+def _fields(report: Mapping[str, Any], skip: Iterable[str]) -> list[tuple[str, Any]]:
+    skipped = set(skip) | {"label"}
+    return [(k, v) for k, v in report.items() if k not in skipped]
+
+
+def _kv_lines(items: Iterable[tuple[str, Any]], prefix: str = _INDENT) -> list[str]:
+    lines = []
+    for key, value in items:
+        text = _term(value)
+        if "\n" in text:
+            lines.append(f"{prefix}{key}:")
+            lines.append(_indent(text, prefix + _INDENT))
+        else:
+            lines.append(f"{prefix}{key}: {text}")
+    return lines
+
+
+def _offender(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "[" + ", ".join(f"{k}={_term(v)}" for k, v in value.items()) + "]"
+    return _term(value)
+
+
+def _gen_server_terminate(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    reason = report.get("reason")
+    lines = [f"** Generic server {_term(report.get('name', report.get('pid', '?')))} terminating"]
+    if "last_message" in report:
+        lines.append(f"** Last message in was {_term(report['last_message'])}")
+    if "state" in report:
+        lines.append(f"** When Server state == {_term(report['state'])}")
+    lines.append("** Reason for termination ==")
+    lines.append(f"** {_term(reason)}")
+    if report.get("client") is not None:
+        lines.append(f"** Client {_term(report['client'])} stacktrace")
+        if report.get("client_stack"):
+            lines.append(f"** {_term(report['client_stack'])}")
+    if report.get("log"):
+        lines.append("** Log ==")
+        lines.append(f"** {_term(report['log'])}")
+    stack = _stack_lines(report, reason)
+    if stack:
+        lines.append(stack)
+    known = {"name", "pid", "last_message", "state", "reason", "client", "client_stack", "log",
+             "stack", "stacktrace"}
+    lines += _kv_lines(_fields(report, known), "** ")
+    return "ERROR REPORT", lines
+
+
+_CRASHER_ORDER = (
+    "initial_call",
+    "pid",
+    "registered_name",
+    "name",
+    "ancestors",
+    "message_queue_len",
+    "messages",
+    "links",
+    "dictionary",
+    "trap_exit",
+    "status",
+)
+
+
+def _crash_report(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    crasher = report.get("crasher")
+    info: Mapping[str, Any] = crasher if isinstance(crasher, Mapping) else report
+    reason = info.get("reason", info.get("error_info", info.get("exception")))
+    lines = ["  crasher:"]
+    pre = _INDENT
+    for key in _CRASHER_ORDER[:4]:
+        if key in info:
+            lines += _kv_lines([(key.replace("_", " ") if key == "initial_call" else key,
+                                 info[key])], pre)
+    kind = "error" if isinstance(reason, Exception) else "exit"
+    lines.append(f"{pre}exception {kind}: {_term(reason)}")
+    stack = _stack_lines(info, reason)
+    if stack:
+        lines.append(_indent(stack, pre + "  "))
+    for key in _CRASHER_ORDER[4:]:
+        if key in info:
+            lines += _kv_lines([(key, info[key])], pre)
+    skip = {*_CRASHER_ORDER, "reason", "error_info", "exception", "stack", "stacktrace",
+            "crasher", "neighbours"}
+    lines += _kv_lines(_fields(info, skip), pre)
+    if info is not report:
+        lines += _kv_lines(_fields(report, {"crasher", "neighbours"}), "  ")
+    lines.append("  neighbours:")
+    for n in report.get("neighbours") or ():
+        lines.append(_indent(_term(n), pre))
+    return "CRASH REPORT", lines
+
+
+def _supervisor_report(report: Mapping[str, Any], context: str | None) -> tuple[str, list[str]]:
+    ctx = report.get("errorContext", report.get("error_context", context))
+    lines = _kv_lines([("supervisor", report.get("supervisor", "?")), ("errorContext", ctx)])
+    if "reason" in report:
+        lines += _kv_lines([("reason", report["reason"])])
+    stack = _stack_lines(report, report.get("reason"))
+    if stack:
+        lines.append(_indent(stack, _INDENT + _INDENT))
+    if "offender" in report:
+        lines.append(f"{_INDENT}offender: {_offender(report['offender'])}")
+    skip = {"supervisor", "errorContext", "error_context", "reason", "offender", "stack",
+            "stacktrace"}
+    lines += _kv_lines(_fields(report, skip))
+    return "SUPERVISOR REPORT", lines
+
+
+def _progress_report(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    lines = []
+    for key, value in _fields(report, ()):
+        if key == "started" and isinstance(value, Mapping):
+            lines.append(f"{_INDENT}started: {_offender(value)}")
+        else:
+            lines += _kv_lines([(key, value)])
+    return "PROGRESS REPORT", lines
+
+
+def _generic(report: Mapping[str, Any], levelname: str, message: str) -> tuple[str, list[str]]:
+    lines = _kv_lines(_fields(report, ()))
+    if not lines and message:
+        lines = [message]
+    return f"{levelname} REPORT", lines
+
+
+def _render(report: Mapping[str, Any], levelname: str, message: str) -> tuple[str, list[str]]:
+    key = _label_key(report.get("label", ""))
+    parts = key.split(":")
+    if key in ("gen_server:terminate", "gen_server_terminate"):
+        return _gen_server_terminate(report)
+    if key in ("proc_lib:crash", "crash_report", "proc_lib_crash"):
+        return _crash_report(report)
+    if key.endswith("progress"):
+        return _progress_report(report)
+    if key == "supervisor_report" or (parts[0] == "supervisor" and len(parts) == 2):
+        return _supervisor_report(report, parts[1] if len(parts) == 2 else None)
+    if key in ("application_controller:exit", "application_exit"):
+        return "INFO REPORT", _kv_lines(_fields(report, ()))
+    return _generic(report, levelname, message)
+
+
+def _timestamp(created: float) -> str:
+    t = datetime.datetime.fromtimestamp(created)
+    return t.strftime("%d-%b-%Y::%H:%M:%S.") + f"{t.microsecond:06d}"
+
+
+def format_report(
+    report: Mapping[str, Any], *, levelname: str = "ERROR", created: float | None = None,
+    message: str = "",
+) -> str:
+    """Render one structured report as OTP would (header line, then the body)."""
+    if created is None:
+        created = datetime.datetime.now().timestamp()
+    kind, lines = _render(report, levelname, message)
+    return "\n".join([f"={kind}==== {_timestamp(created)} ===", *lines])
+
+
+class ReportFormatter(logging.Formatter):
+    """A ``logging.Formatter`` that renders records carrying ``record.report`` (a dict
+    with a ``label``) as OTP reports, and every other record as
+    ``=<LEVEL> REPORT==== <time> ===`` followed by ``<logger>: <message>`` (plus the
+    traceback if the record has one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        report = getattr(record, "report", None)
+        message = record.getMessage()
+        if isinstance(report, Mapping):
+            text = format_report(
+                report, levelname=record.levelname, created=record.created, message=message
+            )
+        else:
+            text = f"={record.levelname} REPORT==== {_timestamp(record.created)} ===\n"
+            text += f"{record.name}: {message}"
+        if record.exc_info and not (isinstance(report, Mapping) and _has_stack(report)):
+            text += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + record.exc_text
+        return text
+
+
+def _has_stack(report: Mapping[str, Any]) -> bool:
+    if report.get("stack") or report.get("stacktrace"):
+        return True
+    crasher = report.get("crasher")
+    return isinstance(crasher, Mapping) and bool(crasher.get("stack") or crasher.get("stacktrace"))
+
+
+# ------------------------------------------------------------------------- the sink
+
+
+@dataclass(frozen=True)
+class _Sync:
+    """Queued by ``drain``: the writer releases ``lock`` once everything before it is
+    written."""
+
+    lock: Any
+
+
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    dropped_before: int  # the producer's drop count when this line was accepted
+
+
+_STOP = object()
+
+
+class LogSink(logging.Handler):
+    """A bounded, non-blocking handler: records are formatted by the caller and written
+    by a writer on a real OS thread; when ``max_queue`` lines are waiting, new records
+    are dropped and counted, and the count is written once the writer catches up.
+
+    ``dropped`` is the total number of records dropped so far.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        max_queue: int = 10_000,
+        level: int = logging.NOTSET,
+        close_timeout: float = 2.0,
+    ) -> None:
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"LogSink: max_queue expects an int >= 1, got {max_queue!r}")
+        super().__init__(level)
+        self.stream: IO[str] = stream if stream is not None else sys.stderr
+        self.max_queue = max_queue
+        self.close_timeout = close_timeout
+        self._q: Any = _queue.SimpleQueue()
+        # Lock-free between one producer side (serialised by the handler lock) and the
+        # writer: each counter has exactly one writing thread.
+        self._accepted = 0  # producer
+        self._taken = 0  # writer
+        self.dropped = 0  # producer
+        self._reported = 0  # writer
+        self._closed = False
+        self._done = OSLock()
+        self._done.acquire()
+        start_os_thread(self._run, name=f"otp-log-writer-{id(self):x}")
+
+    def createLock(self) -> None:
+        # An OS-level RLock: held only for an O(1) enqueue, never across I/O, and safe
+        # whether the caller is a greenlet or a real thread. (gevent's monkey-patching
+        # replaces ``threading.RLock`` but leaves the C ``_thread.RLock`` alone.)
+        import _thread
+
+        self.lock = _thread.RLock()
+
+    # -- producer side (any thread; the handler lock serialises producers) -----------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._closed:
+            return
+        if self._accepted - self._taken >= self.max_queue:
+            self.dropped += 1
+            return
+        self._accepted += 1
+        self._q.put(_Line(text, self.dropped))
+
+    @property
+    def pending(self) -> int:
+        """Lines accepted but not yet taken by the writer."""
+        return self._accepted - self._taken
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Block the *calling OS thread* until everything queued so far is written
+        (and a pending drop count reported); False if ``timeout`` passed first. For
+        tests and shutdown; never call it from a process on a live node, it stalls the
+        hub for as long as the stream does."""
+        lock = OSLock()
+        lock.acquire()
+        self._q.put(_Sync(lock))
+        return bool(lock.acquire(True, -1 if timeout is None else timeout))
+
+    def flush(self) -> None:
+        """Does not wait for the writer (that could block on a stalled reader)."""
+
+    def close(self) -> None:
+        """Stop accepting records, let the writer finish (up to ``close_timeout``)."""
+        if not self._closed:
+            self._closed = True
+            self._q.put(_STOP)
+            self._done.acquire(True, self.close_timeout)
+        super().close()
+
+    # -- writer side (the OS thread) --------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._q.get()
+                if item is _STOP:
+                    self._report_drops(self.dropped)
+                    return
+                if isinstance(item, _Sync):
+                    if self.pending == 0:
+                        self._report_drops(self.dropped)
+                    item.lock.release()
+                    continue
+                self._taken += 1
+                self._report_drops(item.dropped_before)
+                self._write(item.text + "\n")
+                if self.pending == 0:
+                    self._report_drops(self.dropped)
+                    self._flush_stream()
+        finally:
+            self._done.release()
+
+    def _report_drops(self, upto: int) -> None:
+        n = upto - self._reported
+        if n > 0:
+            self._reported = upto
+            when = _timestamp(datetime.datetime.now().timestamp())
+            word = "record" if n == 1 else "records"
+            self._write(
+                f"=WARNING REPORT==== {when} ===\n"
+                f"{_INDENT}otp.logger: {n} {word} dropped (the log sink was full)\n"
+            )
+            self._flush_stream()
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except Exception:
+            # Report through logging's own mechanism, never by raising in the writer.
+            self.handleError(logging.LogRecord("otp.logger", logging.ERROR, "", 0, text, None,
+                                               sys.exc_info()))
+
+    def _flush_stream(self) -> None:
+        try:
+            self.stream.flush()
+        except Exception:
+            pass
+
+
+def setup(
+    level: int | str = logging.INFO,
+    *,
+    stream: IO[str] | None = None,
+    max_queue: int = 10_000,
+    logger: str = "",
+) -> LogSink:
+    """Install a ``LogSink`` with a ``ReportFormatter`` on ``logger`` (the root logger
+    by default) at ``level``, replacing a sink installed there earlier; returns it.
+
+    ``stream`` defaults to ``sys.stderr`` (program output keeps stdout).
+    """
+    target = logging.getLogger(logger or None)
+    for h in list(target.handlers):
+        if isinstance(h, LogSink):
+            target.removeHandler(h)
+            h.close()
+    sink = LogSink(stream, max_queue=max_queue)
+    sink.setFormatter(ReportFormatter())
+    target.addHandler(sink)
+    target.setLevel(level)
+    return sink
