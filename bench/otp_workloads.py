@@ -5,21 +5,11 @@ main process; it leaves no process behind (every process it spawned has ended or
 told to stop before ``main`` returns), so it works whether or not ``otp.run`` waits for
 the node to drain.
 
-Not yet implemented (the gen_server/supervisor layer comes later) — each is one
-function, written like the gevent floor's of the same name, then swap the ``NotYet``
-entry in ``WORKLOADS`` for it:
-
-- ``call(n)``: start a counter gen_server; n sequential ``gen_server.call(srv, "incr")``;
-  check the count; stop it. Unit ``us/call``.
-- ``cast(n)``: n ``gen_server.cast(srv, "incr")``, then one call to sync (inside the
-  timed region); check the count. Unit ``casts/s``.
-- ``many_clients(n)``: ``CLIENTS`` (1000) processes each doing ``n // CLIENTS`` calls to
-  one server; timed from the first spawn until all clients reported back (monitor +
-  ``Down``, or a "done" message). Unit ``calls/s``; return the total actually made.
-- ``restart(n)``: one_for_one supervisor with one worker (a gen_server answering
-  ``"ping"``); n times: kill it (untrappable ``kill``), then fetch the new child from the
-  supervisor (``which_children``) — retrying while it still returns the old pid — and
-  call it until it answers. Unit ``us/restart``.
+The server workloads (``call``, ``cast``, ``many_clients``, ``restart``) use
+``otp.gen_server`` and ``otp.supervisor`` and follow the gevent floor's definitions: the
+final sync call of ``cast`` is timed; ``many_clients`` is 1000 clients sharing ``n``
+calls; ``restart`` kills the worker with ``kill`` and waits until the supervisor reports
+a new pid that answers a call.
 """
 
 from __future__ import annotations
@@ -28,8 +18,8 @@ import time
 from typing import Any
 
 from bench._measure import (
+    CLIENTS,
     RING_SIZE,
-    NotYet,
     Result,
     Workload,
     micros_each,
@@ -40,7 +30,7 @@ from bench._measure import (
 UNAVAILABLE: str | None = None
 try:
     import otp
-    from otp.process import Down, receive, send, spawn_monitor
+    from otp.process import Down, Pid, receive, send, spawn_monitor
     from otp.process import self as self_pid
     from otp.process import spawn as spawn_process
 except ImportError as exc:
@@ -140,15 +130,141 @@ def memory(n: int) -> Result:
     return otp.run(main), "bytes/process", n
 
 
-_GEN_SERVER = "needs otp.gen_server / otp.supervisor (see this module's docstring)"
+# ---------------------------------------------------------------- server workloads
+
+
+def _server_module() -> Any:
+    from otp import gen_server
+
+    class Counter(gen_server.GenServer):
+        """("incr" | "get") calls, "incr" casts: the floor's counter, as a gen_server."""
+
+        def init(self, arg: Any) -> Any:
+            return gen_server.Ok(0)
+
+        def handle_call(self, request: Any, from_: Any, state: int) -> Any:
+            if request == "incr":
+                state += 1
+            return gen_server.Reply(state, state)
+
+        def handle_cast(self, request: Any, state: int) -> Any:
+            return gen_server.NoReply(state + 1)
+
+    return gen_server, Counter
+
+
+def call(n: int) -> Result:
+    gen_server, counter = _server_module()
+
+    def main() -> float:
+        srv = gen_server.start_link(counter)
+        do_call = gen_server.call
+        perf = time.perf_counter
+        t0 = perf()
+        for _ in range(n):
+            do_call(srv, "incr")
+        elapsed = perf() - t0
+        assert do_call(srv, "get") == n
+        gen_server.stop(srv)
+        return elapsed
+
+    return micros_each(n, otp.run(main)), "us/call", n
+
+
+def cast(n: int) -> Result:
+    gen_server, counter = _server_module()
+
+    def main() -> float:
+        srv = gen_server.start_link(counter)
+        do_cast = gen_server.cast
+        perf = time.perf_counter
+        t0 = perf()
+        for _ in range(n):
+            do_cast(srv, "incr")
+        count = gen_server.call(srv, "get")
+        elapsed = perf() - t0
+        assert count == n, count
+        gen_server.stop(srv)
+        return elapsed
+
+    return per_second(n, otp.run(main)), "casts/s", n
+
+
+def many_clients(n: int) -> Result:
+    gen_server, counter = _server_module()
+    per_client = max(1, n // CLIENTS)
+    total = per_client * CLIENTS
+
+    def client(srv: Any, parent: Any) -> None:
+        do_call = gen_server.call
+        for _ in range(per_client):
+            do_call(srv, "incr")
+        send(parent, "done")
+
+    def main() -> float:
+        srv = gen_server.start_link(counter)
+        me = self_pid()
+        perf = time.perf_counter
+        t0 = perf()
+        for _ in range(CLIENTS):
+            spawn_process(client, srv, me)
+        for _ in range(CLIENTS):
+            receive()
+        elapsed = perf() - t0
+        assert gen_server.call(srv, "get") == total
+        gen_server.stop(srv)
+        return elapsed
+
+    return per_second(total, otp.run(main)), "calls/s", total
+
+
+def restart(n: int) -> Result:
+    from otp import gen_server, supervisor
+    from otp.process import exit as exit_signal
+
+    class Worker(gen_server.GenServer):
+        def init(self, arg: Any) -> Any:
+            return gen_server.Ok(None)
+
+        def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+            return gen_server.Reply("pong", state)
+
+    class Sup(supervisor.Supervisor):
+        def init(self, arg: Any) -> Any:
+            flags = supervisor.SupFlags(strategy="one_for_one", intensity=n + 10, period=3600.0)
+            spec = supervisor.ChildSpec(id="worker", start=(gen_server.start_link, (Worker,)))
+            return flags, [spec]
+
+    def child(sup: Any) -> Any:
+        return supervisor.which_children(sup)[0].pid
+
+    def main() -> float:
+        sup = supervisor.start_link(Sup)
+        pid = child(sup)
+        assert gen_server.call(pid, "ping") == "pong"
+        perf = time.perf_counter
+        t0 = perf()
+        for _ in range(n):
+            exit_signal(pid, "kill")
+            new = child(sup)
+            while new == pid or not isinstance(new, Pid):  # not restarted yet
+                new = child(sup)
+            gen_server.call(new, "ping")
+            pid = new
+        elapsed = perf() - t0
+        supervisor.stop(sup)
+        return elapsed
+
+    return micros_each(n, otp.run(main)), "us/restart", n
+
 
 WORKLOADS: dict[str, Workload] = {
     "spawn": spawn,
     "ping_pong": ping_pong,
     "ring": ring,
     "memory": memory,
-    "call": NotYet(_GEN_SERVER),
-    "cast": NotYet(_GEN_SERVER),
-    "many_clients": NotYet(_GEN_SERVER),
-    "restart": NotYet(_GEN_SERVER),
+    "call": call,
+    "cast": cast,
+    "many_clients": many_clients,
+    "restart": restart,
 }
