@@ -14,6 +14,7 @@
             ├── AlreadyRegistered  ``register`` of a process that already has a name
             ├── ReceiveTimeout ``receive`` gave up waiting and no default was given
             ├── NodeError      a node was used wrongly (not running, two at once, ...)
+            ├── NodeHalted     the node was halted (``.reason``): what ``Node.run`` raises
             ├── CallError      a ``gen_server.call`` failed (``.reason``: "noproc",
             │   │              "calling_self", or the server's exit reason)
             │   └── CallTimeout    no reply within the timeout (also a TimeoutError)
@@ -42,6 +43,7 @@ __all__ = [
     "NameTaken",
     "NoProc",
     "NodeError",
+    "NodeHalted",
     "NotInProcess",
     "OTPError",
     "ProcessExit",
@@ -99,6 +101,16 @@ class ReceiveTimeout(OTPError):
 
 class NodeError(OTPError):
     """A node was used wrongly: none is running, or a second one was started."""
+
+
+class NodeHalted(OTPError):
+    """The node was halted with an abnormal ``reason`` (``otp.node.halt(reason)``, e.g.
+    by a permanent application that stopped): raised by ``Node.run``/``otp.run`` in the
+    code that started the node. Every process was killed."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"the node was halted: {reason!r}")
+        self.reason = reason
 
 
 class CallError(OTPError):

@@ -12,6 +12,19 @@ monkey.patch_all()``) on the first lines.
 >>> import otp
 >>> otp.run(lambda x: x * 2, 21)
 42
+
+Failure semantics: ``otp.run`` returns what ``main`` returned and re-raises what it
+raised; every process still alive when ``main`` ends is killed. ``halt(reason)`` from
+any process kills every process and makes ``otp.run`` raise ``NodeHalted(reason)`` (or
+return None for ``"normal"``). Starting a second node while one runs raises
+``NodeError``.
+
+Fairness: processes are cooperative greenlets. ``otp.run(..., max_blocking_time=0.1)``
+(or ``Node(max_blocking_time=...)``) logs a warning naming any process that holds the hub
+longer than that, with its stack; it costs nothing on the message path.
+
+When not to use: one node per OS process, so do not start nodes inside a node's process
+(use ``spawn``), and do not run CPU-bound work in a process (use ``otp.threads``).
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ __all__ = [
     "Node",
     "RealClock",
     "current_node",
+    "halt",
     "patch",
     "run",
     "start_os_thread",
@@ -42,14 +56,35 @@ def run(
     clock: Clock | None = None,
     strict: bool = False,
     timeout: float | None = None,
+    max_blocking_time: float | None = None,
 ) -> Any:
     """Start a fresh node, run ``main(*args)`` as its first process, stop the node.
 
     Returns what ``main`` returned and re-raises what it raised. Every other process is
-    killed when ``main`` ends, so ``main`` should wait for what it started.
+    killed when ``main`` ends, so ``main`` should wait for what it started. If a process
+    calls ``halt(reason)``, returns None for ``"normal"`` and raises ``NodeHalted``
+    otherwise. ``max_blocking_time`` (seconds) turns on the fairness report: a process
+    that holds the hub longer is logged with its pid and stack.
     """
-    with Node(name, clock=clock, strict=strict) as node:
+    with Node(name, clock=clock, strict=strict, max_blocking_time=max_blocking_time) as node:
         return node.run(main, *args, timeout=timeout)
+
+
+def halt(reason: Any = "normal") -> None:
+    """Halt the running node: every process is killed, and the code waiting in
+    ``otp.run``/``Node.run`` gets ``NodeHalted(reason)`` (or None for ``"normal"``).
+
+    Called from a process, it does not return (the caller is killed too).
+
+    >>> import otp
+    >>> from otp.errors import NodeHalted
+    >>> try:
+    ...     otp.run(halt, "disk full")
+    ... except NodeHalted as e:
+    ...     print(e.reason)
+    disk full
+    """
+    current_node().halt(reason)
 
 
 def patch() -> None:

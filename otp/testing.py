@@ -97,7 +97,13 @@ def dump_processes(node: Node | None = None) -> str:
 
 
 def _options(item: pytest.Item) -> dict[str, Any]:
-    opts: dict[str, Any] = {"clock": "mock", "strict": True, "timeout": 60.0, "leaks": True}
+    opts: dict[str, Any] = {
+        "clock": "mock",
+        "strict": True,
+        "timeout": 60.0,
+        "leaks": True,
+        "max_blocking_time": None,
+    }
     for mark in reversed(list(item.iter_markers("otp"))):
         opts.update(mark.kwargs)
     return opts
@@ -106,7 +112,8 @@ def _options(item: pytest.Item) -> dict[str, Any]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "otp(clock='mock'|'real', strict=True, timeout=60.0, leaks=True): "
+        "otp(clock='mock'|'real', strict=True, timeout=60.0, leaks=True, "
+        "max_blocking_time=None): "
         "options of the fresh node a test runs in",
     )
 
@@ -116,7 +123,12 @@ def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     """A fresh, running node; the test body runs inside one of its processes."""
     opts = _options(request.node)
     clock = MockClock() if opts["clock"] == "mock" else RealClock()
-    n = Node("test@localhost", clock=clock, strict=opts["strict"])
+    n = Node(
+        "test@localhost",
+        clock=clock,
+        strict=opts["strict"],
+        max_blocking_time=opts["max_blocking_time"],
+    )
     n.start()
     n.test_failed = False  # type: ignore[attr-defined]
     try:

@@ -41,12 +41,14 @@ from gevent.event import AsyncResult
 
 from otp._core import values as _values
 from otp._core.clock import Clock, MockClock, RealClock
+from otp._core.fairness import BlockingMonitor
 from otp._core.values import Down, Exit, Pid, Ref, check_immutable, compile_pattern
 from otp.errors import (
     AlreadyRegistered,
     BadArg,
     NameTaken,
     NodeError,
+    NodeHalted,
     NoProc,
     ProcessExit,
     ReceiveTimeout,
@@ -201,6 +203,7 @@ class Node:
         clock: Clock | None = None,
         strict: bool = False,
         creation: int = 0,
+        max_blocking_time: float | None = None,
     ) -> None:
         if not isinstance(name, str) or "@" not in name:
             raise BadArg(f"Node name must look like 'name@host', got {name!r}")
@@ -226,6 +229,16 @@ class Node:
         self._idle: Any = None
         self._blocked_waiters: list[Any] = []
         self._hub_switch: Callable[[], Any] = lambda: None
+        if max_blocking_time is not None and (
+            not isinstance(max_blocking_time, int | float) or max_blocking_time <= 0
+        ):
+            raise BadArg(
+                f"max_blocking_time expects seconds > 0 or None, got {max_blocking_time!r}"
+            )
+        self.max_blocking_time = max_blocking_time
+        self._fairness: BlockingMonitor | None = None
+        self._mains: list[AsyncResult] = []  # results that Node.run/join wait on
+        self.halted: tuple[Any] | None = None  # (reason,) once halt() was called
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -242,6 +255,10 @@ class Node:
         self._hub_switch = types.MethodType(greenlet.greenlet.switch, self.hub)
         self.clock.attach(self)
         CURRENT = self
+        if self.max_blocking_time is not None:
+            self._fairness = BlockingMonitor(
+                self.hub.loop, self.max_blocking_time, Process.run.__code__
+            )
         _values.local_node_name = self.name
         self.running = True
         return self
@@ -269,6 +286,11 @@ class Node:
             self._idle.close()
             self._idle = None
         self.clock.detach()
+        if self._fairness is not None:
+            self._fairness.stop()
+            self._fairness = None
+        self._mains.clear()
+        self._hub_switch = lambda: None
         self.running = False
         CURRENT = None
 
@@ -298,6 +320,32 @@ class Node:
             return result.get(timeout=timeout)
         except gevent.Timeout:
             raise TimeoutError(f"no result within {timeout} s") from None
+        finally:
+            if result.ready() and result in self._mains:
+                self._mains.remove(result)
+
+    def halt(self, reason: Any = "normal") -> None:
+        """Stop every process of the node at once (they end with ``killed``).
+
+        Whoever waits in ``Node.run``/``Node.join`` then gets ``NodeHalted(reason)``, or
+        ``None`` when ``reason`` is ``"normal"``. Called from inside a process, the caller
+        ends too (this call does not return). This is what a permanent application's
+        failure does to the node (OTP's ``init:stop``/``erlang:halt``).
+        """
+        if self.halted is None:
+            self.halted = (reason,)
+        for result in self._mains:
+            if not result.ready():
+                if reason.__class__ is str and reason == "normal":
+                    result.set(None)
+                else:
+                    result.set_exception(NodeHalted(reason))
+        self._mains.clear()
+        for p in list(self.procs.values()):
+            self.exit_process(p, "killed")
+        cur = getcurrent()
+        if cur.__class__ is Process and cur.node is self:
+            raise ProcessExit("killed")
 
     def start_main(self, fn: Callable[..., Any], *args: Any) -> tuple[AsyncResult, Process]:
         """Spawn ``fn(*args)`` as a process whose result (or exception) lands in the
@@ -306,7 +354,10 @@ class Node:
             self.start()
         if isinstance(getcurrent(), Process):
             raise NodeError("Node.run() waits for a process: call it from outside the node")
+        if self.halted is not None:
+            raise NodeHalted(self.halted[0])
         result: AsyncResult = AsyncResult()
+        self._mains.append(result)
 
         def main() -> None:
             # exc_info keeps the traceback, so a failing test points at its own line.

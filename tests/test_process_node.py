@@ -1,0 +1,271 @@
+"""The node: otp.run, Node as a context manager, one node at a time, halt, the fairness
+report, and a clean stop (no greenlet or watcher left behind).
+
+Most tests here start their own node, so they do not take the ``node`` fixture.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import greenlet
+import pytest
+
+import otp
+from otp.errors import NodeError, NodeHalted, NotInProcess, OTPError, ProcessExit
+from otp.node import MockClock, Node, RealClock, current_node, halt
+from otp.process import (
+    Down,
+    monitor,
+    receive,
+    self,
+    send,
+    send_after,
+    spawn,
+    spawn_link,
+    spawn_monitor,
+)
+
+
+def forever() -> None:
+    receive(lambda m: False)
+
+
+# --- otp.run and Node -------------------------------------------------------------------
+
+
+def test_run_returns_what_main_returned():
+    assert otp.run(lambda a, b: a * b, 6, 7) == 42
+
+
+def test_run_reraises_what_main_raised_with_its_traceback():
+    def failing_main():
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing") as info:
+        otp.run(failing_main)
+    assert any(e.name == "failing_main" for e in info.traceback)
+
+
+def test_run_of_a_main_that_exits_raises_process_exit_with_its_reason():
+    def main():
+        from otp.process import exit
+
+        exit("shutdown")
+
+    with pytest.raises(ProcessExit) as info:
+        otp.run(main)
+    assert info.value.reason == "shutdown"
+
+
+def test_run_kills_the_processes_left_when_main_ends():
+    ran = []
+
+    def worker():
+        try:
+            forever()
+        finally:
+            ran.append("cleaned up")
+
+    def main():
+        return spawn(worker)
+
+    otp.run(main)
+    assert ran == ["cleaned up"]
+
+
+def test_run_with_a_timeout_raises_timeout_error_and_kills_main():
+    with pytest.raises(TimeoutError, match="forever"):
+        otp.run(forever, timeout=0.05)
+
+
+def test_node_is_a_context_manager_that_starts_and_stops():
+    with Node("ctx@host", clock=MockClock()) as n:
+        assert current_node() is n and n.running
+        assert n.run(lambda: self().node) == "ctx@host"
+        assert n.run(lambda: "again") == "again"  # one node can run several mains
+    assert not n.running
+    with pytest.raises(NodeError):
+        current_node()
+
+
+def test_starting_a_second_node_while_one_runs_raises_node_error():
+    with Node():
+        with pytest.raises(NodeError, match="already running"):
+            Node().start()
+        with pytest.raises(NodeError):
+            otp.run(lambda: None)
+    assert otp.run(lambda: "fresh") == "fresh"  # fine once the first one stopped
+
+
+def test_a_node_cannot_be_started_from_inside_a_process(node):
+    with pytest.raises(NodeError):
+        otp.run(lambda: None)
+
+
+def test_node_name_must_look_like_name_at_host():
+    with pytest.raises(otp.BadArg, match="name@host"):
+        Node("nohost")
+
+
+def test_receive_outside_a_process_raises_not_in_process():
+    with Node():
+        for call in (receive, self, lambda: spawn_link(forever), lambda: monitor(self())):
+            with pytest.raises(NotInProcess, match="inside a process"):
+                call()
+    with pytest.raises(NotInProcess):
+        receive()
+
+
+def test_send_from_outside_a_process_works_and_without_a_node_raises():
+    def main():
+        return receive()
+
+    with Node() as n:
+        result, p = n.start_main(main)
+        send(p.pid, "from outside")
+        assert n.join(result) == "from outside"
+    with pytest.raises(NodeError, match="no node is running"):
+        send("name", "x")
+
+
+# --- halt -------------------------------------------------------------------------------
+
+
+def test_halt_with_a_reason_kills_every_process_and_run_raises_node_halted():
+    cleaned = []
+
+    def worker(n):
+        try:
+            forever()
+        finally:
+            cleaned.append(n)
+
+    def main():
+        for n in range(3):
+            spawn(worker, n)
+        spawn(halt, "disk full")
+        forever()
+
+    with pytest.raises(NodeHalted) as info:
+        otp.run(main)
+    assert info.value.reason == "disk full"
+    assert "disk full" in str(info.value)
+    assert sorted(cleaned) == [0, 1, 2]
+
+
+def test_halt_normal_makes_run_return_none():
+    def main():
+        spawn(forever)
+        spawn(halt)
+        forever()
+
+    assert otp.run(main) is None
+
+
+def test_halt_does_not_return_in_the_calling_process():
+    after = []
+
+    def main():
+        halt("stop")
+        after.append("returned")
+
+    with pytest.raises(NodeHalted):
+        otp.run(main)
+    assert after == []
+
+
+def test_halt_from_outside_the_node_and_run_after_halt():
+    with Node(clock=MockClock()) as n:
+        result, _p = n.start_main(forever)
+        n.halt(("shutdown", "operator"))
+        with pytest.raises(NodeHalted) as info:
+            n.join(result)
+        assert info.value.reason == ("shutdown", "operator")
+        assert n.procs == {}
+        with pytest.raises(NodeHalted):
+            n.run(lambda: None)
+
+
+def test_node_halted_is_an_otp_error():
+    assert issubclass(NodeHalted, OTPError)
+    assert NodeHalted("x").reason == "x"
+
+
+# --- clean stop -------------------------------------------------------------------------
+
+
+def _live_greenlets() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
+
+
+def test_stop_leaves_no_greenlet_and_no_watcher_behind():
+    def main():
+        parent = self()
+        for _ in range(3):
+            spawn(forever)
+        spawn_link(forever)
+        spawn(lambda: receive(timeout=100))
+        _pid, _ref = spawn_monitor(send, parent, "hi")
+        receive(Down)
+        send_after(50, parent, "later")
+        return receive("hi", timeout=10)
+
+    def one_node(clock):
+        with Node(clock=clock) as n:
+            assert n.run(main) == "hi"
+
+    one_node(MockClock())  # warm up: the hub and its first watchers exist from now on
+    one_node(RealClock())
+    loop = __import__("gevent").get_hub().loop
+    before_greenlets = _live_greenlets()
+    before_watchers = loop.activecnt
+    for i in range(1000):
+        one_node(MockClock() if i % 2 else RealClock())
+    assert loop.activecnt == before_watchers
+    assert _live_greenlets() <= before_greenlets
+
+
+# --- fairness ---------------------------------------------------------------------------
+
+
+class _SendingHandler(logging.Handler):
+    """Forwards each record to a process, so a test can wait for it as a message."""
+
+    def __init__(self, pid):
+        super().__init__(logging.WARNING)
+        self.pid = pid
+
+    def emit(self, record: logging.LogRecord) -> None:
+        send(self.pid, ("logged", record.getMessage()))
+
+
+def busy_loop_without_yielding(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.otp(clock="real", max_blocking_time=0.05)
+def test_fairness_report_names_a_process_that_holds_the_hub_and_its_stack(node):
+    handler = _SendingHandler(self())
+    logger = logging.getLogger("otp.process")
+    logger.addHandler(handler)
+    try:
+        pid, ref = spawn_monitor(busy_loop_without_yielding, 0.5)
+        assert receive(Down, timeout=10).ref == ref
+        _tag, text = receive(lambda m: m[0] == "logged" and "held the hub" in m[1], timeout=10)
+    finally:
+        logger.removeHandler(handler)
+    assert f"process {pid!r}" in text
+    assert "busy_loop_without_yielding" in text  # the stack shows where it was caught
+    assert "max_blocking_time=0.05" in text
+
+
+def test_max_blocking_time_must_be_positive_seconds():
+    for bad in (0, -1, "1"):
+        with pytest.raises(otp.BadArg, match="max_blocking_time"):
+            Node(max_blocking_time=bad)
