@@ -817,6 +817,12 @@ class _State:
             self.not_static(key)
         return self.find(key).spec
 
+    def summary(self) -> tuple[Any, ...]:
+        """An immutable view for ``sys.get_status`` and crash reports."""
+        return (("supervisor", self.name), ("module", self.module), ("mode", self.mode),
+                ("strategy", self.strategy), ("restarts", len(self.window)),
+                ("children", self.which_children()))  # fmt: skip
+
     # --- code change -----------------------------------------------------------------
 
     def code_change(self, module: type[Supervisor]) -> None:
@@ -964,6 +970,14 @@ class _SupServer(GenServer):
     def terminate(self, reason: Any, state: Any) -> None:
         if isinstance(state, _State):
             state.terminate_all()
+
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        # The state is the supervisor's private, mutable bookkeeping: show (and send,
+        # for sys.get_status) an immutable summary instead.
+        state = status.get("state")
+        if isinstance(state, _State):
+            status = {**status, "state": state.summary()}
+        return status
 
     def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
         module = extra if isinstance(extra, type) and issubclass(extra, Supervisor) else None

@@ -67,9 +67,11 @@ from otp.process import (
     unlink,
 )
 from otp.process import self as _self
+from otp.supervisor import ChildSpec, Supervisor, which_children
 
 __all__ = [
     "FaultPlan",
+    "ScriptedSupervisor",
     "call_child",
     "crash",
     "flaky",
@@ -78,6 +80,7 @@ __all__ = [
     "start_sync",
     "start_worker",
     "whereis_child",
+    "worker_spec",
 ]
 
 
@@ -151,6 +154,26 @@ def _worker(parent: Pid, tag: Any, opts: tuple[Any, ...]) -> None:
                 pass
 
 
+_SPEC_FIELDS = ("restart", "shutdown", "type", "significant", "modules", "backoff")
+
+
+def worker_spec(child_id: Any, *, start: Callable[..., Any] | None = None,
+                **opts: Any) -> Any:
+    """A ``ChildSpec`` for a scripted worker tagged ``child_id``: child spec fields
+    (``restart``, ``shutdown``, ``significant``, ``backoff``...) go to the spec, the
+    rest are ``start_worker`` options (``notify=self()``, ``trap=True``...). ``start``
+    replaces ``start_worker`` (e.g. ``plan.starter(...)``); the spec stays immutable,
+    so it can be sent in ``start_child``."""
+    fields = {k: opts.pop(k) for k in _SPEC_FIELDS if k in opts}
+    if start is not None:
+        return ChildSpec(child_id, (start, ()), **fields)
+    return ChildSpec(child_id, (_start_with, (child_id, tuple(sorted(opts.items())))), **fields)
+
+
+def _start_with(tag: Any, opts: tuple[tuple[str, Any], ...], *extra: Any) -> Pid | None:
+    return start_worker(tag, *extra, **dict(opts))
+
+
 def crash(pid: Pid, reason: Any = "crashed") -> None:
     """Make a scripted child exit with ``reason`` (by itself, as if its code failed)."""
     send(pid, ("$crash", reason))
@@ -182,9 +205,7 @@ def ping(pid: Pid | str) -> Any:
 
 def whereis_child(sup: Any, child_id: Any) -> Pid | None:
     """The pid of the child ``child_id`` of a supervisor (None if not running)."""
-    from otp import supervisor
-
-    for row in supervisor.which_children(sup):
+    for row in which_children(sup):
         if row.id == child_id:
             return row.pid if isinstance(row.pid, Pid) else None
     return None
@@ -237,3 +258,12 @@ class FaultPlan:
 
         return start_fn
 
+
+
+
+class ScriptedSupervisor(Supervisor):
+    """A supervisor whose ``init`` returns its argument: ``(flags, specs)``, so a test
+    writes ``supervisor.start_link(ScriptedSupervisor, (SupFlags(...), [specs]))``."""
+
+    def init(self, arg: Any) -> Any:
+        return arg
