@@ -10,7 +10,7 @@ The call protocol (``gen:do_call``):
    ``calling_self`` instead of deadlocking.
 2. Monitor the server. The monitor reference is the call's *tag*: it is unique, and
    the ``Down`` it produces carries the server's exit reason.
-3. Send ``(label, From(caller, tag), request)`` and wait selectively for either the
+3. Send ``(label, (caller, tag), request)`` and wait selectively for either the
    reply ``(tag, value)`` or ``Down(tag, ...)``, until the deadline.
 4. Reply: demonitor (dropping a ``Down`` that may have raced in) and return the value.
    ``Down``: raise ``CallError`` with the server's reason (``noproc`` if it was already
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from otp.errors import BadArg, CallError, CallTimeout
 from otp.node import current_node
@@ -57,15 +57,11 @@ SYSTEM = "$system"
 _TIMEOUT: Any = object()
 
 
-class From(NamedTuple):
-    """Who is waiting for a reply: the caller's pid and the call's unique tag.
-
-    ``handle_call`` receives it as ``from_``; pass it to ``reply(from_, value)`` to
-    answer later, from any process.
-    """
-
-    pid: Pid
-    tag: Ref
+#: Who is waiting for a reply: ``(caller_pid, tag)``, where the tag is unique to the
+#: call. ``handle_call`` receives it as ``from_``; treat it as opaque and pass it to
+#: ``reply(from_, value)`` to answer later, from any process. (A plain tuple rather
+#: than a record: one is built per call.)
+From = tuple[Pid, Ref]
 
 
 @dataclass(frozen=True)
@@ -153,40 +149,53 @@ def reply(from_: From, value: Any) -> None:
 # --- the call -------------------------------------------------------------------------
 
 
-def call(server: Any, label: str, request: Any, timeout: float | None) -> Any:
-    """``gen:do_call``: see the module docstring."""
-    pid: Any = server
-    if server.__class__ is not Pid:
-        pid = resolve(server)
-        if pid is None:
-            raise CallError("noproc", server, request)
-    me = _self()
-    if pid == me:
-        raise CallError("calling_self", server, request)
-    if timeout is not None and (
-        (timeout.__class__ is not float and timeout.__class__ is not int) or timeout < 0
-    ):
+def make_call(label: str) -> Callable[[Any, Any, float | None], Any]:
+    """Build the ``call`` function for messages labelled ``label`` (``gen:do_call``;
+    see the module docstring). One function per label keeps the hot path to a single
+    Python frame."""
+
+    def call(server: Any, request: Any, timeout: float | None = 5.0) -> Any:
+        pid: Any = server
+        if server.__class__ is not Pid:
+            pid = resolve(server)
+            if pid is None:
+                raise CallError("noproc", server, request)
+        me = _self()
+        if pid.id == me.id and pid == me:
+            raise CallError("calling_self", server, request)
+        if timeout.__class__ is not float and timeout is not None:
+            _check_timeout(timeout)
+        tag = monitor(pid)
+        send(pid, (label, (me, tag), request))
+
+        def match(m: Any) -> bool:
+            c = m.__class__
+            if c is tuple:
+                return len(m) == 2 and m[0] is tag
+            return c is Down and m[0] is tag
+
+        msg = receive(match, timeout, default=_TIMEOUT)
+        if msg.__class__ is tuple:
+            if not demonitor(tag):
+                receive(_down_of(tag), 0, default=None)
+            return msg[1]
+        if msg is _TIMEOUT:
+            demonitor(tag, flush=True)
+            _abandon(tag, me)
+            receive(match, 0, default=None)  # a reply that raced in with the deadline
+            raise CallTimeout(server, request, timeout)
+        raise CallError(msg.reason, server, request)
+
+    return call
+
+
+def _check_timeout(timeout: Any) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
         raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
-    tag = monitor(pid)
-    send(pid, (label, From(me, tag), request))
 
-    def match(m: Any) -> bool:
-        c = m.__class__
-        if c is tuple:
-            return len(m) == 2 and m[0] is tag
-        return c is Down and m[0] is tag
 
-    msg = receive(match, timeout, default=_TIMEOUT)
-    if msg.__class__ is tuple:
-        if not demonitor(tag):
-            receive(_down_of(tag), 0, default=None)
-        return msg[1]
-    if msg is _TIMEOUT:
-        demonitor(tag, flush=True)
-        _abandon(tag, me)
-        receive(match, 0, default=None)  # a reply that raced in with the deadline
-        raise CallTimeout(server, request, timeout)
-    raise CallError(msg.reason, server, request)
+call = make_call(CALL)
+system_call = make_call(SYSTEM)
 
 
 def _down_of(tag: Ref) -> Callable[[Any], bool]:

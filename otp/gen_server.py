@@ -336,16 +336,17 @@ def start_link(
     )
 
 
-_do_call = _gen.call
+call: Callable[..., Any] = _gen.make_call(CALL)
+call.__module__ = __name__
+call.__qualname__ = call.__name__ = "call"
+call.__doc__ = """call(server, request, timeout=5.0) -> reply
 
+Send ``request`` to the server's ``handle_call`` and wait for the reply.
 
-def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
-    """Send ``request`` to the server's ``handle_call`` and wait for the reply.
-
-    Raises ``CallError`` (``.reason``: ``"noproc"``, ``"calling_self"``, or the
-    server's exit reason) and ``CallTimeout`` after ``timeout`` seconds.
-    """
-    return _do_call(server, CALL, request, timeout)
+``server`` is a Pid, a registered name or a ``Via``. Raises ``CallError`` (``.reason``:
+``"noproc"``, ``"calling_self"``, or the server's exit reason if it dies meanwhile)
+and ``CallTimeout`` after ``timeout`` seconds (``None``: wait forever).
+"""
 
 
 def cast(server: Pid | str | Via, request: Any) -> None:
@@ -371,7 +372,7 @@ def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None 
     if pid == me:
         raise CallError("calling_self", server, request)
     tag = monitor(pid)
-    send(pid, (SYSTEM, From(me, tag), request))
+    send(pid, (SYSTEM, (me, tag), request))
     got = _gen.wait_down(tag, timeout)
     if got is _gen.TIMEOUT:
         raise CallTimeout(server, request, timeout)
@@ -524,17 +525,29 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
             msg = receive(None, pending, default=_TIMEOUT)
             if msg is _TIMEOUT:
                 msg = "timeout"
+        # Classify without touching the callbacks: 1 call, 2 cast, 3 parent EXIT, 0 info.
         c = msg.__class__
-        if c is tuple and msg and msg[0] == SYSTEM and len(msg) == 3:
-            # Served between callbacks; a pending Timeout starts again afterwards.
-            cb, state = _system(srv, cb, state, msg)
-            dbg = srv.dbg
-            continue
+        kind = 0
+        if c is tuple:
+            n = len(msg)
+            if n == 3:
+                k = msg[0]
+                if k == CALL:
+                    kind = 1
+                elif k == SYSTEM:
+                    # Served between callbacks; a pending Timeout starts again afterwards.
+                    cb, state = _system(srv, cb, state, msg)
+                    dbg = srv.dbg
+                    continue
+            elif n == 2 and msg[0] == CAST:
+                kind = 2
+        elif c is Exit and parent is not None and msg.pid == parent:
+            kind = 3
         pending = None
         if dbg is not None:
             dbg.got(srv, msg)
         try:
-            if c is tuple and len(msg) == 3 and msg[0] == CALL:
+            if kind == 1:
                 from_ = msg[1]
                 r = cb.handle_call(msg[2], from_, state)
                 rc = r.__class__
@@ -557,7 +570,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                     _terminate(srv, cb, r.reason, r.state, msg, None, from_, r.reply)
                 else:
                     _bad_return(srv, cb, r, state, msg)
-            elif c is tuple and len(msg) == 2 and msg[0] == CAST:
+            elif kind == 2:
                 r = cb.handle_cast(msg[1], state)
                 rc = r.__class__
                 if rc is NoReply:
@@ -566,7 +579,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                     _terminate(srv, cb, r.reason, r.state, msg)
                 else:
                     _bad_return(srv, cb, r, state, msg)
-            elif c is Exit and msg.pid == parent and parent is not None:
+            elif kind == 3:
                 # The parent's EXIT always ends a trapping server (with terminate).
                 _terminate(srv, cb, msg.reason, state, msg)
             else:

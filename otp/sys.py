@@ -101,7 +101,7 @@ class Status:
 
 
 def _system(server: Any, request: Any, timeout: float | None) -> Any:
-    result = _gen.call(server, _gen.SYSTEM, request, timeout)
+    result = _gen.system_call(server, request, timeout)
     match result:
         case ("ok", value):
             return value
