@@ -117,7 +117,7 @@ def test_g6_terminate_runs_on_callback_exception(node, caplog):
     with pytest.raises(CallError) as ei:
         gen_server.call(pid, ("raise", "kaboom"))
     assert isinstance(ei.value.reason, RuntimeError)
-    tag, reason = receive(("terminate", ANY))
+    _tag, reason = receive(("terminate", ANY))
     assert isinstance(reason, RuntimeError) and str(reason) == "kaboom"
     assert assert_receive(Exit).reason is reason
 
