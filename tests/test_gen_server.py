@@ -429,3 +429,23 @@ def test_start_unlinked_server_survives_its_starter(node):
     wait_all_blocked()
     assert gen_server.call(pid, "get") == 7
     gen_server.stop(pid)
+
+
+# --- child_spec -------------------------------------------------------------------------
+
+
+def test_child_spec_starts_the_server_under_a_supervisor(node):
+    supervisor = pytest.importorskip("otp.supervisor")
+    spec = Counter.child_spec(5)
+    assert spec.id is Counter
+    assert spec.start == (gen_server.start_link, (Counter, 5))
+
+    class Sup(supervisor.Supervisor):
+        def init(self, arg):
+            return supervisor.SupFlags(strategy="one_for_one"), [Counter.child_spec(arg)]
+
+    sup = supervisor.start_link(Sup, 5)
+    (child,) = supervisor.which_children(sup)
+    assert child.id is Counter
+    assert gen_server.call(child.pid, "get") == 5
+    supervisor.stop(sup)
