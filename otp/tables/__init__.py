@@ -1,0 +1,557 @@
+"""Mnesia-like tables: typed records in memory, transactions, durable disc copies.
+
+A table holds *records* (named tuples; one class per table) under a key. Reads are
+served from memory in the calling process, with no message round trip. Writes happen
+in a ``transaction`` (locks, atomic commit, automatic retry) or ``dirty_`` (no locks).
+``disc`` tables are also written to a SQLite file, and a commit is acknowledged only
+once it is fsync'd::
+
+    import otp
+    from otp import tables
+
+    def main():
+        tables.create_table("account", attributes=("id", "owner", "balance"),
+                            index=["owner"])
+        Account = tables.record_class("account")
+        tables.dirty_write("account", Account(1, "ann", 100))
+        tables.dirty_write("account", (2, "bob", 0))        # a plain tuple works too
+
+        def transfer(src, dst, amount):
+            [a] = tables.read("account", src, lock="write")
+            [b] = tables.read("account", dst, lock="write")
+            if a.balance < amount:
+                tables.abort(("insufficient", a.balance))  # rolls everything back
+            tables.write("account", a._replace(balance=a.balance - amount))
+            tables.write("account", b._replace(balance=b.balance + amount))
+            return a.balance - amount
+
+        assert tables.transaction(transfer, 1, 2, 30) == 70
+        assert [r.id for r in tables.dirty_index_read("account", "bob", "owner")] == [2]
+        return tables.dirty_read("account", 2)
+
+    print(otp.run(main))      # [Account(id=2, owner='bob', balance=30)]
+
+Durable tables need the disc owner running (``start(directory)``; later, the
+``otp_tables`` application): ``create_table(..., copies={"disc": [node]})`` or
+``copies="disc"``. On start, every disc table is loaded into memory; use
+``wait_for_tables`` before touching them.
+
+API (Mnesia's names; records are named tuples, keys any hashable value):
+
+========================================  ================================================
+schema                                    ``create_table``, ``delete_table``, ``add_index``,
+                                          ``del_index``, ``table_info``, ``table_names``,
+                                          ``record_class``
+in a transaction                          ``read`` (``lock="write"``), ``write``, ``delete``,
+                                          ``delete_object``, ``index_read``, ``select``
+                                          (predicate), ``match`` (pattern), ``first``,
+                                          ``next``, ``last``, ``prev``, ``all_keys``,
+                                          ``foldl``, ``lock_table``, ``abort``
+dirty (no transaction, no locks)          ``dirty_`` + each of the above reads and writes
+``transaction(fn, *args, retries=None)``  run ``fn`` under locks; returns what it returns
+events                                    ``subscribe(table)`` -> ``TableEvent`` messages
+durability                                ``start(directory)``, ``stop()``,
+                                          ``wait_for_tables(names, timeout)``
+replication hook                          ``add_commit_hook(fn)``: one ``CommitRecord``
+                                          per committed transaction, in commit order
+========================================  ================================================
+
+``read`` returns a list (empty, one record, or several for a bag), as in Mnesia.
+``select(table, pred)`` takes ``pred(record) -> bool``; ``match(table, pattern)`` takes
+a dict ``{"owner": "ann"}`` or a tuple with ``ANY`` wildcards, and uses the key or an
+index when the pattern binds one. ``ordered_set`` iterates in key order; ``set`` and
+``bag`` in insertion order (stable between changes, otherwise meaningless, like ets).
+
+Failure semantics (SEMANTICS.md D2, D3):
+
+- A write of the wrong shape raises ``BadRecord`` (what was expected, what was given).
+  In strict mode (tests) fields must be immutable: records are shared by all readers.
+- **Isolation**: transactions take read/write locks on keys (table locks for scans:
+  ``select``, ``match``, ``foldl``, ``first``...) held until commit; two transactions
+  on the same key serialize. **Deadlocks are prevented** by wait-die: an older
+  transaction waits for a younger one, a younger one is restarted. **The function may
+  run several times**, so it must have no side effects besides table operations.
+  ``retries=N`` bounds the restarts (then ``TransactionAborted("retries")``).
+- ``abort(reason)`` raises ``TransactionAborted(reason)`` out of ``transaction`` after
+  rolling back every write of the transaction. Any other exception raised by ``fn`` also
+  rolls back and propagates unchanged.
+- **Nested transactions** (Mnesia's): a ``transaction`` called inside one sees the
+  outer writes; its own writes join the outer ones when it returns, or vanish if it
+  aborts (the ``TransactionAborted`` is raised to the outer function, which may carry
+  on). Locks belong to the outermost; a lock conflict restarts the outermost.
+- A process that dies holding locks releases them (its own unwinding, or the next
+  waiter, who monitors lock holders, releases them for it).
+- Dirty operations skip locks and act at once; a dirty read may see a value that a
+  running transaction is about to replace.
+- **Durability** (D3): a commit touching a ``disc`` table is acknowledged (the call
+  returns) only after it is fsync'd; it becomes visible to readers at the same moment,
+  never before. Commits arriving while an fsync runs share the next one (group commit).
+  ``kill -9`` at any moment loses no acknowledged commit and shows no partial one. On
+  start, a torn or corrupt log tail is cut back to the last whole commit, with a log
+  line; a damaged database file is moved aside and what is readable is salvaged.
+  A commit that cannot be written raises ``CommitFailed`` and changes nothing.
+- The disc owner is supervised (``otp_tables_sup``); if it crashes it is restarted and
+  finishes the commits in flight, so waiters are acknowledged, not lost.
+
+**Replication, ready.** Every committed change passes through one place:
+``_registry.apply_commit``, which applies a transaction's ops to memory in commit order
+and gives the commit hooks one ``CommitRecord(tid, ops, dirty)`` per transaction, where
+each op is ``(table, key, new full value of the key)``. Disc commits reach it only
+after their fsync. The distribution layer ships these records to the replicas, which
+apply them in order (``apply_replicated`` is the entry for that).
+
+When not to use: for data private to one process (keep it in its state); for large
+blobs (they are pickled per commit and held in memory); for ad-hoc queries over
+millions of rows (``select`` scans in Python).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from otp import supervisor
+from otp.errors import BadArg
+from otp.node import current_node
+from otp.process import Pid, make_ref, receive, unlink
+from otp.process import self as self_pid
+from otp.tables import _disc_owner
+from otp.tables._ops import (
+    all_keys,
+    delete,
+    delete_object,
+    dirty_all_keys,
+    dirty_delete,
+    dirty_delete_object,
+    dirty_first,
+    dirty_foldl,
+    dirty_index_read,
+    dirty_last,
+    dirty_match,
+    dirty_next,
+    dirty_prev,
+    dirty_read,
+    dirty_select,
+    dirty_write,
+    first,
+    foldl,
+    index_read,
+    last,
+    lock_table,
+    match,
+    next,
+    prev,
+    read,
+    select,
+    write,
+)
+from otp.tables._registry import CommitRecord, TableEvent, apply_commit, registry
+from otp.tables._table import TABLE_TYPES, Table, TableDef, TableInfo, check_attributes
+from otp.tables._tx import abort, wait_durable
+from otp.tables._tx import transaction as _transaction
+from otp.tables.errors import (
+    BadRecord,
+    CommitFailed,
+    NoSuchTable,
+    NotInTransaction,
+    TableError,
+    TableExists,
+    TableTimeout,
+    TransactionAborted,
+)
+
+__all__ = [
+    "BadRecord",
+    "CommitFailed",
+    "CommitRecord",
+    "NoSuchTable",
+    "NotInTransaction",
+    "TableError",
+    "TableEvent",
+    "TableExists",
+    "TableInfo",
+    "TableTimeout",
+    "TransactionAborted",
+    "abort",
+    "add_commit_hook",
+    "add_index",
+    "all_keys",
+    "apply_replicated",
+    "create_table",
+    "del_index",
+    "delete",
+    "delete_object",
+    "delete_table",
+    "dirty_all_keys",
+    "dirty_delete",
+    "dirty_delete_object",
+    "dirty_first",
+    "dirty_foldl",
+    "dirty_index_read",
+    "dirty_last",
+    "dirty_match",
+    "dirty_next",
+    "dirty_prev",
+    "dirty_read",
+    "dirty_select",
+    "dirty_write",
+    "first",
+    "foldl",
+    "index_read",
+    "is_transaction",
+    "last",
+    "lock_table",
+    "match",
+    "next",
+    "prev",
+    "read",
+    "record_class",
+    "remove_commit_hook",
+    "select",
+    "start",
+    "stop",
+    "subscribe",
+    "system_info",
+    "table_info",
+    "table_names",
+    "transaction",
+    "unsubscribe",
+    "wait_for_tables",
+    "write",
+]
+
+
+# --- transactions ----------------------------------------------------------------------
+
+
+def transaction(fn: Callable[..., Any], *args: Any, retries: int | None = None) -> Any:
+    """Run ``fn(*args)`` as a transaction and return its result.
+
+    ``fn`` may run more than once (restarted on lock conflicts), so it must be free of
+    side effects other than table operations. ``abort(reason)`` inside it raises
+    ``TransactionAborted(reason)`` here; other exceptions propagate; in both cases
+    nothing it wrote remains. Called inside a transaction, it nests (Mnesia semantics).
+    Must be called in a process.
+    """
+    if not callable(fn):
+        raise BadArg(f"transaction expects a callable, got {fn!r}")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise BadArg(f"transaction retries must be an int >= 0 or None, got {retries!r}")
+    return _transaction(fn, args, retries)
+
+
+def is_transaction() -> bool:
+    """True when called inside a transaction."""
+    return self_pid() in registry().txs
+
+
+# --- schema -----------------------------------------------------------------------------
+
+
+def _storage(name: str, copies: Any) -> str:
+    if copies is None:
+        return "ram"
+    if copies in ("ram", "disc"):
+        return str(copies)
+    if not isinstance(copies, dict) or not copies:
+        raise BadArg(
+            f"create_table({name!r}): copies must be 'ram', 'disc' or "
+            f"{{'ram' | 'disc': [nodes]}}, got {copies!r}"
+        )
+    me = current_node().name
+    found = []
+    for kind, nodes in copies.items():
+        if kind not in ("ram", "disc"):
+            raise BadArg(f"create_table({name!r}): copy kind must be 'ram' or 'disc', "
+                         f"got {kind!r}")
+        if isinstance(nodes, str) or not isinstance(nodes, list | tuple):
+            raise BadArg(f"create_table({name!r}): copies[{kind!r}] must be a list of node "
+                         f"names, got {nodes!r}")
+        for n in nodes:
+            if n != me:
+                raise TableError(
+                    f"create_table({name!r}): copies on other nodes ({n!r}) need the "
+                    "distribution layer, not available yet", ("bad_type", n))
+            found.append(kind)
+    if len(found) != 1:
+        raise BadArg(f"create_table({name!r}): this node ({me}) must hold exactly one copy, "
+                     f"got {copies!r}")
+    return found[0]
+
+
+def create_table(
+    name: str,
+    *,
+    attributes: Iterable[str] | None = None,
+    record: type | None = None,
+    key: str | None = None,
+    type: str = "set",
+    index: Iterable[str] = (),
+    copies: Any = None,
+) -> type:
+    """Create a table and return its record class (a named tuple).
+
+    ``attributes``: field names (the key defaults to the first); or ``record``: a
+    ``typing.NamedTuple`` class to use as the record class (its fields are the
+    attributes). ``type``: ``"set"`` (one record per key), ``"ordered_set"`` (a set
+    iterated in key order), ``"bag"`` (many distinct records per key). ``index``:
+    attributes to keep a secondary index on. ``copies``: ``"ram"`` (default) or
+    ``"disc"``, or Mnesia style ``{"disc": [node_name]}``. ``TableExists`` if the name
+    is taken; ``BadArg`` for a bad option.
+    """
+    if record is not None:
+        fields = getattr(record, "_fields", None)
+        if not (isinstance(record, builtins.type) and isinstance(fields, tuple)):
+            raise BadArg(f"create_table({name!r}): record must be a NamedTuple class, "
+                         f"got {record!r}")
+        if attributes is not None and tuple(attributes) != fields:
+            raise BadArg(f"create_table({name!r}): attributes {tuple(attributes)!r} differ "
+                         f"from the record's fields {fields!r}")
+        attributes = fields
+    attrs, k, idx = check_attributes(name, attributes, key, index)
+    if type not in TABLE_TYPES:
+        raise BadArg(f"create_table({name!r}): type must be one of {TABLE_TYPES}, "
+                     f"got {type!r}")
+    storage = _storage(name, copies)
+    reg = registry()
+    if name in reg.tables or name in reg.loading:
+        raise TableExists(name)
+    tab = Table(TableDef(name, attrs, k, type, idx, storage), record)
+    if storage == "ram":
+        reg.tables[name] = tab
+        _disc_owner.notify_loaded(reg)
+        return tab.rclass
+    ds = _running_disc(reg, f"create_table({name!r}) with disc copies")
+    tab.ident = ds.next_ident
+    ds.next_ident += 1
+    tab.loaded = True
+    reg.loading[name] = tab
+
+    def done() -> None:
+        if reg.loading.get(name) is tab:
+            del reg.loading[name]
+            reg.tables[name] = tab
+        _disc_owner.notify_loaded(reg)
+
+    op = ("create", tab.ident, name, _disc_owner.defn_json(tab.defn))
+    try:
+        wait_durable(_disc_owner.submit(reg, [("schema", op, done)], None))
+    finally:
+        if reg.loading.get(name) is tab:
+            del reg.loading[name]
+    return tab.rclass
+
+
+def _running_disc(reg: Any, what: str) -> Any:
+    ds = reg.disc
+    if ds is None or ds.stopping:
+        raise TableError(f"{what} needs the disc owner: call otp.tables.start(directory) "
+                         "first", "no_disc")
+    if not ds.loaded:
+        _wait_loaded(reg, None)
+    return ds
+
+
+def delete_table(name: str) -> None:
+    """Delete a table and all its records (and its disc file part)."""
+    reg = registry()
+    tab = reg.table(name)
+    del reg.tables[name]
+    tab.deleted = True
+    reg.locks.pop(name, None)
+    if tab.storage == "disc" and reg.disc is not None:
+        wait_durable(_disc_owner.submit(reg, [("schema", ("drop", tab.ident), None)], None))
+    tab.clear()
+
+
+def _redefine(reg: Any, tab: Table, index: tuple[str, ...]) -> None:
+    d = tab.defn
+    tab.defn = TableDef(d.name, d.attributes, d.key, d.type, index, d.storage)
+    if tab.storage == "disc" and reg.disc is not None:
+        op = ("def", tab.ident, _disc_owner.defn_json(tab.defn))
+        wait_durable(_disc_owner.submit(reg, [("schema", op, None)], None))
+
+
+def add_index(table: str, attribute: str) -> None:
+    """Add a secondary index on ``attribute`` (built from the current records)."""
+    reg = registry()
+    tab = reg.table(table)
+    check_attributes(table, tab.attributes, tab.defn.key, (*tab.defn.index, attribute))
+    tab.build_index(tab.attributes.index(attribute))
+    _redefine(reg, tab, (*tab.defn.index, attribute))
+
+
+def del_index(table: str, attribute: str) -> None:
+    """Remove the index on ``attribute``."""
+    reg = registry()
+    tab = reg.table(table)
+    if attribute not in tab.defn.index:
+        raise BadArg(f"table {table!r} has no index on {attribute!r}")
+    del tab.indexes[tab.attributes.index(attribute)]
+    _redefine(reg, tab, tuple(a for a in tab.defn.index if a != attribute))
+
+
+def table_info(name: str) -> TableInfo:
+    """Size, memory estimate, storage, type, attributes, indexes, record class."""
+    return registry().table(name).info()
+
+
+def table_names() -> list[str]:
+    """The names of the tables available on this node."""
+    return sorted(registry().tables)
+
+
+def record_class(name: str) -> type:
+    """The record class (named tuple) of a table."""
+    return registry().table(name).rclass
+
+
+def system_info() -> dict[str, Any]:
+    """Disc directory, running flag, and group-commit counters (commits, batches)."""
+    reg = registry()
+    ds = reg.disc
+    return {
+        "tables": sorted(reg.tables),
+        "directory": ds.directory if ds else None,
+        "disc_running": bool(ds and ds.owner is not None),
+        "commits": ds.commits if ds else 0,
+        "group_commits": ds.batches if ds else 0,
+    }
+
+
+# --- events and hooks -----------------------------------------------------------------
+
+
+def subscribe(table: str) -> None:
+    """Send every change of ``table`` to the calling process as ``TableEvent``
+    messages, in commit order. Ends with ``unsubscribe`` or the process's end."""
+    reg = registry()
+    tab = reg.table(table)
+    me = self_pid()
+    if me not in tab.subscribers:
+        tab.subscribers.append(me)
+        reg.subscribed += 1
+
+
+def unsubscribe(table: str) -> None:
+    """Stop the events of ``table`` to the calling process."""
+    reg = registry()
+    tab = reg.table(table)
+    me = self_pid()
+    if me in tab.subscribers:
+        tab.subscribers.remove(me)
+        reg.subscribed -= 1
+
+
+def add_commit_hook(fn: Callable[[CommitRecord], Any]) -> None:
+    """Call ``fn(record)`` for every commit, in commit order, in the committing process
+    (or the disc owner). It must not block; exceptions are logged and ignored."""
+    registry().hooks.append(fn)
+
+
+def remove_commit_hook(fn: Callable[[CommitRecord], Any]) -> None:
+    """Remove a hook added by ``add_commit_hook``."""
+    hooks = registry().hooks
+    if fn in hooks:
+        hooks.remove(fn)
+
+
+def apply_replicated(record: CommitRecord) -> None:
+    """Apply a ``CommitRecord`` from another node to the ram copies here (the entry
+    point the distribution layer will use). Unknown tables are skipped."""
+    reg = registry()
+    ops = []
+    for name, key, value in record.ops:
+        tab = reg.tables.get(name)
+        if tab is not None:
+            ops.append((tab, key, value))
+    apply_commit(reg, ops, record.dirty, record.tid)
+
+
+# --- the disc owner -------------------------------------------------------------------
+
+
+def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | None = 60.0
+          ) -> Pid:
+    """Start the disc side on this node: the ``otp_tables_sup`` supervisor and the disc
+    owner, which opens ``directory/tables.sqlite`` (default: ``$OTP_TABLES_DIR`` or
+    ``./otp_tables.<node name>``) and loads every disc table. Returns once they are
+    loaded (``TableTimeout`` after ``timeout`` s). Returns the supervisor's pid."""
+    reg = registry()
+    if reg.disc is not None:
+        raise TableError("otp.tables is already started on this node", "already_started")
+    if directory is None:
+        directory = os.environ.get("OTP_TABLES_DIR") or f"otp_tables.{current_node().name}"
+    ds = _disc_owner.DiscState(os.fspath(directory))
+    reg.disc = ds
+    try:
+        sup = _disc_owner.start_sup(reg)
+    except BaseException:
+        reg.disc = None
+        raise
+    assert sup is not None
+    unlink(sup)
+    ds.sup = sup
+    _wait_loaded(reg, timeout)
+    return sup
+
+
+def _wait_loaded(reg: Any, timeout: float | None) -> None:
+    clock = current_node().clock
+    deadline = None if timeout is None else clock.now() + timeout
+    while reg.disc is not None and not reg.disc.loaded:
+        left = None if deadline is None else max(0.0, deadline - clock.now())
+        ref = make_ref()
+        entry = (self_pid(), ref)
+        reg.load_waiters.append(entry)
+        if receive((_disc_owner.LOADED, ref), left, default=None) is None:
+            if entry in reg.load_waiters:
+                reg.load_waiters.remove(entry)
+            raise TableTimeout(tuple(reg.loading), timeout)
+
+
+def stop() -> None:
+    """Stop the disc side: finish the commits queued, close the file, unload the disc
+    tables (ram tables stay). Does nothing if it is not running."""
+    reg = registry()
+    ds = reg.disc
+    if ds is None:
+        return
+    ds.stopping = True
+    sup = ds.sup
+    if sup is not None:
+        try:
+            supervisor.stop(sup, "shutdown")
+        except Exception:
+            pass
+    reg.disc = None
+
+
+def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
+    """Return once every table in ``names`` is loaded and usable on this node;
+    ``TableTimeout`` (listing the missing ones) after ``timeout`` seconds."""
+    if isinstance(names, str):
+        names = [names]
+    wanted = list(names)
+    reg = registry()
+    clock = current_node().clock
+    deadline = None if timeout is None else clock.now() + timeout
+    while True:
+        missing = tuple(n for n in wanted if n not in reg.tables)
+        if not missing:
+            return
+        left = None if deadline is None else deadline - clock.now()
+        if left is not None and left <= 0:
+            raise TableTimeout(missing, timeout)
+        ref = make_ref()
+        entry = (self_pid(), ref)
+        reg.load_waiters.append(entry)
+        if receive((_disc_owner.LOADED, ref), left, default=None) is None:
+            if entry in reg.load_waiters:
+                reg.load_waiters.remove(entry)
+            missing = tuple(n for n in wanted if n not in reg.tables)
+            if missing:
+                raise TableTimeout(missing, timeout)
+            return
