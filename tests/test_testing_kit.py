@@ -246,3 +246,18 @@ def test_fails(node):
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([">*assert value == 42", "test_inner.py:7: AssertionError"])
+
+
+def test_wait_all_blocked_lets_timers_that_are_already_due_fire_first(node, clock):
+    send_after(0, self(), "due now")
+    wait_all_blocked()
+    assert receive(timeout=0, default="not fired") == "due now"
+    assert clock.now() == 0
+
+
+def test_mock_clock_without_autojump_still_fires_a_zero_delay_timer():
+    def main():
+        send_after(0, self(), "due now")
+        return receive()  # no jump needed: the timer is due at the current time
+
+    assert otp.run(main, clock=MockClock(autojump=False), timeout=10) == "due now"

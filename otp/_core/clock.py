@@ -106,7 +106,9 @@ class MockClock:
         self._node = None
 
     def schedule(self, deadline: float) -> None:
-        if self.autojump and self._node is not None:
+        # Even without autojump: a deadline that is already due fires when the node is
+        # next idle (the node's idle hook jumps only when autojump is on).
+        if self._node is not None:
             self._node.want_idle()
 
     def advance(self, seconds: float) -> None:
