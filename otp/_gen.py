@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from otp.errors import BadArg, CallError, CallTimeout
 from otp.node import current_node
@@ -149,12 +149,20 @@ def reply(from_: From, value: Any) -> None:
 # --- the call -------------------------------------------------------------------------
 
 
-def make_call(label: str) -> Callable[[Any, Any, float | None], Any]:
+class CallFn(Protocol):
+    """The signature of ``gen_server.call`` (and of the system call behind ``otp.sys``)."""
+
+    def __call__(
+        self, server: Pid | str | Via, request: Any, timeout: float | None = 5.0
+    ) -> Any: ...
+
+
+def make_call(label: str) -> CallFn:
     """Build the ``call`` function for messages labelled ``label`` (``gen:do_call``;
     see the module docstring). One function per label keeps the hot path to a single
     Python frame."""
 
-    def call(server: Any, request: Any, timeout: float | None = 5.0) -> Any:
+    def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
         pid: Any = server
         if server.__class__ is not Pid:
             pid = resolve(server)

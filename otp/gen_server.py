@@ -110,7 +110,6 @@ from __future__ import annotations
 import importlib
 import logging
 import traceback
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from otp import _gen, proc_lib
@@ -336,9 +335,9 @@ def start_link(
     )
 
 
-call: Callable[..., Any] = _gen.make_call(CALL)
+call: _gen.CallFn = _gen.make_call(CALL)
 call.__module__ = __name__
-call.__qualname__ = call.__name__ = "call"
+call.__qualname__ = call.__name__ = "call"  # type: ignore[attr-defined]
 call.__doc__ = """call(server, request, timeout=5.0) -> reply
 
 Send ``request`` to the server's ``handle_call`` and wait for the reply.
@@ -352,12 +351,18 @@ and ``CallTimeout`` after ``timeout`` seconds (``None``: wait forever).
 def cast(server: Pid | str | Via, request: Any) -> None:
     """Send ``request`` to the server's ``handle_cast``; never fails, never waits
     (a cast to a name nobody holds is dropped)."""
-    _gen.send_to(server, (CAST, request))
+    if server.__class__ is Pid:
+        send(server, (CAST, request))
+    else:
+        _gen.send_to(server, (CAST, request))
 
 
-reply: Callable[[From, Any], None] = _gen.reply
-reply.__doc__ = """Answer a call that ``handle_call`` left with ``NoReply``, from any
-process. A reply after the caller gave up (timed out) is dropped."""
+def reply(from_: From, value: Any) -> None:
+    """Answer a call that ``handle_call`` left with ``NoReply``, from any process.
+
+    A reply after the caller gave up (timed out) is dropped.
+    """
+    _gen.reply(from_, value)
 
 
 def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None = None) -> None:
