@@ -21,17 +21,21 @@ Supervisors nest, which makes a supervision tree::
             return SupFlags(strategy="one_for_one", intensity=3, period=5.0), [
                 ChildSpec(id="counter", start=(gen_server.start_link, (Counter, 0))),
                 {"id": "other", "start": (gen_server.start_link, (Counter, 100))},
-                (Counter, 7),                     # Counter.child_spec(7)
+                (Counter, 7),                        # Counter.child_spec(7), id Counter
             ]
 
     def main():
-        sup = supervisor.start_link(App, None)
-        counter = dict((c.id, c.pid) for c in supervisor.which_children(sup))["counter"]
-        assert gen_server.call(counter, "next") == 0
-        supervisor.stop(sup)
-        return supervisor_counts
+        sup = supervisor.start_link(App, None, name="app")
+        kids = {c.id: c.pid for c in supervisor.which_children(sup)}
+        assert gen_server.call(kids["counter"], "next") == 0
+        gen_server.stop(kids["counter"], "crash")   # an abnormal exit: restarted
+        new = {c.id: c.pid for c in supervisor.which_children(sup)}["counter"]
+        assert new != kids["counter"] and gen_server.call(new, "next") == 0
+        counts = supervisor.count_children(sup)     # ChildCounts(specs=3, active=3, ...)
+        supervisor.stop(sup)                        # children stop in reverse order
+        return counts
 
-    # otp.run(main)
+    otp.run(main)
 
 Client API (each a call to the supervisor, which answers between restarts):
 
@@ -480,6 +484,8 @@ class _State:
             return True
         if self.auto_shutdown == "any_significant":
             return False
+        if self.mode == "simple":
+            return bool(self.dyn)  # all dynamic children share the significant spec
         return any(c.spec.significant and (c.pid is not None or c.restarting)
                    for c in self.children)  # fmt: skip
 
@@ -930,10 +936,6 @@ class _SupServer(GenServer):
         if flags.strategy == "simple_one_for_one":
             if len(checked) != 1:
                 return Stop(("bad_start_spec", repr(specs)))
-            if checked[0].significant:
-                return Stop(("start_spec", ChildSpecError(
-                    "invalid significant: expected no significant child under "
-                    "simple_one_for_one, got: significant=True")))  # fmt: skip
             state.mode = "simple"
             state.template = checked[0]
             return Ok(state)

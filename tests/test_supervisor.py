@@ -3,9 +3,10 @@ supervisor_SUITE, with the scripted children of ``otp.testing_faults``."""
 
 import pytest
 
-from otp import supervisor
+from otp import gen_server, supervisor
 from otp import sys as otp_sys
 from otp.errors import ChildSpecError, StartError, SupervisorError
+from otp.gen_server import GenServer, Ok, Reply
 from otp.node import current_node
 from otp.process import (
     ANY,
@@ -750,3 +751,79 @@ def test_start_worker_helper_starts_synchronously(node):
     trap_exit(True)
     kill(pid)
     assert assert_receive(exit_of(pid)).reason == "killed"
+
+
+def test_s9_simple_one_for_one_all_significant_stops_with_the_last_child(node):
+    trap_exit(True)
+    sup = start_sup(SupFlags("simple_one_for_one", auto_shutdown="all_significant"),
+                    [worker_spec("t", significant=True, restart="transient")])
+    p1 = supervisor.start_child(sup, (1,))
+    p2 = supervisor.start_child(sup, (2,))
+    crash(p1, "normal")
+    wait_down(p1)
+    assert is_alive(sup)
+    crash(p2, "normal")
+    assert assert_receive(exit_of(sup)).reason == "shutdown"
+
+
+# --- real gen_server children ---------------------------------------------------------
+
+
+class Counter(GenServer):
+    def init(self, arg):
+        trap_exit(True)  # so that the supervisor's shutdown runs terminate
+        return Ok(arg)
+
+    def handle_call(self, request, from_, n):
+        return Reply(n, n + 1)
+
+    def terminate(self, reason, n):
+        send("observer", ("terminated", n, reason))
+
+
+def test_genserver_children_given_as_class_or_class_and_arg(node):
+    from otp.process import register
+
+    register("observer", self())
+    sup = start_sup(specs=[(Counter, 10)])
+    [row] = supervisor.which_children(sup)
+    assert row.id is Counter and row.modules == (Counter,)
+    assert gen_server.call(row.pid, "next") == 10
+    stop_sup(sup)
+    assert_receive(("terminated", 11, "shutdown"))
+
+
+def test_genserver_child_crash_is_restarted_with_its_initial_arg(node):
+    sup = start_sup(specs=[Counter])  # Counter.child_spec(None): arg None
+    pid = pids(sup)[Counter]
+    with pytest.raises(Exception):
+        gen_server.call(pid, "unknown-and-not-a-number")  # None + 1: the server crashes
+    wait_all_blocked()
+    new = pids(sup)[Counter]
+    assert new != pid and is_alive(new)
+    stop_sup(sup)
+
+
+# --- code change ------------------------------------------------------------------------
+
+
+class V1(supervisor.Supervisor):
+    def init(self, arg):
+        return SupFlags(intensity=1), [worker_spec("a")]
+
+
+class V2(supervisor.Supervisor):
+    def init(self, arg):
+        return SupFlags(intensity=5), [worker_spec("a", restart="transient"), worker_spec("b")]
+
+
+def test_code_change_takes_new_specs_and_flags_from_init_again(node):
+    sup = supervisor.start_link(V1)
+    a = whereis_child(sup, "a")
+    otp_sys.suspend(sup)
+    otp_sys.change_code(sup, supervisor, "1", extra=V2)
+    otp_sys.resume(sup)
+    assert pids(sup) == {"a": a, "b": None}  # kept running; the new id is added stopped
+    assert supervisor.get_childspec(sup, "a").restart == "transient"
+    assert supervisor.restart_child(sup, "b") is not None
+    stop_sup(sup)
