@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from otp import gen_server
@@ -9,6 +11,7 @@ from otp.errors import BadArg, CallError, CallTimeout, StartError
 from otp.gen_server import (
     Continue,
     GenServer,
+    Hibernate,
     Ignore,
     NoReply,
     Ok,
@@ -295,7 +298,7 @@ def test_g3_reply_after_the_caller_gave_up_is_dropped(node):
 class Actions(GenServer):
     def init(self, arg):
         owner, first = arg
-        return Ok((owner, []), first)
+        return Ok((owner, ()), first)
 
     def handle_continue(self, arg, state):
         owner, _log = state
@@ -347,6 +350,31 @@ def test_g4_timeout_action_fires_timeout_info_when_nothing_arrives(node, clock):
     gen_server.stop(pid)
 
 
+def test_g4_timeout_action_restarts_after_a_system_message(node, clock):
+    # As in OTP: system messages are not the server's messages; the timeout restarts.
+    from otp import sys as otp_sys
+
+    me = self_pid()
+    pid = gen_server.start_link(Actions, (me, None))
+    gen_server.call(pid, ("timeout", 2.0))
+    t0 = clock.now()
+    assert otp_sys.get_state(pid)[0] == me
+    assert assert_receive(("info", ANY), timeout=10) == ("info", "timeout")
+    assert clock.now() - t0 == pytest.approx(2.0)
+    gen_server.stop(pid)
+
+
+def test_g4_hibernate_action_is_a_hint_and_the_server_carries_on(node):
+    class Sleepy(GenServer):
+        def handle_call(self, request, from_, state):
+            return Reply(state, state + 1, Hibernate())
+
+    pid = gen_server.start_link(Sleepy, 0)
+    assert gen_server.call(pid, "next") == 0
+    assert gen_server.call(pid, "next") == 1
+    gen_server.stop(pid)
+
+
 def test_g4_timeout_action_is_cancelled_by_any_message(node):
     me = self_pid()
     pid = gen_server.start_link(Actions, (me, None))
@@ -395,6 +423,10 @@ def test_g5_stop_from_init_fails_start_with_reason_and_name_is_free(node, caplog
         gen_server.start_link(Starter, ("stop", "no_db"), name="svc")
     assert ei.value.reason == "no_db"
     assert whereis("svc") is None
+    wait_all_blocked()
+    (rec,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert rec.report["label"] == "crash_report" and rec.report["reason"] == "no_db"
+    assert rec.report["initial_call"].endswith("test_gen_server.Starter.init")
     reg = DictRegistry()
     with pytest.raises(StartError):
         gen_server.start_link(Starter, ("stop", "no_db"), name=Via(reg, "svc"))
