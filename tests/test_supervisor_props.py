@@ -410,7 +410,8 @@ class SupervisionTree(RuleBasedStateMachine):
         if op == "restart" and expect is True:
             assert isinstance(got, Pid), got
         elif op == "restart" and expect is False:
-            assert isinstance(got, tuple) and got[0] == "planned_failure", got
+            assert isinstance(got, tuple), got
+            assert got[0] == ("failed_to_start_child" if c.is_sup else "planned_failure"), got
         else:
             assert got == expect, (op, got, expect)
         self.check()
