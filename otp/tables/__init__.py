@@ -147,7 +147,13 @@ from otp.tables._ops import (
     select,
     write,
 )
-from otp.tables._registry import CommitRecord, TableEvent, apply_commit, registry
+from otp.tables._registry import (
+    CommitRecord,
+    TableEvent,
+    apply_commit,
+    refresh_fast,
+    registry,
+)
 from otp.tables._table import TABLE_TYPES, Table, TableDef, TableInfo, check_attributes
 from otp.tables._tx import abort, wait_durable
 from otp.tables._tx import transaction as _transaction
@@ -321,6 +327,7 @@ def create_table(
     tab = Table(TableDef(name, attrs, k, type, idx, storage), record)
     if storage == "ram":
         reg.tables[name] = tab
+        refresh_fast(reg)
         _disc_owner.notify_loaded(reg)
         return tab.rclass
     ds = _running_disc(reg, f"create_table({name!r}) with disc copies")
@@ -380,6 +387,7 @@ def add_index(table: str, attribute: str) -> None:
     tab = reg.table(table)
     check_attributes(table, tab.attributes, tab.defn.key, (*tab.defn.index, attribute))
     tab.build_index(tab.attributes.index(attribute))
+    refresh_fast(reg)
     _redefine(reg, tab, (*tab.defn.index, attribute))
 
 
@@ -390,6 +398,7 @@ def del_index(table: str, attribute: str) -> None:
     if attribute not in tab.defn.index:
         raise BadArg(f"table {table!r} has no index on {attribute!r}")
     del tab.indexes[tab.attributes.index(attribute)]
+    refresh_fast(reg)
     _redefine(reg, tab, tuple(a for a in tab.defn.index if a != attribute))
 
 
@@ -433,6 +442,7 @@ def subscribe(table: str) -> None:
     if me not in tab.subscribers:
         tab.subscribers.append(me)
         reg.subscribed += 1
+        refresh_fast(reg)
 
 
 def unsubscribe(table: str) -> None:
@@ -443,19 +453,23 @@ def unsubscribe(table: str) -> None:
     if me in tab.subscribers:
         tab.subscribers.remove(me)
         reg.subscribed -= 1
+        refresh_fast(reg)
 
 
 def add_commit_hook(fn: Callable[[CommitRecord], Any]) -> None:
     """Call ``fn(record)`` for every commit, in commit order, in the committing process
     (or the disc owner). It must not block; exceptions are logged and ignored."""
-    registry().hooks.append(fn)
+    reg = registry()
+    reg.hooks.append(fn)
+    refresh_fast(reg)
 
 
 def remove_commit_hook(fn: Callable[[CommitRecord], Any]) -> None:
     """Remove a hook added by ``add_commit_hook``."""
-    hooks = registry().hooks
-    if fn in hooks:
-        hooks.remove(fn)
+    reg = registry()
+    if fn in reg.hooks:
+        reg.hooks.remove(fn)
+        refresh_fast(reg)
 
 
 def apply_replicated(record: CommitRecord) -> None:

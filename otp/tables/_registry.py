@@ -110,6 +110,14 @@ def registry() -> Registry:
     return reg
 
 
+def refresh_fast(reg: Registry) -> None:
+    """Mark the tables where a dirty write is just a dict store: ram sets with no
+    index, no subscriber and no commit hook (``apply_commit`` would do only that)."""
+    for tab in reg.tables.values():
+        tab.fast = (tab.storage == "ram" and tab.type == "set" and not tab.indexes
+                    and not tab.subscribers and not reg.hooks)
+
+
 def apply_commit(
     reg: Registry, ops: list[tuple[Table, Any, Any]], dirty: bool, tid: int = 0
 ) -> None:
@@ -163,3 +171,5 @@ def _notify(tab: Table, key: Any, old: Any, new: Any) -> None:
             dead = True
     if dead:
         subs[:] = [p for p in subs if is_alive(p)]
+        if not subs:
+            tab.fast = False  # refreshed on the next schema change

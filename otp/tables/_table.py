@@ -147,6 +147,7 @@ class Table:
         "data",
         "defn",
         "deleted",
+        "fast",
         "ident",
         "indexes",
         "keys",
@@ -184,6 +185,7 @@ class Table:
         self.ident = 0  # disc: number of the sqlite table holding this one
         self.loaded = defn.storage == "ram"
         self.deleted = False
+        self.fast = False  # dirty_write may store directly (see _registry.refresh_fast)
 
     # --- records -----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otp.process import ANY, Down, demonitor, make_ref, monitor, receive, send
+from otp.process import Down, demonitor, make_ref, monitor, receive, send
 from otp.process import self as self_pid
 from otp.tables._registry import Registry, apply_commit, registry
 from otp.tables._table import Table
@@ -294,27 +294,36 @@ def _nested(reg: Registry, me: Any, parent: Tx, fn: Any, args: tuple[Any, ...]) 
     return result
 
 
+_submit: Any = None
+
+
 def commit(reg: Registry, tx: Tx) -> None:
+    global _submit
     writes = tx.writes
     if not writes:
         return
-    ops = [(tab, key, v) for (tab, key), v in writes.items()]
-    for tab, _k, _v in ops:
+    for tab, _k in writes:
         if tab.storage == "disc":
             break
     else:
         tx.state = DONE
-        apply_commit(reg, ops, False)
+        apply_commit(reg, [(tab, key, v) for (tab, key), v in writes.items()], False)
         release_all(tx)
         return
-    from otp.tables._disc_owner import submit
+    if _submit is None:
+        from otp.tables._disc_owner import submit
 
+        _submit = submit
+    tid = _submit(reg, [("put", tab, key, v) for (tab, key), v in writes.items()], tx)
     tx.state = COMMITTING  # from now on the disc owner releases the locks
-    wait_durable(submit(reg, [("put", tab, key, v) for tab, key, v in ops], tx))
+    wait_durable(tid)
 
 
 def wait_durable(tid: int) -> None:
-    msg = receive((COMMITTED, tid, ANY))
+    def ack(m: Any) -> bool:
+        return m.__class__ is tuple and len(m) == 3 and m[0] is COMMITTED and m[1] == tid
+
+    msg = receive(ack)
     if msg[2] is not None:
         raise CommitFailed(f"commit {tid} was not made durable: {msg[2]}", msg[2])
 
