@@ -137,7 +137,7 @@ def dirty_write(table: str, record: Any) -> None:
     tab = reg.tables.get(table) or reg.table(table)
     if tab.fast and record.__class__ is tab.rclass and not reg.strict:
         try:
-            tab.data[record[tab.kpos]] = record  # what apply_commit amounts to here
+            tab.data[record[tab.kpos]] = record  # type: ignore[index]  # = apply_commit here
             return
         except TypeError:
             pass  # an unhashable key: coerce says so
