@@ -120,21 +120,25 @@ def check_name(name: Any) -> None:
 
 # --- abandoned call tags (late replies are dropped) -------------------------------
 
-_abandoned: dict[Ref, Pid] = {}
+_abandoned: dict[Ref, tuple[Pid, Pid]] = {}  # tag -> (caller, server)
 _abandoned_node: Any = None
+_prune_at = 1024
 
 
-def _abandon(tag: Ref, caller: Pid) -> None:
-    global _abandoned_node
+def _abandon(tag: Ref, caller: Pid, server: Pid) -> None:
+    global _abandoned_node, _prune_at
     node = current_node()
     if _abandoned_node is not node:  # a fresh node: tags of the old one mean nothing
         _abandoned.clear()
         _abandoned_node = node
-    if len(_abandoned) >= 1024:  # forget tags whose caller is gone
-        for t, pid in list(_abandoned.items()):
-            if not is_alive(pid):
+    if len(_abandoned) >= _prune_at:
+        # Forget tags nobody can still answer (server gone) or nobody waits on;
+        # amortised: the next sweep waits until the table has doubled.
+        for t, (c, s) in list(_abandoned.items()):
+            if not (is_alive(c) and is_alive(s)):
                 del _abandoned[t]
-    _abandoned[tag] = caller
+        _prune_at = max(1024, 2 * len(_abandoned))
+    _abandoned[tag] = (caller, server)
 
 
 def reply(from_: From, value: Any) -> None:
@@ -189,7 +193,7 @@ def make_call(label: str) -> CallFn:
             return msg[1]
         if msg is _TIMEOUT:
             demonitor(tag, flush=True)
-            _abandon(tag, me)
+            _abandon(tag, me, pid)
             receive(match, 0, default=None)  # a reply that raced in with the deadline
             raise CallTimeout(server, request, timeout)
         raise CallError(msg.reason, server, request)
