@@ -1,0 +1,108 @@
+"""The chat application: its supervision tree, and the entry point ``make run`` uses.
+
+::
+
+    chat.sup (rest_for_one)
+    ├── chat.store          the durable store (group commit over sqlite)
+    ├── chat.registration   PINs, device keys, login slow-down
+    ├── chat.users          DynamicSupervisor: one transient process per active user
+    ├── chat.conns          what every connection process links to
+    └── chat.listener       accepts connections (plain TCP or TLS)
+
+``rest_for_one``: if the store restarts, everything after it restarts too (they hold
+nothing that is not in the store); a listener restart leaves users alone.
+
+Run it::
+
+    python -m chat --config config/dev.yaml          # foreground; Ctrl-C stops it
+
+or from code, in a process of a running node::
+
+    from chat.app import start, stop
+    from chat.config import parse_config
+    sup = start(parse_config({"listen": {"port": 0}, "data_dir": "/tmp/chat"}))
+    host, port = chat.connection.address()
+    stop(sup)
+
+Failure semantics: ``start`` raises ``StartError`` if a part cannot start (the port is
+taken, the data directory cannot be written, the TLS files are missing) and
+``ConfigError`` for a production config with the console SMS gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+from chat import connection, registration, store, users
+from chat.config import ChatConfig, check_production
+from chat.gateways import PushGateway, SmsGateway, make_push, make_sms
+from otp import supervisor
+from otp.supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupFlags
+
+__all__ = ["ChatSup", "start", "stop", "tls_context"]
+
+SUP = "chat.sup"
+
+
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _start_users() -> Any:
+    return supervisor.start_link(
+        DynamicSupervisor, {"intensity": 1000, "period": 10.0}, name=users.SUP
+    )
+
+
+class ChatSup(Supervisor):
+    def init(self, arg: tuple[ChatConfig, Any, Any]) -> Any:
+        cfg, sms, push = arg
+        lim = cfg.limits
+        push = push or make_push(cfg.push)
+        sms = sms or make_sms(cfg.sms)
+        users.set_context(users.UserCtx(
+            idle_stop=cfg.users.idle_stop, retry_initial=cfg.users.retry_initial,
+            retry_max=cfg.users.retry_max, window=lim.window,
+            presence_per_hour=lim.presence_per_hour, contacts_per_hour=lim.contacts_per_hour,
+            notify=push.notify,
+        ))
+        if cfg.durability == "off" and cfg.data_dir == ":memory:":
+            backend: Any = store.MemoryBackend()
+        else:
+            backend = store.SqliteBackend(os.path.join(cfg.data_dir, "chat.db"),
+                                          cfg.durability)
+        tls = None
+        if cfg.listen.tls is not None:
+            tls = tls_context(cfg.listen.tls.certfile, cfg.listen.tls.keyfile)
+        ctx = connection.ConnCtx(
+            max_frame=lim.max_frame, max_body=lim.max_body, idle_timeout=lim.idle_timeout,
+            max_bad_frames=lim.max_bad_frames, send_buffer=lim.send_buffer,
+            admin_token=cfg.admin_token,
+        )
+        return SupFlags(strategy="rest_for_one", intensity=3, period=5.0), [
+            ChildSpec(id="store", start=(store.start_link, (backend,))),
+            ChildSpec(id="registration",
+                      start=(registration.start_link, (cfg.registration, sms))),
+            ChildSpec(id="users", start=(_start_users, ()), type="supervisor"),
+            ChildSpec(id="conns", start=(connection.start_conns, ())),
+            ChildSpec(id="listener", start=(connection.start_listener,
+                                            (cfg.listen.host, cfg.listen.port,
+                                             cfg.listen.backlog, tls, ctx))),
+        ]
+
+
+def start(cfg: ChatConfig, *, sms: SmsGateway | None = None,
+          push: PushGateway | None = None) -> Any:
+    """Start the chat supervision tree, linked to the caller; returns its pid.
+
+    ``sms`` / ``push`` replace the gateways the config names (tests pass recorders)."""
+    check_production(cfg)
+    return supervisor.start_link(ChatSup, (cfg, sms, push), name=SUP)
+
+
+def stop(sup: Any = SUP) -> None:
+    supervisor.stop(sup)

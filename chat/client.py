@@ -1,0 +1,331 @@
+"""The chat client library, for devices: plain blocking sockets, no otp processes.
+
+::
+
+    from chat.client import Client
+
+    c = Client("127.0.0.1", 5280)                  # tls=ssl context for TLS
+    c.connect()
+    c.register("+14155550100")                     # a PIN arrives by SMS (or in the log)
+    key = c.verify("+14155550100", "123456")       # keep it: it is the device's identity
+    c.login("+14155550100", key)
+    r = c.send("+14155550111", "hello")            # r.mid: the server stored it
+    for ev in c.poll(timeout=5.0):                 # messages and receipts, acknowledged
+        print(ev)
+    c.close()
+
+What it does for you:
+
+- one request at a time, each with an id; replies are matched by id, and what the
+  server pushes meanwhile (``msg``, ``receipt``) is buffered for ``poll``;
+- ``poll`` acknowledges what it returns (one ``ack`` per batch), which deletes it from
+  the server, and drops duplicates (messages by ``mid``, receipts by type and ``mid``)
+  while still acknowledging them;
+- with ``auto_reconnect`` (on by default once logged in), a broken connection is
+  reopened, the session logged in again, and the interrupted request sent again. ``send``
+  keeps its ``cmid`` across retries, so the server stores the message once.
+
+Failure semantics: a refused request raises ``ChatError`` with the server's ``code`` and
+``message``; a connection the server closed raises ``ChatClosed`` (with its code, e.g.
+``replaced``) unless auto-reconnect recovers it; ``TimeoutError`` when no reply came in
+time. Not thread-safe: use one ``Client`` per thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from chat.protocol import (
+    CLOSING_CODES,
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    FrameReader,
+    decode_body,
+    encode,
+)
+
+__all__ = ["ChatClosed", "ChatError", "Client", "SendResult"]
+
+
+class ChatError(Exception):
+    """The server refused a request: ``code`` and ``message`` from its error frame."""
+
+    def __init__(self, code: str, message: str, frame: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.frame = frame or {}
+
+
+class ChatClosed(ChatError):
+    """The connection is gone (``code`` is the server's closing code, or ``closed``)."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    mid: str
+    ts: float
+    cmid: str
+
+
+class Client:
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, timeout: float = 10.0,
+                 auto_reconnect: bool = True, client_name: str = "chat.client",
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.host, self.port = host, port
+        self.tls = tls
+        self.server_hostname = server_hostname
+        self.timeout = timeout
+        self.auto_reconnect = auto_reconnect
+        self.client_name = client_name
+        self.max_frame = max_frame
+        self.sock: Any = None
+        self.reader = FrameReader(max_frame)
+        self.events: deque[dict[str, Any]] = deque()
+        self.next_id = 1
+        self.phone: str | None = None
+        self.key: bytes | None = None
+        self.server_info: dict[str, Any] = {}
+        self.seen: set[Any] = set()
+        self.reconnects = 0
+
+    # ---------------------------------------------------------------- connection
+
+    def connect(self) -> dict[str, Any]:
+        """Open the connection and say hello; returns the server's hello reply."""
+        self._close_sock()
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
+        self.sock = sock
+        self.reader = FrameReader(self.max_frame)
+        self.server_info = self._request_once("hello", {"version": PROTOCOL_VERSION,
+                                                        "client": self.client_name})
+        return self.server_info
+
+    def close(self) -> None:
+        self._close_sock()
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reconnect(self, attempts: int = 20, delay: float = 0.05) -> None:
+        """Open a new connection and log in again (with back-off between attempts)."""
+        last: Exception | None = None
+        for i in range(attempts):
+            try:
+                self.connect()
+                if self.phone is not None and self.key is not None:
+                    self._request_once("login", {"phone": self.phone, "key": self.key})
+                self.reconnects += 1
+                return
+            except ChatClosed as e:
+                if e.code == "replaced":
+                    raise
+                last = e
+            except (OSError, TimeoutError) as e:
+                last = e
+            time.sleep(min(delay * 2**i, 2.0))
+        raise ChatClosed("closed", f"could not reconnect: {last}")
+
+    # ---------------------------------------------------------------- frames
+
+    def _send_frame(self, frame: dict[str, Any]) -> None:
+        if self.sock is None:
+            raise ChatClosed("closed", "not connected")
+        try:
+            self.sock.sendall(encode(frame))
+        except OSError as e:
+            self._close_sock()
+            raise ChatClosed("closed", f"write failed: {e}") from None
+
+    def _read_frame(self, deadline: float | None) -> dict[str, Any] | None:
+        """The next frame, or None at the deadline."""
+        while True:
+            body = self.reader.next_body()
+            if body is not None:
+                return decode_body(body)
+            if self.sock is None:
+                raise ChatClosed("closed", "not connected")
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return None
+            self.sock.settimeout(wait)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                return None
+            except OSError as e:
+                self._close_sock()
+                raise ChatClosed("closed", f"read failed: {e}") from None
+            finally:
+                if self.sock is not None:
+                    self.sock.settimeout(self.timeout)
+            if not data:
+                self._close_sock()
+                raise ChatClosed("closed", "the server closed the connection")
+            self.reader.feed(data)
+
+    def _take(self, frame: dict[str, Any]) -> None:
+        t = frame.get("t")
+        if t in ("msg", "receipt"):
+            self.events.append(frame)
+        elif t == "error" and frame.get("id") is None:
+            code = frame.get("code", "closed")
+            if code in CLOSING_CODES:
+                self._close_sock()
+                raise ChatClosed(code, frame.get("message", ""), frame)
+
+    def _request_once(self, t: str, fields: dict[str, Any],
+                      timeout: float | None = None) -> dict[str, Any]:
+        rid = self.next_id
+        self.next_id += 1
+        self._send_frame({"t": t, "id": rid, **fields})
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            frame = self._read_frame(deadline)
+            if frame is None:
+                raise TimeoutError(f"no reply to {t!r} within {timeout or self.timeout} s")
+            if frame.get("id") == rid and frame.get("t") in ("ok", "pong", "error"):
+                if frame["t"] == "error":
+                    raise ChatError(frame.get("code", "?"), frame.get("message", ""), frame)
+                return frame
+            self._take(frame)
+
+    def request(self, t: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its reply (reconnecting if allowed)."""
+        while True:
+            try:
+                return self._request_once(t, fields)
+            except ChatClosed as e:
+                if not self._may_reconnect(e):
+                    raise
+                self.reconnect()
+
+    def _may_reconnect(self, e: ChatClosed) -> bool:
+        return (self.auto_reconnect and self.key is not None
+                and e.code in ("closed", "idle_timeout", "slow_reader", "shutdown"))
+
+    # ---------------------------------------------------------------- requests
+
+    def ping(self) -> None:
+        self.request("ping")
+
+    def register(self, phone: str) -> float:
+        return float(self.request("register", phone=phone)["expires_in"])
+
+    def verify(self, phone: str, pin: str) -> bytes:
+        return bytes(self.request("verify", phone=phone, pin=pin)["key"])
+
+    def login(self, phone: str, key: bytes) -> int:
+        r = self._request_once("login", {"phone": phone, "key": key})
+        self.phone, self.key = phone, key
+        return int(r["queued"])
+
+    def send(self, to: str, body: str | bytes, cmid: str | None = None) -> SendResult:
+        cmid = cmid or uuid.uuid4().hex
+        r = self.request("send", to=to, cmid=cmid, body=body)
+        return SendResult(r["mid"], r["ts"], cmid)
+
+    def ack(self, ids: list[int]) -> None:
+        if ids:
+            self.request("ack", ids=list(ids))
+
+    def read(self, sender: str, mids: list[str]) -> None:
+        self.request("read", **{"from": sender, "mids": list(mids)})
+
+    def presence(self, phones: list[str]) -> dict[str, Any]:
+        return dict(self.request("presence", phones=list(phones))["presence"])
+
+    def contacts(self, phones: list[str]) -> list[str]:
+        return list(self.request("contacts", phones=list(phones))["registered"])
+
+    def privacy(self, hide_presence: bool) -> None:
+        self.request("privacy", hide_presence=hide_presence)
+
+    def provision(self, token: str, phones: list[str]) -> list[bytes]:
+        """Admin path (when the server enables it): register phones without SMS."""
+        return [bytes(k) for k in self.request("admin_provision", token=token,
+                                               phones=list(phones))["keys"]]
+
+    def bye(self) -> None:
+        try:
+            self._request_once("bye", {})
+        except ChatClosed:
+            pass
+        self.close()
+
+    # ---------------------------------------------------------------- events
+
+    def poll(self, timeout: float = 0.0, *, ack: bool = True, max_events: int = 10_000
+             ) -> list[dict[str, Any]]:
+        """Wait up to ``timeout`` seconds for pushed events; return the new ones (duplicates
+        dropped) after acknowledging all of them if ``ack``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if not self.events:
+                    frame = self._read_frame(deadline)
+                    if frame is not None:
+                        self._take(frame)
+                # take what is already buffered, without waiting
+                while len(self.events) < max_events:
+                    frame = self._read_frame(time.monotonic())
+                    if frame is None:
+                        break
+                    self._take(frame)
+                break
+            except ChatClosed as e:
+                if not self._may_reconnect(e):
+                    raise
+                self.reconnect()
+        got = []
+        ids = []
+        while self.events:
+            ev = self.events.popleft()
+            ids.append(ev["id"])
+            k = ev["mid"] if ev["t"] == "msg" else (ev["type"], ev["mid"])
+            if k in self.seen:
+                continue
+            self.seen.add(k)
+            got.append(ev)
+        if ack and ids:
+            self.ack(ids)
+        return got
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Poll (acknowledging) until ``pred(all events so far)`` is true; return them."""
+        deadline = time.monotonic() + timeout
+        out: list[dict[str, Any]] = []
+        while not pred(out):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met within {timeout} s; got {out!r:.500}")
+            out.extend(self.poll(min(left, 1.0)))
+        return out
+
+
+def key_path(phone: str) -> str:
+    """Where the CLI keeps a device key: the user's config directory."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "chat-client", phone.lstrip("+") + ".key")

@@ -1,0 +1,474 @@
+"""The front end: a TCP/TLS listener, and a connection process per device connection.
+
+Processes per connection: the *connection process* owns the socket's write side and the
+session (phase, phone, the user process it is attached to); a linked *reader* process
+blocks in ``recv``, splits frames (checking each length before reading the body) and
+hands their bytes to the connection process, at most ``_WINDOW`` ahead of what it has
+processed, so a client that floods requests cannot grow a mailbox without bound::
+
+    listener (gen_server "chat.listener") ── acceptor (linked, blocks in accept)
+        └── spawns per accepted socket:  connection ── reader (linked)
+
+Connection processes link to ``chat.conns`` (a process that traps exits and does
+nothing else), so stopping the application ends them all, while one connection's crash
+touches nothing else. The user process is separate (``chat.users``): the connection
+monitors it and attaches again if it restarts.
+
+Failure semantics (docs/protocol.md): a frame announcing more than ``max_frame`` bytes
+gets ``frame_too_large`` and a close; an undecodable frame, a non-map, an unknown type or
+a field of the wrong type gets an error frame naming the problem, and the
+``max_bad_frames``-th such frame closes the connection; no input reaches the listener.
+Silence for ``idle_timeout`` seconds closes with ``idle_timeout``. A client that does
+not read blocks the connection's ``sendall``: after ``idle_timeout`` seconds it is
+disconnected (``slow_reader``); what the server holds for it meanwhile is bounded by the
+kernel's send buffer (``limits.send_buffer``) plus the user process's push window.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from chat import registration, store, users
+from chat.protocol import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    FrameReader,
+    FrameTooLarge,
+    ProtocolError,
+    Request,
+    decode_body,
+    encode,
+    error_frame,
+    is_phone,
+    validate_request,
+)
+from otp import gen_server, proc_lib
+from otp.errors import CallError
+from otp.gen_server import GenServer, Ok, Reply
+from otp.process import (
+    ANY,
+    Down,
+    Exit,
+    exit,
+    link,
+    monitor,
+    receive,
+    register,
+    send,
+    sleep,
+    spawn,
+    spawn_link,
+    trap_exit,
+    unlink,
+    whereis,
+)
+from otp.process import self as _self
+
+__all__ = ["CONNS", "LISTENER", "ConnCtx", "address", "start_conns", "start_listener"]
+
+LISTENER = "chat.listener"
+CONNS = "chat.conns"
+SERVER = "chat/0.1.0"
+_WINDOW = 64  # frames the reader may hand over ahead of the connection process
+_CREDIT_EVERY = 32
+log = logging.getLogger("chat.connection")
+
+
+@dataclass(frozen=True)
+class ConnCtx:
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_body: int = 16 * 1024
+    idle_timeout: float = 60.0
+    max_bad_frames: int = 10
+    send_buffer: int | None = None
+    admin_token: str | None = None
+
+
+# ---------------------------------------------------------------------------- conns
+
+
+def _conns_main() -> None:
+    trap_exit(True)
+    register(CONNS, _self())
+    proc_lib.init_ack(_self())
+    parent = None
+    anc = proc_lib.ancestors()
+    if anc:
+        parent = anc[0]
+    while True:
+        m = receive()
+        if isinstance(m, Exit) and m.pid == parent:
+            exit(m.reason if m.reason != "normal" else "shutdown")
+
+
+def start_conns() -> Any:
+    """The process every connection links to (so that stopping it ends them all)."""
+    return proc_lib.start_link(_conns_main)
+
+
+# ---------------------------------------------------------------------------- listener
+
+
+class _Listen:
+    __slots__ = ("acceptor", "host", "port", "sock")
+
+
+class Listener(GenServer):
+    def init(self, arg: tuple[str, int, int, ssl.SSLContext | None, ConnCtx]) -> Any:
+        host, port, backlog, tls, ctx = arg
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        st = _Listen()
+        st.sock = sock
+        st.host, st.port = sock.getsockname()[:2]
+        st.acceptor = spawn_link(_acceptor, sock, tls, ctx)
+        return Ok(st)
+
+    def handle_call(self, request: Any, from_: Any, st: _Listen) -> Any:
+        if request == "address":
+            return Reply((st.host, st.port), st)
+        return super().handle_call(request, from_, st)
+
+    def terminate(self, reason: Any, st: _Listen) -> None:
+        st.sock.close()
+
+
+def _acceptor(sock: socket.socket, tls: ssl.SSLContext | None, ctx: ConnCtx) -> None:
+    while True:
+        try:
+            conn, addr = sock.accept()
+        except OSError as e:
+            log.warning("accept failed: %s", e)
+            sleep(0.05)
+            continue
+        spawn(_conn_main, conn, addr, tls, ctx)
+
+
+def start_listener(host: str, port: int, backlog: int, tls: ssl.SSLContext | None,
+                   ctx: ConnCtx) -> Any:
+    return gen_server.start_link(Listener, (host, port, backlog, tls, ctx), name=LISTENER)
+
+
+def address() -> tuple[str, int]:
+    """Where the listener listens: ``(host, port)``."""
+    return tuple(gen_server.call(LISTENER, "address"))  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- reader
+
+
+def _reader(sock: Any, conn: Any, max_frame: int) -> None:
+    fr = FrameReader(max_frame)
+    handed = processed = 0
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            send(conn, ("closed", "idle_timeout"))
+            return
+        except (OSError, ValueError):
+            send(conn, ("closed", "error"))
+            return
+        if not data:
+            send(conn, ("closed", "eof"))
+            return
+        fr.feed(data)
+        try:
+            while (body := fr.next_body()) is not None:
+                send(conn, ("frame", body))
+                handed += 1
+        except FrameTooLarge as e:
+            send(conn, ("closed", "frame_too_large", e.message))
+            return
+        while handed - processed > _WINDOW:
+            processed = receive(("processed", ANY))[1]
+
+
+# ---------------------------------------------------------------------------- connection
+
+
+class _Closing(Exception):
+    def __init__(self, code: str | None, message: str = "") -> None:
+        self.code = code
+        self.message = message
+
+
+class _Conn:
+    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock",
+                 "user", "user_mon")
+
+    def __init__(self, sock: Any, ctx: ConnCtx) -> None:
+        self.sock = sock
+        self.ctx = ctx
+        self.phase = "hello"
+        self.phone: str | None = None
+        self.key_hash: bytes | None = None
+        self.user: Any = None
+        self.user_mon: Any = None
+        self.bad = 0
+        self.frames = 0
+        self.reader: Any = None
+
+    def write(self, frames: list[dict[str, Any]]) -> None:
+        data = b"".join(encode(f) for f in frames)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise _Closing(None, "slow_reader") from None
+        except (OSError, ValueError):
+            raise _Closing(None, "write failed") from None
+
+
+def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -> None:
+    conns = whereis(CONNS)
+    if conns is not None:
+        link(conns)
+    c = _Conn(sock, ctx)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ctx.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ctx.send_buffer)
+        sock.settimeout(ctx.idle_timeout)
+        if tls is not None:
+            try:
+                sock = c.sock = tls.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as e:
+                log.info("TLS handshake with %s failed: %s", addr, e)
+                return
+        c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame)
+        _loop(c)
+    except _Closing as e:
+        if e.code is not None:
+            try:
+                c.write([error_frame(e.code, e.message)])
+            except _Closing:
+                pass
+    finally:
+        if c.reader is not None:
+            unlink(c.reader)
+            exit(c.reader, "kill")
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+
+
+def _loop(c: _Conn) -> None:
+    while True:
+        msg = receive()
+        cls = msg.__class__
+        if cls is tuple:
+            tag = msg[0]
+            if tag == "frame":
+                out = _handle_frame(c, msg[1])
+                if out:
+                    c.write(out)
+                c.frames += 1
+                if c.frames % _CREDIT_EVERY == 0:
+                    send(c.reader, ("processed", c.frames))
+            elif tag == "chat.push":
+                c.write([_push_frame(item) for item in msg[1]])
+            elif tag == "closed":
+                if msg[1] == "idle_timeout":
+                    raise _Closing("idle_timeout", f"nothing received for "
+                                                   f"{c.ctx.idle_timeout:g} s")
+                if msg[1] == "frame_too_large":
+                    raise _Closing("frame_too_large", msg[2])
+                return
+            elif tag == "chat.close":
+                raise _Closing(msg[1], msg[2])
+        elif cls is Down:
+            if msg.ref == c.user_mon:
+                _reattach(c)
+
+
+def _push_frame(item: tuple[Any, ...]) -> dict[str, Any]:
+    seq, peer, kind, p = item
+    if kind == "msg":
+        return {"t": "msg", "id": seq, "mid": p[0], "from": peer, "cmid": p[1],
+                "body": p[2], "ts": p[3]}
+    return {"t": "receipt", "id": seq, "type": p[0], "mid": p[1], "peer": p[2], "ts": p[3]}
+
+
+def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
+    rid = None
+    try:
+        req = validate_request(decode_body(body))
+        rid = req.id
+        return [_dispatch(c, req)]
+    except ProtocolError as e:
+        if e.code in ("bad_frame", "bad_request", "unknown_type"):
+            c.bad += 1
+            if c.bad >= c.ctx.max_bad_frames:
+                raise _Closing("too_many_bad_frames",
+                               f"{c.bad} bad frames; the last: {e.message}") from None
+        if c.phase == "hello":
+            raise _Closing("hello_required" if e.code != "unsupported_version" else e.code,
+                           e.message) from None
+        return [e.frame()]
+    except _Closing:
+        raise
+    except Exception as e:
+        log.exception("request failed on the connection of %s", c.phone)
+        return [error_frame("internal", f"{type(e).__name__}: the server failed to "
+                                        f"handle the request", rid)]
+
+
+def _ok(rid: int, **fields: Any) -> dict[str, Any]:
+    fields["t"] = "ok"
+    fields["id"] = rid
+    return fields
+
+
+def _dispatch(c: _Conn, req: Request) -> dict[str, Any]:
+    t, rid, f = req.type, req.id, req.fields
+    if c.phase == "hello":
+        if t != "hello":
+            raise _Closing("hello_required", f"expected 'hello' first, got {t!r}")
+        if f["version"] != PROTOCOL_VERSION:
+            raise _Closing("unsupported_version", f"expected protocol version "
+                                                  f"{PROTOCOL_VERSION}, got {f['version']}")
+        c.phase = "anon"
+        return _ok(rid, version=PROTOCOL_VERSION, server=SERVER, max_frame=c.ctx.max_frame,
+                   idle_timeout=c.ctx.idle_timeout)
+    if t == "ping":
+        return {"t": "pong", "id": rid}
+    if t == "hello":
+        raise ProtocolError("bad_request", "hello was already done", rid)
+    if c.phase == "anon":
+        if t == "register":
+            return _ok(rid, expires_in=registration.request_code(f["phone"]))
+        if t == "verify":
+            return _ok(rid, key=registration.verify(f["phone"], f["pin"]))
+        if t == "login":
+            return _login(c, rid, f["phone"], f["key"])
+        if t == "admin_provision":
+            return _provision(c, rid, f["token"], f["phones"])
+        raise ProtocolError("not_authenticated", f"log in before {t!r}", rid)
+    # a session
+    if t == "send":
+        to, cmid, body = f["to"], f["cmid"], f["body"]
+        if not 1 <= len(cmid) <= 64:
+            raise ProtocolError("bad_request", f"send: field 'cmid': expected 1 to 64 "
+                                               f"characters, got {len(cmid)}", rid)
+        if len(body) > c.ctx.max_body:
+            raise ProtocolError("body_too_large", f"expected a body of at most "
+                                                  f"{c.ctx.max_body} bytes, got {len(body)}",
+                                rid)
+        if not is_phone(to):
+            raise ProtocolError("unknown_recipient", f"{to!r:.40} is not a phone number", rid)
+        r = _user_call(c, ("send", to, cmid, body))
+        if r[0] == "error":
+            raise ProtocolError(r[1], r[2], rid)
+        return _ok(rid, mid=r[1], ts=r[2])
+    if t == "ack":
+        _user_call(c, ("ack", f["ids"]))
+        return _ok(rid)
+    if t == "read":
+        _user_call(c, ("read", f["from"], f["mids"]))
+        return _ok(rid)
+    if t == "privacy":
+        _user_call(c, ("privacy", f["hide_presence"]))
+        return _ok(rid)
+    if t == "presence":
+        return _ok(rid, presence=_presence(c, rid, f["phones"]))
+    if t == "contacts":
+        phones = tuple(p for p in f["phones"] if is_phone(p))
+        _limit(c, rid, "contacts", len(phones))
+        return _ok(rid, registered=list(store.read(("registered", phones))))
+    if t == "bye":
+        c.write([_ok(rid)])
+        raise _Closing(None, "bye")
+    if t in ("register", "verify", "login", "admin_provision"):
+        raise ProtocolError("already_authenticated", f"{t!r} is not allowed in a session",
+                            rid)
+    raise ProtocolError("unknown_type", f"unexpected request {t!r}", rid)
+
+
+def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
+    key_hash = registration.hash_key(key)
+    r: Any = ("error",)
+    if is_phone(phone) and len(key) == 32:
+        r = users.call(phone, ("login", key_hash, _self()))
+    if r[0] != "ok":
+        delay = registration.login_delay(phone, False)
+        if delay > 0:
+            sleep(delay)
+        raise ProtocolError("auth_failed", "unknown number or wrong key", rid)
+    registration.login_delay(phone, True)
+    c.phase = "session"
+    c.phone, c.key_hash = phone, key_hash
+    c.user = users.ensure(phone)
+    c.user_mon = monitor(c.user)
+    return _ok(rid, phone=phone, queued=r[1])
+
+
+def _reattach(c: _Conn) -> None:
+    """The user process ended (a crash, restarted by its supervisor): attach again."""
+    assert c.phone is not None and c.key_hash is not None
+    try:
+        r = users.call(c.phone, ("login", c.key_hash, _self()))
+    except CallError:
+        raise _Closing("shutdown", "the server is stopping") from None
+    if r[0] != "ok":
+        raise _Closing("replaced", "this number was registered on another device")
+    c.user = users.ensure(c.phone)
+    c.user_mon = monitor(c.user)
+
+
+def _user_call(c: _Conn, request: tuple[Any, ...]) -> Any:
+    for _ in range(3):
+        try:
+            return gen_server.call(c.user, request, 30.0)
+        except CallError as e:
+            if isinstance(e, TimeoutError):
+                raise ProtocolError("unavailable", "the server is busy; try again") from None
+            # It died: wait for its Down (already queued) and attach to the new one.
+            receive(lambda m: m.__class__ is Down and m.ref == c.user_mon, 5.0, default=None)
+            _reattach(c)
+    raise ProtocolError("unavailable", "the user's process keeps failing; try again")
+
+
+def _limit(c: _Conn, rid: int, kind: str, n: int) -> None:
+    r = _user_call(c, ("limit", kind, n))
+    if r[0] == "error":
+        raise ProtocolError(r[1], r[2], rid, retry_after=r[3])
+
+
+def _presence(c: _Conn, rid: int, phones: tuple[str, ...]) -> dict[str, Any]:
+    phones = tuple(p for p in phones if is_phone(p))
+    _limit(c, rid, "presence", len(phones))
+    out: dict[str, Any] = {}
+    for p in store.read(("registered", phones)):
+        pid = whereis(users.name(p))
+        info = None
+        if pid is not None and pid != c.user:
+            try:
+                info = gen_server.call(pid, ("presence_info",), 5.0)
+            except CallError:
+                info = None
+        elif pid is not None:
+            info = (True, None, False)
+        if info is None:
+            row = store.read(("user", p))
+            if row is None:
+                continue
+            info = (False, row[3], row[2])
+        online, last_seen, hide = info
+        out[p] = {"hidden": True} if hide else {"online": online, "last_seen": last_seen}
+    return out
+
+
+def _provision(c: _Conn, rid: int, token: str, phones: tuple[str, ...]) -> dict[str, Any]:
+    want = c.ctx.admin_token
+    if not want or not hmac.compare_digest(want.encode(), token.encode()):
+        raise ProtocolError("forbidden", "admin requests are disabled or the token is wrong",
+                            rid)
+    return _ok(rid, keys=list(registration.provision(phones)))

@@ -1,0 +1,379 @@
+"""The chat server's durable store: users, outboxes, inboxes, per-peer sequence numbers.
+
+One store process (registered as ``chat.store``) owns the storage backend and applies
+*group commits*: every write and read request that is in its mailbox when it gets to
+run is executed in one transaction, made durable with one fsync, and only then are all
+of them answered. Callers block in ``write``/``read`` like in a ``gen_server.call``::
+
+    from chat import store
+    store.write((("in+", "+14155550100", 7, "+14155550111", "msg", payload),))
+    row = store.read(("user", "+14155550100"))   # (key_hash, gen, hide, last_seen) | None
+
+Backends: ``SqliteBackend`` (stdlib ``sqlite3``, WAL, ``synchronous=FULL``: a commit is
+on disk before anyone is answered, so an acknowledged write survives ``kill -9``), run
+in the thread pool so the node keeps serving meanwhile; ``MemoryBackend`` for tests.
+This is the chat server's own small interface: when ``otp.tables`` disc tables are
+available a backend on them can replace sqlite without touching the callers.
+
+Write operations (tuples, applied in order, atomically per request):
+
+====================================================  ==================================
+``("user", phone, key_hash, gen)``                    register / replace a device key
+``("privacy", phone, hide)``, ``("seen", phone, ts)`` presence settings
+``("out+", owner, seq, peer, pseq, kind, payload)``   queue an item to forward
+``("out-", owner, seq)``                              forwarded and acknowledged
+``("in+", owner, seq, peer, kind, payload)``          an item for the owner's device
+``("in-", owner, seq)``                               the device acknowledged it
+``("pout", owner, peer, n)``, ``("pin", ...)``        per-pair sequence numbers
+``("cmid+", owner, cmid, mid, seq)``                  a device's message id, for resends
+``("cmid<", owner, seq)``                             forget cmids older than ``seq``
+====================================================  ==================================
+
+Queries: ``("user", phone)``, ``("registered", phones)``, ``("load", owner)`` (a
+``Loaded`` record with everything a user process needs to start).
+
+Failure semantics: if a commit fails, every request of that batch gets ``StoreError``
+(nothing of the batch is applied); if the store process is down, ``StoreError`` at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from otp import gen_server
+from otp.errors import CallError
+from otp.gen_server import GenServer, NoReply, Ok, Timeout
+from otp.threads import run_in_thread
+
+__all__ = [
+    "NAME",
+    "Backend",
+    "Loaded",
+    "MemoryBackend",
+    "SqliteBackend",
+    "StoreError",
+    "read",
+    "start_link",
+    "write",
+]
+
+NAME = "chat.store"
+MAX_BATCH = 2000
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a user process loads at start (all tuples, sorted by seq)."""
+
+    user: tuple[Any, ...] | None  # (key_hash, gen, hide, last_seen)
+    outbox: tuple[tuple[Any, ...], ...]  # (seq, peer, pseq, kind, payload)
+    inbox: tuple[tuple[Any, ...], ...]  # (seq, peer, kind, payload)
+    peers: tuple[tuple[str, int, int], ...]  # (peer, out_seq, in_seq)
+    cmids: tuple[tuple[str, str, int], ...]  # (cmid, mid, seq)
+
+
+class Backend(Protocol):
+    #: True if calls block the OS thread (then the store runs them in the thread pool)
+    blocking: bool
+
+    def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        """Execute ("w", ops) / ("r", query) requests in order as one atomic commit;
+        return one result per request (None for writes)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+@dataclass
+class MemoryBackend:
+    """Everything in dicts; for tests (survives store restarts, not node restarts)."""
+
+    blocking: bool = False
+    users: dict[str, list[Any]] = field(default_factory=dict)
+    outbox: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
+    inbox: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
+    peers: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    cmids: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
+    commits: int = 0
+
+    def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        out = []
+        for kind, arg in batch:
+            if kind == "w":
+                for op in arg:
+                    self._apply(op)
+                out.append(None)
+            else:
+                out.append(self._query(arg))
+        self.commits += 1
+        return out
+
+    def _apply(self, op: tuple[Any, ...]) -> None:
+        match op:
+            case ("user", phone, key_hash, gen):
+                u = self.users.setdefault(phone, [None, 0, False, None])
+                u[0], u[1] = key_hash, gen
+            case ("privacy", phone, hide):
+                self.users[phone][2] = hide
+            case ("seen", phone, ts):
+                self.users[phone][3] = ts
+            case ("out+", owner, seq, peer, pseq, kind, payload):
+                self.outbox.setdefault(owner, {})[seq] = (seq, peer, pseq, kind, payload)
+            case ("out-", owner, seq):
+                self.outbox.get(owner, {}).pop(seq, None)
+            case ("in+", owner, seq, peer, kind, payload):
+                self.inbox.setdefault(owner, {})[seq] = (seq, peer, kind, payload)
+            case ("in-", owner, seq):
+                self.inbox.get(owner, {}).pop(seq, None)
+            case ("pout", owner, peer, n):
+                self.peers.setdefault((owner, peer), [0, 0])[0] = n
+            case ("pin", owner, peer, n):
+                self.peers.setdefault((owner, peer), [0, 0])[1] = n
+            case ("cmid+", owner, cmid, mid, seq):
+                self.cmids.setdefault(owner, {})[cmid] = (mid, seq)
+            case ("cmid<", owner, seq):
+                d = self.cmids.get(owner, {})
+                for k in [k for k, v in d.items() if v[1] < seq]:
+                    del d[k]
+            case _:
+                raise StoreError(f"unknown store operation {op!r:.80}")
+
+    def _query(self, q: tuple[Any, ...]) -> Any:
+        match q:
+            case ("user", phone):
+                u = self.users.get(phone)
+                return None if u is None else tuple(u)
+            case ("registered", phones):
+                return tuple(p for p in phones if p in self.users)
+            case ("load", owner):
+                u = self.users.get(owner)
+                return Loaded(
+                    None if u is None else tuple(u),
+                    tuple(v for _, v in sorted(self.outbox.get(owner, {}).items())),
+                    tuple(v for _, v in sorted(self.inbox.get(owner, {}).items())),
+                    tuple((p, v[0], v[1]) for (o, p), v in self.peers.items() if o == owner),
+                    tuple(sorted(((c, m, s) for c, (m, s) in self.cmids.get(owner, {}).items()),
+                                 key=lambda r: r[2])),
+                )
+        raise StoreError(f"unknown store query {q!r:.80}")
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- sqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (phone TEXT PRIMARY KEY, key_hash BLOB, gen INTEGER,
+    hide INTEGER NOT NULL DEFAULT 0, last_seen REAL);
+CREATE TABLE IF NOT EXISTS outbox (owner TEXT, seq INTEGER, peer TEXT, pseq INTEGER,
+    kind TEXT, payload BLOB, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (owner TEXT, seq INTEGER, peer TEXT, kind TEXT,
+    payload BLOB, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers (owner TEXT, peer TEXT, out_seq INTEGER NOT NULL DEFAULT 0,
+    in_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (owner, peer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cmids (owner TEXT, cmid TEXT, mid TEXT, seq INTEGER,
+    PRIMARY KEY (owner, cmid)) WITHOUT ROWID;
+"""
+
+_SQL = {
+    "user": "INSERT INTO users (phone, key_hash, gen) VALUES (?, ?, ?) ON CONFLICT(phone) "
+            "DO UPDATE SET key_hash = excluded.key_hash, gen = excluded.gen",
+    "privacy": "UPDATE users SET hide = ? WHERE phone = ?",
+    "seen": "UPDATE users SET last_seen = ? WHERE phone = ?",
+    "out+": "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+    "out-": "DELETE FROM outbox WHERE owner = ? AND seq = ?",
+    "in+": "INSERT OR REPLACE INTO inbox VALUES (?, ?, ?, ?, ?)",
+    "in-": "DELETE FROM inbox WHERE owner = ? AND seq = ?",
+    "pout": "INSERT INTO peers (owner, peer, out_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT(owner, peer) DO UPDATE SET out_seq = excluded.out_seq",
+    "pin": "INSERT INTO peers (owner, peer, in_seq) VALUES (?, ?, ?) "
+           "ON CONFLICT(owner, peer) DO UPDATE SET in_seq = excluded.in_seq",
+    "cmid+": "INSERT OR REPLACE INTO cmids VALUES (?, ?, ?, ?)",
+    "cmid<": "DELETE FROM cmids WHERE owner = ? AND seq < ?",
+}
+
+
+def _pack(v: Any) -> bytes:
+    return msgpack.packb(v, use_bin_type=True)
+
+
+def _unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False, use_list=False)
+
+
+class SqliteBackend:
+    """sqlite3 in WAL mode; ``synchronous=FULL`` fsyncs each commit (``durability``
+    ``"off"`` skips fsync: for throwaway test data only)."""
+
+    blocking = True
+
+    def __init__(self, path: str, durability: str = "full") -> None:
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'OFF'}")
+        self.db.executescript(_SCHEMA)
+
+    def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        db = self.db
+        out: list[Any] = []
+        db.execute("BEGIN")
+        try:
+            for kind, arg in batch:
+                if kind == "w":
+                    for op in arg:
+                        self._apply(db, op)
+                    out.append(None)
+                else:
+                    out.append(self._query(db, arg))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return out
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, op: tuple[Any, ...]) -> None:
+        k = op[0]
+        sql = _SQL.get(k)
+        if sql is None:
+            raise StoreError(f"unknown store operation {op!r:.80}")
+        if k in ("out+", "in+"):
+            args = (*op[1:-1], _pack(op[-1]))
+        elif k in ("privacy", "seen"):
+            args = (op[2], op[1])
+        else:
+            args = op[1:]
+        db.execute(sql, args)
+
+    @staticmethod
+    def _query(db: sqlite3.Connection, q: tuple[Any, ...]) -> Any:
+        match q:
+            case ("user", phone):
+                row = db.execute("SELECT key_hash, gen, hide, last_seen FROM users "
+                                 "WHERE phone = ?", (phone,)).fetchone()
+                return None if row is None else (row[0], row[1], bool(row[2]), row[3])
+            case ("registered", phones):
+                found = set()
+                for i in range(0, len(phones), 500):
+                    chunk = phones[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found.update(r[0] for r in db.execute(
+                        f"SELECT phone FROM users WHERE phone IN ({marks})", chunk))
+                return tuple(p for p in phones if p in found)
+            case ("load", owner):
+                row = db.execute("SELECT key_hash, gen, hide, last_seen FROM users "
+                                 "WHERE phone = ?", (owner,)).fetchone()
+                return Loaded(
+                    None if row is None else (row[0], row[1], bool(row[2]), row[3]),
+                    tuple((s, p, ps, k, _unpack(b)) for s, p, ps, k, b in db.execute(
+                        "SELECT seq, peer, pseq, kind, payload FROM outbox WHERE owner = ? "
+                        "ORDER BY seq", (owner,))),
+                    tuple((s, p, k, _unpack(b)) for s, p, k, b in db.execute(
+                        "SELECT seq, peer, kind, payload FROM inbox WHERE owner = ? "
+                        "ORDER BY seq", (owner,))),
+                    tuple(db.execute("SELECT peer, out_seq, in_seq FROM peers "
+                                     "WHERE owner = ?", (owner,))),
+                    tuple(db.execute("SELECT cmid, mid, seq FROM cmids WHERE owner = ? "
+                                     "ORDER BY seq", (owner,))),
+                )
+        raise StoreError(f"unknown store query {q!r:.80}")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ---------------------------------------------------------------------------- process
+
+
+class _State:
+    __slots__ = ("backend", "pending")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.pending: list[tuple[Any, tuple[str, Any]]] = []
+
+
+class Store(GenServer):
+    """Group commit: requests accumulate while the mailbox has more; a ``Timeout(0)``
+    (the mailbox is empty) or ``MAX_BATCH`` pending requests flush them as one commit."""
+
+    def init(self, backend: Backend) -> Ok:
+        return Ok(_State(backend))
+
+    def handle_call(self, request: Any, from_: Any, state: _State) -> Any:
+        state.pending.append((from_, request))
+        if len(state.pending) >= MAX_BATCH:
+            self._flush(state)
+            return NoReply(state)
+        return NoReply(state, Timeout(0))
+
+    def handle_info(self, msg: Any, state: _State) -> Any:
+        if msg == "timeout":
+            self._flush(state)
+            return NoReply(state)
+        return super().handle_info(msg, state)
+
+    def terminate(self, reason: Any, state: _State) -> None:
+        state.backend.close()
+
+    @staticmethod
+    def _flush(state: _State) -> None:
+        batch, state.pending = state.pending, []
+        if not batch:
+            return
+        reqs = [r for _, r in batch]
+        backend = state.backend
+        try:
+            if backend.blocking:
+                results = run_in_thread(backend.run, reqs)
+            else:
+                results = backend.run(reqs)
+        except Exception as e:
+            err = ("error", f"{type(e).__name__}: {e}")
+            for from_, _ in batch:
+                gen_server.reply(from_, err)
+            return
+        for (from_, _), res in zip(batch, results, strict=True):
+            gen_server.reply(from_, ("ok", res))
+
+
+def start_link(backend: Backend) -> Any:
+    """Start the store process (registered as ``chat.store``) over ``backend``."""
+    return gen_server.start_link(Store, backend, name=NAME)
+
+
+def _call(req: tuple[str, Any]) -> Any:
+    try:
+        status, value = gen_server.call(NAME, req, timeout=60.0)
+    except CallError as e:
+        raise StoreError(f"the store is unavailable: {e}") from None
+    if status != "ok":
+        raise StoreError(value)
+    return value
+
+
+def write(ops: tuple[tuple[Any, ...], ...]) -> None:
+    """Apply ``ops`` atomically and durably; returns once they are on disk."""
+    _call(("w", ops))
+
+
+def read(query: tuple[Any, ...]) -> Any:
+    """Answer ``query``, after every write that reached the store before it."""
+    return _call(("r", query))

@@ -1,0 +1,551 @@
+"""User processes: one per user, owning its durable outbox and inbox.
+
+A user process (a ``GenServer`` registered as ``chat.user.<phone>``) is started on demand
+under the ``chat.users`` dynamic supervisor — when its device logs in or when a message
+arrives for it — and stops (``normal``) when it has no device and nothing left to
+forward for ``idle_stop`` seconds. It is ``transient``: a crash restarts it, and it
+reloads everything from the store, so nothing acknowledged is lost::
+
+    from chat import users
+    pid = users.ensure("+14155550100")          # whereis, or start it under chat.users
+    gen_server.call(pid, ("login", key_hash, conn_pid))
+
+The message path (ARCHITECTURE.md, "The chat application"):
+
+1. ``send`` from the sender's device: the sender's process stores the message in its
+   outbox (with the next per-pair sequence number ``pseq`` and the device's ``cmid``)
+   durably, replies to the device (``mid``), and forwards ``("chat.deliver", sender,
+   pid, items)`` to the recipient's process.
+2. The recipient's process accepts items in ``pseq`` order only (duplicates are
+   acknowledged again without storing — C2; an item after a gap is dropped and comes
+   again), stores them in its inbox durably, then answers
+   ``("chat.delivered", recipient, upto)``.
+3. The sender's process deletes what was acknowledged from its outbox and stores a
+   ``sent`` receipt for its device in its own inbox (receipts queue like messages —
+   C4). Unacknowledged items are forwarded again with exponential back-off
+   (``retry_initial`` doubling to ``retry_max``), in order, until acknowledged.
+4. The inbox is streamed to the attached device (at most ``window`` unacknowledged
+   items); the device's ``ack`` deletes items from the inbox (C3) and, for messages,
+   queues a ``delivered`` receipt to the sender through the same outbox path; ``read``
+   does the same with ``read`` receipts.
+
+Ordering: between two user processes items travel in ``pseq`` order and are accepted
+only in that order, so per-sender order holds through retries, crashes and restarts.
+
+Failure semantics: a store failure crashes the process (its supervisor restarts it, and
+it reloads from the store); the device's connection sees the process die and attaches
+again; what was pushed but not acknowledged is pushed again (devices deduplicate by
+``mid``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat import store
+from chat.protocol import ProtocolError
+from otp import gen_server, supervisor
+from otp.errors import CallError, StartError, SupervisorError
+from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop, Timeout
+from otp.node import current_node
+from otp.process import Down, cancel_timer, demonitor, monitor, send, send_after, spawn, whereis
+from otp.process import self as _self
+from otp.supervisor import ChildSpec
+
+__all__ = ["SUP", "UserCtx", "ensure", "name", "rekey"]
+
+SUP = "chat.users"
+CMID_KEEP = 1000  # device message ids remembered per user, for resends after reconnects
+log = logging.getLogger("chat.users")
+
+
+@dataclass(frozen=True)
+class UserCtx:
+    """Settings every user process gets (immutable: it travels in the child spec)."""
+
+    idle_stop: float = 30.0
+    retry_initial: float = 0.2
+    retry_max: float = 10.0
+    window: int = 256
+    presence_per_hour: int = 2000
+    contacts_per_hour: int = 5000
+    notify: Callable[[str, int], None] | None = None  # push gateway
+    push_every: float = 60.0  # at most one push notification per user per this long
+
+
+def name(phone: str) -> str:
+    return "chat.user." + phone
+
+
+def ensure(phone: str) -> Any:
+    """The pid of ``phone``'s process, starting it under ``chat.users`` if needed."""
+    pid = whereis(name(phone))
+    if pid is not None:
+        return pid
+    ctx = _CTX.get(current_node())
+    spec = ChildSpec(id=phone, start=(_start_link, (phone, ctx)), restart="transient",
+                     shutdown=5.0)
+    try:
+        return supervisor.start_child(SUP, spec)
+    except (StartError, SupervisorError) as e:
+        r = getattr(e, "reason", None)
+        if isinstance(r, tuple) and len(r) == 2 and r[0] == "already_started":
+            return r[1]
+        pid = whereis(name(phone))
+        if pid is not None:
+            return pid
+        raise
+
+
+#: node -> UserCtx, set by the application at start (the context holds a function, so
+#: it cannot come from config inside a message; one chat app per node)
+_CTX: dict[Any, UserCtx] = {}
+
+
+def set_context(ctx: UserCtx) -> None:
+    _CTX.clear()
+    _CTX[current_node()] = ctx
+
+
+def rekey(phone: str, key_hash: bytes, gen: int) -> None:
+    """Tell ``phone``'s process (if it runs) about a new device key."""
+    pid = whereis(name(phone))
+    if pid is not None:
+        gen_server.cast(pid, ("rekey", key_hash, gen))
+
+
+def _start_link(phone: str, ctx: UserCtx | None) -> Any:
+    return gen_server.start_link(User, (phone, ctx or UserCtx()), name=name(phone))
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class _Peer:
+    """Forwarding state towards one peer."""
+
+    out_seq: int = 0  # last pseq assigned
+    in_seq: int = 0  # last pseq accepted from the peer
+    # (seq, pseq, kind, payload), in pseq order, not yet acknowledged by the peer
+    pending: deque[tuple[int, int, str, Any]] = field(default_factory=deque)
+    timer: Any = None
+    backoff: float = 0.0
+    token: int = 0
+
+
+@dataclass
+class _State:
+    phone: str
+    ctx: UserCtx
+    loaded: bool = False
+    key_hash: bytes | None = None
+    gen: int = 0
+    hide: bool = False
+    last_seen: float | None = None
+    out_next: int = 1
+    in_next: int = 1
+    peers: dict[str, _Peer] = field(default_factory=dict)
+    # cmid -> (mid, ts, seq)
+    cmids: dict[str, tuple[str, float, int]] = field(default_factory=dict)
+    # seq -> (peer, kind, payload)
+    inbox: dict[int, tuple[str, str, Any]] = field(default_factory=dict)
+    device: Any = None
+    device_mon: Any = None
+    queue: deque[int] = field(default_factory=deque)  # inbox seqs not yet pushed
+    pushed: set[int] = field(default_factory=set)
+    known: set[str] = field(default_factory=set)  # peers known to be registered
+    limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
+    last_push: float = -1e18
+
+    def peer(self, p: str) -> _Peer:
+        x = self.peers.get(p)
+        if x is None:
+            x = self.peers[p] = _Peer()
+        return x
+
+    def outbox_empty(self) -> bool:
+        return all(not p.pending for p in self.peers.values())
+
+
+def _now() -> float:
+    return current_node().clock.now()
+
+
+def _err(e: ProtocolError) -> tuple[str, str, str]:
+    return ("error", e.code, e.message)
+
+
+class User(GenServer):
+    def init(self, arg: tuple[str, UserCtx]) -> Ok:
+        phone, ctx = arg
+        return Ok(_State(phone, ctx), Continue("load"))
+
+    # ---------------------------------------------------------------- loading
+
+    def handle_continue(self, arg: Any, s: _State) -> Any:
+        data: store.Loaded = store.read(("load", s.phone))
+        if data.user is not None:
+            s.key_hash, s.gen, s.hide, s.last_seen = data.user
+        top = 0
+        for peer, out_seq, in_seq in data.peers:
+            p = s.peer(peer)
+            p.out_seq, p.in_seq = out_seq, in_seq
+        for seq, peer, pseq, kind, payload in data.outbox:
+            s.peer(peer).pending.append((seq, pseq, kind, payload))
+            top = max(top, seq)
+        for cmid, mid, seq in data.cmids:
+            s.cmids[cmid] = (mid, 0.0, seq)
+            top = max(top, seq)
+        s.out_next = top + 1
+        for seq, peer, kind, payload in data.inbox:
+            s.inbox[seq] = (peer, kind, payload)
+        s.in_next = (max(s.inbox) + 1) if s.inbox else 1
+        s.loaded = True
+        for peer, p in s.peers.items():
+            if p.pending:
+                self._forward(s, peer, tuple(p.pending))
+                self._arm(s, peer, p)
+        return self._idle(s)
+
+    def _idle(self, s: _State) -> Any:
+        if s.device is None and s.outbox_empty():
+            return NoReply(s, Timeout(s.ctx.idle_stop if s.key_hash else 1.0))
+        return NoReply(s)
+
+    def _reply(self, value: Any, s: _State) -> Any:
+        r = self._idle(s)
+        return Reply(value, s, r.action)
+
+    # ---------------------------------------------------------------- device requests
+
+    def handle_call(self, request: Any, from_: Any, s: _State) -> Any:
+        match request:
+            case ("send", to, cmid, body):
+                try:
+                    return self._reply(("ok", *self._send(s, to, cmid, body)), s)
+                except ProtocolError as e:
+                    return self._reply(_err(e), s)
+            case ("ack", ids):
+                self._ack(s, ids)
+                return self._reply(("ok",), s)
+            case ("read", peer, mids):
+                self._read(s, peer, mids)
+                return self._reply(("ok",), s)
+            case ("login", key_hash, conn):
+                return self._login(s, key_hash, conn)
+            case ("presence_info",):
+                return self._reply((s.device is not None, s.last_seen, s.hide), s)
+            case ("privacy", hide):
+                store.write((("privacy", s.phone, hide),))
+                s.hide = hide
+                return self._reply(("ok",), s)
+            case ("limit", kind, n):
+                return self._reply(self._limit(s, kind, n), s)
+            case ("detach", conn):
+                if s.device == conn:
+                    self._detach(s)
+                return self._reply(("ok",), s)
+        return super().handle_call(request, from_, s)
+
+    def _login(self, s: _State, key_hash: bytes, conn: Any) -> Any:
+        if s.key_hash is None or not hmac.compare_digest(key_hash, s.key_hash):
+            return self._reply(("error", "auth_failed", "unknown number or wrong key"), s)
+        if s.device is not None and s.device != conn:
+            send(s.device, ("chat.close", "replaced", "another session of this device "
+                                                      "logged in"))
+            self._detach(s, seen=False)
+        if s.device is None:
+            s.device = conn
+            s.device_mon = monitor(conn)
+        s.queue = deque(s.inbox)
+        s.pushed = set()
+        queued = len(s.inbox)
+        self._push_more(s)
+        return Reply(("ok", queued), s)
+
+    def _detach(self, s: _State, seen: bool = True) -> None:
+        if s.device_mon is not None:
+            demonitor(s.device_mon, flush=True)
+        s.device = s.device_mon = None
+        s.pushed = set()
+        s.queue = deque()
+        if seen:
+            s.last_seen = time.time()
+            store.write((("seen", s.phone, s.last_seen),))
+
+    def _send(self, s: _State, to: str, cmid: str, body: Any) -> tuple[str, float]:
+        old = s.cmids.get(cmid)
+        if old is not None:
+            return old[0], old[1]
+        if to not in s.known:
+            if to != s.phone and store.read(("user", to)) is None:
+                raise ProtocolError("unknown_recipient", f"{to} is not registered")
+            s.known.add(to)
+        seq = s.out_next
+        s.out_next += 1
+        p = s.peer(to)
+        pseq = p.out_seq + 1
+        mid = f"{s.phone}:{seq}"
+        ts = time.time()
+        payload = (mid, cmid, body, ts)
+        ops: list[tuple[Any, ...]] = [
+            ("out+", s.phone, seq, to, pseq, "msg", payload),
+            ("pout", s.phone, to, pseq),
+            ("cmid+", s.phone, cmid, mid, seq),
+        ]
+        if len(s.cmids) >= CMID_KEEP + 100:
+            keep = list(s.cmids.items())[-CMID_KEEP:]
+            s.cmids = dict(keep)
+            ops.append(("cmid<", s.phone, keep[0][1][2]))
+        store.write(tuple(ops))
+        p.out_seq = pseq
+        s.cmids[cmid] = (mid, ts, seq)
+        item = (seq, pseq, "msg", payload)
+        p.pending.append(item)
+        self._forward(s, to, (item,))
+        self._arm(s, to, p)
+        return mid, ts
+
+    def _ack(self, s: _State, ids: tuple[int, ...]) -> None:
+        ops: list[tuple[Any, ...]] = []
+        receipts: list[tuple[str, tuple[Any, ...]]] = []
+        now = time.time()
+        for i in ids:
+            item = s.inbox.get(i)
+            if item is None:
+                continue
+            ops.append(("in-", s.phone, i))
+            peer, kind, payload = item
+            if kind == "msg":
+                receipts.append((peer, ("delivered", payload[0], now)))
+        if not ops:
+            return
+        self._queue_out(s, receipts, ops)
+        for i in ids:
+            if s.inbox.pop(i, None) is not None:
+                s.pushed.discard(i)
+        self._push_more(s)
+
+    def _read(self, s: _State, peer: str, mids: tuple[str, ...]) -> None:
+        now = time.time()
+        receipts = [(peer, ("read", m, now)) for m in mids if m.rpartition(":")[0] == peer]
+        if receipts:
+            self._queue_out(s, receipts, [])
+
+    def _queue_out(self, s: _State, receipts: list[tuple[str, tuple[Any, ...]]],
+                   ops: list[tuple[Any, ...]]) -> None:
+        """Store ``ops`` plus receipts for peers in the outbox (one commit), then forward."""
+        items: list[tuple[str, tuple[int, int, str, Any]]] = []
+        touched: dict[str, int] = {}
+        for peer, payload in receipts:
+            p = s.peer(peer)
+            seq = s.out_next
+            s.out_next += 1
+            pseq = touched.get(peer, p.out_seq) + 1
+            touched[peer] = pseq
+            ops.append(("out+", s.phone, seq, peer, pseq, "receipt", payload))
+            items.append((peer, (seq, pseq, "receipt", payload)))
+        for peer, n in touched.items():
+            ops.append(("pout", s.phone, peer, n))
+        store.write(tuple(ops))
+        by_peer: dict[str, list[tuple[int, int, str, Any]]] = {}
+        for peer, item in items:
+            s.peers[peer].pending.append(item)
+            by_peer.setdefault(peer, []).append(item)
+        for peer, n in touched.items():
+            p = s.peers[peer]
+            p.out_seq = n
+            self._forward(s, peer, tuple(by_peer[peer]))
+            self._arm(s, peer, p)
+
+    def _limit(self, s: _State, kind: str, n: int) -> Any:
+        cap = s.ctx.presence_per_hour if kind == "presence" else s.ctx.contacts_per_hour
+        now = _now()
+        w = s.limits.get(kind)
+        if w is None or now - w[0] >= 3600.0:
+            w = s.limits[kind] = [now, 0.0]
+        if w[1] + n > cap:
+            return ("error", "rate_limited", f"at most {cap} numbers per hour in {kind} "
+                                             f"requests", w[0] + 3600.0 - now)
+        w[1] += n
+        return ("ok",)
+
+    # ---------------------------------------------------------------- between users
+
+    def _forward(self, s: _State, peer: str, items: tuple[tuple[int, int, str, Any], ...]) -> None:
+        try:
+            pid = ensure(peer)
+        except Exception as e:  # the supervisor is busy or stopping: the retry covers it
+            log.warning("user %s: cannot reach %s's process yet: %s", s.phone, peer, e)
+            return
+        if pid is not None:
+            send(pid, ("chat.deliver", s.phone, _self(),
+                       tuple((pseq, kind, payload) for _, pseq, kind, payload in items)))
+
+    def _arm(self, s: _State, peer: str, p: _Peer) -> None:
+        if p.timer is None and p.pending:
+            if p.backoff <= 0:
+                p.backoff = s.ctx.retry_initial
+            p.token += 1
+            p.timer = send_after(p.backoff, _self(), ("chat.retry", peer, p.token))
+
+    def handle_cast(self, request: Any, s: _State) -> Any:
+        match request:
+            case ("rekey", key_hash, gen):
+                s.key_hash, s.gen = key_hash, gen
+                if s.device is not None:
+                    send(s.device, ("chat.close", "replaced",
+                                    "this number was registered on another device"))
+                    self._detach(s)
+                return self._idle(s)
+        return super().handle_cast(request, s)
+
+    def handle_info(self, msg: Any, s: _State) -> Any:
+        match msg:
+            case ("chat.deliver", peer, pid, items):
+                self._deliver(s, peer, pid, items)
+            case ("chat.delivered", peer, upto):
+                self._delivered(s, peer, upto)
+            case ("chat.retry", peer, token):
+                p = s.peers.get(peer)
+                if p is not None and p.token == token:
+                    p.timer = None
+                    if p.pending:
+                        p.backoff = min(p.backoff * 2, s.ctx.retry_max)
+                        self._forward(s, peer, tuple(p.pending))
+                        self._arm(s, peer, p)
+            case Down(ref=ref) if ref == s.device_mon:
+                s.device_mon = None
+                self._detach(s)
+            case "timeout":
+                if s.device is None and s.outbox_empty():
+                    return Stop("normal", s)
+            case _:
+                return super().handle_info(msg, s)
+        return self._idle(s)
+
+    def _deliver(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...]) -> None:
+        p = s.peer(peer)
+        expect = p.in_seq + 1
+        ops: list[tuple[Any, ...]] = []
+        new: list[tuple[int, tuple[str, str, Any]]] = []
+        for pseq, kind, payload in items:
+            if pseq < expect:
+                continue  # a retried forward we already hold (C2)
+            if pseq > expect:
+                break  # a gap: the missing one comes again first
+            seq = s.in_next
+            s.in_next += 1
+            if kind == "receipt":
+                payload = (payload[0], payload[1], peer, payload[2])
+            ops.append(("in+", s.phone, seq, peer, kind, payload))
+            new.append((seq, (peer, kind, payload)))
+            expect += 1
+        if ops:
+            ops.append(("pin", s.phone, peer, expect - 1))
+            store.write(tuple(ops))
+            p.in_seq = expect - 1
+            for seq, item in new:
+                s.inbox[seq] = item
+                if s.device is not None:
+                    s.queue.append(seq)
+            if s.device is not None:
+                self._push_more(s)
+            else:
+                self._notify(s)
+        send(pid, ("chat.delivered", s.phone, p.in_seq))
+
+    def _delivered(self, s: _State, peer: str, upto: int) -> None:
+        p = s.peers.get(peer)
+        if p is None or not p.pending or p.pending[0][1] > upto:
+            return
+        ops: list[tuple[Any, ...]] = []
+        sent: list[tuple[int, tuple[str, str, Any]]] = []
+        done = []
+        for item in p.pending:
+            seq, pseq, kind, payload = item
+            if pseq > upto:
+                break
+            done.append(item)
+            ops.append(("out-", s.phone, seq))
+            if kind == "msg":
+                iseq = s.in_next
+                s.in_next += 1
+                r = ("sent", payload[0], peer, payload[3])
+                ops.append(("in+", s.phone, iseq, peer, "receipt", r))
+                sent.append((iseq, (peer, "receipt", r)))
+        store.write(tuple(ops))
+        for _ in done:
+            p.pending.popleft()
+        p.backoff = s.ctx.retry_initial
+        if p.timer is not None and not p.pending:
+            cancel_timer(p.timer)
+            p.timer = None
+        for iseq, item in sent:
+            s.inbox[iseq] = item
+            if s.device is not None:
+                s.queue.append(iseq)
+        if sent and s.device is not None:
+            self._push_more(s)
+
+    # ---------------------------------------------------------------- the device
+
+    def _push_more(self, s: _State) -> None:
+        dev = s.device
+        if dev is None:
+            return
+        room = s.ctx.window - len(s.pushed)
+        batch = []
+        q = s.queue
+        inbox = s.inbox
+        while room > 0 and q:
+            seq = q.popleft()
+            item = inbox.get(seq)
+            if item is None:
+                continue
+            s.pushed.add(seq)
+            batch.append((seq, *item))
+            room -= 1
+        if batch:
+            send(dev, ("chat.push", tuple(batch)))
+
+    def _notify(self, s: _State) -> None:
+        fn = s.ctx.notify
+        now = _now()
+        if fn is None or now - s.last_push < s.ctx.push_every:
+            return
+        s.last_push = now
+        spawn(_notify, fn, s.phone, len(s.inbox))
+
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        st = status.get("state")
+        if isinstance(st, _State):
+            status["state"] = (f"<user {st.phone} inbox={len(st.inbox)} "
+                               f"device={st.device!r}>")
+        return status
+
+
+def _notify(fn: Callable[[str, int], None], phone: str, n: int) -> None:
+    try:
+        fn(phone, n)
+    except Exception as e:
+        log.warning("push notification to %s failed: %s", phone, e)
+
+
+def call(phone: str, request: tuple[Any, ...], timeout: float = 30.0) -> Any:
+    """Call ``phone``'s process, starting it if needed; retries once if it died meanwhile."""
+    for attempt in range(3):
+        pid = ensure(phone)
+        try:
+            return gen_server.call(pid, request, timeout)
+        except CallError as e:
+            if attempt == 2 or isinstance(e, TimeoutError):
+                raise
+    raise AssertionError("unreachable")
