@@ -304,6 +304,8 @@ def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
         rid = req.id
         return [_dispatch(c, req)]
     except ProtocolError as e:
+        if e.id is None:
+            e.id = rid
         if e.code in ("bad_frame", "bad_request", "unknown_type"):
             c.bad += 1
             if c.bad >= c.ctx.max_bad_frames:

@@ -1,0 +1,168 @@
+"""Registration rules (C5, C6) and the login slow-down, under the mock clock.
+
+The registration server, the store (in memory) and the users' supervisor run in the
+test's node; time moves only when every process waits, so "10 minutes later" is instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from chat import registration, store, users
+from chat.config import RegistrationConfig, check_production, load_config, parse_config
+from chat.gateways import ConsoleSms
+from chat.protocol import ProtocolError
+from otp import gen_server, supervisor
+from otp.errors import ConfigError
+from otp.process import ANY, sleep, unlink
+from otp.supervisor import DynamicSupervisor
+from otp.testing import assert_receive
+from tests.chat_helpers import RecordingSms
+
+A = "+14155550100"
+
+
+@contextmanager
+def registration_only(**cfg) -> Iterator[None]:
+    from otp.process import self as me
+
+    st = store.start_link(store.MemoryBackend())
+    reg = registration.start_link(RegistrationConfig(**cfg), RecordingSms(me()))
+    sup = supervisor.start_link(DynamicSupervisor, None, name=users.SUP)
+    try:
+        yield
+    finally:
+        for pid in (sup, reg, st):
+            unlink(pid)
+            gen_server.stop(pid)
+
+
+def pin_for(phone: str) -> str:
+    return assert_receive(("sms", phone, ANY))[2]
+
+
+def code_error(fn, *args) -> ProtocolError:
+    with pytest.raises(ProtocolError) as e:
+        fn(*args)
+    return e.value
+
+
+def wrong(pin: str) -> str:
+    return f"{(int(pin) + 1) % 10**6:06d}"
+
+
+def test_c6_code_is_six_digits_and_verifies_once(node):
+    with registration_only():
+        assert registration.request_code(A) == 600.0
+        pin = pin_for(A)
+        assert len(pin) == 6 and pin.isdigit()
+        key = registration.verify(A, pin)
+        assert len(key) == 32
+        assert store.read(("user", A))[0] == registration.hash_key(key)
+        assert code_error(registration.verify, A, pin).code == "no_code"
+
+
+def test_c6_code_expires_after_ten_minutes(node):
+    with registration_only():
+        registration.request_code(A)
+        pin = pin_for(A)
+        sleep(600.0)
+        assert code_error(registration.verify, A, pin).code == "code_expired"
+        assert code_error(registration.verify, A, pin).code == "no_code"
+
+
+def test_c6_code_is_still_valid_just_before_it_expires(node):
+    with registration_only():
+        registration.request_code(A)
+        pin = pin_for(A)
+        sleep(599.0)
+        assert len(registration.verify(A, pin)) == 32
+
+
+def test_c6_four_wrong_attempts_burn_the_code(node):
+    with registration_only():
+        registration.request_code(A)
+        pin = pin_for(A)
+        lefts = [code_error(registration.verify, A, wrong(pin)).extra.get("attempts_left")
+                 for _ in range(3)]
+        assert lefts == [3, 2, 1]
+        assert code_error(registration.verify, A, wrong(pin)).code == "too_many_attempts"
+        assert code_error(registration.verify, A, pin).code == "no_code"
+
+
+def test_c6_code_requests_are_rate_limited_per_number(node):
+    with registration_only(rate_count=3, rate_period=600.0):
+        for _ in range(3):
+            registration.request_code(A)
+            pin_for(A)
+        e = code_error(registration.request_code, A)
+        assert e.code == "rate_limited" and 0 < e.extra["retry_after"] <= 600.0
+        registration.request_code("+14155550111")  # another number is not limited
+        pin_for("+14155550111")
+        sleep(600.0)
+        registration.request_code(A)  # the window slid
+        pin_for(A)
+
+
+def test_c6_a_new_request_replaces_the_pending_code(node):
+    with registration_only():
+        registration.request_code(A)
+        first = pin_for(A)
+        registration.request_code(A)
+        second = pin_for(A)
+        if first != second:
+            assert code_error(registration.verify, A, first).code == "bad_code"
+        assert len(registration.verify(A, second)) == 32
+
+
+def test_invalid_phone_numbers_are_refused(node):
+    with registration_only():
+        assert code_error(registration.request_code, "555-1234").code == "invalid_phone"
+
+
+def test_c5_verify_bumps_the_device_generation_and_replaces_the_key(node):
+    with registration_only():
+        registration.request_code(A)
+        k1 = registration.verify(A, pin_for(A))
+        registration.request_code(A)
+        k2 = registration.verify(A, pin_for(A))
+        key_hash, gen, _, _ = store.read(("user", A))
+        assert k1 != k2 and gen == 2 and key_hash == registration.hash_key(k2)
+
+
+def test_repeated_login_failures_are_answered_more_slowly(node):
+    with registration_only(login_backoff_base=0.25, login_backoff_max=2.0):
+        delays = [registration.login_delay(A, False) for _ in range(6)]
+        assert delays == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+        assert registration.login_delay(A, True) == 0.0
+        assert registration.login_delay(A, False) == 0.25
+
+
+def test_production_config_refuses_the_console_sms_gateway():
+    cfg = parse_config({"env": "prod", "sms": {"adapter": "console"}})
+    with pytest.raises(ConfigError, match="console"):
+        check_production(cfg)
+
+
+def test_shipped_configs_are_valid_and_prod_is_safe():
+    dev = load_config("config/dev.yaml")
+    assert dev.listen.host == "127.0.0.1" and dev.sms.adapter == "console"
+    prod = load_config("config/prod.yaml")
+    check_production(prod)
+    assert prod.sms.adapter == "http" and prod.admin_token is None
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="listen.port"):
+        parse_config({"listen": {"port": "eighty"}})
+    with pytest.raises(ConfigError, match="nonsense"):
+        parse_config({"nonsense": 1})
+
+
+def test_console_sms_logs_the_pin(caplog):
+    with caplog.at_level("WARNING", logger="chat.sms"):
+        ConsoleSms().send_pin(A, "123456")
+    assert "123456" in caplog.text and A in caplog.text
