@@ -87,6 +87,7 @@ class ChildTemplate:
     id: Any
     restart: str
     sub: TreeSpec | None = None
+    trap: bool = False  # a worker that traps exits (it still ends on ``shutdown``)
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def real_specs(spec: TreeSpec, plan: FaultPlan) -> tuple[SupFlags, list[ChildSpe
                 restart=t.restart, type="supervisor"))  # fmt: skip
         else:
             name = None if spec.strategy == "simple_one_for_one" else f"n_{t.id}"
-            specs.append(ChildSpec(t.id, (plan.starter(t.id, name=name), ()),
+            specs.append(ChildSpec(t.id, (plan.starter(t.id, name=name, trap=t.trap), ()),
                                    restart=t.restart, shutdown=1.0))  # fmt: skip
     return flags, specs
 
@@ -267,7 +268,7 @@ def tree_specs(depth: int, prefix: str) -> st.SearchStrategy[TreeSpec]:
         if strategy == "simple_one_for_one":
             children = (ChildTemplate(f"{prefix}t", draw(st.sampled_from(RESTARTS))),)
         else:
-            n = draw(st.integers(1, 4))
+            n = draw(st.integers(1, 4 if depth == 2 else 3))
             kids = []
             for i in range(n):
                 cid = f"{prefix}{i}"
@@ -276,7 +277,7 @@ def tree_specs(depth: int, prefix: str) -> st.SearchStrategy[TreeSpec]:
                     sub = draw(tree_specs(depth - 1, cid + "."))
                     kids.append(ChildTemplate(cid, restart, sub))
                 else:
-                    kids.append(ChildTemplate(cid, restart))
+                    kids.append(ChildTemplate(cid, restart, trap=draw(st.booleans())))
             children = tuple(kids)
         return TreeSpec(strategy, intensity, period, children)
 
@@ -300,7 +301,7 @@ class SupervisionTree(RuleBasedStateMachine):
     def run(self, fn: Any, *args: Any) -> Any:
         return self.node.run(fn, *args, timeout=30)
 
-    @initialize(spec=tree_specs(1, "c"))
+    @initialize(spec=tree_specs(2, "c"))
     def start_tree(self, spec: TreeSpec) -> None:
         self.model = Model(spec)
         for c in self.model.top.children if self.model.top else ():
