@@ -203,7 +203,7 @@ def _crash_report(report: Mapping[str, Any]) -> tuple[str, list[str]]:
     lines = ["  crasher:"]
     pre = _INDENT
     for key in _CRASHER_ORDER[:4]:
-        if key in info:
+        if key in info and not (key in ("name", "registered_name") and info[key] is None):
             lines += _kv_lines([(key.replace("_", " ") if key == "initial_call" else key,
                                  info[key])], pre)
     kind = "error" if isinstance(reason, Exception) else "exit"
