@@ -156,7 +156,7 @@ def test_shipped_configs_are_valid_and_prod_is_safe():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="listen.port"):
+    with pytest.raises(ConfigError, match=r"listen\.port"):
         parse_config({"listen": {"port": "eighty"}})
     with pytest.raises(ConfigError, match="nonsense"):
         parse_config({"nonsense": 1})

@@ -1,0 +1,185 @@
+"""Bad input over real sockets: each gets an error frame or a close; nothing crashes the
+listener, and a client that never reads is disconnected instead of buffered forever."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import msgpack
+import pytest
+
+from chat.protocol import FrameReader, decode_body, encode
+from otp.process import whereis
+from tests.chat_helpers import client_tls, running_chat
+
+pytestmark = pytest.mark.otp(clock="real")
+
+A = "+14155550100"
+
+
+class Raw:
+    """A raw protocol connection: write any bytes, read frames until a close."""
+
+    def __init__(self, srv, hello=True):
+        s = socket.create_connection((srv.host, srv.port), timeout=10.0)
+        if srv.tls:
+            s = client_tls().wrap_socket(s, server_hostname="localhost")
+        self.s = s
+        self.r = FrameReader(1 << 24)
+        if hello:
+            self.send({"t": "hello", "id": 0, "version": 1})
+            assert self.frame()["t"] == "ok"
+
+    def send(self, msg):
+        self.s.sendall(encode(msg))
+
+    def raw(self, data):
+        self.s.sendall(data)
+
+    def frame(self):
+        """The next frame, or None once the server closed the connection."""
+        while (b := self.r.next_body()) is None:
+            try:
+                data = self.s.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                return None
+            if not data:
+                return None
+            self.r.feed(data)
+        return decode_body(b)
+
+    def close(self):
+        self.s.close()
+
+
+def body(obj):
+    b = msgpack.packb(obj)
+    return len(b).to_bytes(4, "big") + b
+
+
+def assert_listener_alive(srv):
+    pid = whereis("chat.listener")
+    assert pid is not None
+    c = srv.client()
+    c.ping()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_oversized_frame_gets_frame_too_large_and_a_close(node, tmp_path, tls):
+    with running_chat(tmp_path, tls=tls, limits={"max_frame": 1024}) as srv:
+        listener = whereis("chat.listener")
+        r = Raw(srv)
+        r.raw((10**9).to_bytes(4, "big"))  # a 1 GB frame announced; no body follows
+        f = r.frame()
+        assert (f["t"], f["code"], f["id"]) == ("error", "frame_too_large", None)
+        assert r.frame() is None
+        r.close()
+        assert whereis("chat.listener") == listener
+        assert_listener_alive(srv)
+
+
+def test_truncated_frame_then_close_does_not_disturb_the_server(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)
+        r.raw(encode({"t": "ping", "id": 1})[:-2])
+        r.s.shutdown(socket.SHUT_WR)
+        assert r.frame() is None  # the server saw EOF mid-frame and closed
+        r.close()
+        assert_listener_alive(srv)
+
+
+@pytest.mark.parametrize("frame, code", [
+    (body([1, 2]), "bad_frame"),
+    (body("ping"), "bad_frame"),
+    (b"\0\0\0\1\xc1", "bad_frame"),
+    (body({"t": "launch", "id": 4}), "unknown_type"),
+    (body({"t": "send", "id": 5, "to": 1, "cmid": "c", "body": "x"}), "bad_request"),
+    (body({"t": "ping", "id": "one"}), "bad_request"),
+])
+def test_bad_frames_get_an_error_frame_and_the_connection_goes_on(node, tmp_path, frame,
+                                                                   code):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)
+        r.raw(frame)
+        f = r.frame()
+        assert (f["t"], f["code"]) == ("error", code)
+        assert f["message"]
+        r.send({"t": "ping", "id": 9})
+        assert r.frame() == {"t": "pong", "id": 9}
+        r.close()
+
+
+def test_wrong_field_type_error_names_the_field_and_keeps_the_id(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)
+        r.send({"t": "register", "id": 12, "phone": 14155550100})
+        f = r.frame()
+        assert (f["code"], f["id"]) == ("bad_request", 12)
+        assert "'phone': expected str, got int" in f["message"]
+        r.close()
+
+
+def test_first_frame_must_be_hello(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv, hello=False)
+        r.send({"t": "ping", "id": 1})
+        assert r.frame()["code"] == "hello_required"
+        assert r.frame() is None
+        r = Raw(srv, hello=False)
+        r.send({"t": "hello", "id": 1, "version": 99})
+        assert r.frame()["code"] == "unsupported_version"
+        assert r.frame() is None
+
+
+def test_a_flood_of_bad_frames_closes_the_connection(node, tmp_path):
+    with running_chat(tmp_path, limits={"max_bad_frames": 5}) as srv:
+        r = Raw(srv)
+        r.raw(body([0]) * 1000)
+        codes = []
+        while (f := r.frame()) is not None:
+            codes.append(f["code"])
+        assert codes == ["bad_frame"] * 4 + ["too_many_bad_frames"]
+        r.close()
+        assert_listener_alive(srv)
+
+
+def test_idle_connection_is_closed_with_idle_timeout(node, tmp_path):
+    with running_chat(tmp_path, limits={"idle_timeout": 0.3}) as srv:
+        r = Raw(srv)
+        f = r.frame()  # blocks until the server gives up on us
+        assert (f["code"], f["id"]) == ("idle_timeout", None)
+        assert r.frame() is None
+
+
+def test_client_that_never_reads_is_disconnected_not_buffered(node, tmp_path):
+    with running_chat(tmp_path, limits={"idle_timeout": 0.5, "send_buffer": 4096}) as srv:
+        s = socket.create_connection((srv.host, srv.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(encode({"t": "hello", "id": 0, "version": 1}))
+        # Requests whose replies we never read: the server must stop and hang up.
+        big = encode({"t": "ping", "id": 1}) * 2000
+        s.settimeout(10.0)
+        closed = False
+        for _ in range(500):
+            try:
+                s.sendall(big)
+            except OSError:  # reset by the server: it disconnected us
+                closed = True
+                break
+        assert closed, "the server kept accepting requests from a client that never reads"
+        s.close()
+        assert_listener_alive(srv)
+
+
+def test_garbage_on_the_tls_port_is_only_a_failed_handshake(node, tmp_path):
+    with running_chat(tmp_path, tls=True) as srv:
+        s = socket.create_connection((srv.host, srv.port), timeout=10.0)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" * 10)
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        s.close()
+        assert_listener_alive(srv)
