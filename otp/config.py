@@ -18,11 +18,15 @@ see ``otp.application``); its env is resolved from four layers, later ones winni
    files in name order);
 3. the environment: ``OTP_<APP>__<KEY>`` (upper case, the app name with every
    character that is not a letter or digit turned into ``_``, then *two* underscores,
-   then the key): ``OTP_CHAT__PORT=5223``, ``OTP_JOB_QUEUE__MAX_RETRIES=5``. The value
-   is the raw string, converted to the key's type by pydantic (``5223``, ``true``,
+   then the key): ``OTP_CHAT__PORT=5223``, ``OTP_JOB_QUEUE__MAX_RETRIES=5``; more
+   ``__`` reach into nested mappings: ``OTP_CHAT__LISTEN__PORT=5223``. The value is
+   the raw string, converted to the key's type by pydantic (``5223``, ``true``,
    ``1.5``); a value that only makes sense as structured data is read as YAML
    (``[a, b]``, ``{k: v}``). Without a schema, values are read as YAML scalars;
-4. ``otp.application.set_env`` at run time.
+4. ``otp.application.set_env`` at run time (replaces the whole value of the key).
+
+Where two layers both give a mapping for a key, they merge key by key (deeply, as
+Elixir's config does); any other value replaces the lower one.
 
 Example::
 
@@ -44,6 +48,8 @@ expected and what was given -- all problems of one application at once, one per 
     config/chat.dev.yaml, line 2: app 'chat', key 'port': expected int (a valid
     integer, unable to parse string as an integer), got 'fast'
 
+(a nested value is named by its path, ``key 'listen.port'``, with its own line).
+
 Unknown keys are errors (a typo must not silently fall back to a default): with a
 schema, the model's fields are the known keys; without one, the keys of the
 application's defaults. Only ``yaml.safe_load``-level constructs are accepted (no
@@ -60,7 +66,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -91,11 +97,38 @@ _STR_TAG = "tag:yaml.org,2002:str"
 @dataclass(frozen=True)
 class Setting:
     """One configured value and where it came from (``source`` is shown in errors:
-    ``"config/dev.yaml, line 4"``, ``"environment variable OTP_CHAT__PORT"``...)."""
+    ``"config/dev.yaml, line 4"``, ``"environment variable OTP_CHAT__PORT"``...).
+    ``paths`` gives the source of nested values of a mapping, by key path."""
 
     value: Any
     source: str
-    from_env: bool = False
+    paths: Mapping[tuple[Any, ...], str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def source_of(self, path: tuple[Any, ...]) -> str:
+        """The source of the value at ``path`` inside this one (the deepest known)."""
+        for n in range(len(path), 0, -1):
+            where = self.paths.get(tuple(path[:n]))
+            if where is not None:
+                return where
+        return self.source
+
+
+def _merge(old: Setting | None, new: Setting) -> Setting:
+    """Mappings merge key by key (deeply, later wins); anything else replaces."""
+    if old is None or not (isinstance(old.value, dict) and isinstance(new.value, dict)):
+        return new
+    return Setting(
+        _deep_merge(old.value, new.value), new.source,
+        MappingProxyType({**old.paths, **new.paths}),
+    )  # fmt: skip
+
+
+def _deep_merge(a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(
+            v, dict) else v  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True)
@@ -113,10 +146,12 @@ class Config:
     files: tuple[ConfigFile, ...] = ()
 
     def settings(self, app: str) -> dict[str, Setting]:
-        """The merged settings of ``app`` over all files (later files win)."""
+        """The merged settings of ``app`` over all files: later files win; mappings
+        merge key by key."""
         merged: dict[str, Setting] = {}
         for f in self.files:
-            merged.update(f.apps.get(app, {}))
+            for key, setting in f.apps.get(app, {}).items():
+                merged[key] = _merge(merged.get(key), setting)
         return merged
 
     def apps(self) -> list[str]:
@@ -190,7 +225,7 @@ def load_file(path: str | os.PathLike[str]) -> ConfigFile:
                 f"got {_kind(section)}"
             )
         settings: dict[str, Setting] = {}
-        for key_node, _value_node in section_node.value:
+        for key_node, value_node in section_node.value:
             kline = key_node.start_mark.line + 1
             if key_node.tag != _STR_TAG:
                 raise ConfigError(
@@ -201,9 +236,27 @@ def load_file(path: str | os.PathLike[str]) -> ConfigFile:
             if key in settings:
                 raise ConfigError(f"{name}, line {kline}: app {app!r}, key {key!r} appears "
                                   f"twice")
-            settings[key] = Setting(section[key], f"{name}, line {kline}")
+            paths: dict[tuple[Any, ...], str] = {}
+            _nested_lines(name, value_node, (), paths)
+            settings[key] = Setting(section[key], f"{name}, line {kline}",
+                                    MappingProxyType(paths))  # fmt: skip
         apps[app] = MappingProxyType(settings)
     return ConfigFile(name, MappingProxyType(apps))
+
+
+def _nested_lines(
+    name: str, node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], str]
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            sub = (*path, k.value)
+            out[sub] = f"{name}, line {k.start_mark.line + 1}"
+            _nested_lines(name, v, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            sub = (*path, i)
+            out[sub] = f"{name}, line {v.start_mark.line + 1}"
+            _nested_lines(name, v, sub, out)
 
 
 def _data_key(node: Any) -> str:
@@ -242,9 +295,10 @@ def _env_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-def _env_settings(app: str, known: Iterable[str], environ: Mapping[str, str]) -> tuple[
-    dict[str, Setting], list[str]
-]:
+def _env_settings(
+    app: str, schema: type[pydantic.BaseModel] | None, known: Iterable[str],
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Setting], list[str]]:  # fmt: skip
     prefix = f"{ENV_PREFIX}{_env_part(app)}__"
     by_var = {_env_part(k): k for k in known}
     found: dict[str, Setting] = {}
@@ -252,33 +306,57 @@ def _env_settings(app: str, known: Iterable[str], environ: Mapping[str, str]) ->
     for var in sorted(environ):
         if not var.startswith(prefix):
             continue
-        rest = var[len(prefix):]
-        key = by_var.get(rest)
+        first, *nested = var[len(prefix):].split("__")
+        key = by_var.get(first)
+        where = f"environment variable {var}"
         if key is None:
             errors.append(
-                f"environment variable {var}: app {app!r} has no key {rest.lower()!r} "
+                f"{where}: app {app!r} has no key {first.lower()!r} "
                 f"(known keys: {', '.join(sorted(by_var.values())) or 'none'})"
             )
             continue
-        found[key] = Setting(environ[var], f"environment variable {var}", from_env=True)
+        raw = environ[var]
+        if not nested:
+            annotation = schema.model_fields[key].annotation if schema is not None else None
+            found[key] = Setting(_from_env_string(raw, annotation, schema is not None), where)
+            continue
+        # OTP_CHAT__LISTEN__PORT=5223 sets chat's listen.port, keeping listen's other keys.
+        path = tuple(p.lower() for p in nested)
+        leaf: Any = _from_env_string(raw, None, True) if raw[:1] in "[{" else raw
+        for part in reversed(path):
+            leaf = {part: leaf}
+        found[key] = _merge(found.get(key), Setting(leaf, where, MappingProxyType({path: where})))
     return found, errors
 
 
-def _from_env_string(raw: str, annotation: Any) -> Any:
+def _from_env_string(raw: str, annotation: Any, typed: bool) -> Any:
     """Keep the raw string when the key's type accepts it (pydantic converts "5" to 5);
-    otherwise read it as YAML (lists, mappings)."""
-    if annotation is not None:
+    otherwise read it as YAML (lists, mappings). Untyped values are read as YAML."""
+    if typed and annotation is not None:
         try:
             pydantic.TypeAdapter(annotation).validate_python(raw)
             return raw
-        except (pydantic.ValidationError, pydantic.PydanticSchemaGenerationError):
+        except Exception:  # not valid as a string, or not adaptable alone: try YAML
             pass
-        except Exception:  # an annotation pydantic cannot adapt alone: fall through
-            pass
+    elif typed:
+        return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _annotation_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The declared type at ``loc`` inside a pydantic model, or None if unknown."""
+    annotation: Any = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            return None
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        annotation = model = info.annotation
+    return annotation
 
 
 def _describe_type(annotation: Any) -> str:
@@ -301,9 +379,10 @@ def _format_errors(
         key = str(loc[0]) if loc else "?"
         path = ".".join(str(x) for x in loc) if loc else key
         setting = settings.get(key)
-        where = setting.source if setting is not None else f"defaults of app {app!r}"
-        field_info = schema.model_fields.get(key)
-        typ = _describe_type(field_info.annotation if field_info else None)
+        where = setting.source_of(tuple(loc[1:])) if setting is not None else (
+            f"defaults of app {app!r}")  # fmt: skip
+        annotation = _annotation_at(schema, tuple(loc))
+        typ = _describe_type(annotation)
         msg = str(e.get("msg", "invalid"))
         if e.get("type") == "missing":
             lines.append(
@@ -313,9 +392,9 @@ def _format_errors(
             )
             continue
         msg = msg.replace("Input should be ", "").replace("Value error, ", "")
+        expected = f"{typ} ({msg})" if annotation is not None else msg
         lines.append(
-            f"{where}: app {app!r}, key {path!r}: expected {typ} ({msg}), "
-            f"got {e.get('input')!r}"
+            f"{where}: app {app!r}, key {path!r}: expected {expected}, got {e.get('input')!r}"
         )
     return lines
 
@@ -347,29 +426,20 @@ def resolve(
     for key, s in file_settings.items():
         if key not in known:
             errors.append(_unknown(app, key, s.source, known))
-    settings.update(file_settings)
-    env_settings, env_errors = _env_settings(app, known, environ)
+    env_settings, env_errors = _env_settings(app, schema, known, environ)
     errors += env_errors
-    settings.update(env_settings)
+    for layer in (file_settings, env_settings):
+        for key, setting in layer.items():
+            settings[key] = _merge(settings.get(key), setting)
     for key, value in (overrides or {}).items():
         if schema is not None and key not in known:
             errors.append(_unknown(app, key, "set_env", known))
-        settings[key] = Setting(value, "set_env")
+        settings[key] = Setting(value, "set_env")  # set_env replaces the whole value
     if schema is None:
         if errors:
             raise ConfigError(_joined(app, errors))
-        return {
-            k: (_from_env_string(s.value, None) if s.from_env else s.value)
-            for k, s in settings.items()
-        }
-    values: dict[str, Any] = {}
-    for key, s in settings.items():
-        if key not in known:
-            continue
-        if s.from_env:
-            values[key] = _from_env_string(s.value, schema.model_fields[key].annotation)
-        else:
-            values[key] = s.value
+        return {k: s.value for k, s in settings.items()}
+    values = {key: s.value for key, s in settings.items() if key in known}
     try:
         model = schema.model_validate(values)
     except pydantic.ValidationError as e:

@@ -181,3 +181,48 @@ def test_validate_value_checks_one_set_env_against_the_schema():
         config.validate_value("chat", ChatEnv, env, "port", "eighty")
     with pytest.raises(ConfigError, match="set_env: app 'chat' has no key 'prot'"):
         config.validate_value("chat", ChatEnv, env, "prot", 1)
+
+
+# ------------------------------------------------------------------------- nested settings
+
+
+class Listen(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 5280
+
+
+class NestedEnv(BaseModel):
+    listen: Listen = Listen()
+    tags: list[str] = []
+
+
+def test_nested_mappings_merge_key_by_key_across_files_and_environment(tmp_path):
+    base = _write(tmp_path, "base.yaml", "chat:\n  listen:\n    host: 0.0.0.0\n    port: 1\n")
+    prod = _write(tmp_path, "prod.yaml", "chat:\n  listen:\n    port: 2\n")
+    cfg = config.load(base, prod)
+    env = config.resolve("chat", schema=NestedEnv, config=cfg, environ={})
+    assert env["listen"] == Listen(host="0.0.0.0", port=2)
+    env = config.resolve(
+        "chat", schema=NestedEnv, config=cfg, environ={"OTP_CHAT__LISTEN__PORT": "3"}
+    )
+    assert env["listen"] == Listen(host="0.0.0.0", port=3)
+
+
+def test_config_error_in_a_nested_value_names_its_own_line(tmp_path):
+    f = _write(tmp_path, "dev.yaml", "chat:\n  listen:\n    host: h\n    port: many\n")
+    with pytest.raises(ConfigError) as ei:
+        config.resolve("chat", schema=NestedEnv, config=config.load(f), environ={})
+    assert str(ei.value).startswith(f"{f}, line 4: app 'chat', key 'listen.port': expected int")
+
+
+def test_config_error_in_a_nested_environment_value_names_the_variable(tmp_path):
+    f = _write(tmp_path, "dev.yaml", "chat:\n  listen:\n    host: h\n")
+    with pytest.raises(ConfigError) as ei:
+        config.resolve(
+            "chat", schema=NestedEnv, config=config.load(f),
+            environ={"OTP_CHAT__LISTEN__PORT": "many"},
+        )
+    assert str(ei.value).startswith(
+        "environment variable OTP_CHAT__LISTEN__PORT: app 'chat', key 'listen.port': "
+        "expected int"
+    )
