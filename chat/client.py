@@ -214,11 +214,18 @@ class Client:
 
     def request(self, t: str, **fields: Any) -> dict[str, Any]:
         """Send one request and return its reply (reconnecting if allowed)."""
+        timeouts = 0
         while True:
             try:
                 return self._request_once(t, fields)
             except ChatClosed as e:
                 if not self._may_reconnect(e):
+                    raise
+                self.reconnect()
+            except TimeoutError:
+                # A silent server: the connection may be half dead. Start over (once).
+                timeouts += 1
+                if timeouts > 1 or not self._may_reconnect(ChatClosed("closed", "")):
                     raise
                 self.reconnect()
 

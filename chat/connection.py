@@ -33,7 +33,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from chat import registration, store, users
+from chat import faults, registration, store, users
 from chat.protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
@@ -55,6 +55,7 @@ from otp.process import (
     Down,
     Exit,
     exit,
+    is_alive,
     link,
     monitor,
     receive,
@@ -251,13 +252,15 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
             except _Closing:
                 pass
     finally:
-        if c.reader is not None:
-            unlink(c.reader)
-            exit(c.reader, "kill")
+        # Close first: if this process was killed, kernel calls below are not allowed
+        # (the reader, linked, dies with it anyway).
         try:
             c.sock.close()
         except OSError:
             pass
+        if c.reader is not None and is_alive(_self()):
+            unlink(c.reader)
+            exit(c.reader, "kill")
 
 
 def _loop(c: _Conn) -> None:
@@ -275,6 +278,7 @@ def _loop(c: _Conn) -> None:
                     send(c.reader, ("processed", c.frames))
             elif tag == "chat.push":
                 c.write([_push_frame(item) for item in msg[1]])
+                faults.point("pushed", c.phone or "")
             elif tag == "closed":
                 if msg[1] == "idle_timeout":
                     raise _Closing("idle_timeout", f"nothing received for "

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat import store
+from chat import faults, store
 from chat.protocol import ProtocolError
 from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
@@ -305,6 +305,7 @@ class User(GenServer):
             s.cmids = dict(keep)
             ops.append(("cmid<", s.phone, keep[0][1][2]))
         store.write(tuple(ops))
+        faults.point("send_stored", s.phone)
         p.out_seq = pseq
         s.cmids[cmid] = (mid, ts, seq)
         item = (seq, pseq, "msg", payload)
@@ -314,6 +315,7 @@ class User(GenServer):
         return mid, ts
 
     def _ack(self, s: _State, ids: tuple[int, ...]) -> None:
+        faults.point("ack_received", s.phone)
         ops: list[tuple[Any, ...]] = []
         receipts: list[tuple[str, tuple[Any, ...]]] = []
         now = time.time()
@@ -432,6 +434,7 @@ class User(GenServer):
         return self._idle(s)
 
     def _deliver(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...]) -> None:
+        faults.point("deliver_received", s.phone)
         p = s.peer(peer)
         expect = p.in_seq + 1
         ops: list[tuple[Any, ...]] = []
@@ -451,6 +454,7 @@ class User(GenServer):
         if ops:
             ops.append(("pin", s.phone, peer, expect - 1))
             store.write(tuple(ops))
+            faults.point("inbox_stored", s.phone)
             p.in_seq = expect - 1
             for seq, item in new:
                 s.inbox[seq] = item
@@ -466,6 +470,7 @@ class User(GenServer):
         p = s.peers.get(peer)
         if p is None or not p.pending or p.pending[0][1] > upto:
             return
+        faults.point("delivered_received", s.phone)
         ops: list[tuple[Any, ...]] = []
         sent: list[tuple[int, tuple[str, str, Any]]] = []
         done = []

@@ -1,0 +1,46 @@
+"""Fault-injection points on the message path, for tests (no cost when unused).
+
+The server calls ``point(step, phone)`` at each step of the message path; a test
+installs a hook for a step with ``inject(step, fn)`` and the hook runs *inside the
+process at that step* — typically ``lambda phone: exit(self(), "kill")`` to crash it
+exactly there. Steps, in the order of the path:
+
+=====================  ===========================================  =====================
+step                   where                                        process
+=====================  ===========================================  =====================
+``send_stored``        the message is in the sender's outbox         sender's user process
+``deliver_received``   a forward arrived, nothing stored yet          recipient's user process
+``inbox_stored``       stored in the inbox, not yet acknowledged      recipient's user process
+``delivered_received`` the ack arrived, the outbox not yet cleaned    sender's user process
+``pushed``             the message was written to the device          recipient's connection
+``ack_received``       the device's ack arrived, nothing deleted yet  recipient's user process
+=====================  ===========================================  =====================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["STEPS", "clear", "inject", "point"]
+
+STEPS = ("send_stored", "deliver_received", "inbox_stored", "delivered_received", "pushed",
+         "ack_received")
+
+_hooks: dict[str, Callable[[str], None]] = {}
+
+
+def point(step: str, phone: str) -> None:
+    if _hooks:
+        fn = _hooks.get(step)
+        if fn is not None:
+            fn(phone)
+
+
+def inject(step: str, fn: Callable[[str], None]) -> None:
+    if step not in STEPS:
+        raise ValueError(f"expected a step among {STEPS}, got {step!r}")
+    _hooks[step] = fn
+
+
+def clear() -> None:
+    _hooks.clear()
