@@ -108,3 +108,55 @@ def running_chat(tmp_path: Any, *, tls: bool = False, **over: Any) -> Iterator[S
             c.close()
         unlink(sup)
         app.stop(sup)
+
+
+class ServerProcess:
+    """The chat server in its own OS process (``python -m chat``), for kill -9 tests."""
+
+    def __init__(self, tmp_path: Any, **over: Any) -> None:
+        import yaml
+
+        self.dir = tmp_path
+        data = {"env": "test", "data_dir": str(tmp_path / "data"), "durability": "full",
+                "listen": {"host": "127.0.0.1", "port": 0}, "admin_token": "t",
+                "users": {"retry_initial": 0.05, "retry_max": 0.5}}
+        data.update(over)
+        self.config = tmp_path / "chat.yaml"
+        self.config.write_text(yaml.safe_dump({"chat": data}))
+        self.proc: Any = None
+        self.port = 0
+
+    def start(self) -> int:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chat", "--config", str(self.config),
+             "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "ab"),  # noqa: SIM115
+            cwd=os.path.dirname(DATA) + "/..",
+        )
+        for line in self.proc.stdout:
+            text = line.decode()
+            if "listening on" in text:
+                self.port = int(text.split("://", 1)[1].split()[0].rsplit(":", 1)[1])
+                return self.port
+        raise RuntimeError("the chat server did not start: see " + str(self.dir / "server.log"))
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None

@@ -1,0 +1,80 @@
+"""Run the chat server in the foreground: ``python -m chat [--config config/dev.yaml]``.
+
+Prints where it listens and where PINs appear, then serves until Ctrl-C / SIGTERM.
+``make run`` runs exactly this with the dev config.
+"""
+
+from __future__ import annotations
+
+import otp
+import otp.node
+
+otp.patch()  # before anything else imports socket/ssl
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chat", description="Run the chat server.")
+    p.add_argument("--config", default="config/dev.yaml", help="YAML config file")
+    p.add_argument("--host", help="override listen.host")
+    p.add_argument("--port", type=int, help="override listen.port")
+    p.add_argument("--data-dir", help="override data_dir")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def serve(args: argparse.Namespace) -> Any:
+    from chat import app, connection
+    from chat.config import load_config
+    from otp.process import receive
+
+    over: dict[str, Any] = {}
+    cfg = load_config(args.config)
+    if args.host or args.port is not None:
+        listen = cfg.listen.model_dump()
+        if args.host:
+            listen["host"] = args.host
+        if args.port is not None:
+            listen["port"] = args.port
+        over["listen"] = listen
+    if args.data_dir:
+        over["data_dir"] = args.data_dir
+    if over:
+        cfg = load_config(args.config, **over)
+    app.start(cfg)
+    host, port = connection.address()
+    scheme = "tls" if cfg.listen.tls else "tcp"
+    print(f"chat server listening on {scheme}://{host}:{port} (pid {os.getpid()})", flush=True)
+    print(f"data directory: {os.path.abspath(cfg.data_dir)}", flush=True)
+    if cfg.sms.adapter == "console":
+        print("PINs appear in this terminal, as 'PIN for +...: 123456' lines", flush=True)
+    else:
+        print(f"PINs go out through the {cfg.sms.adapter} SMS gateway", flush=True)
+    receive()  # serve until the node is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if logging.getLogger().level > logging.DEBUG:
+        # progress reports (a line per user process started) only when debugging
+        logging.getLogger("otp.report").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: otp.node.halt("normal"))
+    try:
+        otp.run(serve, args)
+    except KeyboardInterrupt:
+        pass
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The chat-client command line against a running server, and `python -m chat`."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from chat.cli import main
+from chat.client import key_path
+from tests.chat_helpers import running_chat
+
+pytestmark = pytest.mark.otp(clock="real")
+
+A, B = "+14155550100", "+14155550111"
+
+
+def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path) as srv:
+        run = CliRunner().invoke
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        for phone in (A, B):
+            r = run(main, [*server, "register", phone])
+            assert r.exit_code == 0, r.output
+            r = run(main, [*server, "verify", phone, srv.pin(phone)])
+            assert r.exit_code == 0, r.output
+            mode = stat.S_IMODE(os.stat(key_path(phone)).st_mode)
+            assert mode == 0o600
+        r = run(main, [*server, "--as", A, "send", B, "hello from the cli"])
+        assert r.exit_code == 0 and "sent ✓" in r.output, r.output
+        r = run(main, [*server, "--as", B, "listen", "--count", "1"])
+        assert r.exit_code == 0, r.output
+        assert f"[{A}] hello from the cli" in r.output
+        r = run(main, [*server, "send", B, "x"])  # two identities stored: which one?
+        assert r.exit_code != 0 and "--as" in r.output
