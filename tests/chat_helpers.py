@@ -133,7 +133,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chat", "--config", str(self.config),
              "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "ab"),  # noqa: SIM115
+            stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "ab"),
             cwd=os.path.dirname(DATA) + "/..",
         )
         for line in self.proc.stdout:
