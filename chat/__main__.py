@@ -30,24 +30,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def serve(args: argparse.Namespace) -> Any:
-    from chat import app, connection
-    from chat.config import load_config
+    import otp.config
+    from chat import connection
+    from chat.config import ChatConfig
+    from otp import application
     from otp.process import receive
 
-    over: dict[str, Any] = {}
-    cfg = load_config(args.config)
+    application.configure(otp.config.load(args.config))
+    application.load("chat")
     if args.host or args.port is not None:
-        listen = cfg.listen.model_dump()
+        listen = dict(application.get_env("chat", "listen"))
         if args.host:
             listen["host"] = args.host
         if args.port is not None:
             listen["port"] = args.port
-        over["listen"] = listen
+        application.set_env("chat", "listen", listen)
     if args.data_dir:
-        over["data_dir"] = args.data_dir
-    if over:
-        cfg = load_config(args.config, **over)
-    app.start(cfg)
+        application.set_env("chat", "data_dir", args.data_dir)
+    application.start("chat", type="permanent")
+    cfg = ChatConfig.model_validate(application.get_all_env("chat"))
     host, port = connection.address()
     scheme = "tls" if cfg.listen.tls else "tcp"
     print(f"chat server listening on {scheme}://{host}:{port} (pid {os.getpid()})", flush=True)
