@@ -22,6 +22,12 @@ What the plugin gives each such test:
 - **A watchdog**: a test still running after ``timeout`` real seconds (default 60,
   ``@pytest.mark.otp(timeout=...)``) fails with every process's stack and mailbox length.
 
+- **Fairness**: ``@pytest.mark.otp(max_blocking_time=0.1)`` logs a warning for any process
+  that holds the hub longer than that (off by default).
+
+Options of ``@pytest.mark.otp(...)``: ``clock="mock"|"real"``, ``strict=True``,
+``timeout=60.0`` (watchdog, real seconds), ``leaks=True``, ``max_blocking_time=None``.
+
 Helpers: ``wait_all_blocked()``, ``assert_receive(match)``, ``refute_receive(match)``,
 ``dump_processes()``.
 """

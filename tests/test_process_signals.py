@@ -20,6 +20,7 @@ from otp.process import (
     link,
     monitor,
     process_info,
+    processes,
     receive,
     register,
     self,
@@ -511,3 +512,36 @@ def test_p15_zombie_that_returns_normally_keeps_its_exit_reason(node, caplog):
     wait_all_blocked()
     refute_receive(Down, timeout=0)  # one Down, not a second "normal" one
     assert "swallowed" in caplog.text and repr(pid) in caplog.text
+
+
+def test_p15_every_later_kernel_call_from_a_zombie_reraises_its_exit(node, caplog):
+    caplog.set_level(logging.CRITICAL, logger="otp.process")
+    outcomes = []
+    parent = self()
+
+    def zombie():
+        try:
+            forever()
+        except:  # noqa: E722 - the misbehaviour under test
+            pass
+        for call in (
+            lambda: spawn_link(forever),
+            lambda: monitor(parent),
+            lambda: link(parent),
+            lambda: exit(parent, "revenge"),
+            lambda: trap_exit(True),
+        ):
+            try:
+                call()
+                outcomes.append("went through")
+            except ProcessExit as e:
+                outcomes.append(e.reason)
+
+    pid, ref = spawn_monitor(zombie)
+    wait_all_blocked()
+    exit(pid, "boom")
+    wait_down(ref)
+    wait_all_blocked()
+    assert outcomes == ["boom"] * 5
+    assert process_info(self()).links == () and process_info(self()).monitored_by == ()
+    assert processes() == [self()]  # the zombie spawned nothing

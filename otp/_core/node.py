@@ -21,6 +21,9 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    before a process dies is in the mailbox before that process's ``Down``/``EXIT``.
 5. **Time** comes only from the node's clock (real or mock). Timers live in one heap
    with lazy cancellation; the clock decides when the earliest deadline fires.
+6. **The hot path pays for nothing optional.** The fairness report watches the hub from
+   an OS thread (``fairness.py``); ``halt`` and the zombie checks live on the cold paths
+   (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry).
 """
 
 from __future__ import annotations
