@@ -21,7 +21,6 @@ What the plugin gives each such test:
   fails at teardown, listing them (unless the test already failed).
 - **A watchdog**: a test still running after ``timeout`` real seconds (default 60,
   ``@pytest.mark.otp(timeout=...)``) fails with every process's stack and mailbox length.
-
 - **Fairness**: ``@pytest.mark.otp(max_blocking_time=0.1)`` logs a warning for any process
   that holds the hub longer than that (off by default).
 

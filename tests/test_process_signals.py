@@ -545,3 +545,25 @@ def test_p15_every_later_kernel_call_from_a_zombie_reraises_its_exit(node, caplo
     assert outcomes == ["boom"] * 5
     assert process_info(self()).links == () and process_info(self()).monitored_by == ()
     assert processes() == [self()]  # the zombie spawned nothing
+
+
+def test_p15_kernel_calls_in_a_finally_block_of_a_killed_process_end_it_quietly(node, caplog):
+    caplog.set_level(logging.WARNING, logger="otp.process")
+    steps = []
+
+    def child():
+        try:
+            forever()
+        finally:
+            steps.append("cleanup")
+            receive(timeout=0, default=None)  # a kernel call while the exit unwinds
+            steps.append("not reached")
+
+    pid, ref = spawn_monitor(child)
+    wait_all_blocked()
+    exit(pid, "boom")
+    assert wait_down(ref).reason == "boom"
+    wait_all_blocked()
+    assert steps == ["cleanup"]
+    assert "caught its exit signal" not in caplog.text
+    assert "swallowed" not in caplog.text

@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 import traceback
 import types
 from collections import deque
@@ -565,6 +566,10 @@ class Node:
         )
 
     def _zombie(self, p: Process) -> None:
+        if isinstance(sys.exc_info()[1], ProcessExit):
+            # A `finally`/`except ProcessExit` block cleaning up on the way out: not a
+            # zombie, just end it again without a warning.
+            raise ProcessExit(p.reason)
         log.warning(
             "process %r caught its exit signal (%r) and went on running; "
             "do not swallow ProcessExit (a bare `except:`?). Raising it again.",
