@@ -1,0 +1,322 @@
+"""otp.tables disc copies: durability, group commit, loading, recovery, supervision (D3, D4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+
+from otp import tables
+from otp.process import Down, exit, monitor, receive, send, spawn_monitor, whereis
+from otp.process import self as self_pid
+from otp.tables import _disc
+from otp.testing import assert_receive, wait_all_blocked
+from otp.threads import OSEvent
+
+pytestmark = pytest.mark.otp(clock="real")
+
+DB = _disc.DB_NAME
+
+
+def _records(name):
+    return sorted(tuple(r) for r in tables.dirty_select(name, lambda r: True))
+
+
+def _make(directory, n=0, name="acc", **kw):
+    tables.start(directory)
+    tables.create_table(name, attributes=("id", "owner", "n"), copies="disc", **kw)
+    for i in range(n):
+        tables.transaction(tables.write, name, (i, f"o{i % 3}", i))
+
+
+def _wait_normal(count):
+    for _ in range(count):
+        down = receive(Down)
+        assert down.reason == "normal", down
+
+
+def test_d3_disc_tables_load_back_after_a_restart(node, tmp_path):
+    _make(tmp_path, 5, index=["owner"])
+    tables.create_table("log", attributes=("seq", "text"), type="ordered_set", copies="disc")
+    tables.create_table("tags", attributes=("k", "tag"), type="bag",
+                        copies={"disc": [node.name]})
+    for s in (3, 1, 2):
+        tables.dirty_write("log", (s, f"line {s}"))
+    tables.dirty_write("tags", (1, "a"))
+    tables.dirty_write("tags", (1, "b"))
+    tables.dirty_delete_object("tags", (1, "a"))
+    tables.dirty_delete("acc", 4)
+    tables.transaction(lambda: tables.write("acc", (0, "zed", 100)))
+    before = {t: _records(t) for t in ("acc", "log", "tags")}
+    tables.stop()
+    with pytest.raises(tables.NoSuchTable):
+        tables.dirty_read("acc", 0)
+    tables.start(tmp_path)
+    tables.wait_for_tables(["acc", "log", "tags"], 5.0)
+    assert {t: _records(t) for t in ("acc", "log", "tags")} == before
+    assert tables.dirty_all_keys("log") == [1, 2, 3]
+    assert [r.id for r in tables.dirty_index_read("acc", "zed", "owner")] == [0]
+    assert tables.table_info("acc").storage == "disc"
+    tables.dirty_write("acc", (9, "new", 9))  # row ids continue without clashes
+    tables.stop()
+    tables.start(tmp_path)
+    assert len(_records("acc")) == 5
+    tables.stop()
+
+
+def test_d3_schema_changes_persist(node, tmp_path):
+    _make(tmp_path, 3)
+    tables.add_index("acc", "owner")
+    tables.create_table("gone", attributes=("k", "v"), copies="disc")
+    tables.delete_table("gone")
+    tables.stop()
+    tables.start(tmp_path)
+    assert tables.table_info("acc").index == ("owner",)
+    assert "gone" not in tables.table_names()
+    tables.stop()
+
+
+def test_d4_wait_for_tables_waits_for_loading_and_names_the_missing(node, tmp_path):
+    _make(tmp_path, 2)
+    tables.stop()
+    tables.start(tmp_path)
+    tables.wait_for_tables(["acc"], 5.0)
+    with pytest.raises(tables.TableTimeout) as info:
+        tables.wait_for_tables(["acc", "never"], 0.05)
+    assert info.value.missing == ("never",)
+    # A table created meanwhile ends the wait.
+    me = self_pid()
+    _pid, ref = spawn_monitor(lambda: send(me, ("waited", tables.wait_for_tables("late", 5.0))))
+    wait_all_blocked()
+    tables.create_table("late", attributes=("k", "v"))
+    assert_receive(("waited", None))
+    assert assert_receive(Down).ref == ref
+    tables.stop()
+
+
+def test_disc_copies_need_the_disc_owner(node):
+    with pytest.raises(tables.TableError, match="start"):
+        tables.create_table("d", attributes=("k", "v"), copies="disc")
+
+
+def test_d3_concurrent_commits_share_one_fsync(node, tmp_path):
+    _make(tmp_path)
+    base = tables.system_info()
+    writers, each = 40, 5
+
+    def writer(w):
+        for i in range(each):
+            tables.transaction(tables.write, "acc", (w * 100 + i, "w", i))
+
+    for w in range(writers):
+        spawn_monitor(writer, w)
+    _wait_normal(writers)
+    info = tables.system_info()
+    commits = info["commits"] - base["commits"]
+    batches = info["group_commits"] - base["group_commits"]
+    assert commits == writers * each
+    assert batches < commits / 4  # group commit: many commits per fsync
+    assert len(_records("acc")) == writers * each
+    tables.stop()
+
+
+def _blocking_writes(monkeypatch):
+    """Make the disc thread wait for a go before each write; returns (entered, go)."""
+    entered, go = OSEvent(), OSEvent()
+    real = _disc.DiscFile.write_batch
+
+    def write_batch(self, ops, batch):
+        entered.set()
+        go.wait(10)
+        return real(self, ops, batch)
+
+    monkeypatch.setattr(_disc.DiscFile, "write_batch", write_batch)
+    return entered, go
+
+
+def test_d3_a_commit_is_acknowledged_and_visible_only_after_it_is_on_disc(
+    node, tmp_path, monkeypatch
+):
+    _make(tmp_path)
+    entered, go = _blocking_writes(monkeypatch)
+    tables.subscribe("acc")
+    me = self_pid()
+    _pid, ref = spawn_monitor(
+        lambda: send(me, ("acked", tables.transaction(tables.write, "acc", (1, "a", 1))))
+    )
+    while not entered.is_set():
+        receive(timeout=0.001, default=None)
+    assert tables.dirty_read("acc", 1) == []  # written to the log, not yet fsync'd
+    assert receive(timeout=0.01, default=None) is None  # no ack, no event
+    go.set()
+    assert assert_receive(tables.TableEvent).record == (1, "a", 1)
+    assert_receive(("acked", None))
+    assert tables.dirty_read("acc", 1) == [(1, "a", 1)]
+    assert assert_receive(Down).ref == ref
+    tables.stop()
+
+
+def test_d3_a_commit_that_cannot_be_written_fails_and_changes_nothing(
+    node, tmp_path, monkeypatch
+):
+    _make(tmp_path, 2)
+    real = _disc.DiscFile.write_batch
+    calls = []
+
+    def failing(self, ops, batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(self, ops, batch)
+
+    monkeypatch.setattr(_disc.DiscFile, "write_batch", failing)
+    with pytest.raises(tables.CommitFailed, match="No space"):
+        tables.transaction(lambda: (tables.write("acc", (5, "x", 5)),
+                                    tables.delete("acc", 0)))
+    assert [r[0] for r in _records("acc")] == [0, 1]
+    tables.transaction(tables.write, "acc", (5, "y", 5))  # locks were released
+    tables.dirty_delete("acc", 0)
+    tables.stop()
+    tables.start(tmp_path)
+    assert _records("acc") == [(1, "o1", 1), (5, "y", 5)]
+    tables.stop()
+
+
+def test_disc_owner_crash_is_recovered_by_its_supervisor(node, tmp_path):
+    _make(tmp_path, 3)
+    owner = whereis("otp_tables_disc")
+    ref = monitor(owner)
+    exit(owner, "kill")
+    assert receive(Down).ref == ref
+    tables.transaction(tables.write, "acc", (10, "after", 10))  # waits for the restart
+    assert whereis("otp_tables_disc") not in (None, owner)
+    assert len(_records("acc")) == 4
+    tables.stop()
+    tables.start(tmp_path)
+    assert len(_records("acc")) == 4
+    tables.stop()
+
+
+def test_d3_owner_killed_during_a_group_commit_still_acknowledges_it(
+    node, tmp_path, monkeypatch
+):
+    _make(tmp_path, 1)
+    entered, go = _blocking_writes(monkeypatch)
+    me = self_pid()
+    _pid, wref = spawn_monitor(
+        lambda: send(me, ("acked", tables.transaction(tables.write, "acc", (7, "k", 7))))
+    )
+    while not entered.is_set():
+        receive(timeout=0.001, default=None)
+    owner = whereis("otp_tables_disc")
+    ref = monitor(owner)
+    exit(owner, "kill")  # the thread goes on writing; the new owner must find out
+    assert receive(Down).ref == ref
+    go.set()
+    assert_receive(("acked", None))
+    assert assert_receive(Down).ref == wref
+    assert (7, "k", 7) in _records("acc")
+    tables.stop()
+    tables.start(tmp_path)
+    assert (7, "k", 7) in _records("acc")
+    tables.stop()
+
+
+# --- damaged files on start --------------------------------------------------------------
+
+
+def _crash_image(src, dst):
+    """Copy the database and its log as a kill -9 would leave them."""
+    os.makedirs(dst)
+    for suffix in ("", "-wal"):
+        if os.path.exists(os.path.join(src, DB + suffix)):
+            shutil.copyfile(os.path.join(src, DB + suffix), os.path.join(dst, DB + suffix))
+
+
+def _image_with_commits(tmp_path, n):
+    live = tmp_path / "live"
+    _make(live, 0)
+    for i in range(n):
+        tables.transaction(tables.write, "acc", (i, "o", i))
+    image = tmp_path / "image"
+    _crash_image(live, image)
+    tables.stop()
+    wal = os.path.join(image, DB + "-wal")
+    good, size, commits = _disc.scan_wal(wal)
+    assert good == size and commits >= n
+    return image, wal
+
+
+def test_d3_torn_log_tail_is_cut_back_to_the_last_whole_commit(node, tmp_path, caplog):
+    image, wal = _image_with_commits(tmp_path, 8)
+    size = os.path.getsize(wal)
+    with open(wal, "r+b") as f:
+        f.truncate(size - 100)  # the last commit's frame is torn
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(image)
+    assert [r[0] for r in _records("acc")] == list(range(7))
+    assert "cut back to the last whole commit" in caplog.text
+    tables.stop()
+
+
+def test_d3_corrupt_log_tail_is_cut_back_to_the_last_whole_commit(node, tmp_path, caplog):
+    image, wal = _image_with_commits(tmp_path, 8)
+    size = os.path.getsize(wal)
+    with open(wal, "r+b") as f:
+        f.seek(size - 300)
+        f.write(b"\xde\xad\xbe\xef" * 16)  # garbage inside the last frame
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(image)
+    assert [r[0] for r in _records("acc")] == list(range(7))
+    assert "cut back to the last whole commit" in caplog.text
+    tables.stop()
+
+
+def test_d3_a_file_that_is_not_a_database_is_moved_aside_and_the_node_starts(
+    node, tmp_path, caplog
+):
+    tmp_path.joinpath(DB).write_bytes(b"this is not a database, just garbage" * 200)
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(tmp_path)
+    assert tables.table_names() == []
+    assert "damaged" in caplog.text
+    assert tmp_path.joinpath(DB + ".corrupt-0").exists()
+    _make_after = tables.create_table("acc", attributes=("id", "v"), copies="disc")
+    tables.dirty_write("acc", _make_after(1, 1))
+    tables.stop()
+
+
+def test_d3_a_truncated_database_file_salvages_what_is_readable(node, tmp_path, caplog):
+    _make(tmp_path, 300)
+    tables.stop()  # checkpoints the log into the database file
+    path = tmp_path / DB
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(tmp_path)  # never a crash
+    assert "damaged" in caplog.text or "salvaged" in caplog.text
+    if "acc" in tables.table_names():
+        got = _records("acc")
+        assert len(got) <= 300
+        assert all(r == (r[0], f"o{r[0] % 3}", r[0]) for r in got)  # no garbage records
+    tables.stop()
+
+
+def test_d3_garbage_in_the_middle_of_the_database_never_crashes_the_start(
+    node, tmp_path, caplog
+):
+    _make(tmp_path, 300)
+    tables.stop()
+    path = tmp_path / DB
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(os.urandom(8192))
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(tmp_path)
+    if "acc" in tables.table_names():
+        assert all(r == (r[0], f"o{r[0] % 3}", r[0]) for r in _records("acc"))
+    tables.stop()
