@@ -31,6 +31,14 @@ def _make(directory, n=0, name="acc", **kw):
         tables.transaction(tables.write, name, (i, f"o{i % 3}", i))
 
 
+def _fill(directory, n):
+    """One disc table of ``n`` records written in one transaction."""
+    _make(directory)
+    tables.transaction(
+        lambda: [tables.write("acc", (i, f"o{i % 3}", i)) for i in range(n)] and None
+    )
+
+
 def _wait_normal(count):
     for _ in range(count):
         down = receive(Down)
@@ -289,7 +297,7 @@ def test_d3_a_file_that_is_not_a_database_is_moved_aside_and_the_node_starts(
 
 
 def test_d3_a_truncated_database_file_salvages_what_is_readable(node, tmp_path, caplog):
-    _make(tmp_path, 300)
+    _fill(tmp_path, 300)
     tables.stop()  # checkpoints the log into the database file
     path = tmp_path / DB
     size = path.stat().st_size
@@ -308,7 +316,7 @@ def test_d3_a_truncated_database_file_salvages_what_is_readable(node, tmp_path, 
 def test_d3_garbage_in_the_middle_of_the_database_never_crashes_the_start(
     node, tmp_path, caplog
 ):
-    _make(tmp_path, 300)
+    _fill(tmp_path, 300)
     tables.stop()
     path = tmp_path / DB
     size = path.stat().st_size
