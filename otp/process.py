@@ -196,7 +196,7 @@ def sleep(seconds: float) -> None:
     me = _me("sleep")
     if (
         seconds.__class__ is not float and seconds.__class__ is not int
-    ) or seconds < 0:
+    ) or not seconds >= 0:  # negative, or NaN
         raise BadArg(
             f"sleep expects seconds >= 0 (a float or int), got {seconds!r}"
             + (" (use receive() to wait forever)" if seconds is None else "")

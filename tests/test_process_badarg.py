@@ -214,3 +214,17 @@ def test_badarg_is_both_a_type_error_and_a_value_error(node):
         spawn(None)
     with pytest.raises(ValueError):
         receive(timeout=-1)
+
+
+def test_nan_and_infinite_timer_delays_raise_badarg(node):
+    nan, inf = float("nan"), float("inf")
+    for call in (
+        lambda: receive(timeout=nan),
+        lambda: sleep(nan),
+        lambda: send_after(nan, self(), "x"),
+        lambda: send_after(inf, self(), "x"),
+    ):
+        with pytest.raises(BadArg):
+            call()
+    assert node.live_timers() == []
+    assert_node_still_works()

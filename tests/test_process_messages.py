@@ -429,3 +429,14 @@ def test_p16_without_strict_mode_messages_pass_by_reference_unchecked(node):
     box = [1]
     send(self(), box)
     assert receive() is box
+
+
+def test_p13_an_infinite_timeout_waits_forever_even_on_the_mock_clock(node, clock):
+    parent = self()
+    pid, ref = spawn_monitor(lambda: send(parent, receive(timeout=float("inf"), default="gave up")))
+    wait_all_blocked()
+    assert node.next_deadline() is None  # no timer: the clock has nothing to jump to
+    send(pid, "late but welcome")
+    assert receive(str) == "late but welcome"
+    wait_down(ref)
+    assert clock.now() == 0

@@ -65,6 +65,7 @@ CURRENT: Node | None = None
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
+_INF = float("inf")
 
 # How many processes may run back to back before the hub gets a turn for I/O.
 SWITCH_BUDGET = 2000
@@ -512,8 +513,10 @@ class Node:
         if timeout is not None:
             if timeout.__class__ is not float and timeout.__class__ is not int:
                 raise BadArg(f"receive timeout must be seconds (float) or None, got {timeout!r}")
-            if timeout < 0:
+            if not timeout >= 0:  # negative, or NaN
                 raise BadArg(f"receive timeout must be >= 0 seconds or None, got {timeout!r}")
+            if timeout == _INF:  # forever: no timer (a mock clock must not jump to inf)
+                timeout = None
         mbox = p.mbox
         pred = None if match is None else compile_pattern(match)
         scanned = 0
@@ -807,8 +810,12 @@ class Node:
         self.cancel(t)
 
     def send_after(self, seconds: float, dest: Any, msg: Any) -> Ref:
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-            raise BadArg(f"send_after expects seconds >= 0, got {seconds!r}")
+        if (
+            not isinstance(seconds, int | float)
+            or isinstance(seconds, bool)
+            or not 0 <= seconds < _INF
+        ):
+            raise BadArg(f"send_after expects finite seconds >= 0, got {seconds!r}")
         if self.strict:
             check_immutable(msg)
         if dest.__class__ is Pid:
