@@ -177,7 +177,7 @@ def _gen_server_terminate(report: Mapping[str, Any]) -> tuple[str, list[str]]:
         lines.append(stack)
     known = {"name", "pid", "last_message", "state", "reason", "client", "client_stack", "log",
              "stack", "stacktrace"}
-    lines += _kv_lines(_fields(report, known), "** ")
+    lines += _kv_lines([(k, v) for k, v in _fields(report, known) if v is not None], "** ")
     return "ERROR REPORT", lines
 
 
