@@ -115,7 +115,7 @@ def spawn(fn: Callable[..., Any], *args: Any) -> Pid:
     monitored. Raises ``BadArg`` if ``fn`` is not callable.
 
     >>> import otp
-    >>> otp.run(lambda: isinstance(spawn(print, "hi"), Pid))
+    >>> otp.run(lambda: isinstance(spawn(lambda: None), Pid))
     True
     """
     return current_node().spawn(fn, args).pid
