@@ -267,6 +267,13 @@ def _prepare(
         try:
             for op in item.ops:
                 kind = op[0]
+                if kind == "put" and not op[1].deleted:  # a transaction's write: as is
+                    tab, key, new = op[1], op[2], op[3]
+                    local[(tab, key)] = new
+                    resolved.append((tab, key, new))
+                    if tab.storage == "disc":
+                        encoded.append((tab, key, None if new is None else encode(tab, new)))
+                    continue
                 if kind == "schema":
                     schema.append(op[1])
                     item.done = op[2]

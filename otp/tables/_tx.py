@@ -106,6 +106,20 @@ def acquire(reg: Registry, tx: Tx, tab: Table, key: Any, write: bool) -> None:
     """Lock ``key`` of ``tab`` (``key`` MISSING: the whole table) for ``tx``."""
     owner = tx.top
     name = tab.name
+    if key is not MISSING:
+        # Fast path: nobody holds the table lock (in a conflicting mode) and nobody
+        # locks the key: grant at once.
+        tl = reg.locks.get(name)
+        if tl is None:
+            tl = reg.locks[name] = _TLock()
+        if tl.writer is None and not (write and tl.readers) and key not in tl.keys:
+            kl = tl.keys[key] = _Lock()
+            if write:
+                kl.writer = owner
+            else:
+                kl.readers.add(owner)
+            owner.held.append((tl, key, kl))
+            return
     while True:
         tl = reg.locks.get(name)
         if tl is None:
