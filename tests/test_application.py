@@ -333,3 +333,34 @@ class _AnyPid:
 
 
 ANY_PID = _AnyPid()
+
+
+def test_prep_stop_runs_before_the_tree_stops_and_stop_after(node):
+    me = self()
+
+    class Ordered(Application):
+        def start(self, start_type, args):
+            return gen_server.start_link(Worker, None, name="ordered_top"), "st"
+
+        def prep_stop(self, state):
+            send(me, ("prep_stop", state, whereis("ordered_top") is not None))
+            return state + "+prepped"
+
+        def stop(self, state):
+            send(me, ("stop", state, whereis("ordered_top") is not None))
+
+    application.start(AppSpec("ordered", "1", Ordered))
+    application.stop("ordered")
+    assert receive() == ("prep_stop", "st", True)
+    assert receive() == ("stop", "st+prepped", False)
+
+
+def test_a_registered_name_already_taken_fails_the_start(node):
+    blocker = gen_server.start(Worker, None, name="taken_name")
+    try:
+        with pytest.raises(ApplicationError) as ei:
+            application.start(spec("clash", registered=("taken_name",)))
+        assert ei.value.reason == ("registered_name_taken", "taken_name", blocker)
+        refute_receive(("started", "clash", "temporary"))
+    finally:
+        gen_server.stop(blocker)
