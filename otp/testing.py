@@ -139,7 +139,7 @@ def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     try:
         yield n
         if opts["leaks"] and not n.test_failed:  # type: ignore[attr-defined]
-            _check_leaks(n)
+            _check_leaks(n, opts["timeout"])
     finally:
         n.stop()
 
@@ -150,8 +150,15 @@ def clock(node: Node) -> Any:
     return node.clock
 
 
-def _check_leaks(n: Node) -> None:
-    n.wait_all_blocked()
+def _check_leaks(n: Node, timeout: float) -> None:
+    try:
+        n.wait_all_blocked(timeout)
+    except TimeoutError:
+        pytest.fail(
+            f"test leaked processes that never block (still running after {timeout} s, "
+            f"watchdog):\n{dump_processes(n)}",
+            pytrace=False,
+        )
     problems = []
     if n.procs:
         problems.append(f"{len(n.procs)} process(es) still alive:\n{dump_processes(n)}")

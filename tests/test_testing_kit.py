@@ -261,3 +261,26 @@ def test_mock_clock_without_autojump_still_fires_a_zero_delay_timer():
         return receive()  # no jump needed: the timer is due at the current time
 
     assert otp.run(main, clock=MockClock(autojump=False), timeout=10) == "due now"
+
+
+def test_leak_check_fails_a_test_that_leaks_processes_that_never_block(pytester):
+    result = run_inner(
+        pytester,
+        """
+from otp.process import send
+
+def bouncing_forever(peer_box):
+    while True:
+        msg = receive()
+        send(msg, self())
+
+@pytest.mark.otp(timeout=0.5)
+def test_leaks_a_busy_pair(node):
+    a = spawn(bouncing_forever, None)
+    b = spawn(bouncing_forever, None)
+    send(a, b)
+""",
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    out = result.stdout.str()
+    assert "never block" in out and "bouncing_forever" in out

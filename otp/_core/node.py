@@ -581,8 +581,13 @@ class Node:
         )
         raise ProcessExit(p.reason)
 
-    def wait_all_blocked(self) -> None:
-        """Block until every process is blocked and the hub has nothing else to do."""
+    def wait_all_blocked(self, timeout: float | None = None) -> None:
+        """Block until every process is blocked and the hub has nothing else to do.
+
+        ``timeout`` (real seconds, only for a caller outside the node) raises
+        ``TimeoutError`` if the processes never come to rest (e.g. two of them bounce a
+        message forever).
+        """
         cur = getcurrent()
         if isinstance(cur, Process):
             if cur.dead:
@@ -596,7 +601,14 @@ class Node:
             ar: AsyncResult = AsyncResult()
             self._blocked_waiters.append(ar)
             self.want_idle()
-            ar.get()
+            try:
+                ar.get(timeout=timeout)
+            except gevent.Timeout:
+                if ar in self._blocked_waiters:
+                    self._blocked_waiters.remove(ar)
+                raise TimeoutError(
+                    f"the node's processes did not all block within {timeout} s"
+                ) from None
 
     # --- signals ----------------------------------------------------------------------
 
