@@ -196,9 +196,13 @@ def _reader(sock: Any, conn: Any, max_frame: int) -> None:
 
 
 class _Closing(Exception):
-    def __init__(self, code: str | None, message: str = "") -> None:
+    """End the connection: write ``last`` (replies), then the error frame if ``code``."""
+
+    def __init__(self, code: str | None, message: str = "",
+                 last: list[dict[str, Any]] | None = None) -> None:
         self.code = code
         self.message = message
+        self.last = last or []
 
 
 class _Conn:
@@ -246,9 +250,12 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame)
         _loop(c)
     except _Closing as e:
+        last = list(e.last)
         if e.code is not None:
+            last.append(error_frame(e.code, e.message))
+        if last:
             try:
-                c.write([error_frame(e.code, e.message)])
+                c.write(last)
             except _Closing:
                 pass
     finally:
@@ -264,22 +271,39 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
 
 
 def _loop(c: _Conn) -> None:
+    # Output is coalesced: while more messages are already queued, their replies and
+    # pushes are collected and written with one sendall (a loopback send costs far
+    # more than encoding a frame).
+    out: list[dict[str, Any]] = []
     while True:
-        msg = receive()
+        if out:
+            msg = receive(None, 0, default=None)
+            if msg is None or len(out) >= 512:
+                c.write(out)
+                out = []
+                if msg is None:
+                    continue
+        else:
+            msg = receive()
         cls = msg.__class__
         if cls is tuple:
             tag = msg[0]
             if tag == "frame":
-                out = _handle_frame(c, msg[1])
-                if out:
-                    c.write(out)
+                try:
+                    out.extend(_handle_frame(c, msg[1]))
+                except _Closing:
+                    if out:
+                        c.write(out)
+                    raise
                 c.frames += 1
                 if c.frames % _CREDIT_EVERY == 0:
                     send(c.reader, ("processed", c.frames))
             elif tag == "chat.push":
-                c.write([_push_frame(item) for item in msg[1]])
+                out.extend(_push_frame(item) for item in msg[1])
                 faults.point("pushed", c.phone or "")
             elif tag == "closed":
+                if out:
+                    c.write(out)
                 if msg[1] == "idle_timeout":
                     raise _Closing("idle_timeout", f"nothing received for "
                                                    f"{c.ctx.idle_timeout:g} s")
@@ -287,6 +311,8 @@ def _loop(c: _Conn) -> None:
                     raise _Closing("frame_too_large", msg[2])
                 return
             elif tag == "chat.close":
+                if out:
+                    c.write(out)
                 raise _Closing(msg[1], msg[2])
         elif cls is Down:
             if msg.ref == c.user_mon:
@@ -390,8 +416,7 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any]:
         _limit(c, rid, "contacts", len(phones))
         return _ok(rid, registered=list(store.read(("registered", phones))))
     if t == "bye":
-        c.write([_ok(rid)])
-        raise _Closing(None, "bye")
+        raise _Closing(None, "bye", [_ok(rid)])
     if t in ("register", "verify", "login", "admin_provision"):
         raise ProtocolError("already_authenticated", f"{t!r} is not allowed in a session",
                             rid)

@@ -5,16 +5,17 @@ installs a hook for a step with ``inject(step, fn)`` and the hook runs *inside t
 process at that step* — typically ``lambda phone: exit(self(), "kill")`` to crash it
 exactly there. Steps, in the order of the path:
 
-=====================  ===========================================  =====================
-step                   where                                        process
-=====================  ===========================================  =====================
-``send_stored``        the message is in the sender's outbox         sender's user process
-``deliver_received``   a forward arrived, nothing stored yet          recipient's user process
-``inbox_stored``       stored in the inbox, not yet acknowledged      recipient's user process
-``delivered_received`` the ack arrived, the outbox not yet cleaned    sender's user process
-``pushed``             the message was written to the device          recipient's connection
-``ack_received``       the device's ack arrived, nothing deleted yet  recipient's user process
-=====================  ===========================================  =====================
+======================  ==========================================  =======================
+step                    where                                       process
+======================  ==========================================  =======================
+``send_stored``         the message is in the sender's outbox       sender's user process
+``deliver_received``    a forward arrived, nothing stored yet       recipient's user process
+``inbox_stored``        stored in the inbox, not yet acknowledged   recipient's user process
+``delivered_received``  the ack arrived, the outbox not yet cleaned sender's user process
+``pushed``              a push reached the connection (maybe not    a connection process
+                        written to the device yet)
+``ack_received``        the device's ack arrived, nothing deleted   recipient's user process
+======================  ==========================================  =======================
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ class Loaded:
 
 
 class Backend(Protocol):
-    #: True if calls block the OS thread (then the store runs them in the thread pool)
+    #: True for a disk backend: it then also has ``stage(batch)`` (run on the node's
+    #: thread) and ``commit()`` (the disk wait, run in the thread pool)
     blocking: bool
 
     def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
@@ -231,6 +232,14 @@ class SqliteBackend:
         self.db.executescript(_SCHEMA)
 
     def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        out = self.stage(batch)
+        self.commit()
+        return out
+
+    def stage(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        """Execute the batch in an open transaction (no disk wait: the pages stay in
+        sqlite's cache until the commit). Runs on the node's thread: holding the GIL
+        for many short statements from a pool thread would cost a GIL hand-off each."""
         db = self.db
         out: list[Any] = []
         db.execute("BEGIN")
@@ -242,11 +251,20 @@ class SqliteBackend:
                     out.append(None)
                 else:
                     out.append(self._query(db, arg))
-            db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return out
+
+    def commit(self) -> None:
+        """Write and fsync the transaction: one C call that releases the GIL, so it
+        runs in the thread pool while the node goes on."""
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _apply(db: sqlite3.Connection, op: tuple[Any, ...]) -> None:
@@ -342,7 +360,8 @@ class Store(GenServer):
         backend = state.backend
         try:
             if backend.blocking:
-                results = run_in_thread(backend.run, reqs)
+                results = backend.stage(reqs)  # type: ignore[attr-defined]
+                run_in_thread(backend.commit)  # type: ignore[attr-defined]
             else:
                 results = backend.run(reqs)
         except Exception as e:
