@@ -172,12 +172,12 @@ def _gen_server_terminate(report: Mapping[str, Any]) -> tuple[str, list[str]]:
     if report.get("log"):
         lines.append("** Log ==")
         lines.append(f"** {_term(report['log'])}")
-    stack = _stack_lines(report, reason)
-    if stack:
-        lines.append(stack)
     known = {"name", "pid", "last_message", "state", "reason", "client", "client_stack", "log",
              "stack", "stacktrace"}
     lines += _kv_lines([(k, v) for k, v in _fields(report, known) if v is not None], "** ")
+    stack = _stack_lines(report, reason)
+    if stack:
+        lines.append(stack)
     return "ERROR REPORT", lines
 
 

@@ -8,7 +8,12 @@ import logging
 
 import pytest
 
+from otp import gen_server, proc_lib, supervisor
+from otp.gen_server import GenServer, NoReply, Ok
 from otp.logger import LogSink, ReportFormatter, format_report, setup
+from otp.process import ANY, Down, monitor, self, send, whereis
+from otp.supervisor import ChildSpec, Supervisor, SupFlags
+from otp.testing import assert_receive, wait_all_blocked
 
 
 def _record(report: dict, level: int = logging.ERROR, msg: str = "report") -> logging.LogRecord:
@@ -265,9 +270,6 @@ def test_sink_reports_drops_before_the_first_record_accepted_after_them():
 def test_sink_writes_on_a_real_os_thread(node):
     # Inside a node (gevent monkey-patched), a write that blocks must not stall the
     # hub: this process keeps running while the writer is stuck.
-    from otp.process import self, send
-    from otp.testing import assert_receive
-
     stream = BlockingStream()
     sink = LogSink(stream, max_queue=2)
     sink.setFormatter(logging.Formatter("%(message)s"))
@@ -308,3 +310,93 @@ def test_setup_installs_one_sink_with_the_report_formatter():
 def test_sink_rejects_a_bad_max_queue():
     with pytest.raises(ValueError, match="max_queue expects an int >= 1, got 0"):
         LogSink(io.StringIO(), max_queue=0)
+
+
+# ------------------------------------------------------------------------- real producers
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(ReportFormatter())
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(self.format(record))
+
+
+@pytest.fixture
+def reports():
+    cap = _Capture()
+    log = logging.getLogger("otp.report")
+    old_level = log.level
+    log.addHandler(cap)
+    log.setLevel(logging.INFO)
+    try:
+        yield cap.texts
+    finally:
+        log.removeHandler(cap)
+        log.setLevel(old_level)
+
+
+def test_reports_of_a_crashing_gen_server_under_a_supervisor_read_like_otp(node, reports):
+    class Counter(GenServer):
+        def init(self, arg):
+            return Ok(1)
+
+        def handle_cast(self, request, state):
+            return NoReply(state + request)
+
+    class Sup(Supervisor):
+        def init(self, arg):
+            return SupFlags(strategy="one_for_one"), [
+                ChildSpec(id="counter", start=(_start_counter, (Counter,)))
+            ]
+
+    sup = supervisor.start_link(Sup, None, name="top_sup")
+    try:
+        pid = whereis("counter")
+        ref = monitor(pid)
+        gen_server.cast("counter", "x")
+        assert_receive(Down(ref, pid, ANY))
+        wait_all_blocked()
+    finally:
+        supervisor.stop(sup)
+    kinds = [t.splitlines()[0].split("====")[0] for t in reports]
+    assert kinds == ["=PROGRESS REPORT", "=ERROR REPORT", "=SUPERVISOR REPORT",
+                     "=PROGRESS REPORT"]
+    assert "    supervisor: top_sup" in reports[0].splitlines()
+    crash = reports[1].splitlines()
+    assert crash[1:6] == [
+        "** Generic server counter terminating",
+        "** Last message in was ('$gen_cast', 'x')",
+        "** When Server state == 1",
+        "** Reason for termination ==",
+        "** TypeError(\"unsupported operand type(s) for +: 'int' and 'str'\")",
+    ]
+    assert crash[-1] == "TypeError: unsupported operand type(s) for +: 'int' and 'str'"
+    sup_report = reports[2].splitlines()
+    assert sup_report[1:3] == ["    supervisor: top_sup", "    errorContext: child_terminated"]
+    assert any(ln.startswith("    offender: [pid=<") and "id=counter" in ln for ln in sup_report)
+
+
+def test_crash_report_of_a_proc_lib_process(node, reports):
+    pid = proc_lib.spawn(_fail, "bad input")
+    ref = monitor(pid)
+    assert_receive(Down(ref, pid, ANY))
+    (text,) = reports
+    lines = text.splitlines()
+    assert lines[0].startswith("=CRASH REPORT==== ")
+    assert lines[1] == "  crasher:"
+    assert f"    initial call: {_fail.__module__}._fail" in lines
+    assert f"    pid: {pid!r}" in lines
+    assert "    exception error: ValueError('bad input')" in lines
+    assert lines[-1] == "  neighbours:"
+
+
+def _fail(what):
+    raise ValueError(what)
+
+
+def _start_counter(cls):
+    return gen_server.start_link(cls, None, name="counter")
