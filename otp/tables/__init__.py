@@ -112,12 +112,13 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from otp import supervisor
+from otp import application
 from otp.errors import BadArg
 from otp.node import current_node
-from otp.process import Pid, make_ref, receive, unlink
+from otp.process import Pid, make_ref, receive, whereis
 from otp.process import self as self_pid
 from otp.tables import _disc_owner
+from otp.tables._app import APP, APP_NAME, TablesApp
 from otp.tables._ops import (
     all_keys,
     delete,
@@ -169,6 +170,7 @@ from otp.tables.errors import (
 )
 
 __all__ = [
+    "APP",
     "BadRecord",
     "CommitFailed",
     "CommitRecord",
@@ -179,6 +181,7 @@ __all__ = [
     "TableExists",
     "TableInfo",
     "TableTimeout",
+    "TablesApp",
     "TransactionAborted",
     "abort",
     "add_commit_hook",
@@ -489,26 +492,22 @@ def apply_replicated(record: CommitRecord) -> None:
 
 def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | None = 60.0
           ) -> Pid:
-    """Start the disc side on this node: the ``otp_tables_sup`` supervisor and the disc
-    owner, which opens ``directory/tables.sqlite`` (default: ``$OTP_TABLES_DIR`` or
-    ``./otp_tables.<node name>``) and loads every disc table. Returns once they are
-    loaded (``TableTimeout`` after ``timeout`` s). Returns the supervisor's pid."""
+    """Start the ``otp_tables`` application on this node (``application.start(APP)``):
+    the ``otp_tables_sup`` supervisor and the disc owner, which opens
+    ``directory/tables.sqlite`` (default: the app env ``directory``, else
+    ``$OTP_TABLES_DIR`` or ``./otp_tables.<node name>``) and loads every disc table.
+    Returns the supervisor's pid once the tables are loaded (``TableTimeout`` after
+    ``timeout`` s). ``TableError("already_started")`` if it runs."""
     reg = registry()
     if reg.disc is not None:
         raise TableError("otp.tables is already started on this node", "already_started")
-    if directory is None:
-        directory = os.environ.get("OTP_TABLES_DIR") or f"otp_tables.{current_node().name}"
-    ds = _disc_owner.DiscState(os.fspath(directory))
-    reg.disc = ds
-    try:
-        sup = _disc_owner.start_sup(reg)
-    except BaseException:
-        reg.disc = None
-        raise
-    assert sup is not None
-    unlink(sup)
-    ds.sup = sup
+    application.load(APP)
+    if directory is not None:
+        application.set_env(APP_NAME, "directory", os.fspath(directory))
+    application.start(APP)
     _wait_loaded(reg, timeout)
+    sup = whereis(_disc_owner.SUP_NAME)
+    assert sup is not None
     return sup
 
 
@@ -527,19 +526,14 @@ def _wait_loaded(reg: Any, timeout: float | None) -> None:
 
 
 def stop() -> None:
-    """Stop the disc side: finish the commits queued, close the file, unload the disc
-    tables (ram tables stay). Does nothing if it is not running."""
+    """Stop the ``otp_tables`` application: finish the commits queued, close the file,
+    unload the disc tables (ram tables stay). Does nothing if it is not running."""
     reg = registry()
     ds = reg.disc
-    if ds is None:
-        return
-    ds.stopping = True
-    sup = ds.sup
-    if sup is not None:
-        try:
-            supervisor.stop(sup, "shutdown")
-        except Exception:
-            pass
+    if ds is not None:
+        ds.stopping = True
+    if any(a.name == APP_NAME for a in application.which_applications()):
+        application.stop(APP_NAME)
     reg.disc = None
 
 

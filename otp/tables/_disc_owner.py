@@ -264,6 +264,7 @@ def _prepare(
         resolved: list[tuple[Table, Any, Any]] = []
         encoded: list[tuple[Table, Any, bytes | None]] = []
         schema: list[tuple[Any, ...]] = []
+        tab: Table
         try:
             for op in item.ops:
                 kind = op[0]
@@ -278,7 +279,7 @@ def _prepare(
                     schema.append(op[1])
                     item.done = op[2]
                     continue
-                tab: Table = op[1]
+                tab = op[1]
                 key = op[2]
                 if tab.deleted:
                     continue

@@ -127,10 +127,10 @@ def acquire(reg: Registry, tx: Tx, tab: Table, key: Any, write: bool) -> None:
         if key is MISSING:
             lock: _Lock = tl
         else:
-            kl = tl.keys.get(key)
-            if kl is None:
-                kl = tl.keys[key] = _Lock()
-            lock = kl
+            kl2 = tl.keys.get(key)
+            if kl2 is None:
+                kl2 = tl.keys[key] = _Lock()
+            lock = kl2
         if write:
             if lock.writer is owner:
                 return
