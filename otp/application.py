@@ -5,24 +5,43 @@ An application is a package with a descriptor, an ``AppSpec`` kept with the code
 (a module-level ``APP`` in the package's ``__init__``), and usually a callback class
 whose ``start`` starts the application's top supervisor::
 
+    import otp
     from pydantic import BaseModel
-    from otp import application, supervisor
+    from otp import application, gen_server, supervisor
     from otp.application import AppSpec, Application
+    from otp.gen_server import GenServer, Ok, Reply
+    from otp.supervisor import ChildSpec, SupFlags, Supervisor
 
     class Env(BaseModel):                 # what the app accepts in config/*.yaml
-        port: int = 5222
+        greeting: str = "hello"
 
-    class Chat(Application):
+    class Greeter(GenServer):
+        def handle_call(self, name, from_, greeting):
+            return Reply(f"{greeting}, {name}", greeting)
+
+    class GreeterSup(Supervisor):
+        def init(self, greeting):
+            return SupFlags(strategy="one_for_one"), [
+                ChildSpec(id="greeter", start=(_start_greeter, (greeting,)))]
+
+    def _start_greeter(greeting):
+        return gen_server.start_link(Greeter, greeting, name="greeter")
+
+    class GreeterApp(Application):
         def start(self, start_type, args):
-            return supervisor.start_link(ChatSup, application.get_env("chat", "port"))
+            return supervisor.start_link(GreeterSup, application.get_env("greeter", "greeting"))
 
-    APP = AppSpec("chat", "1.0.0", Chat, applications=("storage",), schema=Env)
+    APP = AppSpec("greeter", "1.0.0", GreeterApp, schema=Env)   # in greeter/__init__.py
 
-    # in a process of a running node:
-    application.configure(otp.config.load("config/chat.dev.yaml"))
-    application.start("chat", type="permanent")   # starts "storage" first
-    application.get_env("chat", "port")           # 5222, or the configured value
-    application.stop("chat")
+    def main():
+        application.configure(environ={"OTP_GREETER__GREETING": "hi"})  # or config.load(...)
+        application.start(APP, type="permanent")
+        try:
+            return gen_server.call("greeter", "Joe")
+        finally:
+            application.stop("greeter")
+
+    assert otp.run(main) == "hi, Joe"
 
 API (OTP's ``application`` module):
 

@@ -30,6 +30,7 @@ Elixir's config does); any other value replaces the lower one.
 
 Example::
 
+    import pathlib, tempfile
     from pydantic import BaseModel
     from otp import config
 
@@ -37,9 +38,16 @@ Example::
         port: int = 5222
         sms_gateway: str = "console"
 
-    cfg = config.load("config/chat.dev.yaml")              # parse + check the shape
+    path = pathlib.Path(tempfile.mkdtemp()) / "chat.dev.yaml"
+    path.write_text("chat:\n  port: 5223\n  sms_gateway: log\n")
+    cfg = config.load(path)                        # parse + check the shape (files, dirs)
+    env = config.resolve("chat", schema=ChatEnv, config=cfg, environ={})
+    assert env == {"port": 5223, "sms_gateway": "log"}
     env = config.resolve("chat", schema=ChatEnv, config=cfg, environ={"OTP_CHAT__PORT": "6000"})
-    assert env["port"] == 6000
+    assert env["port"] == 6000                     # the environment wins over the files
+
+In an application, ``otp.application.configure(config.load("config/"))`` does the loading
+and ``start`` the resolving.
 
 Failure semantics: every problem raises ``otp.errors.ConfigError`` whose message names
 the file (and the line, from the YAML marks), the application and the key, what was
