@@ -911,7 +911,12 @@ class _SupServer(GenServer):
         info = process_info(_self())
         state.name = (info.registered_name if info is not None and info.registered_name
                       else _self())  # fmt: skip
-        result = module().init(user_arg)
+        try:
+            result = module().init(user_arg)
+        except ChildSpecError as e:  # a ChildSpec(...) built in init with a bad field
+            return Stop(("start_spec", e))
+        except BadArg as e:  # SupFlags(...) / DynamicSupFlags(...) with a bad field
+            return Stop(("supervisor_data", e))
         if isinstance(result, Ignore):
             return result
         if issubclass(module, DynamicSupervisor):

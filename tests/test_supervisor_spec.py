@@ -159,3 +159,23 @@ def test_s10_start_child_checks_the_spec_before_sending(node):
         supervisor.start_child(sup, {"id": "w", "start": start(), "type": "boss"})
     assert supervisor.which_children(sup) == []
     supervisor.stop(sup)
+
+
+def test_s10_bad_spec_or_flags_built_inside_init_fail_the_start_cleanly(node):
+    class BadSpec(Supervisor):
+        def init(self, arg):
+            return SupFlags(), [ChildSpec("w", start(), restart="bogus")]
+
+    class BadFlags(Supervisor):
+        def init(self, arg):
+            return SupFlags(strategy="bogus"), []
+
+    with pytest.raises(StartError) as ei:
+        supervisor.start_link(BadSpec)
+    assert ei.value.reason[0] == "start_spec"
+    with pytest.raises(StartError) as ei:
+        supervisor.start_link(BadFlags)
+    assert ei.value.reason[0] == "supervisor_data"
+    with pytest.raises(StartError) as ei:
+        supervisor.start_link(supervisor.DynamicSupervisor, {"max_children": -1})
+    assert ei.value.reason[0] == "supervisor_data"
