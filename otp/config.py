@@ -39,7 +39,7 @@ Example::
         sms_gateway: str = "console"
 
     path = pathlib.Path(tempfile.mkdtemp()) / "chat.dev.yaml"
-    path.write_text("chat:\n  port: 5223\n  sms_gateway: log\n")
+    path.write_text("chat: {port: 5223, sms_gateway: log}")
     cfg = config.load(path)                        # parse + check the shape (files, dirs)
     env = config.resolve("chat", schema=ChatEnv, config=cfg, environ={})
     assert env == {"port": 5223, "sms_gateway": "log"}
