@@ -328,3 +328,24 @@ def test_d3_garbage_in_the_middle_of_the_database_never_crashes_the_start(
     if "acc" in tables.table_names():
         assert all(r == (r[0], f"o{r[0] % 3}", r[0]) for r in _records("acc"))
     tables.stop()
+
+
+def test_otp_tables_runs_as_an_application_with_its_directory_from_the_env(node, tmp_path):
+    from otp import application
+
+    application.load(tables.APP)
+    application.set_env("otp_tables", "directory", str(tmp_path))
+    assert application.start(tables.APP) == ["otp_tables"]
+    assert "otp_tables" in [a.name for a in application.which_applications()]
+    tables.wait_for_tables([], 1.0)
+    tables.create_table("t", attributes=("k", "v"), copies="disc")
+    tables.dirty_write("t", (1, 1))
+    assert (tmp_path / DB).exists()
+    with pytest.raises(tables.TableError, match="already started"):
+        tables.start(tmp_path)
+    application.stop("otp_tables")
+    assert "t" not in tables.table_names()
+    tables.start()  # the env still names the directory
+    assert tables.dirty_read("t", 1) == [(1, 1)]
+    tables.stop()
+    tables.stop()  # stopping twice is fine
