@@ -364,3 +364,14 @@ def test_a_registered_name_already_taken_fails_the_start(node):
         refute_receive(("started", "clash", "temporary"))
     finally:
         gen_server.stop(blocker)
+
+
+def _doc_example(doc: str, first: str, last: str) -> str:
+    start = doc.index(first)
+    end = doc.index("\n", doc.index(last)) + 1
+    return textwrap.dedent(doc[start:end])
+
+
+def test_the_module_example_runs():
+    code = _doc_example(application.__doc__, "    import otp\n", "assert otp.run(main)")
+    exec(compile(code, "otp.application docstring", "exec"), {})

@@ -226,3 +226,12 @@ def test_config_error_in_a_nested_environment_value_names_the_variable(tmp_path)
         "environment variable OTP_CHAT__LISTEN__PORT: app 'chat', key 'listen.port': "
         "expected int"
     )
+
+
+def test_the_module_example_runs():
+    import textwrap
+
+    doc = config.__doc__
+    start = doc.index("    import pathlib, tempfile\n")
+    end = doc.index("\n", doc.index('assert env["port"] == 6000')) + 1
+    exec(compile(textwrap.dedent(doc[start:end]), "otp.config docstring", "exec"), {})
