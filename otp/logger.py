@@ -78,6 +78,7 @@ from typing import IO, Any
 from otp.threads import OSLock, start_os_thread
 
 __all__ = [
+    "MAX_FIELD_CHARS",
     "REPORT_LOGGER",
     "LogSink",
     "ReportFormatter",
@@ -87,6 +88,9 @@ __all__ = [
 
 #: The logger behaviours send their structured reports to.
 REPORT_LOGGER = "otp.report"
+
+#: A field longer than this (a server's whole state, say) is cut, saying how much was.
+MAX_FIELD_CHARS = 8192
 
 _INDENT = "    "
 # Printed bare, like Erlang atoms and pids: names, dotted paths, "<0.42.0>".
@@ -100,9 +104,13 @@ def _term(value: Any) -> str:
     """Render one value the way OTP's ``~p`` would: names bare, everything else repr'd."""
     if isinstance(value, str) and _ATOM.match(value):
         return value
-    if isinstance(value, BaseException):
-        return repr(value)
-    text = pprint.pformat(value, width=88, compact=True, sort_dicts=False)
+    if isinstance(value, (BaseException, str, bytes)):
+        text = repr(value)
+    else:
+        text = pprint.pformat(value, width=88, compact=True, sort_dicts=False)
+    if len(text) > MAX_FIELD_CHARS:  # a huge state must not flood the log (OTP's ~P depth)
+        cut = len(text) - MAX_FIELD_CHARS
+        text = f"{text[:MAX_FIELD_CHARS]}... ({cut} more characters)"
     return text
 
 

@@ -400,3 +400,10 @@ def _fail(what):
 
 def _start_counter(cls):
     return gen_server.start_link(cls, None, name="counter")
+
+
+def test_a_huge_field_is_cut_and_says_how_much_was_cut():
+    text = format_report({"label": "gen_server_terminate", "name": "big", "state": "x " * 10000,
+                          "reason": "r"})
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("** When Server state == ")]
+    assert line.endswith("... (11810 more characters)")
