@@ -91,6 +91,7 @@ meanwhile (a child's init that calls its own supervisor deadlocks).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -617,9 +618,11 @@ class _State:
 
     def terminate_dynamic(self) -> None:
         """Stop every dynamic child at once (S7): signal all, then wait, killing each
-        one whose shutdown time has passed."""
+        one whose shutdown time has passed. Linear in the number of children: the
+        deadlines wait in a heap, and each child's EXIT is queued just before its Down."""
         now = current_node().clock.now()
-        pending: dict[Any, tuple[_Child, Pid, float | None]] = {}
+        pending: dict[Any, tuple[_Child, Pid]] = {}
+        deadlines: list[tuple[float, int, Any]] = []
         for c in list(self.dyn.values()):
             self.clear_timer(c)
             pid = c.pid
@@ -628,31 +631,33 @@ class _State:
             self.by_pid.pop(pid, None)
             c.pid = None
             ref = monitor(pid)
+            pending[ref] = (c, pid)
             sd = c.spec.shutdown
             if sd == "brutal_kill":
                 exit(pid, "kill")
-                pending[ref] = (c, pid, None)
             else:
                 exit(pid, "shutdown")
-                pending[ref] = (c, pid, None if sd is None else now + sd)
+                if sd is not None:
+                    heapq.heappush(deadlines, (now + sd, c.serial, ref))
 
         def is_down(m: Any) -> bool:
             return m.__class__ is Down and m.ref in pending
 
         while pending:
-            deadlines = [d for (_, _, d) in pending.values() if d is not None]
+            while deadlines and deadlines[0][2] not in pending:
+                heapq.heappop(deadlines)
             timeout = None
             if deadlines:
-                timeout = max(0.0, min(deadlines) - current_node().clock.now())
+                timeout = max(0.0, deadlines[0][0] - current_node().clock.now())
             down = receive(is_down, timeout, default=None)
             if down is None:
                 now = current_node().clock.now()
-                for ref, (c, pid, d) in list(pending.items()):
-                    if d is not None and d <= now:
-                        exit(pid, "kill")
-                        pending[ref] = (c, pid, None)
+                while deadlines and deadlines[0][0] <= now:
+                    _, _, ref = heapq.heappop(deadlines)
+                    if ref in pending:
+                        exit(pending[ref][1], "kill")
                 continue
-            c, pid, _ = pending.pop(down.ref)
+            c, pid = pending.pop(down.ref)
             reason = _unlink_flush(pid, down.reason)
             if not _expected_shutdown(c.spec, reason):
                 self.report("shutdown_error", reason, c, pid)
