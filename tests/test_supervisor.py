@@ -827,3 +827,30 @@ def test_code_change_takes_new_specs_and_flags_from_init_again(node):
     assert supervisor.get_childspec(sup, "a").restart == "transient"
     assert supervisor.restart_child(sup, "b") is not None
     stop_sup(sup)
+
+
+def test_s3_failed_start_in_a_group_restart_is_retried_as_a_group(node):
+    plan = FaultPlan()
+    sup = start_sup(SupFlags("one_for_all", intensity=5),
+                    [worker_spec(t, start=plan.starter(t)) for t in "abc"])
+    plan.fail_next("b", 1)
+    before = pids(sup)
+    crash_and_wait(sup, "c")
+    wait_all_blocked()
+    after = pids(sup)
+    assert all(isinstance(after[t], type(sup)) and after[t] != before[t] for t in "abc")
+    # a, b, c at first; a (b fails) on the restart; a, b, c on the retry
+    assert plan.started == {"a": 3, "b": 2, "c": 2}
+    stop_sup(sup)
+
+
+def test_flaky_starter_fails_n_times_then_succeeds(node):
+    from otp.testing_faults import flaky
+
+    spec = ChildSpec("a", (flaky(1, "not_yet", "a"), ()))
+    with pytest.raises(StartError) as ei:
+        start_sup(specs=[spec])
+    assert ei.value.reason == ("failed_to_start_child", "a", "not_yet")
+    sup = start_sup(specs=[spec])  # the same starter: its one failure is spent
+    assert ping(whereis_child(sup, "a")) == ("pong", "a")
+    stop_sup(sup)
