@@ -349,3 +349,26 @@ def test_otp_tables_runs_as_an_application_with_its_directory_from_the_env(node,
     assert tables.dirty_read("t", 1) == [(1, 1)]
     tables.stop()
     tables.stop()  # stopping twice is fine
+
+
+def test_dirty_update_counter_on_disc_is_atomic_and_durable(node, tmp_path):
+    tables.start(tmp_path)
+    tables.create_table("hits", attributes=("page", "n"), copies="disc")
+    seen = []
+
+    def bump():
+        for _ in range(10):
+            seen.append(tables.dirty_update_counter("hits", "home", 1))
+
+    for _ in range(20):
+        spawn_monitor(bump)
+    _wait_normal(20)
+    assert sorted(seen) == list(range(1, 201))  # each increment saw its own result
+    assert tables.dirty_read("hits", "home") == [("home", 200)]
+    with pytest.raises(tables.CommitFailed, match="not an int"):
+        tables.dirty_write("hits", ("text", "x"))
+        tables.dirty_update_counter("hits", "text", 1)
+    tables.stop()
+    tables.start(tmp_path)
+    assert tables.dirty_read("hits", "home") == [("home", 200)]
+    tables.stop()

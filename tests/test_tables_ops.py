@@ -345,3 +345,44 @@ def test_a_commit_record_replayed_elsewhere_reproduces_the_table(node):
     for rec in log:
         tables.apply_replicated(rec)
     assert sorted(tables.dirty_select("src", lambda r: True)) == before
+
+
+def test_dirty_update_counter_adds_atomically_and_creates_a_missing_record(node):
+    tables.create_table("c", attributes=("k", "n"))
+    assert tables.dirty_update_counter("c", "a", 5) == 5
+    assert tables.dirty_update_counter("c", "a", -2) == 3
+    assert tables.dirty_read("c", "a") == [("a", 3)]
+    tables.create_table("w", attributes=("k", "n", "m"))
+    tables.dirty_write("w", ("x", 1, 10))
+    assert tables.dirty_update_counter("w", "x", 1, attribute="m") == 11
+    with pytest.raises(BadArg, match="say which attribute"):
+        tables.dirty_update_counter("w", "x", 1)
+    with pytest.raises(BadArg, match="no record"):
+        tables.dirty_update_counter("w", "nope", 1, attribute="n")
+    tables.dirty_write("w", ("s", "text", 0))
+    with pytest.raises(BadArg, match="not an int"):
+        tables.dirty_update_counter("w", "s", 1, attribute="n")
+
+
+@pytest.mark.otp(strict=False)
+def test_first_next_walk_a_set_table_correctly_after_changes(node):
+    R = tables.create_table("s", attributes=("k", "v"))
+
+    def walk():
+        out, k = [], tables.dirty_first("s")
+        while k is not None:
+            out.append(k)
+            k = tables.dirty_next("s", k)
+        return out
+
+    for k in range(5):
+        tables.dirty_write("s", R(k, 0))  # the fast path
+    assert walk() == [0, 1, 2, 3, 4]
+    tables.dirty_delete("s", 2)
+    assert walk() == [0, 1, 3, 4]
+    tables.dirty_write("s", R(2, 0))
+    assert walk() == [0, 1, 3, 4, 2]
+    tables.dirty_delete("s", 0)
+    tables.dirty_write("s", R(9, 0))
+    assert walk() == [1, 3, 4, 2, 9]
+    assert tables.dirty_next("s", "absent") is None

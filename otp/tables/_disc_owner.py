@@ -1,7 +1,7 @@
 """The disc owner: the supervised server that loads disc tables and group-commits.
 
 ``submit`` queues a commit (a transaction's write set, a dirty operation or a schema
-change) and returns its commit id; the caller then waits for ``(COMMITTED, id, err)``.
+change) and returns its commit id; the caller then waits for ``(COMMITTED, id, err, result)``.
 The owner takes *everything queued* as one batch: it resolves each item's new values,
 pickles them, gives each key a row id, and hands the whole batch to a pool thread that
 writes it as one SQLite transaction (one fsync: group commit). Only when that returns
@@ -49,7 +49,7 @@ MAX_BATCH = 5000
 class Pending:
     """One queued commit."""
 
-    __slots__ = ("applied", "done", "ops", "pid", "resolved", "tid", "tx")
+    __slots__ = ("applied", "done", "ops", "pid", "resolved", "result", "tid", "tx")
 
     def __init__(self, tid: int, ops: list[tuple[Any, ...]], tx: Tx | None, pid: Pid) -> None:
         self.tid = tid
@@ -59,6 +59,7 @@ class Pending:
         self.resolved: list[tuple[Table, Any, Any]] = []
         self.done: Any = None  # schema items: run after durable
         self.applied = False
+        self.result: Any = None  # sent back with the acknowledgement (update_counter)
 
 
 class DiscState:
@@ -291,13 +292,17 @@ def _prepare(
                         cur = overlay.get((tab, key), MISSING)
                         if cur is MISSING:
                             cur = tab.data.get(key)
-                    new = _delta(tab, cur, kind, op[3] if len(op) > 3 else None)
+                    if kind == "counter":
+                        new = counter_value(tab, key, cur, op[3][0], op[3][1])
+                        item.result = new[op[3][0]]
+                    else:
+                        new = _delta(tab, cur, kind, op[3] if len(op) > 3 else None)
                 local[(tab, key)] = new
                 resolved.append((tab, key, new))
                 if tab.storage == "disc":
                     encoded.append((tab, key, None if new is None else encode(tab, new)))
         except Exception as e:
-            _finish(item, f"cannot encode: {e!r}")
+            _finish(item, repr(e))
             continue
         overlay.update(local)
         ops.extend(schema)
@@ -317,6 +322,23 @@ def _prepare(
         item.resolved = resolved
         items.append(item)
     return ops, undo, items
+
+
+def counter_value(tab: Table, key: Any, cur: Any, pos: int, incr: int) -> Any:
+    """The record after adding ``incr`` to field ``pos`` (update_counter)."""
+    if cur is None:
+        if tab.arity != 2:
+            raise ValueError(f"update_counter on {tab.name!r}: no record under {key!r} "
+                             "(only a 2-field table creates one)")
+        fields: list[Any] = [None, None]
+        fields[tab.kpos] = key
+        fields[pos] = incr
+        return tab.rclass._make(fields)  # type: ignore[attr-defined]
+    old = cur[pos]
+    if not isinstance(old, int) or isinstance(old, bool):
+        raise ValueError(f"update_counter on {tab.name!r}: field {tab.attributes[pos]!r} "
+                         f"of {key!r} is not an int: {old!r}")
+    return cur._replace(**{tab.attributes[pos]: old + incr})
 
 
 def _delta(tab: Table, cur: Any, kind: str, rec: Any) -> Any:
@@ -357,7 +379,7 @@ def _finish(item: Pending, err: Any) -> None:
     if tx is not None and tx.state != DONE:
         tx.state = DONE
         release_all(tx)
-    send(item.pid, (COMMITTED, item.tid, err))
+    send(item.pid, (COMMITTED, item.tid, err, item.result))
 
 
 def _fail_all(ds: DiscState, why: str) -> None:
@@ -386,6 +408,7 @@ def _bulk_load(tab: Table, rows: list[tuple[int, Any]]) -> list[int]:
         data[key] = val
         if rid >= tab.next_rid:
             tab.next_rid = rid + 1
+    tab.kver += 1
     if tab.ordered:
         try:
             tab.keys[:] = sorted(data)

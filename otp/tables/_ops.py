@@ -182,6 +182,41 @@ def dirty_delete_object(table: str, record: Any) -> None:
         _dirty_disc(reg, [("delete_object", tab, key, rec)])
 
 
+def dirty_update_counter(table: str, key: Any, incr: int = 1, *,
+                         attribute: str | None = None) -> int:
+    """Add ``incr`` to the int field ``attribute`` of the record under ``key`` (default:
+    the one non-key field of a 2-field table) atomically, without locks; returns the
+    new value. A missing record is created (2-field tables only), as in Mnesia."""
+    reg = registry()
+    tab = reg.table(table)
+    if tab.bag:
+        raise BadArg(f"update_counter needs a set or ordered_set, {table!r} is a bag")
+    if not isinstance(incr, int) or isinstance(incr, bool):
+        raise BadArg(f"update_counter expects an int increment, got {incr!r}")
+    if attribute is None:
+        if tab.arity != 2:
+            raise BadArg(f"update_counter on {table!r} ({tab.attributes!r}): say which "
+                         "attribute to count with attribute=")
+        pos = 1 - tab.kpos
+    elif attribute in tab.attributes and attribute != tab.attributes[tab.kpos]:
+        pos = tab.attributes.index(attribute)
+    else:
+        raise BadArg(f"update_counter on {table!r}: attribute must be a non-key field of "
+                     f"{tab.attributes!r}, got {attribute!r}")
+    if tab.storage == "ram":
+        from otp.tables._disc_owner import counter_value
+
+        try:
+            new = counter_value(tab, key, tab.data.get(key), pos, incr)
+        except ValueError as e:
+            raise BadArg(str(e)) from None
+        apply_commit(reg, [(tab, key, new)], True)
+        return int(new[pos])
+    from otp.tables._disc_owner import submit
+
+    return int(wait_durable(submit(reg, [("counter", tab, key, (pos, incr))], None)))
+
+
 def dirty_read(table: str, key: Any) -> list[Any]:
     """The records under ``key`` (a list: empty, one, or several for a bag)."""
     reg = registry()
@@ -433,6 +468,7 @@ __all__ = [
     "dirty_prev",
     "dirty_read",
     "dirty_select",
+    "dirty_update_counter",
     "dirty_write",
     "first",
     "foldl",

@@ -150,8 +150,10 @@ class Table:
         "fast",
         "ident",
         "indexes",
+        "kcache",
         "keys",
         "kpos",
+        "kver",
         "loaded",
         "name",
         "next_rid",
@@ -186,6 +188,10 @@ class Table:
         self.loaded = defn.storage == "ram"
         self.deleted = False
         self.fast = False  # dirty_write may store directly (see _registry.refresh_fast)
+        # set/bag key order for first/next: a snapshot, valid while (kver, size) holds.
+        # Every delete bumps kver; an insert bumps it or (fast path) changes the size.
+        self.kver = 0
+        self.kcache: tuple[int, int, list[Any], dict[Any, int]] | None = None
 
     # --- records -----------------------------------------------------------------------
 
@@ -259,6 +265,7 @@ class Table:
             if old is None:
                 return None
             del data[key]
+            self.kver += 1
             if self.ordered:
                 keys = self.keys
                 i = bisect_left(keys, key)
@@ -268,6 +275,8 @@ class Table:
                     keys.remove(key)
         else:
             data[key] = new
+            if old is None:
+                self.kver += 1
             if old is None and self.ordered:
                 keys = self.keys
                 try:
@@ -313,6 +322,7 @@ class Table:
                 idx.setdefault(rec[pos], set()).add(key)
 
     def clear(self) -> None:
+        self.kver += 1
         self.data.clear()
         self.keys.clear()
         for idx in self.indexes.values():
@@ -357,14 +367,28 @@ class Table:
             keys = self.keys
             i = bisect_right(keys, key)
             return keys[i] if i < len(keys) else None
-        return _neighbour(list(self.data), key, +1)
+        return self._neighbour(key, +1)
 
     def prev_key(self, key: Any) -> Any:
         if self.ordered:
             keys = self.keys
             i = bisect_left(keys, key)
             return keys[i - 1] if i > 0 else None
-        return _neighbour(list(self.data), key, -1)
+        return self._neighbour(key, -1)
+
+    def _neighbour(self, key: Any, step: int) -> Any:
+        # set/bag tables iterate in insertion order (dict order), like ets's hash order:
+        # stable between changes, meaningless otherwise.
+        c = self.kcache
+        if c is None or c[0] != self.kver or c[1] != len(self.data):
+            keys = list(self.data)
+            c = self.kcache = (self.kver, len(keys), keys, {k: i for i, k in enumerate(keys)})
+        i = c[3].get(key)
+        if i is None:
+            return None
+        j = i + step
+        keys = c[2]
+        return keys[j] if 0 <= j < len(keys) else None
 
     def size(self) -> int:
         if self.bag:
@@ -401,14 +425,3 @@ class Table:
             subscribers=len(self.subscribers),
             loaded=self.loaded,
         )
-
-
-def _neighbour(keys: list[Any], key: Any, step: int) -> Any:
-    # set/bag tables iterate in insertion order (dict order), like ets's hash order:
-    # stable between changes, meaningless otherwise.
-    try:
-        i = keys.index(key)
-    except ValueError:
-        return None
-    j = i + step
-    return keys[j] if 0 <= j < len(keys) else None

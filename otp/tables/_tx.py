@@ -333,13 +333,16 @@ def commit(reg: Registry, tx: Tx) -> None:
     wait_durable(tid)
 
 
-def wait_durable(tid: int) -> None:
+def wait_durable(tid: int) -> Any:
+    """Wait for the disc owner's acknowledgement ``(COMMITTED, tid, error, result)``."""
+
     def ack(m: Any) -> bool:
-        return m.__class__ is tuple and len(m) == 3 and m[0] is COMMITTED and m[1] == tid
+        return m.__class__ is tuple and len(m) == 4 and m[0] is COMMITTED and m[1] == tid
 
     msg = receive(ack)
     if msg[2] is not None:
         raise CommitFailed(f"commit {tid} was not made durable: {msg[2]}", msg[2])
+    return msg[3]
 
 
 def abort(reason: Any) -> None:
