@@ -14,7 +14,6 @@ if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
 import importlib
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -57,15 +56,31 @@ def cli() -> None:
 @click.argument("args", nargs=-1)
 @click.option("--name", default="nonode@nohost", show_default=True, help="node name")
 @click.option("--log-level", default="INFO", show_default=True)
-def run(target: str, args: tuple[str, ...], name: str, log_level: str) -> None:
+@click.option(
+    "--config",
+    "config_paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="YAML config file or directory (repeatable; later ones win)",
+)
+def run(
+    target: str, args: tuple[str, ...], name: str, log_level: str, config_paths: tuple[str, ...]
+) -> None:
     """Run MODULE:FUNCTION(*ARGS) as the first process of a fresh node."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from otp import application, config, logger
+
+    logger.setup(log_level.upper())
     sys.path.insert(0, ".")
     fn = resolve(target)
+    cfg = config.load(*config_paths) if config_paths else None
+
+    def boot() -> Any:
+        if cfg is not None:
+            application.configure(cfg)
+        return fn(*args)
+
     try:
-        result = otp.run(fn, *args, name=name)
+        result = otp.run(boot, name=name)
     except KeyboardInterrupt:
         sys.exit(130)
     if result is not None:
