@@ -386,3 +386,17 @@ def test_first_next_walk_a_set_table_correctly_after_changes(node):
     tables.dirty_write("s", R(9, 0))
     assert walk() == [1, 3, 4, 2, 9]
     assert tables.dirty_next("s", "absent") is None
+
+
+def test_the_module_docstring_example_runs():
+    import contextlib
+    import io
+    import textwrap
+
+    doc = tables.__doc__
+    start = doc.index("    import otp\n")
+    end = doc.index("    print(otp.run(main))") + len("    print(otp.run(main))")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(textwrap.dedent(doc[start:end]), {})
+    assert out.getvalue().strip() == "[Account(id=2, owner='bob', balance=30)]"

@@ -31,9 +31,10 @@ once it is fsync'd::
 
     print(otp.run(main))      # [Account(id=2, owner='bob', balance=30)]
 
-Durable tables need the disc owner running (``start(directory)``; later, the
-``otp_tables`` application): ``create_table(..., copies={"disc": [node]})`` or
-``copies="disc"``. On start, every disc table is loaded into memory; use
+Durable tables need the ``otp_tables`` application running: ``start(directory)``
+(or ``application.start(otp.tables.APP)`` with the ``directory`` env set), then
+``create_table(..., copies={"disc": [node]})`` or ``copies="disc"``. On start, every
+disc table is loaded into memory before ``start`` returns; other processes use
 ``wait_for_tables`` before touching them.
 
 API (Mnesia's names; records are named tuples, keys any hashable value):
@@ -50,8 +51,10 @@ in a transaction                          ``read`` (``lock="write"``), ``write``
 dirty (no transaction, no locks)          ``dirty_`` + each of the above reads and writes
 ``transaction(fn, *args, retries=None)``  run ``fn`` under locks; returns what it returns
 events                                    ``subscribe(table)`` -> ``TableEvent`` messages
+counters                                  ``dirty_update_counter(table, key, incr)``
 durability                                ``start(directory)``, ``stop()``,
-                                          ``wait_for_tables(names, timeout)``
+                                          ``wait_for_tables(names, timeout)``,
+                                          ``APP`` (the ``otp_tables`` application)
 replication hook                          ``add_commit_hook(fn)``: one ``CommitRecord``
                                           per committed transaction, in commit order
 ========================================  ================================================
@@ -90,15 +93,24 @@ Failure semantics (SEMANTICS.md D2, D3):
   start, a torn or corrupt log tail is cut back to the last whole commit, with a log
   line; a damaged database file is moved aside and what is readable is salvaged.
   A commit that cannot be written raises ``CommitFailed`` and changes nothing.
-- The disc owner is supervised (``otp_tables_sup``); if it crashes it is restarted and
-  finishes the commits in flight, so waiters are acknowledged, not lost.
+- The disc owner (``otp_tables_disc``, a gen_server) is supervised by
+  ``otp_tables_sup``, the top of the ``otp_tables`` application; if it crashes it is
+  restarted and finishes the commits in flight (the ``batch`` number on disc says
+  whether the in-flight group was written), so waiters are acknowledged, never lost
+  and never acknowledged twice. The tables' data lives in the node's registry, not in
+  a process, so no crash loses what memory holds.
 
 **Replication, ready.** Every committed change passes through one place:
 ``_registry.apply_commit``, which applies a transaction's ops to memory in commit order
-and gives the commit hooks one ``CommitRecord(tid, ops, dirty)`` per transaction, where
-each op is ``(table, key, new full value of the key)``. Disc commits reach it only
-after their fsync. The distribution layer ships these records to the replicas, which
-apply them in order (``apply_replicated`` is the entry for that).
+and gives the commit hooks one ``CommitRecord(tid, ops, dirty)`` per transaction (or
+dirty operation), where each op is ``(table, key, new full value of the key)``: a
+record, a tuple of records for a bag, or None for deleted. Values, not operations, so
+replaying a record is idempotent. Disc commits reach it only after their fsync, in the
+order they were written. The distribution layer registers a hook
+(``add_commit_hook``) that ships these records to the nodes holding copies, which
+apply them in order with ``apply_replicated``. (Not there yet: copies on other nodes,
+catching up from a peer at start, partition reports; ``create_table`` refuses remote
+nodes until the distribution layer exists.)
 
 When not to use: for data private to one process (keep it in its state); for large
 blobs (they are pickled per commit and held in memory); for ad-hoc queries over
