@@ -113,6 +113,33 @@ def _torn_tail(path: str) -> int:
     return size - good
 
 
+def _copy_rows(old: sqlite3.Connection, conn: sqlite3.Connection, ident: int
+               ) -> tuple[int, int]:
+    """Copy every readable row of table ``ident``, in rid order, skipping damaged
+    pages: after an error, probe further and further ahead for the next readable row.
+    Returns (rows copied, damaged stretches skipped)."""
+    kept = holes = 0
+    lo = -(2**63)
+    step = 1
+    while True:
+        try:
+            for rid, val in old.execute(
+                f"SELECT rid, val FROM t{ident} WHERE rid > ? ORDER BY rid", (lo,)
+            ):
+                conn.execute(f"INSERT INTO t{ident} VALUES (?, ?)", (rid, val))
+                kept += 1
+                lo = rid
+                step = 1
+            return kept, holes
+        except sqlite3.DatabaseError:
+            if step == 1:
+                holes += 1
+            if lo > 2**62 or step > 2**62:
+                return kept, holes
+            lo = max(lo, 0) + step if lo >= 0 or step > 1 else 0
+            step *= 2
+
+
 class DiscFile:
     """The SQLite file of one node directory. Methods run in a pool thread."""
 
@@ -200,17 +227,12 @@ class DiscFile:
             for ident, name, defn in schema:
                 conn.execute("INSERT INTO schema VALUES (?, ?, ?)", (ident, name, defn))
                 conn.execute(f"CREATE TABLE t{int(ident)}(rid INTEGER PRIMARY KEY, val BLOB)")
-                kept = 0
-                try:
-                    for rid, val in old.execute(f"SELECT rid, val FROM t{int(ident)}"):
-                        conn.execute(f"INSERT INTO t{int(ident)} VALUES (?, ?)", (rid, val))
-                        kept += 1
+                kept, holes = _copy_rows(old, conn, int(ident))
+                if holes:
+                    log.error("otp.tables: table %r: salvaged %d rows; %d damaged stretches "
+                              "of rows skipped", name, kept, holes)
+                else:
                     log.warning("otp.tables: table %r: salvaged %d rows", name, kept)
-                except sqlite3.Error as e:
-                    log.error(
-                        "otp.tables: table %r: salvaged %d rows, the rest is unreadable (%s)",
-                        name, kept, e,
-                    )
             conn.execute("COMMIT")
         finally:
             old.close()
