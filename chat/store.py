@@ -46,8 +46,10 @@ from typing import Any, Protocol
 import msgpack
 
 from otp import gen_server
-from otp.errors import CallError
+from otp.errors import NoProc
 from otp.gen_server import GenServer, NoReply, Ok, Timeout
+from otp.process import make_ref, receive, send
+from otp.process import self as _self
 from otp.threads import run_in_thread
 
 __all__ = [
@@ -335,14 +337,13 @@ class Store(GenServer):
     def init(self, backend: Backend) -> Ok:
         return Ok(_State(backend))
 
-    def handle_call(self, request: Any, from_: Any, state: _State) -> Any:
-        state.pending.append((from_, request))
-        if len(state.pending) >= MAX_BATCH:
-            self._flush(state)
-            return NoReply(state)
-        return NoReply(state, Timeout(0))
-
     def handle_info(self, msg: Any, state: _State) -> Any:
+        if msg.__class__ is tuple and len(msg) == 4 and msg[0] == "$store":
+            state.pending.append(((msg[2], msg[1]), msg[3]))
+            if len(state.pending) >= MAX_BATCH:
+                self._flush(state)
+                return NoReply(state)
+            return NoReply(state, Timeout(0))
         if msg == "timeout":
             self._flush(state)
             return NoReply(state)
@@ -366,11 +367,11 @@ class Store(GenServer):
                 results = backend.run(reqs)
         except Exception as e:
             err = ("error", f"{type(e).__name__}: {e}")
-            for from_, _ in batch:
-                gen_server.reply(from_, err)
+            for (pid, ref), _ in batch:
+                send(pid, ("$stored", ref, err))
             return
-        for (from_, _), res in zip(batch, results, strict=True):
-            gen_server.reply(from_, ("ok", res))
+        for ((pid, ref), _), res in zip(batch, results, strict=True):
+            send(pid, ("$stored", ref, ("ok", res)))
 
 
 def start_link(backend: Backend) -> Any:
@@ -379,10 +380,17 @@ def start_link(backend: Backend) -> Any:
 
 
 def _call(req: tuple[str, Any]) -> Any:
+    # A bare request/answer pair instead of gen_server.call (no monitor per request:
+    # this is the hottest call of the server). If the store dies, the supervisor
+    # (rest_for_one) restarts every process that calls it too, so nobody waits for
+    # nothing; no receive timeout either (a timer per request costs as much as the rest).
+    ref = make_ref()
     try:
-        status, value = gen_server.call(NAME, req, timeout=60.0)
-    except CallError as e:
-        raise StoreError(f"the store is unavailable: {e}") from None
+        send(NAME, ("$store", ref, _self(), req))
+    except NoProc:
+        raise StoreError("the store is unavailable (chat.store is not running)") from None
+    r = receive(lambda m: m.__class__ is tuple and len(m) == 3 and m[1] is ref)
+    status, value = r[2]
     if status != "ok":
         raise StoreError(value)
     return value

@@ -61,6 +61,7 @@ from otp.supervisor import ChildSpec
 __all__ = ["SUP", "UserCtx", "ensure", "name", "rekey"]
 
 SUP = "chat.users"
+LAZY_FLUSH = 1.0  # seconds before lazy deletes are written when nothing else is
 CMID_KEEP = 1000  # device message ids remembered per user, for resends after reconnects
 log = logging.getLogger("chat.users")
 
@@ -161,6 +162,16 @@ class _State:
     queue: deque[int] = field(default_factory=deque)  # inbox seqs not yet pushed
     pushed: set[int] = field(default_factory=set)
     known: set[str] = field(default_factory=set)  # peers known to be registered
+    # Deletes that may be lost without harm (a crash replays them: a re-forward is
+    # deduplicated, a re-pushed receipt is deduplicated by the device); they ride along
+    # with the next durable write, or are flushed when the process is idle.
+    lazy: list[tuple[Any, ...]] = field(default_factory=list)
+    # "sent" receipts kept only in memory: inbox seq -> the outbox seq of the message.
+    # The outbox row stays until the device acknowledged the receipt, so a crash
+    # re-forwards the message, the recipient acknowledges it again (a duplicate), and
+    # the receipt is made again.
+    volatile: dict[int, int] = field(default_factory=dict)
+    lazy_timer: Any = None
     limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
     last_push: float = -1e18
 
@@ -206,7 +217,9 @@ class User(GenServer):
         s.out_next = top + 1
         for seq, peer, kind, payload in data.inbox:
             s.inbox[seq] = (peer, kind, payload)
-        s.in_next = (max(s.inbox) + 1) if s.inbox else 1
+        # Inbox ids are never reused, even after the inbox was emptied and the process
+        # restarted: a late ack for an old id must not delete a new item unseen.
+        s.in_next = max((max(s.inbox) + 1) if s.inbox else 1, int(time.time() * 1e6))
         s.loaded = True
         for peer, p in s.peers.items():
             if p.pending:
@@ -215,9 +228,26 @@ class User(GenServer):
         return self._idle(s)
 
     def _idle(self, s: _State) -> Any:
+        if s.lazy and s.lazy_timer is None:
+            s.lazy_timer = send_after(LAZY_FLUSH, _self(), "chat.flush")
         if s.device is None and s.outbox_empty():
             return NoReply(s, Timeout(s.ctx.idle_stop if s.key_hash else 1.0))
         return NoReply(s)
+
+    def _write(self, s: _State, ops: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
+               ) -> None:
+        """A durable write of ``ops``, carrying the pending lazy deletes along."""
+        if s.lazy:
+            ops = [*s.lazy, *ops]
+            s.lazy = []
+        store.write(tuple(ops))
+
+    def terminate(self, reason: Any, s: _State) -> None:
+        if s.lazy:
+            try:
+                self._write(s, ())
+            except store.StoreError:
+                pass
 
     def _reply(self, value: Any, s: _State) -> Any:
         r = self._idle(s)
@@ -240,10 +270,12 @@ class User(GenServer):
                 return self._reply(("ok",), s)
             case ("login", key_hash, conn):
                 return self._login(s, key_hash, conn)
+            case ("forwarding",):  # introspection: items not yet acknowledged by peers
+                return self._reply(sum(len(p.pending) for p in s.peers.values()), s)
             case ("presence_info",):
                 return self._reply((s.device is not None, s.last_seen, s.hide), s)
             case ("privacy", hide):
-                store.write((("privacy", s.phone, hide),))
+                self._write(s, (("privacy", s.phone, hide),))
                 s.hide = hide
                 return self._reply(("ok",), s)
             case ("limit", kind, n):
@@ -278,7 +310,7 @@ class User(GenServer):
         s.queue = deque()
         if seen:
             s.last_seen = time.time()
-            store.write((("seen", s.phone, s.last_seen),))
+            self._write(s, (("seen", s.phone, s.last_seen),))
 
     def _send(self, s: _State, to: str, cmid: str, body: Any) -> tuple[str, float]:
         old = s.cmids.get(cmid)
@@ -304,7 +336,7 @@ class User(GenServer):
             keep = list(s.cmids.items())[-CMID_KEEP:]
             s.cmids = dict(keep)
             ops.append(("cmid<", s.phone, keep[0][1][2]))
-        store.write(tuple(ops))
+        self._write(s, ops)
         faults.point("send_stored", s.phone)
         p.out_seq = pseq
         s.cmids[cmid] = (mid, ts, seq)
@@ -320,19 +352,21 @@ class User(GenServer):
         receipts: list[tuple[str, tuple[Any, ...]]] = []
         now = time.time()
         for i in ids:
-            item = s.inbox.get(i)
+            item = s.inbox.pop(i, None)
             if item is None:
                 continue
-            ops.append(("in-", s.phone, i))
+            s.pushed.discard(i)
             peer, kind, payload = item
-            if kind == "msg":
+            out_seq = s.volatile.pop(i, None)
+            if out_seq is not None:  # a "sent" receipt: now the outbox row can go
+                s.lazy.append(("out-", s.phone, out_seq))
+            elif kind == "msg":  # deleted for good (C3), and "delivered" goes out (C4)
+                ops.append(("in-", s.phone, i))
                 receipts.append((peer, ("delivered", payload[0], now)))
-        if not ops:
-            return
-        self._queue_out(s, receipts, ops)
-        for i in ids:
-            if s.inbox.pop(i, None) is not None:
-                s.pushed.discard(i)
+            else:  # a stored receipt: the device has it
+                s.lazy.append(("in-", s.phone, i))
+        if ops:
+            self._queue_out(s, receipts, ops)
         self._push_more(s)
 
     def _read(self, s: _State, peer: str, mids: tuple[str, ...]) -> None:
@@ -356,7 +390,7 @@ class User(GenServer):
             items.append((peer, (seq, pseq, "receipt", payload)))
         for peer, n in touched.items():
             ops.append(("pout", s.phone, peer, n))
-        store.write(tuple(ops))
+        self._write(s, ops)
         by_peer: dict[str, list[tuple[int, int, str, Any]]] = {}
         for peer, item in items:
             s.peers[peer].pending.append(item)
@@ -426,6 +460,10 @@ class User(GenServer):
             case Down(ref=ref) if ref == s.device_mon:
                 s.device_mon = None
                 self._detach(s)
+            case "chat.flush":
+                s.lazy_timer = None
+                if s.lazy:
+                    self._write(s, ())
             case "timeout":
                 if s.device is None and s.outbox_empty():
                     return Stop("normal", s)
@@ -453,7 +491,7 @@ class User(GenServer):
             expect += 1
         if ops:
             ops.append(("pin", s.phone, peer, expect - 1))
-            store.write(tuple(ops))
+            self._write(s, ops)
             faults.point("inbox_stored", s.phone)
             p.in_seq = expect - 1
             for seq, item in new:
@@ -471,33 +509,26 @@ class User(GenServer):
         if p is None or not p.pending or p.pending[0][1] > upto:
             return
         faults.point("delivered_received", s.phone)
-        ops: list[tuple[Any, ...]] = []
-        sent: list[tuple[int, tuple[str, str, Any]]] = []
-        done = []
-        for item in p.pending:
-            seq, pseq, kind, payload = item
-            if pseq > upto:
-                break
-            done.append(item)
-            ops.append(("out-", s.phone, seq))
+        pushed = False
+        while p.pending and p.pending[0][1] <= upto:
+            seq, _pseq, kind, payload = p.pending.popleft()
             if kind == "msg":
+                # "sent" (C4): kept in memory only, with the outbox row as its durable
+                # record (see _State.volatile)
                 iseq = s.in_next
                 s.in_next += 1
-                r = ("sent", payload[0], peer, payload[3])
-                ops.append(("in+", s.phone, iseq, peer, "receipt", r))
-                sent.append((iseq, (peer, "receipt", r)))
-        store.write(tuple(ops))
-        for _ in done:
-            p.pending.popleft()
+                s.inbox[iseq] = (peer, "receipt", ("sent", payload[0], peer, payload[3]))
+                s.volatile[iseq] = seq
+                if s.device is not None:
+                    s.queue.append(iseq)
+                    pushed = True
+            else:
+                s.lazy.append(("out-", s.phone, seq))
         p.backoff = s.ctx.retry_initial
         if p.timer is not None and not p.pending:
             cancel_timer(p.timer)
             p.timer = None
-        for iseq, item in sent:
-            s.inbox[iseq] = item
-            if s.device is not None:
-                s.queue.append(iseq)
-        if sent and s.device is not None:
+        if pushed:
             self._push_more(s)
 
     # ---------------------------------------------------------------- the device
