@@ -440,3 +440,14 @@ def test_p13_an_infinite_timeout_waits_forever_even_on_the_mock_clock(node, cloc
     assert receive(str) == "late but welcome"
     wait_down(ref)
     assert clock.now() == 0
+
+
+def test_p16_strict_mode_has_no_depth_limit_for_nested_tuples(node):
+    cons = None
+    for i in range(5000):
+        cons = (i, cons)
+    send(self(), cons)
+    assert receive(timeout=0) is cons
+    with pytest.raises(BadArg) as info:
+        send(self(), ("head", (1, (2, ([3],)))))
+    assert "message[1][1][1][0] must be immutable" in str(info.value)

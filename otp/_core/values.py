@@ -192,47 +192,62 @@ def check_immutable(value: Any, what: str = "message") -> None:
 
     Immutable: str, bytes, numbers, None, Pid, Ref, enums, exceptions (treated as values),
     tuples (named tuples too) and frozensets of immutables, frozen dataclasses whose fields
-    are immutable.
+    are immutable. The error names where the mutable part is (``message[1].items[0]``).
+
+    Iterative (no depth limit: a cons-list of nested tuples of any length is fine), and
+    the path to a part is only spelled out when that part is refused.
     """
-    _check(value, what, 0)
+    if value.__class__ in _ATOMIC:
+        return
+    atomic = _ATOMIC
+    # Each entry: (value, where) with where = None for the root, else (parent_where, step).
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v, where = pop()
+        t = v.__class__
+        if isinstance(v, tuple):
+            for i, item in enumerate(v):
+                if item.__class__ not in atomic:
+                    push((item, (where, i)))
+            continue
+        if isinstance(v, frozenset):
+            for item in v:
+                if item.__class__ not in atomic:
+                    push((item, (where, " item")))
+            continue
+        if isinstance(v, enum.Enum | BaseException | type) or (
+            callable(v) and _is_function(v)
+        ):
+            continue
+        if dataclasses.is_dataclass(v):
+            params = getattr(t, "__dataclass_params__", None)
+            if params is None or not params.frozen:
+                raise BadArg(
+                    f"{_path(what, where)} must be immutable, got a non-frozen dataclass "
+                    f"{t.__qualname__}: declare it @dataclass(frozen=True)"
+                )
+            for f in dataclasses.fields(v):
+                item = getattr(v, f.name)
+                if item.__class__ not in atomic:
+                    push((item, (where, "." + f.name)))
+            continue
+        if isinstance(v, str | bytes | int | float):  # subclasses of the atomic types
+            continue
+        hint = {list: "a tuple", dict: "a tuple of pairs or a frozen dataclass",
+                set: "a frozenset", bytearray: "bytes"}.get(t, "an immutable value")  # fmt: skip
+        raise BadArg(
+            f"{_path(what, where)} must be immutable (processes never share mutable state), "
+            f"got {t.__qualname__}: send {hint} instead"
+        )
 
 
-def _check(value: Any, path: str, depth: int) -> None:
-    t = value.__class__
-    if t in _ATOMIC:
-        return
-    if depth > 100:
-        raise BadArg(f"{path}: nesting too deep to check (more than 100 levels)")
-    if isinstance(value, tuple):
-        for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]", depth + 1)
-        return
-    if isinstance(value, frozenset):
-        for item in value:
-            _check(item, f"{path} item", depth + 1)
-        return
-    if isinstance(value, enum.Enum | BaseException | type) or (
-        callable(value) and _is_function(value)
-    ):
-        return
-    if dataclasses.is_dataclass(value):
-        params = getattr(t, "__dataclass_params__", None)
-        if params is None or not params.frozen:
-            raise BadArg(
-                f"{path} must be immutable, got a non-frozen dataclass {t.__qualname__}: "
-                "declare it @dataclass(frozen=True)"
-            )
-        for f in dataclasses.fields(value):
-            _check(getattr(value, f.name), f"{path}.{f.name}", depth + 1)
-        return
-    if isinstance(value, str | bytes | int | float):  # subclasses of the atomic types
-        return
-    hint = {list: "a tuple", dict: "a tuple of pairs or a frozen dataclass", set: "a frozenset",
-            bytearray: "bytes"}.get(t, "an immutable value")  # fmt: skip
-    raise BadArg(
-        f"{path} must be immutable (processes never share mutable state), "
-        f"got {t.__qualname__}: send {hint} instead"
-    )
+def _path(what: str, where: Any) -> str:
+    steps = []
+    while where is not None:
+        where, step = where
+        steps.append(f"[{step}]" if step.__class__ is int else step)
+    return what + "".join(reversed(steps))
 
 
 def _is_function(value: Any) -> bool:
