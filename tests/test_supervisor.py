@@ -854,3 +854,48 @@ def test_flaky_starter_fails_n_times_then_succeeds(node):
     sup = start_sup(specs=[spec])  # the same starter: its one failure is spent
     assert ping(whereis_child(sup, "a")) == ("pong", "a")
     stop_sup(sup)
+
+
+# --- odd start functions and messages -------------------------------------------------
+
+
+def _raises_value_error():
+    raise ValueError("bug in start")
+
+
+def _returns_junk():
+    return "not a pid"
+
+
+def test_s1_start_function_that_raises_or_returns_junk_fails_the_start(node):
+    with pytest.raises(StartError) as ei:
+        start_sup(specs=[ChildSpec("a", (_raises_value_error, ()))])
+    tag, cid, reason = ei.value.reason
+    assert (tag, cid) == ("failed_to_start_child", "a") and isinstance(reason, ValueError)
+    with pytest.raises(StartError) as ei:
+        start_sup(specs=[ChildSpec("a", (_returns_junk, ()))])
+    assert ei.value.reason[2] == ("bad_return_value", "'not a pid'")
+
+
+def test_s7_simple_one_for_one_edge_cases(node):
+    sup = start_sup(SupFlags("simple_one_for_one"),
+                    [worker_spec("tmpl", shutdown="brutal_kill", trap=True)])
+    with pytest.raises(Exception, match="expects a tuple"):
+        supervisor.start_child(sup, worker_spec("x"))
+    p = supervisor.start_child(sup, (1,))
+    dead = spawn(lambda: None)
+    wait_down(dead)
+    supervisor.terminate_child(sup, dead)  # OTP: a dead pid counts as terminated
+    with pytest.raises(SupervisorError) as ei:
+        supervisor.terminate_child(sup, sup)  # alive, but not a child
+    assert ei.value.reason == "not_found"
+    ref = monitor(p)
+    stop_sup(sup)
+    assert assert_receive(lambda m: isinstance(m, Down) and m.ref == ref).reason == "killed"
+
+
+def test_supervisor_logs_and_ignores_unexpected_messages(node):
+    sup = start_sup(specs=[worker_spec("a")])
+    send(sup, "junk")
+    assert [c.id for c in supervisor.which_children(sup)] == ["a"]
+    stop_sup(sup)
