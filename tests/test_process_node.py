@@ -273,3 +273,42 @@ def test_max_blocking_time_must_be_positive_seconds():
     for bad in (0, -1, "1"):
         with pytest.raises(otp.BadArg, match="max_blocking_time"):
             Node(max_blocking_time=bad)
+
+
+# --- OS threads -------------------------------------------------------------------------
+
+
+def test_start_os_thread_runs_in_a_real_thread_while_the_node_keeps_running(node):
+    from otp._core.os_thread import OSEvent, get_os_ident
+    from otp.node import start_os_thread
+
+    entered, release, done = OSEvent(), OSEvent(), OSEvent()
+    idents = []
+
+    def blocking_work():
+        idents.append(get_os_ident())
+        entered.set()
+        release.wait(10)  # blocks this OS thread only
+        done.set()
+
+    start_os_thread(blocking_work, name="test-worker")
+    assert entered.wait(10)
+    assert idents[0] != get_os_ident()
+    send(self(), "the hub still runs")  # while the thread is blocked
+    assert receive(timeout=0) == "the hub still runs"
+    assert not done.is_set()
+    release.set()
+    assert done.wait(10)
+
+
+def test_os_event_set_clear_and_wait_with_timeout():
+    from otp._core.os_thread import OSEvent
+
+    e = OSEvent()
+    assert not e.is_set() and e.wait(0.01) is False
+    e.set()
+    e.set()  # idempotent
+    assert e.is_set() and e.wait() is True and e.wait(0) is True
+    e.clear()
+    e.clear()
+    assert not e.is_set() and e.wait(0) is False
