@@ -78,6 +78,14 @@ Failure semantics (OTP's, see SEMANTICS.md S1-S10):
 - The supervisor traps exits. An exit signal from its parent stops it, after it has
   stopped its children in reverse order.
 
+Debugging and upgrades: a supervisor is a ``gen_server``, so ``otp.sys`` works on it.
+``sys.get_status`` shows an immutable summary (flags, restarts in the window,
+``which_children``); ``sys.get_state`` returns the private, mutable bookkeeping (so
+strict mode refuses to send it). ``sys.change_code(sup, otp.supervisor, old_vsn,
+extra=NewSupervisorClass)`` (while suspended) calls ``init`` again, of the new class
+if given: flags and specs are replaced, running children keep running, new ids are
+added stopped (``restart_child`` starts them), as OTP's ``code_change`` does.
+
 Beyond OTP: ``ChildSpec(backoff=(initial, max))`` delays that child's restarts
 exponentially with jitter, on the node clock (off by default: OTP restarts at once).
 
