@@ -365,3 +365,20 @@ def test_d2_locks_of_a_finished_transaction_are_all_released(counter, node):
     assert not reg.txs
     ref = monitor(spawn(lambda: None))
     _wait_down(ref)
+
+
+def test_d2_locks_of_a_holder_that_died_without_unwinding_are_released_by_the_waiter(
+    counter,
+):
+    # White-box: a transaction record whose process is already dead (as if its
+    # greenlet never ran its finally) holds the write lock on x and is older than us.
+    from otp.tables._registry import registry
+    from otp.tables._tx import Tx, acquire
+
+    pid, ref = spawn_monitor(lambda: None)
+    assert _wait_down(ref) == "normal"
+    reg = registry()
+    ghost = Tx(0, pid, None)
+    acquire(reg, ghost, reg.tables["counter"], "x", True)
+    assert tables.transaction(_incr) == 1  # we waited on it, saw it dead, released it
+    assert ghost.held == []
