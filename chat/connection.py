@@ -47,9 +47,9 @@ from chat.protocol import (
     is_phone,
     validate_request,
 )
-from otp import gen_server, proc_lib
+from otp import gen_server
 from otp.errors import CallError
-from otp.gen_server import GenServer, Ok, Reply
+from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
     ANY,
     Down,
@@ -59,7 +59,6 @@ from otp.process import (
     link,
     monitor,
     receive,
-    register,
     send,
     sleep,
     spawn,
@@ -93,23 +92,23 @@ class ConnCtx:
 # ---------------------------------------------------------------------------- conns
 
 
-def _conns_main() -> None:
-    trap_exit(True)
-    register(CONNS, _self())
-    proc_lib.init_ack(_self())
-    parent = None
-    anc = proc_lib.ancestors()
-    if anc:
-        parent = anc[0]
-    while True:
-        m = receive()
-        if isinstance(m, Exit) and m.pid == parent:
-            exit(m.reason if m.reason != "normal" else "shutdown")
+class Conns(GenServer):
+    """Traps exits and ignores them: connections end on their own without touching it;
+    when its supervisor stops it, its exit reason reaches every linked connection."""
+
+    def init(self, arg: Any) -> Any:
+        trap_exit(True)
+        return Ok(None)
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        if isinstance(msg, Exit):
+            return NoReply(state)
+        return super().handle_info(msg, state)
 
 
 def start_conns() -> Any:
     """The process every connection links to (so that stopping it ends them all)."""
-    return proc_lib.start_link(_conns_main)
+    return gen_server.start_link(Conns, None, name=CONNS)
 
 
 # ---------------------------------------------------------------------------- listener

@@ -112,8 +112,9 @@ def test_c3_unacknowledged_message_is_pushed_again_at_next_login(node, tmp_path)
         assert msgs(got)[0]["mid"] == r.mid
 
 
-def test_c4_receipts_to_an_offline_sender_are_queued(node, tmp_path):
-    with running_chat(tmp_path) as srv:
+@pytest.mark.parametrize("idle_stop", [30.0, 0.05], ids=["process_kept", "process_stopped"])
+def test_c4_receipts_to_an_offline_sender_are_queued(node, tmp_path, idle_stop):
+    with running_chat(tmp_path, users={"idle_stop": idle_stop}) as srv:
         a, b = srv.user(A), srv.user(B)
         key_a = a.key
         r = a.send(B, "x")
@@ -122,8 +123,9 @@ def test_c4_receipts_to_an_offline_sender_are_queued(node, tmp_path):
         b.read(A, [m["mid"] for m in msgs(got)])
         a2 = srv.client()
         a2.login(A, key_a)
-        evs = a2.wait_for(lambda evs: receipts(evs, "read"))
+        evs = a2.wait_for(lambda evs: receipts(evs, "read") and receipts(evs, "sent"))
         assert receipts(evs, "delivered") == [r.mid] and receipts(evs, "read") == [r.mid]
+        assert receipts(evs, "sent") == [r.mid]
 
 
 @both
