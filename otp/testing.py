@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from otp._core.clock import MockClock, RealClock
-from otp._core.node import Node, current_node
+from otp._core.node import Node, current_node, other_greenlet_stacks
 from otp._core.values import Pid
 from otp.process import process_info, receive
 
@@ -86,8 +86,9 @@ def refute_receive(match: Any = None, timeout: float = 0.1) -> None:
         raise AssertionError(f"expected no message matching {match!r}, got {msg!r}")
 
 
-def dump_processes(node: Node | None = None) -> str:
-    """Every live process with its status, mailbox length and current stack."""
+def dump_processes(node: Node | None = None, *, greenlets: bool = False) -> str:
+    """Every live process with its status, mailbox length and current stack; with
+    ``greenlets=True`` also every other suspended greenlet (I/O servers, pools)."""
     node = node or current_node()
     lines = []
     for p in list(node.procs.values()):
@@ -98,6 +99,10 @@ def dump_processes(node: Node | None = None) -> str:
             f"mailbox={info.message_queue_len} links={list(info.links)}"
         )
         lines.extend("    " + ln.rstrip() for ln in "".join(info.current_stacktrace).splitlines())
+    if greenlets:
+        for name, stack in other_greenlet_stacks():
+            lines.append(f"--- greenlet {name} (not a process)")
+            lines.extend("    " + ln.rstrip() for ln in "".join(stack).splitlines())
     return "\n".join(lines) or "(no processes)"
 
 
@@ -183,18 +188,19 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     result, proc = n.start_main(functools.partial(fn, **kwargs))
     try:
         n.join(result, timeout)
+        return True
     except TimeoutError:
         n.test_failed = True  # type: ignore[attr-defined]
-        dump = dump_processes(n)
+        dump = dump_processes(n, greenlets=True)
         n.exit_process(proc, "killed")
-        pytest.fail(
-            f"test still running after {timeout} s (watchdog); processes:\n{dump}",
-            pytrace=False,
-        )
     except BaseException:
         n.test_failed = True  # type: ignore[attr-defined]
         raise
-    return True
+    # Outside the except block, so the report is not chained to the join's timeout.
+    pytest.fail(
+        f"test still running after {timeout} s (watchdog); processes:\n{dump}",
+        pytrace=False,
+    )
 
 
 def pid_info(pid: Pid) -> Any:

@@ -219,13 +219,22 @@ def test_watchdog_fails_a_hung_test_with_the_stuck_process_stack(pytester):
     result = run_inner(
         pytester,
         """
+import gevent
+
 def stuck_in_here():
     receive()
+
+def stuck_server():
+    gevent.sleep(100)
 
 @pytest.mark.otp(timeout=0.5, clock="real")
 def test_hangs(node):
     spawn(stuck_in_here)
-    receive()
+    server = gevent.spawn(stuck_server)  # a plain greenlet: dumped too
+    try:
+        receive()
+    finally:
+        server.kill()
 """,
     )
     result.assert_outcomes(failed=1)
@@ -233,6 +242,7 @@ def test_hangs(node):
     assert "watchdog" in out and "0.5 s" in out
     assert "stuck_in_here" in out
     assert "test_hangs" in out
+    assert "stuck_server" in out and "(not a process)" in out
 
 
 def test_a_failing_test_is_reported_at_its_own_line(pytester):

@@ -188,6 +188,23 @@ class ProcessInfo:
     current_stacktrace: tuple[str, ...]
 
 
+def other_greenlet_stacks() -> list[tuple[str, tuple[str, ...]]]:
+    """``(repr, stack)`` of every suspended greenlet that is not a process (servers,
+    gevent pool workers...), for the test kit's watchdog dump. Slow (walks the heap)."""
+    import gc
+
+    out = []
+    for g in gc.get_objects():
+        if (
+            isinstance(g, greenlet.greenlet)
+            and not isinstance(g, Process | gevent.hub.Hub)
+            and g.gr_frame is not None
+            and g is not getcurrent()
+        ):
+            out.append((repr(g), tuple(traceback.format_stack(g.gr_frame))))
+    return out
+
+
 def _describe(fn: Any) -> str:
     mod = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or repr(fn)
