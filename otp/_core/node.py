@@ -28,6 +28,7 @@ Design principles (kept small on purpose, the curio rule: features live outside)
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -206,6 +207,11 @@ def other_greenlet_stacks() -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _describe(fn: Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    described = getattr(fn, "_otp_initial_call", None)
+    if described is not None:
+        return described
     mod = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or repr(fn)
     return f"{mod}.{name}"
@@ -395,6 +401,8 @@ class Node:
                 raise ProcessExit(e) from None
             if not result.ready():
                 result.set(value)
+
+        main._otp_initial_call = _describe(fn)  # type: ignore[attr-defined]
 
         return result, self.spawn(main, (), log_crash=False)
 
