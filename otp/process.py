@@ -271,10 +271,12 @@ def unlink(pid: Pid) -> None:
 
 
 def monitor(target: Pid | str) -> Ref:
-    """Monitor a pid or registered name; one ``Down(ref, target, reason)`` follows its end.
+    """Monitor a pid or registered name; one ``Down(ref, pid, reason)`` follows its end.
 
-    Each call makes a separate monitor. A target that is not alive gives a ``Down`` with
-    reason ``"noproc"`` at once.
+    A name is resolved once, now: the monitor follows the process that holds it (and its
+    ``Down`` carries that process's pid; unlike Erlang's ``{Name, Node}``). Each call
+    makes a separate monitor. A target that is not alive gives ``Down(ref, target,
+    "noproc")`` at once (``target`` as given: the pid, or the name).
     """
     me = _me("monitor")
     return me.node.monitor(me, target)

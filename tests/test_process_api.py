@@ -325,3 +325,12 @@ def test_receive_patterns_match_down_and_exit_records(node):
     trap_exit(True)
     child = spawn_link(exit, "bye")
     assert receive(Exit) == Exit(child, "bye")
+
+
+def test_monitor_of_a_name_follows_the_process_holding_it_and_down_carries_its_pid(node):
+    pid = spawn(forever)
+    register("named", pid)
+    ref = monitor("named")
+    assert process_info(pid).monitored_by == (self(),)
+    exit(pid, "boom")
+    assert wait_down(ref) == Down(ref, pid, "boom")
