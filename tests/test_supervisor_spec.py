@@ -1,8 +1,11 @@
 """S10: child specs and supervisor flags are validated up front, one error per field."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otp import gen_server, supervisor
+from otp._supervisor_spec import RestartWindow
 from otp.errors import BadArg, ChildSpecError, StartError
 from otp.supervisor import (
     Backoff,
@@ -179,3 +182,33 @@ def test_s10_bad_spec_or_flags_built_inside_init_fail_the_start_cleanly(node):
     with pytest.raises(StartError) as ei:
         supervisor.start_link(supervisor.DynamicSupervisor, {"max_children": -1})
     assert ei.value.reason[0] == "supervisor_data"
+
+
+# --- the restart window and the back-off, as pure functions ---------------------------
+
+@given(
+    intensity=st.integers(0, 5),
+    period=st.sampled_from([0.5, 1.0, 5.0]),
+    gaps=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 5.0, 6.0]), max_size=30),
+)
+def test_s2_restart_window_matches_a_naive_sliding_window(intensity, period, gaps):
+    window = RestartWindow(intensity, period)
+    now, stamps = 0.0, []
+    for gap in gaps:
+        now += gap
+        stamps.append(now)
+        # OTP: restarts within the last `period` seconds (inclusive) count
+        recent = [t for t in stamps if t >= now - period]
+        assert window.add(now) == (len(recent) <= intensity)
+
+
+@given(
+    initial=st.floats(0.01, 10), factor=st.floats(1, 100), jitter=st.floats(0, 1),
+    attempt=st.integers(0, 200),
+)
+def test_backoff_delay_grows_exponentially_within_max_and_jitter(initial, factor, jitter,
+                                                                 attempt):
+    b = Backoff(initial, initial * factor, jitter)
+    base = min(b.max, initial * 2.0**attempt)
+    d = b.delay(attempt)
+    assert base * (1 - jitter) - 1e-9 <= d <= base + 1e-9
