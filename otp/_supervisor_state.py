@@ -305,7 +305,9 @@ class State:
     def try_again(self, serial: int) -> bool:
         child = self.find_serial(serial)
         if child is None or not child.restarting or child.pid is not None:
-            return True
+            return True  # stale: stopped, deleted or restarted in between
+        if child.timer is not None:
+            return True  # a back-off restart is already scheduled
         return self.restart(child)
 
     def backoff_fired(self, serial: int, token: Any) -> None:
