@@ -27,8 +27,8 @@ from collections import deque
 from typing import Any
 
 from otp import gen_server, supervisor
-from otp.gen_server import Continue, GenServer, NoReply, Ok
-from otp.process import Pid, send, trap_exit
+from otp.gen_server import Continue, GenServer, NoReply, Ok, Stop
+from otp.process import Exit, Pid, receive, send, spawn_link, trap_exit
 from otp.process import self as self_pid
 from otp.supervisor import ChildSpec, Supervisor, SupFlags
 from otp.tables._disc import DiscFile
@@ -69,8 +69,10 @@ class DiscState:
         self.directory = directory
         self.file = DiscFile(directory)
         self.queue: deque[Pending] = deque()
-        self.inflight: list[Pending] | None = None
+        self.inflight: list[Pending] | None = None  # the group commit being written
         self.inflight_batch = 0
+        self.inflight_undo: list[tuple[Table, Any, Any]] = []
+        self.writer: Pid | None = None
         self.batch = 0
         self.idle = False
         self.owner: Pid | None = None
@@ -145,14 +147,24 @@ class DiscOwner(GenServer):
                 self._resume(reg, ds)
             if not ds.loaded:
                 self._load(reg, ds)
-            self._drain(reg, ds)
+            ds.writer = spawn_link(_writer_loop, ds.file, self_pid())
+            self._pump(reg, ds)
         return NoReply(reg)
 
     def handle_info(self, msg: Any, reg: Registry) -> Any:
+        ds = reg.disc
+        assert ds is not None
         if msg == "kick":
-            assert reg.disc is not None
-            self._drain(reg, reg.disc)
+            self._pump(reg, ds)
             return NoReply(reg)
+        if msg.__class__ is tuple and len(msg) == 3 and msg[0] == "written":
+            if ds.inflight is not None and msg[1] == ds.inflight_batch:
+                self._written(reg, ds, msg[2])
+            self._pump(reg, ds)
+            return NoReply(reg)
+        if isinstance(msg, Exit) and msg.pid == ds.writer:
+            ds.writer = None
+            return Stop(("disc_writer_died", msg.reason), reg)
         return super().handle_info(msg, reg)
 
     def terminate(self, reason: Any, reg: Registry) -> None:
@@ -162,9 +174,13 @@ class DiscOwner(GenServer):
         if ds.stopping or reason in ("shutdown", "normal"):
             ds.stopping = True
             try:
-                self._drain(reg, ds)
+                self._finish_inflight(reg, ds)
+                self._drain_sync(reg, ds)
             finally:
                 _fail_all(ds, "tables stopped")
+                if ds.writer is not None:
+                    send(ds.writer, "stop")
+                    ds.writer = None
                 run_in_thread(ds.file.close)
                 for name, tab in list(reg.tables.items()):
                     if tab.storage == "disc":
@@ -206,39 +222,84 @@ class DiscOwner(GenServer):
 
     # --- group commit ------------------------------------------------------------------
 
-    def _drain(self, reg: Registry, ds: DiscState) -> None:
-        file = ds.file
+    def _pump(self, reg: Registry, ds: DiscState) -> None:
+        """Hand the next group commit to the writer, unless one is being written: the
+        commits that arrive meanwhile form the next group (pipelined: the hub applies
+        and acknowledges one group, and runs the next transactions, while the thread
+        writes the following one)."""
         queue = ds.queue
-        while queue:
-            batch: list[Pending] = []
-            while queue and len(batch) < MAX_BATCH:
-                batch.append(queue.popleft())
-            ops, undo, items = _prepare(reg, batch)
+        while ds.inflight is None and queue:
+            ops, items = self._next_group(reg, ds)
             if not items:
                 continue
+            if ops and ds.writer is not None:
+                send(ds.writer, ("write", ds.inflight_batch, tuple(ops)))
+                return
+            self._written(reg, ds, None)  # nothing to write (only ram tables touched)
+        ds.idle = ds.inflight is None
+
+    def _next_group(self, reg: Registry, ds: DiscState) -> tuple[list[Any], list[Pending]]:
+        queue = ds.queue
+        batch: list[Pending] = []
+        while queue and len(batch) < MAX_BATCH:
+            batch.append(queue.popleft())
+        ops, undo, items = _prepare(reg, batch)
+        if items:
             ds.batch += 1
             ds.inflight = items
             ds.inflight_batch = ds.batch
+            ds.inflight_undo = undo
+        return ops, items
+
+    def _written(self, reg: Registry, ds: DiscState, err: Any) -> None:
+        items = ds.inflight or []
+        undo = ds.inflight_undo
+        ds.inflight = None
+        ds.inflight_undo = []
+        if err is not None:
+            ds.batch -= 1
+            log.error("otp.tables: group commit of %d commits failed: %s", len(items), err)
+            for tab, key, old in reversed(undo):
+                if old is None:
+                    tab.rids.pop(key, None)
+                else:
+                    tab.rids[key] = old
+            for item in items:
+                _finish(item, err)
+            return
+        ds.batches += 1
+        ds.commits += len(items)
+        _apply_all(reg, items)
+
+    def _finish_inflight(self, reg: Registry, ds: DiscState) -> None:
+        writer = ds.writer
+        while ds.inflight is not None:
+
+            def done(m: Any) -> bool:
+                if m.__class__ is tuple:
+                    return len(m) == 3 and m[0] == "written" and m[1] == ds.inflight_batch
+                return isinstance(m, Exit) and m.pid == writer
+
+            msg = receive(done, 60.0, default=None)
+            if msg is None or isinstance(msg, Exit):
+                # The writer is gone: the file says whether the group was written.
+                last = run_in_thread(ds.file.last_batch)
+                self._written(reg, ds, None if last >= ds.inflight_batch else "writer gone")
+            else:
+                self._written(reg, ds, msg[2])
+
+    def _drain_sync(self, reg: Registry, ds: DiscState) -> None:
+        while ds.queue:
+            ops, items = self._next_group(reg, ds)
+            if not items:
+                continue
+            err = None
             try:
                 if ops:
-                    run_in_thread(file.write_batch, ops, ds.batch)
+                    run_in_thread(ds.file.write_batch, tuple(ops), ds.inflight_batch)
             except Exception as e:
-                ds.batch -= 1
-                ds.inflight = None
-                log.error("otp.tables: group commit of %d commits failed: %r", len(items), e)
-                for tab, key, old in reversed(undo):
-                    if old is None:
-                        tab.rids.pop(key, None)
-                    else:
-                        tab.rids[key] = old
-                for item in items:
-                    _finish(item, repr(e))
-                continue
-            ds.batches += 1
-            ds.commits += len(items)
-            _apply_all(reg, items)
-            ds.inflight = None
-        ds.idle = True
+                err = repr(e)
+            self._written(reg, ds, err)
 
     def _resume(self, reg: Registry, ds: DiscState) -> None:
         items = ds.inflight or []
@@ -250,6 +311,21 @@ class DiscOwner(GenServer):
                 if not item.applied:
                     item.resolved = []
                     ds.queue.appendleft(item)
+
+
+def _writer_loop(file: DiscFile, owner: Pid) -> None:
+    """The disc owner's writer: runs one group commit at a time in a pool thread."""
+    while True:
+        msg = receive()
+        if msg == "stop":
+            return
+        _tag, batch, ops = msg
+        err = None
+        try:
+            run_in_thread(file.write_batch, ops, batch)
+        except Exception as e:
+            err = repr(e)
+        send(owner, ("written", batch, err))
 
 
 def _prepare(
