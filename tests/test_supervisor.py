@@ -12,6 +12,7 @@ from otp.process import (
     ANY,
     Down,
     Exit,
+    Pid,
     exit,
     is_alive,
     monitor,
@@ -714,18 +715,22 @@ def test_start_link_rejects_a_class_that_is_not_a_supervisor(node):
 def test_backoff_delays_restarts_exponentially_on_the_node_clock(node):
     sup = start_sup(SupFlags(intensity=10),
                     [worker_spec("a", backoff=supervisor.Backoff(1.0, 4.0, jitter=0))])
-    t0 = now()
     crash_and_wait(sup, "a")
-    assert pids(sup)["a"] == "restarting"
-    wait_all_blocked()
-    while pids(sup)["a"] == "restarting":
-        sleep(0.25)
-    assert now() - t0 == 1.0
-    t1 = now()
+    restarted_between(sup, "a", 1.0, 1.0)
     crash_and_wait(sup, "a")
-    while pids(sup)["a"] == "restarting":
-        sleep(0.25)
-    assert now() - t1 == 2.0
+    restarted_between(sup, "a", 2.0, 2.0)
+    crash_and_wait(sup, "a")
+    restarted_between(sup, "a", 4.0, 4.0)
+    crash_and_wait(sup, "a")
+    restarted_between(sup, "a", 4.0, 4.0)  # capped at max
+    stop_sup(sup)
+
+
+def test_backoff_jitter_only_shortens_the_delay(node):
+    sup = start_sup(SupFlags(intensity=10),
+                    [worker_spec("a", backoff=supervisor.Backoff(2.0, 4.0, jitter=0.5))])
+    crash_and_wait(sup, "a")
+    restarted_between(sup, "a", 1.0, 2.0)
     stop_sup(sup)
 
 
@@ -733,7 +738,7 @@ def test_backoff_is_off_by_default_so_restarts_are_immediate(node):
     sup = start_sup(specs=[worker_spec("a")])
     t0 = now()
     crash_and_wait(sup, "a")
-    assert isinstance(pids(sup)["a"], type(sup)) and now() == t0
+    assert isinstance(pids(sup)["a"], Pid) and now() == t0
     stop_sup(sup)
 
 
@@ -838,7 +843,7 @@ def test_s3_failed_start_in_a_group_restart_is_retried_as_a_group(node):
     crash_and_wait(sup, "c")
     wait_all_blocked()
     after = pids(sup)
-    assert all(isinstance(after[t], type(sup)) and after[t] != before[t] for t in "abc")
+    assert all(isinstance(after[t], Pid) and after[t] != before[t] for t in "abc")
     # a, b, c at first; a (b fails) on the restart; a, b, c on the retry
     assert plan.started == {"a": 3, "b": 2, "c": 2}
     stop_sup(sup)
@@ -898,4 +903,36 @@ def test_supervisor_logs_and_ignores_unexpected_messages(node):
     sup = start_sup(specs=[worker_spec("a")])
     send(sup, "junk")
     assert [c.id for c in supervisor.which_children(sup)] == ["a"]
+    stop_sup(sup)
+
+
+def restarted_between(sup, child_id, earliest, latest):
+    """Let the node clock run: the child is still restarting just before ``earliest``
+    seconds from now and running just after ``latest`` (time travel, not waiting)."""
+    sleep(earliest - 0.05)
+    wait_all_blocked()
+    assert pids(sup)[child_id] == "restarting"
+    sleep(latest - earliest + 0.1)
+    wait_all_blocked()
+    assert isinstance(pids(sup)[child_id], Pid)
+
+
+def test_backoff_in_one_for_all_stops_siblings_at_once_and_restarts_all_later(node):
+    sup = start_sup(SupFlags("one_for_all", intensity=10),
+                    [worker_spec("a"), worker_spec("b", backoff=(2.0, 8.0, 0.0))])
+    crash_and_wait(sup, "b")
+    assert pids(sup) == {"a": None, "b": "restarting"}
+    restarted_between(sup, "b", 2.0, 2.0)
+    assert isinstance(pids(sup)["a"], Pid)
+    stop_sup(sup)
+
+
+def test_backoff_failed_restart_is_retried_after_the_next_delay(node):
+    plan = FaultPlan()
+    sup = start_sup(SupFlags(intensity=10),
+                    [worker_spec("a", start=plan.starter("a"), backoff=(1.0, 8.0, 0.0))])
+    plan.fail_next("a", 1)
+    crash_and_wait(sup, "a")
+    restarted_between(sup, "a", 3.0, 3.0)  # the failed start at 1 s, the retry 2 s later
+    assert plan.started["a"] == 2
     stop_sup(sup)
