@@ -1,21 +1,24 @@
 """The disc owner: the supervised server that loads disc tables and group-commits.
 
 ``submit`` queues a commit (a transaction's write set, a dirty operation or a schema
-change) and returns its commit id; the caller then waits for ``(COMMITTED, id, err, result)``.
-The owner takes *everything queued* as one batch: it resolves each item's new values,
-pickles them, gives each key a row id, and hands the whole batch to a pool thread that
-writes it as one SQLite transaction (one fsync: group commit). Only when that returns
-does it apply the batch to memory through ``apply_commit`` (in queue order), release
-the transactions' locks and acknowledge every waiter. So a change is visible only once
-it is durable, and memory applies changes in exactly the order the disc got them.
+change) and returns its commit id; the caller then waits for
+``(COMMITTED, id, err, result)``. The owner takes *everything queued* as one group: it
+resolves each item's new values, pickles them, gives each key a row id, and hands the
+group to its writer process, which writes it in a pool thread as one SQLite
+transaction (one fsync: group commit). Only when that is done does the owner apply the
+group to memory through ``apply_commit`` (in queue order), release the transactions'
+locks and acknowledge every waiter. So a change is visible only once it is durable,
+and memory applies changes in exactly the order the disc got them.
 
-While the thread works, new commits queue up; they form the next batch. With 100
-writers, batches hold ~100 commits and one fsync serves them all.
+While a group is being written, new commits queue up; they form the next group, handed
+to the writer as soon as the previous one is done (one group in flight at a time). With
+100 writers, groups hold ~100 commits and one fsync serves them all.
 
-If the owner crashes, its supervisor restarts it; the queue and the in-flight batch
-live in the registry, and the new owner finds out from the ``batch`` counter on disc
-whether the in-flight batch was written, then applies and acknowledges it (or writes
-it again). Nothing acknowledged is lost, nothing is acknowledged twice.
+If the owner crashes, its supervisor restarts it; the queue and the in-flight group
+live in the registry, and the new owner learns from the ``batch`` counter on disc
+(written in the same SQLite transaction as the group) whether the in-flight group made
+it, then applies and acknowledges it, or writes it again. Nothing acknowledged is lost,
+nothing is acknowledged twice.
 """
 
 from __future__ import annotations
