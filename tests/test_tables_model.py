@@ -9,6 +9,8 @@ key set (in order for ``ordered_set``), ``select``, and the secondary index.
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 
 import pytest
 from hypothesis import settings
@@ -68,14 +70,19 @@ def table_apply(name: str, kind: str, arg, dirty: bool) -> None:
 
 class TableMachine(RuleBasedStateMachine):
     table_type = "set"
+    copies = "ram"
 
     def __init__(self) -> None:
         super().__init__()
         self.name = f"m{next(_names)}"
         self.bag = self.table_type == "bag"
+        self.start()
         tables.create_table(self.name, attributes=("k", "v", "tag"), type=self.table_type,
-                            index=["tag"])
+                            index=["tag"], copies=self.copies)
         self.model: dict = {}
+
+    def start(self) -> None:
+        pass
 
     def teardown(self) -> None:
         tables.delete_table(self.name)
@@ -155,6 +162,37 @@ class TableMachine(RuleBasedStateMachine):
             got = sorted(tuple(r) for r in tables.dirty_index_read(name, tag, "tag"))
             assert got == [r for r in everything if r[2] == tag], tag
         assert tables.table_info(name).size == len(everything)
+
+
+class DiscTableMachine(TableMachine):
+    """The same on a disc table, with restarts: what loads from disc is the model."""
+
+    copies = "disc"
+
+    def start(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="otp-tables-model-")
+        tables.start(self.directory)
+
+    def teardown(self) -> None:
+        tables.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @rule()
+    def restart_the_disc_tables(self):
+        tables.stop()
+        tables.start(self.directory)
+        assert tables.table_info(self.name).storage == "disc"
+
+
+@pytest.mark.otp(clock="real")
+@pytest.mark.parametrize("table_type", ["set", "bag", "ordered_set"])
+def test_disc_table_matches_a_dict_model_across_restarts(node, table_type):
+    machine = type(f"disc{table_type}Machine", (DiscTableMachine,), {"table_type": table_type})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(max_examples=15, stateful_step_count=15, deadline=None,
+                          database=None),
+    )
 
 
 @pytest.mark.parametrize("table_type", ["set", "bag", "ordered_set"])
