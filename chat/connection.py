@@ -11,8 +11,10 @@ processed, so a client that floods requests cannot grow a mailbox without bound:
 
 Connection processes link to ``chat.conns`` (a process that traps exits and does
 nothing else), so stopping the application ends them all, while one connection's crash
-touches nothing else. The user process is separate (``chat.users``): the connection
-monitors it and attaches again if it restarts.
+touches nothing else. The user process is separate (``chat.users``): at login it
+registers the connection under ``chat.device.<phone>``; it may stop when idle while the
+device stays connected, and whichever user process starts next (for the device's next
+request, or for a message arriving) finds the connection by that name and streams to it.
 
 Failure semantics (docs/protocol.md): a frame announcing more than ``max_frame`` bytes
 gets ``frame_too_large`` and a close; an undecodable frame, a non-map, an unknown type or
@@ -52,12 +54,10 @@ from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
     ANY,
-    Down,
     Exit,
     exit,
     is_alive,
     link,
-    monitor,
     receive,
     send,
     sleep,
@@ -205,8 +205,7 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock",
-                 "user", "user_mon")
+    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -214,8 +213,6 @@ class _Conn:
         self.phase = "hello"
         self.phone: str | None = None
         self.key_hash: bytes | None = None
-        self.user: Any = None
-        self.user_mon: Any = None
         self.bad = 0
         self.frames = 0
         self.reader: Any = None
@@ -313,9 +310,6 @@ def _loop(c: _Conn) -> None:
                 if out:
                     c.write(out)
                 raise _Closing(msg[1], msg[2])
-        elif cls is Down:
-            if msg.ref == c.user_mon:
-                _reattach(c)
 
 
 def _push_frame(item: tuple[Any, ...]) -> dict[str, Any]:
@@ -435,35 +429,20 @@ def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
     registration.login_delay(phone, True)
     c.phase = "session"
     c.phone, c.key_hash = phone, key_hash
-    c.user = users.ensure(phone)
-    c.user_mon = monitor(c.user)
     return _ok(rid, phone=phone, queued=r[1])
 
 
-def _reattach(c: _Conn) -> None:
-    """The user process ended (a crash, restarted by its supervisor): attach again."""
-    assert c.phone is not None and c.key_hash is not None
-    try:
-        r = users.call(c.phone, ("login", c.key_hash, _self()))
-    except CallError:
-        raise _Closing("shutdown", "the server is stopping") from None
-    if r[0] != "ok":
-        raise _Closing("replaced", "this number was registered on another device")
-    c.user = users.ensure(c.phone)
-    c.user_mon = monitor(c.user)
-
-
 def _user_call(c: _Conn, request: tuple[Any, ...]) -> Any:
-    for _ in range(3):
-        try:
-            return gen_server.call(c.user, request, 30.0)
-        except CallError as e:
-            if isinstance(e, TimeoutError):
-                raise ProtocolError("unavailable", "the server is busy; try again") from None
-            # It died: wait for its Down (already queued) and attach to the new one.
-            receive(lambda m: m.__class__ is Down and m.ref == c.user_mon, 5.0, default=None)
-            _reattach(c)
-    raise ProtocolError("unavailable", "the user's process keeps failing; try again")
+    """Call the session's user process, starting it if it stopped (idle) or crashed; a
+    process that starts while this connection holds the device name attaches to it."""
+    assert c.phone is not None
+    try:
+        return users.call(c.phone, request)
+    except CallError as e:
+        if isinstance(e, TimeoutError):
+            raise ProtocolError("unavailable", "the server is busy; try again") from None
+        raise ProtocolError("unavailable", "the user's process keeps failing; try again"
+                            ) from None
 
 
 def _limit(c: _Conn, rid: int, kind: str, n: int) -> None:
@@ -476,22 +455,8 @@ def _presence(c: _Conn, rid: int, phones: tuple[str, ...]) -> dict[str, Any]:
     phones = tuple(p for p in phones if is_phone(p))
     _limit(c, rid, "presence", len(phones))
     out: dict[str, Any] = {}
-    for p in store.read(("registered", phones)):
-        pid = whereis(users.name(p))
-        info = None
-        if pid is not None and pid != c.user:
-            try:
-                info = gen_server.call(pid, ("presence_info",), 5.0)
-            except CallError:
-                info = None
-        elif pid is not None:
-            info = (True, None, False)
-        if info is None:
-            row = store.read(("user", p))
-            if row is None:
-                continue
-            info = (False, row[3], row[2])
-        online, last_seen, hide = info
+    for p, hide, last_seen in store.read(("presence", phones)):
+        online = whereis(users.device_name(p)) is not None
         out[p] = {"hidden": True} if hide else {"online": online, "last_seen": last_seen}
     return out
 

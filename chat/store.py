@@ -29,7 +29,8 @@ Write operations (tuples, applied in order, atomically per request):
 ``("cmid<", owner, seq)``                             forget cmids older than ``seq``
 ====================================================  ==================================
 
-Queries: ``("user", phone)``, ``("registered", phones)``, ``("load", owner)`` (a
+Queries: ``("user", phone)``, ``("registered", phones)``, ``("presence", phones)``
+(``(phone, hide, last_seen)`` of the registered ones), ``("load", owner)`` (a
 ``Loaded`` record with everything a user process needs to start).
 
 Failure semantics: if a commit fails, every request of that batch gets ``StoreError``
@@ -160,6 +161,9 @@ class MemoryBackend:
                 return None if u is None else tuple(u)
             case ("registered", phones):
                 return tuple(p for p in phones if p in self.users)
+            case ("presence", phones):
+                return tuple((p, self.users[p][2], self.users[p][3]) for p in phones
+                             if p in self.users)
             case ("load", owner):
                 u = self.users.get(owner)
                 return Loaded(
@@ -297,6 +301,14 @@ class SqliteBackend:
                     found.update(r[0] for r in db.execute(
                         f"SELECT phone FROM users WHERE phone IN ({marks})", chunk))
                 return tuple(p for p in phones if p in found)
+            case ("presence", phones):
+                rows = []
+                for p in phones:
+                    r = db.execute("SELECT hide, last_seen FROM users WHERE phone = ?",
+                                   (p,)).fetchone()
+                    if r is not None:
+                        rows.append((p, bool(r[0]), r[1]))
+                return tuple(rows)
             case ("load", owner):
                 row = db.execute("SELECT key_hash, gen, hide, last_seen FROM users "
                                  "WHERE phone = ?", (owner,)).fetchone()

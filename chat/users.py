@@ -2,9 +2,12 @@
 
 A user process (a ``GenServer`` registered as ``chat.user.<phone>``) is started on demand
 under the ``chat.users`` dynamic supervisor — when its device logs in or when a message
-arrives for it — and stops (``normal``) when it has no device and nothing left to
-forward for ``idle_stop`` seconds. It is ``transient``: a crash restarts it, and it
-reloads everything from the store, so nothing acknowledged is lost::
+arrives for it — and stops (``normal``) after ``idle_stop`` seconds with nothing to
+forward and nothing pushed but unacknowledged, even while its device stays connected
+(the connection holds the name ``chat.device.<phone>``, and the next start attaches to
+it): an idle connected user costs a connection, not a user process. It is
+``transient``: a crash restarts it, and it reloads everything from the store, so
+nothing acknowledged is lost::
 
     from chat import users
     pid = users.ensure("+14155550100")          # whereis, or start it under chat.users
@@ -20,10 +23,12 @@ The message path (ARCHITECTURE.md, "The chat application"):
    acknowledged again without storing — C2; an item after a gap is dropped and comes
    again), stores them in its inbox durably, then answers
    ``("chat.delivered", recipient, upto)``.
-3. The sender's process deletes what was acknowledged from its outbox and stores a
-   ``sent`` receipt for its device in its own inbox (receipts queue like messages —
-   C4). Unacknowledged items are forwarded again with exponential back-off
-   (``retry_initial`` doubling to ``retry_max``), in order, until acknowledged.
+3. The sender's process gives its device a ``sent`` receipt (C4). That receipt lives
+   in memory only: the outbox row of the message stays until the device acknowledged
+   the receipt, so after a crash the message is forwarded again, acknowledged again as
+   a duplicate, and the receipt made again. Unacknowledged items are forwarded again
+   with exponential back-off (``retry_initial`` doubling to ``retry_max``), in order,
+   until acknowledged.
 4. The inbox is streamed to the attached device (at most ``window`` unacknowledged
    items); the device's ``ack`` deletes items from the inbox (C3) and, for messages,
    queues a ``delivered`` receipt to the sender through the same outbox path; ``read``
@@ -54,11 +59,22 @@ from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
 from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop, Timeout
 from otp.node import current_node
-from otp.process import Down, cancel_timer, demonitor, monitor, send, send_after, spawn, whereis
+from otp.process import (
+    Down,
+    cancel_timer,
+    demonitor,
+    monitor,
+    register,
+    send,
+    send_after,
+    spawn,
+    unregister,
+    whereis,
+)
 from otp.process import self as _self
 from otp.supervisor import ChildSpec
 
-__all__ = ["SUP", "UserCtx", "ensure", "name", "rekey"]
+__all__ = ["SUP", "UserCtx", "call", "device_name", "ensure", "name", "rekey"]
 
 SUP = "chat.users"
 LAZY_FLUSH = 1.0  # seconds before lazy deletes are written when nothing else is
@@ -114,11 +130,21 @@ def set_context(ctx: UserCtx) -> None:
     _CTX[current_node()] = ctx
 
 
+def device_name(phone: str) -> str:
+    """The name a logged-in connection holds (registered by the user process at login),
+    so that a user process started later finds its device."""
+    return "chat.device." + phone
+
+
 def rekey(phone: str, key_hash: bytes, gen: int) -> None:
-    """Tell ``phone``'s process (if it runs) about a new device key."""
+    """Tell ``phone``'s process (if it runs) about a new device key, and end the
+    session of the old device (C5)."""
     pid = whereis(name(phone))
     if pid is not None:
         gen_server.cast(pid, ("rekey", key_hash, gen))
+    dev = whereis(device_name(phone))
+    if dev is not None:
+        send(dev, ("chat.close", "replaced", "this number was registered on another device"))
 
 
 def _start_link(phone: str, ctx: UserCtx | None) -> Any:
@@ -141,7 +167,7 @@ class _Peer:
     token: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     phone: str
     ctx: UserCtx
@@ -159,7 +185,7 @@ class _State:
     inbox: dict[int, tuple[str, str, Any]] = field(default_factory=dict)
     device: Any = None
     device_mon: Any = None
-    queue: deque[int] = field(default_factory=deque)  # inbox seqs not yet pushed
+    queue: deque[int] | None = None  # inbox seqs not yet pushed (None: empty)
     pushed: set[int] = field(default_factory=set)
     known: set[str] = field(default_factory=set)  # peers known to be registered
     # Deletes that may be lost without harm (a crash replays them: a re-forward is
@@ -183,6 +209,12 @@ class _State:
 
     def outbox_empty(self) -> bool:
         return all(not p.pending for p in self.peers.values())
+
+
+def _enqueue(s: _State, seq: int) -> None:
+    if s.queue is None:
+        s.queue = deque()
+    s.queue.append(seq)
 
 
 def _now() -> float:
@@ -221,6 +253,9 @@ class User(GenServer):
         # restarted: a late ack for an old id must not delete a new item unseen.
         s.in_next = max((max(s.inbox) + 1) if s.inbox else 1, int(time.time() * 1e6))
         s.loaded = True
+        dev = whereis(device_name(s.phone))
+        if dev is not None and s.key_hash is not None:
+            self._attach(s, dev)  # started (or restarted) while the device is connected
         for peer, p in s.peers.items():
             if p.pending:
                 self._forward(s, peer, tuple(p.pending))
@@ -230,9 +265,15 @@ class User(GenServer):
     def _idle(self, s: _State) -> Any:
         if s.lazy and s.lazy_timer is None:
             s.lazy_timer = send_after(LAZY_FLUSH, _self(), "chat.flush")
-        if s.device is None and s.outbox_empty():
+        if self._quiet(s):
             return NoReply(s, Timeout(s.ctx.idle_stop if s.key_hash else 1.0))
         return NoReply(s)
+
+    @staticmethod
+    def _quiet(s: _State) -> bool:
+        """Nothing to forward and nothing pushed and unacknowledged: the process may stop
+        (a connected device stays connected; its name lets the next start find it)."""
+        return s.outbox_empty() and not s.pushed and not s.queue
 
     def _write(self, s: _State, ops: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
                ) -> None:
@@ -289,25 +330,34 @@ class User(GenServer):
     def _login(self, s: _State, key_hash: bytes, conn: Any) -> Any:
         if s.key_hash is None or not hmac.compare_digest(key_hash, s.key_hash):
             return self._reply(("error", "auth_failed", "unknown number or wrong key"), s)
+        dn = device_name(s.phone)
+        old = whereis(dn)
+        if old is not None and old != conn:
+            send(old, ("chat.close", "replaced", "another session of this device logged in"))
+            unregister(dn)
+            old = None
         if s.device is not None and s.device != conn:
-            send(s.device, ("chat.close", "replaced", "another session of this device "
-                                                      "logged in"))
             self._detach(s, seen=False)
-        if s.device is None:
+        if old is None:
+            register(dn, conn)
+        self._attach(s, conn)
+        return self._reply(("ok", len(s.inbox)), s)
+
+    def _attach(self, s: _State, conn: Any) -> None:
+        """Stream the inbox to ``conn`` from the start (the device deduplicates)."""
+        if s.device != conn:
             s.device = conn
             s.device_mon = monitor(conn)
-        s.queue = deque(s.inbox)
+        s.queue = deque(s.inbox) if s.inbox else None
         s.pushed = set()
-        queued = len(s.inbox)
         self._push_more(s)
-        return Reply(("ok", queued), s)
 
     def _detach(self, s: _State, seen: bool = True) -> None:
         if s.device_mon is not None:
             demonitor(s.device_mon, flush=True)
         s.device = s.device_mon = None
         s.pushed = set()
-        s.queue = deque()
+        s.queue = None
         if seen:
             s.last_seen = time.time()
             self._write(s, (("seen", s.phone, s.last_seen),))
@@ -436,9 +486,7 @@ class User(GenServer):
         match request:
             case ("rekey", key_hash, gen):
                 s.key_hash, s.gen = key_hash, gen
-                if s.device is not None:
-                    send(s.device, ("chat.close", "replaced",
-                                    "this number was registered on another device"))
+                if s.device is not None:  # rekey() closes that connection ("replaced")
                     self._detach(s)
                 return self._idle(s)
         return super().handle_cast(request, s)
@@ -465,7 +513,7 @@ class User(GenServer):
                 if s.lazy:
                     self._write(s, ())
             case "timeout":
-                if s.device is None and s.outbox_empty():
+                if self._quiet(s):
                     return Stop("normal", s)
             case _:
                 return super().handle_info(msg, s)
@@ -497,7 +545,7 @@ class User(GenServer):
             for seq, item in new:
                 s.inbox[seq] = item
                 if s.device is not None:
-                    s.queue.append(seq)
+                    _enqueue(s, seq)
             if s.device is not None:
                 self._push_more(s)
             else:
@@ -520,7 +568,7 @@ class User(GenServer):
                 s.inbox[iseq] = (peer, "receipt", ("sent", payload[0], peer, payload[3]))
                 s.volatile[iseq] = seq
                 if s.device is not None:
-                    s.queue.append(iseq)
+                    _enqueue(s, iseq)
                     pushed = True
             else:
                 s.lazy.append(("out-", s.phone, seq))
@@ -537,9 +585,12 @@ class User(GenServer):
         dev = s.device
         if dev is None:
             return
+        if not s.queue:
+            return
         room = s.ctx.window - len(s.pushed)
         batch = []
         q = s.queue
+        assert q is not None
         inbox = s.inbox
         while room > 0 and q:
             seq = q.popleft()

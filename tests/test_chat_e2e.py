@@ -223,6 +223,19 @@ def test_user_process_stops_when_idle_and_starts_again_for_a_message(node, tmp_p
         assert b2.login(B, key_b) == 1
 
 
+def test_user_process_stops_while_the_device_stays_connected_and_restarts_for_a_message(
+        node, tmp_path):
+    with running_chat(tmp_path, users={"idle_stop": 0.2}) as srv:
+        a, b = srv.user(A), srv.user(B)
+        from otp.process import Down, monitor
+        from otp.testing import assert_receive
+        ref = monitor(whereis("chat.user." + B))
+        assert assert_receive(Down, timeout=10.0).ref == ref  # B idle: its process stopped
+        r = a.send(B, "still there?")
+        assert [m["mid"] for m in msgs(b.wait_for(lambda evs: msgs(evs)))] == [r.mid]
+        assert a.presence([B])[B]["online"] is True
+
+
 def test_admin_provision_registers_without_sms_only_with_the_token(node, tmp_path):
     with running_chat(tmp_path, admin_token="s3cret") as srv:
         c = srv.client()
