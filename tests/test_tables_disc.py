@@ -375,3 +375,13 @@ def test_dirty_update_counter_on_disc_is_atomic_and_durable(node, tmp_path):
     tables.start(tmp_path)
     assert tables.dirty_read("hits", "home") == [("home", 200)]
     tables.stop()
+
+
+def test_clear_table_on_disc_is_durable(node, tmp_path):
+    _make(tmp_path, 4)
+    tables.clear_table("acc")
+    assert _records("acc") == []
+    tables.stop()
+    tables.start(tmp_path)
+    assert _records("acc") == []
+    tables.stop()

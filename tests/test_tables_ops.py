@@ -400,3 +400,16 @@ def test_the_module_docstring_example_runs():
     with contextlib.redirect_stdout(out):
         exec(textwrap.dedent(doc[start:end]), {})
     assert out.getvalue().strip() == "[Account(id=2, owner='bob', balance=30)]"
+
+
+def test_clear_table_deletes_every_record_in_one_commit(node):
+    tables.create_table("t", attributes=("k", "v"), index=["v"])
+    for i in range(5):
+        tables.dirty_write("t", (i, i % 2))
+    seen = []
+    tables.add_commit_hook(seen.append)
+    tables.clear_table("t")
+    tables.remove_commit_hook(seen.append)
+    assert tables.dirty_all_keys("t") == [] and tables.dirty_index_read("t", 1, "v") == []
+    assert len(seen) == 1 and len(seen[0].ops) == 5
+    tables.clear_table("t")  # an empty table: nothing to do

@@ -41,8 +41,8 @@ API (Mnesia's names; records are named tuples, keys any hashable value):
 
 ========================================  ================================================
 schema                                    ``create_table``, ``delete_table``, ``add_index``,
-                                          ``del_index``, ``table_info``, ``table_names``,
-                                          ``record_class``
+                                          ``del_index``, ``clear_table``, ``table_info``,
+                                          ``table_names``, ``record_class``
 in a transaction                          ``read`` (``lock="write"``), ``write``, ``delete``,
                                           ``delete_object``, ``index_read``, ``select``
                                           (predicate), ``match`` (pattern), ``first``,
@@ -133,6 +133,7 @@ from otp.tables import _disc_owner
 from otp.tables._app import APP, APP_NAME, TablesApp
 from otp.tables._ops import (
     all_keys,
+    clear_table,
     delete,
     delete_object,
     dirty_all_keys,
@@ -201,6 +202,7 @@ __all__ = [
     "add_index",
     "all_keys",
     "apply_replicated",
+    "clear_table",
     "create_table",
     "del_index",
     "delete",

@@ -217,6 +217,20 @@ def dirty_update_counter(table: str, key: Any, incr: int = 1, *,
     return int(wait_durable(submit(reg, [("counter", tab, key, (pos, incr))], None)))
 
 
+def clear_table(table: str) -> None:
+    """Delete every record of ``table`` (one commit: subscribers get a ``delete``
+    event per key, disc copies are cleared durably)."""
+    reg = registry()
+    tab = reg.table(table)
+    keys = tab.key_list()
+    if not keys:
+        return
+    if tab.storage == "ram":
+        apply_commit(reg, [(tab, k, None) for k in keys], True)
+    else:
+        _dirty_disc(reg, [("delete", tab, k) for k in keys])
+
+
 def dirty_read(table: str, key: Any) -> list[Any]:
     """The records under ``key`` (a list: empty, one, or several for a bag)."""
     reg = registry()
@@ -454,6 +468,7 @@ def foldl(table: str, fn: Callable[[Any, Any], Any], acc: Any) -> Any:
 
 __all__ = [
     "all_keys",
+    "clear_table",
     "delete",
     "delete_object",
     "dirty_all_keys",
