@@ -491,3 +491,209 @@ def test_supervision_trees_follow_the_model_under_random_faults() -> None:
     finally:
         log.setLevel(old)
 
+
+
+# --- restart back-off (beyond OTP) -----------------------------------------------------
+#
+# One one_for_one supervisor whose workers may have a back-off (no jitter). The model:
+# a restart is counted when the child dies (and on each failed retry); the child's
+# n-th consecutive restart then waits min(max, initial * 2**n) seconds on the node
+# clock; the count starts again once the child has stayed up for ``max`` seconds; a
+# start that fails is retried at once, counted, and backed off again.
+
+
+@dataclass(eq=False)
+class BChild:
+    id: str
+    restart: str
+    backoff: tuple[float, float] | None
+    running: bool = True
+    waiting_until: float | None = None
+    attempt: int = 0
+    started_at: float = 0.0
+    gen: int = 1
+
+
+class BackoffModel:
+    def __init__(self, intensity: int, period: float, children: list[BChild]) -> None:
+        self.intensity, self.period = intensity, period
+        self.children = children
+        self.restarts: list[float] = []
+        self.failures: dict[str, int] = {}
+        self.now = 0.0
+        self.alive = True
+
+    def start(self, c: BChild) -> bool:
+        if self.failures.get(c.id, 0) > 0:
+            self.failures[c.id] -= 1
+            return False
+        c.running, c.started_at, c.waiting_until = True, self.now, None
+        c.gen += 1
+        return True
+
+    def count_restart(self) -> bool:
+        now = self.now
+        self.restarts = [t for t in self.restarts if t >= now - self.period] + [now]
+        if len(self.restarts) > self.intensity:
+            self.alive = False
+            return False
+        return True
+
+    def restart(self, c: BChild) -> None:
+        """Count, then restart now or schedule the back-off; retries failed starts."""
+        while self.alive:
+            if not self.count_restart():
+                return
+            if c.backoff is not None:
+                initial, mx = c.backoff
+                c.waiting_until = self.now + min(mx, initial * 2.0**c.attempt)
+                c.attempt += 1
+                return
+            if self.start(c):
+                return
+
+    def exited(self, c: BChild, reason: Any) -> None:
+        c.running = False
+        if c.restart == "permanent" or (c.restart == "transient" and not is_clean(reason)):
+            if c.backoff is not None and self.now - c.started_at >= c.backoff[1]:
+                c.attempt = 0
+            self.restart(c)
+        elif c.restart == "temporary":
+            self.children.remove(c)
+
+    def advance(self, dt: float) -> None:
+        end = self.now + dt
+        while self.alive:
+            due = [c.waiting_until for c in self.children if c.waiting_until is not None]
+            if not due or min(due) > end:
+                break
+            self.now = min(due)
+            for c in [c for c in self.children if c.waiting_until == self.now]:
+                if not self.alive:
+                    break
+                c.waiting_until = None
+                if not self.start(c):
+                    self.restart(c)
+        self.now = end
+
+
+@st.composite
+def backoff_trees(draw: Any) -> tuple[int, float, list[tuple[str, str, Any]]]:
+    intensity = draw(st.integers(0, 6))
+    period = draw(st.sampled_from([2.0, 10.0]))
+    kids = []
+    for i in range(draw(st.integers(1, 3))):
+        bo = draw(st.sampled_from([None, (0.5, 2.0), (1.0, 4.0), (0.25, 0.25)]))
+        kids.append((f"b{i}", draw(st.sampled_from(RESTARTS)), bo))
+    return intensity, period, kids
+
+
+class BackoffTree(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.node = otp.Node("backoff@localhost", clock=otp.MockClock(), strict=True)
+        self.node.start()
+        self.plan = FaultPlan()
+        self.model: BackoffModel | None = None
+        self.known: dict[BChild, tuple[int, Pid]] = {}
+
+    def teardown(self) -> None:
+        self.node.stop()
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        return self.node.run(fn, *args, timeout=30)
+
+    @initialize(tree=backoff_trees())
+    def start_tree(self, tree: tuple[int, float, list[tuple[str, str, Any]]]) -> None:
+        intensity, period, kids = tree
+        specs = [ChildSpec(cid, (self.plan.starter(cid, name=f"n_{cid}"), ()), restart=r,
+                           backoff=None if bo is None else (*bo, 0.0))
+                 for cid, r, bo in kids]  # fmt: skip
+        self.model = BackoffModel(intensity, period,
+                                  [BChild(cid, r, bo) for cid, r, bo in kids])
+        self.run(spawn, backoff_owner, (SupFlags("one_for_one", intensity, period), specs))
+        self.check()
+
+    @precondition(lambda self: self.model and self.model.alive
+                  and any(c.running for c in self.model.children))
+    @rule(data=st.data(), reason=st.sampled_from(REASONS))
+    def crash_worker(self, data: Any, reason: Any) -> None:
+        assert self.model is not None
+        c = data.draw(st.sampled_from([c for c in self.model.children if c.running]))
+        pid = self.known[c][1]
+        if reason == "kill":
+            self.run(exit, pid, "kill")
+            reason = "killed"
+        else:
+            self.run(crash, pid, reason)
+        self.model.exited(c, reason)
+        self.check()
+
+    @precondition(lambda self: self.model and self.model.alive)
+    @rule(data=st.data(), n=st.integers(1, 2))
+    def fail_next_starts(self, data: Any, n: int) -> None:
+        assert self.model is not None
+        c = data.draw(st.sampled_from(self.model.children)) if self.model.children else None
+        if c is None:
+            return
+        self.plan.fail_next(c.id, n)
+        self.model.failures[c.id] = self.model.failures.get(c.id, 0) + n
+
+    @rule(dt=st.sampled_from([0.25, 0.5, 1.0, 3.0]))
+    def let_time_pass(self, dt: float) -> None:
+        assert self.model is not None
+        self.run(sleep, dt)
+        self.model.advance(dt)
+        self.check()
+
+    def check(self) -> None:
+        assert self.model is not None
+        top, tree, alive, _ = self.run(observe)
+        assert self.node.clock.now() == self.model.now
+        if not self.model.alive:
+            assert top is None, "the model's supervisor died (intensity), the real one lives"
+            assert len(alive) == 1, f"orphans: {alive}"  # the owner only
+            return
+        running = sum(c.running for c in self.model.children)
+        assert len(alive) == 2 + running, f"orphans: {alive}"  # + the owner and top
+        assert top is not None, "the real supervisor died, the model's lives"
+        rows = [(rid, rpid) for rid, rpid, _ in tree]
+        assert [r[0] for r in rows] == [c.id for c in self.model.children]
+        for (_, rpid), c in zip(rows, self.model.children, strict=True):
+            if c.running:
+                assert isinstance(rpid, Pid), (c, rpid)
+                old = self.known.get(c)
+                if old is not None:
+                    assert (rpid == old[1]) == (old[0] == c.gen), (c, rpid, old)
+                self.known[c] = (c.gen, rpid)
+            elif c.waiting_until is not None:
+                assert rpid == "restarting", (c, rpid)
+            else:
+                assert rpid is None, (c, rpid)
+
+
+def backoff_owner(init: Any) -> None:
+    trap_exit(True)
+    supervisor.start_link(ScriptedSupervisor, init, name="top")
+    while True:
+        receive()
+
+
+BackoffTree.TestCase.settings = settings(
+    max_examples=int(__import__("os").environ.get("SUP_EXAMPLES", "300")),
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_restart_backoff_follows_the_model_under_random_faults() -> None:
+    import logging
+
+    log = logging.getLogger("otp.report")
+    old = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        BackoffTree.TestCase("runTest").runTest()
+    finally:
+        log.setLevel(old)
