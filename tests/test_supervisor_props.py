@@ -15,6 +15,10 @@ real tree with the model (OTP's rules S1-S5, S7, S8 written as plain Python):
 - no orphans: every live process belongs to the tree (or is the test's own);
 - every registered name points at the live child that registered it;
 - no child is left "restarting", and time moves only when a step lets it.
+
+A second machine does the same for the restart back-off (beyond OTP) on a
+``one_for_one`` supervisor: delays, their reset, retries of failed starts, intensity.
+``SUP_EXAMPLES`` (environment) overrides the number of examples of each.
 """
 
 from __future__ import annotations
