@@ -32,6 +32,7 @@ import hmac
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +60,14 @@ from otp.process import (
     is_alive,
     link,
     receive,
+    register,
     send,
     sleep,
     spawn,
     spawn_link,
     trap_exit,
     unlink,
+    unregister,
     whereis,
 )
 from otp.process import self as _self
@@ -261,9 +264,15 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
             c.sock.close()
         except OSError:
             pass
-        if c.reader is not None and is_alive(_self()):
-            unlink(c.reader)
-            exit(c.reader, "kill")
+        if is_alive(_self()):
+            if c.reader is not None:
+                unlink(c.reader)
+                exit(c.reader, "kill")
+            if c.phase == "session":  # last seen (presence), even with no user process
+                try:
+                    store.write((("seen", c.phone, time.time()),))
+                except store.StoreError:
+                    pass
 
 
 def _loop(c: _Conn) -> None:
@@ -416,12 +425,31 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any]:
     raise ProtocolError("unknown_type", f"unexpected request {t!r}", rid)
 
 
+def _key_ok(phone: str, key_hash: bytes) -> bool:
+    row = store.read(("user", phone))
+    return row is not None and row[0] is not None and hmac.compare_digest(row[0], key_hash)
+
+
 def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
+    """Check the key against the store, take the device name, and wake the user
+    process only if it runs or has something for the device (an idle user with no
+    pending items costs no process)."""
     key_hash = registration.hash_key(key)
-    r: Any = ("error",)
-    if is_phone(phone) and len(key) == 32:
-        r = users.call(phone, ("login", key_hash, _self()))
-    if r[0] != "ok":
+    ok = is_phone(phone) and len(key) == 32 and _key_ok(phone, key_hash)
+    if ok:
+        dn = users.device_name(phone)
+        old = whereis(dn)
+        if old is not None and old != _self():
+            send(old, ("chat.close", "replaced", "another session of this device logged in"))
+            unregister(dn)
+        if old != _self():
+            register(dn, _self())
+        # A new device registered between the check and the name: rekey() found no
+        # name to close, so check again now that the name is ours.
+        ok = _key_ok(phone, key_hash)
+        if not ok:
+            unregister(dn)
+    if not ok:
         delay = registration.login_delay(phone, False)
         if delay > 0:
             sleep(delay)
@@ -429,7 +457,10 @@ def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
     registration.login_delay(phone, True)
     c.phase = "session"
     c.phone, c.key_hash = phone, key_hash
-    return _ok(rid, phone=phone, queued=r[1])
+    queued = 0
+    if whereis(users.name(phone)) is not None or store.read(("pending", phone)):
+        queued = users.call(phone, ("attach", _self()))
+    return _ok(rid, phone=phone, queued=queued)
 
 
 def _user_call(c: _Conn, request: tuple[Any, ...]) -> Any:

@@ -30,7 +30,8 @@ Write operations (tuples, applied in order, atomically per request):
 ====================================================  ==================================
 
 Queries: ``("user", phone)``, ``("registered", phones)``, ``("presence", phones)``
-(``(phone, hide, last_seen)`` of the registered ones), ``("load", owner)`` (a
+(``(phone, hide, last_seen)`` of the registered ones), ``("pending", owner)`` (does
+the owner have inbox or outbox rows), ``("load", owner)`` (a
 ``Loaded`` record with everything a user process needs to start).
 
 Failure semantics: if a commit fails, every request of that batch gets ``StoreError``
@@ -164,6 +165,8 @@ class MemoryBackend:
             case ("presence", phones):
                 return tuple((p, self.users[p][2], self.users[p][3]) for p in phones
                              if p in self.users)
+            case ("pending", owner):
+                return bool(self.inbox.get(owner) or self.outbox.get(owner))
             case ("load", owner):
                 u = self.users.get(owner)
                 return Loaded(
@@ -301,6 +304,11 @@ class SqliteBackend:
                     found.update(r[0] for r in db.execute(
                         f"SELECT phone FROM users WHERE phone IN ({marks})", chunk))
                 return tuple(p for p in phones if p in found)
+            case ("pending", owner):
+                return (db.execute("SELECT 1 FROM inbox WHERE owner = ? LIMIT 1",
+                                   (owner,)).fetchone() is not None
+                        or db.execute("SELECT 1 FROM outbox WHERE owner = ? LIMIT 1",
+                                      (owner,)).fetchone() is not None)
             case ("presence", phones):
                 rows = []
                 for p in phones:

@@ -45,7 +45,6 @@ again; what was pushed but not acknowledged is pushed again (devices deduplicate
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections import deque
@@ -64,11 +63,9 @@ from otp.process import (
     cancel_timer,
     demonitor,
     monitor,
-    register,
     send,
     send_after,
     spawn,
-    unregister,
     whereis,
 )
 from otp.process import self as _self
@@ -309,8 +306,11 @@ class User(GenServer):
             case ("read", peer, mids):
                 self._read(s, peer, mids)
                 return self._reply(("ok",), s)
-            case ("login", key_hash, conn):
-                return self._login(s, key_hash, conn)
+            case ("attach", conn):  # a device logged in (its connection checked the key)
+                if s.device is not None and s.device != conn:
+                    self._detach(s, seen=False)
+                self._attach(s, conn)
+                return self._reply(len(s.inbox), s)
             case ("forwarding",):  # introspection: items not yet acknowledged by peers
                 return self._reply(sum(len(p.pending) for p in s.peers.values()), s)
             case ("presence_info",):
@@ -326,22 +326,6 @@ class User(GenServer):
                     self._detach(s)
                 return self._reply(("ok",), s)
         return super().handle_call(request, from_, s)
-
-    def _login(self, s: _State, key_hash: bytes, conn: Any) -> Any:
-        if s.key_hash is None or not hmac.compare_digest(key_hash, s.key_hash):
-            return self._reply(("error", "auth_failed", "unknown number or wrong key"), s)
-        dn = device_name(s.phone)
-        old = whereis(dn)
-        if old is not None and old != conn:
-            send(old, ("chat.close", "replaced", "another session of this device logged in"))
-            unregister(dn)
-            old = None
-        if s.device is not None and s.device != conn:
-            self._detach(s, seen=False)
-        if old is None:
-            register(dn, conn)
-        self._attach(s, conn)
-        return self._reply(("ok", len(s.inbox)), s)
 
     def _attach(self, s: _State, conn: Any) -> None:
         """Stream the inbox to ``conn`` from the start (the device deduplicates)."""
