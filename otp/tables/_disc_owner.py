@@ -246,7 +246,13 @@ class DiscOwner(GenServer):
         batch: list[Pending] = []
         while queue and len(batch) < MAX_BATCH:
             batch.append(queue.popleft())
-        ops, undo, items = _prepare(reg, batch)
+        try:
+            ops, undo, items = _prepare(reg, batch)
+        except Exception as e:  # a bug: fail the group rather than lose its waiters
+            log.exception("otp.tables: preparing a group commit failed")
+            for item in batch:
+                _finish(item, repr(e))
+            return [], []
         if items:
             ds.batch += 1
             ds.inflight = items
@@ -256,23 +262,21 @@ class DiscOwner(GenServer):
 
     def _written(self, reg: Registry, ds: DiscState, err: Any) -> None:
         items = ds.inflight or []
-        undo = ds.inflight_undo
-        ds.inflight = None
-        ds.inflight_undo = []
         if err is not None:
+            ds.inflight = None
             ds.batch -= 1
             log.error("otp.tables: group commit of %d commits failed: %s", len(items), err)
-            for tab, key, old in reversed(undo):
-                if old is None:
-                    tab.rids.pop(key, None)
-                else:
-                    tab.rids[key] = old
+            _undo_rids(ds)
             for item in items:
                 _finish(item, err)
             return
         ds.batches += 1
         ds.commits += len(items)
         _apply_all(reg, items)
+        # Only now: a crash in the middle of applying leaves the group in flight, and
+        # the restarted owner applies and acknowledges the rest.
+        ds.inflight = None
+        ds.inflight_undo = []
 
     def _finish_inflight(self, reg: Registry, ds: DiscState) -> None:
         writer = ds.writer
@@ -306,14 +310,26 @@ class DiscOwner(GenServer):
 
     def _resume(self, reg: Registry, ds: DiscState) -> None:
         items = ds.inflight or []
-        ds.inflight = None
         if ds.batch >= ds.inflight_batch:
             _apply_all(reg, items)  # it was written before the crash
+            ds.inflight = None
+            ds.inflight_undo = []
         else:
+            ds.inflight = None
+            _undo_rids(ds)  # the group will be prepared (and given row ids) again
             for item in reversed(items):
                 if not item.applied:
                     item.resolved = []
                     ds.queue.appendleft(item)
+
+
+def _undo_rids(ds: DiscState) -> None:
+    for tab, key, old in reversed(ds.inflight_undo):
+        if old is None:
+            tab.rids.pop(key, None)
+        else:
+            tab.rids[key] = old
+    ds.inflight_undo = []
 
 
 def _writer_loop(file: DiscFile, owner: Pid) -> None:
