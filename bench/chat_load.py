@@ -73,6 +73,7 @@ class Dev:
         self.logged_in = gevent.event.Event()
         self.buf = bytearray()
         self.g: Any = None
+        self.acks_out: set[int] = set()  # ack requests not answered yet
 
     def send(self, msg: dict[str, Any]) -> None:
         msg["id"] = self.next_id
@@ -120,6 +121,7 @@ class Dev:
                         st.delivered_rcpt += 1
                 elif t == "ok":
                     st.replies += 1
+                    self.acks_out.discard(m["id"])
                     if m["id"] == 2:
                         self.logged_in.set()
                 elif t == "error":
@@ -128,6 +130,7 @@ class Dev:
                         sys.stderr.write(f"{self.phone}: {m}\n")
             if acks:
                 try:
+                    self.acks_out.add(self.next_id)
                     self.send({"t": "ack", "ids": acks})
                 except OSError:
                     return
@@ -264,9 +267,14 @@ def drain(a: dict[str, Any]) -> None:
     devs = connect_all(a, stats)
     deadline = t0 + a.get("timeout", 300)
     while stats.received < a["expect"] and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+        gevent.sleep(0.005)
+    t_recv = time.monotonic() - t0
+    # drained = every message pushed *and* every ack answered (deleted on the server)
+    while any(d.acks_out for d in devs) and time.monotonic() < deadline:
+        gevent.sleep(0.005)
     dt = time.monotonic() - t0
-    out(event="drained", received=stats.received, seconds=dt, errors=stats.errors)
+    out(event="drained", received=stats.received, seconds=dt, received_seconds=t_recv,
+        errors=stats.errors)
     for d in devs:
         d.sock.close()
 
