@@ -136,10 +136,10 @@ def _blocking_writes(monkeypatch):
     entered, go = OSEvent(), OSEvent()
     real = _disc.DiscFile.write_batch
 
-    def write_batch(self, ops, batch):
+    def write_batch(self, ops, batch, epoch=None):
         entered.set()
         go.wait(10)
-        return real(self, ops, batch)
+        return real(self, ops, batch, epoch)
 
     monkeypatch.setattr(_disc.DiscFile, "write_batch", write_batch)
     return entered, go
@@ -174,11 +174,11 @@ def test_d3_a_commit_that_cannot_be_written_fails_and_changes_nothing(
     real = _disc.DiscFile.write_batch
     calls = []
 
-    def failing(self, ops, batch):
+    def failing(self, ops, batch, epoch=None):
         calls.append(1)
         if len(calls) == 1:
             raise OSError(28, "No space left on device")
-        return real(self, ops, batch)
+        return real(self, ops, batch, epoch)
 
     monkeypatch.setattr(_disc.DiscFile, "write_batch", failing)
     with pytest.raises(tables.CommitFailed, match="No space"):
@@ -230,6 +230,37 @@ def test_d3_owner_killed_during_a_group_commit_still_acknowledges_it(
     tables.stop()
     tables.start(tmp_path)
     assert (7, "k", 7) in _records("acc")
+    tables.stop()
+
+
+def test_d3_owner_killed_before_its_group_was_written_writes_it_once(
+    node, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    _make(tmp_path, 1)
+    entered, go = _blocking_writes(monkeypatch)  # the thread waits before writing
+    me = self_pid()
+    _pid, wref = spawn_monitor(
+        lambda: send(me, ("acked", tables.transaction(tables.write, "acc", (7, "k", 7))))
+    )
+    while not entered.is_set():
+        receive(timeout=0.001, default=None)
+    owner = whereis("otp_tables_disc")
+    ref = monitor(owner)
+    exit(owner, "kill")
+    assert receive(Down).ref == ref
+    go.set()  # the old thread now finds the file reopened and writes nothing
+    assert_receive(("acked", None))
+    assert assert_receive(Down).ref == wref
+    assert receive(timeout=0.05, default=None) is None  # acknowledged once
+    tables.stop()
+    conn = sqlite3.connect(tmp_path / DB)
+    rows = conn.execute("SELECT count(*) FROM t1").fetchone()[0]
+    conn.close()
+    assert rows == 2  # keys 0 and 7, each stored once
+    tables.start(tmp_path)
+    assert _records("acc") == [(0, "o0", 0), (7, "k", 7)]
     tables.stop()
 
 

@@ -140,6 +140,10 @@ def _copy_rows(old: sqlite3.Connection, conn: sqlite3.Connection, ident: int
             step *= 2
 
 
+class StaleWrite(RuntimeError):
+    """A group commit handed out before the owner restarted: not written."""
+
+
 class DiscFile:
     """The SQLite file of one node directory. Methods run in a pool thread."""
 
@@ -148,6 +152,9 @@ class DiscFile:
         self.path = os.path.join(directory, DB_NAME)
         self.conn: sqlite3.Connection | None = None
         self.lock = OSLock()
+        # Bumped by every open: a write handed out before a restart of the owner (its
+        # thread may run late) carries the old epoch and is refused, never applied.
+        self.epoch = 0
 
     # --- open / recover ------------------------------------------------------------
 
@@ -155,6 +162,7 @@ class DiscFile:
         """Open (creating, recovering or salvaging as needed); returns the last batch
         number written."""
         with self.lock:
+            self.epoch += 1
             os.makedirs(self.directory, exist_ok=True)
             wal = self.path + "-wal"
             if os.path.exists(wal):
@@ -272,11 +280,14 @@ class DiscFile:
 
     # --- writing -----------------------------------------------------------------------
 
-    def write_batch(self, ops: list[tuple[Any, ...]], batch: int) -> None:
+    def write_batch(self, ops: Any, batch: int, epoch: int | None = None) -> None:
         """Write ``ops`` as one durable SQLite transaction. Ops, in order:
         ``("put", ident, rid, blob)``, ``("del", ident, rid)``,
-        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``."""
+        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``.
+        ``StaleWrite`` if ``epoch`` is given and the file was opened again since."""
         with self.lock:
+            if epoch is not None and epoch != self.epoch:
+                raise StaleWrite(f"group {batch} of epoch {epoch} (file now at {self.epoch})")
             conn = self.conn
             assert conn is not None
             conn.execute("BEGIN")

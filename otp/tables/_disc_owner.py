@@ -236,7 +236,7 @@ class DiscOwner(GenServer):
             if not items:
                 continue
             if ops and ds.writer is not None:
-                send(ds.writer, ("write", ds.inflight_batch, tuple(ops)))
+                send(ds.writer, ("write", ds.inflight_batch, tuple(ops), ds.file.epoch))
                 return
             self._written(reg, ds, None)  # nothing to write (only ram tables touched)
         ds.idle = ds.inflight is None
@@ -338,10 +338,10 @@ def _writer_loop(file: DiscFile, owner: Pid) -> None:
         msg = receive()
         if msg == "stop":
             return
-        _tag, batch, ops = msg
+        _tag, batch, ops, epoch = msg
         err = None
         try:
-            run_in_thread(file.write_batch, ops, batch)
+            run_in_thread(file.write_batch, ops, batch, epoch)
         except Exception as e:
             err = repr(e)
         send(owner, ("written", batch, err))
