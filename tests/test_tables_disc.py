@@ -417,3 +417,18 @@ def test_clear_table_on_disc_is_durable(node, tmp_path):
     tables.start(tmp_path)
     assert _records("acc") == []
     tables.stop()
+
+
+@pytest.mark.otp(clock="mock")
+def test_disc_tables_work_under_the_mock_clock(node, tmp_path):
+    # Nothing on the commit path waits with a timeout, so the mock clock's jumps (the
+    # hub is idle while the thread writes) cannot fail a commit or the start.
+    tables.start(tmp_path)
+    tables.create_table("t", attributes=("k", "v"), copies="disc")
+    for i in range(20):
+        spawn_monitor(lambda i=i: tables.transaction(tables.write, "t", (i, i)))
+    _wait_normal(20)
+    tables.stop()
+    tables.start(tmp_path)
+    assert len(tables.dirty_all_keys("t")) == 20
+    tables.stop()

@@ -506,7 +506,7 @@ def apply_replicated(record: CommitRecord) -> None:
 # --- the disc owner -------------------------------------------------------------------
 
 
-def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | None = 60.0
+def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | None = None
           ) -> Pid:
     """Start the ``otp_tables`` application on this node (``application.start(APP)``):
     the ``otp_tables_sup`` supervisor and the disc owner, which opens
