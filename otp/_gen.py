@@ -35,20 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from otp.errors import BadArg, CallError, CallTimeout
+from otp._core.node import CALL_TIMEOUT, Process, getcurrent
+from otp.errors import BadArg, CallError, CallTimeout, NotInProcess
 from otp.node import current_node
-from otp.process import (
-    Down,
-    Pid,
-    Ref,
-    demonitor,
-    is_alive,
-    monitor,
-    receive,
-    send,
-    whereis,
-)
-from otp.process import self as _self
+from otp.process import Down, Pid, Ref, demonitor, receive, send, whereis
 
 CALL = "$gen_call"
 CAST = "$gen_cast"
@@ -61,7 +51,7 @@ _TIMEOUT: Any = object()
 #: call. ``handle_call`` receives it as ``from_``; treat it as opaque and pass it to
 #: ``reply(from_, value)`` to answer later, from any process. (A plain tuple rather
 #: than a record: one is built per call.)
-From = tuple[Pid, Ref]
+From = tuple[Pid, Any]
 
 
 @dataclass(frozen=True)
@@ -118,36 +108,12 @@ def check_name(name: Any) -> None:
         )
 
 
-# --- abandoned call tags (late replies are dropped) -------------------------------
-
-_abandoned: dict[Ref, tuple[Pid, Pid]] = {}  # tag -> (caller, server)
-_abandoned_node: Any = None
-_prune_at = 1024
-
-
-def _abandon(tag: Ref, caller: Pid, server: Pid) -> None:
-    global _abandoned_node, _prune_at
-    node = current_node()
-    if _abandoned_node is not node:  # a fresh node: tags of the old one mean nothing
-        _abandoned.clear()
-        _abandoned_node = node
-    if len(_abandoned) >= _prune_at:
-        # Forget tags nobody can still answer (server gone) or nobody waits on;
-        # amortised: the next sweep waits until the table has doubled.
-        for t, (c, s) in list(_abandoned.items()):
-            if not (is_alive(c) and is_alive(s)):
-                del _abandoned[t]
-        _prune_at = max(1024, 2 * len(_abandoned))
-    _abandoned[tag] = (caller, server)
+# --- replies ------------------------------------------------------------------------
 
 
 def reply(from_: From, value: Any) -> None:
     """Send ``value`` to the caller waiting on ``from_`` (dropped if it gave up)."""
-    tag = from_[1]
-    if _abandoned and tag in _abandoned and _abandoned_node is current_node():
-        del _abandoned[tag]
-        return
-    send(from_[0], (tag, value))
+    current_node().gen_reply(from_[0], from_[1], value)
 
 
 # --- the call -------------------------------------------------------------------------
@@ -163,8 +129,8 @@ class CallFn(Protocol):
 
 def make_call(label: str) -> CallFn:
     """Build the ``call`` function for messages labelled ``label`` (``gen:do_call``;
-    see the module docstring). One function per label keeps the hot path to a single
-    Python frame."""
+    see the module docstring). The protocol itself runs in the kernel
+    (``Node.gen_call``): this is the hottest path of every behaviour."""
 
     def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
         pid: Any = server
@@ -172,31 +138,19 @@ def make_call(label: str) -> CallFn:
             pid = resolve(server)
             if pid is None:
                 raise CallError("noproc", server, request)
-        me = _self()
-        if pid.id == me.id and pid == me:
+        me = getcurrent()
+        if me.__class__ is not Process:
+            raise NotInProcess("call must be made from inside a process")
+        if pid.id == me.pid.id and pid == me.pid:
             raise CallError("calling_self", server, request)
         if timeout.__class__ is not float and timeout is not None:
             _check_timeout(timeout)
-        tag = monitor(pid)
-        send(pid, (label, (me, tag), request))
-
-        def match(m: Any) -> bool:
-            c = m.__class__
-            if c is tuple:
-                return len(m) == 2 and m[0] is tag
-            return c is Down and m[0] is tag
-
-        msg = receive(match, timeout, default=_TIMEOUT)
-        if msg.__class__ is tuple:
-            if not demonitor(tag):
-                receive(_down_of(tag), 0, default=None)
-            return msg[1]
-        if msg is _TIMEOUT:
-            demonitor(tag, flush=True)
-            _abandon(tag, me, pid)
-            receive(match, 0, default=None)  # a reply that raced in with the deadline
+        ok, value = me.node.gen_call(me, pid, label, request, timeout)
+        if ok:
+            return value
+        if value is CALL_TIMEOUT:
             raise CallTimeout(server, request, timeout)
-        raise CallError(msg.reason, server, request)
+        raise CallError(value, server, request)
 
     return call
 

@@ -516,7 +516,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     """The main loop. Hot path: a call returning ``Reply`` with no action."""
     cb = srv.cb
     parent = srv.parent
-    abandoned = _gen._abandoned  # never rebound, only cleared: safe to hold
+    gen_reply = current_node().gen_reply
     dbg: _Debug | None = None
     msg: Any = None
     r: Any = None
@@ -557,12 +557,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                 r = cb.handle_call(msg[2], from_, state)
                 rc = r.__class__
                 if rc is Reply:
-                    # reply(from_, value), inlined: the hot path
-                    tag = from_[1]
-                    if abandoned and tag in abandoned and _gen._abandoned_node is current_node():
-                        del abandoned[tag]
-                    else:
-                        send(from_[0], (tag, r[0]))
+                    gen_reply(from_[0], from_[1], r[0])  # reply(from_, value)
                     state = r[1]
                     if dbg is not None:
                         dbg.sent(srv, r[0], from_[0], state)

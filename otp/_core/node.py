@@ -66,6 +66,8 @@ CURRENT: Node | None = None
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
+#: What ``Node.gen_call`` returns as the reason when the deadline passed.
+CALL_TIMEOUT: Any = object()
 _INF = float("inf")
 
 # How many processes may run back to back before the hub gets a turn for I/O.
@@ -90,6 +92,7 @@ class Process(greenlet.greenlet):
     __slots__ = (
         "args",
         "dead",
+        "deadline",
         "exc",
         "fn",
         "links",
@@ -113,8 +116,8 @@ class Process(greenlet.greenlet):
     node: Node
     mbox: deque[Any] | None
     links: set[Process] | None
-    monitors: dict[Ref, Process] | None  # monitors on me: ref -> watcher
-    watching: dict[Ref, Process] | None  # monitors I hold: ref -> target
+    monitors: dict[Any, Process] | None  # monitors on me: ref (or call tag) -> watcher
+    watching: dict[Any, Process] | None  # monitors I hold: ref (or call tag) -> target
     name: str | None
     trap_exit: bool
     waiting: bool  # blocked in receive: a delivery wakes it
@@ -123,6 +126,7 @@ class Process(greenlet.greenlet):
     exc: BaseException | None  # to throw into the greenlet when next scheduled
     timers: set[_Timer] | None  # send_after timers aimed at this process
     tmo: _Timer | None  # the pending receive timeout
+    deadline: float | None  # the receive deadline; its timer is armed lazily
     reason: Any
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -251,6 +255,15 @@ class Node:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_seq = itertools.count().__next__
         self._ncancelled = 0
+        # Processes that entered a receive with a deadline whose timer is not armed yet.
+        # A call usually gets its reply before its caller ever waits on the hub (direct
+        # hand-off), so the timer is only armed when control really goes back to the
+        # hub: in block(), at the end of a drain, or before timers fire.
+        self._lazy: list[Process] = []
+        # Calls given up on (timed out): tag -> (caller, server). A reply to one is
+        # dropped (Erlang deactivates the call's alias); see gen_call.
+        self.abandoned: dict[Any, tuple[Process, Process]] = {}
+        self._abandon_prune_at = 1024
         self._timer_refs: dict[Ref, _Timer] = {}
         self._dying: deque[tuple[Process, Any]] = deque()
         self._exiting = False
@@ -306,6 +319,7 @@ class Node:
                 break
             gevent.sleep(0)
         self.runq.clear()
+        self._lazy.clear()
         self._timers.clear()
         self._timer_refs.clear()
         self._blocked_waiters.clear()
@@ -435,6 +449,7 @@ class Node:
         p.exc = None
         p.timers = None
         p.tmo = None
+        p.deadline = None
         p.reason = None
         p.log_crash = log_crash
         p.suspended = False
@@ -494,6 +509,8 @@ class Node:
             if self._budget <= 0:
                 # Give the hub a turn (I/O, timers) and come back.
                 self.hub.loop.run_callback(self._drain)
+                if self._lazy:
+                    self._arm_lazy()
                 return
             self._budget -= 1
             p = popleft()
@@ -506,6 +523,8 @@ class Node:
                 if p:  # started and not finished
                     p.throw(exc)
         self._drain_scheduled = False
+        if self._lazy:
+            self._arm_lazy()
 
     def block(self, p: Process) -> None:
         """Suspend the current process ``p`` until something wakes it.
@@ -528,7 +547,17 @@ class Node:
                 nxt.exc = None
                 nxt.throw(exc)
             return
+        if self._lazy:
+            self._arm_lazy()
         self._hub_switch()
+
+    def _arm_lazy(self) -> None:
+        lazy = self._lazy
+        self._lazy = []
+        for p in lazy:
+            deadline = p.deadline
+            if deadline is not None and p.tmo is None and p.waiting and not p.dead:
+                p.tmo = self.add_timer(deadline, p, None, None)
 
     # --- receive ----------------------------------------------------------------------
 
@@ -555,10 +584,9 @@ class Node:
             scanned = len(mbox)
         if timeout is not None and timeout <= 0:
             return self._timed_out(p, match, timeout, default)
-        tmo = None
         if timeout is not None:
-            tmo = self.add_timer(self.clock.now() + timeout, p, None, None)
-            p.tmo = tmo
+            p.deadline = self.clock.now() + timeout
+            self._lazy.append(p)
         p.waiting = True
         try:
             while True:
@@ -576,14 +604,18 @@ class Node:
                             del mbox[scanned]
                             return m
                         scanned += 1
+                tmo = p.tmo
                 if tmo is not None and tmo.fired:
                     return self._timed_out(p, match, timeout, default)
         finally:
             p.waiting = False
-            if tmo is not None:
-                p.tmo = None
-                if not tmo.fired:
-                    self.cancel(tmo)
+            if timeout is not None:
+                p.deadline = None
+                tmo = p.tmo
+                if tmo is not None:
+                    p.tmo = None
+                    if not tmo.fired:
+                        self.cancel(tmo)
 
     def _timed_out(self, p: Process, match: Any, timeout: Any, default: Any) -> Any:
         if default is not _MISSING:
@@ -789,6 +821,98 @@ class Node:
                     break
         return t is not None
 
+    # --- the gen call protocol ---------------------------------------------------------
+
+    def gen_call(
+        self, p: Process, dest: Pid, label: str, request: Any, timeout: float | None
+    ) -> tuple[bool, Any]:
+        """Erlang's ``gen:do_call`` in one kernel step, for the behaviours' ``call``.
+
+        Monitor ``dest``, send ``(label, (caller_pid, tag), request)``, wait for
+        ``(tag, reply)`` or the monitor's ``Down`` or the deadline, demonitor. Returns
+        ``(True, reply)``, or ``(False, reason)``: ``"noproc"``, the server's exit reason,
+        or ``CALL_TIMEOUT``. After a timeout the tag is *abandoned*: a reply sent to it
+        later is dropped by ``gen_reply`` (so it never reaches the caller's mailbox).
+
+        It is the same protocol the public monitor/send/receive would give, fused:
+        the call is the hottest path of every behaviour. The tag is a plain int, unique
+        on this node (it is also the monitor's key).
+        """
+        t = self.procs.get(dest.id)
+        if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
+            return False, "noproc"
+        if self.strict:
+            check_immutable(request)
+        tag = self._next_ref()
+        mons = t.monitors
+        if mons is None:
+            t.monitors = {tag: p}
+        else:
+            mons[tag] = p
+        watching = p.watching
+        if watching is None:
+            p.watching = {tag: t}
+        else:
+            watching[tag] = t
+        self.deliver(t, (label, (p.pid, tag), request))
+
+        def match(m: Any) -> bool:
+            c = m.__class__
+            return (c is tuple or c is Down) and m[0] == tag
+
+        msg = self.receive(p, match, timeout, CALL_TIMEOUT)
+        # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
+        # just taken as the answer): flush it.
+        watching = p.watching
+        if watching is not None and watching.pop(tag, None) is not None:
+            mons = t.monitors
+            if mons is not None:
+                mons.pop(tag, None)
+            fired = False
+        else:
+            fired = True
+        if msg.__class__ is tuple:
+            if fired:
+                self._flush_down(p, tag)
+            return True, msg[1]
+        if msg is CALL_TIMEOUT:
+            # Nothing matching is in the mailbox (receive looks before it times out),
+            # and from now on a late reply is dropped at the sender.
+            self._abandon(tag, p, t)
+            return False, CALL_TIMEOUT
+        return False, msg.reason  # the Down
+
+    def _flush_down(self, p: Process, tag: int) -> None:
+        mbox = p.mbox
+        if mbox:
+            for i, m in enumerate(mbox):
+                if m.__class__ is Down and m[0] == tag:
+                    del mbox[i]
+                    return
+
+    def _abandon(self, tag: int, caller: Process, server: Process) -> None:
+        abandoned = self.abandoned
+        if len(abandoned) >= self._abandon_prune_at:
+            # Forget tags nobody can answer any more (caller or server gone); amortised.
+            for k, (c, srv) in list(abandoned.items()):
+                if c.dead or srv.dead:
+                    del abandoned[k]
+            self._abandon_prune_at = max(1024, 2 * len(abandoned))
+        abandoned[tag] = (caller, server)
+
+    def gen_reply(self, to: Pid, tag: Any, value: Any) -> None:
+        """Send a call's reply ``(tag, value)``, unless the caller abandoned the call."""
+        abandoned = self.abandoned
+        if abandoned and tag in abandoned:
+            del abandoned[tag]
+            return
+        p = self.procs.get(to.id)
+        if p is None or (p.pid is not to and p.pid != to):
+            return
+        if self.strict:
+            check_immutable(value, "reply")
+        self.deliver(p, (tag, value))
+
     # --- names ------------------------------------------------------------------------
 
     def register(self, name: Any, dest: Any) -> None:
@@ -899,6 +1023,8 @@ class Node:
     def fire_timers(self) -> None:
         """Fire every timer whose deadline has passed. Safe from any greenlet: it only
         delivers messages and queues processes, never switches."""
+        if self._lazy:
+            self._arm_lazy()
         now = self.clock.now()
         heap = self._timers
         while heap and heap[0][0] <= now:
@@ -955,6 +1081,8 @@ class Node:
     def _on_idle(self) -> None:
         if self.runq or self._drain_scheduled:
             return  # not idle yet; the watcher fires again
+        if self._lazy:
+            self._arm_lazy()
         clock = self.clock
         mock = isinstance(clock, MockClock)
         if mock:

@@ -30,18 +30,18 @@ class Pid:
     ``self()``; never construct them.
     """
 
-    __slots__ = ("_hash", "creation", "id", "node")
+    __slots__ = ("creation", "id", "node")
 
     node: str
     id: int
     creation: int
-    _hash: int
 
     def __init__(self, node: str, id: int, creation: int = 0) -> None:
-        object.__setattr__(self, "node", node)
-        object.__setattr__(self, "id", id)
-        object.__setattr__(self, "creation", creation)
-        object.__setattr__(self, "_hash", hash((node, id, creation)))
+        # Slot descriptors set the fields past the __setattr__ guard (cheaper than
+        # object.__setattr__): a pid is made per spawn.
+        _pid_node(self, node)
+        _pid_id(self, id)
+        _pid_creation(self, creation)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Pid is immutable")
@@ -56,7 +56,7 @@ class Pid:
         )
 
     def __hash__(self) -> int:
-        return self._hash
+        return self.id  # equal pids have equal ids; collisions across nodes are harmless
 
     def __lt__(self, other: Pid) -> bool:
         return (self.node, self.id, self.creation) < (other.node, other.id, other.creation)
@@ -77,18 +77,16 @@ class Ref:
     part of the value (equality, hash, wire form).
     """
 
-    __slots__ = ("_hash", "id", "node", "owner")
+    __slots__ = ("id", "node", "owner")
 
     node: str
     id: int
     owner: Pid | None
-    _hash: int
 
     def __init__(self, node: str, id: int, owner: Pid | None = None) -> None:
-        object.__setattr__(self, "node", node)
-        object.__setattr__(self, "id", id)
-        object.__setattr__(self, "owner", owner)
-        object.__setattr__(self, "_hash", hash((node, id, "ref")))
+        _ref_node(self, node)  # see Pid.__init__: a ref is made per call/monitor
+        _ref_id(self, id)
+        _ref_owner(self, owner)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Ref is immutable")
@@ -99,7 +97,7 @@ class Ref:
         return self.id == other.id and self.node == other.node
 
     def __hash__(self) -> int:
-        return self._hash
+        return self.id
 
     def __repr__(self) -> str:
         node = 0 if self.node == local_node_name else self.node
@@ -107,6 +105,15 @@ class Ref:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Ref, (self.node, self.id))
+
+
+# The slot descriptors' setters (``Pid.__dict__["id"].__set__``), used by __init__.
+_pid_node = Pid.__dict__["node"].__set__
+_pid_id = Pid.__dict__["id"].__set__
+_pid_creation = Pid.__dict__["creation"].__set__
+_ref_node = Ref.__dict__["node"].__set__
+_ref_id = Ref.__dict__["id"].__set__
+_ref_owner = Ref.__dict__["owner"].__set__
 
 
 class Down(NamedTuple):
