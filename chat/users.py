@@ -195,6 +195,7 @@ class _State:
     # the receipt is made again.
     volatile: dict[int, int] = field(default_factory=dict)
     lazy_timer: Any = None
+    npending: int = 0  # items in all peers' pending queues
     limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
     last_push: float = -1e18
 
@@ -205,7 +206,7 @@ class _State:
         return x
 
     def outbox_empty(self) -> bool:
-        return all(not p.pending for p in self.peers.values())
+        return self.npending == 0
 
 
 def _enqueue(s: _State, seq: int) -> None:
@@ -239,6 +240,7 @@ class User(GenServer):
             p.out_seq, p.in_seq = out_seq, in_seq
         for seq, peer, pseq, kind, payload in data.outbox:
             s.peer(peer).pending.append((seq, pseq, kind, payload))
+            s.npending += 1
             top = max(top, seq)
         for cmid, mid, seq in data.cmids:
             s.cmids[cmid] = (mid, 0.0, seq)
@@ -312,7 +314,7 @@ class User(GenServer):
                 self._attach(s, conn)
                 return self._reply(len(s.inbox), s)
             case ("forwarding",):  # introspection: items not yet acknowledged by peers
-                return self._reply(sum(len(p.pending) for p in s.peers.values()), s)
+                return self._reply(s.npending, s)
             case ("presence_info",):
                 return self._reply((s.device is not None, s.last_seen, s.hide), s)
             case ("privacy", hide):
@@ -376,6 +378,7 @@ class User(GenServer):
         s.cmids[cmid] = (mid, ts, seq)
         item = (seq, pseq, "msg", payload)
         p.pending.append(item)
+        s.npending += 1
         self._forward(s, to, (item,))
         self._arm(s, to, p)
         return mid, ts
@@ -428,6 +431,7 @@ class User(GenServer):
         by_peer: dict[str, list[tuple[int, int, str, Any]]] = {}
         for peer, item in items:
             s.peers[peer].pending.append(item)
+            s.npending += 1
             by_peer.setdefault(peer, []).append(item)
         for peer, n in touched.items():
             p = s.peers[peer]
@@ -544,6 +548,7 @@ class User(GenServer):
         pushed = False
         while p.pending and p.pending[0][1] <= upto:
             seq, _pseq, kind, payload = p.pending.popleft()
+            s.npending -= 1
             if kind == "msg":
                 # "sent" (C4): kept in memory only, with the outbox row as its durable
                 # record (see _State.volatile)
