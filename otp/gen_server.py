@@ -113,6 +113,7 @@ import traceback
 from typing import Any, NamedTuple
 
 from otp import _gen, proc_lib
+from otp._core.node import getcurrent
 from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
 from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
 from otp.node import current_node
@@ -523,9 +524,11 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     pending: float | None = None  # a Timeout action's seconds, for the next receive
     if action is not None:
         state, pending = _action(srv, cb, state, action, msg)
+    me = getcurrent()  # this server's kernel process: its mailbox, read directly below
     while True:
         if pending is None:
-            msg = receive()
+            mbox = me.mbox
+            msg = mbox.popleft() if mbox else receive()  # receive(), its fast path inlined
         else:
             msg = receive(None, pending, default=_TIMEOUT)
             if msg is _TIMEOUT:

@@ -66,6 +66,10 @@ CURRENT: Node | None = None
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
+# When the drain yields to the hub only for a turn (its budget is spent), receive
+# deadlines further away than this stay lazy: a busy node would otherwise arm (and then
+# cancel) a timer for nearly every call. They are looked at again at each such turn.
+LAZY_HORIZON = 0.5
 #: What ``Node.gen_call`` returns as the reason when the deadline passed.
 CALL_TIMEOUT: Any = object()
 _INF = float("inf")
@@ -510,7 +514,8 @@ class Node:
                 # Give the hub a turn (I/O, timers) and come back.
                 self.hub.loop.run_callback(self._drain)
                 if self._lazy:
-                    self._arm_lazy()
+                    # The hub comes straight back: arm only deadlines that are near.
+                    self._arm_lazy(LAZY_HORIZON)
                 return
             self._budget -= 1
             p = popleft()
@@ -551,13 +556,28 @@ class Node:
             self._arm_lazy()
         self._hub_switch()
 
-    def _arm_lazy(self) -> None:
+    def _arm_lazy(self, horizon: float | None = None) -> None:
+        """Arm the timers of processes waiting with a deadline. With a ``horizon``,
+        only deadlines within it; the others stay pending (once each)."""
         lazy = self._lazy
         self._lazy = []
+        if horizon is None:
+            for p in lazy:
+                deadline = p.deadline
+                if deadline is not None and p.tmo is None and p.waiting and not p.dead:
+                    p.tmo = self.add_timer(deadline, p, None, None)
+            return
+        limit = self.clock.now() + horizon
+        keep = self._lazy
+        seen: set[Process] = set()
         for p in lazy:
             deadline = p.deadline
             if deadline is not None and p.tmo is None and p.waiting and not p.dead:
-                p.tmo = self.add_timer(deadline, p, None, None)
+                if deadline <= limit:
+                    p.tmo = self.add_timer(deadline, p, None, None)
+                elif p not in seen:
+                    seen.add(p)
+                    keep.append(p)
 
     # --- receive ----------------------------------------------------------------------
 
@@ -854,13 +874,18 @@ class Node:
             p.watching = {tag: t}
         else:
             watching[tag] = t
-        self.deliver(t, (label, (p.pid, tag), request))
-
-        def match(m: Any) -> bool:
-            c = m.__class__
-            return (c is tuple or c is Down) and m[0] == tag
-
-        msg = self.receive(p, match, timeout, CALL_TIMEOUT)
+        # deliver, inlined
+        mbox = t.mbox
+        if mbox is None:
+            t.mbox = mbox = deque()
+        mbox.append((label, (p.pid, tag), request))
+        if t.waiting and not t.queued:
+            t.queued = True
+            self.runq.append(t)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.hub.loop.run_callback(self._drain)
+        msg = self._wait_reply(p, tag, timeout)
         # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
         # just taken as the answer): flush it.
         watching = p.watching
@@ -881,6 +906,53 @@ class Node:
             self._abandon(tag, p, t)
             return False, CALL_TIMEOUT
         return False, msg.reason  # the Down
+
+    def _wait_reply(self, p: Process, tag: Any, timeout: float | None) -> Any:
+        """``receive`` specialised for ``gen_call``: the first ``(tag, reply)`` or
+        ``Down(tag, ...)``, or ``CALL_TIMEOUT``. The tag is new, so the messages already
+        in the mailbox cannot match and are not scanned."""
+        if p.dead:
+            self._zombie(p)
+        mbox = p.mbox
+        scanned = len(mbox) if mbox else 0
+        if timeout is not None:
+            if not timeout >= 0:
+                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
+            if timeout == _INF:
+                timeout = None
+            elif timeout == 0:
+                return CALL_TIMEOUT
+            else:
+                p.deadline = self.clock.now() + timeout
+                self._lazy.append(p)
+        p.waiting = True
+        try:
+            while True:
+                self.block(p)
+                if p.dead:
+                    self._zombie(p)
+                mbox = p.mbox
+                if mbox:
+                    n = len(mbox)
+                    while scanned < n:
+                        m = mbox[scanned]
+                        c = m.__class__
+                        if (c is tuple or c is Down) and m[0] == tag:
+                            del mbox[scanned]
+                            return m
+                        scanned += 1
+                tmo = p.tmo
+                if tmo is not None and tmo.fired:
+                    return CALL_TIMEOUT
+        finally:
+            p.waiting = False
+            if timeout is not None:
+                p.deadline = None
+                tmo = p.tmo
+                if tmo is not None:
+                    p.tmo = None
+                    if not tmo.fired:
+                        self.cancel(tmo)
 
     def _flush_down(self, p: Process, tag: int) -> None:
         mbox = p.mbox

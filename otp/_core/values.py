@@ -145,6 +145,7 @@ class _Any:
 ANY: Any = _Any()
 
 Matcher = Callable[[Any], bool]
+_FunctionType = type(lambda: None)
 
 
 def compile_pattern(pattern: Any) -> Matcher:
@@ -157,6 +158,8 @@ def compile_pattern(pattern: Any) -> Matcher:
     - any other callable is used as the predicate itself;
     - any other value matches messages equal to it.
     """
+    if pattern.__class__ is _FunctionType:  # the common case: a predicate
+        return pattern  # type: ignore[return-value]
     if isinstance(pattern, type):
         return lambda m: isinstance(m, pattern)
     if isinstance(pattern, tuple):
