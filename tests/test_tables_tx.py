@@ -382,3 +382,50 @@ def test_d2_locks_of_a_holder_that_died_without_unwinding_are_released_by_the_wa
     acquire(reg, ghost, reg.tables["counter"], "x", True)
     assert tables.transaction(_incr) == 1  # we waited on it, saw it dead, released it
     assert ghost.held == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_d2_concurrent_transfers_keep_the_total_and_never_deadlock(node, seed):
+    import random
+
+    tables.create_table("bank", attributes=("id", "balance"))
+    n_accounts, workers, transfers = 6, 8, 15
+    for i in range(n_accounts):
+        tables.dirty_write("bank", (i, 100))
+    audits = []
+
+    def transfer(src, dst, amount):
+        [a] = tables.read("bank", src)
+        sleep(0.001)  # yield with the read lock held: others interleave and conflict
+        [b] = tables.read("bank", dst, lock="write")
+        if a.balance < amount:
+            tables.abort("insufficient")
+        tables.write("bank", a._replace(balance=a.balance - amount))
+        tables.write("bank", b._replace(balance=b.balance + amount))
+
+    def audit():
+        # A table read lock: the sum seen inside a transaction is always the total.
+        total = tables.foldl("bank", lambda r, acc: acc + r.balance, 0)
+        sleep(0.001)
+        return total
+
+    def worker(w):
+        rng = random.Random(seed * 100 + w)
+        for i in range(transfers):
+            if i % 5 == 4:
+                audits.append(tables.transaction(audit))
+                continue
+            src, dst = rng.sample(range(n_accounts), 2)
+            try:
+                tables.transaction(transfer, src, dst, rng.randint(1, 80))
+            except tables.TransactionAborted as e:
+                assert e.reason == "insufficient"
+
+    for w in range(workers):
+        spawn_monitor(worker, w)
+    for _ in range(workers):
+        assert _wait_down_any() == "normal"
+    balances = [r.balance for r in tables.dirty_select("bank", lambda r: True)]
+    assert sum(balances) == 100 * n_accounts
+    assert min(balances) >= 0
+    assert audits and set(audits) == {100 * n_accounts}

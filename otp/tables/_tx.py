@@ -42,12 +42,16 @@ COMMITTED = "$otp_tables_committed"
 
 
 class _Lock:
-    __slots__ = ("readers", "waiters", "writer")
+    __slots__ = ("readers", "waiters", "writer", "wwait")
 
     def __init__(self) -> None:
         self.readers: set[Tx] = set()
         self.writer: Tx | None = None
         self.waiters: list[tuple[Any, Any]] = []
+        # Transactions waiting to write this lock. A younger one asking for it (even
+        # just to read) dies instead of slipping in ahead: without this, a stream of
+        # young readers would starve an old writer forever.
+        self.wwait: list[Tx] = []
 
 
 class _TLock(_Lock):
@@ -112,7 +116,9 @@ def acquire(reg: Registry, tx: Tx, tab: Table, key: Any, write: bool) -> None:
         tl = reg.locks.get(name)
         if tl is None:
             tl = reg.locks[name] = _TLock()
-        if tl.writer is None and not (write and tl.readers) and key not in tl.keys:
+        if tl.writer is None and not (write and tl.readers) and key not in tl.keys and (
+            not tl.wwait
+        ):
             kl = tl.keys[key] = _Lock()
             if write:
                 kl.writer = owner
@@ -147,26 +153,47 @@ def acquire(reg: Registry, tx: Tx, tab: Table, key: Any, write: bool) -> None:
             target = tl if holders else lock
             _conflicts(lock, owner, write, holders)
         if not holders:
+            for w in lock.wwait:
+                if w is not owner and w.ts < owner.ts:
+                    raise Restart(lock, [w])  # die: an older one waits to write it
+            if lock is not tl:
+                for w in tl.wwait:
+                    if w is not owner and w.ts < owner.ts:
+                        raise Restart(tl, [w])
             if write:
                 lock.writer = owner
             else:
                 lock.readers.add(owner)
             owner.held.append((tl, key, lock))
             return
-        if lock is not tl and lock.writer is None and not lock.readers and not lock.waiters:
+        if (lock is not tl and lock.writer is None and not lock.readers
+                and not lock.waiters and not lock.wwait):
             del tl.keys[key]  # created just now, for nothing
         for h in holders:
             if h.ts < owner.ts:
                 raise Restart(target, holders)  # die: an older one holds it
-        wait_for(reg, target, holders)  # wait: every holder is younger
+        if write:
+            lock.wwait.append(owner)
+            try:
+                wait_for(reg, target, holders)  # wait: every holder is younger
+            finally:
+                lock.wwait.remove(owner)
+                if (lock is not tl and lock.writer is None and not lock.readers
+                        and not lock.waiters and not lock.wwait
+                        and tl.keys.get(key) is lock):
+                    del tl.keys[key]
+        else:
+            wait_for(reg, target, holders)
 
 
 def wait_for(reg: Registry, lock: _Lock, holders: list[Tx]) -> None:
-    """Wait until ``lock`` is released by someone. Holders that die without releasing
-    are purged by us (we monitor them)."""
+    """Wait until ``lock`` is released by someone, or until one of ``holders`` dies
+    (we monitor them: one that died without unwinding has its locks released by us).
+    The caller then checks again."""
     ref = make_ref()
     me = self_pid()
-    lock.waiters.append((me, ref))
+    entry = (me, ref)
+    lock.waiters.append(entry)
     mons: dict[Any, Tx] = {}
     for h in holders:
         if h.state == ACTIVE and h.pid != me:
@@ -177,18 +204,21 @@ def wait_for(reg: Registry, lock: _Lock, holders: list[Tx]) -> None:
             return len(m) == 2 and m[0] == WAKE and m[1] is ref
         return m.__class__ is Down and m.ref in mons
 
-    try:
-        while True:
-            m = receive(match)
-            if m.__class__ is tuple:
-                return
-            h = mons.pop(m.ref)
-            if h.state == ACTIVE:
-                release_all(h)  # it died holding locks without unwinding
-                h.state = DONE
-    finally:
-        for r in mons:
-            demonitor(r, flush=True)
+    m = receive(match)
+    for r in mons:
+        demonitor(r, flush=True)
+    if m.__class__ is tuple:
+        return
+    h = mons[m.ref]
+    if h.state == ACTIVE:
+        release_all(h)  # it died holding locks without unwinding
+        h.state = DONE
+    # Woken by a death, not by a release: withdraw, and drop a wake already sent.
+    if entry in lock.waiters:
+        lock.waiters.remove(entry)
+    else:
+        receive(lambda x: x.__class__ is tuple and len(x) == 2 and x[1] is ref, 0,
+                default=None)
 
 
 def _wake(lock: _Lock) -> None:
@@ -208,7 +238,7 @@ def release_all(owner: Tx) -> None:
         lock.readers.discard(owner)
         if lock.waiters:
             _wake(lock)
-        if lock is not tl and lock.writer is None and not lock.readers:
+        if lock is not tl and lock.writer is None and not lock.readers and not lock.wwait:
             if tl.keys.get(key) is lock:
                 del tl.keys[key]
         if tl.waiters:  # someone waits for the whole table: any key release matters
