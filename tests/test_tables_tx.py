@@ -429,3 +429,50 @@ def test_d2_concurrent_transfers_keep_the_total_and_never_deadlock(node, seed):
     assert sum(balances) == 100 * n_accounts
     assert min(balances) >= 0
     assert audits and set(audits) == {100 * n_accounts}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_d2_contention_with_table_locks_nesting_and_kills_leaves_no_lock_behind(node, seed):
+    import random
+
+    from otp.tables._registry import registry
+
+    tables.create_table("bank", attributes=("id", "balance"))
+    n, workers, transfers = 4, 12, 20
+    for i in range(n):
+        tables.dirty_write("bank", (i, 100))
+
+    def transfer(src, dst, amount, kind):
+        if kind == 0:
+            tables.lock_table("bank", "write")
+        [a] = tables.read("bank", src)
+        sleep(0.001)
+        [b] = tables.read("bank", dst, lock="write")
+        if a.balance < amount:
+            tables.abort("insufficient")
+        tables.write("bank", a._replace(balance=a.balance - amount))
+        tables.write("bank", b._replace(balance=b.balance + amount))
+        if kind == 1:
+            tables.transaction(lambda: tables.read("bank", src, lock="write"))
+
+    def worker(w):
+        rng = random.Random(seed * 1000 + w)
+        for _ in range(transfers):
+            src, dst = rng.sample(range(n), 2)
+            try:
+                tables.transaction(transfer, src, dst, rng.randint(1, 80), rng.randint(0, 9))
+            except tables.TransactionAborted:
+                pass
+
+    pids = [spawn_monitor(worker, w)[0] for w in range(workers)]
+    rng = random.Random(seed)
+    for victim in pids[:2]:
+        sleep(rng.uniform(0, 0.01))  # fault injection: kill mid-transaction
+        exit(victim, "kill")
+    reasons = [assert_receive(Down).reason for _ in range(workers)]
+    assert set(reasons) <= {"normal", "killed"}
+    assert sum(r.balance for r in tables.dirty_select("bank", lambda r: True)) == 100 * n
+    reg = registry()
+    assert not reg.txs
+    for tl in reg.locks.values():
+        assert tl.writer is None and not tl.readers and not tl.keys and not tl.wwait
