@@ -525,10 +525,11 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     if action is not None:
         state, pending = _action(srv, cb, state, action, msg)
     me = getcurrent()  # this server's kernel process: its mailbox, read directly below
+    next_message = me.node.next_message
     while True:
         if pending is None:
             mbox = me.mbox
-            msg = mbox.popleft() if mbox else receive()  # receive(), its fast path inlined
+            msg = mbox.popleft() if mbox else next_message(me)  # receive(), specialised
         else:
             msg = receive(None, pending, default=_TIMEOUT)
             if msg is _TIMEOUT:

@@ -983,7 +983,37 @@ class Node:
             return
         if self.strict:
             check_immutable(value, "reply")
-        self.deliver(p, (tag, value))
+        # deliver, inlined
+        mbox = p.mbox
+        if mbox is None:
+            p.mbox = mbox = deque()
+        mbox.append((tag, value))
+        if p.waiting and not p.queued:
+            p.queued = True
+            self.runq.append(p)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.hub.loop.run_callback(self._drain)
+
+    def next_message(self, p: Process) -> Any:
+        """``receive()`` with no pattern and no timeout, for behaviour loops: the oldest
+        message, waiting for one if the mailbox is empty."""
+        mbox = p.mbox
+        if mbox:
+            return mbox.popleft()
+        if p.dead:
+            self._zombie(p)
+        p.waiting = True
+        try:
+            while True:
+                self.block(p)
+                if p.dead:
+                    self._zombie(p)
+                mbox = p.mbox
+                if mbox:
+                    return mbox.popleft()
+        finally:
+            p.waiting = False
 
     # --- names ------------------------------------------------------------------------
 
