@@ -68,6 +68,8 @@ __all__ = [
 
 NAME = "chat.store"
 MAX_BATCH = 2000
+#: queries answered before the batch's fsync (plain lookups of registration data)
+EARLY = frozenset({"user", "registered", "presence"})
 
 
 class StoreError(Exception):
@@ -382,6 +384,17 @@ class Store(GenServer):
         try:
             if backend.blocking:
                 results = backend.stage(reqs)  # type: ignore[attr-defined]
+                # Lookups that act on nothing not yet durable are answered before the
+                # disk wait (a "load" waits: its caller must not act on a lost write).
+                early = [i for i, (_, r) in enumerate(batch)
+                         if r[0] == "r" and r[1][0] in EARLY]
+                for i in early:
+                    (pid, ref), _ = batch[i]
+                    send(pid, ("$stored", ref, ("ok", results[i])))
+                if early:
+                    done = set(early)
+                    batch = [b for i, b in enumerate(batch) if i not in done]
+                    results = [r for i, r in enumerate(results) if i not in done]
                 run_in_thread(backend.commit)  # type: ignore[attr-defined]
             else:
                 results = backend.run(reqs)

@@ -74,7 +74,11 @@ from otp.supervisor import ChildSpec
 __all__ = ["SUP", "UserCtx", "call", "device_name", "ensure", "name", "rekey"]
 
 SUP = "chat.users"
-LAZY_FLUSH = 1.0  # seconds before lazy deletes are written when nothing else is
+# Lazy deletes are written with the next durable write, or after LAZY_FLUSH seconds, or
+# once LAZY_MAX are pending (they are replayable: holding them long costs only a few
+# duplicates after a crash, which the peers and devices drop).
+LAZY_FLUSH = 15.0
+LAZY_MAX = 256
 CMID_KEEP = 1000  # device message ids remembered per user, for resends after reconnects
 log = logging.getLogger("chat.users")
 
@@ -262,6 +266,8 @@ class User(GenServer):
         return self._idle(s)
 
     def _idle(self, s: _State) -> Any:
+        if len(s.lazy) >= LAZY_MAX:
+            self._write(s, ())
         if s.lazy and s.lazy_timer is None:
             s.lazy_timer = send_after(LAZY_FLUSH, _self(), "chat.flush")
         if self._quiet(s):
@@ -353,7 +359,9 @@ class User(GenServer):
         if old is not None:
             return old[0], old[1]
         if to not in s.known:
-            if to != s.phone and store.read(("user", to)) is None:
+            # a running user process means a registered user (they start only for one)
+            if (to != s.phone and whereis(name(to)) is None
+                    and store.read(("user", to)) is None):
                 raise ProtocolError("unknown_recipient", f"{to} is not registered")
             s.known.add(to)
         seq = s.out_next
