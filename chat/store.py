@@ -218,6 +218,11 @@ _SQL = {
 }
 
 
+_ORDER = ("user", "privacy", "seen", "out+", "in+", "pout", "pin", "cmid+", "cmid<", "out-",
+          "in-")
+assert set(_ORDER) == set(_SQL)
+
+
 def _pack(v: Any) -> bytes:
     return msgpack.packb(v, use_bin_type=True)
 
@@ -253,19 +258,53 @@ class SqliteBackend:
         for many short statements from a pool thread would cost a GIL hand-off each."""
         db = self.db
         out: list[Any] = []
+        pending: dict[str, list[tuple[Any, ...]]] = {}
         db.execute("BEGIN")
         try:
             for kind, arg in batch:
                 if kind == "w":
                     for op in arg:
-                        self._apply(db, op)
+                        self._add(pending, op)
                     out.append(None)
                 else:
+                    self._run(db, pending)  # a read sees every write before it
                     out.append(self._query(db, arg))
+            self._run(db, pending)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return out
+
+    @staticmethod
+    def _add(pending: dict[str, list[tuple[Any, ...]]], op: tuple[Any, ...]) -> None:
+        k = op[0]
+        if k not in _SQL:
+            raise StoreError(f"unknown store operation {op!r:.80}")
+        if k in ("out+", "in+"):
+            args = (*op[1:-1], _pack(op[-1]))
+        elif k in ("privacy", "seen"):
+            args = (op[2], op[1])
+        else:
+            args = op[1:]
+        rows = pending.get(k)
+        if rows is None:
+            pending[k] = [args]
+        else:
+            rows.append(args)
+
+    @staticmethod
+    def _run(db: sqlite3.Connection, pending: dict[str, list[tuple[Any, ...]]]) -> None:
+        """One ``executemany`` per kind, in ``_ORDER``. Reordering across requests is
+        safe: no two requests of one batch touch the same row (a process has at most
+        one write in flight, rows are per owner, and a row is deleted only after the
+        write that made it was answered)."""
+        if not pending:
+            return
+        for k in _ORDER:
+            rows = pending.get(k)
+            if rows:
+                db.executemany(_SQL[k], rows)
+        pending.clear()
 
     def commit(self) -> None:
         """Write and fsync the transaction: one C call that releases the GIL, so it
@@ -276,20 +315,6 @@ class SqliteBackend:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
-
-    @staticmethod
-    def _apply(db: sqlite3.Connection, op: tuple[Any, ...]) -> None:
-        k = op[0]
-        sql = _SQL.get(k)
-        if sql is None:
-            raise StoreError(f"unknown store operation {op!r:.80}")
-        if k in ("out+", "in+"):
-            args = (*op[1:-1], _pack(op[-1]))
-        elif k in ("privacy", "seen"):
-            args = (op[2], op[1])
-        else:
-            args = op[1:]
-        db.execute(sql, args)
 
     @staticmethod
     def _query(db: sqlite3.Connection, q: tuple[Any, ...]) -> Any:
