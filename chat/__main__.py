@@ -47,8 +47,12 @@ def serve(args: argparse.Namespace) -> Any:
         application.set_env("chat", "listen", listen)
     if args.data_dir:
         application.set_env("chat", "data_dir", args.data_dir)
-    application.start("chat", type="permanent")
     cfg = ChatConfig.model_validate(application.get_all_env("chat"))
+    if cfg.storage == "tables":
+        from otp import tables
+
+        tables.start(os.path.join(cfg.data_dir, "tables"))
+    application.start("chat", type="permanent")
     host, port = connection.address()
     scheme = "tls" if cfg.listen.tls else "tcp"
     print(f"chat server listening on {scheme}://{host}:{port} (pid {os.getpid()})", flush=True)

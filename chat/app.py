@@ -70,8 +70,12 @@ class ChatSup(Supervisor):
             presence_per_hour=lim.presence_per_hour, contacts_per_hour=lim.contacts_per_hour,
             notify=push.notify,
         ))
-        if cfg.durability == "off" and cfg.data_dir == ":memory:":
-            backend: Any = store.MemoryBackend()
+        if cfg.storage == "tables":
+            from chat.store_tables import TablesBackend
+
+            backend: Any = TablesBackend.open()
+        elif cfg.durability == "off" and cfg.data_dir == ":memory:":
+            backend = store.MemoryBackend()
         else:
             backend = store.SqliteBackend(os.path.join(cfg.data_dir, "chat.db"),
                                           cfg.durability)

@@ -95,6 +95,9 @@ class ChatConfig(_Model):
     #: sqlite synchronous mode for the message store: FULL (fsync each group commit)
     #: is the only safe choice in production; OFF is for throwaway test data.
     durability: Literal["full", "off"] = "full"
+    #: the message store: "sqlite" (chat's own group-committed sqlite file in data_dir)
+    #: or "tables" (otp.tables disc tables; the otp_tables application must run)
+    storage: Literal["sqlite", "tables"] = "sqlite"
 
 
 def parse_config(data: Any, source: str = "<config>") -> ChatConfig:

@@ -10,10 +10,10 @@ of them answered. Callers block in ``write``/``read`` like in a ``gen_server.cal
     row = store.read(("user", "+14155550100"))   # (key_hash, gen, hide, last_seen) | None
 
 Backends: ``SqliteBackend`` (stdlib ``sqlite3``, WAL, ``synchronous=FULL``: a commit is
-on disk before anyone is answered, so an acknowledged write survives ``kill -9``), run
-in the thread pool so the node keeps serving meanwhile; ``MemoryBackend`` for tests.
-This is the chat server's own small interface: when ``otp.tables`` disc tables are
-available a backend on them can replace sqlite without touching the callers.
+on disk before anyone is answered, so an acknowledged write survives ``kill -9``; the
+fsync runs in the thread pool so the node keeps serving meanwhile), the default;
+``chat.store_tables.TablesBackend`` on ``otp.tables`` disc tables (``storage: tables``),
+which runs in the caller; ``MemoryBackend`` for tests. Callers never see which.
 
 Write operations (tuples, applied in order, atomically per request):
 
@@ -50,6 +50,7 @@ import msgpack
 from otp import gen_server
 from otp.errors import NoProc
 from otp.gen_server import GenServer, NoReply, Ok, Timeout
+from otp.node import current_node
 from otp.process import make_ref, receive, send
 from otp.process import self as _self
 from otp.threads import run_in_thread
@@ -377,11 +378,19 @@ class _State:
         self.pending: list[tuple[Any, tuple[str, Any]]] = []
 
 
+#: node -> a backend that runs in the calling process (``direct``: otp.tables)
+_DIRECT: dict[Any, Any] = {}
+
+
 class Store(GenServer):
     """Group commit: requests accumulate while the mailbox has more; a ``Timeout(0)``
-    (the mailbox is empty) or ``MAX_BATCH`` pending requests flush them as one commit."""
+    (the mailbox is empty) or ``MAX_BATCH`` pending requests flush them as one commit.
+    A ``direct`` backend (otp.tables, which does its own group commit) is only
+    registered here: ``write``/``read`` then run in the caller."""
 
     def init(self, backend: Backend) -> Ok:
+        if getattr(backend, "direct", False):
+            _DIRECT[current_node()] = backend
         return Ok(_State(backend))
 
     def handle_info(self, msg: Any, state: _State) -> Any:
@@ -397,6 +406,7 @@ class Store(GenServer):
         return super().handle_info(msg, state)
 
     def terminate(self, reason: Any, state: _State) -> None:
+        _DIRECT.pop(current_node(), None)
         state.backend.close()
 
     @staticmethod
@@ -456,9 +466,18 @@ def _call(req: tuple[str, Any]) -> Any:
 
 def write(ops: tuple[tuple[Any, ...], ...]) -> None:
     """Apply ``ops`` atomically and durably; returns once they are on disk."""
+    if _DIRECT:
+        b = _DIRECT.get(current_node())
+        if b is not None:
+            b.run([("w", ops)])
+            return
     _call(("w", ops))
 
 
 def read(query: tuple[Any, ...]) -> Any:
     """Answer ``query``, after every write that reached the store before it."""
+    if _DIRECT:
+        b = _DIRECT.get(current_node())
+        if b is not None:
+            return b.query(query)
     return _call(("r", query))

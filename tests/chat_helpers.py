@@ -98,16 +98,24 @@ def config(tmp_path: Any, *, tls: bool = False, **over: Any) -> Any:
 def running_chat(tmp_path: Any, *, tls: bool = False, **over: Any) -> Iterator[Server]:
     cfg = config(tmp_path, tls=tls, **over)
     push = RecordingPush()
-    sup = app.start(cfg, sms=RecordingSms(_self()), push=push)
-    host, port = connection.address()
-    srv = Server(sup, host, port, tls, push)
+    if cfg.storage == "tables":
+        from otp import tables
+
+        tables.start(str(tmp_path / "tables"))
     try:
-        yield srv
+        sup = app.start(cfg, sms=RecordingSms(_self()), push=push)
+        host, port = connection.address()
+        srv = Server(sup, host, port, tls, push)
+        try:
+            yield srv
+        finally:
+            for c in srv.clients:
+                c.close()
+            unlink(sup)
+            app.stop(sup)
     finally:
-        for c in srv.clients:
-            c.close()
-        unlink(sup)
-        app.stop(sup)
+        if cfg.storage == "tables":
+            tables.stop()
 
 
 class ServerProcess:
