@@ -53,6 +53,9 @@ TOKEN = "bench-admin"
 PER_GEN = 5000
 
 
+STORAGE = {"storage": "sqlite"}
+
+
 class Server:
     def __init__(self, workdir: str, **over: Any) -> None:
         cfg = {"env": "test", "data_dir": os.path.join(workdir, "data"), "durability": "full",
@@ -60,6 +63,7 @@ class Server:
                "admin_token": TOKEN,
                "limits": {"idle_timeout": 3600.0, "window": 256},
                "users": {"idle_stop": 600.0}}
+        cfg.update(STORAGE)
         cfg.update(over)
         self.config = os.path.join(workdir, "chat.yaml")
         with open(self.config, "w") as f:
@@ -97,6 +101,12 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+def cpu_of(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def provision(port: int, phones: list[str]) -> list[tuple[str, str]]:
@@ -191,17 +201,20 @@ def bench_traffic(n: int, steps: list[int], step_s: float, workdir: str
         print(f"chat_throughput: {n} online users, full durable path "
               f"(bar: ≥ 4 000 msgs/s with p99 ≤ 50 ms)")
         print(f"  {'offered/s':>9} {'delivered/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'cpu µs/msg':>10} {'receipts s/d':>13}")
+              f"{'cpu µs/msg':>10} {'receipts s/d':>13} {'server/gen cpu %':>16}")
         for rate in steps:
             c0 = srv.cpu()
+            g0 = cpu_of(gen.proc.pid)
             gen.cmd("go")
             ev = gen.event()
             cpu = srv.cpu() - c0
+            gcpu = cpu_of(gen.proc.pid) - g0
             delivered = ev["received"] / ev["seconds"]
             us = cpu * 1e6 / max(1, ev["received"])
             rows.append({**ev, "delivered_per_s": delivered, "cpu_us_per_msg": us})
             print(f"  {rate:>9} {delivered:>11.0f} {ev['p50_ms']:>7.1f} {ev['p99_ms']:>7.1f} "
-                  f"{us:>10.0f} {ev['sent_receipts']:>6}/{ev['delivered_receipts']:<6}")
+                  f"{us:>10.0f} {ev['sent_receipts']:>6}/{ev['delivered_receipts']:<6} "
+                  f"{cpu / ev['seconds'] * 100:>7.0f}/{gcpu / ev['seconds'] * 100:<7.0f}")
             if ev["received"] < 0.9 * ev["offered"] or ev["p99_ms"] > 250:
                 break
         gen.cmd("stop")
@@ -262,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per", type=int, default=100, help="queued messages per user (drain)")
     p.add_argument("--output", default=os.path.join(ROOT, "bench", "results.jsonl"))
     p.add_argument("--no-save", action="store_true")
+    p.add_argument("--storage", choices=("sqlite", "tables"), default="sqlite",
+                   help="the server's message store")
     a = p.parse_args(argv)
     only = a.only.replace(",", " ").split()
+    STORAGE["storage"] = a.storage
     if a.quick:
         a.idle, a.users, a.per, a.step_seconds = 500, 100, 10, 2.0
         a.steps = "200,500,1000"
