@@ -221,8 +221,11 @@ def bench_traffic(n: int, steps: list[int], step_s: float, workdir: str
         gen.close()
     finally:
         srv.stop()
-    good = [r for r in rows if r["p99_ms"] <= 50 and r["received"] >= 0.9 * r["offered"]]
-    best = max(good, key=lambda r: r["delivered_per_s"]) if good else rows[0]
+    # The best step within the latency bar; if none is, the best step before the knee
+    # (its p99 is reported next to it, so the miss is visible).
+    kept = [r for r in rows if r["received"] >= 0.9 * r["offered"]] or rows
+    good = [r for r in kept if r["p99_ms"] <= 50] or kept
+    best = max(good, key=lambda r: r["delivered_per_s"])
     res = [
         {"workload": "chat_throughput", "system": "otp", "metric": "delivered_rate",
          "value": round(best["delivered_per_s"]), "unit": "msgs/s", "n": best["received"]},
