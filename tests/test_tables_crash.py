@@ -77,7 +77,8 @@ def _check(directory: str, acked: set[int]) -> int:
         tables.stop()
 
 
-@pytest.mark.otp(clock="real", timeout=300)
+@pytest.mark.timeout(max(120, KILLS * 6))
+@pytest.mark.otp(clock="real", timeout=max(300.0, KILLS * 6.0))
 def test_d3_acknowledged_commits_survive_kill_9_at_random_moments(node, tmp_path):
     rng = random.Random(os.environ.get("OTP_TABLES_CRASH_SEED") or None)
     directory = str(tmp_path)
