@@ -432,3 +432,14 @@ def test_disc_tables_work_under_the_mock_clock(node, tmp_path):
     tables.start(tmp_path)
     assert len(tables.dirty_all_keys("t")) == 20
     tables.stop()
+
+
+def test_a_replicated_commit_record_reaches_the_disc_copy(node, tmp_path):
+    _make(tmp_path)
+    rec = tables.CommitRecord(1, (("acc", 1, (1, "r", 1)), ("nope", 1, None)), False)
+    tables.apply_replicated(rec)
+    assert type(tables.dirty_read("acc", 1)[0]) is tables.record_class("acc")
+    tables.stop()
+    tables.start(tmp_path)
+    assert _records("acc") == [(1, "r", 1)]
+    tables.stop()

@@ -492,15 +492,28 @@ def remove_commit_hook(fn: Callable[[CommitRecord], Any]) -> None:
 
 
 def apply_replicated(record: CommitRecord) -> None:
-    """Apply a ``CommitRecord`` from another node to the ram copies here (the entry
-    point the distribution layer will use). Unknown tables are skipped."""
+    """Apply a ``CommitRecord`` from another node to the copies here (the entry point
+    the distribution layer will use): ram tables at once, disc tables through the disc
+    owner (returns once durable). Tables this node does not hold are skipped."""
     reg = registry()
     ops = []
+    disc = False
     for name, key, value in record.ops:
         tab = reg.tables.get(name)
         if tab is not None:
+            if value is not None:  # values from the wire may be plain tuples
+                if tab.bag:
+                    value = tuple(tab.coerce(r, False) for r in value)
+                else:
+                    value = tab.coerce(value, False)
             ops.append((tab, key, value))
-    apply_commit(reg, ops, record.dirty, record.tid)
+            disc = disc or tab.storage == "disc"
+    if not ops:
+        return
+    if disc:
+        wait_durable(_disc_owner.submit(reg, [("put", t, k, v) for t, k, v in ops], None))
+    else:
+        apply_commit(reg, ops, record.dirty, record.tid)
 
 
 # --- the disc owner -------------------------------------------------------------------
