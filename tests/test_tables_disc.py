@@ -443,3 +443,16 @@ def test_a_replicated_commit_record_reaches_the_disc_copy(node, tmp_path):
     tables.start(tmp_path)
     assert _records("acc") == [(1, "r", 1)]
     tables.stop()
+
+
+def test_start_fails_with_a_clear_error_when_the_directory_is_unusable(node, tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the directory should be")
+    caplog.set_level(logging.CRITICAL)  # the owner's crash reports are expected here
+    with pytest.raises(tables.TableError, match="failed to start"):
+        tables.start(blocker)
+    from otp import application
+
+    assert "otp_tables" not in [a.name for a in application.which_applications()]
+    tables.start(tmp_path / "ok")  # a good directory works afterwards
+    tables.stop()

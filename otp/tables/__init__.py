@@ -125,9 +125,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from otp import application
-from otp.errors import BadArg
+from otp.errors import ApplicationError, BadArg
 from otp.node import current_node
-from otp.process import Pid, make_ref, receive, whereis
+from otp.process import Down, Pid, demonitor, make_ref, monitor, receive, whereis
 from otp.process import self as self_pid
 from otp.tables import _disc_owner
 from otp.tables._app import APP, APP_NAME, TablesApp
@@ -534,24 +534,43 @@ def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | N
     if directory is not None:
         application.set_env(APP_NAME, "directory", os.fspath(directory))
     application.start(APP)
-    _wait_loaded(reg, timeout)
     sup = whereis(_disc_owner.SUP_NAME)
-    assert sup is not None
+    if sup is None:
+        raise TableError("otp_tables started but its supervisor is gone", "no_supervisor")
+    _wait_loaded(reg, timeout, sup)
     return sup
 
 
-def _wait_loaded(reg: Any, timeout: float | None) -> None:
+def _wait_loaded(reg: Any, timeout: float | None, sup: Pid | None = None) -> None:
     clock = current_node().clock
     deadline = None if timeout is None else clock.now() + timeout
-    while reg.disc is not None and not reg.disc.loaded:
-        left = None if deadline is None else max(0.0, deadline - clock.now())
-        ref = make_ref()
-        entry = (self_pid(), ref)
-        reg.load_waiters.append(entry)
-        if receive((_disc_owner.LOADED, ref), left, default=None) is None:
-            if entry in reg.load_waiters:
-                reg.load_waiters.remove(entry)
-            raise TableTimeout(tuple(reg.loading), timeout)
+    mon = monitor(sup) if sup is not None else None
+    try:
+        while reg.disc is not None and not reg.disc.loaded:
+            left = None if deadline is None else max(0.0, deadline - clock.now())
+            ref = make_ref()
+            entry = (self_pid(), ref)
+            reg.load_waiters.append(entry)
+
+            def loaded_or_down(m: Any, ref: Any = ref) -> bool:
+                if m.__class__ is tuple:
+                    return len(m) == 2 and m[0] == _disc_owner.LOADED and m[1] is ref
+                return isinstance(m, Down) and m.ref == mon
+
+            msg = receive(loaded_or_down, left, default=None)
+            if msg is None or isinstance(msg, Down):
+                if entry in reg.load_waiters:
+                    reg.load_waiters.remove(entry)
+                if msg is None:
+                    raise TableTimeout(tuple(reg.loading), timeout)
+                # The disc owner could not open its files and its supervisor gave up.
+                reg.disc = None
+                _stop_app()
+                raise TableError(f"otp_tables failed to start: {msg.reason!r} (see the "
+                                 "crash reports of otp_tables_disc)", ("start", msg.reason))
+    finally:
+        if mon is not None:
+            demonitor(mon, flush=True)
 
 
 def stop() -> None:
@@ -561,9 +580,16 @@ def stop() -> None:
     ds = reg.disc
     if ds is not None:
         ds.stopping = True
-    if any(a.name == APP_NAME for a in application.which_applications()):
-        application.stop(APP_NAME)
+    _stop_app()
     reg.disc = None
+
+
+def _stop_app() -> None:
+    if any(a.name == APP_NAME for a in application.which_applications()):
+        try:
+            application.stop(APP_NAME)
+        except ApplicationError:
+            pass  # it ended by itself meanwhile
 
 
 def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
