@@ -56,7 +56,7 @@ from chat import faults, store
 from chat.protocol import ProtocolError
 from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
-from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop, Timeout
+from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop
 from otp.node import current_node
 from otp.process import (
     Down,
@@ -199,6 +199,8 @@ class _State:
     # the receipt is made again.
     volatile: dict[int, int] = field(default_factory=dict)
     lazy_timer: Any = None
+    idle_timer: Any = None
+    last_active: float = 0.0
     npending: int = 0  # items in all peers' pending queues
     limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
     last_push: float = -1e18
@@ -270,9 +272,16 @@ class User(GenServer):
             self._write(s, ())
         if s.lazy and s.lazy_timer is None:
             s.lazy_timer = send_after(LAZY_FLUSH, _self(), "chat.flush")
-        if self._quiet(s):
-            return NoReply(s, Timeout(s.ctx.idle_stop if s.key_hash else 1.0))
+        # One idle timer per process, re-armed when it fires, rather than a Timeout
+        # action (a receive timer) on every callback of the hot path.
+        s.last_active = _now()
+        if s.idle_timer is None:
+            s.idle_timer = send_after(self._idle_limit(s), _self(), "chat.idle")
         return NoReply(s)
+
+    @staticmethod
+    def _idle_limit(s: _State) -> float:
+        return s.ctx.idle_stop if s.key_hash else 1.0
 
     @staticmethod
     def _quiet(s: _State) -> bool:
@@ -508,9 +517,15 @@ class User(GenServer):
                 s.lazy_timer = None
                 if s.lazy:
                     self._write(s, ())
-            case "timeout":
-                if self._quiet(s):
+            case "chat.idle":
+                s.idle_timer = None
+                limit = self._idle_limit(s)
+                left = s.last_active + limit - _now()
+                if left <= 0 and self._quiet(s):
                     return Stop("normal", s)
+                s.idle_timer = send_after(max(left, 0.0) if left > 0 else limit, _self(),
+                                          "chat.idle")
+                return NoReply(s)
             case _:
                 return super().handle_info(msg, s)
         return self._idle(s)
