@@ -269,7 +269,7 @@ def transaction(fn: Callable[..., Any], *args: Any, retries: int | None = None) 
 
 def is_transaction() -> bool:
     """True when called inside a transaction."""
-    return self_pid() in registry().txs
+    return registry().tx(self_pid()) is not None
 
 
 # --- schema -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from otp.tables.errors import NotInTransaction
 
 
 def _tx(reg: Registry, what: str) -> Tx:
-    tx = reg.txs.get(self_pid())
+    tx = reg.tx(self_pid())
     if tx is None:
         raise NotInTransaction(what)
     return tx
@@ -331,7 +331,7 @@ def read(table: str, key: Any, lock: str = "read") -> list[Any]:
 def write(table: str, record: Any) -> None:
     """In a transaction: write ``record`` (write lock on its key)."""
     reg = registry()
-    tx = reg.txs.get(self_pid())
+    tx = reg.tx(self_pid())
     if tx is None:
         raise NotInTransaction("write")
     tab = reg.tables.get(table) or reg.table(table)

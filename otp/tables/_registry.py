@@ -72,7 +72,10 @@ class Registry:
         self.strict = bool(getattr(node, "strict", False))
         self.tables: dict[str, Table] = {}
         self.loading: dict[str, Table] = {}  # disc tables being loaded from disc
-        self.txs: dict[Pid, Tx] = {}  # innermost transaction of each process
+        # Innermost transaction of each process, keyed by id(pid) (a process's Pid object
+        # lives as long as it does; Pid's Python-level __hash__ is the slow part of a
+        # dict lookup here). Always check ``tx.pid is pid``: see ``Registry.tx``.
+        self.txs: dict[int, Tx] = {}
         self.locks: dict[str, _TLock] = {}
         self.next_ts = itertools.count(1).__next__  # transaction timestamps (wait-die)
         self.next_tid = itertools.count(1).__next__  # commit ids
@@ -80,6 +83,13 @@ class Registry:
         self.disc: DiscState | None = None
         self.load_waiters: list[tuple[Pid, Any]] = []
         self.subscribed = 0  # number of tables with subscribers (fast path when 0)
+
+    def tx(self, pid: Pid) -> Tx | None:
+        """The innermost transaction of the process ``pid``, or None."""
+        tx = self.txs.get(id(pid))
+        if tx is not None and tx.pid is pid:
+            return tx
+        return None
 
     def table(self, name: Any) -> Table:
         t = self.tables.get(name)

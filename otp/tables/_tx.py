@@ -249,7 +249,7 @@ def release_all(owner: Tx) -> None:
 
 
 def current_tx(reg: Registry, what: str) -> Tx:
-    tx = reg.txs.get(self_pid())
+    tx = reg.tx(self_pid())
     if tx is None:
         raise NotInTransaction(what)
     return tx
@@ -289,14 +289,15 @@ def overlay(tx: Tx, tab: Table) -> dict[Any, Any]:
 def transaction(fn: Any, args: tuple[Any, ...], retries: int | None) -> Any:
     reg = registry()
     me = self_pid()
-    parent = reg.txs.get(me)
+    parent = reg.tx(me)
+    key = id(me)
     if parent is not None:
         return _nested(reg, me, parent, fn, args)
     ts = reg.next_ts()
     attempts = 0
     while True:
         tx = Tx(ts, me, None)
-        reg.txs[me] = tx
+        reg.txs[key] = tx
         restart: Restart | None = None
         try:
             result = fn(*args)
@@ -305,8 +306,8 @@ def transaction(fn: Any, args: tuple[Any, ...], retries: int | None) -> Any:
         except Restart as r:
             restart = r
         finally:
-            if reg.txs.get(me) is tx:
-                del reg.txs[me]
+            if reg.txs.get(key) is tx:
+                del reg.txs[key]
             if tx.state == ACTIVE:
                 tx.state = DONE
                 release_all(tx)
@@ -326,14 +327,14 @@ def _nested(reg: Registry, me: Any, parent: Tx, fn: Any, args: tuple[Any, ...]) 
     # parent's code, which may go on). Locks belong to the outermost transaction; a
     # restart (lock conflict) restarts the outermost.
     tx = Tx(parent.ts, me, parent)
-    reg.txs[me] = tx
+    reg.txs[id(me)] = tx
     try:
         result = fn(*args)
     except BaseException:
         tx.writes.clear()
         raise
     finally:
-        reg.txs[me] = parent
+        reg.txs[id(me)] = parent
     parent.writes.update(tx.writes)
     return result
 
