@@ -413,3 +413,11 @@ def test_clear_table_deletes_every_record_in_one_commit(node):
     assert tables.dirty_all_keys("t") == [] and tables.dirty_index_read("t", 1, "v") == []
     assert len(seen) == 1 and len(seen[0].ops) == 5
     tables.clear_table("t")  # an empty table: nothing to do
+
+
+def test_deleting_an_absent_key_sends_no_event(node):
+    tables.create_table("t", attributes=("k", "v"))
+    tables.subscribe("t")
+    tables.dirty_delete("t", "absent")
+    tables.transaction(lambda: (tables.write("t", (1, 1)), tables.delete("t", 1)))
+    refute_receive(tables.TableEvent, timeout=0)

@@ -139,7 +139,7 @@ def apply_commit(
         if tab.deleted:
             continue
         old = tab.apply(key, new)
-        if events is not None and tab.subscribers:
+        if events is not None and tab.subscribers and (old is not None or new is not None):
             events.append((tab, key, old, new))
     if reg.hooks:
         record = CommitRecord(
