@@ -253,3 +253,16 @@ def test_admin_provision_registers_without_sms_only_with_the_token(node, tmp_pat
         b = srv.client()
         b.login(B, key_b)
         assert msgs(b.wait_for(lambda evs: msgs(evs)))[0]["body"] == "hi"
+
+
+def test_pushes_stop_at_the_window_until_the_device_acknowledges(node, tmp_path):
+    with running_chat(tmp_path, limits={"window": 5}) as srv:
+        a, b = srv.user(A), srv.user(B)
+        mids = [a.send(B, f"m{i}").mid for i in range(12)]
+        a.wait_for(lambda evs: len(receipts(evs, "sent")) == 12)  # all in B's inbox
+        b.ping()
+        first = b.poll(0.3, ack=False)
+        assert [m["mid"] for m in msgs(first)] == mids[:5]  # the window, no more
+        b.ack([m["id"] for m in first])
+        rest = b.wait_for(lambda evs: len(msgs(evs)) >= 7)
+        assert [m["mid"] for m in msgs(rest)] == mids[5:]
