@@ -73,10 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         # progress reports (a line per user process started) only when debugging
         logging.getLogger("otp.report").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: otp.node.halt("normal"))
+    from otp.errors import ApplicationError, ConfigError, StartError
+
     try:
         otp.run(serve, args)
     except KeyboardInterrupt:
         pass
+    except (ConfigError, ApplicationError, StartError, OSError) as e:
+        print(f"chat server: cannot start: {e}", file=sys.stderr, flush=True)
+        return 1
     print("stopped", flush=True)
     return 0
 

@@ -166,3 +166,12 @@ def test_console_sms_logs_the_pin(caplog):
     with caplog.at_level("WARNING", logger="chat.sms"):
         ConsoleSms().send_pin(A, "123456")
     assert "123456" in caplog.text and A in caplog.text
+
+
+def test_production_server_refuses_to_start_with_the_console_sms_gateway(node, tmp_path):
+    from chat import app
+
+    cfg = parse_config({"env": "prod", "data_dir": str(tmp_path), "sms": {"adapter": "console"},
+                        "listen": {"port": 0}})
+    with pytest.raises(ConfigError, match="console"):
+        app.start(cfg)
