@@ -11,7 +11,13 @@ nothing acknowledged is lost::
 
     from chat import users
     pid = users.ensure("+14155550100")          # whereis, or start it under chat.users
-    gen_server.call(pid, ("login", key_hash, conn_pid))
+    users.call("+14155550100", ("attach", conn_pid))   # ensure + gen_server.call
+
+Requests (from the device's connection): ``("attach", conn)`` -> queued count,
+``("send", to, cmid, body)`` -> ``("ok", mid, ts)`` | ``("error", code, message)``,
+``("ack", ids)``, ``("read", sender, mids)``, ``("privacy", hide)``,
+``("limit", kind, n)`` (presence/contacts rate limits). Between user processes:
+``("chat.deliver", sender, pid, items)`` and ``("chat.delivered", recipient, upto)``.
 
 The message path (ARCHITECTURE.md, "The chat application"):
 
@@ -38,9 +44,10 @@ Ordering: between two user processes items travel in ``pseq`` order and are acce
 only in that order, so per-sender order holds through retries, crashes and restarts.
 
 Failure semantics: a store failure crashes the process (its supervisor restarts it, and
-it reloads from the store); the device's connection sees the process die and attaches
-again; what was pushed but not acknowledged is pushed again (devices deduplicate by
-``mid``).
+it reloads from the store); the restarted process finds the device by its name and
+streams the inbox again: what was pushed but not acknowledged is pushed again (devices
+deduplicate by ``mid``, receipts by type and ``mid``). Deletes that a crash would replay
+harmlessly are written lazily (with the next write, or within ``LAZY_FLUSH`` s).
 """
 
 from __future__ import annotations
