@@ -107,6 +107,7 @@ answers nobody meanwhile, and callers time out; hand the work to another process
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import traceback
@@ -727,8 +728,20 @@ def _error_report(
 def _sys_reply(from_: Any, value: Any) -> None:
     try:
         _gen.reply(from_, value)
-    except BadArg as e:  # strict mode refused the value (e.g. a mutable state)
+    except BadArg as e:  # strict mode refused the value
         _gen.reply(from_, ("error", e))
+
+
+def _state_reply(from_: Any, state: Any) -> None:
+    """Answer ``get_state``/``replace_state`` with a snapshot of the state: a deep copy
+    where one can be made, so the caller never shares the server's mutable state (as
+    Erlang copies it). The copy is private, so strict mode does not refuse it."""
+    try:
+        snapshot = copy.deepcopy(state)
+    except Exception:  # sockets, locks...: hand over the state itself
+        _sys_reply(from_, ("ok", state))
+        return
+    current_node().gen_reply(from_[0], from_[1], ("ok", snapshot), check=False)
 
 
 def _system(srv: _Server, cb: GenServer, state: Any, msg: Any) -> tuple[GenServer, Any]:
@@ -757,7 +770,7 @@ def _sys_request(
 ) -> tuple[GenServer, Any, bool]:
     match request:
         case "get_state":
-            _sys_reply(from_, ("ok", state))
+            _state_reply(from_, state)
         case ("replace_state", fn):
             try:
                 new = fn(state)
@@ -765,7 +778,7 @@ def _sys_request(
                 _sys_reply(from_, ("error", ("callback_failed", e)))
             else:
                 state = new
-                _sys_reply(from_, ("ok", state))
+                _state_reply(from_, state)
         case "get_status":
             st = _formatted(cb, state, None, None)
             dbg = srv.dbg

@@ -272,16 +272,32 @@ def test_trace_logs_every_message_in_and_out(node, caplog):
     gen_server.stop(pid)
 
 
-def test_system_reply_refused_by_strict_mode_fails_the_sys_call_not_the_server(node):
+def test_a5_replace_state_with_a_mutable_state_answers_a_private_snapshot(node):
     class Mutable(GenServer):
         def handle_call(self, request, from_, state):
-            return Reply("ok", state)
+            return Reply(state["a"], state)
 
     pid = gen_server.start_link(Mutable, None)
-    otp_sys.replace_state(pid, lambda s: ("immutable",))
-    assert gen_server.call(pid, "anything") == "ok"
-    with pytest.raises(CallError) as ei:
-        otp_sys.replace_state(pid, lambda s: {"a": 1})
-    assert isinstance(ei.value.reason, BadArg)
-    assert gen_server.call(pid, "anything") == "ok"  # still alive
+    new = otp_sys.replace_state(pid, lambda s: {"a": 1})
+    assert new == {"a": 1}
+    new["a"] = 2  # the caller's copy: the server does not see it
+    assert gen_server.call(pid, "get") == 1
+    gen_server.stop(pid)
+
+
+def test_a5_get_state_of_a_mutable_state_is_a_private_snapshot(node):
+    """Strict mode forbids sharing mutable state; get_state hands over a deep copy."""
+
+    class Box(gen_server.GenServer):
+        def init(self, arg):
+            return gen_server.Ok({"items": [1, 2]})
+
+        def handle_call(self, request, from_, state):
+            return gen_server.Reply(len(state["items"]), state)
+
+    pid = gen_server.start_link(Box)
+    snapshot = otp_sys.get_state(pid)
+    assert snapshot == {"items": [1, 2]}
+    snapshot["items"].append(3)  # the caller's copy only
+    assert gen_server.call(pid, "len") == 2
     gen_server.stop(pid)

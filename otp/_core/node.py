@@ -972,8 +972,10 @@ class Node:
             self._abandon_prune_at = max(1024, 2 * len(abandoned))
         abandoned[tag] = (caller, server)
 
-    def gen_reply(self, to: Pid, tag: Any, value: Any) -> None:
-        """Send a call's reply ``(tag, value)``, unless the caller abandoned the call."""
+    def gen_reply(self, to: Pid, tag: Any, value: Any, check: bool = True) -> None:
+        """Send a call's reply ``(tag, value)``, unless the caller abandoned the call.
+        ``check=False`` skips strict mode's immutability check, for a value that is a
+        private copy (``sys.get_state``)."""
         abandoned = self.abandoned
         if abandoned and tag in abandoned:
             del abandoned[tag]
@@ -981,7 +983,7 @@ class Node:
         p = self.procs.get(to.id)
         if p is None or (p.pid is not to and p.pid != to):
             return
-        if self.strict:
+        if self.strict and check:
             check_immutable(value, "reply")
         # deliver, inlined
         mbox = p.mbox
