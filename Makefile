@@ -2,7 +2,8 @@
 #
 #   make test              lint + the test suite under coverage (what .ci/run runs)
 #   make lint              ruff + mypy
-#   make run               run the hello example on a fresh node
+#   make run               start the chat server (dev config, 127.0.0.1, data in var/)
+#   make demo              run the hello example on a fresh node
 #   make bench             every workload of BENCH.md, otp vs the floors (not part of test)
 #   make bench ONLY="ping_pong call"
 #   make clean             build artefacts and caches; `make distclean` also drops .venv
@@ -17,7 +18,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 .DEFAULT_GOAL := test
-.PHONY: venv run lint test bench clean distclean
+.PHONY: venv run demo lint test bench clean distclean
 
 # The venv is rebuilt (re-installed) whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -29,6 +30,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m chat --config config/dev.yaml
+
+demo: $(STAMP)
 	$(BIN)/python -m otp run examples.hello:main
 
 lint: $(STAMP)
