@@ -112,6 +112,10 @@ apply them in order with ``apply_replicated``. (Not there yet: copies on other n
 catching up from a peer at start, partition reports; ``create_table`` refuses remote
 nodes until the distribution layer exists.)
 
+Testing: every test node gets its own tables (the registry is per node). Disc tables
+work under the test kit's mock clock too (nothing on the commit path waits with a
+timeout); give each test its own ``start(tmp_path)`` and ``stop()``.
+
 When not to use: for data private to one process (keep it in its state); for large
 blobs (they are pickled per commit and held in memory); for ad-hoc queries over
 millions of rows (``select`` scans in Python).
