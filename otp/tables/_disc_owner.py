@@ -506,9 +506,14 @@ def _bulk_load(tab: Table, rows: list[tuple[int, Any]]) -> list[int]:
     tab.kver += 1
     if tab.ordered:
         try:
-            tab.keys[:] = sorted(data)
+            tab.keys.reset(sorted(data))
         except TypeError:
-            tab.keys[:] = list(data)
+            tab.keys.reset([])
+            for k in data:
+                try:
+                    tab.keys.add(k)
+                except TypeError:
+                    tab.keys.add_odd(k)
     for pos in list(tab.indexes):
         tab.build_index(pos)
     return dups

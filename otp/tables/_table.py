@@ -18,12 +18,12 @@ import collections
 import keyword
 import logging
 import sys
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from otp.errors import BadArg
+from otp.tables._sorted import SortedKeys
 from otp.tables.errors import BadRecord
 
 log = logging.getLogger("otp.tables")
@@ -177,7 +177,7 @@ class Table:
         self.rclass = rclass or make_record_class(defn.name, defn.attributes)
         self.storage = defn.storage
         self.data: dict[Any, Any] = {}
-        self.keys: list[Any] = []
+        self.keys = SortedKeys()  # ordered_set only
         self.indexes: dict[int, dict[Any, set[Any]]] = {
             defn.attributes.index(a): {} for a in defn.index
         }
@@ -245,13 +245,14 @@ class Table:
 
     def check_key_order(self, key: Any) -> None:
         keys = self.keys
-        if keys:
+        if keys.n:
+            first = keys.first()
             try:
-                keys[0] < key  # noqa: B015 - probing comparability
+                first < key  # noqa: B015 - probing comparability
             except TypeError:
                 raise BadRecord(
                     f"ordered_set {self.name!r}: keys must be mutually comparable; "
-                    f"table keys are like {keys[0]!r}, got {key!r}"
+                    f"table keys are like {first!r}, got {key!r}"
                 ) from None
 
     # --- the one mutation ------------------------------------------------------------
@@ -267,28 +268,20 @@ class Table:
             del data[key]
             self.kver += 1
             if self.ordered:
-                keys = self.keys
-                i = bisect_left(keys, key)
-                if i < len(keys) and keys[i] == key:
-                    del keys[i]
-                else:  # placed out of order (see below): find it
-                    keys.remove(key)
+                self.keys.discard(key)
         else:
             data[key] = new
             if old is None:
                 self.kver += 1
-            if old is None and self.ordered:
-                keys = self.keys
-                try:
-                    if not keys or keys[-1] < key:
-                        keys.append(key)
-                    else:
-                        keys.insert(bisect_left(keys, key), key)
-                except TypeError:
-                    # Only reachable when two transactions raced incomparable keys into
-                    # an empty table: keep data consistent, order is best effort.
-                    log.warning("ordered_set %r: key %r is not comparable", self.name, key)
-                    keys.append(key)
+                if self.ordered:
+                    try:
+                        self.keys.add(key)
+                    except TypeError:
+                        # Only reachable when two transactions raced incomparable keys
+                        # into an empty table: data stays consistent, order best effort.
+                        log.warning("ordered_set %r: key %r is not comparable",
+                                    self.name, key)
+                        self.keys.add_odd(key)
         if self.indexes:
             self._reindex(key, old, new)
         return old
@@ -354,26 +347,22 @@ class Table:
 
     def first(self) -> Any:
         if self.ordered:
-            return self.keys[0] if self.keys else None
+            return self.keys.first()
         return next(iter(self.data), None)
 
     def last(self) -> Any:
         if self.ordered:
-            return self.keys[-1] if self.keys else None
+            return self.keys.last()
         return next(reversed(self.data), None)
 
     def next_key(self, key: Any) -> Any:
         if self.ordered:
-            keys = self.keys
-            i = bisect_right(keys, key)
-            return keys[i] if i < len(keys) else None
+            return self.keys.next_after(key)
         return self._neighbour(key, +1)
 
     def prev_key(self, key: Any) -> Any:
         if self.ordered:
-            keys = self.keys
-            i = bisect_left(keys, key)
-            return keys[i - 1] if i > 0 else None
+            return self.keys.prev_before(key)
         return self._neighbour(key, -1)
 
     def _neighbour(self, key: Any, step: int) -> Any:
@@ -396,7 +385,7 @@ class Table:
         return len(self.data)
 
     def memory(self) -> int:
-        n = sys.getsizeof(self.data) + sys.getsizeof(self.keys) + sys.getsizeof(self.rids)
+        n = sys.getsizeof(self.data) + 8 * len(self.keys) + sys.getsizeof(self.rids)
         sample = 0
         count = 0
         for rec in self.iter_records():
