@@ -37,7 +37,8 @@ Durable tables need the ``otp_tables`` application running: ``start(directory)``
 disc table is loaded into memory before ``start`` returns; other processes use
 ``wait_for_tables`` before touching them.
 
-API (Mnesia's names; records are named tuples, keys any hashable value):
+API (Mnesia's names; records are named tuples; keys any hashable value, mutually
+comparable in an ``ordered_set``):
 
 ========================================  ================================================
 schema                                    ``create_table``, ``delete_table``, ``add_index``,
@@ -84,8 +85,9 @@ Failure semantics (SEMANTICS.md D2, D3):
   on). Locks belong to the outermost; a lock conflict restarts the outermost.
 - A process that dies holding locks releases them (its own unwinding, or the next
   waiter, who monitors lock holders, releases them for it).
-- Dirty operations skip locks and act at once; a dirty read may see a value that a
-  running transaction is about to replace.
+- Dirty operations skip locks: on ram tables they act at once, on disc tables they
+  return once fsync'd (in queue order with the transactions' commits). A dirty read
+  may see a value that a running transaction is about to replace.
 - **Durability** (D3): a commit touching a ``disc`` table is acknowledged (the call
   returns) only after it is fsync'd; it becomes visible to readers at the same moment,
   never before. Commits arriving while an fsync runs share the next one (group commit).
