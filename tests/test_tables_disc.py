@@ -314,6 +314,19 @@ def test_d3_corrupt_log_tail_is_cut_back_to_the_last_whole_commit(node, tmp_path
     tables.stop()
 
 
+def test_d3_a_log_with_a_garbage_header_is_ignored_and_the_node_starts(node, tmp_path, caplog):
+    image, wal = _image_with_commits(tmp_path, 3)
+    with open(wal, "r+b") as f:
+        f.write(b"\x00garbage" * 4)  # the WAL header: nothing in the log is trusted
+    caplog.set_level(logging.WARNING, logger="otp.tables")
+    tables.start(image)
+    assert "cut back" in caplog.text
+    # Only what the database file itself holds is left (maybe nothing): no garbage.
+    if "acc" in tables.table_names():
+        assert all(r == (r[0], "o", r[0]) for r in _records("acc"))
+    tables.stop()
+
+
 def test_d3_a_file_that_is_not_a_database_is_moved_aside_and_the_node_starts(
     node, tmp_path, caplog
 ):
