@@ -421,3 +421,25 @@ def test_deleting_an_absent_key_sends_no_event(node):
     tables.dirty_delete("t", "absent")
     tables.transaction(lambda: (tables.write("t", (1, 1)), tables.delete("t", 1)))
     refute_receive(tables.TableEvent, timeout=0)
+
+
+def test_bad_arguments_say_what_was_expected(node):
+    tables.create_table("t", attributes=("k", "v"))
+    with pytest.raises(BadArg, match="callable"):
+        tables.transaction("not a function")
+    with pytest.raises(BadArg, match="retries"):
+        tables.transaction(lambda: None, retries=-1)
+    with pytest.raises(BadArg, match="'read' or 'write'"):
+        tables.transaction(tables.lock_table, "t", "exclusive")
+    with pytest.raises(BadArg, match="'read' or 'write'"):
+        tables.transaction(tables.read, "t", 1, "sticky")
+    with pytest.raises(BadArg, match="no index"):
+        tables.del_index("t", "v")
+    with pytest.raises(BadArg, match="no attribute"):
+        tables.dirty_index_read("t", 1, "nope")
+    with pytest.raises(BadArg, match="NamedTuple"):
+        tables.create_table("u", record=dict)
+    with pytest.raises(tables.TableTimeout):
+        tables.wait_for_tables("never", 0.01)
+    assert tables.is_transaction() is False
+    assert tables.transaction(tables.is_transaction) is True
