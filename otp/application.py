@@ -404,6 +404,10 @@ def set_env(app: str, key: str, value: Any) -> None:
 # ------------------------------------------------------------------------- helpers
 
 
+# Applications shipped with otp whose module is not named after them.
+_BUILTIN_APPS = {"otp_tables": "otp.tables"}
+
+
 def _find_spec(t: _Table, app: str | AppSpec) -> AppSpec:
     if isinstance(app, AppSpec):
         old = t.specs.get(app.name)
@@ -423,7 +427,7 @@ def _find_spec(t: _Table, app: str | AppSpec) -> AppSpec:
     if spec is not None:
         return spec
     try:
-        module = importlib.import_module(app)
+        module = importlib.import_module(_BUILTIN_APPS.get(app, app))
     except ModuleNotFoundError as e:
         if e.name is not None and app.startswith(e.name):
             raise ApplicationError(

@@ -501,3 +501,13 @@ def test_d3_stop_finishes_or_fails_every_queued_commit_and_loses_no_acknowledged
     stored = {r[0] for r in _records("acc")}
     assert acked <= stored  # every acknowledged commit made it
     tables.stop()
+
+
+def test_otp_tables_application_is_found_by_its_name(node, tmp_path):
+    """``application.start("otp_tables")`` finds the spec shipped in otp.tables."""
+    from otp import application
+
+    application.load("otp_tables")
+    application.set_env("otp_tables", "directory", str(tmp_path))
+    assert application.start("otp_tables") == ["otp_tables"]
+    application.stop("otp_tables")

@@ -17,7 +17,20 @@ __all__ = ["run_in_thread"]
 T = TypeVar("T")
 
 
+def _catching(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    # The exception travels back as a value: the pool itself would print the traceback
+    # of every exception, even one the caller handles.
+    try:
+        return True, fn(*args)
+    except BaseException as e:  # re-raised in the caller
+        return False, e
+
+
 def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` in the hub's thread pool and return its result (or raise its
     exception) in the caller, without blocking other processes."""
-    return gevent.get_hub().threadpool.apply(fn, args)
+    ok, value = gevent.get_hub().threadpool.apply(_catching, (fn, args))
+    if ok:
+        result: T = value
+        return result
+    raise value

@@ -39,7 +39,7 @@ from otp.tables._registry import Registry, apply_commit
 from otp.tables._table import Table, TableDef
 from otp.tables._tx import COMMITTED, DONE, MISSING, Tx, release_all
 from otp.tables.errors import CommitFailed
-from otp.threads import run_in_thread as _run_in_thread
+from otp.threads import run_in_thread
 
 log = logging.getLogger("otp.tables")
 
@@ -47,22 +47,6 @@ SUP_NAME = "otp_tables_sup"
 OWNER_NAME = "otp_tables_disc"
 LOADED = "$otp_tables_loaded"
 MAX_BATCH = 5000
-
-
-def _catching(fn: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
-    try:
-        return True, fn(*args)
-    except Exception as e:
-        return False, e
-
-
-def run_in_thread(fn: Any, *args: Any) -> Any:
-    """``otp.threads.run_in_thread``, with the exception carried back as a value (the
-    pool would also print the traceback of an exception that the caller handles)."""
-    ok, value = _run_in_thread(_catching, fn, args)
-    if ok:
-        return value
-    raise value
 
 
 class Pending:
