@@ -5,7 +5,8 @@
 #   make run               start the chat server (dev config, 127.0.0.1, data in var/)
 #   make demo              run the hello example on a fresh node
 #   make bench             every workload of BENCH.md, otp vs the floors (not part of test)
-#   make bench ONLY="ping_pong call"
+#   make bench ONLY="ping_pong call"   (ONLY=chat, ONLY=tables: a group of workloads)
+#   make soak              the SIGKILL crash-safety tests, 300 kills
 #   make clean             build artefacts and caches; `make distclean` also drops .venv
 
 PY ?= python3
@@ -18,7 +19,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 .DEFAULT_GOAL := test
-.PHONY: venv run demo lint test bench clean distclean
+.PHONY: venv run demo lint test soak bench clean distclean
 
 # The venv is rebuilt (re-installed) whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -42,6 +43,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
+
+# The crash-safety tests with many more SIGKILLs than CI runs.
+soak: $(STAMP)
+	OTP_TABLES_CRASH_KILLS=300 $(BIN)/python -m pytest tests/test_tables_crash.py -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only "$(ONLY)")

@@ -273,7 +273,16 @@ def restart(n: int) -> Result:
     return micros_each(n, t1 - t0), "us/restart", n
 
 
+def _table_owner_write(n: int) -> Result:
+    from bench.tables_quick import gevent_owner_write
+
+    return gevent_owner_write(n)
+
+
 WORKLOADS = {
+    # ram tables: one call per write to a greenlet that owns the dict
+    "table_dirty_write": _table_owner_write,
+    "table_tx_write": _table_owner_write,
     "spawn": spawn,
     "ping_pong": ping_pong,
     "ring": ring,

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.registry import SPECS, SYSTEMS, Registry, Spec, build, na_reason
+from bench.registry import GROUPS, SPECS, SYSTEMS, Registry, Spec, build, na_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.jsonl"
-REFERENCES = ("gevent", "greenlet")  # ratio columns
+REFERENCES = ("gevent", "greenlet", "dict", "sqlite")  # ratio columns
 
 
 @dataclass
@@ -117,7 +117,7 @@ def render(spec: Spec, cells: dict[str, Cell], systems: list[str]) -> str:
     out = [f"\n{spec.name} — {spec.what}",
            f"  [{spec.unit}, {direction}; ×ref = times better than ref, >1 = better]"]
     header = (f"  {'system':<13}{'median':>10}  {'unit':<14}{'n':>9}"
-              f"{'×gevent':>9}{'×greenlet':>11}   rounds")
+              f"{'×gevent':>9}{'×greenlet':>11}{'×dict':>8}{'×sqlite':>9}   rounds")
     out.append(header)
     out.append("  " + "-" * (len(header) - 2))
     refs = {r: cells[r].median if r in cells else None for r in REFERENCES}
@@ -140,7 +140,7 @@ def render(spec: Spec, cells: dict[str, Cell], systems: list[str]) -> str:
             rounds += f"  ({failed} failed: {cell.errors[0]})"
         ratio_text = "".join(
             f"{(f'{r:.2f}' if r is not None else '—'):>{width}}"
-            for r, width in zip(ratios, (9, 11), strict=True)
+            for r, width in zip(ratios, (9, 11, 8, 9), strict=True)
         )
         out.append(f"  {system:<13}{fmt(med):>10}  {spec.unit:<14}{ok_outcomes[-1].n:>9}"
                    f"{ratio_text}   {rounds}")
@@ -153,7 +153,9 @@ def render(spec: Spec, cells: dict[str, Cell], systems: list[str]) -> str:
 def parse_names(text: str | None, known: dict[str, object], what: str) -> list[str]:
     if not text:
         return list(known)
-    names = [w for w in text.replace(",", " ").split() if w]
+    names = []
+    for w in text.replace(",", " ").split():
+        names.extend(GROUPS.get(w, [w]) if what == "workload" else [w])
     unknown = [w for w in names if w not in known]
     if unknown:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)} "

@@ -27,8 +27,9 @@ class Spec:
 
     @property
     def lower_is_better(self) -> bool:
-        # BENCH.md: units starting with "us" or "bytes" are lower-is-better; others are rates.
-        return self.unit.startswith(("us", "bytes"))
+        # BENCH.md: units starting with "us" or "bytes" are lower-is-better; others are
+        # rates. Latencies in "ms" (chat_latency) are lower-is-better too.
+        return self.unit.startswith(("us", "bytes", "ms"))
 
 
 SPECS: dict[str, Spec] = {
@@ -51,7 +52,30 @@ SPECS: dict[str, Spec] = {
         Spec("restart", "restart_time", "us/restart", 1_000,
              "one_for_one supervisor, one worker: kill it n times, each time until the "
              "restarted worker answers a call"),
+        Spec("table_dirty_write", "dirty_write_rate", "writes/s", 100_000,
+             "n dirty writes of one record each to a ram set table"),
+        Spec("table_tx_write", "tx_write_rate", "writes/s", 100_000,
+             "n transactions of one write each on a ram table"),
+        Spec("table_disc_tx", "disc_commit_rate", "commits/s", 100_000,
+             "100 writers, n transactions in all on a disc table, each acknowledged "
+             "after fsync (group commit)"),
+        Spec("chat_memory", "rss_per_connection", "bytes/connection", 10_000,
+             "n idle logged-in connections; server RSS growth per connection"),
+        Spec("chat_throughput", "delivered_rate", "msgs/s", 1_000,
+             "n online users send 1:1 at stepped rates, full durable path; best step "
+             "with p99 <= 50 ms"),
+        Spec("chat_latency", "p99_latency", "ms", 1_000,
+             "p99 send->receive latency at the best throughput step"),
+        Spec("chat_offline_drain", "drain_rate", "msgs/s", 1_000,
+             "n users x 100 queued messages log in at once; msgs/s until drained"),
     ]
+}
+
+#: ``make bench ONLY=chat`` / ``ONLY=table``: a group name stands for its workloads.
+GROUPS: dict[str, list[str]] = {
+    "chat": [n for n in SPECS if n.startswith("chat_")],
+    "table": [n for n in SPECS if n.startswith("table_")],
+    "tables": [n for n in SPECS if n.startswith("table_")],
 }
 
 
@@ -61,6 +85,7 @@ class System:
     module: str
     monkey_patch: bool = False  # worker runs gevent.monkey.patch_all() before importing
     label: str = ""
+    attr: str = "WORKLOADS"  # the module's dict of workloads
 
 
 # Order = column order in the tables; "gevent" and "greenlet" are the ratio references.
@@ -70,6 +95,10 @@ SYSTEMS: dict[str, System] = {
         System("otp", "bench.otp_workloads", label="this project"),
         System("gevent", "bench.floor_gevent", label="raw gevent actor"),
         System("greenlet", "bench.floor_greenlet", label="raw greenlet switch"),
+        System("dict", "bench.floor_tables", attr="DICT_WORKLOADS",
+               label="plain dict writes"),
+        System("sqlite", "bench.floor_tables", attr="SQLITE_WORKLOADS",
+               label="raw sqlite, 100 commits per fsync"),
         System("pykka", "bench.floor_pykka", label="Pykka, threads"),
         System("pykka_gevent", "bench.floor_pykka", monkey_patch=True,
                label="Pykka, gevent monkey-patched"),
@@ -89,7 +118,7 @@ class Registry:
 def load_system(system: System) -> dict[str, Workload]:
     """Import a system's module and return its workloads (raises on a broken module)."""
     module = importlib.import_module(system.module)
-    return dict(module.WORKLOADS)
+    return dict(getattr(module, system.attr))
 
 
 def build(systems: list[str] | None = None) -> Registry:
@@ -108,7 +137,7 @@ def build(systems: list[str] | None = None) -> Registry:
         reason = getattr(module, "UNAVAILABLE", None)
         if reason:
             unavailable[name] = reason
-        for workload, fn in module.WORKLOADS.items():
+        for workload, fn in getattr(module, system.attr).items():
             if workload not in SPECS:
                 raise ValueError(f"{system.module}: unknown workload {workload!r}")
             table[workload][name] = fn

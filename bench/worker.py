@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
 
     module = importlib.import_module(system.module)
     reason = getattr(module, "UNAVAILABLE", None)
-    fn = module.WORKLOADS.get(workload)
+    fn = getattr(module, system.attr).get(workload)
     if reason or fn is None or isinstance(fn, NotYet):
         why = reason or (fn.reason if isinstance(fn, NotYet) else "no implementation")
         _emit({"status": "n/a", "reason": why})
