@@ -104,9 +104,9 @@ def _term(value: Any) -> str:
     """Render one value the way OTP's ``~p`` would: names bare, everything else repr'd."""
     if isinstance(value, str) and _ATOM.match(value):
         return value
-    if isinstance(value, (BaseException, str, bytes)):
-        text = repr(value)
-    else:
+    text = repr(value)
+    if len(text) > 88 and not isinstance(value, (BaseException, str, bytes)):
+        # Only a long value needs pprint's line breaking (pprint costs ~50x repr).
         text = pprint.pformat(value, width=88, compact=True, sort_dicts=False)
     if len(text) > MAX_FIELD_CHARS:  # a huge state must not flood the log (OTP's ~P depth)
         cut = len(text) - MAX_FIELD_CHARS
