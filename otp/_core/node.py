@@ -605,8 +605,7 @@ class Node:
         if timeout is not None and timeout <= 0:
             return self._timed_out(p, match, timeout, default)
         if timeout is not None:
-            p.deadline = self.clock.now() + timeout
-            self._lazy.append(p)
+            self._start_deadline(p, timeout)
         p.waiting = True
         try:
             while True:
@@ -630,12 +629,20 @@ class Node:
         finally:
             p.waiting = False
             if timeout is not None:
-                p.deadline = None
-                tmo = p.tmo
-                if tmo is not None:
-                    p.tmo = None
-                    if not tmo.fired:
-                        self.cancel(tmo)
+                self._end_deadline(p)
+
+    def _start_deadline(self, p: Process, timeout: float) -> None:
+        # The timer itself is armed lazily (see _arm_lazy).
+        p.deadline = self.clock.now() + timeout
+        self._lazy.append(p)
+
+    def _end_deadline(self, p: Process) -> None:
+        p.deadline = None
+        tmo = p.tmo
+        if tmo is not None:
+            p.tmo = None
+            if not tmo.fired:
+                self.cancel(tmo)
 
     def _timed_out(self, p: Process, match: Any, timeout: Any, default: Any) -> Any:
         if default is not _MISSING:
@@ -923,8 +930,7 @@ class Node:
             elif timeout == 0:
                 return CALL_TIMEOUT
             else:
-                p.deadline = self.clock.now() + timeout
-                self._lazy.append(p)
+                self._start_deadline(p, timeout)
         p.waiting = True
         try:
             while True:
@@ -947,12 +953,7 @@ class Node:
         finally:
             p.waiting = False
             if timeout is not None:
-                p.deadline = None
-                tmo = p.tmo
-                if tmo is not None:
-                    p.tmo = None
-                    if not tmo.fired:
-                        self.cancel(tmo)
+                self._end_deadline(p)
 
     def _flush_down(self, p: Process, tag: int) -> None:
         mbox = p.mbox
