@@ -111,6 +111,7 @@ import copy
 import importlib
 import logging
 import traceback
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from otp import _gen, proc_lib
@@ -481,8 +482,23 @@ def _unregister(name: Any) -> None:
         unregister(name)
 
 
+# The code server's lookup (``otp.code.current``), installed by ``otp.code`` when it
+# is imported: a callback class -> its newest loaded version. A server started after a
+# module was reloaded runs the new code, as an Erlang process spawned after a load
+# runs the current module. Servers already running keep their class until
+# ``otp.sys.change_code`` (SEMANTICS.md A7).
+_code_lookup: Callable[[type], type] | None = None
+
+# Live servers after init, pid -> its _Server (whose ``cb`` follows change_code): how
+# ``otp.code`` finds the processes running a module's old code to purge them.
+_servers: dict[Pid, _Server] = {}
+
+
 def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> None:
     me = _self()
+    lookup = _code_lookup
+    if lookup is not None:
+        cls = lookup(cls)
     holder = _register(name, me)
     if holder is not None:
         proc_lib.init_fail(("already_started", holder), "normal")
@@ -498,7 +514,11 @@ def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> N
     if rc is Ok:
         proc_lib.init_ack(me)
         srv = _Server(cb, name, parent, me)
-        _loop(srv, r.state, r.action)
+        _servers[me] = srv
+        try:
+            _loop(srv, r.state, r.action)
+        finally:
+            _servers.pop(me, None)
     elif rc is Ignore:
         _unregister(name)
         proc_lib.init_ack(None)
@@ -809,6 +829,16 @@ def _sys_request(
                 _sys_reply(from_, ("error", "not_suspended"))
             else:
                 cb, state = _change_code(cb, state, from_, new, old_vsn, extra)
+        case ("$switch_class", new):
+            # The release handler's rollback and downgrade (otp.release_handler): the
+            # callbacks become ``new``'s, the state stays, no code_change runs.
+            if not suspended:
+                _sys_reply(from_, ("error", "not_suspended"))
+            elif not (isinstance(new, type) and issubclass(new, GenServer)):
+                _sys_reply(from_, ("error", ("not_a_gen_server", new)))
+            else:
+                cb = new()
+                _sys_reply(from_, ("ok", None))
         case ("statistics", flag):
             dbg = srv.dbg
             if flag is None:
