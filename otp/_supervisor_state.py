@@ -132,8 +132,10 @@ class State:
         )  # fmt: skip
 
     def progress(self, child: Child) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        # Progress reports are DEBUG: an OTP node hides them by default (its logger
+        # level is notice), and so does a node logging at Python's usual INFO.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
                 "supervisor %r started child %r: %r", self.name, child.spec.id, child.pid,
                 extra={"report": {"label": "supervisor:progress", "supervisor": self.name,
                                   "started": {"pid": child.pid, "id": child.spec.id,

@@ -317,7 +317,7 @@ def test_sink_rejects_a_bad_max_queue():
 
 class _Capture(logging.Handler):
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)  # supervisor progress reports are DEBUG
         self.setFormatter(ReportFormatter())
         self.texts: list[str] = []
 
@@ -331,7 +331,7 @@ def reports():
     log = logging.getLogger("otp.report")
     old_level = log.level
     log.addHandler(cap)
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.DEBUG)
     try:
         yield cap.texts
     finally:
