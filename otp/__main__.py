@@ -1,4 +1,5 @@
-"""The ``otp`` command line: ``otp run MODULE:FUNCTION [ARGS...]``.
+"""The ``otp`` command line: ``otp run MODULE:FUNCTION [ARGS...]``, and
+``otp release build SPEC`` plus the release commands (``otp.cli``).
 
 Runs ``FUNCTION(*ARGS)`` as the first process of a fresh node, after applying gevent's
 monkey-patching (first, before anything else is imported), and exits with status 0 when
@@ -85,6 +86,15 @@ def run(
         sys.exit(130)
     if result is not None:
         click.echo(repr(result))
+
+
+def _add_release_commands() -> None:
+    from otp.cli import release
+
+    cli.add_command(release)
+
+
+_add_release_commands()
 
 
 def main() -> None:

@@ -1,0 +1,379 @@
+"""The release command line: ``otp release build`` and what ``bin/<name>`` runs.
+
+Conventions of ``mix release`` and relx::
+
+    otp release build releases/chat.yaml --out _build   # -> _build/chat-0.1.0.tar.gz
+
+    bin/chat start            foreground; Ctrl-C or SIGTERM stops gracefully
+    bin/chat daemon           in the background (returns once it is up; log in run/)
+    bin/chat stop             graceful: stop accepting, drain, applications in reverse
+    bin/chat restart          restart the applications inside the running node
+    bin/chat pid | ping | status
+    bin/chat remote           an interactive Python shell inside the running node
+    bin/chat rpc EXPR         evaluate EXPR inside the running node, print its repr
+    bin/chat eval EXPR        evaluate EXPR in a fresh node (config loaded, nothing
+                              started), without connecting to the running one
+    bin/chat versions         releases of this root and their status
+    bin/chat unpack VSN|PATH  unpack releases/<name>-<VSN>.tar.gz (or PATH) for upgrade
+    bin/chat upgrade VSN      install VSN live and make it permanent (--no-permanent)
+    bin/chat downgrade VSN    go back to an older installed VSN
+    bin/chat top [--once]     processes by message-queue length (or --sort memory)
+
+Every command that talks to the node says so and exits 1 when it is not running. The
+same commands are ``otp release <command> --root DIR`` (or ``$OTP_RELEASE_ROOT``).
+
+Exit status: 0 on success, 1 when the node is not running or the request failed (the
+node's error on stderr), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from otp import release as _release
+from otp import remote_shell
+
+__all__ = ["release", "release_main"]
+
+
+class _Root:
+    """The release root a command works on, and its boot version's spec (lazily)."""
+
+    def __init__(self, root: str | None) -> None:
+        self.given = root
+        self._spec: _release.ReleaseSpec | None = None
+
+    @property
+    def root(self) -> Path:
+        if not self.given:
+            raise click.UsageError(
+                "no release root: run bin/<name> from an unpacked release, or pass "
+                "--root DIR (or set OTP_RELEASE_ROOT)")
+        return Path(self.given).resolve()
+
+    @property
+    def spec(self) -> _release.ReleaseSpec:
+        if self._spec is None:
+            try:
+                self._spec = _release.load_release(self.root)
+            except _release.ReleaseError as e:
+                raise click.ClickException(str(e)) from None
+        return self._spec
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return _release.release_paths(self.root, self.spec)
+
+    def request(self, op: str, *, timeout: float | None = 30.0, **args: Any) -> Any:
+        """Send a request to the running node; exits 1 with a clear message if it is not
+        running or the request failed."""
+        try:
+            return remote_shell.request(self.paths["socket"], op, timeout=timeout, **args)
+        except remote_shell.NodeNotRunning:
+            _fail(f"{self.spec.name} is not running (no node answers on "
+                  f"{self.paths['socket']})")
+        except remote_shell.RemoteError as e:
+            _fail(str(e).rstrip())
+        except TimeoutError:
+            _fail(f"{self.spec.name}: no answer from the node within {timeout} s")
+
+    def running_pid(self) -> int | None:
+        try:
+            return int(remote_shell.request(self.paths["socket"], "pid", timeout=10.0))
+        except (remote_shell.NodeNotRunning, remote_shell.RemoteError, TimeoutError, OSError):
+            return None
+
+
+def _fail(message: str) -> Any:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+@click.group("release")
+@click.option("--root", envvar="OTP_RELEASE_ROOT", default=None,
+              help="the release root (default: $OTP_RELEASE_ROOT; bin/<name> sets it)")
+@click.pass_context
+def release(ctx: click.Context, root: str | None) -> None:
+    """Build release bundles; start, stop and operate a release's node."""
+    ctx.obj = _Root(root)
+
+
+pass_root = click.make_pass_decorator(_Root)
+
+
+@release.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default="_build", show_default=True, help="output directory")
+def build(spec: str, out: str) -> None:
+    """Build the release SPEC (releases/<name>.yaml) into OUT/<name>-<vsn>.tar.gz."""
+    try:
+        tarball = _release.build(spec, out)
+    except _release.ReleaseError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(str(tarball))
+
+
+@release.command()
+@click.option("--log-level", default="INFO", show_default=True)
+@pass_root
+def start(r: _Root, log_level: str) -> None:
+    """Run the node in the foreground until Ctrl-C, SIGTERM or `stop`."""
+    sys.exit(_release.run_node(r.root, vsn=r.spec.version, log_level=log_level))
+
+
+@release.command()
+@click.option("--timeout", default=60.0, show_default=True,
+              help="seconds to wait for the node to be up")
+@pass_root
+def daemon(r: _Root, timeout: float) -> None:
+    """Start the node in the background; returns once it is up (pid file written)."""
+    paths = r.paths
+    if r.running_pid() is not None:
+        _fail(f"{r.spec.name} is already running (pid {r.running_pid()})")
+    paths["run"].mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        paths["pid"].unlink()
+    log = open(paths["log"], "ab")
+    try:
+        proc = subprocess.Popen(
+            [str(r.root / "bin" / r.spec.name), "start"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=str(r.root), start_new_session=True,
+        )
+    finally:
+        log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _fail(f"{r.spec.name} did not start (exit status {proc.returncode}); "
+                  f"the end of {paths['log']}:\n{_tail(paths['log'])}")
+        try:
+            if int(paths["pid"].read_text().strip()) == proc.pid:
+                click.echo(f"{r.spec.name} {r.spec.version} started (pid {proc.pid}); "
+                           f"log: {paths['log']}")
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    _fail(f"{r.spec.name} is not up after {timeout} s (pid {proc.pid}, still starting?); "
+          f"see {paths['log']}")
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (its parent has not reaped it yet) has stopped
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@release.command()
+@click.option("--timeout", default=60.0, show_default=True,
+              help="seconds to wait for the node to exit")
+@pass_root
+def stop(r: _Root, timeout: float) -> None:
+    """Stop the node gracefully and wait until its OS process has exited."""
+    pid = r.request("pid")
+    r.request("stop")
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            _fail(f"{r.spec.name} (pid {pid}) still running after {timeout} s")
+        time.sleep(0.05)
+    click.echo(f"{r.spec.name} stopped")
+
+
+@release.command()
+@pass_root
+def restart(r: _Root) -> None:
+    """Restart the applications inside the running node (same OS process)."""
+    result = r.request("restart", timeout=None)
+    if isinstance(result, str):
+        _fail(f"{r.spec.name}: restart {result}")
+    click.echo(f"{r.spec.name} restarted: {', '.join(result)}")
+
+
+@release.command()
+@pass_root
+def pid(r: _Root) -> None:
+    """Print the node's OS pid."""
+    click.echo(r.request("pid"))
+
+
+@release.command()
+@pass_root
+def ping(r: _Root) -> None:
+    """Print pong if the node is running."""
+    click.echo(r.request("ping", timeout=10.0))
+
+
+@release.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@pass_root
+def status(r: _Root, as_json: bool) -> None:
+    """The node's version, uptime, applications, process count and memory."""
+    st = r.request("status")
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    rss = st.get("rss")
+    click.echo(f"{st['name']} {st['version']} running on {st['node']} (pid {st['pid']})")
+    click.echo(f"  uptime        {st['uptime']} s")
+    click.echo(f"  applications  {', '.join(f'{a} {v}' for a, v in st['applications'])}")
+    click.echo(f"  processes     {st['processes']}")
+    if rss is not None:
+        click.echo(f"  memory (rss)  {rss / 1e6:.1f} MB")
+    click.echo(f"  root          {st['root']}")
+
+
+@release.command()
+@click.argument("expr")
+@pass_root
+def rpc(r: _Root, expr: str) -> None:
+    """Evaluate EXPR inside the running node; print its output and value."""
+    result = r.request("rpc", timeout=None, expr=expr)
+    if result.get("out"):
+        click.echo(result["out"], nl=False)
+    if result.get("value") is not None:
+        click.echo(result["value"])
+
+
+@release.command("eval")
+@click.argument("expr")
+@pass_root
+def eval_(r: _Root, expr: str) -> None:
+    """Evaluate EXPR in a fresh node (config loaded, no application started)."""
+    import otp
+    import otp.config
+    from otp import application
+
+    spec = r.spec
+    root = r.root
+
+    def main() -> tuple[bool, str | None]:
+        paths = [root / c for c in spec.config]
+        application.configure(otp.config.load(*paths) if paths else None)
+        return remote_shell.evaluate(expr)
+
+    ok, text = otp.run(main, name=f"{spec.name}_eval@localhost")
+    if not ok:
+        _fail((text or "").rstrip())
+    if text is not None:
+        click.echo(text)
+
+
+@release.command()
+@pass_root
+def remote(r: _Root) -> None:
+    """Attach an interactive Python shell running inside the node (Ctrl-D detaches)."""
+    history = os.path.expanduser(f"~/.{r.spec.name}_remote_history")
+    try:
+        code = remote_shell.interactive(r.paths["socket"], history=history)
+    except remote_shell.NodeNotRunning:
+        _fail(f"{r.spec.name} is not running (no node answers on {r.paths['socket']})")
+    sys.exit(code)
+
+
+@release.command()
+@pass_root
+def versions(r: _Root) -> None:
+    """The releases of this root and their status (asks the node if it runs)."""
+    try:
+        rows = remote_shell.request(r.paths["socket"], "versions", timeout=30.0)
+    except remote_shell.NodeNotRunning:
+        rows = [[e["version"], e["status"]] for e in _release.read_releases(r.root)]
+    except remote_shell.RemoteError as e:
+        _fail(str(e))
+    for vsn, st in rows:
+        click.echo(f"{vsn:<16} {st}")
+
+
+@release.command()
+@click.argument("target")
+@pass_root
+def unpack(r: _Root, target: str) -> None:
+    """Unpack a release for upgrade: a VSN (releases/<name>-VSN.tar.gz) or a PATH."""
+    if os.path.exists(target):
+        target = os.path.abspath(target)
+    click.echo(f"unpacked {r.request('unpack', timeout=None, path=target)}")
+
+
+@release.command()
+@click.argument("vsn")
+@click.option("--permanent/--no-permanent", default=True, show_default=True,
+              help="make VSN permanent once installed")
+@pass_root
+def upgrade(r: _Root, vsn: str, permanent: bool) -> None:
+    """Upgrade the running node to VSN (unpacked first); rolled back if a step fails."""
+    click.echo(r.request("upgrade", timeout=None, vsn=vsn, permanent=permanent))
+
+
+@release.command()
+@click.argument("vsn")
+@click.option("--permanent/--no-permanent", default=True, show_default=True)
+@pass_root
+def downgrade(r: _Root, vsn: str, permanent: bool) -> None:
+    """Downgrade the running node to the older installed VSN."""
+    click.echo(r.request("downgrade", timeout=None, vsn=vsn, permanent=permanent))
+
+
+@release.command("make-permanent")
+@click.argument("vsn")
+@pass_root
+def make_permanent(r: _Root, vsn: str) -> None:
+    """Make the installed VSN the one the node boots next time."""
+    click.echo(r.request("make_permanent", vsn=vsn))
+
+
+@release.command()
+@click.option("--sort", type=click.Choice(["queue", "memory"]), default="queue",
+              show_default=True, help="message-queue length, or memory (an estimate)")
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("--interval", default=2.0, show_default=True, help="refresh, seconds")
+@click.option("--once", is_flag=True, help="print once and exit")
+@pass_root
+def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
+    """Processes sorted by message-queue length or memory, refreshed live."""
+    while True:
+        rows = r.request("top", sort=sort, limit=limit)
+        if not once:
+            click.echo("\x1b[H\x1b[2J", nl=False)
+            click.echo(f"{r.spec.name} top, by {sort}, every {interval} s (Ctrl-C quits)")
+        click.echo(f"{'PID':>12} {'NAME':<28} {'MSGQ':>7} {'MEMORY':>9} {'STATUS':<9} "
+                   f"CURRENT")
+        for row in rows:
+            click.echo(f"{row['pid']:>12} {row['name'][:28]:<28} {row['queue']:>7} "
+                       f"{row['memory']:>9} {row['status']:<9} {row['call'][:60]}")
+        if once:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def release_main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """What ``bin/<name>`` runs (``bin/boot.py`` sets ``$OTP_RELEASE_ROOT``)."""
+    release.main(args=argv, prog_name=prog_name)
