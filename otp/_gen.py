@@ -3,26 +3,25 @@
 This is OTP's ``gen`` module. Nothing here is public API; ``otp.gen_server`` and
 ``otp.sys`` build on it.
 
-The call protocol (``gen:do_call``):
+The call protocol (``gen:do_call``), run by the kernel in one step
+(``Node.gen_call``; it is the hottest path of every behaviour):
 
 1. Resolve the server (a Pid, a registered name, or ``Via(registry, name)``) to a pid;
    a name nobody holds fails at once with ``noproc``. A call to oneself fails with
    ``calling_self`` instead of deadlocking.
-2. Monitor the server. The monitor reference is the call's *tag*: it is unique, and
-   the ``Down`` it produces carries the server's exit reason.
-3. Send ``(label, (caller, tag), request)`` and wait selectively for either the
-   reply ``(tag, value)`` or ``Down(tag, ...)``, until the deadline.
+2. Monitor the server. The monitor's key is the call's *tag* (an int unique on the
+   node); the ``Down`` it produces carries the server's exit reason.
+3. Send ``(label, (caller, tag), request)`` and wait for either the reply
+   ``(tag, value)`` or ``Down(tag, ...)``, until the deadline.
 4. Reply: demonitor (dropping a ``Down`` that may have raced in) and return the value.
    ``Down``: raise ``CallError`` with the server's reason (``noproc`` if it was already
-   gone). Deadline: demonitor with flush, record the tag as *abandoned*, remove a reply
-   that raced in, raise ``CallTimeout``.
+   gone). Deadline: record the tag as *abandoned* and raise ``CallTimeout``.
 
 Late replies. Erlang drops a late reply by sending it to a process *alias* that the
-caller deactivates when it gives up. The kernel has no aliases yet, so the replying
-side checks the node's set of abandoned tags before sending: a reply to an abandoned
-tag is dropped, and the caller flushed any reply that arrived before it gave up. Both
-happen on the node's single hub, so there is no window in which a late reply can land
-in the caller's mailbox. (Across nodes this needs the alias; see the dist layer.)
+caller deactivates when it gives up. Here the node keeps the abandoned tags, and a
+reply (``Node.gen_reply``) to one is dropped at the sender. Both happen on the node's
+single hub, so there is no window in which a late reply can land in the caller's
+mailbox. (Across nodes this needs the alias; see the dist layer.)
 
 Invariant relied on: a ``Down`` for a monitor is delivered only while the monitor is
 active, and ``demonitor`` returns True exactly when no ``Down`` has been queued; so
