@@ -1,0 +1,902 @@
+"""The release handler: unpack, install (live upgrade), make permanent, downgrade.
+OTP's ``release_handler``, working on a *release root* (see ``otp.release``)::
+
+    <root>/releases/RELEASES            [{version, status}]: permanent | current |
+                                        unpacked | old
+    <root>/releases/<vsn>/release.yaml  the release: applications and versions, config,
+                                        ``lib`` (app -> lib dir), ``upgrades``
+    <root>/lib/<app>-<vsn>/<app>/       an application's code; ``lib/<app>-<vsn>`` is
+                                        on ``sys.path`` while that release runs
+
+A live upgrade, from a process of the running node (the CLI's ``bin/chat upgrade
+1.1.0`` does this through the remote shell)::
+
+    from otp import release_handler as rh
+
+    vsn = rh.unpack(root, "_build/chat-1.1.0.tar.gz")   # checks the MANIFEST
+    rh.check_install(root, vsn)     # validates the instructions, touches nothing
+    rh.install(root, vsn)           # applies them; rolls back on any failure
+    rh.make_permanent(root, vsn)    # the next boot boots it (A6)
+
+API:
+
+==============================  ======================================================
+``unpack(root, bundle)``        copy a bundle (a directory or a tarball holding
+                                ``releases/<vsn>/release.yaml`` and ``lib/...``) into
+                                the root; its ``MANIFEST`` (``<sha256>  <path>``
+                                lines) must match; returns ``vsn`` (status unpacked)
+``which_releases(root)``        ``[(vsn, status)]``
+``check_install(root, vsn)``    the instructions from the current release to ``vsn``,
+                                validated against the unpacked code and the running
+                                node; raises ``ReleaseError`` saying what is wrong
+``install(root, vsn)``          upgrade to ``vsn`` (status current); returns the
+                                version upgraded from
+``make_permanent(root, vsn)``   ``vsn`` becomes the one booted; the previous permanent
+                                one becomes old
+``downgrade(root, vsn)``        back to an earlier release: the inverse instructions,
+                                ``code_change(("down", vsn), state, extra)``
+``current(root)``               the running release (current, else permanent)
+``permanent(root)``             the permanent release (None if none yet)
+``boot_version(root)``          what a node started on ``root`` boots: the permanent
+                                release (A6)
+``boot(root)``                  at node start: put the boot release's lib dirs on the
+                                path, forget a current release that was not made
+                                permanent (A6); returns its spec
+==============================  ======================================================
+
+Upgrade instructions live in the *new* release's ``release.yaml``, one entry per
+release it can be upgraded from (OTP's appup/relup, per application)::
+
+    upgrades:
+      - from: 1.0.0
+        instructions:                       # applied in order
+          - [load_module, chat.protocol]    # load the new version of a module
+          - [update, chat.users, {extra: {rename: true}}]
+          - [restart_application, chat]
+          - [add_module, chat.media]        # a module new in this release
+          - [delete_module, chat.old_stuff]
+        down: [...]                         # optional; default: the inverse
+
+(A mapping form works too: ``{update: chat.users, extra: ...}``; so does ``apps:
+{chat: [...], ...}`` instead of ``instructions``, applied app by app.)
+
+What each instruction does:
+
+- ``load_module m``: ``otp.code.load(m)`` from the new lib dirs (m's old version is
+  kept as old; running servers keep their class).
+- ``update t``: ``t`` is a registered name (the server registered under it) or a
+  module (every ``gen_server`` running a class of it). Each process is suspended,
+  the module loaded (once per install), ``otp.sys.change_code(pid, module,
+  old_vsn, extra)`` runs the new class's ``code_change`` on its state, and the
+  processes resume: their next message runs the new code. ``old_vsn`` is the
+  version the module's application had in the release upgraded from (the release's
+  version for a module of no listed application).
+- ``restart_application app``: stop it, load the new version of its package and of
+  its loaded modules, start it again with the new ``APP`` spec (its release
+  ``start_type``; ``load``: not started).
+- ``add_module m`` / ``delete_module m``: load a new module / unload one (processes
+  running it are killed).
+
+Downgrade (``downgrade(root, vsn)``) applies the ``down`` instructions of the current
+release's entry ``from: vsn``, or else its instructions with ``add_module`` and
+``delete_module`` swapped, in the *same* order (a module that did ``from pkg import
+util`` holds the util module present when it loaded: dependencies load first, both
+ways). ``update`` then runs the *current* class's ``code_change(("down",
+app_vsn), state, extra)`` -- the newer code knows both state shapes, as in Erlang --
+before the old module is loaded and the processes switched to its class.
+
+Before anything changes, the lib dirs of applications whose version changes are
+swapped on the code path (``otp.code.replace_path``), so modules load from the new
+release.
+
+Failure semantics:
+
+- ``unpack`` refuses (``ReleaseError``, nothing written) a bundle whose ``MANIFEST``
+  does not match (a checksum, a missing file, a file it does not list), a version
+  already in the root, or a lib dir that exists with other contents.
+- ``install`` refuses a version that is not unpacked, the running version, and
+  everything ``check_install`` finds, before touching anything.
+- A step that fails (a module that does not load, a ``code_change`` that raises, an
+  application that does not start) rolls back every step done so far, in reverse:
+  processes get their old class and state back (a snapshot taken by ``get_state``
+  before ``code_change``) and resume, modules their old version, the code path its
+  old directories, applications their old code. The release stays the old one and
+  ``UpgradeError`` says which step failed and why (``__cause__``) and whether the
+  rollback itself met problems (``rollback_problems``). Messages a process handled
+  on the new code between its resume and a later step's failure are not undone.
+- Only one install or downgrade runs at a time per root.
+
+The root's files are read and written synchronously (the hub waits while a bundle is
+copied: these are rare operator commands).
+
+When not to use it: for a program that can simply restart; and a change that
+reshapes the supervision tree is a ``restart_application``, not a series of updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from otp import _gen, application, code, gen_server
+from otp import sys as otp_sys
+from otp.process import Pid, whereis
+from otp.release import AppEntry, ReleaseError, ReleaseSpec, load_spec, read_releases
+
+__all__ = [
+    "ReleaseError",
+    "UpgradeError",
+    "boot",
+    "boot_version",
+    "check_install",
+    "current",
+    "downgrade",
+    "install",
+    "make_permanent",
+    "permanent",
+    "unpack",
+    "which_releases",
+]
+
+Status = Literal["permanent", "current", "unpacked", "old"]
+Instruction = tuple[Any, ...]
+OPS = ("load_module", "update", "restart_application", "add_module", "delete_module")
+
+
+class UpgradeError(ReleaseError):
+    """An install or downgrade failed at ``step`` and was rolled back; the release is
+    still ``from_vsn``. ``rollback_problems`` lists what the rollback could not undo."""
+
+    def __init__(
+        self, message: str, *, from_vsn: str, to_vsn: str, step: Any,
+        rollback_problems: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.from_vsn = from_vsn
+        self.to_vsn = to_vsn
+        self.step = step
+        self.rollback_problems = list(rollback_problems)
+
+
+# ------------------------------------------------------------------------ RELEASES
+
+
+def _releases_file(root: Path) -> Path:
+    return root / "releases" / "RELEASES"
+
+
+def _read(root: Path) -> list[dict[str, str]]:
+    if not _releases_file(root).exists():
+        return []
+    return read_releases(root)
+
+
+def _write(root: Path, entries: list[dict[str, str]]) -> None:
+    path = _releases_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".RELEASES.tmp")
+    tmp.write_text(
+        "# releases of this root and their status (otp.release_handler)\n"
+        + yaml.safe_dump(entries, sort_keys=False)
+    )
+    os.replace(tmp, path)
+
+
+def _set_status(root: Path, changes: dict[str, str]) -> None:
+    entries = _read(root)
+    for e in entries:
+        if e["version"] in changes:
+            e["status"] = changes[e["version"]]
+    _write(root, entries)
+
+
+def which_releases(root: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every release of the root with its status: ``permanent`` (booted by default),
+    ``current`` (installed in the running node, not yet permanent), ``unpacked``,
+    ``old`` (was permanent)."""
+    return [(e["version"], e["status"]) for e in _read(Path(root))]
+
+
+def _with_status(root: Path, status: str) -> str | None:
+    for e in _read(root):
+        if e["status"] == status:
+            return e["version"]
+    return None
+
+
+def permanent(root: str | os.PathLike[str]) -> str | None:
+    """The permanent release (the one a node boots), None if there is none yet."""
+    return _with_status(Path(root), "permanent")
+
+
+def current(root: str | os.PathLike[str]) -> str:
+    """The release running now: the one installed but not made permanent, else the
+    permanent one."""
+    r = Path(root)
+    vsn = _with_status(r, "current") or _with_status(r, "permanent")
+    if vsn is None:
+        raise ReleaseError(f"{root}: no current or permanent release in releases/RELEASES")
+    return vsn
+
+
+def boot_version(root: str | os.PathLike[str]) -> str:
+    """The version a node started on ``root`` boots: the permanent release (A6: a
+    release installed but not made permanent is abandoned at the next restart); with
+    none permanent yet, the last one listed."""
+    entries = _read(Path(root))
+    for e in entries:
+        if e["status"] == "permanent":
+            return e["version"]
+    if entries:
+        return entries[-1]["version"]
+    raise ReleaseError(f"{root}: no release in releases/RELEASES")
+
+
+def _spec(root: Path, vsn: str) -> ReleaseSpec:
+    path = root / "releases" / vsn / "release.yaml"
+    if not path.is_file():
+        raise ReleaseError(
+            f"release {vsn} is not unpacked in {root} (no {path}): unpack its bundle first"
+        )
+    return load_spec(path)
+
+
+def _lib_dir(root: Path, spec: ReleaseSpec, app: AppEntry) -> Path:
+    return root / spec.lib.get(app.name, f"lib/{app.name}-{app.version}")
+
+
+def boot(root: str | os.PathLike[str]) -> ReleaseSpec:
+    """Prepare a node starting on ``root``: the boot release's lib dirs go first on the
+    code path, and a release left ``current`` (installed, never made permanent) by
+    the previous run becomes ``unpacked`` again (A6). Returns the boot release's spec;
+    starting its applications is the caller's business."""
+    r = Path(root)
+    vsn = boot_version(r)
+    spec = _spec(r, vsn)
+    stale = {e["version"]: "unpacked" for e in _read(r)
+             if e["status"] == "current" and e["version"] != vsn}  # fmt: skip
+    if stale:
+        _set_status(r, stale)
+    for app in reversed(spec.applications):
+        d = _lib_dir(r, spec, app)
+        if d.is_dir():
+            code.add_path(d)
+    return spec
+
+
+def make_permanent(root: str | os.PathLike[str], vsn: str) -> None:
+    """Make ``vsn`` the release the node boots. It must be the current one (installed),
+    or any unpacked one when the root has no permanent release yet (the first). The
+    previous permanent release becomes ``old``."""
+    r = Path(root)
+    entries = _read(r)
+    status = {e["version"]: e["status"] for e in entries}
+    if vsn not in status:
+        raise ReleaseError(f"release {vsn} is not in {root} (releases: {which_releases(r)})")
+    if status[vsn] == "permanent":
+        return
+    before = [v for v, s in status.items() if s == "permanent"]
+    if status[vsn] != "current" and before:
+        raise ReleaseError(
+            f"release {vsn} is {status[vsn]}, not installed: install it before making it "
+            f"permanent (the running release is {current(r)})"
+        )
+    changes = {v: "old" for v in before}
+    changes[vsn] = "permanent"
+    _set_status(r, changes)
+
+
+# ------------------------------------------------------------------------ unpack
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(base: Path) -> Iterator[Path]:
+    for p in sorted(base.rglob("*")):
+        rel = p.relative_to(base)
+        if p.is_file() and "__pycache__" not in rel.parts and p.suffix not in (".pyc", ".pyo"):
+            yield p
+
+
+def _check_manifest(base: Path, where: str) -> None:
+    problems = []
+    listed: dict[str, str] = {}
+    for n, line in enumerate((base / "MANIFEST").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64:
+            problems.append(f"MANIFEST line {n}: expected '<sha256>  <path>', got {line!r}")
+        else:
+            listed[rel] = digest
+    for rel, digest in listed.items():
+        p = base / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            problems.append(f"{rel}: a path outside the bundle")
+        elif not p.is_file():
+            problems.append(f"{rel}: listed in MANIFEST but missing")
+        elif _sha256(p) != digest:
+            problems.append(f"{rel}: bad checksum (MANIFEST says {digest[:12]}..., "
+                            f"the file has {_sha256(p)[:12]}...)")  # fmt: skip
+    for p in _files(base):
+        rel = p.relative_to(base).as_posix()
+        if rel != "MANIFEST" and rel not in listed and rel.split("/")[0] in ("lib", "releases"):
+            problems.append(f"{rel}: not listed in MANIFEST")
+    if problems:
+        raise ReleaseError(
+            f"bundle {where} refused, nothing unpacked: " + "; ".join(problems[:10])
+            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+        )
+
+
+def _extract(tarball: Path, into: Path) -> Path:
+    try:
+        with tarfile.open(tarball) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, filter="data")
+            else:  # pragma: no cover - Python without extraction filters
+                for m in tar.getmembers():
+                    if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() \
+                            or m.islnk():  # fmt: skip
+                        raise ReleaseError(f"{tarball}: unsafe member {m.name!r}")
+                tar.extractall(into)
+    except (tarfile.TarError, OSError) as e:
+        raise ReleaseError(f"{tarball}: not a readable release tarball: {e}") from None
+    if not (into / "releases").is_dir():
+        subs = [p for p in into.iterdir() if p.is_dir()]
+        if len(subs) == 1 and (subs[0] / "releases").is_dir():
+            return subs[0]
+    return into
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    fa = {p.relative_to(a).as_posix(): p for p in _files(a)}
+    fb = {p.relative_to(b).as_posix(): p for p in _files(b)}
+    return fa.keys() == fb.keys() and all(_sha256(fa[k]) == _sha256(fb[k]) for k in fa)
+
+
+def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
+    """Unpack a release bundle (a directory, or a tarball made by ``otp release
+    build``) into ``root``; returns its version, now ``unpacked``.
+
+    Copies ``releases/<vsn>/`` and the ``lib/<app>-<vsn>/`` dirs it lacks (a lib dir
+    already there must have the same contents); keeps the bundle's ``MANIFEST`` as
+    ``releases/<vsn>/MANIFEST``. Into an empty root, ``bin/`` and ``MANIFEST`` are
+    copied too. ``ReleaseError`` (nothing written) for a bad bundle."""
+    r = Path(root)
+    src = Path(bundle)
+    with tempfile.TemporaryDirectory(prefix="otp-unpack-") as tmp:
+        if src.is_dir():
+            base = src
+        elif src.is_file():
+            base = _extract(src, Path(tmp))
+        else:
+            raise ReleaseError(f"no release bundle at {src}")
+        specs = sorted((base / "releases").glob("*/release.yaml"))
+        if len(specs) != 1:
+            raise ReleaseError(
+                f"bundle {src}: expected exactly one releases/<vsn>/release.yaml, found "
+                f"{[str(p.relative_to(base)) for p in specs] or 'none'}"
+            )
+        vsn = specs[0].parent.name
+        spec = load_spec(specs[0])
+        if spec.version != vsn:
+            raise ReleaseError(
+                f"bundle {src}: releases/{vsn}/release.yaml says version {spec.version!r}"
+            )
+        if (base / "MANIFEST").is_file():
+            _check_manifest(base, str(src))
+        known = dict(which_releases(r))
+        if vsn in known or (r / "releases" / vsn).exists():
+            raise ReleaseError(
+                f"release {vsn} is already in {root} ({known.get(vsn, 'a directory')})"
+            )
+        copies: list[tuple[Path, Path]] = []
+        for app in spec.applications:
+            rel = spec.lib.get(app.name, f"lib/{app.name}-{app.version}")
+            s, d = base / rel, r / rel
+            if not s.is_dir():
+                raise ReleaseError(f"bundle {src}: application {app.name} has no {rel}/")
+            if d.exists():
+                if not _same_tree(s, d):
+                    raise ReleaseError(
+                        f"{d} is already unpacked with other contents than bundle {src} "
+                        f"has: give application {app.name} a new version"
+                    )
+            else:
+                copies.append((s, d))
+        copies.append((base / "releases" / vsn, r / "releases" / vsn))
+        if not (r / "bin").exists() and (base / "bin").is_dir():
+            copies.append((base / "bin", r / "bin"))
+        done: list[Path] = []
+        try:
+            for s, d in copies:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                part = d.with_name(f".{d.name}.part")
+                shutil.rmtree(part, ignore_errors=True)
+                shutil.copytree(s, part, symlinks=False)
+                os.replace(part, d)
+                done.append(d)
+            if (base / "MANIFEST").is_file():
+                shutil.copy2(base / "MANIFEST", r / "releases" / vsn / "MANIFEST")
+                if not (r / "MANIFEST").exists():
+                    shutil.copy2(base / "MANIFEST", r / "MANIFEST")
+        except OSError as e:
+            for d in reversed(done):
+                shutil.rmtree(d, ignore_errors=True)
+            raise ReleaseError(f"unpacking {src} into {root} failed: {e}") from e
+    entries = _read(r)
+    entries.append({"version": vsn, "status": "unpacked"})
+    _write(r, entries)
+    return vsn
+
+
+# ------------------------------------------------------------------------ instructions
+
+
+def _freeze(value: Any) -> Any:
+    """YAML values as immutable ones (they travel in a system message): lists become
+    tuples, mappings tuples of (key, value) pairs (``dict(extra)`` gives it back)."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, set):
+        return frozenset(_freeze(v) for v in value)
+    return value
+
+
+def _parse(raw: Any, where: str) -> Instruction:
+    op: Any
+    if isinstance(raw, list | tuple) and raw:
+        op, args = raw[0], list(raw[1:])
+    elif isinstance(raw, dict):
+        ops = [k for k in raw if k in OPS]
+        if len(ops) != 1:
+            raise ReleaseError(f"{where}: expected one of {', '.join(OPS)} as a key, got {raw!r}")
+        op = ops[0]
+        rest = {k: v for k, v in raw.items() if k != op}
+        args = [raw[op]] + ([rest] if rest else [])
+    else:
+        raise ReleaseError(f"{where}: expected an instruction like [load_module, m], got {raw!r}")
+    if op not in OPS:
+        raise ReleaseError(
+            f"{where}: unknown instruction {op!r} (expected one of {', '.join(OPS)})"
+        )
+    if not args or not isinstance(args[0], str) or not args[0]:
+        raise ReleaseError(f"{where}: {op} expects a name (str), got {args[:1]!r}")
+    if op == "update":
+        opts = args[1] if len(args) > 1 else {}
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, dict) or set(opts) - {"extra"} or len(args) > 2:
+            raise ReleaseError(f"{where}: update takes [update, name, {{extra: ...}}], got {raw!r}")
+        return ("update", args[0], {"extra": _freeze(opts.get("extra"))})
+    if len(args) != 1:
+        raise ReleaseError(f"{where}: {op} takes one name, got {raw!r}")
+    return (op, args[0])
+
+
+def _instructions(raw: Any, where: str) -> list[Instruction]:
+    if raw is None:
+        return []
+    if isinstance(raw, dict):  # per application: {app: [instructions]}
+        out = []
+        for app, items in raw.items():
+            out.extend(_instructions(items, f"{where}.{app}"))
+        return out
+    if not isinstance(raw, list):
+        raise ReleaseError(f"{where}: expected a list of instructions, got {raw!r}")
+    return [_parse(item, f"{where}[{i}]") for i, item in enumerate(raw)]
+
+
+def _entry_from(spec: ReleaseSpec, from_vsn: str, where: str) -> dict[str, Any] | None:
+    for i, e in enumerate(spec.upgrades):
+        if not isinstance(e, dict) or "from" not in e:
+            raise ReleaseError(f"{where}: upgrades[{i}] expects {{from: VSN, instructions: "
+                               f"[...]}}, got {e!r}")  # fmt: skip
+        if str(e["from"]) == from_vsn:
+            return e
+    return None
+
+
+def _inverse(plan: list[Instruction]) -> list[Instruction]:
+    # The same order as going up: a module that does ``from pkg import util`` binds
+    # the util module present when it loads, so dependencies must load first both ways.
+    swap = {"add_module": "delete_module", "delete_module": "add_module"}
+    return [(swap.get(i[0], i[0]), *i[1:]) for i in plan]
+
+
+def _app_versions(spec: ReleaseSpec) -> dict[str, str]:
+    return {a.name: a.version for a in spec.applications}
+
+
+@dataclass
+class _Plan:
+    root: Path
+    old: ReleaseSpec
+    new: ReleaseSpec
+    direction: str  # "up" | "down"
+    steps: list[Instruction]
+
+
+def _plan(root: Path, vsn: str, direction: str) -> _Plan:
+    if not isinstance(vsn, str) or not vsn:
+        raise ReleaseError(f"expected a release version (str), got {vsn!r}")
+    status = dict(which_releases(root))
+    running = current(root)
+    if vsn not in status:
+        raise ReleaseError(
+            f"release {vsn} is not unpacked in {root}: unpack its bundle first "
+            f"(releases: {sorted(status.items())})"
+        )
+    if vsn == running:
+        raise ReleaseError(f"release {vsn} is already the running release of {root}")
+    old, new = _spec(root, running), _spec(root, vsn)
+    if old.name != new.name:
+        raise ReleaseError(f"release {vsn} is of {new.name!r}, the running one of {old.name!r}")
+    if direction == "up":
+        where = f"releases/{vsn}/release.yaml upgrades"
+        entry = _entry_from(new, running, where)
+        raw = entry.get("instructions", entry.get("apps")) if entry else None
+        steps = _instructions(raw, f"{where} (from {running})")
+    else:
+        where = f"releases/{running}/release.yaml upgrades"
+        entry = _entry_from(old, vsn, where)
+        if entry is not None and "down" in entry:
+            steps = _instructions(entry["down"], f"{where} (down to {vsn})")
+        else:
+            raw = entry.get("instructions", entry.get("apps")) if entry else None
+            steps = _inverse(_instructions(raw, f"{where} (from {vsn})"))
+    if entry is None and _app_versions(old) != _app_versions(new):
+        if direction == "up" and _entry_from(old, vsn, "") is not None:
+            hint = f" (release {running} can be downgraded to {vsn}: use downgrade)"
+        else:
+            hint = ""
+        raise ReleaseError(
+            f"no upgrade path between {running} and {vsn}: the release.yaml of "
+            f"{vsn if direction == 'up' else running} has no upgrades entry "
+            f"from {running if direction == 'up' else vsn}{hint}"
+        )
+    plan = _Plan(root, old, new, direction, steps)
+    _validate(plan)
+    return plan
+
+
+def _module_file(root: Path, spec: ReleaseSpec, module: str) -> Path | None:
+    rel = module.replace(".", "/")
+    for app in spec.applications:
+        base = _lib_dir(root, spec, app)
+        for cand in (base / f"{rel}.py", base / rel / "__init__.py"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _check_module(plan: _Plan, module: str, where: str) -> None:
+    path = _module_file(plan.root, plan.new, module)
+    if path is None:
+        raise ReleaseError(
+            f"{where}: module {module} is not in release {plan.new.version}'s lib dirs "
+            f"({', '.join(str(_lib_dir(plan.root, plan.new, a)) for a in plan.new.applications)})"
+        )
+    try:
+        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise ReleaseError(
+            f"{where}: module {module} does not compile: {e.filename}, line {e.lineno}: {e.msg}"
+        ) from e
+
+
+def _validate(plan: _Plan) -> None:
+    r, new = plan.root, plan.new
+    for app in new.applications:
+        d = _lib_dir(r, new, app)
+        if not d.is_dir():
+            raise ReleaseError(f"release {new.version}: application {app.name} has no {d}")
+    apps = {a.name for a in new.applications}
+    for i, step in enumerate(plan.steps):
+        where = f"release {new.version}, instruction {i} {list(step[:2])}"
+        op, target = step[0], step[1]
+        if op in ("load_module", "add_module"):
+            _check_module(plan, target, where)
+        elif op == "update":
+            pid = whereis(target)
+            if pid is not None:
+                srv = gen_server._servers.get(pid)
+                if srv is None:
+                    raise ReleaseError(
+                        f"{where}: the process registered as {target!r} ({pid!r}) is not "
+                        "a gen_server: it cannot be suspended and updated"
+                    )
+                _check_module(plan, type(srv.cb).__module__, where)
+            elif "." in target or code.is_loaded(target) or _module_file(r, new, target):
+                _check_module(plan, target, where)
+            else:
+                raise ReleaseError(
+                    f"{where}: no process is registered as {target!r} and no module of "
+                    "that name exists"
+                )
+        elif op == "restart_application":
+            if target not in apps:
+                raise ReleaseError(
+                    f"{where}: application {target} is not in release {new.version} "
+                    f"(it has {sorted(apps)})"
+                )
+        elif op == "delete_module" and not code.is_loaded(target):
+            raise ReleaseError(f"{where}: module {target} is not loaded")
+
+
+def check_install(root: str | os.PathLike[str], vsn: str) -> list[Instruction]:
+    """Validate an upgrade from the running release to ``vsn`` without changing
+    anything: ``vsn`` is unpacked and is not the running one, an upgrade path exists,
+    every application has its lib dir, every module named exists there and compiles,
+    every registered name named is a running ``gen_server``, every application
+    restarted is in the release. Returns the instructions that ``install`` would
+    apply; ``ReleaseError`` says what is wrong."""
+    return list(_plan(Path(root), vsn, "up").steps)
+
+
+# ------------------------------------------------------------------------ applying
+
+
+@dataclass
+class _Run:
+    plan: _Plan
+    undo: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    loaded: set[str] = field(default_factory=set)
+
+    def do(self, what: str, undo: Callable[..., Any]) -> None:
+        self.undo.append((what, undo))
+
+
+_busy: set[Path] = set()
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    key = root.resolve()
+    if key in _busy:
+        raise ReleaseError(f"an install or downgrade is already running on {root}")
+    _busy.add(key)
+    try:
+        yield
+    finally:
+        _busy.discard(key)
+
+
+def _switch_paths(run: _Run) -> None:
+    r, old, new = run.plan.root, run.plan.old, run.plan.new
+    olds = {a.name: a for a in old.applications}
+    for app in new.applications:
+        nd = _lib_dir(r, new, app)
+        od = _lib_dir(r, old, olds[app.name]) if app.name in olds else None
+        if od is None:
+            code.add_path(nd)
+            run.do(f"add {nd} to the code path", lambda nd=nd: code.del_path(nd))
+        elif od != nd:
+            code.replace_path(od, nd)
+            run.do(f"replace {od} by {nd} on the code path",
+                   lambda od=od, nd=nd: code.replace_path(nd, od))  # fmt: skip
+
+
+def _load(run: _Run, module: str) -> None:
+    if module in run.loaded:
+        return
+    snap = code._snapshot(module)
+    code.load(module)
+    run.loaded.add(module)
+    run.do(f"load {module}", lambda: code._restore(snap))
+
+
+def _app_of(spec: ReleaseSpec, module: str) -> str | None:
+    top = module.split(".")[0]
+    return top if top in _app_versions(spec) else None
+
+
+def _suspend_all(pids: list[Pid]) -> None:
+    for pid in pids:
+        otp_sys.suspend(pid)
+
+
+def _resume_all(pids: list[Pid]) -> None:
+    for pid in pids:
+        otp_sys.resume(pid)
+
+
+def _switch_class(pid: Pid, cls: type) -> None:
+    result = _gen.system_call(pid, ("$switch_class", cls), 5.0)
+    if result != ("ok", None):
+        raise ReleaseError(f"cannot switch {pid!r} to {cls!r}: {result!r}")
+
+
+def _restore_process(pid: Pid, cls: type, snapshot: Any) -> None:
+    otp_sys.replace_state(pid, lambda _state: snapshot)
+    _switch_class(pid, cls)
+
+
+def _update(run: _Run, target: str, extra: Any) -> None:
+    pid = whereis(target)
+    if pid is not None:
+        srv = gen_server._servers.get(pid)
+        if srv is None:
+            raise ReleaseError(f"{target!r} ({pid!r}) is not a gen_server")
+        module, pids = type(srv.cb).__module__, [pid]
+    else:
+        module, pids = target, code.processes_running(target)
+    classes = {}
+    for pid in pids:
+        srv = gen_server._servers.get(pid)
+        if srv is not None:
+            classes[pid] = type(srv.cb)
+    pids = list(classes)
+    _suspend_all(pids)
+    run.do(f"suspend {pids}", lambda: _resume_all(pids))
+    snapshots = {pid: otp_sys.get_state(pid) for pid in pids}
+    plan = run.plan
+    if plan.direction == "up":
+        app = _app_of(plan.old, module)
+        old_vsn: Any = _app_versions(plan.old)[app] if app else plan.old.version
+        _load(run, module)
+        new_module = sys.modules[module]
+        for pid in pids:
+            otp_sys.change_code(pid, new_module, old_vsn, extra)
+            run.do(f"change_code {pid!r}",
+                   lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
+    else:
+        app = _app_of(plan.new, module)
+        down: Any = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
+        for pid in pids:
+            # The current (newer) code knows both state shapes: it migrates down.
+            otp_sys.change_code(pid, classes[pid], down, extra)
+            run.do(f"change_code {pid!r} {down}",
+                   lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
+        _load(run, module)
+        new_module = sys.modules[module]
+        for pid in pids:
+            cls = code._lookup(new_module, classes[pid].__qualname__)
+            if not isinstance(cls, type):
+                raise ReleaseError(
+                    f"module {module} of release {plan.new.version} has no class "
+                    f"{classes[pid].__qualname__} for {pid!r}"
+                )
+            _switch_class(pid, cls)
+            run.do(f"switch {pid!r} to {cls!r}",
+                   lambda p=pid: _switch_class(p, classes[p]))  # fmt: skip
+    _resume_all(pids)
+    run.do(f"resume {pids}", lambda: _suspend_all(pids))
+
+
+def _restart_application(run: _Run, app: str) -> None:
+    plan = run.plan
+    running = {a.name for a in application.which_applications()}
+    olds = {a.name: a for a in plan.old.applications}
+    news = {a.name: a for a in plan.new.applications}
+    old_type = olds[app].start_type if app in olds else "temporary"
+    new_type = news[app].start_type
+    if app in running:
+        application.stop(app)
+
+        def start_old() -> None:
+            if app not in {a.name for a in application.which_applications()}:
+                application.start(app, type="temporary" if old_type == "load" else old_type)
+
+        run.do(f"stop application {app}", start_old)
+    if app in {a.name for a in application.loaded_applications()}:
+        application.unload(app)
+    # The package and its loaded modules, dependencies first: sys.modules is in the
+    # order imports *completed* (the import system re-inserts a module after running
+    # it), so a package's __init__ comes after the modules it imports.
+    names = [n for n in sys.modules if n == app or n.startswith(app + ".")]
+    for name in names:
+        _load(run, name)
+    def stop_new() -> None:
+        if app in {a.name for a in application.which_applications()}:
+            application.stop(app)
+        if app in {a.name for a in application.loaded_applications()}:
+            application.unload(app)  # the old code's APP is found again at start
+
+    # Recorded first: a start that fails leaves the new spec loaded.
+    run.do(f"start application {app}", stop_new)
+    if new_type != "load":
+        application.start(app, type=new_type)
+
+
+def _delete_module(run: _Run, module: str) -> None:
+    snap = code._snapshot(module)
+    code.delete(module)
+    code.purge(module)
+    run.do(f"delete {module}", lambda: code._restore(snap))
+
+
+def _apply(run: _Run, step: Instruction) -> None:
+    op = step[0]
+    if op == "load_module" or op == "add_module":
+        _load(run, step[1])
+    elif op == "update":
+        _update(run, step[1], step[2]["extra"])
+    elif op == "restart_application":
+        _restart_application(run, step[1])
+    elif op == "delete_module":
+        _delete_module(run, step[1])
+
+
+def _rollback(run: _Run) -> list[str]:
+    problems = []
+    for what, fn in reversed(run.undo):
+        try:
+            fn()
+        except Exception as e:
+            problems.append(f"undo of {what!r} failed: {e!r}")
+    return problems
+
+
+def _execute(root: Path, vsn: str, direction: str) -> str:
+    with _exclusive(root):
+        plan = _plan(root, vsn, direction)
+        from_vsn = plan.old.version
+        run = _Run(plan)
+        saved_path = list(sys.path)
+        at: Any = "switching the code path"
+        try:
+            _switch_paths(run)
+            for i, step in enumerate(plan.steps):
+                at = (i, step)
+                _apply(run, step)
+        except Exception as e:
+            problems = _rollback(run)
+            sys.path[:] = saved_path
+            word = "upgrade" if direction == "up" else "downgrade"
+            where = f"instruction {at[0]} {list(at[1][:2])}" if isinstance(at, tuple) else at
+            raise UpgradeError(
+                f"{word} of {plan.old.name} from {from_vsn} to {vsn} failed at {where}: "
+                f"{e}; rolled back, {from_vsn} is still running"
+                + (f" (rollback problems: {'; '.join(problems)})" if problems else ""),
+                from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
+            ) from e  # fmt: skip
+        status = dict(which_releases(root))
+        changes = {}
+        if status.get(from_vsn) != "permanent":
+            changes[from_vsn] = "unpacked"
+        if status.get(vsn) != "permanent":
+            changes[vsn] = "current"
+        for v, s in status.items():  # at most one current
+            if s == "current" and v not in changes:
+                changes[v] = "unpacked"
+        _set_status(root, changes)
+        return from_vsn
+
+
+def install(root: str | os.PathLike[str], vsn: str) -> str:
+    """Upgrade the running node from the current release to ``vsn`` (which becomes
+    ``current``; ``make_permanent`` to keep it across restarts). Returns the version
+    upgraded from. ``ReleaseError`` before anything changed (see ``check_install``);
+    ``UpgradeError`` when a step failed and everything was rolled back. Runs in a
+    process of the node."""
+    return _execute(Path(root), vsn, "up")
+
+
+def downgrade(root: str | os.PathLike[str], vsn: str) -> str:
+    """Go back from the current release to the earlier release ``vsn``, applying the
+    inverse of the current release's instructions from ``vsn`` (or its ``down`` ones);
+    ``update`` runs ``code_change(("down", app_vsn), state, extra)`` of the current
+    code. ``vsn`` becomes current (still permanent if it was). Returns the version left.
+    Rolled back like ``install`` on failure."""
+    return _execute(Path(root), vsn, "down")
