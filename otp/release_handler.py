@@ -85,9 +85,12 @@ ways). ``update`` then runs the *current* class's ``code_change(("down",
 app_vsn), state, extra)`` -- the newer code knows both state shapes, as in Erlang --
 before the old module is loaded and the processes switched to its class.
 
-Before anything changes, the lib dirs of applications whose version changes are
+Before the instructions, the lib dirs of applications whose version changes are
 swapped on the code path (``otp.code.replace_path``), so modules load from the new
-release.
+release, and the applications the new release drops are stopped; after them, the
+applications it adds are started (OTP's ``add_application`` / ``remove_application``).
+An application that keeps running without a ``restart_application`` keeps the
+``AppSpec`` it started with (``which_applications`` shows its old ``vsn``).
 
 Failure semantics:
 
@@ -819,6 +822,41 @@ def _restart_application(run: _Run, app: str) -> None:
         application.start(app, type=new_type)
 
 
+def _running_apps() -> set[str]:
+    return {a.name for a in application.which_applications()}
+
+
+def _stop_removed(run: _Run) -> None:
+    """Applications of the old release that the new one no longer has are stopped
+    (their modules stay loaded), before the instructions run."""
+    news = {a.name for a in run.plan.new.applications}
+    for app in reversed(run.plan.old.applications):
+        if app.name in news or app.name not in _running_apps():
+            continue
+        application.stop(app.name)
+        start_type = "temporary" if app.start_type == "load" else app.start_type
+        run.do(f"stop application {app.name}",
+               lambda n=app.name, t=start_type: application.start(n, type=t))  # fmt: skip
+
+
+def _start_added(run: _Run) -> None:
+    """Applications new in this release are started after the instructions (in the
+    release's order; ``start_type: load`` ones are not)."""
+    olds = {a.name for a in run.plan.old.applications}
+    for app in run.plan.new.applications:
+        if app.name in olds or app.start_type == "load" or app.name in _running_apps():
+            continue
+
+        def undo(n: str = app.name) -> None:
+            if n in _running_apps():
+                application.stop(n)
+            if n in {a.name for a in application.loaded_applications()}:
+                application.unload(n)
+
+        run.do(f"start application {app.name}", undo)
+        application.start(app.name, type=app.start_type)
+
+
 def _delete_module(run: _Run, module: str) -> None:
     snap = code._snapshot(module)
     code.delete(module)
@@ -857,9 +895,13 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
         at: Any = "switching the code path"
         try:
             _switch_paths(run)
+            at = "stopping the applications the new release drops"
+            _stop_removed(run)
             for i, step in enumerate(plan.steps):
                 at = (i, step)
                 _apply(run, step)
+            at = "starting the applications the new release adds"
+            _start_added(run)
         except Exception as e:
             problems = _rollback(run)
             sys.path[:] = saved_path

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from otp import application, code, gen_server
+from otp import application, code, gen_server, release
 from otp import release_handler as rh
 from otp import sys as otp_sys
 from otp.process import whereis
@@ -99,8 +99,21 @@ def write_app(lib: Path, vsn: str, server: str, tag: str, extra: dict | None = N
         (pkg / name).write_text(textwrap.dedent(text))
 
 
+EXTRA_INIT = """
+from otp import gen_server
+from otp.application import AppSpec, Application
+from otp.gen_server import GenServer
+
+class ExtraApp(Application):
+    def start(self, start_type, args):
+        return gen_server.start_link(GenServer, "extra", name="rh_extra_srv")
+
+APP = AppSpec("rh_extra", "1.0.0", ExtraApp)
+"""
+
+
 def make_bundle(tmp: Path, vsn: str, server: str, tag: str, upgrades=(), extra=None,
-                start_type: str = "temporary") -> Path:  # fmt: skip
+                start_type: str = "temporary", with_extra_app: bool = False) -> Path:  # fmt: skip
     base = tmp / "bundles" / vsn
     write_app(base / "lib", vsn, server, tag, extra)
     rel = base / "releases" / vsn
@@ -112,6 +125,14 @@ def make_bundle(tmp: Path, vsn: str, server: str, tag: str, upgrades=(), extra=N
         "lib": {"rh_kv": f"lib/rh_kv-{vsn}"},
         "upgrades": list(upgrades),
     }
+    if with_extra_app:
+        pkg = base / "lib" / "rh_extra-1.0.0" / "rh_extra"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text(EXTRA_INIT)
+        spec["applications"].append(
+            {"name": "rh_extra", "version": "1.0.0", "start_type": "temporary"}
+        )
+        spec["lib"]["rh_extra"] = "lib/rh_extra-1.0.0"
     (rel / "release.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     write_manifest(base)
     return base
@@ -132,10 +153,10 @@ def world(tmp_path):
     finally:
         sys.path[:] = path
         for name in list(sys.modules):
-            if name == "rh_kv" or name.startswith("rh_kv."):
+            if name.startswith(("rh_kv", "rh_extra", "ikv")):
                 del sys.modules[name]
         for name in list(code._table):
-            if name == "rh_kv" or name.startswith("rh_kv."):
+            if name.startswith(("rh_kv", "rh_extra", "ikv")):
                 del code._table[name]
         importlib.invalidate_caches()
 
@@ -394,3 +415,80 @@ def test_unpack_of_a_tarball_made_by_otp_release_layout(node, world):
     assert (root / "lib" / "rh_kv-1.0.0" / "rh_kv" / "app.py").is_file()
     with pytest.raises(ReleaseError, match="not a readable release tarball"):
         rh.unpack(world / "root2", world / "bundles" / "1.0.0" / "MANIFEST")
+
+
+def test_an_application_the_new_release_adds_is_started_and_a_downgrade_stops_it(
+    node, world
+):
+    with running_v1(world) as root:
+        bundle = make_bundle(world, "2.0.0", SERVER_V2, "v2", UPDATE_2, with_extra_app=True)
+        rh.unpack(root, bundle)
+        rh.install(root, "2.0.0")
+        assert [a.name for a in application.which_applications()] == ["rh_kv", "rh_extra"]
+        assert otp_sys.get_state("rh_extra_srv") == "extra"
+        rh.downgrade(root, "1.0.0")
+        assert [a.name for a in application.which_applications()] == ["rh_kv"]
+        assert whereis("rh_extra_srv") is None
+        assert gen_server.call("rh_store", "get") == ("v1", 0)
+
+
+IKV_SERVER = """
+from otp.gen_server import GenServer, Reply
+
+class Store(GenServer):
+    def handle_call(self, request, from_, state):
+        return Reply(({tag!r}, state), state)
+
+    def code_change(self, old_vsn, state, extra):
+        return ("migrated from", old_vsn, state)
+"""
+
+
+def ikv_project(base: Path, vsn: str, upgrades) -> Path:
+    """A project with one application, built by otp.release into a tarball."""
+    src = base / vsn / "src" / "ikv"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text(textwrap.dedent(f"""
+        from otp import gen_server
+        from otp.application import AppSpec, Application
+
+        class IkvApp(Application):
+            def start(self, start_type, args):
+                from ikv import server
+                return gen_server.start_link(server.Store, 0, name="ikv")
+
+        APP = AppSpec("ikv", "{vsn}", IkvApp)
+    """))
+    (src / "server.py").write_text(textwrap.dedent(IKV_SERVER.format(tag=vsn)))
+    spec = base / vsn / "releases" / "ikv.yaml"
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump({
+        "name": "ikv", "version": vsn, "upgrades": upgrades,
+        "applications": [{"name": "ikv", "version": vsn, "start_type": "temporary",
+                          "path": "src/ikv"}],
+    }))  # fmt: skip
+    return release.build(spec, out=base / "_build")
+
+
+def test_a_release_built_by_otp_release_is_unpacked_and_upgraded_live(node, world):
+    t1 = ikv_project(world, "1.0.0", [])
+    t2 = ikv_project(world, "1.1.0", [{"from": "1.0.0", "instructions": [["update", "ikv"]]}])
+    root = world / "root"
+    root.mkdir()
+    with tarfile.open(t1) as tar:  # the first install: the operator untars the bundle
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, filter="data")
+        else:
+            tar.extractall(root)
+    assert rh.which_releases(root) == [("1.0.0", "permanent")]
+    rh.boot(root)
+    application.start("ikv")
+    try:
+        assert gen_server.call("ikv", "x") == ("1.0.0", 0)
+        assert rh.unpack(root, t2) == "1.1.0"
+        rh.install(root, "1.1.0")
+        assert gen_server.call("ikv", "x") == ("1.1.0", ("migrated from", "1.0.0", 0))
+        rh.make_permanent(root, "1.1.0")
+        assert rh.which_releases(root) == [("1.0.0", "old"), ("1.1.0", "permanent")]
+    finally:
+        application.stop_all()
