@@ -223,11 +223,35 @@ def permanent(root: str | os.PathLike[str]) -> str | None:
     return _with_status(Path(root), "permanent")
 
 
+# resolved root -> the release this OS process booted or installed there: what runs.
+_running: dict[str, str] = {}
+
+
+def _key(root: Path) -> str:
+    return str(root.resolve())
+
+
+def _booted_here(root: Path) -> str | None:
+    """The version ``bin/<name>`` booted this OS process with, if it booted ``root``."""
+    broot = os.environ.get("OTP_RELEASE_ROOT")
+    if broot and os.path.realpath(broot) == _key(root):
+        return os.environ.get("OTP_RELEASE_VSN") or None
+    return None
+
+
 def current(root: str | os.PathLike[str]) -> str:
-    """The release running now: the one installed but not made permanent, else the
-    permanent one."""
+    """The release running now: the one this node installed (or booted), else the one
+    installed but not made permanent, else the permanent one. A release left
+    ``current`` by a node that ran before this one is not running (A6)."""
     r = Path(root)
-    vsn = _with_status(r, "current") or _with_status(r, "permanent")
+    mine = _running.get(_key(r))
+    if mine is not None:
+        return mine
+    cur = _with_status(r, "current")
+    booted = _booted_here(r)
+    if cur is not None and booted is not None and booted != cur:
+        return booted
+    vsn = cur or _with_status(r, "permanent")
     if vsn is None:
         raise ReleaseError(f"{root}: no current or permanent release in releases/RELEASES")
     return vsn
@@ -275,6 +299,7 @@ def boot(root: str | os.PathLike[str]) -> ReleaseSpec:
         d = _lib_dir(r, spec, app)
         if d.is_dir():
             code.add_path(d)
+    _running[_key(r)] = vsn
     return spec
 
 
@@ -923,6 +948,7 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
             if s == "current" and v not in changes:
                 changes[v] = "unpacked"
         _set_status(root, changes)
+        _running[_key(root)] = vsn
         return from_vsn
 
 

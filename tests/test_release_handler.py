@@ -152,6 +152,7 @@ def world(tmp_path):
         yield tmp_path
     finally:
         sys.path[:] = path
+        rh._running.clear()
         for name in list(sys.modules):
             if name.startswith(("rh_kv", "rh_extra", "ikv")):
                 del sys.modules[name]
@@ -237,6 +238,19 @@ def test_a6_an_install_not_made_permanent_is_abandoned_at_the_next_boot(node, wo
     spec = rh.boot(root)
     assert spec.version == "1.0.0" and rh.boot_version(root) == "1.0.0"
     assert rh.which_releases(root) == [("1.0.0", "permanent"), ("2.0.0", "unpacked")]
+
+
+def test_a6_a_node_booted_by_the_release_script_does_not_run_a_release_left_current(
+    node, world, monkeypatch
+):
+    with running_v1(world) as root:
+        rh.unpack(root, make_bundle(world, "2.0.0", SERVER_V2, "v2", UPDATE_2))
+        rh.install(root, "2.0.0")
+    # The next OS process, started by bin/<name> (which sets these), without boot():
+    rh._running.clear()
+    monkeypatch.setenv("OTP_RELEASE_ROOT", str(root))
+    monkeypatch.setenv("OTP_RELEASE_VSN", "1.0.0")
+    assert rh.current(root) == rh.boot_version(root) == "1.0.0"
 
 
 def test_a6_make_permanent_makes_the_next_boot_boot_the_new_release(node, world):
