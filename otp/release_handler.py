@@ -103,7 +103,9 @@ Failure semantics:
   application that does not start) rolls back every step done so far, in reverse:
   processes get their old class and state back (a snapshot taken by ``get_state``
   before ``code_change``) and resume, modules their old version, the code path its
-  old directories, applications their old code. The release stays the old one and
+  old directories, applications their old code. (``check_install`` refuses a module
+  whose *old* version some process still runs, as OTP's soft purge check does: the
+  load would kill it, and a kill cannot be undone.) The release stays the old one and
   ``UpgradeError`` says which step failed and why (``__cause__``) and whether the
   rollback itself met problems (``rollback_problems``). Messages a process handled
   on the new code between its resume and a later step's failure are not undone.
@@ -631,6 +633,14 @@ def _check_module(plan: _Plan, module: str, where: str) -> None:
         raise ReleaseError(
             f"{where}: module {module} does not compile: {e.filename}, line {e.lineno}: {e.msg}"
         ) from e
+    old = code.processes_running(module, old=True)
+    if old:
+        # Loading it again purges that old version (A3): those processes would be killed.
+        raise ReleaseError(
+            f"{where}: {len(old)} process(es) still run the old version of {module} "
+            f"({', '.join(map(repr, old))}) and would be killed by the load: move them "
+            f"to the current code (otp.sys.change_code) or purge it (otp.code.purge) first"
+        )
 
 
 def _validate(plan: _Plan) -> None:

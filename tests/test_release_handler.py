@@ -506,3 +506,15 @@ def test_a_release_built_by_otp_release_is_unpacked_and_upgraded_live(node, worl
         assert rh.which_releases(root) == [("1.0.0", "old"), ("1.1.0", "permanent")]
     finally:
         application.stop_all()
+
+
+def test_check_install_refuses_a_module_whose_old_version_a_process_still_runs(node, world):
+    with running_v1(world) as root:
+        import rh_kv.server as v1
+
+        code.load("rh_kv.server")  # v1 is old now; rh_store still runs it
+        rh.unpack(root, make_bundle(world, "2.0.0", SERVER_V2, "v2", UPDATE_2))
+        with pytest.raises(ReleaseError, match=r"still run the old version of rh_kv\.server"):
+            rh.check_install(root, "2.0.0")
+        assert code.check_process_code(whereis("rh_store"), "rh_kv.server")
+        assert gen_server.call("rh_store", "get") == ("v1", 0) and v1
