@@ -120,11 +120,9 @@ reshapes the supervision tree is a ``restart_application``, not a series of upda
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -135,7 +133,10 @@ from typing import Any, Literal
 import yaml
 
 from otp import _gen, application, code, gen_server
+from otp import _release_bundle as _bundle
+from otp import _release_instructions as _instr
 from otp import sys as otp_sys
+from otp._release_instructions import Instruction
 from otp.process import Pid, whereis
 from otp.release import AppEntry, ReleaseError, ReleaseSpec, load_spec, read_releases
 
@@ -155,8 +156,6 @@ __all__ = [
 ]
 
 Status = Literal["permanent", "current", "unpacked", "old"]
-Instruction = tuple[Any, ...]
-OPS = ("load_module", "update", "restart_application", "add_module", "delete_module")
 
 
 class UpgradeError(ReleaseError):
@@ -330,78 +329,6 @@ def make_permanent(root: str | os.PathLike[str], vsn: str) -> None:
 # ------------------------------------------------------------------------ unpack
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _files(base: Path) -> Iterator[Path]:
-    for p in sorted(base.rglob("*")):
-        rel = p.relative_to(base)
-        if p.is_file() and "__pycache__" not in rel.parts and p.suffix not in (".pyc", ".pyo"):
-            yield p
-
-
-def _check_manifest(base: Path, where: str) -> None:
-    problems = []
-    listed: dict[str, str] = {}
-    for n, line in enumerate((base / "MANIFEST").read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64:
-            problems.append(f"MANIFEST line {n}: expected '<sha256>  <path>', got {line!r}")
-        else:
-            listed[rel] = digest
-    for rel, digest in listed.items():
-        p = base / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
-            problems.append(f"{rel}: a path outside the bundle")
-        elif not p.is_file():
-            problems.append(f"{rel}: listed in MANIFEST but missing")
-        elif _sha256(p) != digest:
-            problems.append(f"{rel}: bad checksum (MANIFEST says {digest[:12]}..., "
-                            f"the file has {_sha256(p)[:12]}...)")  # fmt: skip
-    for p in _files(base):
-        rel = p.relative_to(base).as_posix()
-        if rel != "MANIFEST" and rel not in listed and rel.split("/")[0] in ("lib", "releases"):
-            problems.append(f"{rel}: not listed in MANIFEST")
-    if problems:
-        raise ReleaseError(
-            f"bundle {where} refused, nothing unpacked: " + "; ".join(problems[:10])
-            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
-        )
-
-
-def _extract(tarball: Path, into: Path) -> Path:
-    try:
-        with tarfile.open(tarball) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(into, filter="data")
-            else:  # pragma: no cover - Python without extraction filters
-                for m in tar.getmembers():
-                    if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() \
-                            or m.islnk():  # fmt: skip
-                        raise ReleaseError(f"{tarball}: unsafe member {m.name!r}")
-                tar.extractall(into)
-    except (tarfile.TarError, OSError) as e:
-        raise ReleaseError(f"{tarball}: not a readable release tarball: {e}") from None
-    if not (into / "releases").is_dir():
-        subs = [p for p in into.iterdir() if p.is_dir()]
-        if len(subs) == 1 and (subs[0] / "releases").is_dir():
-            return subs[0]
-    return into
-
-
-def _same_tree(a: Path, b: Path) -> bool:
-    fa = {p.relative_to(a).as_posix(): p for p in _files(a)}
-    fb = {p.relative_to(b).as_posix(): p for p in _files(b)}
-    return fa.keys() == fb.keys() and all(_sha256(fa[k]) == _sha256(fb[k]) for k in fa)
-
-
 def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
     """Unpack a release bundle (a directory, or a tarball made by ``otp release
     build``) into ``root``; returns its version, now ``unpacked``.
@@ -416,7 +343,7 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
         if src.is_dir():
             base = src
         elif src.is_file():
-            base = _extract(src, Path(tmp))
+            base = _bundle.extract(src, Path(tmp))
         else:
             raise ReleaseError(f"no release bundle at {src}")
         specs = sorted((base / "releases").glob("*/release.yaml"))
@@ -432,7 +359,7 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
                 f"bundle {src}: releases/{vsn}/release.yaml says version {spec.version!r}"
             )
         if (base / "MANIFEST").is_file():
-            _check_manifest(base, str(src))
+            _bundle.check_manifest(base, str(src))
         known = dict(which_releases(r))
         if vsn in known or (r / "releases" / vsn).exists():
             raise ReleaseError(
@@ -445,7 +372,7 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
             if not s.is_dir():
                 raise ReleaseError(f"bundle {src}: application {app.name} has no {rel}/")
             if d.exists():
-                if not _same_tree(s, d):
+                if not _bundle.same_tree(s, d):
                     raise ReleaseError(
                         f"{d} is already unpacked with other contents than bundle {src} "
                         f"has: give application {app.name} a new version"
@@ -481,79 +408,6 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
 # ------------------------------------------------------------------------ instructions
 
 
-def _freeze(value: Any) -> Any:
-    """YAML values as immutable ones (they travel in a system message): lists become
-    tuples, mappings tuples of (key, value) pairs (``dict(extra)`` gives it back)."""
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple((k, _freeze(v)) for k, v in value.items())
-    if isinstance(value, set):
-        return frozenset(_freeze(v) for v in value)
-    return value
-
-
-def _parse(raw: Any, where: str) -> Instruction:
-    op: Any
-    if isinstance(raw, list | tuple) and raw:
-        op, args = raw[0], list(raw[1:])
-    elif isinstance(raw, dict):
-        ops = [k for k in raw if k in OPS]
-        if len(ops) != 1:
-            raise ReleaseError(f"{where}: expected one of {', '.join(OPS)} as a key, got {raw!r}")
-        op = ops[0]
-        rest = {k: v for k, v in raw.items() if k != op}
-        args = [raw[op]] + ([rest] if rest else [])
-    else:
-        raise ReleaseError(f"{where}: expected an instruction like [load_module, m], got {raw!r}")
-    if op not in OPS:
-        raise ReleaseError(
-            f"{where}: unknown instruction {op!r} (expected one of {', '.join(OPS)})"
-        )
-    if not args or not isinstance(args[0], str) or not args[0]:
-        raise ReleaseError(f"{where}: {op} expects a name (str), got {args[:1]!r}")
-    if op == "update":
-        opts = args[1] if len(args) > 1 else {}
-        if opts is None:
-            opts = {}
-        if not isinstance(opts, dict) or set(opts) - {"extra"} or len(args) > 2:
-            raise ReleaseError(f"{where}: update takes [update, name, {{extra: ...}}], got {raw!r}")
-        return ("update", args[0], {"extra": _freeze(opts.get("extra"))})
-    if len(args) != 1:
-        raise ReleaseError(f"{where}: {op} takes one name, got {raw!r}")
-    return (op, args[0])
-
-
-def _instructions(raw: Any, where: str) -> list[Instruction]:
-    if raw is None:
-        return []
-    if isinstance(raw, dict):  # per application: {app: [instructions]}
-        out = []
-        for app, items in raw.items():
-            out.extend(_instructions(items, f"{where}.{app}"))
-        return out
-    if not isinstance(raw, list):
-        raise ReleaseError(f"{where}: expected a list of instructions, got {raw!r}")
-    return [_parse(item, f"{where}[{i}]") for i, item in enumerate(raw)]
-
-
-def _entry_from(spec: ReleaseSpec, from_vsn: str, where: str) -> dict[str, Any] | None:
-    for i, e in enumerate(spec.upgrades):
-        if not isinstance(e, dict) or "from" not in e:
-            raise ReleaseError(f"{where}: upgrades[{i}] expects {{from: VSN, instructions: "
-                               f"[...]}}, got {e!r}")  # fmt: skip
-        if str(e["from"]) == from_vsn:
-            return e
-    return None
-
-
-def _inverse(plan: list[Instruction]) -> list[Instruction]:
-    # The same order as going up: a module that does ``from pkg import util`` binds
-    # the util module present when it loads, so dependencies must load first both ways.
-    swap = {"add_module": "delete_module", "delete_module": "add_module"}
-    return [(swap.get(i[0], i[0]), *i[1:]) for i in plan]
-
-
 def _app_versions(spec: ReleaseSpec) -> dict[str, str]:
     return {a.name: a.version for a in spec.applications}
 
@@ -584,19 +438,19 @@ def _plan(root: Path, vsn: str, direction: str) -> _Plan:
         raise ReleaseError(f"release {vsn} is of {new.name!r}, the running one of {old.name!r}")
     if direction == "up":
         where = f"releases/{vsn}/release.yaml upgrades"
-        entry = _entry_from(new, running, where)
+        entry = _instr.entry_from(new, running, where)
         raw = entry.get("instructions", entry.get("apps")) if entry else None
-        steps = _instructions(raw, f"{where} (from {running})")
+        steps = _instr.instructions(raw, f"{where} (from {running})")
     else:
         where = f"releases/{running}/release.yaml upgrades"
-        entry = _entry_from(old, vsn, where)
+        entry = _instr.entry_from(old, vsn, where)
         if entry is not None and "down" in entry:
-            steps = _instructions(entry["down"], f"{where} (down to {vsn})")
+            steps = _instr.instructions(entry["down"], f"{where} (down to {vsn})")
         else:
             raw = entry.get("instructions", entry.get("apps")) if entry else None
-            steps = _inverse(_instructions(raw, f"{where} (from {vsn})"))
+            steps = _instr.inverse(_instr.instructions(raw, f"{where} (from {vsn})"))
     if entry is None and _app_versions(old) != _app_versions(new):
-        if direction == "up" and _entry_from(old, vsn, "") is not None:
+        if direction == "up" and _instr.entry_from(old, vsn, "") is not None:
             hint = f" (release {running} can be downgraded to {vsn}: use downgrade)"
         else:
             hint = ""
