@@ -11,7 +11,7 @@ running it until they are moved to the new code or purged::
     from otp import sys as otp_sys
 
     def main():
-        import counter                          # counter.py: class Counter(GenServer)
+        counter = code.ensure_loaded("counter") # counter.py: class Counter(GenServer)
         pid = gen_server.start_link(counter.Counter, 0)
         # ... counter.py is edited on disk ...
         assert code.modified_modules() == ["counter"]
