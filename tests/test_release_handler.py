@@ -518,3 +518,45 @@ def test_check_install_refuses_a_module_whose_old_version_a_process_still_runs(n
             rh.check_install(root, "2.0.0")
         assert code.check_process_code(whereis("rh_store"), "rh_kv.server")
         assert gen_server.call("rh_store", "get") == ("v1", 0) and v1
+
+
+def test_rollback_unloads_a_module_the_failed_upgrade_added(node, world):
+    with running_v1(world) as root:
+        import rh_kv.server as v1
+
+        seven = gen_server.start(v1.Store, 7)  # its code_change raises
+        upgrades = [{"from": "1.0.0", "apps": {"rh_kv": [
+            {"add_module": "rh_kv.media"},
+            {"update": "rh_kv.server", "extra": ["a", "b"]},
+        ]}}]  # fmt: skip
+        bundle = make_bundle(world, "2.0.0", SERVER_V2, "v2", upgrades,
+                             extra={"media.py": "LIMIT = 10\n"})  # fmt: skip
+        rh.unpack(root, bundle)
+        assert rh.check_install(root, "2.0.0") == [
+            ("add_module", "rh_kv.media"), ("update", "rh_kv.server", {"extra": ("a", "b")})
+        ]
+        with pytest.raises(rh.UpgradeError):
+            rh.install(root, "2.0.0")
+        assert "rh_kv.media" not in sys.modules and not code.is_loaded("rh_kv.media")
+        assert not hasattr(sys.modules["rh_kv"], "media")
+        gen_server.stop(seven)
+
+
+def test_downgrade_uses_the_down_instructions_when_the_release_gives_them(node, world):
+    with running_v1(world) as root:
+        upgrades = [{
+            "from": "1.0.0",
+            "instructions": [["add_module", "rh_kv.media"], ["update", "rh_store"]],
+            "down": [["update", "rh_store", {"extra": "going back"}],
+                     ["delete_module", "rh_kv.media"]],
+        }]  # fmt: skip
+        bundle = make_bundle(world, "2.0.0", SERVER_V2, "v2", upgrades,
+                             extra={"media.py": "LIMIT = 10\n"})  # fmt: skip
+        rh.unpack(root, bundle)
+        rh.install(root, "2.0.0")
+        assert sys.modules["rh_kv.media"].LIMIT == 10
+        assert otp_sys.get_state("rh_store") == ("v2", 0, ("1.0.0", None))
+        rh.downgrade(root, "1.0.0")
+        assert not code.is_loaded("rh_kv.media")
+        assert otp_sys.get_state("rh_store") == 0
+        assert gen_server.call("rh_store", "get") == ("v1", 0)
