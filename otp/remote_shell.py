@@ -512,7 +512,11 @@ def start_server(
     auditor = _Audit(audit)
     pid = spawn(_acceptor, lsock, p, dict(handlers or {}), banner, auditor)
     register(SERVER, pid)
+    _LISTENING[pid] = (lsock, p)
     return pid
+
+
+_LISTENING: dict[Pid, tuple[socket.socket, str]] = {}
 
 
 def stop_server() -> None:
@@ -521,6 +525,13 @@ def stop_server() -> None:
     if pid is not None:
         unregister(SERVER)
         exit(pid, "kill")
+    listening = _LISTENING.pop(pid, None) if pid is not None else None
+    if listening is not None:
+        # The acceptor's own cleanup runs only when it is next scheduled: do it now.
+        lsock, path = listening
+        lsock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     _uninstall_routing()
 
 
@@ -563,8 +574,6 @@ def _acceptor(lsock: Any, path: str, handlers: dict[str, Handler], banner: str,
             spawn(_session, conn, f"uid={uid} pid={peer_pid}", handlers, banner, audit)
     finally:
         lsock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def _reader(conn: Any, session: Pid) -> None:
@@ -776,9 +785,11 @@ def interactive(path: str | os.PathLike[str], *, history: str | None = None,
         s.sendall(json.dumps({"op": op, **kw}).encode() + b"\n")
 
     node_pid = None
+    # "input": a prompt was shown and no line sent yet; "running": waiting for the node.
+    phase = "running"
+    interrupt_at: float | None = None
     try:
         send_op("shell")
-        interrupt_at: float | None = None
         while True:
             try:
                 timeout = None
@@ -793,38 +804,41 @@ def interactive(path: str | os.PathLike[str], *, history: str | None = None,
                             os.kill(node_pid, signal.SIGUSR1)
                     interrupt_at = None
                     continue
-            except KeyboardInterrupt:
-                send_op("interrupt")
-                interrupt_at = time.monotonic()
-                continue
-            if frame is None:
-                out.write("\nconnection to the node lost\n")
-                return 1
-            match frame.get("t"):
-                case "hello":
-                    node_pid = frame.get("pid")
-                    if frame.get("banner"):
-                        out.write(str(frame["banner"]) + "\n")
-                    out.write("Ctrl-C interrupts, Ctrl-D detaches (the node keeps running).\n")
-                case "out":
-                    out.write(str(frame.get("data", "")))
-                case "bye":
-                    return 0
-                case "prompt":
-                    interrupt_at = None
-                    out.flush()
-                    try:
-                        line = input(str(frame.get("ps", ">>> ")))
-                    except EOFError:
-                        out.write("\n(detached; the node keeps running)\n")
-                        out.flush()
-                        send_op("eof")
+                if frame is None:
+                    out.write("\nconnection to the node lost\n")
+                    return 1
+                match frame.get("t"):
+                    case "hello":
+                        node_pid = frame.get("pid")
+                        if frame.get("banner"):
+                            out.write(str(frame["banner"]) + "\n")
+                        out.write("Ctrl-C interrupts, Ctrl-D detaches "
+                                  "(the node keeps running).\n")
+                    case "out":
+                        out.write(str(frame.get("data", "")))
+                    case "bye":
                         return 0
-                    except KeyboardInterrupt:
-                        out.write("\n")
-                        send_op("reset")
-                        continue
-                    send_op("line", data=line)
+                    case "prompt":
+                        interrupt_at = None
+                        phase = "input"
+                        out.flush()
+                        try:
+                            line = input(str(frame.get("ps", ">>> ")))
+                        except EOFError:
+                            out.write("\n(detached; the node keeps running)\n")
+                            out.flush()
+                            send_op("eof")
+                            return 0
+                        send_op("line", data=line)
+                        phase = "running"
+            except KeyboardInterrupt:
+                if phase == "input":  # at the prompt: drop the pending input
+                    out.write("\n")
+                    send_op("reset")
+                    phase = "running"
+                elif interrupt_at is None:
+                    send_op("interrupt")
+                    interrupt_at = time.monotonic()
     except (BrokenPipeError, ConnectionResetError):
         out.write("\nconnection to the node lost\n")
         return 1
