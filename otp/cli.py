@@ -73,7 +73,7 @@ class _Root:
     def paths(self) -> dict[str, Path]:
         return _release.release_paths(self.root, self.spec)
 
-    def request(self, op: str, *, timeout: float | None = 30.0, **args: Any) -> Any:
+    def request(self, op: str, /, *, timeout: float | None = 30.0, **args: Any) -> Any:
         """Send a request to the running node; exits 1 with a clear message if it is not
         running or the request failed."""
         try:

@@ -481,6 +481,12 @@ def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], wake: Any,
     from otp import application, remote_shell
     from otp.process import register, self, spawn_link
 
+    try:
+        rh = _release_handler()
+    except ReleaseError:
+        pass
+    else:
+        rh.boot(root)  # lib dirs on the code path; a stale "current" release forgotten (A6)
     _start_apps(spec)
     me = self()
     register(BOOT, me)

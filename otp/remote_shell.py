@@ -747,7 +747,7 @@ class _Lines:
         return obj if isinstance(obj, dict) else {}
 
 
-def request(path: str | os.PathLike[str], op: str, *, timeout: float | None = 30.0,
+def request(path: str | os.PathLike[str], op: str, /, *, timeout: float | None = 30.0,
             **args: Any) -> Any:
     """Send one request to the node listening on ``path``; returns its result.
 

@@ -5,6 +5,7 @@ through click's CliRunner)."""
 from __future__ import annotations
 
 import ast
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,8 +15,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from otp import release
 from otp.__main__ import cli
-from tests.release_helpers import alive, bin_chat, build_and_unpack, daemon, env, kill_by_pid
+from tests.release_helpers import (
+    alive,
+    bin_chat,
+    build_and_unpack,
+    daemon,
+    env,
+    kill_by_pid,
+    write_project,
+)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +204,81 @@ def test_restart_restarts_the_applications_in_the_same_process(fresh_root: Path)
         after = bin_chat(fresh_root, "rpc", "whereis('chat.sup')").stdout
         assert before != after
         assert bin_chat(fresh_root, "pid").stdout.strip() == str(pid)
+
+
+# ------------------------------------------------------------------ live upgrades
+
+
+SPEC_020 = """\
+name: chat
+version: 0.2.0
+applications:
+  - name: chat
+    version: 0.2.0
+    start_type: permanent
+    path: chat_020/chat
+config:
+  - config/test.yaml
+upgrades:
+  - from: 0.1.0
+    instructions:
+      - [restart_application, chat]
+"""
+
+
+def _build_020(base: Path) -> Path:
+    """Release 0.2.0: the chat package with APP.vsn 0.2.0 and a marker attribute."""
+    import chat
+
+    src = base / "src020"
+    write_project(src, SPEC_020)
+    pkg = src / "chat_020" / "chat"
+    shutil.copytree(Path(chat.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = pkg / "__init__.py"
+    text = init.read_text()
+    assert '"chat", "0.1.0"' in text
+    init.write_text(text.replace('"chat", "0.1.0"', '"chat", "0.2.0"')
+                    + '\nUPGRADED = "yes"\n')
+    return release.build(src / "releases" / "chat.yaml", base / "_build020")
+
+
+def _versions(root: Path) -> list[list[str]]:
+    res = bin_chat(root, "versions")
+    assert res.returncode == 0, res.stderr
+    return [line.split() for line in res.stdout.splitlines()]
+
+
+def test_unpack_upgrade_restart_downgrade(tmp_path: Path) -> None:
+    root = build_and_unpack(tmp_path)
+    shutil.copy(_build_020(tmp_path), root / "releases" / "chat-0.2.0.tar.gz")
+    with daemon(root) as pid:
+        res = bin_chat(root, "unpack", "0.2.0")
+        assert (res.returncode, res.stdout) == (0, "unpacked 0.2.0\n"), res.stderr
+        assert _versions(root) == [["0.1.0", "permanent"], ["0.2.0", "unpacked"]]
+        res = bin_chat(root, "upgrade", "0.2.0", "--no-permanent")
+        assert res.returncode == 0, res.stderr
+        assert bin_chat(root, "rpc", "chat.UPGRADED").stdout == "'yes'\n"
+        assert "chat 0.2.0 running" in bin_chat(root, "status").stdout
+        assert _versions(root) == [["0.1.0", "permanent"], ["0.2.0", "current"]]
+        assert bin_chat(root, "stop").returncode == 0
+        assert not alive(pid)
+    # A6: the upgrade was not made permanent, so the node boots 0.1.0 again.
+    with daemon(root):
+        assert bin_chat(root, "rpc", "chat.APP.vsn").stdout == "'0.1.0'\n"
+        assert _versions(root) == [["0.1.0", "permanent"], ["0.2.0", "unpacked"]]
+        res = bin_chat(root, "upgrade", "0.2.0")
+        assert (res.returncode, res.stdout) == (0, "upgraded to 0.2.0 (permanent)\n"), \
+            res.stderr
+        assert _versions(root) == [["0.1.0", "old"], ["0.2.0", "permanent"]]
+        res = bin_chat(root, "downgrade", "0.1.0")
+        assert (res.returncode, res.stdout) == (0, "downgraded to 0.1.0\n"), res.stderr
+        assert bin_chat(root, "rpc", "chat.APP.vsn").stdout == "'0.1.0'\n"
+        assert _versions(root)[0] == ["0.1.0", "permanent"]
+        assert bin_chat(root, "ping").stdout == "pong\n"
+
+
+def test_upgrade_to_a_version_that_is_not_unpacked_says_so(root: Path, node: int) -> None:
+    res = bin_chat(root, "upgrade", "7.7.7")
+    assert res.returncode == 1
+    assert "7.7.7 is not unpacked" in res.stderr
