@@ -17,7 +17,7 @@ Conventions of ``mix release`` and relx::
     bin/chat unpack VSN|PATH  unpack releases/<name>-<VSN>.tar.gz (or PATH) for upgrade
     bin/chat upgrade VSN      install VSN live and make it permanent (--no-permanent)
     bin/chat downgrade VSN    go back to an older installed VSN
-    bin/chat top [--once]     processes by message-queue length (or --sort memory)
+    bin/chat top [--once]     processes by message-queue length (--sort memory|messages)
 
 Every command that talks to the node says so and exits 1 when it is not running. The
 same commands are ``otp release <command> --root DIR`` (or ``$OTP_RELEASE_ROOT``).
@@ -348,24 +348,22 @@ def make_permanent(r: _Root, vsn: str) -> None:
 
 
 @release.command()
-@click.option("--sort", type=click.Choice(["queue", "memory"]), default="queue",
-              show_default=True, help="message-queue length, or memory (an estimate)")
+@click.option("--sort", type=click.Choice(["queue", "memory", "messages"]), default="queue",
+              show_default=True,
+              help="message-queue length, memory (an estimate), or messages handled "
+                   "(turns on counting in every gen_server)")
 @click.option("-n", "--limit", default=20, show_default=True)
 @click.option("--interval", default=2.0, show_default=True, help="refresh, seconds")
 @click.option("--once", is_flag=True, help="print once and exit")
 @pass_root
 def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
-    """Processes sorted by message-queue length or memory, refreshed live."""
+    """Processes sorted by message-queue length, memory or messages, refreshed live."""
     while True:
         rows = r.request("top", sort=sort, limit=limit)
         if not once:
             click.echo("\x1b[H\x1b[2J", nl=False)
             click.echo(f"{r.spec.name} top, by {sort}, every {interval} s (Ctrl-C quits)")
-        click.echo(f"{'PID':>12} {'NAME':<28} {'MSGQ':>7} {'MEMORY':>9} {'STATUS':<9} "
-                   f"CURRENT")
-        for row in rows:
-            click.echo(f"{row['pid']:>12} {row['name'][:28]:<28} {row['queue']:>7} "
-                       f"{row['memory']:>9} {row['status']:<9} {row['call'][:60]}")
+        click.echo(remote_shell.format_top(rows))
         if once:
             return
         try:

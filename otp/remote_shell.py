@@ -100,11 +100,13 @@ __all__ = [
     "NodeNotRunning",
     "RemoteError",
     "evaluate",
+    "format_top",
     "interactive",
     "request",
     "shell_namespace",
     "start_server",
     "stop_server",
+    "top_rows",
 ]
 
 log = logging.getLogger("otp.remote_shell")
@@ -367,9 +369,18 @@ def _find_pid(pid: Any) -> Pid:
 
 
 def _top(n: int = 20, sort: str = "queue") -> None:
-    for row in top_rows(sort=sort, limit=n):
-        print(f"{row['pid']:>12} {row['name'][:28]:<28} {row['queue']:>7} "
-              f"{row['memory']:>9} {row['status']:<9} {row['call'][:40]}")
+    print(format_top(top_rows(sort=sort, limit=n)))
+
+
+def format_top(rows: list[dict[str, Any]]) -> str:
+    """``top_rows`` as a table (what ``bin/<name> top`` prints)."""
+    lines = [f"{'PID':>12} {'NAME':<24} {'MSGQ':>7} {'MEMORY':>9} {'MSGS':>8} "
+             f"{'STATUS':<9} CURRENT"]
+    for r in rows:
+        msgs = "-" if r.get("messages") is None else str(r["messages"])
+        lines.append(f"{r['pid']:>12} {r['name'][:24]:<24} {r['queue']:>7} "
+                     f"{r['memory']:>9} {msgs:>8} {r['status']:<9} {r['call'][:70]}")
+    return "\n".join(lines)
 
 
 def shell_namespace(extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -426,36 +437,70 @@ def _optional(module: str, what: str) -> Any:
 
 
 def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
-    """Processes as rows (pid, name, queue, memory, status, call), sorted by ``queue``
-    (message-queue length) or ``memory`` (an estimate: mailbox and stack locals)."""
+    """The ``limit`` top processes as rows (pid, name, queue, memory, messages, status,
+    call), sorted by ``queue`` (message-queue length), ``memory`` (an estimate: mailbox
+    and stack locals) or ``messages`` (handled since counting began: the first
+    ``messages`` request turns on ``otp.sys.statistics`` in every gen_server; other
+    processes are not counted and show None)."""
+    import heapq
+
+    from otp import gen_server
+    from otp import sys as otp_sys
     from otp._core.node import current_node
 
     node = current_node()
+    servers = gen_server._servers
+    if sort == "messages":
+        for pid, srv in list(servers.items()):
+            if srv.dbg is None or not srv.dbg.stats:
+                with contextlib.suppress(OTPError):
+                    otp_sys.statistics(pid, True, timeout=1.0)
+
+    def messages(p: Any) -> int:
+        srv = servers.get(p.pid)
+        dbg = srv.dbg if srv is not None else None
+        return int(dbg.msgs_in) if dbg is not None and dbg.stats else -1
+
+    keys: dict[str, Callable[[Any], int]] = {
+        "queue": lambda p: len(p.mbox) if p.mbox else 0,
+        "memory": _memory_estimate,
+        "messages": messages,
+    }
+    if sort not in keys:
+        raise ValueError(f"top sorts by 'queue', 'memory' or 'messages', got {sort!r}")
     rows: list[dict[str, Any]] = []
-    for p in list(node.procs.values()):
+    for p in heapq.nlargest(limit, list(node.procs.values()), key=keys[sort]):
         info = node.info(p)
+        server = servers.get(p.pid)
+        n = messages(p)
         rows.append({
             "pid": repr(info.pid),
             "name": info.registered_name or "",
             "queue": info.message_queue_len,
             "memory": _memory_estimate(p),
+            "messages": n if n >= 0 else None,
             "status": info.status,
-            "call": _current_call(info),
+            "call": _current_call(info) if server is None
+            else f"{type(server.cb).__module__}.{type(server.cb).__qualname__}"
+            + _in_callback(info),
         })
-    key = {"queue": "queue", "memory": "memory"}.get(sort)
-    if key is None:
-        raise ValueError(f"top sorts by 'queue' or 'memory', got {sort!r}")
-    rows.sort(key=lambda r: r[key], reverse=True)
-    return rows[:limit]
+    return rows
 
 
 _FRAME = re.compile(r'File "(?:.*/)?([^/]+/[^/]+)", line (\d+), in (\S+)')
 
 
+def _in_callback(info: Any) -> str:
+    call = _current_call(info)
+    return "" if call == str(info.initial_call) else f" in {call}"
+
+
 def _current_call(info: Any) -> str:
     for line in reversed(info.current_stacktrace):
         m = _FRAME.search(line)
-        if m is None or m.group(1).startswith(("_core/", "otp/process.py", "otp/_gen.py")):
+        if m is None or m.group(1).startswith(
+            ("_core/", "otp/process.py", "otp/_gen.py", "otp/gen_server.py", "otp/proc_lib.py")
+        ):
             continue
         return f"{m.group(3)} ({m.group(1)}:{m.group(2)})"
     return str(info.initial_call)

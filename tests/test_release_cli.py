@@ -86,20 +86,35 @@ def test_rpc_failure_exits_1_with_the_traceback(root: Path, node: int) -> None:
     assert bin_chat(root, "ping").returncode == 0
 
 
-def test_top_once_lists_processes_by_message_queue(root: Path, node: int) -> None:
-    res = bin_chat(root, "top", "--once", "-n", "5")
+def _top(root: Path, *args: str) -> list[str]:
+    res = bin_chat(root, "top", "--once", *args)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split()[:4] == ["PID", "NAME", "MSGQ", "MEMORY"]
-    assert len(lines) == 6
-    queues = [int(line[42:49]) for line in lines[1:]]
+    assert lines[0].split()[:6] == ["PID", "NAME", "MSGQ", "MEMORY", "MSGS", "STATUS"]
+    return lines[1:]
+
+
+def test_top_once_lists_processes_by_message_queue(root: Path, node: int) -> None:
+    rows = _top(root, "-n", "5")
+    assert len(rows) == 5
+    queues = [int(line[38:45]) for line in rows]
     assert queues == sorted(queues, reverse=True)
 
 
 def test_top_by_memory(root: Path, node: int) -> None:
-    res = bin_chat(root, "top", "--once", "--sort", "memory", "-n", "3")
-    assert res.returncode == 0, res.stderr
-    assert len(res.stdout.splitlines()) == 4
+    rows = _top(root, "--sort", "memory", "-n", "3")
+    memory = [int(line[46:55]) for line in rows]
+    assert len(rows) == 3 and memory == sorted(memory, reverse=True)
+
+
+def test_top_by_messages_handled_counts_gen_server_messages(root: Path, node: int) -> None:
+    _top(root, "--sort", "messages")  # turns counting on
+    bin_chat(root, "rpc", "[chat.connection.address() for _ in range(30)] and None")
+    rows = _top(root, "--sort", "messages", "-n", "3")
+    first = rows[0]
+    assert "chat.listener" in first, rows
+    assert int(first[56:64]) >= 30
+    assert "Listener" in first
 
 
 def test_versions_lists_the_permanent_release(root: Path, node: int) -> None:
