@@ -418,7 +418,7 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
               file=sys.stderr)
         return 1
     os.chdir(root)
-    logger.setup(log_level.upper())
+    sink = logger.setup(log_level.upper())
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("otp.report").setLevel(logging.WARNING)
     import socket
@@ -442,9 +442,11 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
         print(f"{spec.name} {spec.version} stopped", flush=True)
         return 0
     except NodeHalted as e:
+        sink.drain(5.0)  # the reports first: the operator reads the last line
         print(f"{spec.name}: node halted: {e.reason!r}", file=sys.stderr, flush=True)
         return 1
     except (ConfigError, ApplicationError, StartError, ReleaseError, OSError) as e:
+        sink.drain(5.0)
         print(f"{spec.name}: cannot start: {e}", file=sys.stderr, flush=True)
         return 1
     finally:

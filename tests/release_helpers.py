@@ -74,10 +74,11 @@ def env(home: Path) -> dict[str, str]:
     return e
 
 
-def bin_chat(root: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def bin_chat(root: Path, *args: str, timeout: float = 60.0,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(root / "bin" / "chat"), *args], capture_output=True, text=True,
-        timeout=timeout, env=env(root.parent), cwd=str(root.parent),
+        timeout=timeout, env={**env(root.parent), **(extra_env or {})}, cwd=str(root.parent),
     )
 
 

@@ -179,6 +179,23 @@ def test_stop_is_graceful_and_then_commands_say_not_running(fresh_root: Path) ->
         assert res.stderr.startswith("chat is not running (no node answers on "), cmd
 
 
+def test_a_node_that_cannot_start_makes_daemon_exit_1_with_the_log(fresh_root: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        res = bin_chat(fresh_root, "daemon",
+                       extra_env={"OTP_CHAT__LISTEN__PORT": str(port)})
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    assert "chat did not start (exit status 1)" in res.stderr
+    assert "chat: cannot start:" in res.stderr
+    assert not (fresh_root / "run" / "chat.pid").exists()
+    assert not (fresh_root / "run" / "chat.sock").exists()
+
+
 def test_cli_runner_against_a_stopped_node_exits_1(fresh_root: Path) -> None:
     res = CliRunner().invoke(cli, ["release", "--root", str(fresh_root), "ping"])
     assert res.exit_code == 1
