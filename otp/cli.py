@@ -148,6 +148,8 @@ def daemon(r: _Root, timeout: float) -> None:
             [str(r.root / "bin" / r.spec.name), "start"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=str(r.root), start_new_session=True,
+            # bin/<name> runs $OTP_PYTHON: this interpreter has what the node needs
+            env={**os.environ, "OTP_PYTHON": os.environ.get("OTP_PYTHON", sys.executable)},
         )
     finally:
         log.close()

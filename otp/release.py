@@ -687,11 +687,16 @@ NODE_COMMANDS = {"start", "foreground", "console", "eval"}
 
 def main():
     root, name, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if argv and argv[0] in NODE_COMMANDS:
-        from gevent import monkey
+    try:
+        if argv and argv[0] in NODE_COMMANDS:
+            from gevent import monkey
 
-        monkey.patch_all()
-    import yaml
+            monkey.patch_all()
+        import yaml
+    except ImportError as e:
+        sys.exit(f"{name}: {sys.executable} lacks the release's dependencies ({e}); install "
+                 "gevent, greenlet, msgpack, PyYAML, click and pydantic, or point "
+                 "$OTP_PYTHON at a Python that has them")
 
     vsn = os.environ.get("OTP_RELEASE_VSN")
     if not vsn:

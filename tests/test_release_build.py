@@ -133,3 +133,23 @@ def test_a_node_command_without_a_root_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["release", "ping"], env={"OTP_RELEASE_ROOT": ""})
     assert result.exit_code == 2
     assert "no release root" in result.output
+
+
+def test_bin_script_without_the_dependencies_says_what_is_missing(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("no system python3")
+    probe = subprocess.run([system_python, "-c", "import gevent"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("the system python3 has gevent")
+    root = _unpack(release.build(write_project(tmp_path / "src"), tmp_path / "b"),
+                   tmp_path / "rel")
+    res = subprocess.run([str(root / "bin" / "chat"), "start"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "OTP_PYTHON": system_python},
+                         timeout=60)
+    assert res.returncode == 1
+    assert "lacks the release's dependencies" in res.stderr
+    assert "$OTP_PYTHON" in res.stderr

@@ -104,10 +104,14 @@ def test_ctrl_c_at_the_prompt_drops_the_pending_input(shell: Pty) -> None:
 
 
 def test_ctrl_d_detaches_and_the_node_keeps_running(root: Path, shell: Pty) -> None:
+    _eval(shell, "'remembered line'")
     shell.send(b"\x04")
     shell.expect(b"detached; the node keeps running")
     assert shell.wait() == 0
     assert bin_chat(root, "ping").stdout == "pong\n"
+    # readline history is kept on the client side
+    history = (root.parent / ".chat_remote_history").read_text()
+    assert "'remembered line'" in history
 
 
 def test_two_shells_at_once_have_their_own_namespaces(root: Path, shell: Pty) -> None:
