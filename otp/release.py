@@ -510,7 +510,8 @@ def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], wake: Any,
             case ("restart", caller):
                 try:
                     application.stop_all()
-                    send(caller, ("restarted", tuple(_start_apps(spec))))
+                    running = _running_spec(root, spec)
+                    send(caller, ("restarted", tuple(_start_apps(running))))
                 except Exception as e:  # reported to the operator, then the node stops
                     send(caller, ("restarted", f"failed: {e}"))
                     break
@@ -520,6 +521,15 @@ def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], wake: Any,
     remote_shell.stop_server()
     application.stop_all()
     _remove_pid_file(paths["pid"])
+
+
+def _running_spec(root: Path, booted: ReleaseSpec) -> ReleaseSpec:
+    """The spec of the release running now (after live upgrades), else the booted one."""
+    try:
+        vsn = _release_handler().current(str(root))
+    except ReleaseError:
+        return booted
+    return booted if vsn == booted.version else load_release(root, vsn)
 
 
 def _wake_reader(sock: Any, boot: Any) -> None:

@@ -293,6 +293,9 @@ def test_unpack_upgrade_restart_downgrade(tmp_path: Path) -> None:
         assert bin_chat(root, "rpc", "chat.UPGRADED").stdout == "'yes'\n"
         assert "chat 0.2.0 running" in bin_chat(root, "status").stdout
         assert _versions(root) == [["0.1.0", "permanent"], ["0.2.0", "current"]]
+        # restart starts the running release's applications (0.2.0), not the booted one's
+        assert bin_chat(root, "restart").stdout == "chat restarted: chat\n"
+        assert bin_chat(root, "rpc", "which_applications()[0].vsn").stdout == "'0.2.0'\n"
         assert bin_chat(root, "stop").returncode == 0
         assert not alive(pid)
     # A6: the upgrade was not made permanent, so the node boots 0.1.0 again.
