@@ -153,3 +153,13 @@ def test_bin_script_without_the_dependencies_says_what_is_missing(tmp_path: Path
     assert res.returncode == 1
     assert "lacks the release's dependencies" in res.stderr
     assert "$OTP_PYTHON" in res.stderr
+
+
+def test_the_shipped_chat_spec_builds(tmp_path: Path) -> None:
+    spec_path = Path(__file__).resolve().parent.parent / "releases" / "chat.yaml"
+    tarball = release.build(spec_path, tmp_path)
+    root = _unpack(tarball, tmp_path / "rel")
+    spec = release.load_release(root)
+    assert tarball.name == f"chat-{spec.version}.tar.gz"
+    assert spec.config == [f"releases/{spec.version}/prod.yaml"]
+    assert release.verify_manifest(root) == []
