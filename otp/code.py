@@ -94,7 +94,7 @@ from types import ModuleType
 from typing import Any
 
 from otp import gen_server
-from otp.errors import OTPError
+from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
 __all__ = [
@@ -119,26 +119,6 @@ __all__ = [
     "which",
 ]
 
-
-class CodeError(OTPError):
-    """A request to the code server failed (``.module`` names the module)."""
-
-    def __init__(self, message: str, module: str | None = None) -> None:
-        super().__init__(message)
-        self.module = module
-
-
-class CodeLoadError(CodeError):
-    """A module could not be loaded: not found, a syntax error, or an exception while
-    its code ran (the ``__cause__``). The running version is untouched."""
-
-
-class NotPurged(CodeError):
-    """A soft load was refused: processes still run the old version (``.pids``)."""
-
-    def __init__(self, message: str, module: str, pids: list[Pid]) -> None:
-        super().__init__(message, module)
-        self.pids = pids
 
 
 @dataclass(frozen=True)

@@ -23,33 +23,61 @@
             │                  "already_present", "not_found", "running", ...)
             ├── ChildSpecError a child spec is malformed (also a BadArg)
             ├── ApplicationError an application failed to load, start or stop
-            └── ConfigError    a configuration file or value is invalid (also a ValueError)
+            ├── ConfigError    a configuration file or value is invalid (also a ValueError)
+            ├── CodeError      a code server request failed (``.module``)
+            │   ├── CodeLoadError  a module could not be loaded; the running one is kept
+            │   └── NotPurged      a soft load refused: processes run the old version
+            ├── ReleaseError   a release spec, bundle or root is invalid, a command failed
+            │   └── UpgradeError   an install/downgrade failed and was rolled back
+            ├── NodeNotRunning no node answers on the release's control socket
+            ├── RemoteError    a request failed inside the node (remote shell, rpc)
+            └── TableError     an ``otp.tables`` error (``.reason``: Mnesia's word)
+                ├── NoSuchTable, TableExists, TransactionAborted, NotInTransaction
+                ├── BadRecord      a record of the wrong shape (also a BadArg)
+                ├── TableTimeout   ``wait_for_tables`` gave up (also a TimeoutError)
+                └── CommitFailed   the disc layer could not make a commit durable
 
 Messages name what was expected and what was given, and the fix where it is not obvious.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
     "AlreadyRegistered",
     "ApplicationError",
     "BadArg",
+    "BadRecord",
     "CallError",
     "CallTimeout",
     "ChildSpecError",
+    "CodeError",
+    "CodeLoadError",
+    "CommitFailed",
     "ConfigError",
     "NameTaken",
     "NoProc",
+    "NoSuchTable",
     "NodeError",
     "NodeHalted",
+    "NodeNotRunning",
     "NotInProcess",
+    "NotInTransaction",
+    "NotPurged",
     "OTPError",
     "ProcessExit",
     "ReceiveTimeout",
+    "ReleaseError",
+    "RemoteError",
     "StartError",
     "SupervisorError",
+    "TableError",
+    "TableExists",
+    "TableTimeout",
+    "TransactionAborted",
+    "UpgradeError",
 ]
 
 
@@ -171,3 +199,120 @@ class ApplicationError(OTPError):
 
 class ConfigError(OTPError, ValueError):
     """A configuration file or value is invalid; the message names the file and key."""
+
+
+class TableError(OTPError):
+    """Base class of the table errors; ``reason`` is the Mnesia-style reason term."""
+
+    def __init__(self, message: str, reason: Any = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NoSuchTable(TableError):
+    """The named table does not exist on this node (Mnesia's ``no_exists``)."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(
+            f"no table named {table!r} on this node (create it with create_table)",
+            ("no_exists", table),
+        )
+        self.table = table
+
+
+class TableExists(TableError):
+    """``create_table`` was given a name that is already a table (``already_exists``)."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(f"table {table!r} already exists", ("already_exists", table))
+        self.table = table
+
+
+class BadRecord(TableError, BadArg):
+    """A record does not have the table's shape; the message says what was expected."""
+
+    def __init__(self, message: str) -> None:
+        TableError.__init__(self, message, "bad_type")
+
+
+class TransactionAborted(TableError):
+    """The transaction was aborted: ``abort(reason)`` was called inside it, or it was
+    restarted more times than ``retries`` allowed (reason ``"retries"``). Everything it
+    wrote is rolled back."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"transaction aborted: {reason!r}", reason)
+
+
+class NotInTransaction(TableError):
+    """A transactional operation (``read``, ``write``, ``abort``...) ran outside a
+    transaction. Wrap it in ``transaction(fn)``, or use its ``dirty_`` variant."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} must run inside transaction(fn, ...); outside one use dirty_{what}",
+            "no_transaction",
+        )
+
+
+class TableTimeout(TableError, TimeoutError):
+    """``wait_for_tables`` timed out; ``missing`` lists the tables not loaded yet."""
+
+    def __init__(self, missing: tuple[str, ...], timeout: float | None) -> None:
+        super().__init__(
+            f"tables {list(missing)!r} not loaded within {timeout} s", ("timeout", missing)
+        )
+        self.missing = missing
+
+
+class CommitFailed(TableError):
+    """The disc layer failed to write a commit (disk full, I/O error, tables stopped).
+    The commit is not acknowledged and none of its changes became visible."""
+
+
+class CodeError(OTPError):
+    """A request to the code server failed (``.module`` names the module)."""
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+class CodeLoadError(CodeError):
+    """A module could not be loaded: not found, a syntax error, or an exception while
+    its code ran (the ``__cause__``). The running version is untouched."""
+
+
+class NotPurged(CodeError):
+    """A soft load was refused: processes still run the old version (``.pids``)."""
+
+    def __init__(self, message: str, module: str, pids: list[Any]) -> None:
+        super().__init__(message, module)
+        self.pids = pids
+
+
+class ReleaseError(OTPError):
+    """A release spec, bundle or root is invalid, or a release command failed."""
+
+
+class UpgradeError(ReleaseError):
+    """An install or downgrade failed at ``step`` and was rolled back; the release is
+    still ``from_vsn``. ``rollback_problems`` lists what the rollback could not undo."""
+
+    def __init__(
+        self, message: str, *, from_vsn: str, to_vsn: str, step: Any,
+        rollback_problems: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.from_vsn = from_vsn
+        self.to_vsn = to_vsn
+        self.step = step
+        self.rollback_problems = list(rollback_problems)
+
+
+class NodeNotRunning(OTPError):
+    """No node answers on the control socket."""
+
+
+class RemoteError(OTPError):
+    """A request failed inside the node (the message is its error text)."""

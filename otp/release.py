@@ -79,7 +79,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from otp.errors import OTPError
+from otp.errors import (
+    ReleaseError,
+)
 
 log = logging.getLogger("otp.release")
 
@@ -101,9 +103,6 @@ __all__ = [
 #: the runtime bundled into every release (ERTS, kernel and stdlib in OTP's terms)
 RUNTIME = "otp"
 
-
-class ReleaseError(OTPError):
-    """A release spec, bundle or root is invalid, or a release command failed."""
 
 
 class _Model(BaseModel):

@@ -124,7 +124,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +137,7 @@ from otp import _release_bundle as _bundle
 from otp import _release_instructions as _instr
 from otp import sys as otp_sys
 from otp._release_instructions import Instruction
+from otp.errors import UpgradeError
 from otp.process import Pid, whereis
 from otp.release import AppEntry, ReleaseError, ReleaseSpec, load_spec, read_releases
 
@@ -157,20 +158,6 @@ __all__ = [
 
 Status = Literal["permanent", "current", "unpacked", "old"]
 
-
-class UpgradeError(ReleaseError):
-    """An install or downgrade failed at ``step`` and was rolled back; the release is
-    still ``from_vsn``. ``rollback_problems`` lists what the rollback could not undo."""
-
-    def __init__(
-        self, message: str, *, from_vsn: str, to_vsn: str, step: Any,
-        rollback_problems: Sequence[str] = (),
-    ) -> None:  # fmt: skip
-        super().__init__(message)
-        self.from_vsn = from_vsn
-        self.to_vsn = to_vsn
-        self.step = step
-        self.rollback_problems = list(rollback_problems)
 
 
 # ------------------------------------------------------------------------ RELEASES

@@ -79,7 +79,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from otp.errors import NotInProcess, OTPError, ProcessExit
+from otp.errors import NodeNotRunning, NotInProcess, OTPError, ProcessExit, RemoteError
 from otp.process import (
     Down,
     Pid,
@@ -118,13 +118,6 @@ _INTERRUPT_GRACE = 1.0
 
 Handler = Callable[[dict[str, Any]], Any]
 
-
-class NodeNotRunning(OTPError):
-    """No node answers on the control socket."""
-
-
-class RemoteError(OTPError):
-    """A request failed inside the node (the message is its error text)."""
 
 
 # ------------------------------------------------------------------------ socket paths
