@@ -15,6 +15,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -29,12 +30,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def serve(args: argparse.Namespace) -> Any:
+def serve(args: argparse.Namespace, stop_signal: socket.socket) -> Any:
     import otp.config
     from chat import connection
     from chat.config import ChatConfig
     from otp import application
-    from otp.process import receive
 
     application.configure(otp.config.load(args.config))
     application.load("chat")
@@ -61,7 +61,9 @@ def serve(args: argparse.Namespace) -> Any:
         print("PINs appear in this terminal, as 'PIN for +...: 123456' lines", flush=True)
     else:
         print(f"PINs go out through the {cfg.sms.adapter} SMS gateway", flush=True)
-    receive()  # serve until the node is stopped
+    stop_signal.recv(1)  # serve until SIGTERM / Ctrl-C (cooperative: the node runs)
+    print("stopping: closing the listener, then the applications in reverse order", flush=True)
+    application.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,16 +74,29 @@ def main(argv: list[str] | None = None) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # progress reports (a line per user process started) only when debugging
         logging.getLogger("otp.report").setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, lambda *_: otp.node.halt("normal"))
+    # A signal handler runs in whatever greenlet holds the CPU: it only writes to a
+    # socket that the serving process waits on, which then stops the applications.
+    wake_r, wake_w = socket.socketpair()
+    count = {"n": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        count["n"] += 1
+        if count["n"] > 1:  # a second Ctrl-C / SIGTERM: do not wait for the drain
+            os._exit(130)
+        os.write(wake_w.fileno(), b"s")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     from otp.errors import ApplicationError, ConfigError, StartError
 
     try:
-        otp.run(serve, args)
-    except KeyboardInterrupt:
-        pass
+        otp.run(serve, args, wake_r)
     except (ConfigError, ApplicationError, StartError, OSError) as e:
         print(f"chat server: cannot start: {e}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        wake_r.close()
+        wake_w.close()
     print("stopped", flush=True)
     return 0
 

@@ -36,3 +36,33 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
         assert f"[{A}] hello from the cli" in r.output
         r = run(main, [*server, "send", B, "x"])  # two identities stored: which one?
         assert r.exit_code != 0 and "--as" in r.output
+
+
+def test_python_m_chat_stops_gracefully_on_sigterm(tmp_path):
+    """`make run`'s server: SIGTERM closes the listener and stops the applications."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chat", "--config", "config/dev.yaml", "--port", "0",
+         "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends if the server dies: the assert below says so
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError("the server never said where it listens")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "stopping" in out and out.rstrip().endswith("stopped"), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
