@@ -70,6 +70,7 @@ _MISSING: Any = object()
 # deadlines further away than this stay lazy: a busy node would otherwise arm (and then
 # cancel) a timer for nearly every call. They are looked at again at each such turn.
 LAZY_HORIZON = 0.5
+LAZY_SCAN = 0.1
 #: What ``Node.gen_call`` returns as the reason when the deadline passed.
 CALL_TIMEOUT: Any = object()
 _INF = float("inf")
@@ -264,6 +265,7 @@ class Node:
         # hand-off), so the timer is only armed when control really goes back to the
         # hub: in block(), at the end of a drain, or before timers fire.
         self._lazy: list[Process] = []
+        self._lazy_scan_at = 0.0
         # Calls given up on (timed out): tag -> (caller, server). A reply to one is
         # dropped (Erlang deactivates the call's alias); see gen_call.
         self.abandoned: dict[Any, tuple[Process, Process]] = {}
@@ -515,7 +517,7 @@ class Node:
                 self.hub.loop.run_callback(self._drain)
                 if self._lazy:
                     # The hub comes straight back: arm only deadlines that are near.
-                    self._arm_lazy(LAZY_HORIZON)
+                    self._arm_near()
                 return
             self._budget -= 1
             p = popleft()
@@ -553,8 +555,22 @@ class Node:
                 nxt.throw(exc)
             return
         if self._lazy:
-            self._arm_lazy()
+            if runq:
+                # Runnable processes left (budget spent, or an unstarted one): the
+                # drain comes straight back, so only near deadlines need timers now.
+                self._arm_near()
+            else:
+                self._arm_lazy()
         self._hub_switch()
+
+    def _arm_near(self) -> None:
+        # On a busy node the drain keeps coming back without the hub going idle; look at
+        # the pending deadlines at most every LAZY_SCAN seconds (a deadline is armed at
+        # the latest LAZY_HORIZON - LAZY_SCAN before it is due, so it fires on time).
+        now = self.clock.now()
+        if now >= self._lazy_scan_at:
+            self._lazy_scan_at = now + LAZY_SCAN
+            self._arm_lazy(LAZY_HORIZON)
 
     def _arm_lazy(self, horizon: float | None = None) -> None:
         """Arm the timers of processes waiting with a deadline. With a ``horizon``,
@@ -892,7 +908,49 @@ class Node:
             if not self._drain_scheduled:
                 self._drain_scheduled = True
                 self.hub.loop.run_callback(self._drain)
-        msg = self._wait_reply(p, tag, timeout)
+        # Wait for the reply: ``receive`` specialised (inlined, the hot path). The tag
+        # is new, so the messages already in the mailbox cannot match: not scanned.
+        if p.dead:
+            self._zombie(p)
+        mbox = p.mbox
+        scanned = len(mbox) if mbox else 0
+        msg: Any = None
+        if timeout is not None:
+            if not timeout >= 0:
+                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
+            if timeout == _INF:
+                timeout = None
+            elif timeout == 0:
+                timeout = None  # (no deadline to end below)
+                msg = CALL_TIMEOUT
+            else:
+                self._start_deadline(p, timeout)
+        if msg is None:
+            p.waiting = True
+            try:
+                while msg is None:
+                    self.block(p)
+                    if p.dead:
+                        self._zombie(p)
+                    mbox = p.mbox
+                    if mbox:
+                        n = len(mbox)
+                        while scanned < n:
+                            m = mbox[scanned]
+                            c = m.__class__
+                            if (c is tuple or c is Down) and m[0] == tag:
+                                del mbox[scanned]
+                                msg = m
+                                break
+                            scanned += 1
+                    if msg is None:
+                        tmo = p.tmo
+                        if tmo is not None and tmo.fired:
+                            msg = CALL_TIMEOUT
+            finally:
+                p.waiting = False
+                if timeout is not None:
+                    self._end_deadline(p)
         # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
         # just taken as the answer): flush it.
         watching = p.watching
@@ -913,47 +971,6 @@ class Node:
             self._abandon(tag, p, t)
             return False, CALL_TIMEOUT
         return False, msg.reason  # the Down
-
-    def _wait_reply(self, p: Process, tag: Any, timeout: float | None) -> Any:
-        """``receive`` specialised for ``gen_call``: the first ``(tag, reply)`` or
-        ``Down(tag, ...)``, or ``CALL_TIMEOUT``. The tag is new, so the messages already
-        in the mailbox cannot match and are not scanned."""
-        if p.dead:
-            self._zombie(p)
-        mbox = p.mbox
-        scanned = len(mbox) if mbox else 0
-        if timeout is not None:
-            if not timeout >= 0:
-                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
-            if timeout == _INF:
-                timeout = None
-            elif timeout == 0:
-                return CALL_TIMEOUT
-            else:
-                self._start_deadline(p, timeout)
-        p.waiting = True
-        try:
-            while True:
-                self.block(p)
-                if p.dead:
-                    self._zombie(p)
-                mbox = p.mbox
-                if mbox:
-                    n = len(mbox)
-                    while scanned < n:
-                        m = mbox[scanned]
-                        c = m.__class__
-                        if (c is tuple or c is Down) and m[0] == tag:
-                            del mbox[scanned]
-                            return m
-                        scanned += 1
-                tmo = p.tmo
-                if tmo is not None and tmo.fired:
-                    return CALL_TIMEOUT
-        finally:
-            p.waiting = False
-            if timeout is not None:
-                self._end_deadline(p)
 
     def _flush_down(self, p: Process, tag: int) -> None:
         mbox = p.mbox
