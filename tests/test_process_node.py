@@ -312,3 +312,59 @@ def test_os_event_set_clear_and_wait_with_timeout():
     e.clear()
     e.clear()
     assert not e.is_set() and e.wait(0) is False
+
+
+@pytest.mark.otp(clock="real")
+def test_p13_timeouts_fire_while_the_node_is_kept_busy(node):
+    """Receive deadlines are armed lazily; on a node that never goes idle (two processes
+    ping-ponging without pause) they must still fire."""
+    from otp import gen_server
+    from otp.errors import CallTimeout
+    from otp.process import exit as exit_signal
+    from otp.process import is_alive, receive, self, send, spawn
+
+    def ponger():
+        while True:
+            msg = receive()
+            if msg == "stop":
+                return
+            send(msg, "pong")
+
+    def pinger(peer, limit):
+        me = self()
+        for _ in range(limit):  # bounded: stops by itself
+            send(peer, me)
+            receive()
+            mbox = receive(("stop",), timeout=0, default=None)
+            if mbox is not None:
+                break
+        send(peer, "stop")
+
+    class Silent(gen_server.GenServer):
+        def init(self, arg):
+            return gen_server.Ok(None)
+
+        def handle_call(self, request, from_, state):
+            return gen_server.NoReply(state)  # never replies
+
+    silent = gen_server.start_link(Silent)
+    peer = spawn(ponger)
+    busy = spawn(pinger, peer, 5_000_000)
+    me = self()
+
+    def caller():
+        try:
+            gen_server.call(silent, "hello", timeout=0.2)
+        except CallTimeout:
+            send(me, "call timed out")
+
+    spawn(caller)
+    spawn(lambda: send(me, receive(timeout=0.2, default="receive timed out")))
+    got = {receive(), receive()}
+    still_busy = is_alive(busy)  # the timeouts came while the node was still busy
+    send(busy, ("stop",))
+    assert got == {"call timed out", "receive timed out"}
+    assert still_busy
+    gen_server.stop(silent)
+    exit_signal(busy, "kill")
+    exit_signal(peer, "kill")
