@@ -65,7 +65,12 @@ What each instruction does:
 - ``load_module m``: ``otp.code.load(m)`` from the new lib dirs (m's old version is
   kept as old; running servers keep their class).
 - ``update t``: ``t`` is a registered name (the server registered under it) or a
-  module (every ``gen_server`` running a class of it). Each process is suspended,
+  module (every ``gen_server`` running a class of it). A name that is both means
+  the server only if it runs code of ``t`` (its class's module is ``t`` or inside
+  package ``t``), else the module: ``chat.users`` is the module of the user
+  processes *and* the registered name of their supervisor, which runs
+  ``otp.supervisor`` (updating it would load a second ``otp.supervisor`` under
+  every other supervisor). Each process is suspended,
   the module loaded (once per install), ``otp.sys.change_code(pid, module,
   old_vsn, extra)`` runs the new class's ``code_change`` on its state, and the
   processes resume: their next message runs the new code. ``old_vsn`` is the
@@ -497,7 +502,7 @@ def _validate(plan: _Plan) -> None:
         if op in ("load_module", "add_module"):
             _check_module(plan, target, where)
         elif op == "update":
-            pid = whereis(target)
+            pid = _named_server(plan, target)
             if pid is not None:
                 srv = gen_server._servers.get(pid)
                 if srv is None:
@@ -611,8 +616,19 @@ def _restore_process(pid: Pid, cls: type, snapshot: Any) -> None:
     _switch_class(pid, cls)
 
 
-def _update(run: _Run, target: str, extra: Any) -> None:
+def _named_server(plan: _Plan, target: str) -> Pid | None:
+    """The process ``update target`` names by its registered name, or None when
+    ``target`` names a module (see the module docstring)."""
     pid = whereis(target)
+    if pid is None or _module_file(plan.root, plan.new, target) is None:
+        return pid
+    srv = gen_server._servers.get(pid)
+    mod = type(srv.cb).__module__ if srv is not None else ""
+    return pid if mod == target or mod.startswith(target + ".") else None
+
+
+def _update(run: _Run, target: str, extra: Any) -> None:
+    pid = _named_server(run.plan, target)
     if pid is not None:
         srv = gen_server._servers.get(pid)
         if srv is None:
