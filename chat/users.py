@@ -53,6 +53,7 @@ harmlessly are written lazily (with the next write, or within ``LAZY_FLUSH`` s).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -129,8 +130,11 @@ def ensure(phone: str) -> Any:
 
 
 #: node -> UserCtx, set by the application at start (the context holds a function, so
-#: it cannot come from config inside a message; one chat app per node)
-_CTX: dict[Any, UserCtx] = {}
+#: it cannot come from config inside a message; one chat app per node). A version of
+#: this module loaded live (otp.code, a release upgrade) takes over the running
+#: version's table: while the new code runs, the package still holds the running one.
+_CTX: dict[Any, UserCtx] = getattr(
+    getattr(sys.modules.get("chat"), "users", None), "_CTX", {})
 
 
 def set_context(ctx: UserCtx) -> None:
