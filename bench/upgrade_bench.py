@@ -1,0 +1,230 @@
+"""Live upgrade of many user processes: how long it takes, and how long a device waits.
+
+A chat release 0.1.0 runs as a daemon (``bin/chat daemon``, built into a temporary
+directory like ``tests/test_chat_release_upgrade.py`` does); ``--users`` registered
+users each get a user process (the admin path's ``registration.provision``, then
+``users.ensure``, through ``bin/chat rpc``); ``--devices`` devices (this process,
+one thread each, the ``chat.client`` library) keep sending to each other in a ring.
+Then the release handler installs 0.2.0 (``tests/chat_v2_fixture.py``: ``update
+chat.users`` migrates every user process's state with ``code_change``) and
+downgrades back to 0.1.0, each timed inside the node. Each device records every
+send's round trip (send -> the server's ack); the figures are the longest round trip
+during each operation and before it::
+
+    .venv/bin/python bench/upgrade_bench.py                 # 10 000 user processes
+    .venv/bin/python bench/upgrade_bench.py --users 2000 --devices 4
+
+Not part of ``make test`` or ``python -m bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chat.client import Client  # noqa: E402
+from tests.chat_v2_fixture import build_bundles, config  # noqa: E402
+
+
+def _env(home: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    e["OTP_PYTHON"] = sys.executable
+    e["HOME"] = str(home)
+    e.pop("PYTHONPATH", None)
+    return e
+
+
+class Node:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = _env(root.parent)
+
+    def cmd(self, *args: str, timeout: float = 600.0) -> str:
+        res = subprocess.run([str(self.root / "bin" / "chat"), *args], capture_output=True,
+                             text=True, timeout=timeout, env=self.env)
+        if res.returncode != 0:
+            raise RuntimeError(f"bin/chat {' '.join(args)[:200]}: {res.stderr}")
+        return res.stdout
+
+    def rpc(self, code: str, timeout: float = 600.0) -> Any:
+        out = self.cmd("rpc", code, timeout=timeout).strip().splitlines()
+        return ast.literal_eval(out[-1])
+
+
+class Device:
+    """Sends to ``to`` in a loop; records (start, end) of every acknowledged send."""
+
+    def __init__(self, host: str, port: int, phone: str, key: bytes, to: str) -> None:
+        self.client = Client(host, port, timeout=120.0)
+        self.client.connect()
+        self.client.login(phone, key)
+        self.phone, self.to = phone, to
+        self.sends: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set() and i < 10_000_000:
+            t0 = time.perf_counter()
+            try:
+                self.client.send(self.to, f"{self.phone}#{i}")
+            except Exception as e:  # reported in the figures
+                self.errors.append(repr(e))
+                continue
+            self.sends.append((t0, time.perf_counter()))
+            i += 1
+            if i % 16 == 0:
+                self.client.poll(0)
+
+
+def _longest(devices: list[Device], start: float, end: float) -> tuple[float, int]:
+    """The longest send round trip overlapping [start, end], and the sends inside."""
+    worst, n = 0.0, 0
+    for d in devices:
+        for t0, t1 in d.sends:
+            if t1 >= start and t0 <= end:
+                worst = max(worst, t1 - t0)
+                n += 1
+    return worst, n
+
+
+def _gap(devices: list[Device], start: float, end: float) -> float:
+    """The longest time a device went without an ack around [start, end]."""
+    worst = 0.0
+    for d in devices:
+        ends = [t1 for _, t1 in d.sends]
+        for a, b in itertools.pairwise(ends):
+            if b >= start and a <= end:
+                worst = max(worst, b - a)
+    return worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--users", type=int, default=10_000)
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds of load before and between the operations")
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="upgrade-bench-"))
+    pid = None
+    devices: list[Device] = []
+    try:
+        v1, v2 = build_bundles(base / "src", config(idle_stop=3600.0))
+        root = base / "rel"
+        root.mkdir()
+        with tarfile.open(v1) as tar:
+            tar.extractall(root)
+        shutil.copy(v2, root / "releases" / "chat-0.2.0.tar.gz")
+        node = Node(root)
+        node.cmd("daemon")
+        pid = int((root / "run" / "chat.pid").read_text())
+        host, port = node.rpc("chat.connection.address()")
+
+        t = time.perf_counter()
+        n = node.rpc(
+            "import time\n"
+            "from chat import registration, users\n"
+            f"phones = ['+1555%07d' % i for i in range({args.users})]\n"
+            "for i in range(0, len(phones), 1000):\n"
+            "    registration.provision(tuple(phones[i:i + 1000]))\n"
+            "for p in phones:\n"
+            "    users.ensure(p)\n"
+            "print(len(otp.code.processes_running('chat.users')))")
+        print(f"{n} user processes started in {time.perf_counter() - t:.1f} s")
+
+        ring = [f"+1666{i:07d}" for i in range(args.devices)]
+        admin = Client(host, port)
+        admin.connect()
+        keys = admin.provision("t", ring)
+        admin.close()
+        devices = [Device(host, port, p, k, ring[(i + 1) % len(ring)])
+                   for i, (p, k) in enumerate(zip(ring, keys, strict=True))]
+        for d in devices:
+            d.thread.start()
+        time.sleep(args.settle)  # a benchmark: let the load run (tests never do this)
+        b0 = time.perf_counter()
+        time.sleep(args.settle)
+        b1 = time.perf_counter()
+        node.cmd("unpack", "0.2.0")
+
+        figures: dict[str, Any] = {}
+        for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
+            time.sleep(args.settle)
+            t0 = time.perf_counter()
+            inside = node.rpc(
+                "import time\n"
+                "t = time.perf_counter()\n"
+                f"otp.release_handler.{op}({str(root)!r}, {vsn!r})\n"
+                "print(time.perf_counter() - t)")
+            t1 = time.perf_counter()
+            migrated = node.rpc(
+                "sum(1 for p in otp.code.processes_running('chat.users') "
+                "if hasattr(otp.sys.get_state(p), 'upgraded_from'))")
+            worst, sends = _longest(devices, t0, t1)
+            figures[op] = (inside, t1 - t0, worst, _gap(devices, t0, t1), sends, migrated)
+        time.sleep(args.settle)
+        for d in devices:
+            d.stop.set()
+        for d in devices:
+            d.thread.join(120)
+
+        base_lat = [t1 - t0 for d in devices for t0, t1 in d.sends if b0 <= t0 and t1 <= b1]
+        base_lat.sort()
+        print(f"\nusers: {args.users} user processes; devices sending: {args.devices}; "
+              f"sends acknowledged: {sum(len(d.sends) for d in devices)}; "
+              f"send errors: {sum(len(d.errors) for d in devices)}")
+        if base_lat:
+            print(f"steady load: send round trip p50 {statistics.median(base_lat) * 1e3:.2f} ms, "
+                  f"p99 {base_lat[int(len(base_lat) * 0.99)] * 1e3:.2f} ms, "
+                  f"max {base_lat[-1] * 1e3:.2f} ms over {len(base_lat)} sends; "
+                  f"longest gap between acks "
+                  f"{_gap(devices, b0, b1) * 1e3:.1f} ms")
+        for op, (inside, wall, worst, gap, sends, migrated) in figures.items():
+            print(f"{op:9}: {inside:.2f} s in the node ({wall:.2f} s with bin/chat rpc); "
+                  f"longest send round trip meanwhile {worst:.2f} s, longest gap between "
+                  f"acks {gap:.2f} s ({sends} sends overlapped); user processes on the "
+                  f"0.2.0 state afterwards: {migrated}")
+        for d in devices:
+            if d.errors:
+                print(f"{d.phone}: {len(d.errors)} errors, first: {d.errors[0]}")
+            if d.client.reconnects:
+                print(f"{d.phone}: reconnected {d.client.reconnects} times")
+    finally:
+        for d in devices:
+            d.stop.set()
+            with contextlib.suppress(OSError):
+                d.client.close()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            end = time.monotonic() + 30
+            while time.monotonic() < end and os.path.exists(f"/proc/{pid}"):
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
