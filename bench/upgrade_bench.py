@@ -96,6 +96,33 @@ class Device:
                 self.client.poll(0)
 
 
+class Starter:
+    """Logs in users whose process is not running and makes a request, so that user
+    processes keep starting (during the upgrade too)."""
+
+    def __init__(self, host: str, port: int, keys: dict[str, bytes]) -> None:
+        self.host, self.port, self.keys = host, port, list(keys.items())
+        self.started: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for phone, key in self.keys:
+            if self.stop.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                with Client(self.host, self.port, timeout=120.0) as c:
+                    c.connect()
+                    c.login(phone, key)
+                    c.privacy(False)  # starts the user process
+            except Exception as e:
+                self.errors.append(repr(e))
+                continue
+            self.started.append((t0, time.perf_counter()))
+
+
 def _longest(devices: list[Device], start: float, end: float) -> tuple[float, int]:
     """The longest send round trip overlapping [start, end], and the sends inside."""
     worst, n = 0.0, 0
@@ -124,6 +151,10 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--settle", type=float, default=3.0,
                     help="seconds of load before and between the operations")
+    ap.add_argument("--fresh", type=int, default=3000,
+                    help="users whose process is started by a login during the run")
+    ap.add_argument("--profile", action="store_true",
+                    help="print a cProfile of the node during each operation")
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="upgrade-bench-"))
@@ -160,8 +191,18 @@ def main() -> None:
         admin.close()
         devices = [Device(host, port, p, k, ring[(i + 1) % len(ring)])
                    for i, (p, k) in enumerate(zip(ring, keys, strict=True))]
+        fresh = [f"+1777{i:07d}" for i in range(args.fresh)]
+        fresh_keys: dict[str, bytes] = {}
+        admin = Client(host, port)
+        admin.connect()
+        for i in range(0, len(fresh), 1000):
+            fresh_keys.update(zip(fresh[i:i + 1000], admin.provision("t", fresh[i:i + 1000]),
+                                  strict=True))
+        admin.close()
+        starter = Starter(host, port, fresh_keys)
         for d in devices:
             d.thread.start()
+        starter.thread.start()
         time.sleep(args.settle)  # a benchmark: let the load run (tests never do this)
         b0 = time.perf_counter()
         time.sleep(args.settle)
@@ -172,22 +213,32 @@ def main() -> None:
         for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
             time.sleep(args.settle)
             t0 = time.perf_counter()
-            inside = node.rpc(
-                "import time\n"
-                "t = time.perf_counter()\n"
-                f"otp.release_handler.{op}({str(root)!r}, {vsn!r})\n"
-                "print(time.perf_counter() - t)")
+            run = f"otp.release_handler.{op}({str(root)!r}, {vsn!r})\n"
+            if args.profile:
+                run = ("import cProfile, pstats, io\npr = cProfile.Profile()\npr.enable()\n"
+                       + run + "pr.disable()\nout = io.StringIO()\n"
+                       "pstats.Stats(pr, stream=out).sort_stats('tottime').print_stats(25)\n"
+                       "print(out.getvalue())\n")
+            out = node.cmd("rpc", "import time\nt = time.perf_counter()\n" + run
+                           + "print(time.perf_counter() - t)")
+            if args.profile:
+                print(f"--- {op}\n{out}")
+            inside = float(out.strip().splitlines()[-1])
             t1 = time.perf_counter()
             migrated = node.rpc(
                 "sum(1 for p in otp.code.processes_running('chat.users') "
                 "if hasattr(otp.sys.get_state(p), 'upgraded_from'))")
+            left_old = node.rpc("len(otp.code.processes_running('chat.users', old=True))")
             worst, sends = _longest(devices, t0, t1)
-            figures[op] = (inside, t1 - t0, worst, _gap(devices, t0, t1), sends, migrated)
+            figures[op] = (inside, t1 - t0, worst, _gap(devices, t0, t1), sends, migrated,
+                           left_old)
         time.sleep(args.settle)
+        starter.stop.set()
         for d in devices:
             d.stop.set()
         for d in devices:
             d.thread.join(120)
+        starter.thread.join(120)
 
         base_lat = [t1 - t0 for d in devices for t0, t1 in d.sends if b0 <= t0 and t1 <= b1]
         base_lat.sort()
@@ -200,11 +251,14 @@ def main() -> None:
                   f"max {base_lat[-1] * 1e3:.2f} ms over {len(base_lat)} sends; "
                   f"longest gap between acks "
                   f"{_gap(devices, b0, b1) * 1e3:.1f} ms")
-        for op, (inside, wall, worst, gap, sends, migrated) in figures.items():
+        for op, (inside, wall, worst, gap, sends, migrated, left_old) in figures.items():
             print(f"{op:9}: {inside:.2f} s in the node ({wall:.2f} s with bin/chat rpc); "
                   f"longest send round trip meanwhile {worst:.2f} s, longest gap between "
                   f"acks {gap:.2f} s ({sends} sends overlapped); user processes on the "
-                  f"0.2.0 state afterwards: {migrated}")
+                  f"0.2.0 state afterwards: {migrated}; left on the previous version of "
+                  f"chat.users: {left_old}")
+        print(f"user processes started by logins during the run: {len(starter.started)} "
+              f"(errors: {len(starter.errors)})")
         for d in devices:
             if d.errors:
                 print(f"{d.phone}: {len(d.errors)} errors, first: {d.errors[0]}")

@@ -70,12 +70,14 @@ What each instruction does:
   package ``t``), else the module: ``chat.users`` is the module of the user
   processes *and* the registered name of their supervisor, which runs
   ``otp.supervisor`` (updating it would load a second ``otp.supervisor`` under
-  every other supervisor). Each process is suspended,
-  the module loaded (once per install), ``otp.sys.change_code(pid, module,
-  old_vsn, extra)`` runs the new class's ``code_change`` on its state, and the
-  processes resume: their next message runs the new code. ``old_vsn`` is the
-  version the module's application had in the release upgraded from (the release's
-  version for a module of no listed application).
+  every other supervisor). The module is loaded (once per install) -- processes
+  that start from then on run the new code -- then each process still running the
+  old version is suspended, ``otp.sys.change_code(pid, module, old_vsn, extra)``
+  runs the new class's ``code_change`` on its state, and the processes resume:
+  their next message runs the new code. A listed process that exited meanwhile (a
+  server stopping when idle) is skipped. ``old_vsn`` is the version the module's
+  application had in the release upgraded from (the release's version for a
+  module of no listed application).
 - ``restart_application app``: stop it, load the new version of its package and of
   its loaded modules, start it again with the new ``APP`` spec (its release
   ``start_type``; ``load``: not started).
@@ -142,8 +144,8 @@ from otp import _release_bundle as _bundle
 from otp import _release_instructions as _instr
 from otp import sys as otp_sys
 from otp._release_instructions import Instruction
-from otp.errors import UpgradeError
-from otp.process import Pid, whereis
+from otp.errors import CallError, UpgradeError
+from otp.process import Pid, is_alive, whereis
 from otp.release import AppEntry, ReleaseError, ReleaseSpec, load_spec, read_releases
 
 __all__ = [
@@ -627,56 +629,100 @@ def _named_server(plan: _Plan, target: str) -> Pid | None:
     return pid if mod == target or mod.startswith(target + ".") else None
 
 
+def _suspend_live(pids: list[Pid]) -> list[Pid]:
+    """Suspend ``pids``; returns those suspended (a process that exited since it was
+    listed -- a user process stopping when idle -- has nothing to move)."""
+    done = []
+    for pid in pids:
+        try:
+            otp_sys.suspend(pid)
+        except CallError:
+            if is_alive(pid):
+                raise
+            continue
+        done.append(pid)
+    return done
+
+
 def _update(run: _Run, target: str, extra: Any) -> None:
-    pid = _named_server(run.plan, target)
+    plan = run.plan
+    pid = _named_server(plan, target)
     if pid is not None:
         srv = gen_server._servers.get(pid)
         if srv is None:
             raise ReleaseError(f"{target!r} ({pid!r}) is not a gen_server")
-        module, pids = type(srv.cb).__module__, [pid]
+        module, named = type(srv.cb).__module__, [pid]
     else:
-        module, pids = target, code.processes_running(target)
+        module, named = target, None
+    if plan.direction == "up":
+        app = _app_of(plan.old, module)
+        old_vsn: Any = _app_versions(plan.old)[app] if app else plan.old.version
+        # Load first: a process that starts from now on runs the new code, so the ones
+        # to move are exactly those left on the old version (listing them first and
+        # loading after would leave a process started in between on the old code,
+        # killed by the next load).
+        _load(run, module)
+        pids = named if named is not None else code.processes_running(module, old=True)
+        _move_up(run, pids, sys.modules[module], old_vsn, extra)
+    else:
+        app = _app_of(plan.new, module)
+        down: Any = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
+        # The current (newer) code migrates down before the older module loads, so a
+        # process may start on the newer code in between: a second pass moves those.
+        pids = named if named is not None else code.processes_running(module)
+        _move_down(run, pids, module, down, extra)
+        if named is None:
+            late = code.processes_running(module, old=True)
+            if late:
+                _move_down(run, late, module, down, extra)
+
+
+def _classes(pids: list[Pid]) -> dict[Pid, type]:
     classes = {}
     for pid in pids:
         srv = gen_server._servers.get(pid)
         if srv is not None:
             classes[pid] = type(srv.cb)
-    pids = list(classes)
-    _suspend_all(pids)
-    run.do(f"suspend {pids}", lambda: _resume_all(pids))
-    snapshots = {pid: otp_sys.get_state(pid) for pid in pids}
-    plan = run.plan
-    if plan.direction == "up":
-        app = _app_of(plan.old, module)
-        old_vsn: Any = _app_versions(plan.old)[app] if app else plan.old.version
-        _load(run, module)
-        new_module = sys.modules[module]
-        for pid in pids:
-            otp_sys.change_code(pid, new_module, old_vsn, extra)
-            run.do(f"change_code {pid!r}",
-                   lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-    else:
-        app = _app_of(plan.new, module)
-        down: Any = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
-        for pid in pids:
-            # The current (newer) code knows both state shapes: it migrates down.
-            otp_sys.change_code(pid, classes[pid], down, extra)
-            run.do(f"change_code {pid!r} {down}",
-                   lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-        _load(run, module)
-        new_module = sys.modules[module]
-        for pid in pids:
-            cls = code._lookup(new_module, classes[pid].__qualname__)
-            if not isinstance(cls, type):
-                raise ReleaseError(
-                    f"module {module} of release {plan.new.version} has no class "
-                    f"{classes[pid].__qualname__} for {pid!r}"
-                )
-            _switch_class(pid, cls)
-            run.do(f"switch {pid!r} to {cls!r}",
-                   lambda p=pid: _switch_class(p, classes[p]))  # fmt: skip
-    _resume_all(pids)
-    run.do(f"resume {pids}", lambda: _suspend_all(pids))
+    return classes
+
+
+def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: Any) -> None:
+    classes = _classes(_suspend_live(pids))
+    suspended = list(classes)
+    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
+    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
+    for pid in suspended:
+        otp_sys.change_code(pid, new_module, old_vsn, extra)
+        run.do(f"change_code {pid!r}",
+               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
+    _resume_all(suspended)
+    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
+
+
+def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any) -> None:
+    classes = _classes(_suspend_live(pids))
+    suspended = list(classes)
+    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
+    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
+    for pid in suspended:
+        # The current (newer) code knows both state shapes: it migrates down.
+        otp_sys.change_code(pid, classes[pid], down, extra)
+        run.do(f"change_code {pid!r} {down}",
+               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
+    _load(run, module)
+    new_module = sys.modules[module]
+    for pid in suspended:
+        cls = code._lookup(new_module, classes[pid].__qualname__)
+        if not isinstance(cls, type):
+            raise ReleaseError(
+                f"module {module} of release {run.plan.new.version} has no class "
+                f"{classes[pid].__qualname__} for {pid!r}"
+            )
+        _switch_class(pid, cls)
+        run.do(f"switch {pid!r} to {cls!r}",
+               lambda p=pid: _switch_class(p, classes[p]))  # fmt: skip
+    _resume_all(suspended)
+    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
 
 
 def _restart_application(run: _Run, app: str) -> None:

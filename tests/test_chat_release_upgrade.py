@@ -184,6 +184,7 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
             assert _rpc(root, "'version' in chat.protocol.REQUESTS")
             # the same processes, migrated, not restarted: old fields kept, new one filled
             assert _pids(root) == pids
+            assert _rpc(root, "otp.code.processes_running('chat.users', old=True)") == []
             for p in DEVICES:
                 st = _user_state(root, p)
                 assert st[0] == "_State" and "upgraded_from" in st[1]
@@ -213,6 +214,7 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
             assert _versions(root)[0] == ["0.1.0", "permanent"]
             assert not _rpc(root, "'version' in chat.protocol.REQUESTS")
             assert _pids(root) == pids
+            assert _rpc(root, "otp.code.processes_running('chat.users', old=True)") == []
             for p in DEVICES:
                 st = _user_state(root, p)
                 assert st[0] == "_State" and st[1] == before[p][1]  # the 0.1.0 shape
