@@ -192,9 +192,11 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 assert st[3] == p and st[4] and st[6] and st[7] == 600.0
                 assert st[5] > before[p][5]  # it went on sending through the upgrade
             # The devices' connections, opened under 0.1.0, keep running 0.1.0's
-            # connection loop (it holds 0.1.0's functions: A7), so they still refuse
-            # the new request; a connection opened now runs 0.2.0 and has it, answered
-            # by a user process of 0.2.0.
+            # connection loop, which calls its own module's functions (A7: a bare
+            # process never moves to new code), so they still refuse the new request.
+            # A connection opened now runs 0.2.0, whose loop goes through the current
+            # version of chat.connection for every frame: it has the request (answered
+            # by a user process of 0.2.0), and the downgrade below takes it away again.
             assert devices[0].ask("version") == ("error", "unknown_type")
             extra = Client(host, port, timeout=30.0)
             hello = extra.connect()
