@@ -13,6 +13,11 @@ during each operation and before it::
 
     .venv/bin/python bench/upgrade_bench.py                 # 10 000 user processes
     .venv/bin/python bench/upgrade_bench.py --users 2000 --devices 4
+    .venv/bin/python bench/upgrade_bench.py --profile          # where the node's time goes
+
+``--fresh N`` users log in during the run (their processes start while the release
+handler works); ``--no-state-copy`` measures the update without the deep copy that
+``otp.sys.get_state`` makes of each state for the rollback snapshot.
 
 Not part of ``make test`` or ``python -m bench``.
 """
@@ -153,6 +158,8 @@ def main() -> None:
                     help="seconds of load before and between the operations")
     ap.add_argument("--fresh", type=int, default=3000,
                     help="users whose process is started by a login during the run")
+    ap.add_argument("--no-state-copy", action="store_true",
+                    help="experiment: get_state hands over the state without a deep copy")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of the node during each operation")
     args = ap.parse_args()
@@ -208,6 +215,11 @@ def main() -> None:
         time.sleep(args.settle)
         b1 = time.perf_counter()
         node.cmd("unpack", "0.2.0")
+        if args.no_state_copy:
+            # what the update costs without the deep copy get_state makes of every
+            # state (the release handler's rollback snapshot): this node only
+            node.cmd("rpc", "import types; otp.gen_server.copy = "
+                            "types.SimpleNamespace(deepcopy=lambda x, memo=None: x)")
 
         figures: dict[str, Any] = {}
         for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
