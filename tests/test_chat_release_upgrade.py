@@ -4,8 +4,10 @@ each other through real sockets while ``bin/chat unpack`` + ``bin/chat upgrade 0
 move the node to 0.2.0 (``tests/chat_v2_fixture.py``: a new field in the user
 process's state, migrated by ``code_change``; a new request type ``version``), then
 ``bin/chat downgrade 0.1.0`` moves it back. No connection drops, every acknowledged
-message arrives exactly once and in per-sender order, the state is migrated both ways
-(read with ``bin/chat rpc``), and the feature comes and goes."""
+message arrives exactly once and in per-sender order, the state of the same user
+processes is migrated both ways (read with ``bin/chat rpc``), and the feature comes and
+goes: on connections opened under 0.2.0 (which move with the node), not on those opened
+under 0.1.0, whose connection loop calls 0.1.0's own functions for good."""
 
 from __future__ import annotations
 
