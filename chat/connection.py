@@ -32,6 +32,7 @@ import hmac
 import logging
 import socket
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +152,7 @@ def _acceptor(sock: socket.socket, tls: ssl.SSLContext | None, ctx: ConnCtx) -> 
             log.warning("accept failed: %s", e)
             sleep(0.05)
             continue
-        spawn(_conn_main, conn, addr, tls, ctx)
+        spawn(_this()._conn_main, conn, addr, tls, ctx)  # the current version
 
 
 def start_listener(host: str, port: int, backlog: int, tls: ssl.SSLContext | None,
@@ -295,7 +296,7 @@ def _loop(c: _Conn) -> None:
             tag = msg[0]
             if tag == "frame":
                 try:
-                    out.extend(_handle_frame(c, msg[1]))
+                    out.extend(_frame(c, msg[1]))
                 except _Closing:
                     if out:
                         c.write(out)
@@ -327,6 +328,25 @@ def _push_frame(item: tuple[Any, ...]) -> dict[str, Any]:
         return {"t": "msg", "id": seq, "mid": p[0], "from": peer, "cmid": p[1],
                 "body": p[2], "ts": p[3]}
     return {"t": "receipt", "id": seq, "type": p[0], "mid": p[1], "peer": p[2], "ts": p[3]}
+
+
+def _this() -> Any:
+    """The current version of this module. A connection process handles every frame,
+    and the acceptor starts every connection, through it (Erlang's fully qualified
+    call): after a live upgrade loads a new ``chat.connection``, connections already
+    open run the new request handling, without being restarted."""
+    return sys.modules[__name__]
+
+
+def _frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
+    """One frame, handled by the current version; the ``_Closing`` raised by another
+    version is turned into this version's, which this module's loop catches."""
+    try:
+        return list(_this()._handle_frame(c, body))
+    except Exception as e:
+        if type(e).__name__ == "_Closing" and not isinstance(e, _Closing):
+            raise _Closing(e.code, e.message, e.last) from None  # type: ignore[attr-defined]
+        raise
 
 
 def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:

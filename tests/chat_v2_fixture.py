@@ -9,13 +9,12 @@ What 0.2.0 changes, and how it gets there live (its ``upgrades`` entry ``from: 0
   ``("0.2.0", upgraded_from)``.
 - ``chat.protocol`` / ``chat.connection``: a new request type, ``version``
   (``{"t": "ok", "server": "chat/0.2.0", "user": "0.2.0", "migrated_from": ...}``),
-  which 0.1.0 answers with ``unknown_type``. Connection processes of 0.2.0 dispatch
+  which 0.1.0 answers with ``unknown_type``. Connection processes (0.1.0's too) handle
   every frame through the *current* version of ``chat.connection`` (Erlang's fully
-  qualified call), and its acceptor starts connections the same way, so a later load
-  of ``chat.connection`` moves them (the ``_Closing`` another version raises is
-  translated). ``Listener.code_change`` (up) replaces the 0.1.0
-  acceptor by one running this code, so connections accepted after the upgrade run
-  0.2.0.
+  qualified call), and the acceptor starts connections the same way, so loading
+  ``chat.connection`` moves open connections to the new request handling.
+  ``Listener.code_change`` (up) also replaces the 0.1.0 acceptor by one running this
+  code.
 
 Instructions, up::
 
@@ -143,23 +142,6 @@ CONNECTION_TAIL = '''
 # ---------------------------------------------------------------- 0.2.0: code_change
 
 
-def _this() -> Any:
-    """The current version of this module: connection processes go through it for every
-    frame, so that they run the code loaded last (Erlang's fully qualified call)."""
-    return sys.modules[__name__]
-
-
-def _frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
-    """One frame, handled by the current version; the ``_Closing`` of another version
-    (after a downgrade) is made this version's, which this loop knows."""
-    try:
-        return list(_this()._handle_frame(c, body))
-    except Exception as e:
-        if type(e).__name__ == "_Closing" and not isinstance(e, _Closing):
-            raise _Closing(e.code, e.message, e.last) from None  # type: ignore[attr-defined]
-        raise
-
-
 def _listener_code_change(self: Listener, old_vsn: Any, st: _Listen, extra: Any) -> Any:
     if isinstance(old_vsn, tuple) and old_vsn[:1] == ("down",):
         return st  # this acceptor already starts connections through the current module
@@ -187,12 +169,6 @@ Listener.code_change = _listener_code_change  # type: ignore[method-assign]
 
 def _connection_v2(src: str) -> str:
     src = _patch(src, 'SERVER = "chat/0.1.0"', 'SERVER = "chat/0.2.0"', "connection SERVER")
-    src = _patch(src, "import socket\n", "import socket\nimport sys\n", "connection imports")
-    src = _patch(src, "        spawn(_conn_main, conn, addr, tls, ctx)",
-                 "        spawn(_this()._conn_main, conn, addr, tls, ctx)", "connection acceptor")
-    src = _patch(src, "                    out.extend(_handle_frame(c, msg[1]))",
-                 "                    out.extend(_frame(c, msg[1]))",
-                 "connection loop")
     src = _patch(src, "    if t == \"bye\":\n",
                  "    if t == \"version\":\n"
                  "        r = _user_call(c, (\"version\",))\n"

@@ -6,8 +6,8 @@ process's state, migrated by ``code_change``; a new request type ``version``), t
 ``bin/chat downgrade 0.1.0`` moves it back. No connection drops, every acknowledged
 message arrives exactly once and in per-sender order, the state of the same user
 processes is migrated both ways (read with ``bin/chat rpc``), and the feature comes and
-goes: on connections opened under 0.2.0 (which move with the node), not on those opened
-under 0.1.0, whose connection loop calls 0.1.0's own functions for good."""
+goes on every connection, those opened under 0.1.0 included (connections handle each
+frame through the current version of ``chat.connection``)."""
 
 from __future__ import annotations
 
@@ -193,13 +193,13 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 assert st[2] == "0.1.0"
                 assert st[3] == p and st[4] and st[6] and st[7] == 600.0
                 assert st[5] > before[p][5]  # it went on sending through the upgrade
-            # The devices' connections, opened under 0.1.0, keep running 0.1.0's
-            # connection loop, which calls its own module's functions (A7: a bare
-            # process never moves to new code), so they still refuse the new request.
-            # A connection opened now runs 0.2.0, whose loop goes through the current
-            # version of chat.connection for every frame: it has the request (answered
-            # by a user process of 0.2.0), and the downgrade below takes it away again.
-            assert devices[0].ask("version") == ("error", "unknown_type")
+            # The devices' connections, opened under 0.1.0, handle every frame through
+            # the current version of chat.connection (a fully qualified call): they
+            # have the new request now, answered by their migrated 0.2.0 user process.
+            kind, r = devices[0].ask("version")
+            assert kind == "ok", r
+            assert (r["server"], r["user"], r["migrated_from"]) == \
+                ("chat/0.2.0", "0.2.0", "0.1.0")
             extra = Client(host, port, timeout=30.0)
             hello = extra.connect()
             assert hello["server"] == "chat/0.2.0"
@@ -224,7 +224,8 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 assert st[0] == "_State" and st[1] == before[p][1]  # the 0.1.0 shape
                 assert st[2] == "<no field>"
                 assert st[3] == p and st[4] and st[6] and st[7] == 600.0
-            # the connection opened under 0.2.0 moved back to 0.1.0's code with the node
+            # every connection moved back to 0.1.0's code with the node
+            assert devices[0].ask("version") == ("error", "unknown_type")
             try:
                 extra.request("version")
                 raise AssertionError("'version' answered after the downgrade")
