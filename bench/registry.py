@@ -29,7 +29,7 @@ class Spec:
     def lower_is_better(self) -> bool:
         # BENCH.md: units starting with "us" or "bytes" are lower-is-better; others are
         # rates. Latencies in "ms" (chat_latency) are lower-is-better too.
-        return self.unit.startswith(("us", "bytes", "ms"))
+        return self.unit.startswith(("us", "bytes")) or self.unit.split("/")[0] == "ms"
 
 
 SPECS: dict[str, Spec] = {
