@@ -43,12 +43,15 @@ import pytest
 from otp._core.clock import MockClock, RealClock
 from otp._core.node import Node, current_node, other_greenlet_stacks
 from otp._core.values import Pid
-from otp.process import process_info, receive
+from otp.process import Down, Ref, monitor, process_info, receive
+from otp.process import exit as exit_signal
 
 __all__ = [
+    "assert_down",
     "assert_receive",
     "dump_processes",
     "refute_receive",
+    "stop_process",
     "wait_all_blocked",
 ]
 
@@ -77,6 +80,20 @@ def assert_receive(match: Any = None, timeout: float = 5.0) -> Any:
             f"mailbox: {pending!r}"
         )
     return msg
+
+
+def assert_down(ref: Ref, timeout: float = 5.0) -> Down:
+    """The ``Down`` of monitor ``ref`` (other messages stay queued), or fail the test."""
+    msg: Down = assert_receive(lambda m: m.__class__ is Down and m.ref == ref, timeout)
+    return msg
+
+
+def stop_process(pid: Pid, reason: Any = "kill", timeout: float = 5.0) -> Any:
+    """Send ``pid`` an exit signal (``kill`` by default) and wait until it has ended;
+    returns its exit reason (``"noproc"`` if it was already gone)."""
+    ref = monitor(pid)
+    exit_signal(pid, reason)
+    return assert_down(ref, timeout).reason
 
 
 def refute_receive(match: Any = None, timeout: float = 0.1) -> None:

@@ -29,6 +29,7 @@ from otp.process import (
     whereis,
 )
 from otp.testing import assert_receive
+from otp.testing import stop_process as stop
 
 
 def forever() -> None:
@@ -47,11 +48,6 @@ def assert_node_still_works() -> None:
     assert assert_receive(("echo", "ping")) == ("echo", "ping")
     assert assert_receive(Down) == Down(ref, pid, "normal")
 
-
-def stop(pid) -> None:
-    ref = monitor(pid)
-    exit(pid, "kill")
-    assert_receive(lambda m: isinstance(m, Down) and m.ref == ref)
 
 
 def test_spawn_of_something_not_callable_raises_badarg(node):

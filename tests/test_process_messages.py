@@ -35,21 +35,15 @@ from otp.process import (
     unregister,
     whereis,
 )
+from otp.testing import assert_down as wait_down
 from otp.testing import assert_receive, wait_all_blocked
+from otp.testing import stop_process as stop
 
 
 def forever() -> None:
     receive(lambda m: False)
 
 
-def wait_down(ref):
-    return assert_receive(lambda m: isinstance(m, Down) and m.ref == ref)
-
-
-def stop(pid) -> None:
-    ref = monitor(pid)
-    exit(pid, "kill")
-    wait_down(ref)
 
 
 # --- P10 --------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ from otp.process import (
     unlink,
     whereis,
 )
+from otp.testing import assert_down as wait_down
 from otp.testing import assert_receive, refute_receive, wait_all_blocked
+from otp.testing import stop_process as stop
 
 
 def forever() -> None:
@@ -51,15 +53,6 @@ def crash(reason: str = "boom") -> None:
     raise RuntimeError(reason)
 
 
-def wait_down(ref):
-    return assert_receive(lambda m: isinstance(m, Down) and m.ref == ref)
-
-
-def stop(pid) -> None:
-    """Kill ``pid`` and wait until it is gone."""
-    ref = monitor(pid)
-    exit(pid, "kill")
-    wait_down(ref)
 
 
 @pytest.fixture(autouse=True)
