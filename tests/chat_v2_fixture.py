@@ -34,18 +34,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-SPEC_V1 = """\
-name: chat
-version: 0.1.0
-applications:
-  - name: chat
-    version: 0.1.0
-    start_type: permanent
-config:
-  - config/test.yaml
-entry: chat.__main__:main
-upgrades: []
-"""
+from tests.release_helpers import SPEC
+
+SPEC_V1 = SPEC  # the repository's chat, as tests/release_helpers.py builds it
 
 SPEC_V2 = """\
 name: chat
