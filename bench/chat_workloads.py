@@ -1,19 +1,10 @@
-"""The chat workloads in the harness's shape (``WORKLOADS: name -> fn(n) -> Result``).
+"""The chat workloads in the harness's shape (``WORKLOADS: name -> fn(n) -> Result``),
+registered for the ``otp`` system in ``bench/registry.py`` (``make bench ONLY=chat``).
 
-For ``bench/registry.py`` (owned by the harness): add ``System("chat",
-"bench.chat_workloads", label="chat server")`` and these specs::
-
-    Spec("chat_memory", "rss_per_connection", "bytes/connection", 10_000,
-         "n idle logged-in connections; server RSS growth per connection"),
-    Spec("chat_throughput", "delivered_rate", "msgs/s", 1_000,
-         "n online users send 1:1 at stepped rates, full durable path; best p99 <= 50 ms"),
-    Spec("chat_latency", "p99_latency", "ms", 1_000,
-         "p99 send->receive latency at the best throughput step"),
-    Spec("chat_offline_drain", "drain_rate", "msgs/s", 1_000,
-         "n users x 100 queued messages log in at once; msgs/s until drained"),
-
-(``ms`` is lower-is-better: the harness's rule only knows ``us``/``bytes`` prefixes.)
 Each call starts its own server and load generators (see ``bench/chat_bench.py``).
+``chat_throughput`` and ``chat_latency`` each run the whole stepped traffic bench and
+report one figure of it: every measurement runs in a fresh process, so they cannot
+share a run (the harness keeps one result per measurement).
 """
 
 from __future__ import annotations

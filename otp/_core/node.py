@@ -856,12 +856,8 @@ class Node:
         if t is not None:
             if t.monitors is not None:
                 t.monitors.pop(ref, None)
-        if flush and p.mbox:
-            mbox = p.mbox
-            for i, m in enumerate(mbox):
-                if m.__class__ is Down and m.ref == ref:
-                    del mbox[i]
-                    break
+        if flush:
+            self._flush_down(p, ref)
         return t is not None
 
     # --- the gen call protocol ---------------------------------------------------------
@@ -972,7 +968,8 @@ class Node:
             return False, CALL_TIMEOUT
         return False, msg.reason  # the Down
 
-    def _flush_down(self, p: Process, tag: int) -> None:
+    def _flush_down(self, p: Process, tag: Any) -> None:
+        # Remove the Down of monitor ``tag`` (a Ref, or a call's int tag) if queued.
         mbox = p.mbox
         if mbox:
             for i, m in enumerate(mbox):
