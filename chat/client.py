@@ -108,9 +108,31 @@ class Client:
             sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
         self.sock = sock
         self.reader = FrameReader(self.max_frame)
-        self.server_info = self._request_once("hello", {"version": PROTOCOL_VERSION,
+        try:
+            self.server_info = self._request_once("hello", {"version": PROTOCOL_VERSION,
+                                                            "client": self.client_name})
+        except ChatClosed as e:
+            if e.code != "unsupported_version" or PROTOCOL_VERSION == 1:
+                raise
+            # A server that speaks only version 1: say hello again in version 1.
+            return self._connect_v1()
+        return self.server_info
+
+    def _connect_v1(self) -> dict[str, Any]:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
+        self.sock = sock
+        self.reader = FrameReader(self.max_frame)
+        self.server_info = self._request_once("hello", {"version": 1,
                                                         "client": self.client_name})
         return self.server_info
+
+    @property
+    def version(self) -> int:
+        """The protocol version of the connection (the server's hello reply)."""
+        return int(self.server_info.get("version", 1))
 
     def close(self) -> None:
         self._close_sock()
@@ -254,9 +276,17 @@ class Client:
         r = self.request("send", to=to, cmid=cmid, body=body)
         return SendResult(r["mid"], r["ts"], cmid)
 
-    def ack(self, ids: list[int]) -> None:
-        if ids:
+    def ack(self, ids: list[int], *, wait: bool = True) -> None:
+        """Acknowledge pushed items. ``wait``: until the server answers (it has deleted
+        them); otherwise (protocol version 2) an ack without an id, not answered — the
+        cheaper one for the server and the network; a lost one means the items come
+        again (and are dropped as duplicates by ``poll``)."""
+        if not ids:
+            return
+        if wait or self.version < 2:
             self.request("ack", ids=list(ids))
+        else:
+            self._send_frame({"t": "ack", "ids": list(ids)})
 
     def read(self, sender: str, mids: list[str]) -> None:
         self.request("read", **{"from": sender, "mids": list(mids)})
@@ -284,10 +314,10 @@ class Client:
 
     # ---------------------------------------------------------------- events
 
-    def poll(self, timeout: float = 0.0, *, ack: bool = True, max_events: int = 10_000
-             ) -> list[dict[str, Any]]:
+    def poll(self, timeout: float = 0.0, *, ack: bool = True, max_events: int = 10_000,
+             ack_wait: bool = True) -> list[dict[str, Any]]:
         """Wait up to ``timeout`` seconds for pushed events; return the new ones (duplicates
-        dropped) after acknowledging all of them if ``ack``."""
+        dropped) after acknowledging all of them if ``ack`` (``ack_wait``: see ``ack``)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -317,7 +347,7 @@ class Client:
             self.seen.add(k)
             got.append(ev)
         if ack and ids:
-            self.ack(ids)
+            self.ack(ids, wait=ack_wait)
         return got
 
     def wait_for(self, pred: Any, timeout: float = 10.0) -> list[dict[str, Any]]:

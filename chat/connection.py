@@ -40,7 +40,7 @@ from typing import Any
 from chat import faults, registration, store, users
 from chat.protocol import (
     DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
     FrameReader,
     FrameTooLarge,
     ProtocolError,
@@ -184,13 +184,23 @@ def _reader(sock: Any, conn: Any, max_frame: int) -> None:
             send(conn, ("closed", "eof"))
             return
         fr.feed(data)
+        # The frames of one read go over in one message (a device's acks and sends
+        # often arrive together): one hop for all of them.
+        bodies = []
         try:
             while (body := fr.next_body()) is not None:
-                send(conn, ("frame", body))
-                handed += 1
+                bodies.append(body)
         except FrameTooLarge as e:
+            if bodies:
+                send(conn, ("frames", tuple(bodies)))
             send(conn, ("closed", "frame_too_large", e.message))
             return
+        if bodies:
+            if len(bodies) == 1:
+                send(conn, ("frame", bodies[0]))
+            else:
+                send(conn, ("frames", tuple(bodies)))
+            handed += len(bodies)
         while handed - processed > _WINDOW:
             processed = receive(("processed", ANY))[1]
 
@@ -209,7 +219,8 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock")
+    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock",
+                 "version")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -220,11 +231,17 @@ class _Conn:
         self.bad = 0
         self.frames = 0
         self.reader: Any = None
+        self.version = 1
 
     def write(self, frames: list[dict[str, Any]]) -> None:
-        data = b"".join(encode(f) for f in frames)
+        data = b"".join([encode(f) for f in frames])
         try:
-            self.sock.sendall(data)
+            # One plain send first: it almost always takes everything (the kernel's
+            # buffer has room), and costs less than sendall's set-up (a getsockopt and
+            # a timer per call); sendall only for what is left.
+            n = self.sock.send(data)
+            if n < len(data):
+                self.sock.sendall(memoryview(data)[n:])
         except TimeoutError:
             raise _Closing(None, "slow_reader") from None
         except (OSError, ValueError):
@@ -294,16 +311,18 @@ def _loop(c: _Conn) -> None:
         cls = msg.__class__
         if cls is tuple:
             tag = msg[0]
-            if tag == "frame":
-                try:
-                    out.extend(_frame(c, msg[1]))
-                except _Closing:
-                    if out:
-                        c.write(out)
-                    raise
-                c.frames += 1
-                if c.frames % _CREDIT_EVERY == 0:
-                    send(c.reader, ("processed", c.frames))
+            if tag == "frame" or tag == "frames":
+                bodies = (msg[1],) if tag == "frame" else msg[1]
+                for body in bodies:
+                    try:
+                        out.extend(_frame(c, body))
+                    except _Closing:
+                        if out:
+                            c.write(out)
+                        raise
+                    c.frames += 1
+                    if c.frames % _CREDIT_EVERY == 0:
+                        send(c.reader, ("processed", c.frames))
             elif tag == "chat.push":
                 out.extend(_push_frame(item) for item in msg[1])
                 faults.point("pushed", c.phone or "")
@@ -354,7 +373,8 @@ def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
     try:
         req = validate_request(decode_body(body))
         rid = req.id
-        return [_dispatch(c, req)]
+        r = _dispatch(c, req)
+        return [r] if r is not None else []
     except ProtocolError as e:
         if e.id is None:
             e.id = rid
@@ -381,17 +401,28 @@ def _ok(rid: int, **fields: Any) -> dict[str, Any]:
     return fields
 
 
-def _dispatch(c: _Conn, req: Request) -> dict[str, Any]:
+def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
     t, rid, f = req.type, req.id, req.fields
     if c.phase == "hello":
         if t != "hello":
             raise _Closing("hello_required", f"expected 'hello' first, got {t!r}")
-        if f["version"] != PROTOCOL_VERSION:
-            raise _Closing("unsupported_version", f"expected protocol version "
-                                                  f"{PROTOCOL_VERSION}, got {f['version']}")
+        if f["version"] not in PROTOCOL_VERSIONS:
+            raise _Closing("unsupported_version", f"expected a protocol version among "
+                                                  f"{list(PROTOCOL_VERSIONS)}, got "
+                                                  f"{f['version']}")
         c.phase = "anon"
-        return _ok(rid, version=PROTOCOL_VERSION, server=SERVER, max_frame=c.ctx.max_frame,
+        c.version = f["version"]
+        return _ok(rid, version=c.version, server=SERVER, max_frame=c.ctx.max_frame,
                    idle_timeout=c.ctx.idle_timeout)
+    if rid is None:  # an unanswered request (version 2): only an ack in a session
+        if c.version < 2:
+            raise ProtocolError("bad_request", "field 'id': expected an int in [0, 2**63), "
+                                               "got nil (acks without an id need protocol "
+                                               "version 2)")
+        if c.phase != "session":
+            raise ProtocolError("not_authenticated", f"log in before {t!r}")
+        _user_cast(c, ("ack", f["ids"]))
+        return None
     if t == "ping":
         return {"t": "pong", "id": rid}
     if t == "hello":
@@ -494,6 +525,17 @@ def _user_call(c: _Conn, request: tuple[Any, ...]) -> Any:
             raise ProtocolError("unavailable", "the server is busy; try again") from None
         raise ProtocolError("unavailable", "the user's process keeps failing; try again"
                             ) from None
+
+
+def _user_cast(c: _Conn, request: tuple[Any, ...]) -> None:
+    """Hand ``request`` to the session's user process without waiting (starting the
+    process if needed). If that process dies before handling it, it is lost: what an
+    ack acknowledges is then pushed again (the device deduplicates)."""
+    assert c.phone is not None
+    try:
+        gen_server.cast(users.ensure(c.phone), request)
+    except Exception as e:  # the users' supervisor is busy or stopping
+        log.warning("cannot hand %s to %s's process: %s", request[0], c.phone, e)
 
 
 def _limit(c: _Conn, rid: int, kind: str, n: int) -> None:

@@ -39,7 +39,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER",
     "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
     "REQUESTS",
+    "UNANSWERED",
     "FrameReader",
     "FrameTooLarge",
     "ProtocolError",
@@ -51,7 +53,10 @@ __all__ = [
     "validate_request",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: versions the server speaks (a client says its version in ``hello``). Version 2 adds
+#: acks without an ``id``, which are not answered (docs/protocol.md).
+PROTOCOL_VERSIONS = (1, 2)
 DEFAULT_MAX_FRAME = 64 * 1024
 HEADER = struct.Struct(">I")
 MAX_ID = 2**63
@@ -174,8 +179,12 @@ class FrameReader:
 @dataclass(frozen=True, slots=True)
 class Request:
     type: str
-    id: int
+    id: int | None  # None only for an unanswered request (an ``ack`` without an id)
     fields: dict[str, Any]
+
+
+#: request types that may come without an ``id`` (protocol version 2): not answered
+UNANSWERED = frozenset({"ack"})
 
 
 _STR, _INT, _BIN, _BOOL = str, int, bytes, bool
@@ -242,7 +251,9 @@ def validate_request(msg: dict[str, Any]) -> Request:
     """Check a decoded frame against the request table; see the module docstring."""
     t = msg["t"]
     rid = msg.get("id")
-    if type(rid) is not int or not 0 <= rid < MAX_ID:
+    if rid is None and t in UNANSWERED:
+        pass
+    elif type(rid) is not int or not 0 <= rid < MAX_ID:
         raise ProtocolError("bad_request", f"field 'id': expected an int in [0, 2**63), "
                                            f"got {_type_name(rid)} {rid!r:.40}")
     spec = REQUESTS.get(t)

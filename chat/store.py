@@ -40,6 +40,7 @@ Failure semantics: if a commit fails, every request of that batch gets ``StoreEr
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from otp import gen_server
 from otp.errors import NoProc
 from otp.gen_server import GenServer, NoReply, Ok, Timeout
 from otp.node import current_node
-from otp.process import make_ref, receive, send
+from otp.process import make_ref, receive, send, spawn_link
 from otp.process import self as _self
 from otp.threads import run_in_thread
 
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 NAME = "chat.store"
+log = logging.getLogger("chat.store")
 MAX_BATCH = 2000
 #: queries answered before the batch's fsync (plain lookups of registration data)
 EARLY = frozenset({"user", "registered", "presence"})
@@ -246,6 +248,11 @@ class SqliteBackend:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'OFF'}")
+        # No automatic checkpoint: sqlite would run it inside whichever COMMIT crosses
+        # the threshold (writing and fsyncing the database file: hundreds of ms on a
+        # busy disk, while every writer waits). The store process runs them instead,
+        # mostly in the background (see Store and checkpoint()).
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.executescript(_SCHEMA)
 
     def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
@@ -363,6 +370,22 @@ class SqliteBackend:
                 )
         raise StoreError(f"unknown store query {q!r:.80}")
 
+    def checkpoint(self, background: bool) -> None:
+        """Copy the WAL into the database file (``PASSIVE``: never blocks the writer).
+
+        ``background``: from a connection of its own, while commits go on (it copies
+        what was committed when it started). Otherwise on the store's connection,
+        between two commits: the few frames left are copied, the WAL is then wholly
+        checkpointed, and the next transaction starts it over (it does not grow)."""
+        if not background:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
     def close(self) -> None:
         self.db.close()
 
@@ -370,12 +393,28 @@ class SqliteBackend:
 # ---------------------------------------------------------------------------- process
 
 
+#: commits between two WAL checkpoints (each one: a background pass, then a short
+#: final pass between two commits)
+CHECKPOINT_EVERY = 200
+
+
 class _State:
-    __slots__ = ("backend", "pending")
+    __slots__ = ("backend", "checkpointing", "commits", "pending")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.pending: list[tuple[Any, tuple[str, Any]]] = []
+        self.commits = 0  # since the last checkpoint
+        self.checkpointing = False
+
+
+def _checkpoint(store: Any, backend: Any) -> None:
+    """The background pass of a checkpoint (a process linked to the store)."""
+    try:
+        run_in_thread(backend.checkpoint, True)
+    except Exception as e:  # the final pass, or the next checkpoint, catches up
+        log.warning("background checkpoint failed: %s", e)
+    send(store, "$checkpointed")
 
 
 #: node -> a backend that runs in the calling process (``direct``: otp.tables)
@@ -403,6 +442,16 @@ class Store(GenServer):
         if msg == "timeout":
             self._flush(state)
             return NoReply(state)
+        if msg == "$checkpointed":
+            # The final pass, between two commits: only what was committed during the
+            # background pass is left to copy.
+            try:
+                run_in_thread(state.backend.checkpoint, False)  # type: ignore[attr-defined]
+            except Exception as e:
+                log.warning("checkpoint failed: %s", e)
+            state.checkpointing = False
+            state.commits = 0
+            return NoReply(state, Timeout(0)) if state.pending else NoReply(state)
         return super().handle_info(msg, state)
 
     def terminate(self, reason: Any, state: _State) -> None:
@@ -431,6 +480,11 @@ class Store(GenServer):
                     batch = [b for i, b in enumerate(batch) if i not in done]
                     results = [r for i, r in enumerate(results) if i not in done]
                 run_in_thread(backend.commit)  # type: ignore[attr-defined]
+                state.commits += 1
+                if (state.commits >= CHECKPOINT_EVERY and not state.checkpointing
+                        and hasattr(backend, "checkpoint")):
+                    state.checkpointing = True
+                    spawn_link(_checkpoint, _self(), backend)
             else:
                 results = backend.run(reqs)
         except Exception as e:

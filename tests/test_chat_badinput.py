@@ -183,3 +183,20 @@ def test_garbage_on_the_tls_port_is_only_a_failed_handshake(node, tmp_path):
             pass
         s.close()
         assert_listener_alive(srv)
+
+
+def test_an_ack_without_id_needs_protocol_version_2(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)  # version 1
+        r.send({"t": "ack", "ids": [1]})
+        f = r.frame()
+        assert (f["t"], f["code"], f["id"]) == ("error", "bad_request", None)
+        r.close()
+        r = Raw(srv, hello=False)
+        r.send({"t": "hello", "id": 0, "version": 2})
+        assert r.frame()["version"] == 2
+        r.send({"t": "ack", "ids": [1]})  # not in a session yet
+        assert r.frame()["code"] == "not_authenticated"
+        r.send({"t": "ping", "id": 5})  # still answered in order, and still open
+        assert r.frame() == {"t": "pong", "id": 5}
+        r.close()

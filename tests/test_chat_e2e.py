@@ -266,3 +266,29 @@ def test_pushes_stop_at_the_window_until_the_device_acknowledges(node, tmp_path)
         b.ack([m["id"] for m in first])
         rest = b.wait_for(lambda evs: len(msgs(evs)) >= 7)
         assert [m["mid"] for m in msgs(rest)] == mids[5:]
+
+
+def test_c3_c4_an_unanswered_ack_deletes_the_message_and_sends_delivered(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        assert (a.version, b.version) == (2, 2)
+        r = a.send(B, "x")
+        got = []
+        while not msgs(got):
+            got = b.poll(1.0, ack_wait=False)  # an ack without id: no reply comes
+        a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))  # the ack was handled
+        assert [i for i in store.read(("load", B)).inbox if i[2] == "msg"] == []
+        b.ping()  # the connection answers the next request: no reply was owed for the ack
+
+
+def test_client_falls_back_to_version_1_with_a_server_that_speaks_only_it(
+        node, tmp_path, monkeypatch):
+    import chat.connection
+
+    monkeypatch.setattr(chat.connection, "PROTOCOL_VERSIONS", (1,))
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        assert (a.version, b.version) == (1, 1)
+        a.send(B, "x")
+        assert msgs(b.wait_for(lambda evs: msgs(evs), timeout=10.0))
+        b.ack([1], wait=False)  # version 1: sent as an answered ack
