@@ -170,6 +170,47 @@ def test_cast_to_a_missing_name_is_dropped_silently(node):
 # --- G1: call timeout -----------------------------------------------------------------
 
 
+def test_call_reply_is_taken_out_of_turn_and_other_messages_keep_their_order(node):
+    # The server sends the caller two plain messages before it replies: the call
+    # returns the reply (a selective receive), the two messages stay queued, in order.
+    class Chatty(GenServer):
+        def init(self, arg):
+            return Ok(None)
+
+        def handle_call(self, request, from_, state):
+            send(from_[0], "first")
+            send(from_[0], "second")
+            return Reply("the reply", state)
+
+    srv = gen_server.start_link(Chatty)
+    assert gen_server.call(srv, "go") == "the reply"
+    assert receive(timeout=0) == "first"
+    assert receive(timeout=0) == "second"
+    refute_receive(ANY)
+    gen_server.stop(srv)
+
+
+def test_a_reply_to_an_earlier_call_is_not_taken_as_the_reply_to_the_current_one(node):
+    # A reply sent with the From of a call that was already answered, while the same
+    # caller waits in its next call, is a plain message: not the answer to that call.
+    me = self_pid()
+    srv = gen_server.start_link(Counter, 0)
+
+    def caller():
+        first = gen_server.call(srv, ("later", me))
+        second = gen_server.call(srv, ("later", me))
+        send(me, ("got", first, second, receive(timeout=0, default=None)))
+
+    spawn(caller)
+    _, first_from = assert_receive(("from", ANY))
+    gen_server.reply(first_from, "answer 1")
+    _, second_from = assert_receive(("from", ANY))
+    gen_server.reply(first_from, "stale")
+    gen_server.reply(second_from, "answer 2")
+    assert_receive(("got", "answer 1", "answer 2", (first_from[1], "stale")))
+    gen_server.stop(srv)
+
+
 def test_g1_call_timeout_names_server_request_and_timeout(node):
     pid = gen_server.start_link(Counter, 0, name="slow")
     with pytest.raises(CallTimeout) as ei:

@@ -368,3 +368,24 @@ def test_p13_timeouts_fire_while_the_node_is_kept_busy(node):
     gen_server.stop(silent)
     exit_signal(busy, "kill")
     exit_signal(peer, "kill")
+
+
+def test_p13_a_process_waiting_with_deadlines_again_and_again_is_listed_once(node):
+    """Deadlines armed lazily are kept in a list the node scans; a process that waits
+    with a deadline many times in a row (every call has one) must not pile up in it."""
+    from otp import gen_server
+
+    class Echo(gen_server.GenServer):
+        def init(self, arg):
+            return gen_server.Ok(None)
+
+        def handle_call(self, request, from_, state):
+            return gen_server.Reply(request, state)
+
+    srv = gen_server.start_link(Echo)
+    longest = 0
+    for i in range(1000):
+        assert gen_server.call(srv, i) == i  # each with the default 5 s deadline
+        longest = max(longest, len(node._lazy))
+    assert longest <= 2, longest
+    gen_server.stop(srv)

@@ -73,6 +73,7 @@ LAZY_HORIZON = 0.5
 LAZY_SCAN = 0.1
 #: What ``Node.gen_call`` returns as the reason when the deadline passed.
 CALL_TIMEOUT: Any = object()
+_REPLIED: Any = object()  # gen_call: the reply came through the caller's call_value
 _INF = float("inf")
 
 # How many processes may run back to back before the hub gets a turn for I/O.
@@ -96,10 +97,13 @@ class Process(greenlet.greenlet):
 
     __slots__ = (
         "args",
+        "call_tag",
+        "call_value",
         "dead",
         "deadline",
         "exc",
         "fn",
+        "lazy",
         "links",
         "log_crash",
         "mbox",
@@ -132,6 +136,9 @@ class Process(greenlet.greenlet):
     timers: set[_Timer] | None  # send_after timers aimed at this process
     tmo: _Timer | None  # the pending receive timeout
     deadline: float | None  # the receive deadline; its timer is armed lazily
+    lazy: bool  # in the node's list of deadlines to arm lazily
+    call_tag: int | None  # the tag of the call this process is waiting in (gen_call)
+    call_value: Any  # its reply, put here by gen_reply (instead of the mailbox)
     reason: Any
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -456,6 +463,8 @@ class Node:
         p.timers = None
         p.tmo = None
         p.deadline = None
+        p.lazy = False
+        p.call_tag = None
         p.reason = None
         p.log_crash = log_crash
         p.suspended = False
@@ -579,21 +588,22 @@ class Node:
         self._lazy = []
         if horizon is None:
             for p in lazy:
+                p.lazy = False
                 deadline = p.deadline
                 if deadline is not None and p.tmo is None and p.waiting and not p.dead:
                     p.tmo = self.add_timer(deadline, p, None, None)
             return
         limit = self.clock.now() + horizon
         keep = self._lazy
-        seen: set[Process] = set()
         for p in lazy:
             deadline = p.deadline
             if deadline is not None and p.tmo is None and p.waiting and not p.dead:
                 if deadline <= limit:
                     p.tmo = self.add_timer(deadline, p, None, None)
-                elif p not in seen:
-                    seen.add(p)
-                    keep.append(p)
+                else:
+                    keep.append(p)  # still listed (p.lazy stays True)
+                    continue
+            p.lazy = False
 
     # --- receive ----------------------------------------------------------------------
 
@@ -648,9 +658,11 @@ class Node:
                 self._end_deadline(p)
 
     def _start_deadline(self, p: Process, timeout: float) -> None:
-        # The timer itself is armed lazily (see _arm_lazy).
+        # The timer itself is armed lazily (see _arm_lazy); a process is listed once.
         p.deadline = self.clock.now() + timeout
-        self._lazy.append(p)
+        if not p.lazy:
+            p.lazy = True
+            self._lazy.append(p)
 
     def _end_deadline(self, p: Process) -> None:
         p.deadline = None
@@ -920,14 +932,22 @@ class Node:
                 timeout = None  # (no deadline to end below)
                 msg = CALL_TIMEOUT
             else:
-                self._start_deadline(p, timeout)
+                # self._start_deadline(p, timeout), inlined
+                p.deadline = self.clock.now() + timeout
+                if not p.lazy:
+                    p.lazy = True
+                    self._lazy.append(p)
         if msg is None:
             p.waiting = True
+            p.call_tag = tag  # gen_reply puts the reply in p.call_value, not the mailbox
             try:
                 while msg is None:
                     self.block(p)
                     if p.dead:
                         self._zombie(p)
+                    if p.call_tag is None:
+                        msg = _REPLIED
+                        break
                     mbox = p.mbox
                     if mbox:
                         n = len(mbox)
@@ -945,8 +965,15 @@ class Node:
                             msg = CALL_TIMEOUT
             finally:
                 p.waiting = False
+                p.call_tag = None
                 if timeout is not None:
-                    self._end_deadline(p)
+                    # self._end_deadline(p), inlined
+                    p.deadline = None
+                    tmo = p.tmo
+                    if tmo is not None:
+                        p.tmo = None
+                        if not tmo.fired:
+                            self.cancel(tmo)
         # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
         # just taken as the answer): flush it.
         watching = p.watching
@@ -957,6 +984,12 @@ class Node:
             fired = False
         else:
             fired = True
+        if msg is _REPLIED:
+            if fired:
+                self._flush_down(p, tag)
+            value = p.call_value
+            p.call_value = None
+            return True, value
         if msg.__class__ is tuple:
             if fired:
                 self._flush_down(p, tag)
@@ -1000,11 +1033,17 @@ class Node:
             return
         if self.strict and check:
             check_immutable(value, "reply")
-        # deliver, inlined
-        mbox = p.mbox
-        if mbox is None:
-            p.mbox = mbox = deque()
-        mbox.append((tag, value))
+        if p.call_tag == tag:
+            # The caller is waiting in gen_call for this very reply: hand it over
+            # directly (what its selective receive would take out of the mailbox).
+            p.call_tag = None
+            p.call_value = value
+        else:
+            # deliver, inlined
+            mbox = p.mbox
+            if mbox is None:
+                p.mbox = mbox = deque()
+            mbox.append((tag, value))
         if p.waiting and not p.queued:
             p.queued = True
             self.runq.append(p)
