@@ -924,19 +924,19 @@ class Node:
         scanned = len(mbox) if mbox else 0
         msg: Any = None
         if timeout is not None:
-            if not timeout >= 0:
-                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
-            if timeout == _INF:
-                timeout = None
-            elif timeout == 0:
-                timeout = None  # (no deadline to end below)
-                msg = CALL_TIMEOUT
-            else:
+            if 0 < timeout < _INF:
                 # self._start_deadline(p, timeout), inlined
                 p.deadline = self.clock.now() + timeout
                 if not p.lazy:
                     p.lazy = True
                     self._lazy.append(p)
+            elif not timeout >= 0:
+                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
+            elif timeout == 0:
+                timeout = None  # (no deadline to end below)
+                msg = CALL_TIMEOUT
+            else:
+                timeout = None  # infinity: no deadline
         if msg is None:
             p.waiting = True
             p.call_tag = tag  # gen_reply puts the reply in p.call_value, not the mailbox
