@@ -967,13 +967,7 @@ class Node:
                 p.waiting = False
                 p.call_tag = None
                 if timeout is not None:
-                    # self._end_deadline(p), inlined
-                    p.deadline = None
-                    tmo = p.tmo
-                    if tmo is not None:
-                        p.tmo = None
-                        if not tmo.fired:
-                            self.cancel(tmo)
+                    self._end_deadline(p)
         # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
         # just taken as the answer): flush it.
         watching = p.watching
