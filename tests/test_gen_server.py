@@ -211,6 +211,23 @@ def test_a_reply_to_an_earlier_call_is_not_taken_as_the_reply_to_the_current_one
     gen_server.stop(srv)
 
 
+def test_a_caller_killed_in_the_middle_of_a_call_leaves_no_monitor_on_the_server(node):
+    from otp.process import process_info
+
+    me = self_pid()
+    srv = gen_server.start_link(Counter, 0)
+    caller = spawn(lambda: gen_server.call(srv, ("later", me)))
+    assert_receive(("from", ANY))
+    assert process_info(srv).monitored_by == (caller,)
+    exit(caller, "kill")
+    wait_all_blocked()
+    assert not is_alive(caller)
+    assert process_info(srv).monitored_by == ()
+    assert gen_server.call(srv, "incr") == 1
+    assert process_info(srv).monitored_by == ()  # and none left by a call that returned
+    gen_server.stop(srv)
+
+
 def test_g1_call_timeout_names_server_request_and_timeout(node):
     pid = gen_server.start_link(Counter, 0, name="slow")
     with pytest.raises(CallTimeout) as ei:

@@ -895,16 +895,13 @@ class Node:
         if self.strict:
             check_immutable(request)
         tag = self._next_ref()
+        # The call's monitor is kept on the server's side only (not in the caller's
+        # ``watching``): the caller takes it off itself below, even if it is killed.
         mons = t.monitors
         if mons is None:
             t.monitors = {tag: p}
         else:
             mons[tag] = p
-        watching = p.watching
-        if watching is None:
-            p.watching = {tag: t}
-        else:
-            watching[tag] = t
         # deliver, inlined
         mbox = t.mbox
         if mbox is None:
@@ -963,21 +960,20 @@ class Node:
                         tmo = p.tmo
                         if tmo is not None and tmo.fired:
                             msg = CALL_TIMEOUT
+            except BaseException:  # killed while waiting: take the monitor off
+                mons = t.monitors
+                if mons is not None:
+                    mons.pop(tag, None)
+                raise
             finally:
                 p.waiting = False
                 p.call_tag = None
                 if timeout is not None:
                     self._end_deadline(p)
-        # Demonitor. If the monitor already fired, its Down is in the mailbox (or was
-        # just taken as the answer): flush it.
-        watching = p.watching
-        if watching is not None and watching.pop(tag, None) is not None:
-            mons = t.monitors
-            if mons is not None:
-                mons.pop(tag, None)
-            fired = False
-        else:
-            fired = True
+        # Demonitor. If the monitor already fired (the server is dead, its monitors
+        # gone), its Down is in the mailbox (or was just taken as the answer): flush it.
+        mons = t.monitors
+        fired = mons is None or mons.pop(tag, None) is None
         if msg is _REPLIED:
             if fired:
                 self._flush_down(p, tag)
