@@ -33,6 +33,7 @@ from otp._supervisor_spec import (
 )
 from otp.errors import BadArg, StartError, SupervisorError
 from otp.gen_server import Ignore
+from otp.logger import log_report
 from otp.node import current_node
 from otp.process import (
     Down,
@@ -53,6 +54,7 @@ from otp.process import self as _self
 __all__ = ["BACKOFF", "TRY_AGAIN", "Child", "State", "split_init"]
 
 log = logging.getLogger("otp.report")
+ERROR = logging.ERROR
 
 TRY_AGAIN = "$sup_try_again"
 BACKOFF = "$sup_backoff"
@@ -117,19 +119,22 @@ class State:
     # --- reports ---------------------------------------------------------------------
 
     def report(self, context: str, reason: Any, child: Child, pid: Pid | None = None) -> None:
-        if not log.isEnabledFor(logging.ERROR):
-            return
+        # Once per restart, so log_report: the report (and the record) are built only
+        # if a handler will see them, and nothing is formatted on this path.
+        if log.isEnabledFor(ERROR):
+            pid = pid if pid is not None else child.pid
+            log_report(log, ERROR, "supervisor %r: %s of child %r: %r",
+                       (self.name, context, child.spec.id, reason),
+                       self.report_fields, context, reason, child, pid)
+
+    def report_fields(self, context: str, reason: Any, child: Child, pid: Pid | None
+                      ) -> dict[str, Any]:
         spec = child.spec
-        offender = {"pid": pid if pid is not None else child.pid, "id": spec.id,
-                    "start": spec.start[0], "args": child.args, "restart": spec.restart,
-                    "significant": spec.significant, "shutdown": spec.shutdown,
-                    "type": spec.type}  # fmt: skip
-        log.error(
-            "supervisor %r: %s of child %r: %r", self.name, context, spec.id, reason,
-            extra={"report": {"label": "supervisor_report", "supervisor": self.name,
-                              "errorContext": context, "reason": reason,
-                              "offender": offender}},
-        )  # fmt: skip
+        offender = {"pid": pid, "id": spec.id, "start": spec.start[0], "args": child.args,
+                    "restart": spec.restart, "significant": spec.significant,
+                    "shutdown": spec.shutdown, "type": spec.type}  # fmt: skip
+        return {"label": "supervisor_report", "supervisor": self.name,
+                "errorContext": context, "reason": reason, "offender": offender}
 
     def progress(self, child: Child) -> None:
         # Progress reports are DEBUG: an OTP node hides them by default (its logger

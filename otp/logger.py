@@ -31,10 +31,12 @@ label                                      rendered as
 anything else                              ``=<LEVEL> REPORT====`` + fields
 =========================================  ========================================
 
-``LogSink`` is a ``logging.Handler`` that never blocks the node: ``emit`` formats the
-record and puts the text in a bounded in-memory queue; a writer running on a real OS
-thread writes it to the stream. When the queue is full (the reader of stdout stalled,
-a pipe is full, a terminal is paused) records are *dropped and counted*, and a
+``LogSink`` is a ``logging.Handler`` that never blocks the node: ``emit`` puts the
+record in a bounded in-memory queue; a writer running on a real OS thread formats it
+(a behaviour's report; any other record is formatted by ``emit``, so that its message
+shows its arguments as they were) and writes it to the stream, a batch of lines per
+write. When the queue is full (the reader of stdout stalled, a pipe is full, a
+terminal is paused) records are *dropped and counted*, and a
 ``=WARNING REPORT==== ... N records dropped`` line is written once the writer catches
 up. ``setup()`` installs both::
 
@@ -44,9 +46,17 @@ up. ``setup()`` installs both::
         "crash", extra={"report": {"label": "progress", "application": "chat",
                                     "started_at": "nonode@nohost"}})
 
+Behaviours log through ``log_report``, which costs the reporting process little: the
+record is copied from a template made once per call site, the report is built only if
+a handler will see it, and when the program configured no logging at all the message
+goes to stderr as the stdlib's last-resort handler would write it, but written by the
+writer thread of a ``LogSink`` of its own (so it can lag the node by a batch, and is
+dropped and counted if the sink is full).
+
 Failure semantics: ``emit`` never blocks on I/O and never raises into the caller (a
-formatting error goes to ``logging``'s ``handleError``); a stream whose ``write``
-raises loses that batch, reported through ``handleError``. At interpreter exit
+formatting error goes to ``logging``'s ``handleError``, on the writer thread for a
+report); a stream whose ``write`` raises loses that batch, reported through
+``handleError``. At interpreter exit
 ``logging.shutdown`` closes the sink, which waits up to ``close_timeout`` seconds for the
 writer and then gives up (a stalled reader cannot hang the exit either).
 
@@ -67,11 +77,14 @@ from __future__ import annotations
 import _queue
 import datetime
 import logging
+import os
 import pprint
 import re
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -83,6 +96,7 @@ __all__ = [
     "LogSink",
     "ReportFormatter",
     "format_report",
+    "log_report",
     "setup",
 ]
 
@@ -328,6 +342,100 @@ def _has_stack(report: Mapping[str, Any]) -> bool:
     return isinstance(crasher, Mapping) and bool(crasher.get("stack") or crasher.get("stacktrace"))
 
 
+# ------------------------------------------------------------------------- fast records
+
+_LogRecord = logging.LogRecord
+_Logger = logging.Logger
+_STD_LAST_RESORT = logging.lastResort  # the stdlib's own; a replacement is used as is
+# Per call site (code, line, logger name, level): the fields of a record made there
+# once, and the logging module's start time (for relativeCreated).
+_templates: dict[tuple[Any, ...], tuple[dict[str, Any], float]] = {}
+if hasattr(os, "register_at_fork"):  # a child process has another pid (process field)
+    os.register_at_fork(after_in_child=_templates.clear)
+
+
+def log_report(
+    logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...],
+    report: Mapping[str, Any] | Callable[..., Mapping[str, Any]], *report_args: Any,
+) -> None:
+    """Log ``msg % args`` at ``level`` with ``record.report`` set: what
+    ``logger.log(level, msg, *args, extra={"report": report})`` does from the caller's
+    line (same record, same filters and handlers), for hot paths such as a
+    supervisor's report on each restart. ``report`` is the report, or a function
+    building it from ``report_args``, called only when a record is made.
+
+    The record is a copy of one made once per call site: no frame walk, no path,
+    process or thread look-ups per call (only the time, and the thread when another
+    thread logs). Nothing is formatted here. When no handler would see the record
+    (the program configured no logging), the stdlib would write the message to
+    stderr with its last-resort handler, on this thread; here the fallback sink's
+    writer thread writes the same line (see ``LogSink``), and no record is made.
+    A logger of another class, a custom record factory, filters on the logger or a
+    replaced ``logging.lastResort`` get the stdlib path.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    if logger.__class__ is not _Logger or logging.getLogRecordFactory() is not _LogRecord:
+        if report.__class__ is not dict:
+            report = report(*report_args)  # type: ignore[operator]
+        logger.log(level, msg, *args, extra={"report": report}, stacklevel=2)
+        return
+    if not logger.filters:
+        c: Any = logger
+        while c is not None:  # as Logger.callHandlers walks: is there any handler?
+            if c.handlers:
+                break
+            c = c.parent if c.propagate else None
+        else:
+            last = logging.lastResort
+            if (last is _STD_LAST_RESORT and last is not None and level >= last.level
+                    and not last.filters and last.formatter is None):  # fmt: skip
+                _fallback().put_message(msg, args)
+                return
+    if report.__class__ is not dict:
+        report = report(*report_args)  # type: ignore[operator]
+    f = sys._getframe(1)
+    key = (f.f_code, f.f_lineno, logger.name, level)
+    entry = _templates.get(key)
+    if entry is None:
+        code = f.f_code
+        t = _LogRecord(logger.name, level, code.co_filename, f.f_lineno, msg, (), None,
+                       code.co_name)  # fmt: skip
+        entry = _templates[key] = (t.__dict__, t.created - t.relativeCreated / 1000)
+    template, start = entry
+    ct = time.time()
+    d = template.copy()
+    d["msg"] = msg
+    d["args"] = args
+    d["created"] = ct
+    d["msecs"] = int((ct - int(ct)) * 1000) + 0.0
+    d["relativeCreated"] = (ct - start) * 1000
+    if logging.logThreads:
+        ident = threading.get_ident()
+        if ident != d["thread"]:
+            d["thread"] = ident
+            d["threadName"] = threading.current_thread().name
+    d["report"] = report
+    record = _LogRecord.__new__(_LogRecord)
+    record.__dict__ = d
+    logger.handle(record)
+
+
+_fallback_sink: LogSink | None = None
+_fallback_lock = OSLock()
+
+
+def _fallback() -> LogSink:
+    global _fallback_sink
+    sink = _fallback_sink
+    if sink is None:
+        with _fallback_lock:
+            sink = _fallback_sink
+            if sink is None:
+                sink = _fallback_sink = _StderrSink()
+    return sink
+
+
 # ------------------------------------------------------------------------- the sink
 
 
@@ -339,19 +447,19 @@ class _Sync:
     lock: Any
 
 
-@dataclass(frozen=True)
-class _Line:
-    text: str
-    dropped_before: int  # the producer's drop count when this line was accepted
-
-
 _STOP = object()
+_BATCH = 1000  # lines per write at most
 
 
 class LogSink(logging.Handler):
-    """A bounded, non-blocking handler: records are formatted by the caller and written
-    by a writer on a real OS thread; when ``max_queue`` lines are waiting, new records
-    are dropped and counted, and the count is written once the writer catches up.
+    """A bounded, non-blocking handler: records are queued by the caller, formatted and
+    written by a writer on a real OS thread, a batch of lines per write; when
+    ``max_queue`` records are waiting, new ones are dropped and counted, and the count
+    is written once the writer catches up.
+
+    Records carrying a ``report`` (the behaviours' reports, built from values the
+    reporting process no longer touches) are formatted by the writer; any other record
+    is formatted by the caller, so that its message shows its arguments as they were.
 
     ``dropped`` is the total number of records dropped so far.
     """
@@ -393,22 +501,39 @@ class LogSink(logging.Handler):
     # -- producer side (any thread; the handler lock serialises producers) -----------
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
         if self._closed:
             return
         if self._accepted - self._taken >= self.max_queue:
             self.dropped += 1
             return
+        item: Any = record
+        if "report" not in record.__dict__:
+            try:
+                item = self.format(record)
+            except Exception:
+                self.handleError(record)
+                return
         self._accepted += 1
-        self._q.put(_Line(text, self.dropped))
+        self._q.put((item, self.dropped))
+
+    def put_message(self, msg: Any, args: Any) -> None:
+        """Queue the line ``str(msg) % args`` (what the stdlib's default formatter makes of
+        a record without exception info), formatted by the writer."""
+        self.acquire()
+        try:
+            if self._closed:
+                return
+            if self._accepted - self._taken >= self.max_queue:
+                self.dropped += 1
+                return
+            self._accepted += 1
+            self._q.put(((msg, args), self.dropped))
+        finally:
+            self.release()
 
     @property
     def pending(self) -> int:
-        """Lines accepted but not yet taken by the writer."""
+        """Records accepted but not yet taken by the writer."""
         return self._accepted - self._taken
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -435,51 +560,92 @@ class LogSink(logging.Handler):
     # -- writer side (the OS thread) --------------------------------------------------
 
     def _run(self) -> None:
+        q = self._q
+        empty = _queue.Empty
         try:
             while True:
-                item = self._q.get()
-                if item is _STOP:
-                    self._report_drops(self.dropped)
-                    return
-                if isinstance(item, _Sync):
-                    if self.pending == 0:
-                        self._report_drops(self.dropped)
-                    item.lock.release()
-                    continue
-                self._taken += 1
-                self._report_drops(item.dropped_before)
-                self._write(item.text + "\n")
+                batch = [q.get()]
+                try:
+                    while len(batch) < _BATCH:
+                        batch.append(q.get(False))
+                except empty:
+                    pass
+                out: list[str] = []
+                for item in batch:
+                    if item is _STOP:
+                        self._write_out(out)
+                        self._write_out([self._drops_text(self.dropped)])
+                        return
+                    if isinstance(item, _Sync):
+                        self._write_out(out)
+                        out = []
+                        if self.pending == 0:
+                            self._write_out([self._drops_text(self.dropped)])
+                        item.lock.release()
+                        continue
+                    payload, dropped_before = item
+                    self._taken += 1
+                    out.append(self._drops_text(dropped_before))
+                    text = self._render(payload)
+                    if text is not None:
+                        out.append(text + "\n")
                 if self.pending == 0:
-                    self._report_drops(self.dropped)
-                    self._flush_stream()
+                    out.append(self._drops_text(self.dropped))
+                self._write_out(out)
         finally:
             self._done.release()
 
-    def _report_drops(self, upto: int) -> None:
-        n = upto - self._reported
-        if n > 0:
-            self._reported = upto
-            when = _timestamp(datetime.datetime.now().timestamp())
-            word = "record" if n == 1 else "records"
-            self._write(
-                f"=WARNING REPORT==== {when} ===\n"
-                f"{_INDENT}otp.logger: {n} {word} dropped (the log sink was full)\n"
-            )
-            self._flush_stream()
-
-    def _write(self, text: str) -> None:
+    def _render(self, payload: Any) -> str | None:
+        if payload.__class__ is str:
+            return payload
+        if payload.__class__ is tuple:  # put_message
+            msg, args = payload
+            try:
+                return str(msg) % args if args else str(msg)
+            except Exception:
+                payload = _LogRecord("otp.report", logging.ERROR, "", 0, msg, args, None)
         try:
-            self.stream.write(text)
+            return self.format(payload)
+        except Exception:
+            self.handleError(payload)
+            return None
+
+    def _drops_text(self, upto: int) -> str:
+        n = upto - self._reported
+        if n <= 0:
+            return ""
+        self._reported = upto
+        when = _timestamp(datetime.datetime.now().timestamp())
+        word = "record" if n == 1 else "records"
+        return (f"=WARNING REPORT==== {when} ===\n"
+                f"{_INDENT}otp.logger: {n} {word} dropped (the log sink was full)\n")
+
+    def _out_stream(self) -> IO[str]:
+        return self.stream
+
+    def _write_out(self, parts: list[str]) -> None:
+        text = "".join(parts)
+        if not text:
+            return
+        stream = self._out_stream()
+        try:
+            stream.write(text)
         except Exception:
             # Report through logging's own mechanism, never by raising in the writer.
             self.handleError(logging.LogRecord("otp.logger", logging.ERROR, "", 0, text, None,
                                                sys.exc_info()))
-
-    def _flush_stream(self) -> None:
         try:
-            self.stream.flush()
+            stream.flush()
         except Exception:
             pass
+
+
+class _StderrSink(LogSink):
+    """Where ``log_report`` sends what no handler would see: written like the stdlib's
+    last-resort handler (the message, on whatever ``sys.stderr`` is when written)."""
+
+    def _out_stream(self) -> IO[str]:
+        return sys.stderr
 
 
 def setup(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import _queue
 import io
 import logging
+import threading
 
 import pytest
 
 from otp import gen_server, proc_lib, supervisor
+from otp import logger as otp_logger
 from otp.gen_server import GenServer, NoReply, Ok
-from otp.logger import LogSink, ReportFormatter, format_report, setup
+from otp.logger import LogSink, ReportFormatter, format_report, log_report, setup
 from otp.process import ANY, Down, monitor, self, send, whereis
 from otp.supervisor import ChildSpec, Supervisor, SupFlags
 from otp.testing import assert_receive, wait_all_blocked
@@ -310,6 +312,137 @@ def test_setup_installs_one_sink_with_the_report_formatter():
 def test_sink_rejects_a_bad_max_queue():
     with pytest.raises(ValueError, match="max_queue expects an int >= 1, got 0"):
         LogSink(io.StringIO(), max_queue=0)
+
+
+# ------------------------------------------------------------------------- log_report
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def lone_logger():
+    """A logger of its own, not propagating, with no handler: its records reach only
+    the handlers a test adds (or, with none, the last resort)."""
+    log = logging.getLogger("otp.test_log_report")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield _without_handlers(log)
+    _without_handlers(log)
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+
+
+def _without_handlers(log: logging.Logger) -> logging.Logger:
+    # pytest attaches its capture handlers to non-propagating loggers at each phase.
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    return log
+
+
+_TIME_FIELDS = {"created", "msecs", "relativeCreated", "lineno"}
+
+
+def test_log_report_makes_the_record_logger_log_would_make(lone_logger):
+    _without_handlers(lone_logger)
+    cap = _Records()
+    lone_logger.addHandler(cap)
+    args = ("<0.7.0>", "child_terminated", "w", "killed")
+    for _ in range(2):  # the second call copies the call site's template
+        log_report(lone_logger, logging.ERROR, "sup %r: %s of %r: %r", args, {"label": "x"})
+        lone_logger.log(logging.ERROR, "sup %r: %s of %r: %r", *args,
+                        extra={"report": {"label": "x"}})
+    fast, std = cap.records[2], cap.records[3]
+    assert fast.__class__ is std.__class__
+    assert set(fast.__dict__) == set(std.__dict__)
+    assert {k: v for k, v in fast.__dict__.items() if k not in _TIME_FIELDS} == {
+        k: v for k, v in std.__dict__.items() if k not in _TIME_FIELDS
+    }
+    assert fast.lineno == std.lineno - 1
+    assert fast.created <= std.created
+    assert fast.getMessage() == "sup '<0.7.0>': child_terminated of 'w': 'killed'"
+
+
+def test_log_report_builds_the_report_only_for_a_handler(lone_logger):
+    built = []
+
+    def fields(a, b):
+        built.append((a, b))
+        return {"label": "x", "a": a, "b": b}
+
+    _without_handlers(lone_logger)
+    lone_logger.setLevel(logging.CRITICAL)
+    log_report(lone_logger, logging.ERROR, "m", (), fields, 1, 2)  # below the level
+    lone_logger.setLevel(logging.DEBUG)
+    sink = otp_logger._fallback()
+    log_report(lone_logger, logging.ERROR, "m", (), fields, 1, 2)  # no handler
+    assert sink.drain(timeout=10)
+    assert built == []
+    cap = _Records()
+    lone_logger.addHandler(cap)
+    log_report(lone_logger, logging.ERROR, "m", (), fields, 1, 2)
+    assert built == [(1, 2)]
+    assert cap.records[0].report == {"label": "x", "a": 1, "b": 2}
+
+
+def test_log_report_without_a_handler_writes_what_the_last_resort_would(lone_logger, capsys):
+    _without_handlers(lone_logger)
+    sink = otp_logger._fallback()
+    log_report(lone_logger, logging.ERROR, "sup %r: %s", ("s", "gone"), {"label": "x"})
+    log_report(lone_logger, logging.INFO, "below the last resort's level", (), {"label": "x"})
+    assert sink.drain(timeout=10)
+    assert capsys.readouterr().err == "sup 's': gone\n"
+
+
+def test_log_report_leaves_a_replaced_last_resort_in_charge(lone_logger, monkeypatch):
+    _without_handlers(lone_logger)
+    cap = _Records()
+    monkeypatch.setattr(logging, "lastResort", cap)
+    log_report(lone_logger, logging.ERROR, "m %s", ("x",), {"label": "x"})
+    assert [(r.getMessage(), r.report) for r in cap.records] == [("m x", {"label": "x"})]
+    monkeypatch.setattr(logging, "lastResort", None)
+    log_report(lone_logger, logging.ERROR, "m %s", ("y",), {"label": "x"})  # dropped, as stdlib
+    assert len(cap.records) == 1
+
+
+def test_log_report_applies_the_loggers_filters(lone_logger):
+    _without_handlers(lone_logger)
+    cap = _Records()
+    lone_logger.addHandler(cap)
+    lone_logger.addFilter(lambda r: r.getMessage() != "hidden")
+    try:
+        log_report(lone_logger, logging.ERROR, "hidden", (), {"label": "x"})
+        log_report(lone_logger, logging.ERROR, "shown", (), {"label": "x"})
+    finally:
+        lone_logger.filters.clear()
+    assert [r.getMessage() for r in cap.records] == ["shown"]
+
+
+class _ThreadFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.getMessage()} {threading.get_ident() == MAIN_IDENT}"
+
+
+MAIN_IDENT = threading.get_ident()
+
+
+def test_sink_formats_reports_on_its_writer_and_other_records_at_once():
+    stream = io.StringIO()
+    sink = LogSink(stream)
+    sink.setFormatter(_ThreadFormatter())
+    try:
+        sink.handle(_record({"label": "x"}, msg="report"))
+        sink.handle(logging.LogRecord("t", logging.INFO, __file__, 1, "plain", None, None))
+        assert sink.drain(timeout=10)
+        assert stream.getvalue() == "report False\nplain True\n"
+    finally:
+        sink.close()
 
 
 # ------------------------------------------------------------------------- real producers
