@@ -285,8 +285,14 @@ class Client:
             return
         if wait or self.version < 2:
             self.request("ack", ids=list(ids))
-        else:
+            return
+        try:
             self._send_frame({"t": "ack", "ids": list(ids)})
+        except ChatClosed as e:
+            # the items come again after the next login: nothing to resend
+            if not self._may_reconnect(e):
+                raise
+            self.reconnect()
 
     def read(self, sender: str, mids: list[str]) -> None:
         self.request("read", **{"from": sender, "mids": list(mids)})
@@ -350,15 +356,17 @@ class Client:
             self.ack(ids, wait=ack_wait)
         return got
 
-    def wait_for(self, pred: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Poll (acknowledging) until ``pred(all events so far)`` is true; return them."""
+    def wait_for(self, pred: Any, timeout: float = 10.0, *, ack_wait: bool = True
+                 ) -> list[dict[str, Any]]:
+        """Poll (acknowledging; ``ack_wait``: see ``ack``) until ``pred(all events so
+        far)`` is true; return them."""
         deadline = time.monotonic() + timeout
         out: list[dict[str, Any]] = []
         while not pred(out):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"condition not met within {timeout} s; got {out!r:.500}")
-            out.extend(self.poll(min(left, 1.0)))
+            out.extend(self.poll(min(left, 1.0), ack_wait=ack_wait))
         return out
 
 

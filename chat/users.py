@@ -37,9 +37,14 @@ The message path (ARCHITECTURE.md, "The chat application"):
    with exponential back-off (``retry_initial`` doubling to ``retry_max``), in order,
    until acknowledged.
 4. The inbox is streamed to the attached device (at most ``window`` unacknowledged
-   items); the device's ``ack`` deletes items from the inbox (C3) and, for messages,
-   queues a ``delivered`` receipt to the sender through the same outbox path; ``read``
-   does the same with ``read`` receipts.
+   items; a forward is pushed before its inbox write reaches the disk: the sender's
+   outbox row is its durable record until then); the device's ``ack`` deletes items
+   from the inbox (C3) and, for messages, queues a ``delivered`` receipt to the sender
+   through the same outbox path; ``read`` does the same with ``read`` receipts. An
+   unanswered ack (protocol version 2, a cast) instead sends ``("chat.receipts",
+   recipient, pid, items)`` straight to the sender's process, which stores them and
+   answers ``("chat.receipts_ok", sender, mids)``; only then is the message's inbox row
+   deleted (lazily): until then that row is the receipt's durable record.
 
 Ordering: between two user processes items travel in ``pseq`` order and are accepted
 only in that order, so per-sender order holds through retries, crashes and restarts.
@@ -69,7 +74,6 @@ from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop
 from otp.node import current_node
 from otp.process import (
     Down,
-    cancel_timer,
     demonitor,
     monitor,
     send,
@@ -178,6 +182,7 @@ class _Peer:
     timer: Any = None
     backoff: float = 0.0
     token: int = 0
+    progress: float = 0.0  # node time of the last acknowledgement from the peer
 
 
 @dataclass(slots=True)
@@ -215,6 +220,15 @@ class _State:
     last_active: float = 0.0
     npending: int = 0  # items in all peers' pending queues
     limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
+    # "delivered" receipts of messages the device acknowledged without waiting for an
+    # answer (protocol version 2), not yet stored by the sender's process:
+    # peer -> {mid: (inbox seq, ts, node time sent)}. The inbox row of the message is
+    # their durable record: it is deleted (lazily) only once the peer stored the
+    # receipt, so after a crash the message is pushed again, acknowledged again, and
+    # the receipt made again.
+    rcpts: dict[str, dict[str, tuple[int, float, float]]] = field(default_factory=dict)
+    rcpt_timer: Any = None
+    rcpt_backoff: float = 0.0
     last_push: float = -1e18
 
     def peer(self, p: str) -> _Peer:
@@ -299,7 +313,7 @@ class User(GenServer):
     def _quiet(s: _State) -> bool:
         """Nothing to forward and nothing pushed and unacknowledged: the process may stop
         (a connected device stays connected; its name lets the next start find it)."""
-        return s.outbox_empty() and not s.pushed and not s.queue
+        return s.outbox_empty() and not s.pushed and not s.queue and not s.rcpts
 
     def _write(self, s: _State, ops: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
                ) -> None:
@@ -341,7 +355,7 @@ class User(GenServer):
                 self._attach(s, conn)
                 return self._reply(len(s.inbox), s)
             case ("forwarding",):  # introspection: items not yet acknowledged by peers
-                return self._reply(s.npending, s)
+                return self._reply(s.npending + sum(len(d) for d in s.rcpts.values()), s)
             case ("presence_info",):
                 return self._reply((s.device is not None, s.last_seen, s.hide), s)
             case ("privacy", hide):
@@ -406,16 +420,24 @@ class User(GenServer):
         p.out_seq = pseq
         s.cmids[cmid] = (mid, ts, seq)
         item = (seq, pseq, "msg", payload)
+        if not p.pending:
+            p.progress = _now()  # the back-off counts from the first unacknowledged item
         p.pending.append(item)
         s.npending += 1
         self._forward(s, to, (item,))
         self._arm(s, to, p)
         return mid, ts
 
-    def _ack(self, s: _State, ids: tuple[int, ...]) -> None:
+    def _ack(self, s: _State, ids: tuple[int, ...], answered: bool = True) -> None:
+        """The device acknowledged ``ids``. For a message, "delivered" goes to its sender
+        (C4) and the message is deleted (C3): answered acks (the reply means "deleted")
+        store the receipt in the outbox in the same commit as the delete; unanswered
+        ones hand the receipt to the sender's process directly and delete the message
+        lazily once it stored the receipt (no disk wait here; see ``_State.rcpts``)."""
         faults.point("ack_received", s.phone)
         ops: list[tuple[Any, ...]] = []
         receipts: list[tuple[str, tuple[Any, ...]]] = []
+        direct: dict[str, dict[str, tuple[int, float, float]]] = {}
         now = time.time()
         for i in ids:
             item = s.inbox.pop(i, None)
@@ -427,13 +449,92 @@ class User(GenServer):
             if out_seq is not None:  # a "sent" receipt: now the outbox row can go
                 s.lazy.append(("out-", s.phone, out_seq))
             elif kind == "msg":  # deleted for good (C3), and "delivered" goes out (C4)
-                ops.append(("in-", s.phone, i))
-                receipts.append((peer, ("delivered", payload[0], now)))
+                if answered:
+                    ops.append(("in-", s.phone, i))
+                    receipts.append((peer, ("delivered", payload[0], now)))
+                else:
+                    direct.setdefault(peer, {})[payload[0]] = (i, now, 0.0)
             else:  # a stored receipt: the device has it
                 s.lazy.append(("in-", s.phone, i))
         if ops:
             self._queue_out(s, receipts, ops)
+        if direct:
+            t = _now()
+            for peer, d in direct.items():
+                mine = s.rcpts.setdefault(peer, {})
+                for mid, (i, ts, _) in d.items():
+                    mine[mid] = (i, ts, t)
+                self._send_receipts(s, peer, mine)
+            if s.rcpt_timer is None:
+                if s.rcpt_backoff <= 0:
+                    s.rcpt_backoff = s.ctx.retry_initial
+                s.rcpt_timer = send_after(s.rcpt_backoff, _self(), "chat.rcpt_retry")
         self._push_more(s)
+
+    def _send_receipts(self, s: _State, peer: str,
+                       d: dict[str, tuple[int, float, float]]) -> None:
+        """Send *every* receipt the peer has not confirmed yet, in the order they were
+        made: the peer stores what it gets in that order, so even when its process
+        restarted (losing what was in its mailbox), receipts never overtake each other
+        (one the peer already stored may come twice: the device deduplicates)."""
+        try:
+            pid = ensure(peer)
+        except Exception as e:  # the supervisor is busy or stopping: the retry covers it
+            log.warning("user %s: cannot reach %s's process yet: %s", s.phone, peer, e)
+            return
+        send(pid, ("chat.receipts", s.phone, _self(),
+                   tuple((mid, "delivered", ts) for mid, (_, ts, _) in d.items())))
+
+    def _receipts(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...]) -> None:
+        """Receipts for our messages, straight from the peer's process: into the inbox
+        (pushed first, then stored), then confirmed to the peer. A receipt sent twice
+        (a retry) may be stored twice; the device deduplicates by type and mid."""
+        faults.point("deliver_received", s.phone)
+        ops: list[tuple[Any, ...]] = []
+        for mid, kind, ts in items:
+            seq = s.in_next
+            s.in_next += 1
+            payload = (kind, mid, peer, ts)
+            ops.append(("in+", s.phone, seq, peer, "receipt", payload))
+            s.inbox[seq] = (peer, "receipt", payload)
+            if s.device is not None:
+                _enqueue(s, seq)
+        if s.device is not None:
+            self._push_more(s)
+        self._write(s, ops)
+        faults.point("inbox_stored", s.phone)
+        if s.device is None:
+            self._notify(s)
+        send(pid, ("chat.receipts_ok", s.phone, tuple(mid for mid, _, _ in items)))
+
+    def _receipts_ok(self, s: _State, peer: str, mids: tuple[str, ...]) -> None:
+        d = s.rcpts.get(peer)
+        if not d:
+            return
+        for mid in mids:
+            x = d.pop(mid, None)
+            if x is not None:  # the peer has the receipt: the message row can go
+                s.lazy.append(("in-", s.phone, x[0]))
+        if not d:
+            del s.rcpts[peer]
+        s.rcpt_backoff = s.ctx.retry_initial
+
+    def _retry_receipts(self, s: _State) -> None:
+        s.rcpt_timer = None
+        if not s.rcpts:
+            return
+        now = _now()
+        due = now - s.rcpt_backoff * 0.5
+        resent = False
+        for peer, d in s.rcpts.items():
+            if any(t <= due for _, _, t in d.values()):
+                for mid, (i, ts, _) in d.items():
+                    d[mid] = (i, ts, now)
+                self._send_receipts(s, peer, d)
+                resent = True
+        if resent:
+            s.rcpt_backoff = min(s.rcpt_backoff * 2, s.ctx.retry_max)
+        s.rcpt_timer = send_after(s.rcpt_backoff, _self(), "chat.rcpt_retry")
 
     def _read(self, s: _State, peer: str, mids: tuple[str, ...]) -> None:
         now = time.time()
@@ -459,7 +560,10 @@ class User(GenServer):
         self._write(s, ops)
         by_peer: dict[str, list[tuple[int, int, str, Any]]] = {}
         for peer, item in items:
-            s.peers[peer].pending.append(item)
+            p = s.peers[peer]
+            if not p.pending:
+                p.progress = _now()
+            p.pending.append(item)
             s.npending += 1
             by_peer.setdefault(peer, []).append(item)
         for peer, n in touched.items():
@@ -502,7 +606,7 @@ class User(GenServer):
     def handle_cast(self, request: Any, s: _State) -> Any:
         match request:
             case ("ack", ids):  # an unanswered ack (protocol version 2)
-                self._ack(s, ids)
+                self._ack(s, ids, answered=False)
                 return self._idle(s)
             case ("rekey", key_hash, gen):
                 s.key_hash, s.gen = key_hash, gen
@@ -522,9 +626,20 @@ class User(GenServer):
                 if p is not None and p.token == token:
                     p.timer = None
                     if p.pending:
-                        p.backoff = min(p.backoff * 2, s.ctx.retry_max)
-                        self._forward(s, peer, tuple(p.pending))
-                        self._arm(s, peer, p)
+                        if _now() - p.progress < p.backoff:
+                            # the peer acknowledged something lately: it is alive and
+                            # working through what we sent; look again later
+                            self._arm(s, peer, p)
+                        else:
+                            p.backoff = min(p.backoff * 2, s.ctx.retry_max)
+                            self._forward(s, peer, tuple(p.pending))
+                            self._arm(s, peer, p)
+            case ("chat.receipts", peer, pid, items):
+                self._receipts(s, peer, pid, items)
+            case ("chat.receipts_ok", peer, mids):
+                self._receipts_ok(s, peer, mids)
+            case "chat.rcpt_retry":
+                self._retry_receipts(s)
             case Down(ref=ref) if ref == s.device_mon:
                 s.device_mon = None
                 self._detach(s)
@@ -605,9 +720,10 @@ class User(GenServer):
             else:
                 s.lazy.append(("out-", s.phone, seq))
         p.backoff = s.ctx.retry_initial
-        if p.timer is not None and not p.pending:
-            cancel_timer(p.timer)
-            p.timer = None
+        # The retry timer is left to run out (cancelling and re-arming it for every
+        # message costs more than one wasted wake-up): it re-forwards only if the peer
+        # made no progress for a whole back-off period.
+        p.progress = _now()
         if pushed:
             self._push_more(s)
 

@@ -277,8 +277,15 @@ def test_c3_c4_an_unanswered_ack_deletes_the_message_and_sends_delivered(node, t
         while not msgs(got):
             got = b.poll(1.0, ack_wait=False)  # an ack without id: no reply comes
         a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))  # the ack was handled
-        assert [i for i in store.read(("load", B)).inbox if i[2] == "msg"] == []
         b.ping()  # the connection answers the next request: no reply was owed for the ack
+        # The delete is lazy (it rides along with B's next write): B sends something.
+        ry = b.send(A, "y")
+        assert [i for i in store.read(("load", B)).inbox if i[2] == "msg"] == []
+        b.wait_for(lambda evs: ry.mid in receipts(evs, "sent"))  # acknowledged too
+        key = b.key
+        b.bye()
+        again = srv.client()
+        assert again.login(B, key) == 0
 
 
 def test_client_falls_back_to_version_1_with_a_server_that_speaks_only_it(
