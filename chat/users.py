@@ -229,6 +229,7 @@ class _State:
     rcpts: dict[str, dict[str, tuple[int, float, float]]] = field(default_factory=dict)
     rcpt_timer: Any = None
     rcpt_backoff: float = 0.0
+    rcpt_progress: float = 0.0  # node time of the last confirmation
     last_push: float = -1e18
 
     def peer(self, p: str) -> _Peer:
@@ -518,16 +519,20 @@ class User(GenServer):
         if not d:
             del s.rcpts[peer]
         s.rcpt_backoff = s.ctx.retry_initial
+        s.rcpt_progress = _now()
 
     def _retry_receipts(self, s: _State) -> None:
         s.rcpt_timer = None
         if not s.rcpts:
             return
         now = _now()
-        due = now - s.rcpt_backoff * 0.5
+        due = now - s.rcpt_backoff
         resent = False
         for peer, d in s.rcpts.items():
-            if any(t <= due for _, _, t in d.values()):
+            # as for forwards: only when nothing was confirmed for a back-off period (a
+            # loaded peer is slow, not gone; resending would only add to its load)
+            if now - s.rcpt_progress >= s.rcpt_backoff and any(
+                    t <= due for _, _, t in d.values()):
                 for mid, (i, ts, _) in d.items():
                     d[mid] = (i, ts, now)
                 self._send_receipts(s, peer, d)
