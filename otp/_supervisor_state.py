@@ -55,6 +55,8 @@ __all__ = ["BACKOFF", "TRY_AGAIN", "Child", "State", "split_init"]
 
 log = logging.getLogger("otp.report")
 ERROR = logging.ERROR
+DEBUG = logging.DEBUG
+_info = tuple.__new__
 
 TRY_AGAIN = "$sup_try_again"
 BACKOFF = "$sup_backoff"
@@ -121,11 +123,9 @@ class State:
     def report(self, context: str, reason: Any, child: Child, pid: Pid | None = None) -> None:
         # Once per restart, so log_report: the report (and the record) are built only
         # if a handler will see them, and nothing is formatted on this path.
-        if log.isEnabledFor(ERROR):
-            pid = pid if pid is not None else child.pid
-            log_report(log, ERROR, "supervisor %r: %s of child %r: %r",
-                       (self.name, context, child.spec.id, reason),
-                       self.report_fields, context, reason, child, pid)
+        log_report(log, ERROR, "supervisor %r: %s of child %r: %r",
+                   (self.name, context, child.spec.id, reason), self.report_fields, context,
+                   reason, child, pid if pid is not None else child.pid)  # fmt: skip
 
     def report_fields(self, context: str, reason: Any, child: Child, pid: Pid | None
                       ) -> dict[str, Any]:
@@ -138,14 +138,14 @@ class State:
 
     def progress(self, child: Child) -> None:
         # Progress reports are DEBUG: an OTP node hides them by default (its logger
-        # level is notice), and so does a node logging at Python's usual INFO.
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "supervisor %r started child %r: %r", self.name, child.spec.id, child.pid,
-                extra={"report": {"label": "supervisor:progress", "supervisor": self.name,
-                                  "started": {"pid": child.pid, "id": child.spec.id,
-                                              "type": child.spec.type}}},
-            )  # fmt: skip
+        # level is notice), and so does a node logging at Python's usual INFO. The
+        # caller checks the level (once per start).
+        log.debug(
+            "supervisor %r started child %r: %r", self.name, child.spec.id, child.pid,
+            extra={"report": {"label": "supervisor:progress", "supervisor": self.name,
+                              "started": {"pid": child.pid, "id": child.spec.id,
+                                          "type": child.spec.type}}},
+        )  # fmt: skip
 
     # --- starting --------------------------------------------------------------------
 
@@ -166,7 +166,8 @@ class State:
         child.restarting = False
         child.started_at = current_node().clock.now()
         self.by_pid[pid] = child
-        self.progress(child)
+        if log.isEnabledFor(DEBUG):
+            self.progress(child)
         return True, pid
 
     def init_children(self, specs: list[ChildSpec]) -> Any:
@@ -193,15 +194,15 @@ class State:
             return True  # not (or no longer) ours: a child we stopped and flushed already
         child.pid = None
         spec = child.spec
-        clean = is_clean_exit(reason)
-        if spec.restart == "permanent" or (spec.restart == "transient" and not clean):
+        restart = spec.restart
+        if restart == "permanent" or (restart == "transient" and not is_clean_exit(reason)):
             self.report("child_terminated", reason, child, pid)
             if spec.backoff is not None and (
                 current_node().clock.now() - child.started_at >= spec.backoff.max
             ):
                 child.attempt = 0
             return self.restart(child)
-        if not clean:
+        if not is_clean_exit(reason):
             self.report("child_terminated", reason, child, pid)
         self.forget(child)
         return self.auto_shutdown_ok(child)
@@ -244,12 +245,15 @@ class State:
             self.report("shutdown", "reached_max_restart_intensity", child)
             self.forget(child)
             return False
+        group = self.mode == "static" and self.strategy != "one_for_one"
         backoff = child.spec.backoff
         if backoff is None:
-            self.stop_group(child)
+            if group:
+                self.stop_group(child)
             self.start_group(child)
             return True
-        self.stop_group(child)
+        if group:
+            self.stop_group(child)
         child.restarting = True
         delay = backoff.delay(child.attempt)
         child.attempt += 1
@@ -279,13 +283,14 @@ class State:
         a failed start marks that child restarting and retries it later (S3)."""
         if self.mode == "static" and self.strategy != "one_for_one":
             start = 0 if self.strategy == "one_for_all" else self.children.index(child)
-            group = self.children[start:]
+            group = self.children[start:]  # a copy: a temporary child may be removed
         else:
             group = [child]
-        for c in list(group):
+        for c in group:
             if c.pid is not None:
                 continue
-            self.clear_timer(c)
+            if c.timer is not None:
+                self.clear_timer(c)
             ok, res = self.start(c)
             if not ok:
                 self.report("start_error", res, c)
@@ -417,6 +422,8 @@ class State:
     def handle_request(self, request: Any) -> Any:
         """Serve one client request; returns the value or raises the error to send."""
         match request:
+            case ("which_children",):  # first: polled by whoever waits for a restart
+                return self.which_children()
             case ("start_child", spec):
                 return self.start_child(spec)
             case ("terminate_child", key):
@@ -425,8 +432,6 @@ class State:
                 return self.restart_child(key)
             case ("delete_child", key):
                 return self.delete_child(key)
-            case ("which_children",):
-                return self.which_children()
             case ("count_children",):
                 return self.count_children()
             case ("get_childspec", key):
@@ -541,13 +546,16 @@ class State:
         self.remove(child)
 
     def which_children(self) -> tuple[ChildInfo, ...]:
-        def row(c: Child, id_: Any) -> ChildInfo:
-            pid: Any = "restarting" if c.restarting else c.pid
-            return ChildInfo(id_, pid, c.spec.type, c.spec.modules)
-
-        if self.mode == "static":
-            return tuple(row(c, c.spec.id) for c in self.children)
-        return tuple(row(c, None) for c in self.dyn.values())
+        # Asked in a loop by whoever waits for a restart: no per-row function calls
+        # (tuple.__new__ is ChildInfo's own constructor, in C).
+        rows = []
+        static = self.mode == "static"
+        for c in self.children if static else self.dyn.values():
+            spec = c.spec
+            rows.append(_info(ChildInfo, (spec.id if static else None,
+                                          "restarting" if c.restarting else c.pid,
+                                          spec.type, spec.modules)))  # fmt: skip
+        return tuple(rows)
 
     def count_children(self) -> ChildCounts:
         if self.mode == "simple":

@@ -390,7 +390,7 @@ def log_report(
             last = logging.lastResort
             if (last is _STD_LAST_RESORT and last is not None and level >= last.level
                     and not last.filters and last.formatter is None):  # fmt: skip
-                _fallback().put_message(msg, args)
+                (_fallback_sink or _fallback()).put_message(msg, args)
                 return
     if report.__class__ is not dict:
         report = report(*report_args)  # type: ignore[operator]
@@ -496,7 +496,7 @@ class LogSink(logging.Handler):
         # replaces ``threading.RLock`` but leaves the C ``_thread.RLock`` alone.)
         import _thread
 
-        self.lock = _thread.RLock()
+        self.lock = self._lock = _thread.RLock()
 
     # -- producer side (any thread; the handler lock serialises producers) -----------
 
@@ -519,8 +519,7 @@ class LogSink(logging.Handler):
     def put_message(self, msg: Any, args: Any) -> None:
         """Queue the line ``str(msg) % args`` (what the stdlib's default formatter makes of
         a record without exception info), formatted by the writer."""
-        self.acquire()
-        try:
+        with self._lock:
             if self._closed:
                 return
             if self._accepted - self._taken >= self.max_queue:
@@ -528,8 +527,6 @@ class LogSink(logging.Handler):
                 return
             self._accepted += 1
             self._q.put(((msg, args), self.dropped))
-        finally:
-            self.release()
 
     @property
     def pending(self) -> int:

@@ -54,6 +54,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from otp._core.node import Process, getcurrent
 from otp.errors import BadArg, ProcessExit, StartError
 from otp.process import (
     Down,
@@ -61,7 +62,6 @@ from otp.process import (
     Pid,
     demonitor,
     is_alive,
-    monitor,
     process_info,
     receive,
     send,
@@ -93,17 +93,27 @@ class _Meta:
     """What proc_lib knows about one of its processes (Erlang keeps it in the process
     dictionary)."""
 
-    __slots__ = ("acked", "ancestors", "initial_call", "starter")
+    __slots__ = ("acked", "ancestors", "initial_call", "pid", "starter")
 
     def __init__(self, initial_call: str, ancestors: tuple[Pid, ...], starter: Pid | None):
         self.initial_call = initial_call
         self.ancestors = ancestors
         self.starter = starter  # waiting in start/start_link for init_ack, or None
         self.acked = False
+        self.pid: Pid | None = None  # set by the process itself when it starts
 
 
-# Live proc_lib processes; an entry is removed when its process ends.
-_meta: dict[Pid, _Meta] = {}
+# Live proc_lib processes by pid.id (one node runs at a time, so the ids of live
+# processes differ; an int key hashes in C), each entry checked against the pid asked
+# about. An entry is removed when its process ends.
+_meta: dict[int, _Meta] = {}
+
+
+def _meta_of(pid: Pid) -> _Meta | None:
+    meta = _meta.get(pid.id)
+    if meta is None or (meta.pid is not pid and meta.pid != pid):
+        return None
+    return meta
 
 
 class ReportedExit(ProcessExit):
@@ -128,15 +138,16 @@ def describe(fn: Any) -> str:
 
 
 def _run(fn: Callable[..., Any], args: tuple[Any, ...], meta: _Meta) -> None:
-    me = _self()
-    _meta[me] = meta
+    p = getcurrent()  # this process's kernel record (the kernel runs _run in it)
+    me = meta.pid = p.pid
+    _meta[me.id] = meta
     try:
         fn(*args)
     except ReportedExit:
         _failed_start(me, meta)
         raise
     except ProcessExit as e:
-        if is_alive(me):  # it called exit(reason); otherwise a signal ended it
+        if not p.dead:  # it called exit(reason); otherwise a signal ended it
             _failed_start(me, meta)
             if not is_clean_exit(e.reason):
                 crash_report(me, meta, e.reason, e)
@@ -148,7 +159,7 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...], meta: _Meta) -> None:
         # a second report of its own.
         raise ReportedExit(e) from None
     finally:
-        _meta.pop(me, None)
+        _meta.pop(me.id, None)
     if meta.starter is not None and not meta.acked:
         _failed_start(me, meta)
 
@@ -198,7 +209,7 @@ def _new_meta(fn: Any, initial: str | None, starter: Pid | None) -> _Meta:
     if not callable(fn):
         raise BadArg(f"proc_lib expects a callable, got {fn!r} of type {type(fn).__name__}")
     me = _self()
-    mine = _meta.get(me)
+    mine = _meta_of(me)
     lineage = (me, *mine.ancestors) if mine is not None else (me,)
     return _Meta(initial or describe(fn), lineage, starter)
 
@@ -245,21 +256,30 @@ def start_as(
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
     ):
         raise BadArg(f"start timeout must be seconds >= 0 or None, got {timeout!r}")
-    me = _self()
-    meta = _new_meta(fn, initial, me)
-    if link:
-        pid = _spawn_link(_run, fn, args, meta)
-    else:
-        pid = _spawn(_run, fn, args, meta)
-    ref = monitor(pid)
+    # The kernel's calls straight from the caller's process record: a behaviour's child
+    # starts (a supervisor's restarts) come through here.
+    p = getcurrent()
+    if p.__class__ is not Process:
+        _self()  # NotInProcess
+    if p.dead:
+        p.node._zombie(p)  # killed, and went on running: ends it, as any call would
+    if not callable(fn):
+        raise BadArg(f"proc_lib expects a callable, got {fn!r} of type {type(fn).__name__}")
+    me: Pid = p.pid
+    mine = _meta.get(me.id)
+    lineage = (me, *mine.ancestors) if mine is not None and mine.pid is me else (me,)
+    meta = _Meta(initial or describe(fn), lineage, me)
+    node = p.node
+    pid = node.spawn(_run, (fn, args, meta), link=p if link else None).pid
+    ref = node.monitor(p, pid)  # spawn and monitor at once: no Down can be missed
 
     def match(m: Any) -> bool:
         c = m.__class__
         if c is tuple:
-            return len(m) == 4 and m[0] == "$ack" and m[1] == pid
-        return c is Down and m[0] == ref
+            return len(m) == 4 and m[0] == "$ack" and (m[1] is pid or m[1] == pid)
+        return c is Down and (m[0] is ref or m[0] == ref)
 
-    msg = receive(match, timeout, default=_TIMEOUT)
+    msg = node.receive(p, match, timeout, _TIMEOUT)
     if msg is _TIMEOUT:
         if link:
             unlink(pid)
@@ -270,7 +290,7 @@ def start_as(
     if msg.__class__ is Down:
         _drop_exit(pid)
         raise StartError(msg.reason, f"{describe(fn)} ended before init_ack: {msg.reason!r}")
-    demonitor(ref, flush=True)
+    node.demonitor(p, ref, True)
     if msg[2]:
         return msg[3]
     _drop_exit(pid)
@@ -282,8 +302,14 @@ def _drop_exit(pid: Pid) -> None:
 
 
 def _my_meta(what: str) -> tuple[Pid, _Meta]:
+    p = getcurrent()
+    if p.__class__ is Process:
+        me = p.pid
+        meta = _meta.get(me.id)
+        if meta is not None and meta.starter is not None and meta.pid is me:
+            return me, meta
     me = _self()
-    meta = _meta.get(me)
+    meta = _meta_of(me)
     if meta is None or meta.starter is None:
         raise BadArg(
             f"{what} must be called by a process started with proc_lib.start or "
@@ -319,15 +345,15 @@ def init_fail(reason: Any, exit_reason: Any = "normal") -> None:
 def initial_call(pid: Pid) -> str | None:
     """The initial call recorded for a live proc_lib process (``"module.function"``, or
     ``"module.Class.init"`` for a behaviour), or None."""
-    meta = _meta.get(pid)
+    meta = _meta_of(pid)
     return meta.initial_call if meta is not None else None
 
 
 def ancestors() -> tuple[Pid, ...]:
     """The caller's ancestors, nearest first (empty if not a proc_lib process)."""
-    meta = _meta.get(_self())
+    meta = _meta_of(_self())
     return meta.ancestors if meta is not None else ()
 
 
 def meta_of(pid: Pid) -> _Meta | None:
-    return _meta.get(pid)
+    return _meta_of(pid)

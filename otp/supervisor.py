@@ -288,7 +288,13 @@ def delete_child(sup: Any, child_id: Any) -> None:
 def which_children(sup: Any) -> list[ChildInfo]:
     """One ``ChildInfo(id, pid, type, modules)`` per child, in start order; ``pid``
     is ``"restarting"`` or None when the child is not running."""
-    return list(_call(sup, ("which_children",)))
+    status, value = gen_server.call(sup, _WHICH_CHILDREN, timeout=None)
+    if status == "error":
+        raise value
+    return list(value)
+
+
+_WHICH_CHILDREN = ("which_children",)
 
 
 def count_children(sup: Any) -> ChildCounts:
@@ -367,9 +373,13 @@ class _SupServer(GenServer):
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         if msg.__class__ is Exit:
-            if msg.pid is not None and msg.pid == state.parent and msg.pid not in state.by_pid:
+            pid = msg.pid
+            parent = state.parent
+            # Ids first: a child's EXIT (the common case) then costs no Pid.__eq__ call.
+            if (pid is not None and parent is not None and pid.id == parent.id
+                    and pid == parent and pid not in state.by_pid):  # fmt: skip
                 return Stop(msg.reason, state)
-            if not state.child_exited(msg.pid, msg.reason):
+            if not state.child_exited(pid, msg.reason):
                 return Stop("shutdown", state)
             return NoReply(state)
         match msg:

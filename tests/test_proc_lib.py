@@ -11,6 +11,7 @@ from otp.errors import BadArg, StartError
 from otp.process import (
     Down,
     Exit,
+    Pid,
     exit,
     is_alive,
     monitor,
@@ -167,6 +168,38 @@ def test_ancestors_and_initial_call_are_recorded(node):
     exit(child_pid, "kill")
     wait_dead(child_pid)
     wait_dead(g)
+
+
+def test_initial_call_answers_only_for_the_very_pid(node):
+    # Another node's pid (or an older incarnation's) with the same number is not it.
+    pid = proc_lib.spawn(receive)
+    other = Pid("elsewhere@host", pid.id, pid.creation)
+    wait_all_blocked()  # it has started
+    assert proc_lib.initial_call(pid) is not None
+    assert proc_lib.initial_call(other) is None
+    exit(pid, "kill")
+    wait_dead(pid)
+
+
+def test_ancestors_of_a_start_link_chain(node):
+    me = self_pid()
+
+    def inner():
+        proc_lib.init_ack((self_pid(), proc_lib.ancestors()))
+        receive()
+
+    def outer():
+        proc_lib.init_ack(self_pid())
+        send(me, ("outer", self_pid(), proc_lib.start_link(inner)))
+        receive()
+
+    trap_exit(True)
+    outer_pid = proc_lib.start_link(outer)
+    _, _o, (inner_pid, inner_ancestors) = receive(("outer", outer_pid, tuple))
+    assert inner_ancestors == (outer_pid, me)
+    exit(outer_pid, "kill")
+    wait_dead(outer_pid)
+    wait_dead(inner_pid)
 
 
 # --- crash reports --------------------------------------------------------------------------
