@@ -229,7 +229,13 @@ class _State:
     rcpts: dict[str, dict[str, tuple[int, float, float]]] = field(default_factory=dict)
     rcpt_timer: Any = None
     rcpt_backoff: float = 0.0
-    rcpt_progress: float = 0.0  # node time of the last confirmation
+    # peer -> node time of its last confirmation
+    rcpt_progress: dict[str, float] = field(default_factory=dict)
+    # The other side: receipts from peers pushed to our connected device but not
+    # stored (inbox seq -> (peer, mid, peer's pid)); the peer keeps them until we
+    # confirm, which we do once the device acknowledged them (or once they are stored,
+    # when the device goes away).
+    rvolatile: dict[int, tuple[str, str, Any]] = field(default_factory=dict)
     last_push: float = -1e18
 
     def peer(self, p: str) -> _Peer:
@@ -246,6 +252,13 @@ def _enqueue(s: _State, seq: int) -> None:
     if s.queue is None:
         s.queue = deque()
     s.queue.append(seq)
+
+
+def _rcpt_backoff(ctx: UserCtx) -> float:
+    """First resend delay of receipts handed straight to a peer: longer than for
+    forwards, since the peer confirms only once its *device* acknowledged them (on a
+    loaded server that takes a while, and a resend only adds to the load)."""
+    return max(1.0, 5 * ctx.retry_initial)
 
 
 def _now() -> float:
@@ -386,9 +399,33 @@ class User(GenServer):
         s.device = s.device_mon = None
         s.pushed = set()
         s.queue = None
+        ops: list[tuple[Any, ...]] = []
+        if s.rvolatile:  # no device to acknowledge them now: store them, then confirm
+            for seq, (peer, _mid, _pid) in s.rvolatile.items():
+                item = s.inbox.get(seq)
+                if item is not None:
+                    ops.append(("in+", s.phone, seq, peer, "receipt", item[2]))
         if seen:
             s.last_seen = time.time()
-            self._write(s, (("seen", s.phone, s.last_seen),))
+            ops.append(("seen", s.phone, s.last_seen))
+        if ops:
+            self._write(s, ops)
+        if s.rvolatile:
+            self._confirm(s, s.rvolatile)
+            s.rvolatile = {}
+
+    @staticmethod
+    def _confirm(s: _State, done: dict[int, tuple[str, str, Any]]) -> None:
+        """Tell peers their receipts are safe with us (see ``_State.rvolatile``)."""
+        by: dict[Any, tuple[str, list[str]]] = {}
+        for peer, mid, pid in done.values():
+            x = by.get(pid)
+            if x is None:
+                by[pid] = (peer, [mid])
+            else:
+                x[1].append(mid)
+        for pid, (_peer, mids) in by.items():
+            send(pid, ("chat.receipts_ok", s.phone, tuple(mids)))
 
     def _send(self, s: _State, to: str, cmid: str, body: Any) -> tuple[str, float]:
         old = s.cmids.get(cmid)
@@ -439,6 +476,7 @@ class User(GenServer):
         ops: list[tuple[Any, ...]] = []
         receipts: list[tuple[str, tuple[Any, ...]]] = []
         direct: dict[str, dict[str, tuple[int, float, float]]] = {}
+        confirm: dict[int, tuple[str, str, Any]] = {}
         now = time.time()
         for i in ids:
             item = s.inbox.pop(i, None)
@@ -455,8 +493,14 @@ class User(GenServer):
                     receipts.append((peer, ("delivered", payload[0], now)))
                 else:
                     direct.setdefault(peer, {})[payload[0]] = (i, now, 0.0)
-            else:  # a stored receipt: the device has it
-                s.lazy.append(("in-", s.phone, i))
+            else:
+                v = s.rvolatile.pop(i, None)
+                if v is not None:  # a receipt held for its peer: the device has it
+                    confirm[i] = v
+                else:  # a stored receipt: the device has it
+                    s.lazy.append(("in-", s.phone, i))
+        if confirm:
+            self._confirm(s, confirm)
         if ops:
             self._queue_out(s, receipts, ops)
         if direct:
@@ -468,7 +512,7 @@ class User(GenServer):
                 self._send_receipts(s, peer, mine)
             if s.rcpt_timer is None:
                 if s.rcpt_backoff <= 0:
-                    s.rcpt_backoff = s.ctx.retry_initial
+                    s.rcpt_backoff = _rcpt_backoff(s.ctx)
                 s.rcpt_timer = send_after(s.rcpt_backoff, _self(), "chat.rcpt_retry")
         self._push_more(s)
 
@@ -487,10 +531,23 @@ class User(GenServer):
                    tuple((mid, "delivered", ts) for mid, (_, ts, _) in d.items())))
 
     def _receipts(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...]) -> None:
-        """Receipts for our messages, straight from the peer's process: into the inbox
-        (pushed first, then stored), then confirmed to the peer. A receipt sent twice
-        (a retry) may be stored twice; the device deduplicates by type and mid."""
+        """Receipts for our messages, straight from the peer's process. With the device
+        connected they are only pushed, and confirmed to the peer once the device
+        acknowledged them (until then the peer's inbox row of the message is their
+        durable record: no disk write here at all); otherwise they are stored in the
+        inbox, then confirmed. A receipt sent twice (a retry) may reach the device
+        twice; it deduplicates by type and mid."""
         faults.point("deliver_received", s.phone)
+        if s.device is not None:
+            for mid, kind, ts in items:
+                seq = s.in_next
+                s.in_next += 1
+                s.inbox[seq] = (peer, "receipt", (kind, mid, peer, ts))
+                s.rvolatile[seq] = (peer, mid, pid)
+                _enqueue(s, seq)
+            self._push_more(s)
+            faults.point("inbox_stored", s.phone)
+            return
         ops: list[tuple[Any, ...]] = []
         for mid, kind, ts in items:
             seq = s.in_next
@@ -518,8 +575,10 @@ class User(GenServer):
                 s.lazy.append(("in-", s.phone, x[0]))
         if not d:
             del s.rcpts[peer]
-        s.rcpt_backoff = s.ctx.retry_initial
-        s.rcpt_progress = _now()
+            s.rcpt_progress.pop(peer, None)
+        else:
+            s.rcpt_progress[peer] = _now()
+        s.rcpt_backoff = _rcpt_backoff(s.ctx)
 
     def _retry_receipts(self, s: _State) -> None:
         s.rcpt_timer = None
@@ -531,7 +590,7 @@ class User(GenServer):
         for peer, d in s.rcpts.items():
             # as for forwards: only when nothing was confirmed for a back-off period (a
             # loaded peer is slow, not gone; resending would only add to its load)
-            if now - s.rcpt_progress >= s.rcpt_backoff and any(
+            if now - s.rcpt_progress.get(peer, 0.0) >= s.rcpt_backoff and any(
                     t <= due for _, _, t in d.values()):
                 for mid, (i, ts, _) in d.items():
                     d[mid] = (i, ts, now)
