@@ -93,12 +93,15 @@ class _Meta:
     """What proc_lib knows about one of its processes (Erlang keeps it in the process
     dictionary)."""
 
-    __slots__ = ("acked", "ancestors", "initial_call", "pid", "starter")
+    __slots__ = ("acked", "ancestors", "initial_call", "pid", "starter", "starter_traps")
 
-    def __init__(self, initial_call: str, ancestors: tuple[Pid, ...], starter: Pid | None):
+    def __init__(self, initial_call: str, ancestors: tuple[Pid, ...], starter: Pid | None,
+                 starter_traps: bool = False):
         self.initial_call = initial_call
         self.ancestors = ancestors
         self.starter = starter  # waiting in start/start_link for init_ack, or None
+        # A linked starter that traps exits learns of an early end from the link's EXIT.
+        self.starter_traps = starter_traps
         self.acked = False
         self.pid: Pid | None = None  # set by the process itself when it starts
 
@@ -166,10 +169,11 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...], meta: _Meta) -> None:
 
 def _failed_start(me: Pid, meta: _Meta) -> None:
     # Ending before init_ack: unlink from the starter so that it gets a StartError from
-    # its monitor instead of being killed by the link (see the module docstring).
+    # its monitor instead of being killed by the link (see the module docstring). A
+    # starter that traps exits keeps the link: its EXIT is what it waits for.
     if meta.starter is not None and not meta.acked:
         meta.acked = True
-        if is_alive(me):
+        if not meta.starter_traps and is_alive(me):
             unlink(meta.starter)
 
 
@@ -268,8 +272,15 @@ def start_as(
     me: Pid = p.pid
     mine = _meta.get(me.id)
     lineage = (me, *mine.ancestors) if mine is not None and mine.pid is me else (me,)
-    meta = _Meta(initial or describe(fn), lineage, me)
     node = p.node
+    if link and p.trap_exit:
+        # A supervisor's case: the link's EXIT says the child ended before init_ack
+        # (with the reason a monitor's Down would carry), so no monitor to set and
+        # take off around each start (OTP's proc_lib waited on the EXIT too, once).
+        meta = _Meta(initial or describe(fn), lineage, me, True)
+        pid = node.spawn(_run, (fn, args, meta), link=p).pid
+        return _await_ack_or_exit(node, p, fn, pid, timeout)
+    meta = _Meta(initial or describe(fn), lineage, me)
     pid = node.spawn(_run, (fn, args, meta), link=p if link else None).pid
     ref = node.monitor(p, pid)  # spawn and monitor at once: no Down can be missed
 
@@ -291,6 +302,27 @@ def start_as(
         _drop_exit(pid)
         raise StartError(msg.reason, f"{describe(fn)} ended before init_ack: {msg.reason!r}")
     node.demonitor(p, ref, True)
+    if msg[2]:
+        return msg[3]
+    _drop_exit(pid)
+    raise StartError(msg[3], f"{describe(fn)} failed to start: {msg[3]!r}")
+
+
+def _await_ack_or_exit(node: Any, p: Any, fn: Any, pid: Pid, timeout: float | None) -> Any:
+    def match(m: Any) -> bool:
+        c = m.__class__
+        if c is tuple:
+            return len(m) == 4 and m[0] == "$ack" and (m[1] is pid or m[1] == pid)
+        return c is Exit and (m.pid is pid or m.pid == pid)
+
+    msg = node.receive(p, match, timeout, _TIMEOUT)
+    if msg is _TIMEOUT:
+        unlink(pid)
+        _exit(pid, "kill")
+        _drop_exit(pid)  # it may have ended just before the unlink
+        raise StartError("timeout", f"{describe(fn)} did not call init_ack within {timeout} s")
+    if msg.__class__ is Exit:
+        raise StartError(msg.reason, f"{describe(fn)} ended before init_ack: {msg.reason!r}")
     if msg[2]:
         return msg[3]
     _drop_exit(pid)

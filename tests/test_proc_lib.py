@@ -17,6 +17,7 @@ from otp.process import (
     monitor,
     receive,
     send,
+    spawn,
     trap_exit,
 )
 from otp.process import self as self_pid
@@ -125,6 +126,41 @@ def test_trapping_starter_gets_no_stray_exit_from_a_failed_start(node, caplog):
         proc_lib.start_link(lambda: exit("bad"))
     wait_all_blocked()
     refute_receive(Exit, timeout=0)
+
+
+def _raises():
+    raise KeyError("missing")
+
+
+def _killed_by_another():
+    me = self_pid()
+    spawn(lambda: exit(me, "kill"))
+    receive()
+
+
+def _init_fails():
+    proc_lib.init_fail("no_port", "normal")
+
+
+@pytest.mark.parametrize(
+    ("child", "reason"),
+    [
+        (_raises, KeyError("missing")),
+        (lambda: exit("no_config"), "no_config"),
+        (lambda: None, "normal"),
+        (_init_fails, "no_port"),
+        (_killed_by_another, "killed"),
+    ],
+)
+def test_trapping_starter_gets_the_reason_of_an_early_end_and_no_stray_message(
+    node, caplog, child, reason
+):
+    trap_exit(True)
+    with pytest.raises(StartError) as ei:
+        proc_lib.start_link(child)
+    assert repr(ei.value.reason) == repr(reason)
+    wait_all_blocked()
+    refute_receive(None, timeout=0)
 
 
 def test_start_rejects_a_bad_timeout_and_a_non_callable(node):
