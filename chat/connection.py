@@ -37,16 +37,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from chat import faults, registration, store, users
 from chat.protocol import (
     DEFAULT_MAX_FRAME,
+    HEADER,
     PROTOCOL_VERSIONS,
     FrameReader,
     FrameTooLarge,
     ProtocolError,
     Request,
     decode_body,
-    encode,
     error_frame,
     is_phone,
     validate_request,
@@ -63,6 +65,7 @@ from otp.process import (
     receive,
     register,
     send,
+    send_after,
     sleep,
     spawn,
     spawn_link,
@@ -79,6 +82,9 @@ LISTENER = "chat.listener"
 CONNS = "chat.conns"
 SERVER = "chat/0.1.0"
 _WINDOW = 64  # frames the reader may hand over ahead of the connection process
+# Connection processes all run on the node's one thread, and pack() never yields: one
+# packer serves them all (msgpack.packb would make one per frame).
+_packer = msgpack.Packer(use_bin_type=True)
 _CREDIT_EVERY = 32
 log = logging.getLogger("chat.connection")
 
@@ -219,8 +225,8 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "frames", "key_hash", "phase", "phone", "reader", "sock",
-                 "version")
+    __slots__ = ("bad", "ctx", "frames", "key_hash", "last", "phase", "phone", "reader",
+                 "sock", "version")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -232,16 +238,30 @@ class _Conn:
         self.frames = 0
         self.reader: Any = None
         self.version = 1
+        self.last = time.monotonic()  # when the device last sent something
 
     def write(self, frames: list[dict[str, Any]]) -> None:
-        data = b"".join([encode(f) for f in frames])
+        pack = _packer.pack
+        hdr = HEADER.pack
+        parts = []
+        for f in frames:  # chat.protocol.encode, with one packer for the node's thread
+            body = pack(f)
+            parts.append(hdr(len(body)))
+            parts.append(body)
+        data = b"".join(parts)
         try:
             # One plain send first: it almost always takes everything (the kernel's
             # buffer has room), and costs less than sendall's set-up (a getsockopt and
             # a timer per call); sendall only for what is left.
-            n = self.sock.send(data)
+            sock = self.sock
+            n = sock.send(data)
             if n < len(data):
-                self.sock.sendall(memoryview(data)[n:])
+                # The device is not reading: wait for room, but not for ever.
+                sock.settimeout(self.ctx.idle_timeout)
+                try:
+                    sock.sendall(memoryview(data)[n:])
+                finally:
+                    sock.settimeout(None)
         except TimeoutError:
             raise _Closing(None, "slow_reader") from None
         except (OSError, ValueError):
@@ -257,13 +277,19 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ctx.send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ctx.send_buffer)
-        sock.settimeout(ctx.idle_timeout)
+        sock.settimeout(ctx.idle_timeout)  # for the TLS handshake
         if tls is not None:
             try:
                 sock = c.sock = tls.wrap_socket(sock, server_side=True)
             except (OSError, ValueError) as e:
                 log.info("TLS handshake with %s failed: %s", addr, e)
                 return
+        # No socket timeout from here on: a blocking read or write with one costs a
+        # timer each time. Silence is noticed by a check every idle_timeout instead
+        # (and a write waits at most that long, see _Conn.write).
+        sock.settimeout(None)
+        c.last = time.monotonic()
+        send_after(ctx.idle_timeout, _self(), ("chat.idle_check",))
         c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame)
         _loop(c)
     except _Closing as e:
@@ -312,6 +338,7 @@ def _loop(c: _Conn) -> None:
         if cls is tuple:
             tag = msg[0]
             if tag == "frame" or tag == "frames":
+                c.last = time.monotonic()
                 bodies = (msg[1],) if tag == "frame" else msg[1]
                 for body in bodies:
                     try:
@@ -339,6 +366,14 @@ def _loop(c: _Conn) -> None:
                 if out:
                     c.write(out)
                 raise _Closing(msg[1], msg[2])
+            elif tag == "chat.idle_check":
+                left = c.last + c.ctx.idle_timeout - time.monotonic()
+                if left <= 0:
+                    if out:
+                        c.write(out)
+                    raise _Closing("idle_timeout", f"nothing received for "
+                                                   f"{c.ctx.idle_timeout:g} s")
+                send_after(left, _self(), ("chat.idle_check",))
 
 
 def _push_frame(item: tuple[Any, ...]) -> dict[str, Any]:
