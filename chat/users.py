@@ -42,9 +42,18 @@ The message path (ARCHITECTURE.md, "The chat application"):
    from the inbox (C3) and, for messages, queues a ``delivered`` receipt to the sender
    through the same outbox path; ``read`` does the same with ``read`` receipts. An
    unanswered ack (protocol version 2, a cast) instead sends ``("chat.receipts",
-   recipient, pid, items)`` straight to the sender's process, which stores them and
-   answers ``("chat.receipts_ok", sender, mids)``; only then is the message's inbox row
-   deleted (lazily): until then that row is the receipt's durable record.
+   recipient, pid, items)`` straight to the sender's process, which pushes them to its
+   device if connected (and answers ``("chat.receipts_ok", sender, mids)`` once the
+   device acknowledged them) or else stores them first; only then is the message's
+   inbox row deleted (lazily): until then that row is the receipt's durable record, and
+   the recipient's process resends unconfirmed receipts (all of them, in order) when
+   its peer made no progress for a back-off period.
+
+Disk writes per message on the fast path (device online, unanswered acks): the
+sender's outbox row (before the ``send`` reply) and the recipient's inbox row; the
+deletes ride along lazily. On the v1 path (answered acks) two more: the delete with
+the ``delivered`` receipt in the recipient's outbox, and that receipt in the sender's
+inbox.
 
 Ordering: between two user processes items travel in ``pseq`` order and are accepted
 only in that order, so per-sender order holds through retries, crashes and restarts.
@@ -74,6 +83,7 @@ from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop
 from otp.node import current_node
 from otp.process import (
     Down,
+    cancel_timer,
     demonitor,
     monitor,
     send,
@@ -784,10 +794,12 @@ class User(GenServer):
             else:
                 s.lazy.append(("out-", s.phone, seq))
         p.backoff = s.ctx.retry_initial
-        # The retry timer is left to run out (cancelling and re-arming it for every
-        # message costs more than one wasted wake-up): it re-forwards only if the peer
-        # made no progress for a whole back-off period.
         p.progress = _now()
+        if p.timer is not None and not p.pending:
+            # (cheaper than letting it fire: peers rarely repeat, so a timer left
+            # running would wake the process once per message)
+            cancel_timer(p.timer)
+            p.timer = None
         if pushed:
             self._push_more(s)
 
