@@ -164,7 +164,8 @@ class State:
             return False, ("bad_return_value", repr(pid))
         child.pid = pid
         child.restarting = False
-        child.started_at = current_node().clock.now()
+        if child.spec.backoff is not None:  # read only to reset a back-off
+            child.started_at = current_node().clock.now()
         self.by_pid[pid] = child
         if log.isEnabledFor(DEBUG):
             self.progress(child)

@@ -318,6 +318,8 @@ class _SupServer(GenServer):
     """The gen_server callback of every supervisor; the user's ``Supervisor`` subclass
     is called from here (as OTP's ``supervisor`` module calls the user module)."""
 
+    _last_noreply: NoReply | None = None
+
     def init(self, arg: Any) -> Any:
         module, user_arg, parent = arg
         trap_exit(True)
@@ -364,6 +366,8 @@ class _SupServer(GenServer):
         return Ok(state)
 
     def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+        if request is _WHICH_CHILDREN:  # which_children's own tuple (messages are shared)
+            return Reply(("ok", state.which_children()), state)
         try:
             value = state.handle_request(request)
         except (SupervisorError, StartError, BadArg) as e:
@@ -381,7 +385,11 @@ class _SupServer(GenServer):
                 return Stop(msg.reason, state)
             if not state.child_exited(pid, msg.reason):
                 return Stop("shutdown", state)
-            return NoReply(state)
+            # The state is one mutable object: the same NoReply serves every EXIT.
+            r = self._last_noreply
+            if r is None or r[0] is not state:
+                r = self._last_noreply = NoReply(state)
+            return r
         match msg:
             case (str() as tag, int() as serial) if tag == TRY_AGAIN:
                 if not state.try_again(serial):
