@@ -273,56 +273,38 @@ def start_as(
     mine = _meta.get(me.id)
     lineage = (me, *mine.ancestors) if mine is not None and mine.pid is me else (me,)
     node = p.node
-    if link and p.trap_exit:
-        # A supervisor's case: the link's EXIT says the child ended before init_ack
-        # (with the reason a monitor's Down would carry), so no monitor to set and
-        # take off around each start (OTP's proc_lib waited on the EXIT too, once).
-        meta = _Meta(initial or describe(fn), lineage, me, True)
-        pid = node.spawn(_run, (fn, args, meta), link=p).pid
-        return _await_ack_or_exit(node, p, fn, pid, timeout)
-    meta = _Meta(initial or describe(fn), lineage, me)
+    # A linked starter that traps exits (a supervisor) learns from the link's EXIT that
+    # the child ended before init_ack, with the reason a monitor's Down would carry: no
+    # monitor to set and take off around each start (OTP's proc_lib once waited so).
+    traps = link and p.trap_exit
+    meta = _Meta(initial or describe(fn), lineage, me, traps)
     pid = node.spawn(_run, (fn, args, meta), link=p if link else None).pid
-    ref = node.monitor(p, pid)  # spawn and monitor at once: no Down can be missed
+    ref = None if traps else node.monitor(p, pid)  # with the spawn: no Down is missed
+    ended = Exit if traps else Down
 
     def match(m: Any) -> bool:
         c = m.__class__
         if c is tuple:
             return len(m) == 4 and m[0] == "$ack" and (m[1] is pid or m[1] == pid)
-        return c is Down and (m[0] is ref or m[0] == ref)
+        if c is ended:
+            return m.pid is pid or m.pid == pid if traps else m.ref is ref or m.ref == ref
+        return False
 
     msg = node.receive(p, match, timeout, _TIMEOUT)
     if msg is _TIMEOUT:
         if link:
             unlink(pid)
         _exit(pid, "kill")
-        demonitor(ref, flush=True)
-        _drop_exit(pid)
+        if ref is not None:
+            demonitor(ref, flush=True)
+        _drop_exit(pid)  # it may have ended before the unlink
         raise StartError("timeout", f"{describe(fn)} did not call init_ack within {timeout} s")
-    if msg.__class__ is Down:
-        _drop_exit(pid)
+    if msg.__class__ is ended:
+        if ref is not None:
+            _drop_exit(pid)  # killed while linked: its EXIT came before the Down
         raise StartError(msg.reason, f"{describe(fn)} ended before init_ack: {msg.reason!r}")
-    node.demonitor(p, ref, True)
-    if msg[2]:
-        return msg[3]
-    _drop_exit(pid)
-    raise StartError(msg[3], f"{describe(fn)} failed to start: {msg[3]!r}")
-
-
-def _await_ack_or_exit(node: Any, p: Any, fn: Any, pid: Pid, timeout: float | None) -> Any:
-    def match(m: Any) -> bool:
-        c = m.__class__
-        if c is tuple:
-            return len(m) == 4 and m[0] == "$ack" and (m[1] is pid or m[1] == pid)
-        return c is Exit and (m.pid is pid or m.pid == pid)
-
-    msg = node.receive(p, match, timeout, _TIMEOUT)
-    if msg is _TIMEOUT:
-        unlink(pid)
-        _exit(pid, "kill")
-        _drop_exit(pid)  # it may have ended just before the unlink
-        raise StartError("timeout", f"{describe(fn)} did not call init_ack within {timeout} s")
-    if msg.__class__ is Exit:
-        raise StartError(msg.reason, f"{describe(fn)} ended before init_ack: {msg.reason!r}")
+    if ref is not None:
+        node.demonitor(p, ref, True)
     if msg[2]:
         return msg[3]
     _drop_exit(pid)
@@ -353,7 +335,11 @@ def _my_meta(what: str) -> tuple[Pid, _Meta]:
 def init_ack(value: Any) -> None:
     """Tell the starter that this process is ready: its ``start``/``start_link``
     returns ``value``."""
-    me, meta = _my_meta("init_ack")
+    p = getcurrent()
+    me = p.pid if p.__class__ is Process else None
+    meta = _meta.get(me.id) if me is not None else None
+    if meta is None or meta.starter is None or meta.pid is not me:
+        me, meta = _my_meta("init_ack")  # the errors, and a pid that is equal, not same
     if meta.acked:
         return
     meta.acked = True
