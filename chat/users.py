@@ -2,10 +2,10 @@
 
 A user process (a ``GenServer`` registered as ``chat.user.<phone>``) is started on demand
 under the ``chat.users`` dynamic supervisor — when its device logs in or when a message
-arrives for it — and stops (``normal``) after ``idle_stop`` seconds with nothing to
-forward and nothing pushed but unacknowledged, even while its device stays connected
-(the connection holds the name ``chat.device.<phone>``, and the next start attaches to
-it): an idle connected user costs a connection, not a user process. It is
+arrives for it — and stops (``normal``) after ``idle_stop`` seconds (up to twice that)
+with nothing to forward and nothing pushed but unacknowledged, even while its device
+stays connected (the connection holds the name ``chat.device.<phone>``, and the next
+start attaches to it): an idle connected user costs a connection, not a user process. It is
 ``transient``: a crash restarts it, and it reloads everything from the store, so
 nothing acknowledged is lost::
 
@@ -227,7 +227,8 @@ class _State:
     volatile: dict[int, int] = field(default_factory=dict)
     lazy_timer: Any = None
     idle_timer: Any = None
-    last_active: float = 0.0
+    active: int = 0  # callbacks handled (the idle timer compares it between firings)
+    active_seen: int = -1
     npending: int = 0  # items in all peers' pending queues
     limits: dict[str, list[float]] = field(default_factory=dict)  # kind -> [window start, n]
     # "delivered" receipts of messages the device acknowledged without waiting for an
@@ -323,8 +324,10 @@ class User(GenServer):
         if s.lazy and s.lazy_timer is None:
             s.lazy_timer = send_after(LAZY_FLUSH, _self(), "chat.flush")
         # One idle timer per process, re-armed when it fires, rather than a Timeout
-        # action (a receive timer) on every callback of the hot path.
-        s.last_active = _now()
+        # action (a receive timer) on every callback of the hot path; a callback only
+        # counts (no clock read): the process stops when a whole period passed without
+        # one, so between one and two idle limits after the last.
+        s.active += 1
         if s.idle_timer is None:
             s.idle_timer = send_after(self._idle_limit(s), _self(), "chat.idle")
         return NoReply(s)
@@ -723,12 +726,10 @@ class User(GenServer):
                     self._write(s, ())
             case "chat.idle":
                 s.idle_timer = None
-                limit = self._idle_limit(s)
-                left = s.last_active + limit - _now()
-                if left <= 0 and self._quiet(s):
+                if s.active == s.active_seen and self._quiet(s):
                     return Stop("normal", s)
-                s.idle_timer = send_after(max(left, 0.0) if left > 0 else limit, _self(),
-                                          "chat.idle")
+                s.active_seen = s.active
+                s.idle_timer = send_after(self._idle_limit(s), _self(), "chat.idle")
                 return NoReply(s)
             case _:
                 return super().handle_info(msg, s)
