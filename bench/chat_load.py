@@ -234,7 +234,8 @@ def traffic(a: dict[str, Any]) -> None:
         out(event="step", rate=rate, offered=offered, received=stats.received - r0,
             sent_receipts=stats.sent_rcpt - s0, delivered_receipts=stats.delivered_rcpt - d0,
             seconds=dt, send_seconds=a["step_s"], p50_ms=pct(stats.lat, 50) * 1e3,
-            p99_ms=pct(stats.lat, 99) * 1e3, errors=stats.errors)
+            p90_ms=pct(stats.lat, 90) * 1e3, p99_ms=pct(stats.lat, 99) * 1e3,
+            max_ms=max(stats.lat, default=float("nan")) * 1e3, errors=stats.errors)
     for d in devs:
         d.sock.close()
     out(event="done")
