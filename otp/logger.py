@@ -380,6 +380,9 @@ def log_report(
             report = report(*report_args)  # type: ignore[operator]
         logger.log(level, msg, *args, extra={"report": report}, stacklevel=2)
         return
+    fargs: Any = args
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        fargs = args[0]  # as LogRecord does: one mapping is the %(key)s mapping
     if not logger.filters:
         c: Any = logger
         while c is not None:  # as Logger.callHandlers walks: is there any handler?
@@ -390,7 +393,7 @@ def log_report(
             last = logging.lastResort
             if (last is _STD_LAST_RESORT and last is not None and level >= last.level
                     and not last.filters and last.formatter is None):  # fmt: skip
-                (_fallback_sink or _fallback()).put_message(msg, args)
+                (_fallback_sink or _fallback()).put_message(msg, fargs)
                 return
     if report.__class__ is not dict:
         report = report(*report_args)  # type: ignore[operator]
@@ -406,7 +409,7 @@ def log_report(
     ct = time.time()
     d = template.copy()
     d["msg"] = msg
-    d["args"] = args
+    d["args"] = fargs
     d["created"] = ct
     d["msecs"] = int((ct - int(ct)) * 1000) + 0.0
     d["relativeCreated"] = (ct - start) * 1000
@@ -463,6 +466,10 @@ class LogSink(logging.Handler):
 
     ``dropped`` is the total number of records dropped so far.
     """
+
+    # Seconds the writer waits, after the first line of a batch, for more before it
+    # takes the GIL to format them (0: write at once).
+    _gather = 0.0
 
     def __init__(
         self,
@@ -559,9 +566,13 @@ class LogSink(logging.Handler):
     def _run(self) -> None:
         q = self._q
         empty = _queue.Empty
+        pause = OSLock()
+        pause.acquire()  # held for good: acquiring it again is a sleep without the GIL
         try:
             while True:
                 batch = [q.get()]
+                if self._gather:
+                    pause.acquire(True, self._gather)
                 try:
                     while len(batch) < _BATCH:
                         batch.append(q.get(False))
@@ -582,7 +593,15 @@ class LogSink(logging.Handler):
                         continue
                     payload, dropped_before = item
                     self._taken += 1
-                    out.append(self._drops_text(dropped_before))
+                    if dropped_before != self._reported:
+                        out.append(self._drops_text(dropped_before))
+                    if payload.__class__ is tuple:
+                        try:  # put_message's line, the common case, without a call
+                            out.append(str(payload[0]) % payload[1] + "\n" if payload[1]
+                                       else str(payload[0]) + "\n")  # fmt: skip
+                            continue
+                        except Exception:
+                            pass
                     text = self._render(payload)
                     if text is not None:
                         out.append(text + "\n")
@@ -639,7 +658,13 @@ class LogSink(logging.Handler):
 
 class _StderrSink(LogSink):
     """Where ``log_report`` sends what no handler would see: written like the stdlib's
-    last-resort handler (the message, on whatever ``sys.stderr`` is when written)."""
+    last-resort handler (the message, on whatever ``sys.stderr`` is when written).
+
+    Its writer gathers lines for 10 ms: the hub releases the GIL on each turn, so a
+    writer that woke for every line would take the GIL (and two thread switches) once
+    per restart of a crashing child; this way it takes it once per batch."""
+
+    _gather = 0.01
 
     def _out_stream(self) -> IO[str]:
         return sys.stderr

@@ -400,6 +400,18 @@ def test_log_report_without_a_handler_writes_what_the_last_resort_would(lone_log
     assert capsys.readouterr().err == "sup 's': gone\n"
 
 
+def test_log_report_takes_one_mapping_argument_as_the_format_mapping(lone_logger, capsys):
+    _without_handlers(lone_logger)
+    sink = otp_logger._fallback()
+    log_report(lone_logger, logging.ERROR, "%(who)s left", ({"who": "w"},), {"label": "x"})
+    assert sink.drain(timeout=10)
+    assert capsys.readouterr().err == "w left\n"
+    cap = _Records()
+    lone_logger.addHandler(cap)
+    log_report(lone_logger, logging.ERROR, "%(who)s left", ({"who": "w"},), {"label": "x"})
+    assert cap.records[0].getMessage() == "w left"
+
+
 def test_log_report_leaves_a_replaced_last_resort_in_charge(lone_logger, monkeypatch):
     _without_handlers(lone_logger)
     cap = _Records()
