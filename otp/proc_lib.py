@@ -33,7 +33,9 @@ Failure semantics:
   unlinks and kills it, drops its EXIT, and raises ``StartError("timeout")``.
   Python adaptation: a process that fails before acknowledging unlinks from its
   starter first, so a starter that does not trap exits gets the ``StartError`` instead
-  of being killed by the link (in Erlang it would die with the child's reason).
+  of being killed by the link (in Erlang it would die with the child's reason). A
+  linked starter that traps exits (a supervisor) keeps the link and waits on its
+  ``EXIT`` rather than a monitor; either way no stray ``Exit`` or ``Down`` is left.
 - **Crash reports.** A process that ends with a reason other than ``"normal"``,
   ``"shutdown"`` or ``("shutdown", term)`` -- an exception, or ``exit(reason)`` --
   logs one ERROR record to the ``otp.report`` logger, with
