@@ -389,3 +389,50 @@ def test_p13_a_process_waiting_with_deadlines_again_and_again_is_listed_once(nod
         longest = max(longest, len(node._lazy))
     assert longest <= 2, longest
     gen_server.stop(srv)
+
+
+def test_p13_processes_that_work_between_switches_still_give_the_hub_its_turns(node):
+    """Direct hand-offs between processes are capped in real time, not only in count:
+    when each process works longer than the hub's turn between switches, the hub (I/O,
+    thread-pool completions) runs between every few of them, not after thousands."""
+    import gevent
+
+    from otp._core.node import HUB_TURN, SWITCH_BUDGET
+    from otp.process import receive, send, spawn
+
+    turns = [0]
+    stop = [False]
+
+    def count_turns():  # a plain greenlet: it runs only when the hub gets a turn
+        while not stop[0]:
+            turns[0] += 1
+            gevent.sleep(0)
+
+    def work():
+        end = time.perf_counter() + HUB_TURN  # bounded busy work, longer than a turn
+        while time.perf_counter() < end:
+            pass
+
+    def player(n):
+        peer = receive()
+        for _ in range(n):
+            work()
+            send(peer, "ball")
+            receive()
+        send(peer, "ball")
+
+    me = self()
+    a, b = spawn(player, 80), spawn(player, 80)
+    send(a, b)
+    send(b, a)
+    counter = gevent.spawn(count_turns)
+    mon_a, mon_b = monitor(a), monitor(b)
+    receive(Down)
+    receive(Down)
+    stop[0] = True
+    counter.join()
+    assert mon_a != mon_b and me is not None
+    # 160 switches of more than a turn each: the hub runs at least every SWITCH_BUDGET
+    # of them (a count-only budget of thousands gave it one turn or none).
+    assert SWITCH_BUDGET <= 32
+    assert turns[0] >= 4, turns[0]

@@ -33,6 +33,7 @@ import heapq
 import itertools
 import logging
 import sys
+import time
 import traceback
 import types
 from collections import deque
@@ -76,8 +77,13 @@ CALL_TIMEOUT: Any = object()
 _REPLIED: Any = object()  # gen_call: the reply came through the caller's call_value
 _INF = float("inf")
 
-# How many processes may run back to back before the hub gets a turn for I/O.
-SWITCH_BUDGET = 2000
+# Processes run back to back (direct hand-offs) for at most HUB_TURN seconds of real
+# time before the hub gets a turn for I/O, timers and thread-pool completions; the time
+# is looked at every SWITCH_BUDGET switches. (A count alone would let a node whose
+# processes do real work between switches starve its sockets for tens of ms.)
+SWITCH_BUDGET = 16
+HUB_TURN = 0.002
+_wallclock = time.perf_counter
 
 
 def current_node() -> Node:
@@ -264,6 +270,7 @@ class Node:
         self._next_ref = itertools.count(1).__next__
         self._drain_scheduled = False
         self._budget = 0
+        self._turn_ends = 0.0
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_seq = itertools.count().__next__
         self._ncancelled = 0
@@ -520,8 +527,9 @@ class Node:
         runq = self.runq
         popleft = runq.popleft
         self._budget = SWITCH_BUDGET
+        self._turn_ends = _wallclock() + HUB_TURN
         while runq:
-            if self._budget <= 0:
+            if self._budget <= 0 and not self._more_budget():
                 # Give the hub a turn (I/O, timers) and come back.
                 self.hub.loop.run_callback(self._drain)
                 if self._lazy:
@@ -552,7 +560,7 @@ class Node:
         # Hand off only to a started greenlet: new greenlets are started by the drain
         # loop, at the hub's shallow stack depth (a greenlet started from deep inside
         # another keeps that depth: recursion limit and saved-stack size).
-        if runq and self._budget > 0 and runq[0]:
+        if runq and (self._budget > 0 or self._more_budget()) and runq[0]:
             self._budget -= 1
             nxt = runq.popleft()
             nxt.queued = False
@@ -571,6 +579,13 @@ class Node:
             else:
                 self._arm_lazy()
         self._hub_switch()
+
+    def _more_budget(self) -> bool:
+        """The switch budget is spent: renew it if the hub's turn is not due yet."""
+        if _wallclock() < self._turn_ends:
+            self._budget = SWITCH_BUDGET
+            return True
+        return False
 
     def _arm_near(self) -> None:
         # On a busy node the drain keeps coming back without the hub going idle; look at
