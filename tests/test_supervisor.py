@@ -1,9 +1,12 @@
 """Supervisor semantics S1-S9 (SEMANTICS.md), grouped by concept as in OTP's
 supervisor_SUITE, with the scripted children of ``otp.testing_faults``."""
 
+import logging
+
 import pytest
 
 from otp import gen_server, supervisor
+from otp import logger as otp_logger
 from otp import sys as otp_sys
 from otp.errors import ChildSpecError, StartError, SupervisorError
 from otp.gen_server import GenServer, Ok, Reply
@@ -350,6 +353,33 @@ def test_s5_restarted_child_can_register_the_same_name_at_once(node):
     assert ping("the_a") == ("pong", "a")
     assert whereis_child(sup, "a") != old
     stop_sup(sup)
+
+
+def test_s5_child_terminated_report_is_logged_with_its_fields(node, caplog):
+    caplog.set_level(logging.ERROR, logger="otp.report")
+    sup = start_sup(specs=[worker_spec("a")])
+    old = crash_and_wait(sup, "a", "boom")
+    stop_sup(sup)
+    (rec,) = [r for r in caplog.records
+              if getattr(r, "report", {}).get("errorContext") == "child_terminated"]
+    assert rec.levelno == logging.ERROR and rec.name == "otp.report"
+    assert rec.getMessage() == f"supervisor {sup!r}: child_terminated of child 'a': 'boom'"
+    assert rec.report["supervisor"] == sup and rec.report["reason"] == "boom"
+    assert rec.report["offender"]["pid"] == old and rec.report["offender"]["id"] == "a"
+
+
+def test_s5_child_terminated_report_goes_to_stderr_without_logging_configured(node, capsys):
+    log = logging.getLogger("otp.report")
+    log.propagate = False  # no handler on the way: what the stdlib's last resort gets
+    try:
+        sup = start_sup(specs=[worker_spec("a")])
+        crash_and_wait(sup, "a", "boom")
+        stop_sup(sup)
+        assert otp_logger._fallback().drain(timeout=10)
+    finally:
+        log.propagate = True
+    err = capsys.readouterr().err
+    assert f"supervisor {sup!r}: child_terminated of child 'a': 'boom'\n" in err
 
 
 # --- S6: shutdown ---------------------------------------------------------------------
