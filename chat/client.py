@@ -102,12 +102,7 @@ class Client:
     def connect(self) -> dict[str, Any]:
         """Open the connection and say hello; returns the server's hello reply."""
         self._close_sock()
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
-        self.sock = sock
-        self.reader = FrameReader(self.max_frame)
+        self._open_sock()
         try:
             self.server_info = self._request_once("hello", {"version": PROTOCOL_VERSION,
                                                             "client": self.client_name})
@@ -118,13 +113,17 @@ class Client:
             return self._connect_v1()
         return self.server_info
 
-    def _connect_v1(self) -> dict[str, Any]:
+    def _open_sock(self) -> None:
+        """A fresh TCP (or TLS) connection to the server, and a fresh frame reader."""
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
         self.sock = sock
         self.reader = FrameReader(self.max_frame)
+
+    def _connect_v1(self) -> dict[str, Any]:
+        self._open_sock()
         self.server_info = self._request_once("hello", {"version": 1,
                                                         "client": self.client_name})
         return self.server_info
