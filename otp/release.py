@@ -438,6 +438,7 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
     try:
         otp.run(_boot, root, spec, paths, wake_r, started,
                 name=f"{spec.name}@{socket.gethostname().split('.')[0] or 'localhost'}")
+        sink.drain(5.0)  # the shutdown's log lines before the last line
         print(f"{spec.name} {spec.version} stopped", flush=True)
         return 0
     except NodeHalted as e:
