@@ -6,8 +6,9 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    Processes blocked in ``receive`` are woken through the node's own run queue (a
    ``deque``), drained by one hub callback; gevent is used only for I/O and timers.
    A process that blocks hands the CPU directly to the next runnable process (one
-   greenlet switch per message instead of two), within a budget, after which it
-   yields to the hub so that I/O is never starved.
+   greenlet switch per message instead of two), for at most ``HUB_TURN`` (2 ms) of
+   real time, after which it yields to the hub so that I/O (sockets, thread-pool
+   completions, timers) is never starved.
 2. **Only the hub switches into a process, or a process hands off to the next one.**
    Whoever switches into a process resumes when it switches back to the hub, so the
    drain loop, the I/O callbacks and the timers all compose.
