@@ -10,8 +10,10 @@ step                    where                                       process
 ======================  ==========================================  =======================
 ``send_stored``         the message is in the sender's outbox       sender's user process
 ``deliver_received``    a forward arrived, nothing stored yet       recipient's user process
-``inbox_stored``        stored in the inbox, not yet acknowledged   recipient's user process
+``inbox_stored``        in the inbox (stored, or pushed unstored),  recipient's user process
+                        not yet acknowledged
 ``delivered_received``  the ack arrived, the outbox not yet cleaned sender's user process
+                        (once per item it acknowledges)
 ``pushed``              a push reached the connection (maybe not    a connection process
                         written to the device yet)
 ``ack_received``        the device's ack arrived, nothing deleted   recipient's user process

@@ -18,24 +18,39 @@ Requests (from the device's connection): ``("attach", conn)`` -> queued count,
 ``("ack", ids)`` (a call, or a cast for a device's unanswered ack),
 ``("read", sender, mids)``, ``("privacy", hide)``, ``("limit", kind, n)``
 (presence/contacts rate limits). Between user processes:
-``("chat.deliver", sender, pid, items)`` and ``("chat.delivered", recipient, upto)``.
+``("chat.deliver", sender, pid, items, acked)`` and ``("chat.delivered", recipient,
+upto, (mids, vfrom, vto, ts))`` (the 4- and 3-tuples of the version before are still
+understood).
 
 The message path (ARCHITECTURE.md, "The chat application"):
 
 1. ``send`` from the sender's device: the sender's process stores the message in its
    outbox (with the next per-pair sequence number ``pseq`` and the device's ``cmid``)
    durably, replies to the device (``mid``), and forwards ``("chat.deliver", sender,
-   pid, items)`` to the recipient's process.
+   pid, items, acked)`` to the recipient's process (``acked``: the last ``pseq`` the
+   recipient acknowledged, as far as the sender knows — everything before its first
+   pending item).
 2. The recipient's process accepts items in ``pseq`` order only (duplicates are
    acknowledged again without storing — C2; an item after a gap is dropped and comes
-   again), stores them in its inbox durably, then answers
-   ``("chat.delivered", recipient, upto)``.
-3. The sender's process gives its device a ``sent`` receipt (C4). That receipt lives
-   in memory only: the outbox row of the message stays until the device acknowledged
-   the receipt, so after a crash the message is forwarded again, acknowledged again as
-   a duplicate, and the receipt made again. Unacknowledged items are forwarded again
-   with exponential back-off (``retry_initial`` doubling to ``retry_max``), in order,
-   until acknowledged.
+   again; nothing up to ``acked`` is taken again). With its device connected (and no
+   earlier "delivered" receipt for that sender still on the slower stored path), it
+   pushes messages *without storing them*: the sender's outbox row is their durable
+   record, and they are acknowledged only once the device acknowledged them, with
+   ``("chat.delivered", recipient, upto, (mids, vfrom, vto, ts))`` naming them
+   delivered (``vfrom..vto``: the whole run of such messages, so a sender process that
+   restarted and missed earlier answers still makes their receipts; ``mids``: others,
+   e.g. duplicates of messages the device had already acknowledged). A crash loses
+   them from memory only: the sender forwards them again. If the sender forwards them
+   again anyway (it waited a back-off period), or the device goes away, they are
+   stored after all (and acknowledged as stored). Otherwise (no device) items are
+   stored in the inbox durably, then acknowledged as stored.
+3. The sender's process gives its device a ``sent`` receipt (C4), and a ``delivered``
+   one for messages named delivered. Those receipts live in memory only: the outbox row
+   of the message stays until the device acknowledged them (``_State.vrefs``), so
+   after a crash the message is forwarded again, acknowledged again as a duplicate
+   (named delivered if the recipient's device had it), and the receipts made again.
+   Unacknowledged items are forwarded again with exponential back-off
+   (``retry_initial`` doubling to ``retry_max``), in order, until acknowledged.
 4. The inbox is streamed to the attached device (at most ``window`` unacknowledged
    items; a forward is pushed before its inbox write reaches the disk: the sender's
    outbox row is its durable record until then); the device's ``ack`` deletes items
@@ -49,11 +64,11 @@ The message path (ARCHITECTURE.md, "The chat application"):
    the recipient's process resends unconfirmed receipts (all of them, in order) when
    its peer made no progress for a back-off period.
 
-Disk writes per message on the fast path (device online, unanswered acks): the
-sender's outbox row (before the ``send`` reply) and the recipient's inbox row; the
-deletes ride along lazily. On the v1 path (answered acks) two more: the delete with
-the ``delivered`` receipt in the recipient's outbox, and that receipt in the sender's
-inbox.
+Disk writes per message on the fast path (recipient's device connected and
+acknowledging): one, the sender's outbox row (before the ``send`` reply); its delete
+rides along lazily. When the recipient's inbox stores it: that row too, and on the v1
+path (answered acks) two more: the delete with the ``delivered`` receipt in the
+recipient's outbox, and that receipt in the sender's inbox.
 
 Ordering: between two user processes items travel in ``pseq`` order and are accepted
 only in that order, so per-sender order holds through retries, crashes and restarts.
@@ -193,6 +208,15 @@ class _Peer:
     backoff: float = 0.0
     token: int = 0
     progress: float = 0.0  # node time of the last acknowledgement from the peer
+    # As the recipient: messages from the peer pushed to our connected device but not
+    # stored (see _State.mvol), in pseq order: [pseq, inbox seq, mid, acked]; None
+    # when there are none.
+    vq: deque[list[Any]] | None = None
+    # the current run of such messages: pseqs vfrom..vto were all acknowledged by the
+    # device (vfrom 0: no run); every acknowledgement to the peer names the run, so a
+    # peer that restarted (and missed earlier ones) still makes their "delivered"
+    vfrom: int = 0
+    vto: int = 0
 
 
 @dataclass(slots=True)
@@ -225,6 +249,16 @@ class _State:
     # re-forwards the message, the recipient acknowledges it again (a duplicate), and
     # the receipt is made again.
     volatile: dict[int, int] = field(default_factory=dict)
+    # outbox seq -> how many receipts in ``volatile`` it is the durable record of (a
+    # "sent", and a "delivered" when the peer's device acknowledged the message before
+    # the peer stored it): the row goes once the device acknowledged all of them
+    vrefs: dict[int, int] = field(default_factory=dict)
+    # Messages pushed to the connected device *without being stored* (inbox seq ->
+    # (peer, entry of that peer's ``vq``)): the sender's outbox row is their durable
+    # record, and the sender is told only once the device acknowledged them (both
+    # receipts then go at once) — or once they are stored after all (the device went
+    # away, or the sender forwarded them again: it is waiting).
+    mvol: dict[int, tuple[str, list[Any]]] = field(default_factory=dict)
     lazy_timer: Any = None
     idle_timer: Any = None
     active: int = 0  # callbacks handled (the idle timer compares it between firings)
@@ -270,6 +304,28 @@ def _rcpt_backoff(ctx: UserCtx) -> float:
     forwards, since the peer confirms only once its *device* acknowledged them (on a
     loaded server that takes a while, and a resend only adds to the load)."""
     return max(1.0, 5 * ctx.retry_initial)
+
+
+def _ack_to(s: _State, pid: Any, p: _Peer, upto: int, dlv: list[str] | tuple[str, ...] = ()
+            ) -> None:
+    """Acknowledge the peer's forwards up to ``upto``: the messages of the current run
+    (see ``_Peer.vfrom``) and those in ``dlv`` were acknowledged by our device (the
+    peer makes their "delivered" receipts); the others are stored here."""
+    vfrom = p.vfrom
+    send(pid, ("chat.delivered", s.phone, upto,
+               (tuple(dlv), vfrom, p.vto if vfrom else 0, time.time())))
+
+
+def _end_run(p: _Peer) -> None:
+    """The peer's messages are stored from here on: the current run is over."""
+    p.vfrom = p.vto = 0
+
+
+def _floor(p: _Peer) -> int:
+    """The last pseq from the peer that we acknowledge: everything up to it is stored,
+    or was acknowledged by our device."""
+    vq = p.vq
+    return vq[0][0] - 1 if vq else p.in_seq
 
 
 def _now() -> float:
@@ -418,6 +474,16 @@ class User(GenServer):
                 item = s.inbox.get(seq)
                 if item is not None:
                     ops.append(("in+", s.phone, seq, peer, "receipt", item[2]))
+        # messages pushed unstored: no device to acknowledge them now, store them
+        reports: list[tuple[str, _Peer, list[str]]] = []
+        if s.mvol:
+            for peer in {peer for peer, _ in s.mvol.values()}:
+                p = s.peers[peer]
+                dlv: list[str] = []
+                ops.extend(self._unvolatile(s, peer, p, dlv))
+                ops.append(("pin", s.phone, peer, p.in_seq))
+                reports.append((peer, p, dlv))
+            s.mvol = {}
         if seen:
             s.last_seen = time.time()
             ops.append(("seen", s.phone, s.last_seen))
@@ -426,6 +492,12 @@ class User(GenServer):
         if s.rvolatile:
             self._confirm(s, s.rvolatile)
             s.rvolatile = {}
+        for peer, p, dlv in reports:  # then tell their senders
+            try:
+                _ack_to(s, ensure(peer), p, p.in_seq, dlv)
+            except Exception as e:  # the retry covers it
+                log.warning("user %s: cannot reach %s's process yet: %s", s.phone, peer, e)
+            _end_run(p)
 
     @staticmethod
     def _confirm(s: _State, done: dict[int, tuple[str, str, Any]]) -> None:
@@ -491,6 +563,7 @@ class User(GenServer):
         direct: dict[str, dict[str, tuple[int, float, float]]] = {}
         confirm: dict[int, tuple[str, str, Any]] = {}
         now = time.time()
+        acked: set[str] | None = None
         for i in ids:
             item = s.inbox.pop(i, None)
             if item is None:
@@ -498,8 +571,17 @@ class User(GenServer):
             s.pushed.discard(i)
             peer, kind, payload = item
             out_seq = s.volatile.pop(i, None)
-            if out_seq is not None:  # a "sent" receipt: now the outbox row can go
-                s.lazy.append(("out-", s.phone, out_seq))
+            if out_seq is not None:  # a receipt the outbox row is the record of
+                n = s.vrefs.pop(out_seq, 1) - 1
+                if n > 0:
+                    s.vrefs[out_seq] = n
+                else:  # the device has them all: now the row can go
+                    s.lazy.append(("out-", s.phone, out_seq))
+            elif kind == "msg" and i in s.mvol:  # never stored: its sender hears now
+                s.mvol.pop(i)[1][3] = True
+                if acked is None:
+                    acked = set()
+                acked.add(peer)
             elif kind == "msg":  # deleted for good (C3), and "delivered" goes out (C4)
                 if answered:
                     ops.append(("in-", s.phone, i))
@@ -512,6 +594,9 @@ class User(GenServer):
                     confirm[i] = v
                 else:  # a stored receipt: the device has it
                     s.lazy.append(("in-", s.phone, i))
+        if acked:
+            for peer in acked:
+                self._report(s, peer)
         if confirm:
             self._confirm(s, confirm)
         if ops:
@@ -528,6 +613,27 @@ class User(GenServer):
                     s.rcpt_backoff = _rcpt_backoff(s.ctx)
                 s.rcpt_timer = send_after(s.rcpt_backoff, _self(), "chat.rcpt_retry")
         self._push_more(s)
+
+    def _report(self, s: _State, peer: str) -> None:
+        """Our device acknowledged unstored messages from ``peer``: acknowledge the
+        forwards up to the first one still unacknowledged, naming them delivered (the
+        sender then pushes "sent" and "delivered" at once)."""
+        p = s.peers[peer]
+        vq = p.vq
+        upto = 0
+        while vq and vq[0][3]:
+            upto = vq.popleft()[0]
+        if not vq:
+            p.vq = None
+        if not upto:
+            return
+        p.vto = upto
+        try:
+            pid = ensure(peer)
+        except Exception as e:  # the supervisor is busy or stopping: the retry covers it
+            log.warning("user %s: cannot reach %s's process yet: %s", s.phone, peer, e)
+            return
+        _ack_to(s, pid, p, upto)
 
     def _send_receipts(self, s: _State, peer: str,
                        d: dict[str, tuple[int, float, float]]) -> None:
@@ -670,8 +776,12 @@ class User(GenServer):
             log.warning("user %s: cannot reach %s's process yet: %s", s.phone, peer, e)
             return
         if pid is not None:
+            p = s.peers[peer]
+            # (everything before the first pending item was acknowledged by the peer)
+            acked = p.pending[0][1] - 1 if p.pending else p.out_seq
             send(pid, ("chat.deliver", s.phone, _self(),
-                       tuple((pseq, kind, payload) for _, pseq, kind, payload in items)))
+                       tuple((pseq, kind, payload) for _, pseq, kind, payload in items),
+                       acked))
 
     def _arm(self, s: _State, peer: str, p: _Peer) -> None:
         if p.timer is None and p.pending:
@@ -694,7 +804,11 @@ class User(GenServer):
 
     def handle_info(self, msg: Any, s: _State) -> Any:
         match msg:
-            case ("chat.deliver", peer, pid, items):
+            case ("chat.deliver", peer, pid, items, acked):
+                self._deliver(s, peer, pid, items, acked)
+            case ("chat.delivered", peer, upto, (dlv, vfrom, vto, ts)):
+                self._delivered(s, peer, upto, dlv, vfrom, vto, ts)
+            case ("chat.deliver", peer, pid, items):  # from a version before the above
                 self._deliver(s, peer, pid, items)
             case ("chat.delivered", peer, upto):
                 self._delivered(s, peer, upto)
@@ -735,62 +849,181 @@ class User(GenServer):
                 return super().handle_info(msg, s)
         return self._idle(s)
 
-    def _deliver(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...]) -> None:
+    def _deliver(self, s: _State, peer: str, pid: Any, items: tuple[Any, ...],
+                 acked: int = 0) -> None:
+        """A forward from ``peer``: ``acked`` is the sender's own knowledge of what we
+        acknowledged (it forwards only what follows; after a restart of ours, our
+        stored ``in_seq`` may lag behind it: what we acknowledged without storing)."""
         faults.point("deliver_received", s.phone)
         p = s.peer(peer)
+        if acked > p.in_seq:
+            p.in_seq = acked
         expect = p.in_seq + 1
-        ops: list[tuple[Any, ...]] = []
-        new: list[tuple[int, tuple[str, str, Any]]] = []
+        new: list[tuple[int, int, tuple[str, str, Any]]] = []
+        dups: list[tuple[int, str, Any]] | None = None
         for pseq, kind, payload in items:
-            if pseq < expect:
-                continue  # a retried forward we already hold (C2)
+            if pseq < expect:  # a retried forward we already hold (C2)
+                if dups is None:
+                    dups = []
+                dups.append((pseq, kind, payload))
+                continue
             if pseq > expect:
                 break  # a gap: the missing one comes again first
             seq = s.in_next
             s.in_next += 1
             if kind == "receipt":
                 payload = (payload[0], payload[1], peer, payload[2])
-            ops.append(("in+", s.phone, seq, peer, kind, payload))
-            new.append((seq, (peer, kind, payload)))
+            new.append((seq, pseq, (peer, kind, payload)))
             expect += 1
-        if ops:
+        dev = s.device
+        if new and dev is not None and self._unstored_ok(s, peer, p, new):
+            # The device is connected: push, and store nothing. The sender's outbox row
+            # is the message's durable record; the sender hears of it (and keeps
+            # retrying) until the device acknowledged it, and a crash here loses only
+            # what the sender forwards again (the device drops a second copy by mid).
+            vq = p.vq
+            if vq is None:
+                vq = p.vq = deque()
+            if not p.vfrom:
+                p.vfrom = new[0][1]
+                p.vto = p.vfrom - 1
+            for seq, pseq, item in new:
+                s.inbox[seq] = item
+                e = [pseq, seq, item[2][0], False]
+                vq.append(e)
+                s.mvol[seq] = (peer, e)
+                _enqueue(s, seq)
+            p.in_seq = expect - 1
+            self._push_more(s)
+            faults.point("inbox_stored", s.phone)
+            if dups is not None:
+                self._dups(s, peer, pid, p, dups)
+            return
+        dlv: list[str] = []
+        if new:
+            ops: list[tuple[Any, ...]] = self._unvolatile(s, peer, p, dlv)
+            for seq, _pseq, item in new:
+                ops.append(("in+", s.phone, seq, peer, item[1], item[2]))
             ops.append(("pin", s.phone, peer, expect - 1))
             # Pushed to the device *before* the inbox write is on disk: the message is
             # durable in the sender's outbox already, and nothing is acknowledged to the
             # sender before this write is (if it is lost, the sender forwards again and
             # the device drops the second copy by mid). One disk wait less between a
             # send and its delivery.
-            for seq, item in new:
+            for seq, _pseq, item in new:
                 s.inbox[seq] = item
-                if s.device is not None:
+                if dev is not None:
                     _enqueue(s, seq)
-            if s.device is not None:
+            if dev is not None:
                 self._push_more(s)
             self._write(s, ops)
             faults.point("inbox_stored", s.phone)
             p.in_seq = expect - 1
             if s.device is None:
                 self._notify(s)
-        send(pid, ("chat.delivered", s.phone, p.in_seq))
+        if dups is not None:
+            self._dups(s, peer, pid, p, dups, dlv)
+            return
+        _ack_to(s, pid, p, _floor(p), dlv)
+        if new:
+            _end_run(p)
 
-    def _delivered(self, s: _State, peer: str, upto: int) -> None:
+    @staticmethod
+    def _unstored_ok(s: _State, peer: str, p: _Peer,
+                     new: list[tuple[int, int, tuple[str, str, Any]]]) -> bool:
+        """May ``new`` (from ``peer``, our device connected) be pushed without being
+        stored? Only messages, only within the push window, and only while no earlier
+        "delivered" receipt for the peer may still be on its way by the slower, stored
+        path (a stored message of the peer not yet acknowledged, receipts not yet
+        confirmed, or receipts for it in our outbox): receipts keep their order."""
+        if len(s.mvol) + len(new) > s.ctx.window or peer in s.rcpts:
+            return False
+        for _, _, item in new:
+            if item[1] != "msg":
+                return False
+        for it in p.pending:
+            if it[2] != "msg":
+                return False
+        mvol = s.mvol
+        for seq, item in s.inbox.items():
+            if item[0] == peer and item[1] == "msg" and seq not in mvol:
+                return False
+        return True
+
+    def _unvolatile(self, s: _State, peer: str, p: _Peer, dlv: list[str]
+                    ) -> list[tuple[Any, ...]]:
+        """The store operations that make ``peer``'s unstored messages ordinary inbox
+        items (to be written before anything is acknowledged past them); the mids the
+        device acknowledged meanwhile are added to ``dlv``."""
+        ops: list[tuple[Any, ...]] = []
+        vq = p.vq
+        if not vq:
+            return ops
+        for _pseq, seq, mid, done in vq:
+            if done:
+                dlv.append(mid)
+                continue
+            s.mvol.pop(seq, None)
+            item = s.inbox.get(seq)
+            if item is not None:
+                ops.append(("in+", s.phone, seq, peer, item[1], item[2]))
+        p.vq = None
+        return ops
+
+    def _dups(self, s: _State, peer: str, pid: Any, p: _Peer,
+              dups: list[tuple[int, str, Any]], dlv: list[str] | None = None) -> None:
+        """The peer forwarded again what we accepted already: it has waited a back-off
+        period. Store what is still unstored (so that it hears now), then acknowledge,
+        naming as delivered the messages our device acknowledged (neither unstored nor
+        in the inbox any more: a duplicate "delivered" is dropped by the device)."""
+        stored = dlv is not None  # (the caller stored new ones)
+        dlv = [] if dlv is None else dlv
+        if p.vq:
+            ops = self._unvolatile(s, peer, p, dlv)
+            ops.append(("pin", s.phone, peer, p.in_seq))
+            self._write(s, ops)
+            stored = True
+        held = {item[2][0] for item in s.inbox.values()
+                if item[0] == peer and item[1] == "msg"}
+        for _pseq, kind, payload in dups:
+            if kind == "msg" and payload[0] not in held:
+                dlv.append(payload[0])
+        _ack_to(s, pid, p, p.in_seq, tuple(dict.fromkeys(dlv)))
+        if stored:
+            _end_run(p)
+
+    def _delivered(self, s: _State, peer: str, upto: int, dlv: tuple[str, ...] = (),
+                   vfrom: int = 0, vto: int = 0, ts: float = 0.0) -> None:
+        """The peer acknowledged our forwards up to ``upto``; its device acknowledged
+        (by ``ts``) the messages ``vfrom..vto`` and those in ``dlv``, which were never
+        stored there."""
         p = s.peers.get(peer)
         if p is None or not p.pending or p.pending[0][1] > upto:
             return
-        faults.point("delivered_received", s.phone)
         pushed = False
         while p.pending and p.pending[0][1] <= upto:
-            seq, _pseq, kind, payload = p.pending.popleft()
+            faults.point("delivered_received", s.phone)  # (per item acknowledged)
+            seq, pseq, kind, payload = p.pending.popleft()
             s.npending -= 1
             if kind == "msg":
-                # "sent" (C4): kept in memory only, with the outbox row as its durable
-                # record (see _State.volatile)
+                # "sent" (C4), and "delivered" when the peer's device has it: kept in
+                # memory only, with the outbox row as their durable record (see
+                # _State.volatile and vrefs)
                 iseq = s.in_next
                 s.in_next += 1
-                s.inbox[iseq] = (peer, "receipt", ("sent", payload[0], peer, payload[3]))
+                mid = payload[0]
+                s.inbox[iseq] = (peer, "receipt", ("sent", mid, peer, payload[3]))
                 s.volatile[iseq] = seq
+                dv = vfrom <= pseq <= vto or (dlv and mid in dlv)
+                if dv:
+                    s.inbox[iseq + 1] = (peer, "receipt", ("delivered", mid, peer, ts))
+                    s.volatile[iseq + 1] = seq
+                    s.vrefs[seq] = 2
+                    s.in_next += 1
                 if s.device is not None:
                     _enqueue(s, iseq)
+                    if dv:
+                        _enqueue(s, iseq + 1)
                     pushed = True
             else:
                 s.lazy.append(("out-", s.phone, seq))
