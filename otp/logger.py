@@ -538,18 +538,7 @@ class LogSink(logging.Handler):
     def put_message(self, msg: Any, args: Any) -> None:
         """Queue the line ``str(msg) % args`` (what the stdlib's default formatter makes of
         a record without exception info), formatted by the writer."""
-        counting = self._counting  # _put, inlined: once per supervisor restart
-        counting.acquire()
-        try:
-            if self._closed:
-                return
-            if self._accepted - self._taken >= self.max_queue:
-                self.dropped += 1
-                return
-            self._accepted += 1
-            self._q.put(((msg, args), self.dropped))
-        finally:
-            counting.release()
+        self._put((msg, args))
 
     @property
     def pending(self) -> int:
