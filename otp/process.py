@@ -184,10 +184,14 @@ def receive(match: Any = None, timeout: float | None = None, *, default: Any = _
     p = getcurrent()
     if p.__class__ is not Process:
         _me("receive")
-    if match is None and timeout is None:
+    if match is None:
         mbox = p.mbox
-        if mbox and not p.dead:
-            return mbox.popleft()
+        if mbox and not p.dead:  # the oldest message is there: no wait, no deadline
+            if timeout is None:
+                return mbox.popleft()
+            c = timeout.__class__
+            if (c is float or c is int) and timeout >= 0:  # (NaN is not >= 0)
+                return mbox.popleft()
     return p.node.receive(p, match, timeout, default)
 
 

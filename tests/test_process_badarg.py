@@ -224,3 +224,13 @@ def test_nan_and_infinite_timer_delays_raise_badarg(node):
             call()
     assert node.live_timers() == []
     assert_node_still_works()
+
+
+def test_a_bad_receive_timeout_is_refused_even_when_a_message_is_waiting(node):
+    send(self(), "waiting")
+    for bad in (float("nan"), -1, -0.5, True, "1", [1]):
+        with pytest.raises(BadArg):
+            receive(timeout=bad)
+    assert receive(timeout=0) == "waiting"  # still there, and 0 takes it at once
+    send(self(), "next")
+    assert receive(timeout=5) == "next"
