@@ -118,6 +118,11 @@ SUP = "chat.users"
 LAZY_FLUSH = 15.0
 LAZY_MAX = 256
 CMID_KEEP = 1000  # device message ids remembered per user, for resends after reconnects
+# A message pushed to a connected device without being stored is stored after all when
+# its sender forwards it again (it waited a back-off period) and it has waited this long
+# for the device's ack (seconds): a slow device delays the sender's "sent" only so long,
+# while a loaded server is not made to write what its devices are about to acknowledge.
+UNSTORED_MAX = 1.0
 log = logging.getLogger("chat.users")
 
 
@@ -209,8 +214,8 @@ class _Peer:
     token: int = 0
     progress: float = 0.0  # node time of the last acknowledgement from the peer
     # As the recipient: messages from the peer pushed to our connected device but not
-    # stored (see _State.mvol), in pseq order: [pseq, inbox seq, mid, acked]; None
-    # when there are none.
+    # stored (see _State.mvol), in pseq order: [pseq, inbox seq, mid, acked, node time
+    # accepted]; None when there are none.
     vq: deque[list[Any]] | None = None
     # the current run of such messages: pseqs vfrom..vto were all acknowledged by the
     # device (vfrom 0: no run); every acknowledgement to the peer names the run, so a
@@ -887,9 +892,10 @@ class User(GenServer):
             if not p.vfrom:
                 p.vfrom = new[0][1]
                 p.vto = p.vfrom - 1
+            now = _now()
             for seq, pseq, item in new:
                 s.inbox[seq] = item
-                e = [pseq, seq, item[2][0], False]
+                e = [pseq, seq, item[2][0], False, now]
                 vq.append(e)
                 s.mvol[seq] = (peer, e)
                 _enqueue(s, seq)
@@ -922,7 +928,7 @@ class User(GenServer):
             if s.device is None:
                 self._notify(s)
         if dups is not None:
-            self._dups(s, peer, pid, p, dups, dlv)
+            self._dups(s, peer, pid, p, dups, dlv if new else None)
             return
         _ack_to(s, pid, p, _floor(p), dlv)
         if new:
@@ -959,7 +965,7 @@ class User(GenServer):
         vq = p.vq
         if not vq:
             return ops
-        for _pseq, seq, mid, done in vq:
+        for _pseq, seq, mid, done, _t in vq:
             if done:
                 dlv.append(mid)
                 continue
@@ -973,22 +979,30 @@ class User(GenServer):
     def _dups(self, s: _State, peer: str, pid: Any, p: _Peer,
               dups: list[tuple[int, str, Any]], dlv: list[str] | None = None) -> None:
         """The peer forwarded again what we accepted already: it has waited a back-off
-        period. Store what is still unstored (so that it hears now), then acknowledge,
+        period. If our device has left the oldest unstored one unacknowledged for
+        ``UNSTORED_MAX``, store them all (so that the peer hears now). Then acknowledge,
         naming as delivered the messages our device acknowledged (neither unstored nor
         in the inbox any more: a duplicate "delivered" is dropped by the device)."""
         stored = dlv is not None  # (the caller stored new ones)
         dlv = [] if dlv is None else dlv
-        if p.vq:
+        vq = p.vq
+        if vq and _now() - vq[0][4] >= UNSTORED_MAX:
             ops = self._unvolatile(s, peer, p, dlv)
             ops.append(("pin", s.phone, peer, p.in_seq))
             self._write(s, ops)
             stored = True
-        held = {item[2][0] for item in s.inbox.values()
-                if item[0] == peer and item[1] == "msg"}
+            vq = None
+        waiting = {e[2] for e in vq if not e[3]} if vq else ()
+        held: set[str] | None = None
         for _pseq, kind, payload in dups:
-            if kind == "msg" and payload[0] not in held:
+            if kind != "msg" or payload[0] in waiting:
+                continue
+            if held is None:
+                held = {item[2][0] for item in s.inbox.values()
+                        if item[0] == peer and item[1] == "msg"}
+            if payload[0] not in held:
                 dlv.append(payload[0])
-        _ack_to(s, pid, p, p.in_seq, tuple(dict.fromkeys(dlv)))
+        _ack_to(s, pid, p, _floor(p), tuple(dict.fromkeys(dlv)))
         if stored:
             _end_run(p)
 
@@ -998,7 +1012,12 @@ class User(GenServer):
         (by ``ts``) the messages ``vfrom..vto`` and those in ``dlv``, which were never
         stored there."""
         p = s.peers.get(peer)
-        if p is None or not p.pending or p.pending[0][1] > upto:
+        if p is None or not p.pending:
+            return
+        if p.pending[0][1] > upto:
+            # the peer is alive and answering (its device has not acknowledged yet):
+            # the retry waits another back-off period
+            p.progress = _now()
             return
         pushed = False
         while p.pending and p.pending[0][1] <= upto:
