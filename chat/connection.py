@@ -4,7 +4,9 @@ Processes per connection: the *connection process* owns the socket's write side 
 session (phase, phone, the user process it is attached to); a linked *reader* process
 blocks in ``recv``, splits frames (checking each length before reading the body) and
 hands their bytes to the connection process, at most ``_WINDOW`` ahead of what it has
-processed, so a client that floods requests cannot grow a mailbox without bound::
+processed, so a client that floods requests cannot grow a mailbox without bound (in a
+version-2 session, id-less acks — most of a device's frames — go from the reader
+straight to the user process: they are not answered, and concern only pushed items)::
 
     listener (gen_server "chat.listener") ── acceptor (linked, blocks in accept)
         └── spawns per accepted socket:  connection ── reader (linked)
@@ -174,7 +176,34 @@ def address() -> tuple[str, int]:
 # ---------------------------------------------------------------------------- reader
 
 
-def _reader(sock: Any, conn: Any, max_frame: int) -> None:
+# How an id-less ack begins as every client we know packs it ({"t": "ack", "ids": ...}:
+# a map of two entries, "t" first): only such frames are looked at by the reader.
+_ACK_START = b"\x82\xa1t\xa3ack"
+
+
+def _acks_first(c: _Conn, bodies: list[bytes]) -> list[bytes]:
+    """In a version-2 session, id-less acks go from the reader straight to the user
+    process (they concern only pushed items, and are not answered: the connection
+    process need not see them); the other frames are returned, for it."""
+    rest = []
+    for body in bodies:
+        if body.startswith(_ACK_START):
+            try:
+                req = validate_request(decode_body(body))
+            except ProtocolError:
+                req = None
+            if req is not None and req.id is None and req.type == "ack":
+                _user_cast(c, ("ack", req.fields["ids"]))
+                continue
+        rest.append(body)
+    if len(rest) < len(bodies):
+        c.last = time.monotonic()
+    return rest
+
+
+def _reader(sock: Any, conn: Any, max_frame: int, c: _Conn | None = None) -> None:
+    """``c``: the connection's session state, read (never written, but for ``last``)
+    to take id-less acks past the connection process."""
     fr = FrameReader(max_frame)
     handed = processed = 0
     while True:
@@ -201,6 +230,8 @@ def _reader(sock: Any, conn: Any, max_frame: int) -> None:
                 send(conn, ("frames", tuple(bodies)))
             send(conn, ("closed", "frame_too_large", e.message))
             return
+        if bodies and c is not None and c.phase == "session" and c.version >= 2:
+            bodies = _acks_first(c, bodies)
         if bodies:
             if len(bodies) == 1:
                 send(conn, ("frame", bodies[0]))
@@ -290,7 +321,7 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         sock.settimeout(None)
         c.last = time.monotonic()
         send_after(ctx.idle_timeout, _self(), ("chat.idle_check",))
-        c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame)
+        c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame, c)
         _loop(c)
     except _Closing as e:
         last = list(e.last)
