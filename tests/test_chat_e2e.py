@@ -288,6 +288,39 @@ def test_c3_c4_an_unanswered_ack_deletes_the_message_and_sends_delivered(node, t
         assert again.login(B, key) == 0
 
 
+def test_c1_c4_a_connected_recipient_gets_the_message_unstored_then_both_receipts(
+        node, tmp_path):
+    """With B's device connected, B's inbox never stores the message: A's outbox row is
+    its durable record until B's device acknowledged it; then "sent" and "delivered"
+    reach A."""
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        r = a.send(B, "x")
+        got = b.poll(5.0, ack=False)
+        while not msgs(got):
+            got += b.poll(1.0, ack=False)
+        assert [m["mid"] for m in msgs(got)] == [r.mid]
+        assert [i for i in store.read(("load", B)).inbox if i[2] == "msg"] == []
+        assert [i[4][0] for i in store.read(("load", A)).outbox] == [r.mid]
+        b.ack([m["id"] for m in msgs(got)], wait=False)
+        evs = a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))
+        assert receipts(evs, "sent") == [r.mid]
+
+
+def test_an_unanswered_ack_packed_in_another_key_order_is_handled_too(node, tmp_path):
+    """The reader takes the usual form of an id-less ack past the connection process;
+    any other form goes the long way, with the same effect."""
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        r = a.send(B, "x")
+        got = b.poll(5.0, ack=False)
+        while not msgs(got):
+            got += b.poll(1.0, ack=False)
+        b._send_frame({"ids": [m["id"] for m in msgs(got)], "t": "ack"})
+        a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))
+        b.ping()
+
+
 def test_client_falls_back_to_version_1_with_a_server_that_speaks_only_it(
         node, tmp_path, monkeypatch):
     import chat.connection
