@@ -436,3 +436,32 @@ def test_p13_processes_that_work_between_switches_still_give_the_hub_its_turns(n
     # of them (a count-only budget of thousands gave it one turn or none).
     assert SWITCH_BUDGET <= 32
     assert turns[0] >= 4, turns[0]
+
+
+def test_a_process_that_ends_hands_the_cpu_straight_to_the_next_runnable_one(node):
+    """Like a process that blocks, one that ends gives the CPU to the next process in the
+    run queue directly: its greenlet returns into that process, not into the hub."""
+    from otp.process import receive, send, spawn
+    from otp.testing import wait_all_blocked
+
+    me = self()
+
+    def ender():
+        receive()  # "end": then return
+
+    def waker():
+        receive()  # "wake"
+        send(me, "woke")
+
+    a, b = spawn(ender), spawn(waker)
+    wait_all_blocked()  # both started, blocked in receive
+    ga, gb = node.procs[a.id], node.procs[b.id]
+    switches = []
+    old = greenlet.settrace(lambda event, args: switches.append((event, args[0], args[1])))
+    try:
+        send(a, "end")
+        send(b, "wake")
+        assert receive() == "woke"
+    finally:
+        greenlet.settrace(old)
+    assert ("switch", ga, gb) in switches

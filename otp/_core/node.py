@@ -181,6 +181,7 @@ class Process(greenlet.greenlet):
                 self.reason,
                 reason,
             )
+        self.node.hand_off_at_end(self)
 
 
 class _Timer:
@@ -580,6 +581,19 @@ class Node:
             else:
                 self._arm_lazy()
         self._hub_switch()
+
+    def hand_off_at_end(self, p: Process) -> None:
+        """``p`` is about to end (its greenlet returns to its parent): make the next
+        runnable process its parent, so the CPU goes there directly instead of through
+        the hub, as ``block`` does. Only a started process with nothing to throw."""
+        runq = self.runq
+        if runq and (self._budget > 0 or self._more_budget()):
+            nxt = runq[0]
+            if nxt and nxt.exc is None:
+                self._budget -= 1
+                runq.popleft()
+                nxt.queued = False
+                p.parent = nxt
 
     def _more_budget(self) -> bool:
         """The switch budget is spent: renew it if the hub's turn is not due yet."""
