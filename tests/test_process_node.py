@@ -465,3 +465,42 @@ def test_a_process_that_ends_hands_the_cpu_straight_to_the_next_runnable_one(nod
     finally:
         greenlet.settrace(old)
     assert ("switch", ga, gb) in switches
+
+
+def test_a_process_killed_while_waiting_in_receive_unwinds_without_a_greenlet_throw(node):
+    """A process suspended in the kernel's wait is resumed as usual and raises its exit
+    itself (cheap); one suspended anywhere else (here: gevent's sleep) gets the exit
+    thrown into its greenlet. Both run their ``finally`` blocks and end with the kill."""
+    import gevent
+
+    from otp.process import ANY, Down, exit, monitor, receive, send, spawn
+    from otp.testing import wait_all_blocked
+
+    me = self()
+
+    def waiting_in(wait):
+        try:
+            wait()
+        finally:
+            send(me, ("cleaned up", wait.__name__))
+
+    def in_receive():
+        receive()
+
+    def in_gevent_sleep():
+        gevent.sleep(3600)
+
+    for wait, thrown in ((in_receive, False), (in_gevent_sleep, True)):
+        pid = spawn(waiting_in, wait)
+        ref = monitor(pid)
+        wait_all_blocked()
+        g = node.procs[pid.id]
+        events = []
+        old = greenlet.settrace(lambda event, args, seen=events: seen.append((event, args[1])))
+        try:
+            exit(pid, "kill")
+            assert receive(("cleaned up", ANY)) == ("cleaned up", wait.__name__)
+            assert receive(Down) == Down(ref, pid, "killed")
+        finally:
+            greenlet.settrace(old)
+        assert (("throw", g) in events) is thrown

@@ -572,6 +572,8 @@ class Node:
             else:
                 nxt.exc = None
                 nxt.throw(exc)
+            if p.dead:  # killed while suspended here (see exit_process)
+                raise ProcessExit(p.reason)
             return
         if self._lazy:
             if runq:
@@ -581,6 +583,8 @@ class Node:
             else:
                 self._arm_lazy()
         self._hub_switch()
+        if p.dead:
+            raise ProcessExit(p.reason)
 
     def hand_off_at_end(self, p: Process) -> None:
         """``p`` is about to end (its greenlet returns to its parent): make the next
@@ -783,8 +787,12 @@ class Node:
                     self.cancel(p.tmo)
                     p.tmo = None
                 if p is not cur and p:  # a suspended greenlet: unwind it
-                    p.exc = ProcessExit(reason)
-                    p.waiting = False
+                    if p.waiting:
+                        # Suspended in block(): resumed as usual, it raises its exit
+                        # there itself (greenlet.throw unwinds through C++ exceptions).
+                        p.waiting = False
+                    else:
+                        p.exc = ProcessExit(reason)
                     self.wake(p)
                 if p.links:
                     links = p.links
