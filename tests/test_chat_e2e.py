@@ -27,6 +27,14 @@ def receipts(evs, kind):
     return [e["mid"] for e in evs if e["t"] == "receipt" and e["type"] == kind]
 
 
+def pushed_unacked(client):
+    """Poll without acknowledging until a message has been pushed; its events."""
+    got = client.poll(5.0, ack=False)
+    while not msgs(got):
+        got += client.poll(1.0, ack=False)
+    return got
+
+
 @both
 def test_c4_message_flows_with_sent_delivered_read_receipts(node, tmp_path, tls):
     with running_chat(tmp_path, tls=tls) as srv:
@@ -296,9 +304,7 @@ def test_c1_c4_a_connected_recipient_gets_the_message_unstored_then_both_receipt
     with running_chat(tmp_path) as srv:
         a, b = srv.user(A), srv.user(B)
         r = a.send(B, "x")
-        got = b.poll(5.0, ack=False)
-        while not msgs(got):
-            got += b.poll(1.0, ack=False)
+        got = pushed_unacked(b)
         assert [m["mid"] for m in msgs(got)] == [r.mid]
         assert [i for i in store.read(("load", B)).inbox if i[2] == "msg"] == []
         assert [i[4][0] for i in store.read(("load", A)).outbox] == [r.mid]
@@ -313,9 +319,7 @@ def test_an_unanswered_ack_packed_in_another_key_order_is_handled_too(node, tmp_
     with running_chat(tmp_path) as srv:
         a, b = srv.user(A), srv.user(B)
         r = a.send(B, "x")
-        got = b.poll(5.0, ack=False)
-        while not msgs(got):
-            got += b.poll(1.0, ack=False)
+        got = pushed_unacked(b)
         b._send_frame({"ids": [m["id"] for m in msgs(got)], "t": "ack"})
         a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))
         b.ping()
