@@ -518,16 +518,21 @@ class State:
     def restart_child(self, key: Any) -> Pid | None:
         if self.mode != "static":
             self.not_restartable(key)
+        child = self.stopped_child(key)
+        ok, res = self.start(child)
+        if not ok:
+            raise StartError(res)
+        return res
+
+    def stopped_child(self, key: Any) -> Child:
+        """The child ``key``, which must be neither running nor being restarted."""
         child = self.find(key)
         if child.restarting:
             raise SupervisorError("restarting", f"child {key!r} is being restarted")
         if child.pid is not None:
             raise SupervisorError("running", f"child {key!r} is running as {child.pid!r}",
                                   pid=child.pid)
-        ok, res = self.start(child)
-        if not ok:
-            raise StartError(res)
-        return res
+        return child
 
     def not_restartable(self, key: Any) -> None:
         what = "simple_one_for_one" if self.mode == "simple" else "dynamic"
@@ -538,13 +543,7 @@ class State:
     def delete_child(self, key: Any) -> None:
         if self.mode != "static":
             self.not_restartable(key)
-        child = self.find(key)
-        if child.restarting:
-            raise SupervisorError("restarting", f"child {key!r} is being restarted")
-        if child.pid is not None:
-            raise SupervisorError("running", f"child {key!r} is running as {child.pid!r}",
-                                  pid=child.pid)
-        self.remove(child)
+        self.remove(self.stopped_child(key))
 
     def which_children(self) -> tuple[ChildInfo, ...]:
         # Asked in a loop by whoever waits for a restart: no per-row function calls
