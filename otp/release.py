@@ -361,7 +361,12 @@ def boot_version(root: str | os.PathLike[str]) -> str:
     env = os.environ.get("OTP_RELEASE_VSN")
     if env:
         return env
-    entries = read_releases(root)
+    return permanent_or_last(root, read_releases(root))
+
+
+def permanent_or_last(root: str | os.PathLike[str], entries: list[dict[str, str]]) -> str:
+    """The version of the permanent entry of ``RELEASES``, else of the last one listed
+    (A6: a release installed but not made permanent is abandoned at the next boot)."""
     for e in entries:
         if e["status"] == "permanent":
             return e["version"]

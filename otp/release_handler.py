@@ -146,7 +146,14 @@ from otp import sys as otp_sys
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
 from otp.process import Pid, is_alive, whereis
-from otp.release import AppEntry, ReleaseError, ReleaseSpec, load_spec, read_releases
+from otp.release import (
+    AppEntry,
+    ReleaseError,
+    ReleaseSpec,
+    load_spec,
+    permanent_or_last,
+    read_releases,
+)
 
 __all__ = [
     "ReleaseError",
@@ -256,13 +263,7 @@ def boot_version(root: str | os.PathLike[str]) -> str:
     """The version a node started on ``root`` boots: the permanent release (A6: a
     release installed but not made permanent is abandoned at the next restart); with
     none permanent yet, the last one listed."""
-    entries = _read(Path(root))
-    for e in entries:
-        if e["status"] == "permanent":
-            return e["version"]
-    if entries:
-        return entries[-1]["version"]
-    raise ReleaseError(f"{root}: no release in releases/RELEASES")
+    return permanent_or_last(root, _read(Path(root)))
 
 
 def _spec(root: Path, vsn: str) -> ReleaseSpec:
