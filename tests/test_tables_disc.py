@@ -289,24 +289,23 @@ def _image_with_commits(tmp_path, n):
     return image, wal
 
 
-def test_d3_torn_log_tail_is_cut_back_to_the_last_whole_commit(node, tmp_path, caplog):
+def _tear_tail(f, size):
+    f.truncate(size - 100)  # the last commit's frame is torn
+
+
+def _corrupt_tail(f, size):
+    f.seek(size - 300)
+    f.write(b"\xde\xad\xbe\xef" * 16)  # garbage inside the last frame
+
+
+@pytest.mark.parametrize("damage", [_tear_tail, _corrupt_tail], ids=["torn", "corrupt"])
+def test_d3_a_damaged_log_tail_is_cut_back_to_the_last_whole_commit(
+    node, tmp_path, caplog, damage
+):
     image, wal = _image_with_commits(tmp_path, 8)
     size = os.path.getsize(wal)
     with open(wal, "r+b") as f:
-        f.truncate(size - 100)  # the last commit's frame is torn
-    caplog.set_level(logging.WARNING, logger="otp.tables")
-    tables.start(image)
-    assert [r[0] for r in _records("acc")] == list(range(7))
-    assert "cut back to the last whole commit" in caplog.text
-    tables.stop()
-
-
-def test_d3_corrupt_log_tail_is_cut_back_to_the_last_whole_commit(node, tmp_path, caplog):
-    image, wal = _image_with_commits(tmp_path, 8)
-    size = os.path.getsize(wal)
-    with open(wal, "r+b") as f:
-        f.seek(size - 300)
-        f.write(b"\xde\xad\xbe\xef" * 16)  # garbage inside the last frame
+        damage(f, size)
     caplog.set_level(logging.WARNING, logger="otp.tables")
     tables.start(image)
     assert [r[0] for r in _records("acc")] == list(range(7))
