@@ -398,6 +398,21 @@ def test_p16_strict_mode_accepts_immutable_values(node, value):
     assert receive(timeout=0) is value
 
 
+def test_p16_strict_mode_passes_sockets_as_handles(node):
+    import _socket
+    import os
+    import socket
+
+    a, b = socket.socketpair()  # gevent's (the suite runs patched)
+    raw = _socket.socket(fileno=os.dup(a.fileno()))  # and the standard library's own
+    try:
+        send(self(), ("tcp", a, b"data", raw))
+        assert receive(timeout=0) == ("tcp", a, b"data", raw)
+    finally:
+        for s in (a, b, raw):
+            s.close()
+
+
 def test_p16_strict_mode_accepts_pids_and_refs(node):
     msg = ("ids", self(), make_ref(), monitor(self()))
     send(self(), msg)

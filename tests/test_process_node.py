@@ -81,6 +81,14 @@ def test_run_with_a_timeout_raises_timeout_error_and_kills_main():
         otp.run(forever, timeout=0.05)
 
 
+def test_run_re_raises_a_timeout_error_of_main_as_it_was():
+    def main():
+        raise TimeoutError("the socket timed out")
+
+    with pytest.raises(TimeoutError, match="the socket timed out"):
+        otp.run(main)
+
+
 def test_node_is_a_context_manager_that_starts_and_stops():
     with Node("ctx@host", clock=MockClock()) as n:
         assert current_node() is n and n.running

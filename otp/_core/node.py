@@ -96,6 +96,10 @@ def current_node() -> Node:
     return node
 
 
+class _JoinTimeout(TimeoutError):
+    """``Node.join`` gave up waiting (told apart from a TimeoutError the process raised)."""
+
+
 class Process(greenlet.greenlet):
     """The kernel's record of a process: a greenlet plus its mailbox and signal state.
 
@@ -289,6 +293,9 @@ class Node:
         self._timer_refs: dict[Ref, _Timer] = {}
         self._dying: deque[tuple[Process, Any]] = deque()
         self._exiting = False
+        # Resources a process owns outside the kernel (an active socket, see otp.net):
+        # process -> callbacks run when it ends. Empty for almost every process.
+        self._on_exit: dict[Process, list[Callable[[], Any]]] = {}
         self._idle: Any = None
         self._blocked_waiters: list[Any] = []
         self._hub_switch: Callable[[], Any] = lambda: None
@@ -373,7 +380,7 @@ class Node:
         result, p = self.start_main(fn, *args)
         try:
             return self.join(result, timeout)
-        except TimeoutError:
+        except _JoinTimeout:  # (not a TimeoutError that fn raised: that one is re-raised)
             self.exit_process(p, "killed")
             raise TimeoutError(f"{_describe(fn)} did not finish within {timeout} s") from None
 
@@ -383,7 +390,7 @@ class Node:
         try:
             return result.get(timeout=timeout)
         except gevent.Timeout:
-            raise TimeoutError(f"no result within {timeout} s") from None
+            raise _JoinTimeout(f"no result within {timeout} s") from None
         finally:
             if result.ready() and result in self._mains:
                 self._mains.remove(result)
@@ -758,6 +765,34 @@ class Node:
 
     # --- signals ----------------------------------------------------------------------
 
+    def on_exit(self, p: Process, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` when ``p`` ends (right after its timers are cancelled, before
+        its links and monitors fire). For resources a process owns outside the kernel;
+        ``fn`` must not block or switch. A process that is already dead runs it now."""
+        if p.dead:
+            self._run_exit_hooks([fn])
+            return
+        self._on_exit.setdefault(p, []).append(fn)
+
+    def cancel_on_exit(self, p: Process, fn: Callable[[], Any]) -> None:
+        """Forget ``fn`` registered by ``on_exit(p, fn)`` (no error if it is not)."""
+        fns = self._on_exit.get(p)
+        if fns is not None:
+            try:
+                fns.remove(fn)
+            except ValueError:
+                pass
+            if not fns:
+                del self._on_exit[p]
+
+    @staticmethod
+    def _run_exit_hooks(fns: list[Callable[[], Any]]) -> None:
+        for fn in fns:
+            try:
+                fn()
+            except Exception:  # a hook's failure must not stop the death procedure
+                log.exception("an exit hook failed: %r", fn)
+
     def exit_process(self, p: Process, reason: Any) -> None:
         """The runtime's death procedure: mark dead, free the name, cancel timers, signal.
 
@@ -786,6 +821,10 @@ class Node:
                 if p.tmo is not None:
                     self.cancel(p.tmo)
                     p.tmo = None
+                if self._on_exit:
+                    fns = self._on_exit.pop(p, None)
+                    if fns:
+                        self._run_exit_hooks(fns)
                 if p is not cur and p:  # a suspended greenlet: unwind it
                     if p.waiting:
                         # Suspended in block(): resumed as usual, it raises its exit

@@ -7,6 +7,7 @@ the node name so they can later cross the wire unchanged.
 
 from __future__ import annotations
 
+import _socket
 import dataclasses
 import datetime
 import decimal
@@ -16,7 +17,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from gevent.socket import socket as _gevent_socket
+
 from otp.errors import BadArg
+
+_SOCKETS = _socket.socket | _gevent_socket
 
 # The name of the node running in this OS process, used only to print local pids
 # as ``<0.id.creation>`` the way Erlang does. Set by the node when it starts.
@@ -202,7 +207,9 @@ def check_immutable(value: Any, what: str = "message") -> None:
 
     Immutable: str, bytes, numbers, None, Pid, Ref, enums, exceptions (treated as values),
     tuples (named tuples too) and frozensets of immutables, frozen dataclasses whose fields
-    are immutable. The error names where the mutable part is (``message[1].items[0]``).
+    are immutable. Sockets pass too: like Erlang's ports they are handles (sending one
+    hands over a resource, as ``otp.net``'s messages carry theirs), not shared data.
+    The error names where the mutable part is (``message[1].items[0]``).
 
     Iterative (no depth limit: a cons-list of nested tuples of any length is fine), and
     the path to a part is only spelled out when that part is refused.
@@ -226,7 +233,7 @@ def check_immutable(value: Any, what: str = "message") -> None:
                 if item.__class__ not in atomic:
                     push((item, (where, " item")))
             continue
-        if isinstance(v, enum.Enum | BaseException | type) or (
+        if isinstance(v, enum.Enum | BaseException | type | _SOCKETS) or (
             callable(v) and _is_function(v)
         ):
             continue

@@ -1,0 +1,388 @@
+"""Active sockets: a socket's incoming data delivered to its owner process as messages.
+
+This is Erlang's ``gen_tcp`` active mode. Instead of a process blocking in ``recv`` (or
+a second process reading for it), the node reads the socket when it becomes readable
+and sends the owner::
+
+    ("tcp", sock, data)          # data: bytes (one packet with packet=4)
+    ("tcp_passive", sock)        # the active count ran out: nothing more is read
+    ("tcp_error", sock, reason)  # "emsgsize", "econnreset", ... then:
+    ("tcp_closed", sock)         # the peer closed (or an error ended the stream)
+
+so one process can wait for its socket and its other messages in one ``receive``::
+
+    import socket
+    import otp
+    from otp import net
+    from otp.process import receive
+
+    def main():
+        a, b = socket.socketpair()
+        net.active(a, 2, packet=4)              # up to 2 messages, 4-byte length framing
+        b.sendall(b"\\0\\0\\0\\2hi" + b"\\0\\0\\0\\3you")
+        got = [receive(), receive()]
+        assert receive() == ("tcp_passive", a)  # count spent: re-arm to read on
+        net.close(a)
+        b.close()
+        return [data for _tag, _sock, data in got]
+
+    print(otp.run(main))                        # [b'hi', b'you']
+
+Flow control is the active count (Erlang's ``{active, N}``): ``active(sock, n)`` adds
+``n`` messages to it; at zero the owner gets ``("tcp_passive", sock)`` and the node stops
+reading, so a peer that sends faster than the owner works fills its own send buffer,
+not the owner's mailbox. ``active(sock, True)`` reads without limit; ``active(sock,
+False)`` stops reading.
+
+``packet=4`` splits the stream into packets of a 4-byte big-endian length and the
+body, as Erlang's ``{packet, 4}``; each message carries one body. ``packet_size``
+bounds a packet's length: a longer one is refused as soon as its header is in, with
+``("tcp_error", sock, "emsgsize")`` then ``("tcp_closed", sock)`` (the packets before it
+were delivered).
+
+The owner is the process that first calls ``active`` (``controlling_process`` hands it
+on). When the owner ends, the socket is closed, as Erlang closes a port whose owner
+exits. Close an active socket with ``close``, not ``sock.close()``: the node's watch on
+it must stop first.
+
+Plain TCP sockets (gevent's, or the standard library's in non-blocking mode) are read
+by the hub itself when they become readable: no greenlet wakes for them. Others, TLS
+sockets among them (a TLS record can hold data that the file descriptor no longer
+signals), are read by a small internal greenlet, with the same messages.
+
+Messages carry the socket object itself (the owner compares it with ``is``); they are
+made by the runtime, so strict mode does not check them.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import socket
+import struct
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.monkey import get_original
+from gevent.socket import socket as _GeventSocket
+from gevent.ssl import SSLSocket as _GeventSSLSocket
+
+from otp._core.node import Node, Process, current_node, getcurrent
+from otp._core.values import Pid
+from otp.errors import BadArg, NotInProcess
+
+__all__ = ["active", "close", "controlling_process", "is_active"]
+
+_HEADER = struct.Struct(">I")
+_READ = 65536
+_DONTWAIT = socket.MSG_DONTWAIT
+_StdSSLSocket: type = get_original("ssl", "SSLSocket")
+
+# socket -> its state, for every socket ``active`` was called on and not closed since
+_socks: dict[Any, _Active] = {}
+
+
+def _reason(e: BaseException) -> str:
+    """An OSError as an Erlang-style reason: "econnreset", "etimedout", ... ."""
+    code = getattr(e, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return errno.errorcode[code].lower()
+    return type(e).__name__.lower()
+
+
+class _Active:
+    """One active socket: its owner, count, packet buffer and how it is read."""
+
+    __slots__ = (
+        "buf",
+        "count",
+        "ended",
+        "event",
+        "node",
+        "on_exit",
+        "owner",
+        "packet",
+        "raw",
+        "reader",
+        "size",
+        "sock",
+        "watcher",
+    )
+
+    def __init__(self, node: Node, sock: Any, owner: Process, packet: int, size: int) -> None:
+        self.node = node
+        self.sock = sock
+        self.owner = owner
+        self.packet = packet
+        self.size = size
+        self.count: int | bool = 0  # messages still allowed; True: no limit
+        self.ended = False  # tcp_closed was delivered: nothing more to read
+        self.buf = bytearray()
+        self.watcher: Any = None
+        self.reader: Any = None  # the greenlet reading a socket the hub cannot
+        self.event: Event | None = None  # wakes that greenlet when re-armed
+        self.raw = _raw(sock)
+        self.on_exit = self._owner_ended
+
+    # --- reading -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.raw is not None:
+            if self.watcher is None:
+                self.watcher = self.node.hub.loop.io(self.raw.fileno(), 1)
+            if not self.watcher.active:
+                self.watcher.start(self._readable)
+        else:
+            if self.reader is None:
+                self.event = Event()
+                self.reader = gevent.spawn(self._read_loop)
+            assert self.event is not None
+            self.event.set()
+
+    def stop_reading(self) -> None:
+        if self.watcher is not None and self.watcher.active:
+            self.watcher.stop()
+        if self.event is not None:
+            self.event.clear()
+
+    def _readable(self) -> None:
+        """The hub's callback: the socket is readable (or closed, or failed)."""
+        try:
+            data = self.raw.recv(_READ, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._failed(_reason(e))
+            return
+        except Exception as e:  # the hub must never see one
+            self._failed(_reason(e))
+            return
+        self._got(data)
+
+    def _read_loop(self) -> None:
+        """The internal reader for a socket the hub cannot read directly (TLS)."""
+        event = self.event
+        assert event is not None
+        sock = self.sock
+        while _socks.get(sock) is self:
+            if not (self.count is True or self.count > 0):
+                event.clear()
+                event.wait()
+                continue
+            try:
+                data = sock.recv(_READ)
+            except OSError as e:
+                self._failed(_reason(e))
+                return
+            except Exception as e:
+                self._failed(_reason(e))
+                return
+            if _socks.get(sock) is not self:
+                return
+            self._got(data)
+
+    def _got(self, data: bytes) -> None:
+        if not data:
+            self._ended(None)
+            return
+        if self.packet == 0:
+            self._deliver(("tcp", self.sock, data))
+            return
+        buf = self.buf
+        buf += data
+        self._split()
+
+    def _split(self) -> None:
+        """Deliver every whole packet in the buffer, while the count allows."""
+        buf = self.buf
+        size = self.size
+        deliver = self._deliver
+        sock = self.sock
+        while self.count is True or self.count > 0:
+            if len(buf) < 4:
+                return
+            (n,) = _HEADER.unpack_from(buf)
+            if size and n > size:
+                self._ended("emsgsize")
+                return
+            if len(buf) < 4 + n:
+                return
+            body = bytes(buf[4 : 4 + n])
+            del buf[: 4 + n]
+            deliver(("tcp", sock, body))
+
+    def _deliver(self, msg: Any) -> None:
+        owner = self.owner
+        if owner.dead:
+            self.count = 0
+            self.close()
+            return
+        self.node.deliver(owner, msg)
+        count = self.count
+        if count is not True:
+            count -= 1
+            self.count = count
+            if count <= 0:
+                self.stop_reading()
+                self.node.deliver(owner, ("tcp_passive", self.sock))
+
+    def _failed(self, reason: str) -> None:
+        if _socks.get(self.sock) is self:
+            self._ended(reason)
+
+    def _ended(self, reason: str | None) -> None:
+        """The stream is over: tell the owner (an error first, if any); the socket stays
+        open until ``close`` (or the owner's end), as a closed Erlang port's does."""
+        self.stop_reading()
+        self.count = 0
+        self.ended = True
+        owner = self.owner
+        if not owner.dead:
+            if reason is not None:
+                self.node.deliver(owner, ("tcp_error", self.sock, reason))
+            self.node.deliver(owner, ("tcp_closed", self.sock))
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.event is not None:
+            self.event.clear()
+
+    # --- ending ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if _socks.get(self.sock) is self:
+            del _socks[self.sock]
+        self.node.cancel_on_exit(self.owner, self.on_exit)
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.close()
+            self.watcher = None
+        reader = self.reader
+        self.reader = None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _owner_ended(self) -> None:
+        # Runs in the owner's death procedure: no switching there; close right after.
+        self.count = 0
+        self.stop_reading()
+        self.node.hub.loop.run_callback(self.close)
+
+
+def _raw(sock: Any) -> Any:
+    """The OS-level socket under ``sock`` that the hub may read directly (with
+    ``MSG_DONTWAIT``), or None: then an internal greenlet reads ``sock`` itself."""
+    if isinstance(sock, _StdSSLSocket):  # the standard library's TLS: it would block
+        raise BadArg(
+            "net.active: a standard-library TLS socket blocks the node; use gevent's "
+            "(otp.patch() before importing ssl, or gevent.ssl)"
+        )
+    if isinstance(sock, _socket.socket):  # the standard library's socket
+        return sock
+    if isinstance(sock, _GeventSocket) and not isinstance(sock, _GeventSSLSocket):
+        inner = getattr(sock, "_sock", None)
+        if isinstance(inner, _socket.socket):
+            return inner
+    return None
+
+
+def _caller(what: str) -> Process:
+    p = getcurrent()
+    if p.__class__ is not Process:
+        raise NotInProcess(f"{what} must be called from inside a process")
+    return p
+
+
+def active(
+    sock: Any, n: int | bool = True, *, packet: int | None = None, packet_size: int | None = None
+) -> None:
+    """Deliver ``sock``'s incoming data to the calling process as messages.
+
+    ``n``: a positive int adds that many messages to the active count (Erlang's
+    ``{active, N}``); ``True`` reads without limit; ``False`` stops reading (the socket
+    stays open and keeps its owner). ``packet`` (0 or 4) and ``packet_size`` (a
+    packet's maximum length, 0 for no limit) are set by the first call and may be
+    changed by later ones. The first call makes the caller the socket's owner; later
+    calls may come from any process on the node, and the messages still go to the owner.
+    """
+    p = _caller("net.active")
+    if n is not True and n is not False and (n.__class__ is not int or n <= 0):
+        raise BadArg(f"net.active expects a positive int, True or False, got {n!r}")
+    if packet is not None and packet not in (0, 4):
+        raise BadArg(f"net.active expects packet 0 or 4, got {packet!r}")
+    if packet_size is not None and (packet_size.__class__ is not int or packet_size < 0):
+        raise BadArg(f"net.active expects packet_size >= 0 (an int), got {packet_size!r}")
+    st = _socks.get(sock)
+    if st is None:
+        _raw(sock)  # refuses what would block the node, first
+        try:
+            sock.fileno()
+        except Exception as e:
+            raise BadArg(f"net.active expects a socket, got {sock!r}") from e
+        if sock.fileno() < 0:
+            raise BadArg(f"net.active: the socket is closed: {sock!r}")
+        node = current_node()
+        st = _Active(node, sock, p, packet or 0, packet_size or 0)
+        _socks[sock] = st
+        node.on_exit(p, st.on_exit)
+    else:
+        if packet is not None:
+            st.packet = packet
+        if packet_size is not None:
+            st.size = packet_size
+    if st.ended:  # tcp_closed is on its way (or was received): nothing to arm
+        return
+    if n is False:
+        st.count = 0
+        st.stop_reading()
+        return
+    if n is True:
+        st.count = True
+    elif st.count is not True:
+        st.count += n
+    if st.buf and st.packet:
+        st._split()  # whole packets kept back while passive go first
+        if not (st.count is True or st.count > 0):
+            return
+    if _socks.get(sock) is st:
+        st.start()
+
+
+def is_active(sock: Any) -> bool:
+    """Whether the node is reading ``sock`` for its owner now (count left)."""
+    st = _socks.get(sock)
+    return st is not None and (st.count is True or st.count > 0)
+
+
+def controlling_process(sock: Any, pid: Pid) -> None:
+    """Make ``pid`` the owner of the active socket ``sock``: messages go to it from now
+    on, and the socket is closed when it ends. Only the owner may hand it on."""
+    me = _caller("net.controlling_process")
+    st = _socks.get(sock)
+    if st is None:
+        raise BadArg(f"net.controlling_process: {sock!r} is not an active socket")
+    if st.owner is not me:
+        raise BadArg("net.controlling_process: only the socket's owner may hand it on")
+    target = st.node.procs.get(pid.id) if pid.__class__ is Pid else None
+    if target is None or target.pid != pid:
+        raise BadArg(f"net.controlling_process: {pid!r} is not a live local process")
+    st.node.cancel_on_exit(me, st.on_exit)
+    st.owner = target
+    st.node.on_exit(target, st.on_exit)
+
+
+def close(sock: Any) -> None:
+    """Stop reading ``sock`` and close it. Also for a socket that was never active."""
+    st = _socks.get(sock)
+    if st is not None:
+        st.close()
+        return
+    try:
+        sock.close()
+    except OSError:
+        pass
