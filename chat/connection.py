@@ -1,15 +1,16 @@
 """The front end: a TCP/TLS listener, and a connection process per device connection.
 
-Processes per connection: the *connection process* owns the socket's write side and the
-session (phase, phone, the user process it is attached to); a linked *reader* process
-blocks in ``recv``, splits frames (checking each length before reading the body) and
-hands their bytes to the connection process, at most ``_WINDOW`` ahead of what it has
-processed, so a client that floods requests cannot grow a mailbox without bound (in a
-version-2 session, id-less acks — most of a device's frames — go from the reader
-straight to the user process: they are not answered, and concern only pushed items)::
+One process per connection: the *connection process* owns the socket and the session
+(phase, phone, the user process it is attached to). Its socket is active
+(``otp.net``): the node reads it when it is readable, splits frames (checking each
+length before keeping a byte of the body) and hands the connection process one frame
+per message, at most ``_WINDOW`` ahead of what it has handled, so a client that floods
+requests cannot grow a mailbox without bound. In a version-2 session, id-less acks
+(most of a device's frames) take a short path to the user process: they are not
+answered, and concern only pushed items::
 
     listener (gen_server "chat.listener") ── acceptor (linked, blocks in accept)
-        └── spawns per accepted socket:  connection ── reader (linked)
+        └── spawns per accepted socket:  connection
 
 Connection processes link to ``chat.conns`` (a process that traps exits and does
 nothing else), so stopping the application ends them all, while one connection's crash
@@ -46,8 +47,6 @@ from chat.protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,
     PROTOCOL_VERSIONS,
-    FrameReader,
-    FrameTooLarge,
     ProtocolError,
     Request,
     decode_body,
@@ -55,13 +54,11 @@ from chat.protocol import (
     is_phone,
     validate_request,
 )
-from otp import gen_server
+from otp import gen_server, net
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
-    ANY,
     Exit,
-    exit,
     is_alive,
     link,
     receive,
@@ -72,7 +69,6 @@ from otp.process import (
     spawn,
     spawn_link,
     trap_exit,
-    unlink,
     unregister,
     whereis,
 )
@@ -83,11 +79,10 @@ __all__ = ["CONNS", "LISTENER", "ConnCtx", "address", "start_conns", "start_list
 LISTENER = "chat.listener"
 CONNS = "chat.conns"
 SERVER = "chat/0.1.0"
-_WINDOW = 64  # frames the reader may hand over ahead of the connection process
+_WINDOW = 64  # frames the node may hand over ahead of the connection process
 # Connection processes all run on the node's one thread, and pack() never yields: one
 # packer serves them all (msgpack.packb would make one per frame).
 _packer = msgpack.Packer(use_bin_type=True)
-_CREDIT_EVERY = 32
 log = logging.getLogger("chat.connection")
 
 
@@ -173,73 +168,24 @@ def address() -> tuple[str, int]:
     return tuple(gen_server.call(LISTENER, "address"))  # type: ignore[return-value]
 
 
-# ---------------------------------------------------------------------------- reader
+# ---------------------------------------------------------------------------- acks
 
-
-# How an id-less ack begins as every client we know packs it ({"t": "ack", "ids": ...}:
-# a map of two entries, "t" first): only such frames are looked at by the reader.
+# How an id-less ack's frame starts ({"t": "ack", "ids": [...]}, as every client writes
+# it: a map of two entries, "t" first): such frames take a short path in the loop.
 _ACK_START = b"\x82\xa1t\xa3ack"
 
 
-def _acks_first(c: _Conn, bodies: list[bytes]) -> list[bytes]:
-    """In a version-2 session, id-less acks go from the reader straight to the user
-    process (they concern only pushed items, and are not answered: the connection
-    process need not see them); the other frames are returned, for it."""
-    rest = []
-    for body in bodies:
-        if body.startswith(_ACK_START):
-            try:
-                req = validate_request(decode_body(body))
-            except ProtocolError:
-                req = None
-            if req is not None and req.id is None and req.type == "ack":
-                _user_cast(c, ("ack", req.fields["ids"]))
-                continue
-        rest.append(body)
-    if len(rest) < len(bodies):
-        c.last = time.monotonic()
-    return rest
-
-
-def _reader(sock: Any, conn: Any, max_frame: int, c: _Conn | None = None) -> None:
-    """``c``: the connection's session state, read (never written, but for ``last``)
-    to take id-less acks past the connection process."""
-    fr = FrameReader(max_frame)
-    handed = processed = 0
-    while True:
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            send(conn, ("closed", "idle_timeout"))
-            return
-        except (OSError, ValueError):
-            send(conn, ("closed", "error"))
-            return
-        if not data:
-            send(conn, ("closed", "eof"))
-            return
-        fr.feed(data)
-        # The frames of one read go over in one message (a device's acks and sends
-        # often arrive together): one hop for all of them.
-        bodies = []
-        try:
-            while (body := fr.next_body()) is not None:
-                bodies.append(body)
-        except FrameTooLarge as e:
-            if bodies:
-                send(conn, ("frames", tuple(bodies)))
-            send(conn, ("closed", "frame_too_large", e.message))
-            return
-        if bodies and c is not None and c.phase == "session" and c.version >= 2:
-            bodies = _acks_first(c, bodies)
-        if bodies:
-            if len(bodies) == 1:
-                send(conn, ("frame", bodies[0]))
-            else:
-                send(conn, ("frames", tuple(bodies)))
-            handed += len(bodies)
-        while handed - processed > _WINDOW:
-            processed = receive(("processed", ANY))[1]
+def _fast_ack(c: _Conn, body: bytes) -> bool:
+    """In a version-2 session, an id-less ack goes straight to the user process (it is
+    not answered, and concerns only pushed items). False: not one, handle it as usual."""
+    try:
+        req = validate_request(decode_body(body))
+    except ProtocolError:
+        return False
+    if req.id is not None or req.type != "ack":
+        return False
+    _user_cast(c, ("ack", req.fields["ids"]))
+    return True
 
 
 # ---------------------------------------------------------------------------- connection
@@ -256,8 +202,8 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "frames", "key_hash", "last", "phase", "phone", "reader",
-                 "sock", "version")
+    __slots__ = ("bad", "ctx", "frames", "key_hash", "last", "phase", "phone", "sock",
+                 "version")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -267,7 +213,6 @@ class _Conn:
         self.key_hash: bytes | None = None
         self.bad = 0
         self.frames = 0
-        self.reader: Any = None
         self.version = 1
         self.last = time.monotonic()  # when the device last sent something
 
@@ -321,7 +266,9 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         sock.settimeout(None)
         c.last = time.monotonic()
         send_after(ctx.idle_timeout, _self(), ("chat.idle_check",))
-        c.reader = spawn_link(_reader, sock, _self(), ctx.max_frame, c)
+        # The node reads the socket and hands this process one frame per message, at
+        # most _WINDOW ahead of what it has handled (re-armed at each tcp_passive).
+        net.active(sock, _WINDOW, packet=4, packet_size=ctx.max_frame)
         _loop(c)
     except _Closing as e:
         last = list(e.last)
@@ -333,16 +280,9 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
             except _Closing:
                 pass
     finally:
-        # Close first: if this process was killed, kernel calls below are not allowed
-        # (the reader, linked, dies with it anyway).
-        try:
-            c.sock.close()
-        except OSError:
-            pass
+        # Close first: if this process was killed, kernel calls below are not allowed.
+        net.close(c.sock)
         if is_alive(_self()):
-            if c.reader is not None:
-                unlink(c.reader)
-                exit(c.reader, "kill")
             if c.phase == "session":  # last seen (presence), even with no user process
                 try:
                     store.write((("seen", c.phone, time.time()),))
@@ -355,6 +295,7 @@ def _loop(c: _Conn) -> None:
     # pushes are collected and written with one sendall (a loopback send costs far
     # more than encoding a frame).
     out: list[dict[str, Any]] = []
+    sock = c.sock
     while True:
         if out:
             msg = receive(None, 0, default=None)
@@ -368,30 +309,36 @@ def _loop(c: _Conn) -> None:
         cls = msg.__class__
         if cls is tuple:
             tag = msg[0]
-            if tag == "frame" or tag == "frames":
+            if tag == "tcp":
+                body = msg[2]
                 c.last = time.monotonic()
-                bodies = (msg[1],) if tag == "frame" else msg[1]
-                for body in bodies:
-                    try:
-                        out.extend(_frame(c, body))
-                    except _Closing:
-                        if out:
-                            c.write(out)
-                        raise
-                    c.frames += 1
-                    if c.frames % _CREDIT_EVERY == 0:
-                        send(c.reader, ("processed", c.frames))
+                if not body:
+                    if out:
+                        c.write(out)
+                    raise _Closing("frame_too_large", f"expected a frame length between 1 "
+                                                      f"and {c.ctx.max_frame} bytes, got 0")
+                if (body.startswith(_ACK_START) and c.version >= 2
+                        and c.phase == "session" and _fast_ack(c, body)):
+                    continue
+                try:
+                    out.extend(_frame(c, body))
+                except _Closing:
+                    if out:
+                        c.write(out)
+                    raise
+                c.frames += 1
+            elif tag == "tcp_passive":
+                net.active(sock, _WINDOW)
             elif tag == "chat.push":
                 out.extend(_push_frame(item) for item in msg[1])
                 faults.point("pushed", c.phone or "")
-            elif tag == "closed":
+            elif tag == "tcp_closed" or tag == "tcp_error":
                 if out:
                     c.write(out)
-                if msg[1] == "idle_timeout":
-                    raise _Closing("idle_timeout", f"nothing received for "
-                                                   f"{c.ctx.idle_timeout:g} s")
-                if msg[1] == "frame_too_large":
-                    raise _Closing("frame_too_large", msg[2])
+                if tag == "tcp_error" and msg[2] == "emsgsize":
+                    raise _Closing("frame_too_large", f"expected a frame length between 1 "
+                                                      f"and {c.ctx.max_frame} bytes, got a "
+                                                      f"longer one")
                 return
             elif tag == "chat.close":
                 if out:

@@ -139,6 +139,7 @@ def _listener_code_change(self: Listener, old_vsn: Any, st: _Listen, extra: Any)
     from chat.app import tls_context
     from chat.config import ChatConfig
     from otp import application
+    from otp.process import exit, unlink
 
     cfg = ChatConfig.model_validate(application.get_all_env("chat"))
     lim = cfg.limits
