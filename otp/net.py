@@ -158,7 +158,44 @@ class _Active:
         except Exception as e:  # the hub must never see one
             self._failed(_reason(e))
             return
-        self._got(data)
+        if not data or self.packet == 0 or self.buf:
+            self._got(data)
+            return
+        # The usual case, inlined: nothing kept back, so the whole packets are taken
+        # straight from what was read (one copy each), and the rest is kept.
+        owner = self.owner
+        if owner.dead:
+            self.count = 0
+            self.close()
+            return
+        size = self.size
+        sock = self.sock
+        count = self.count
+        end = len(data)
+        pos = 0
+        unpack = _HEADER.unpack_from
+        deliver = self.node.deliver
+        while count is True or count > 0:
+            if end - pos < 4:
+                break
+            (n,) = unpack(data, pos)
+            if size and n > size:
+                self.count = count
+                self._ended("emsgsize")
+                return
+            nxt = pos + 4 + n
+            if nxt > end:
+                break
+            deliver(owner, ("tcp", sock, data[pos + 4 : nxt]))
+            pos = nxt
+            if count is not True:
+                count -= 1
+        if pos < end:
+            self.buf += data[pos:]
+        self.count = count
+        if count is not True and count <= 0:
+            self.stop_reading()
+            deliver(owner, ("tcp_passive", sock))
 
     def _read_loop(self) -> None:
         """The internal reader for a socket the hub cannot read directly (TLS)."""
