@@ -27,6 +27,8 @@ from otp.process import (
     spawn_link,
     spawn_monitor,
 )
+from otp.process import exit as exit_signal
+from otp.testing import wait_all_blocked
 
 
 def forever() -> None:
@@ -397,6 +399,54 @@ def test_p13_a_process_waiting_with_deadlines_again_and_again_is_listed_once(nod
         longest = max(longest, len(node._lazy))
     assert longest <= 2, longest
     gen_server.stop(srv)
+
+
+def _live_timers(node):
+    return [e[2] for e in node._timers if not (e[2].cancelled or e[2].fired)]
+
+
+def test_p13_far_deadlines_share_one_sweep_timer_instead_of_one_timer_each(node, clock):
+    """Processes waiting (on I/O, say) with far deadlines cost no timer each: one sweep
+    timer looks at them when the earliest comes near. Each still times out on time."""
+    parent = self()
+
+    def waiter(timeout):
+        t0 = clock.now()
+        got = receive(timeout=timeout, default="timed out")
+        send(parent, (got, clock.now() - t0))
+
+    for i in range(100):
+        spawn(waiter, 30.0 + i)
+    wait_all_blocked()
+    assert len(_live_timers(node)) == 1  # the sweep, not 100 receive timers
+    results = sorted(receive() for _ in range(100))
+    assert results == [("timed out", 30.0 + i) for i in range(100)]
+    assert node._kept == {} and node._sweep is None
+
+
+def test_p13_a_kept_process_waiting_again_with_a_nearer_deadline_gets_it_on_time(node, clock):
+    parent = self()
+
+    def waiter():
+        send(parent, ("first", receive(timeout=60.0, default="timed out")))
+        t0 = clock.now()  # kept for the sweep (due ~60 s), and now a 1 s deadline
+        send(parent, ("second", receive(timeout=1.0, default="timed out"), clock.now() - t0))
+
+    pid = spawn(waiter)
+    wait_all_blocked()
+    assert node._kept  # the 60 s deadline waits for the sweep
+    send(pid, "hello")
+    assert receive() == ("first", "hello")
+    assert receive() == ("second", "timed out", 1.0)
+
+
+def test_p13_a_kept_process_that_ends_leaves_the_sweep_list(node, clock):
+    pid = spawn(lambda: receive(timeout=60.0))
+    wait_all_blocked()
+    assert len(node._kept) == 1
+    exit_signal(pid, "kill")
+    wait_all_blocked()
+    assert node._kept == {}
 
 
 def test_p13_processes_that_work_between_switches_still_give_the_hub_its_turns(node):

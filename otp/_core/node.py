@@ -68,11 +68,14 @@ CURRENT: Node | None = None
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
-# When the drain yields to the hub only for a turn (its budget is spent), receive
-# deadlines further away than this stay lazy: a busy node would otherwise arm (and then
-# cancel) a timer for nearly every call. They are looked at again at each such turn.
+# Receive deadlines get a timer of their own only once they are nearer than this: a
+# call is almost always answered long before its deadline, and arming (then cancelling)
+# a timer for each would cost more than the rest of the call. Further deadlines are
+# kept in one list, which a single sweep timer looks at again when the earliest of
+# them comes within the horizon (at the latest LAZY_HORIZON - LAZY_SCAN before it).
 LAZY_HORIZON = 0.5
 LAZY_SCAN = 0.1
+_SWEEP: Any = object()  # the dest of the sweep timer (see Node._arm_lazy)
 #: What ``Node.gen_call`` returns as the reason when the deadline passed.
 CALL_TIMEOUT: Any = object()
 _REPLIED: Any = object()  # gen_call: the reply came through the caller's call_value
@@ -147,7 +150,7 @@ class Process(greenlet.greenlet):
     timers: set[_Timer] | None  # send_after timers aimed at this process
     tmo: _Timer | None  # the pending receive timeout
     deadline: float | None  # the receive deadline; its timer is armed lazily
-    lazy: bool  # in the node's list of deadlines to arm lazily
+    lazy: int  # 0, or where its deadline is listed: 1 to arm lazily, 2 kept for the sweep
     call_tag: int | None  # the tag of the call this process is waiting in (gen_call)
     call_value: Any  # its reply, put here by gen_reply (instead of the mailbox)
     reason: Any
@@ -286,6 +289,11 @@ class Node:
         # hub: in block(), at the end of a drain, or before timers fire.
         self._lazy: list[Process] = []
         self._lazy_scan_at = 0.0
+        # Waiting processes whose deadline is further than LAZY_HORIZON (p.lazy == 2),
+        # and the timer that sweeps them (due at _sweep_at).
+        self._kept: dict[Process, None] = {}
+        self._sweep: _Timer | None = None
+        self._sweep_at = _INF
         # Calls given up on (timed out): tag -> (caller, server). A reply to one is
         # dropped (Erlang deactivates the call's alias); see gen_call.
         self.abandoned: dict[Any, tuple[Process, Process]] = {}
@@ -349,6 +357,9 @@ class Node:
             gevent.sleep(0)
         self.runq.clear()
         self._lazy.clear()
+        self._kept.clear()
+        self._sweep = None
+        self._sweep_at = _INF
         self._timers.clear()
         self._timer_refs.clear()
         self._blocked_waiters.clear()
@@ -479,7 +490,7 @@ class Node:
         p.timers = None
         p.tmo = None
         p.deadline = None
-        p.lazy = False
+        p.lazy = 0
         p.call_tag = None
         p.reason = None
         p.log_crash = log_crash
@@ -615,36 +626,66 @@ class Node:
 
     def _arm_near(self) -> None:
         # On a busy node the drain keeps coming back without the hub going idle; look at
-        # the pending deadlines at most every LAZY_SCAN seconds (a deadline is armed at
-        # the latest LAZY_HORIZON - LAZY_SCAN before it is due, so it fires on time).
+        # the newly listed deadlines at most every LAZY_SCAN seconds.
         now = self.clock.now()
         if now >= self._lazy_scan_at:
             self._lazy_scan_at = now + LAZY_SCAN
-            self._arm_lazy(LAZY_HORIZON)
+            self._arm_lazy()
 
-    def _arm_lazy(self, horizon: float | None = None) -> None:
-        """Arm the timers of processes waiting with a deadline. With a ``horizon``,
-        only deadlines within it; the others stay pending (once each)."""
+    def _arm_lazy(self) -> None:
+        """Arm the timers of the listed processes waiting with a deadline within
+        LAZY_HORIZON; keep the others for the sweep (each process once)."""
         lazy = self._lazy
         self._lazy = []
-        if horizon is None:
-            for p in lazy:
-                p.lazy = False
-                deadline = p.deadline
-                if deadline is not None and p.tmo is None and p.waiting and not p.dead:
-                    p.tmo = self.add_timer(deadline, p, None, None)
-            return
-        limit = self.clock.now() + horizon
-        keep = self._lazy
+        limit = self.clock.now() + LAZY_HORIZON
+        kept = self._kept
+        soonest = _INF
         for p in lazy:
+            p.lazy = 0
             deadline = p.deadline
             if deadline is not None and p.tmo is None and p.waiting and not p.dead:
                 if deadline <= limit:
                     p.tmo = self.add_timer(deadline, p, None, None)
                 else:
-                    keep.append(p)  # still listed (p.lazy stays True)
-                    continue
-            p.lazy = False
+                    p.lazy = 2
+                    kept[p] = None
+                    if deadline < soonest:
+                        soonest = deadline
+        if soonest < self._sweep_at + (LAZY_HORIZON - LAZY_SCAN):
+            self._sweep_before(soonest)
+
+    def _sweep_before(self, deadline: float) -> None:
+        at = deadline - (LAZY_HORIZON - LAZY_SCAN)
+        if at < self._sweep_at:
+            if self._sweep is not None:
+                self.cancel(self._sweep)
+            self._sweep_at = at
+            self._sweep = self.add_timer(at, None, _SWEEP, None)
+
+    def _sweep_kept(self) -> None:
+        """The sweep timer fired: arm the kept deadlines that came near, drop the
+        processes no longer waiting, keep the rest for the next sweep."""
+        self._sweep = None
+        self._sweep_at = _INF
+        kept = self._kept
+        self._kept = {}
+        limit = self.clock.now() + LAZY_HORIZON
+        soonest = _INF
+        for p in kept:
+            if p.lazy != 2:  # listed again meanwhile (an earlier deadline), or not kept
+                continue
+            p.lazy = 0
+            deadline = p.deadline
+            if deadline is not None and p.tmo is None and p.waiting and not p.dead:
+                if deadline <= limit:
+                    p.tmo = self.add_timer(deadline, p, None, None)
+                else:
+                    p.lazy = 2
+                    self._kept[p] = None
+                    if deadline < soonest:
+                        soonest = deadline
+        if soonest < _INF:
+            self._sweep_before(soonest)
 
     # --- receive ----------------------------------------------------------------------
 
@@ -699,10 +740,12 @@ class Node:
                 self._end_deadline(p)
 
     def _start_deadline(self, p: Process, timeout: float) -> None:
-        # The timer itself is armed lazily (see _arm_lazy); a process is listed once.
-        p.deadline = self.clock.now() + timeout
-        if not p.lazy:
-            p.lazy = True
+        # The timer itself is armed lazily (see _arm_lazy); a process is listed once. A
+        # kept one is left to the sweep, unless its new deadline comes before it.
+        p.deadline = deadline = self.clock.now() + timeout
+        lz = p.lazy
+        if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
+            p.lazy = 1
             self._lazy.append(p)
 
     def _end_deadline(self, p: Process) -> None:
@@ -821,6 +864,9 @@ class Node:
                 if p.tmo is not None:
                     self.cancel(p.tmo)
                     p.tmo = None
+                if p.lazy == 2:
+                    self._kept.pop(p, None)
+                    p.lazy = 0
                 if self._on_exit:
                     fns = self._on_exit.pop(p, None)
                     if fns:
@@ -1000,9 +1046,10 @@ class Node:
         if timeout is not None:
             if 0 < timeout < _INF:
                 # self._start_deadline(p, timeout), inlined
-                p.deadline = self.clock.now() + timeout
-                if not p.lazy:
-                    p.lazy = True
+                p.deadline = deadline = self.clock.now() + timeout
+                lz = p.lazy
+                if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
+                    p.lazy = 1
                     self._lazy.append(p)
             elif not timeout >= 0:
                 raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
@@ -1265,9 +1312,13 @@ class Node:
                 if p.tmo is t and not p.dead:
                     self.wake(p)
                 continue
+            dest = t.dest
+            if dest is _SWEEP:
+                if t is self._sweep:
+                    self._sweep_kept()
+                continue
             if t.ref is not None:
                 self._timer_refs.pop(t.ref, None)
-            dest = t.dest
             if isinstance(dest, Process):
                 if dest.timers is not None:
                     dest.timers.discard(t)
