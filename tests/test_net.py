@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import textwrap
 
 import pytest
 
@@ -274,3 +275,12 @@ def test_tls_socket_is_read_decrypted(node):
     net.active(a, True)
     assert assert_receive(("tcp", a, bytes))[2] == b"secret two"
     net.close(a)
+
+
+def test_the_module_example_runs(capsys):
+    doc = net.__doc__
+    start = doc.index("    import socket\n")
+    end = doc.index("\n", doc.index("print(otp.run(main))")) + 1
+    code = textwrap.dedent(doc[start:end])
+    exec(compile(code, "otp.net docstring", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("[b'hi', b'you']")
