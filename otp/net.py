@@ -84,7 +84,9 @@ _socks: dict[Any, _Active] = {}
 
 
 def _reason(e: BaseException) -> str:
-    """An OSError as an Erlang-style reason: "econnreset", "etimedout", ... ."""
+    """An OSError as an Erlang-style reason: "econnreset", "timeout", ... ."""
+    if isinstance(e, TimeoutError) and e.errno is None:  # a socket timeout
+        return "timeout"
     code = getattr(e, "errno", None)
     if isinstance(code, int) and code in errno.errorcode:
         return errno.errorcode[code].lower()

@@ -284,3 +284,11 @@ def test_the_module_example_runs(capsys):
     code = textwrap.dedent(doc[start:end])
     exec(compile(code, "otp.net docstring", "exec"), {})
     assert capsys.readouterr().out.strip().endswith("[b'hi', b'you']")
+
+
+def test_errors_are_named_as_erlang_names_them():
+    from otp.net import _reason
+
+    assert _reason(ConnectionResetError(104, "reset")) == "econnreset"
+    assert _reason(socket.timeout("timed out")) == "timeout"
+    assert _reason(ssl.SSLError("bad record")) == "sslerror"
