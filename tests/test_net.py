@@ -290,5 +290,5 @@ def test_errors_are_named_as_erlang_names_them():
     from otp.net import _reason
 
     assert _reason(ConnectionResetError(104, "reset")) == "econnreset"
-    assert _reason(socket.timeout("timed out")) == "timeout"
+    assert _reason(TimeoutError("timed out")) == "timeout"
     assert _reason(ssl.SSLError("bad record")) == "sslerror"
