@@ -150,12 +150,19 @@ def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
         r = _run(lambda: c.send(to, text))
         click.echo(f"stored by the server as {r.mid}")
         if wait:
+            def got(kind: str, evs: list[dict[str, Any]]) -> bool:
+                return any(e.get("type") == kind and e["mid"] == r.mid for e in evs)
+
             try:
-                c.wait_for(lambda evs: any(e.get("type") == "sent" and e["mid"] == r.mid
-                                           for e in evs), timeout=10.0)
+                evs = c.wait_for(lambda evs: got("sent", evs), timeout=10.0)
                 click.echo("sent ✓")
             except TimeoutError:
                 click.echo("(no 'sent' receipt yet; it will come at your next login)")
+                return
+            # A connected recipient's device acknowledges at once: "delivered" comes
+            # with "sent" (or just after it); an offline one's comes at a later login.
+            if got("delivered", evs) or got("delivered", c.poll(0.5)):
+                click.echo("delivered ✓✓")
 
 
 @main.command()

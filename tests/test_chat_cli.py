@@ -8,8 +8,10 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from chat.cli import main
+from chat.cli import load_key, main
 from chat.client import key_path
+from otp.process import monitor, spawn_link
+from otp.testing import assert_down
 from tests.chat_helpers import running_chat
 
 pytestmark = pytest.mark.otp(clock="real")
@@ -36,6 +38,31 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
         assert f"[{A}] hello from the cli" in r.output
         r = run(main, [*server, "send", B, "x"])  # two identities stored: which one?
         assert r.exit_code != 0 and "--as" in r.output
+        assert "delivered" not in run(main, [*server, "--as", A, "send", B, "away"]).output
+
+
+def test_cli_send_shows_delivered_when_the_recipient_is_online(node, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path) as srv:
+        run = CliRunner().invoke
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        for phone in (A, B):
+            run(main, [*server, "register", phone])
+            assert run(main, [*server, "verify", phone, srv.pin(phone)]).exit_code == 0
+        bob = srv.client()
+        bob.login(B, load_key(B))
+        done = []
+
+        def online():  # Bob's device: connected, acknowledging what it is pushed
+            while not done:
+                bob.poll(0.05)
+
+        pid = spawn_link(online)
+        r = run(main, [*server, "--as", A, "send", B, "are you there?"])
+        assert r.exit_code == 0, r.output
+        assert "sent ✓" in r.output and "delivered ✓✓" in r.output, r.output
+        done.append(True)
+        assert_down(monitor(pid))
 
 
 def test_python_m_chat_stops_gracefully_on_sigterm(tmp_path):
