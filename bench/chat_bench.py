@@ -4,7 +4,7 @@
 ::
 
     .venv/bin/python -m bench.chat_bench                      # all three, full size
-    .venv/bin/python -m bench.chat_bench --only chat_memory --idle 10000
+    .venv/bin/python -m bench.chat_bench --only chat_memory --idle 19000
     .venv/bin/python -m bench.chat_bench --quick              # small sizes (smoke test)
 
 How it runs: the server is ``python -m chat`` in its own OS process (a fresh data
@@ -15,7 +15,8 @@ with the bench's ``admin_token``, docs/protocol.md). The load comes from
 most 5 000 connections each, since a process may hold 20 000 fds). The server's RSS and
 CPU time come from ``/proc/<pid>``.
 
-- ``chat_memory``: ``--idle`` (10 000) logged-in idle connections; server RSS growth per
+- ``chat_memory``: ``--idle`` (19 000: a process may hold 20 000 file descriptors here,
+  and the server needs a few for itself) logged-in idle connections; server RSS growth per
   connection (``bytes/connection``), sampled once the idle users' processes stopped
   (``idle_stop`` 2 s here; the connections stay, as a phone's would).
 - ``chat_throughput`` / ``chat_latency``: 1 000 online users send 1:1 to random online
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.chat_bench")
     p.add_argument("--only", default="chat_memory chat_throughput chat_offline_drain")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    p.add_argument("--idle", type=int, default=10_000, help="idle connections (memory)")
+    p.add_argument("--idle", type=int, default=19_000, help="idle connections (memory)")
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--steps", default="500,1000,2000,3000,4000,5000,6000,8000")
     p.add_argument("--step-seconds", type=float, default=4.0)

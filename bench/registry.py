@@ -59,7 +59,7 @@ SPECS: dict[str, Spec] = {
         Spec("table_disc_tx", "disc_commit_rate", "commits/s", 100_000,
              "100 writers, n transactions in all on a disc table, each acknowledged "
              "after fsync (group commit)"),
-        Spec("chat_memory", "rss_per_connection", "bytes/connection", 10_000,
+        Spec("chat_memory", "rss_per_connection", "bytes/connection", 19_000,
              "n idle logged-in connections; server RSS growth per connection"),
         Spec("chat_throughput", "delivered_rate", "msgs/s", 1_000,
              "n online users send 1:1 at stepped rates, full durable path; best step "
