@@ -38,7 +38,7 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -633,14 +633,32 @@ class Node:
             self._arm_lazy()
 
     def _arm_lazy(self) -> None:
-        """Arm the timers of the listed processes waiting with a deadline within
-        LAZY_HORIZON; keep the others for the sweep (each process once)."""
+        """Arm the timers of the newly listed processes whose deadline is within
+        LAZY_HORIZON; keep the others for the sweep."""
         lazy = self._lazy
         self._lazy = []
+        self._arm_or_keep(lazy, 1)
+
+    def _sweep_kept(self) -> None:
+        """The sweep timer fired: arm the kept deadlines that came near, keep the rest
+        for the next sweep."""
+        self._sweep = None
+        self._sweep_at = _INF
+        kept = self._kept
+        self._kept = {}
+        self._arm_or_keep(kept, 2)
+
+    def _arm_or_keep(self, procs: Iterable[Process], listed: int) -> None:
+        """For each process of ``procs`` still listed there (``p.lazy == listed``; a
+        kept one may have been listed again since, for an earlier deadline): arm its
+        timer if its deadline is within LAZY_HORIZON, keep it for the sweep if further,
+        forget it if it waits no more. Each process once."""
         limit = self.clock.now() + LAZY_HORIZON
         kept = self._kept
         soonest = _INF
-        for p in lazy:
+        for p in procs:
+            if p.lazy != listed:
+                continue
             p.lazy = 0
             deadline = p.deadline
             if deadline is not None and p.tmo is None and p.waiting and not p.dead:
@@ -651,41 +669,13 @@ class Node:
                     kept[p] = None
                     if deadline < soonest:
                         soonest = deadline
-        if soonest < self._sweep_at + (LAZY_HORIZON - LAZY_SCAN):
-            self._sweep_before(soonest)
-
-    def _sweep_before(self, deadline: float) -> None:
-        at = deadline - (LAZY_HORIZON - LAZY_SCAN)
+        # The sweep comes LAZY_HORIZON - LAZY_SCAN before the earliest kept deadline.
+        at = soonest - (LAZY_HORIZON - LAZY_SCAN)
         if at < self._sweep_at:
             if self._sweep is not None:
                 self.cancel(self._sweep)
             self._sweep_at = at
             self._sweep = self.add_timer(at, None, _SWEEP, None)
-
-    def _sweep_kept(self) -> None:
-        """The sweep timer fired: arm the kept deadlines that came near, drop the
-        processes no longer waiting, keep the rest for the next sweep."""
-        self._sweep = None
-        self._sweep_at = _INF
-        kept = self._kept
-        self._kept = {}
-        limit = self.clock.now() + LAZY_HORIZON
-        soonest = _INF
-        for p in kept:
-            if p.lazy != 2:  # listed again meanwhile (an earlier deadline), or not kept
-                continue
-            p.lazy = 0
-            deadline = p.deadline
-            if deadline is not None and p.tmo is None and p.waiting and not p.dead:
-                if deadline <= limit:
-                    p.tmo = self.add_timer(deadline, p, None, None)
-                else:
-                    p.lazy = 2
-                    self._kept[p] = None
-                    if deadline < soonest:
-                        soonest = deadline
-        if soonest < _INF:
-            self._sweep_before(soonest)
 
     # --- receive ----------------------------------------------------------------------
 
