@@ -154,50 +154,10 @@ class _Active:
             data = self.raw.recv(_READ, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as e:
+        except Exception as e:  # OSError, or anything else: the hub must never see one
             self._failed(_reason(e))
             return
-        except Exception as e:  # the hub must never see one
-            self._failed(_reason(e))
-            return
-        if not data or self.packet == 0 or self.buf:
-            self._got(data)
-            return
-        # The usual case, inlined: nothing kept back, so the whole packets are taken
-        # straight from what was read (one copy each), and the rest is kept.
-        owner = self.owner
-        if owner.dead:
-            self.count = 0
-            self.close()
-            return
-        size = self.size
-        sock = self.sock
-        count = self.count
-        end = len(data)
-        pos = 0
-        unpack = _HEADER.unpack_from
-        deliver = self.node.deliver
-        while count is True or count > 0:
-            if end - pos < 4:
-                break
-            (n,) = unpack(data, pos)
-            if size and n > size:
-                self.count = count
-                self._ended("emsgsize")
-                return
-            nxt = pos + 4 + n
-            if nxt > end:
-                break
-            deliver(owner, ("tcp", sock, data[pos + 4 : nxt]))
-            pos = nxt
-            if count is not True:
-                count -= 1
-        if pos < end:
-            self.buf += data[pos:]
-        self.count = count
-        if count is not True and count <= 0:
-            self.stop_reading()
-            deliver(owner, ("tcp_passive", sock))
+        self._got(data)
 
     def _read_loop(self) -> None:
         """The internal reader for a socket the hub cannot read directly (TLS)."""
@@ -211,9 +171,6 @@ class _Active:
                 continue
             try:
                 data = sock.recv(_READ)
-            except OSError as e:
-                self._failed(_reason(e))
-                return
             except Exception as e:
                 self._failed(_reason(e))
                 return
@@ -222,49 +179,65 @@ class _Active:
             self._got(data)
 
     def _got(self, data: bytes) -> None:
+        """What one read returned: deliver what the count allows, keep the rest."""
         if not data:
             self._ended(None)
             return
-        if self.packet == 0:
-            self._deliver(("tcp", self.sock, data))
-            return
         buf = self.buf
-        buf += data
-        self._split()
+        if buf:  # the start of a packet was kept back
+            buf += data
+            taken = self._take(buf)
+            if taken > 0:
+                del buf[:taken]
+        else:  # the usual case: the packets are taken straight from what was read
+            taken = self._take(data)
+            if 0 <= taken < len(data):
+                buf += memoryview(data)[taken:]
 
-    def _split(self) -> None:
-        """Deliver every whole packet in the buffer, while the count allows."""
-        buf = self.buf
-        size = self.size
-        deliver = self._deliver
-        sock = self.sock
-        while self.count is True or self.count > 0:
-            if len(buf) < 4:
-                return
-            (n,) = _HEADER.unpack_from(buf)
-            if size and n > size:
-                self._ended("emsgsize")
-                return
-            if len(buf) < 4 + n:
-                return
-            body = bytes(buf[4 : 4 + n])
-            del buf[: 4 + n]
-            deliver(("tcp", sock, body))
-
-    def _deliver(self, msg: Any) -> None:
+    def _take(self, data: bytes | bytearray) -> int:
+        """Deliver the packets at the start of ``data`` (with packet=0: all of it) while
+        the count allows; ``tcp_passive`` when it runs out. Returns the bytes taken, or
+        -1 when the stream ended here (a packet too long, or the owner gone)."""
         owner = self.owner
         if owner.dead:
             self.count = 0
             self.close()
-            return
-        self.node.deliver(owner, msg)
+            return -1
+        deliver = self.node.deliver
+        sock = self.sock
         count = self.count
-        if count is not True:
-            count -= 1
-            self.count = count
-            if count <= 0:
-                self.stop_reading()
-                self.node.deliver(owner, ("tcp_passive", self.sock))
+        end = len(data)
+        pos = 0
+        if self.packet == 0:
+            deliver(owner, ("tcp", sock, bytes(data)))
+            pos = end
+            if count is not True:
+                count -= 1
+        else:
+            size = self.size
+            unpack = _HEADER.unpack_from
+            copy = data.__class__ is not bytes  # a slice of bytes is bytes already
+            while count is True or count > 0:
+                if end - pos < 4:
+                    break
+                (n,) = unpack(data, pos)
+                if size and n > size:
+                    self.count = count
+                    self._ended("emsgsize")
+                    return -1
+                nxt = pos + 4 + n
+                if nxt > end:
+                    break
+                body = data[pos + 4 : nxt]
+                deliver(owner, ("tcp", sock, bytes(body) if copy else body))
+                pos = nxt
+                if count is not True:
+                    count -= 1
+        self.count = count
+        if count is not True and count <= 0:
+            self.stop_reading()
+            deliver(owner, ("tcp_passive", sock))
+        return pos
 
     def _failed(self, reason: str) -> None:
         if _socks.get(self.sock) is self:
@@ -384,8 +357,10 @@ def active(
         st.count = True
     elif st.count is not True:
         st.count += n
-    if st.buf and st.packet:
-        st._split()  # whole packets kept back while passive go first
+    if st.buf and st.packet:  # whole packets kept back while passive go first
+        taken = st._take(st.buf)
+        if taken > 0:
+            del st.buf[:taken]
         if not (st.count is True or st.count > 0):
             return
     if _socks.get(sock) is st:

@@ -69,6 +69,7 @@ def test_packet_4_splits_the_stream_into_packets_whatever_the_reads(node, pair):
     b.sendall(data[9:])
     got = [assert_receive(("tcp", a, bytes))[2] for _ in range(3)]
     assert got == [b"one", b"", b"three"]
+    assert {type(body) for body in got} == {bytes}  # immutable, whatever the reads
 
 
 def test_active_n_stops_after_n_messages_with_tcp_passive_and_keeps_the_rest(node, pair):
