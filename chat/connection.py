@@ -202,8 +202,7 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "frames", "key_hash", "last", "phase", "phone", "sock",
-                 "version")
+    __slots__ = ("bad", "ctx", "key_hash", "last", "phase", "phone", "sock", "version")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -212,7 +211,6 @@ class _Conn:
         self.phone: str | None = None
         self.key_hash: bytes | None = None
         self.bad = 0
-        self.frames = 0
         self.version = 1
         self.last = time.monotonic()  # when the device last sent something
 
@@ -326,7 +324,6 @@ def _loop(c: _Conn) -> None:
                     if out:
                         c.write(out)
                     raise
-                c.frames += 1
             elif tag == "tcp_passive":
                 net.active(sock, _WINDOW)
             elif tag == "chat.push":

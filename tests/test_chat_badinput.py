@@ -79,6 +79,18 @@ def test_oversized_frame_gets_frame_too_large_and_a_close(node, tmp_path, tls):
         assert_listener_alive(srv)
 
 
+def test_zero_length_frame_gets_frame_too_large_and_a_close(node, tmp_path):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)
+        r.raw(b"\0\0\0\0")  # docs/protocol.md: 1 <= N <= max_frame
+        f = r.frame()
+        assert (f["t"], f["code"]) == ("error", "frame_too_large")
+        assert "got 0" in f["message"]
+        assert r.frame() is None
+        r.close()
+        assert_listener_alive(srv)
+
+
 def test_truncated_frame_then_close_does_not_disturb_the_server(node, tmp_path):
     with running_chat(tmp_path) as srv:
         r = Raw(srv)
