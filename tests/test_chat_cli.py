@@ -17,20 +17,25 @@ from tests.chat_helpers import running_chat
 pytestmark = pytest.mark.otp(clock="real")
 
 A, B = "+14155550100", "+14155550111"
+run = CliRunner().invoke
+
+
+def register_both(srv, server):
+    """A and B register and verify through the CLI; each key is stored 0600."""
+    for phone in (A, B):
+        r = run(main, [*server, "register", phone])
+        assert r.exit_code == 0, r.output
+        r = run(main, [*server, "verify", phone, srv.pin(phone)])
+        assert r.exit_code == 0, r.output
+        mode = stat.S_IMODE(os.stat(key_path(phone)).st_mode)
+        assert mode == 0o600
 
 
 def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     with running_chat(tmp_path) as srv:
-        run = CliRunner().invoke
         server = ["--server", f"{srv.host}:{srv.port}"]
-        for phone in (A, B):
-            r = run(main, [*server, "register", phone])
-            assert r.exit_code == 0, r.output
-            r = run(main, [*server, "verify", phone, srv.pin(phone)])
-            assert r.exit_code == 0, r.output
-            mode = stat.S_IMODE(os.stat(key_path(phone)).st_mode)
-            assert mode == 0o600
+        register_both(srv, server)
         r = run(main, [*server, "--as", A, "send", B, "hello from the cli"])
         assert r.exit_code == 0 and "sent ✓" in r.output, r.output
         r = run(main, [*server, "--as", B, "listen", "--count", "1"])
@@ -44,11 +49,8 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
 def test_cli_send_shows_delivered_when_the_recipient_is_online(node, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     with running_chat(tmp_path) as srv:
-        run = CliRunner().invoke
         server = ["--server", f"{srv.host}:{srv.port}"]
-        for phone in (A, B):
-            run(main, [*server, "register", phone])
-            assert run(main, [*server, "verify", phone, srv.pin(phone)]).exit_code == 0
+        register_both(srv, server)
         bob = srv.client()
         bob.login(B, load_key(B))
         done = []
