@@ -127,6 +127,10 @@ class _Active:
         self.raw = _raw(sock)
         self.on_exit = self._owner_ended
 
+    def armed(self) -> bool:
+        """Messages may still be delivered (the active count is not spent)."""
+        return self.count is True or self.count > 0
+
     # --- reading -----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -165,7 +169,7 @@ class _Active:
         assert event is not None
         sock = self.sock
         while _socks.get(sock) is self:
-            if not (self.count is True or self.count > 0):
+            if not self.armed():
                 event.clear()
                 event.wait()
                 continue
@@ -254,11 +258,7 @@ class _Active:
             if reason is not None:
                 self.node.deliver(owner, ("tcp_error", self.sock, reason))
             self.node.deliver(owner, ("tcp_closed", self.sock))
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
-        if self.event is not None:
-            self.event.clear()
+        self._drop_watcher()
 
     # --- ending ------------------------------------------------------------------------
 
@@ -266,10 +266,7 @@ class _Active:
         if _socks.get(self.sock) is self:
             del _socks[self.sock]
         self.node.cancel_on_exit(self.owner, self.on_exit)
-        if self.watcher is not None:
-            self.watcher.stop()
-            self.watcher.close()
-            self.watcher = None
+        self._drop_watcher()
         reader = self.reader
         self.reader = None
         if reader is not None and reader is not gevent.getcurrent():
@@ -278,6 +275,12 @@ class _Active:
             self.sock.close()
         except OSError:
             pass
+
+    def _drop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.close()
+            self.watcher = None
 
     def _owner_ended(self) -> None:
         # Runs in the owner's death procedure: no switching there; close right after.
@@ -333,10 +336,10 @@ def active(
     if st is None:
         _raw(sock)  # refuses what would block the node, first
         try:
-            sock.fileno()
+            fd = sock.fileno()
         except Exception as e:
             raise BadArg(f"net.active expects a socket, got {sock!r}") from e
-        if sock.fileno() < 0:
+        if fd < 0:
             raise BadArg(f"net.active: the socket is closed: {sock!r}")
         node = current_node()
         st = _Active(node, sock, p, packet or 0, packet_size or 0)
@@ -361,7 +364,7 @@ def active(
         taken = st._take(st.buf)
         if taken > 0:
             del st.buf[:taken]
-        if not (st.count is True or st.count > 0):
+        if not st.armed():
             return
     if _socks.get(sock) is st:
         st.start()
@@ -370,7 +373,7 @@ def active(
 def is_active(sock: Any) -> bool:
     """Whether the node is reading ``sock`` for its owner now (count left)."""
     st = _socks.get(sock)
-    return st is not None and (st.count is True or st.count > 0)
+    return st is not None and st.armed()
 
 
 def controlling_process(sock: Any, pid: Pid) -> None:
@@ -382,8 +385,8 @@ def controlling_process(sock: Any, pid: Pid) -> None:
         raise BadArg(f"net.controlling_process: {sock!r} is not an active socket")
     if st.owner is not me:
         raise BadArg("net.controlling_process: only the socket's owner may hand it on")
-    target = st.node.procs.get(pid.id) if pid.__class__ is Pid else None
-    if target is None or target.pid != pid:
+    target = st.node.lookup(pid) if pid.__class__ is Pid else None
+    if target is None:
         raise BadArg(f"net.controlling_process: {pid!r} is not a live local process")
     st.node.cancel_on_exit(me, st.on_exit)
     st.owner = target
