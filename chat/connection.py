@@ -6,8 +6,8 @@ One process per connection: the *connection process* owns the socket and the ses
 length before keeping a byte of the body) and hands the connection process one frame
 per message, at most ``_WINDOW`` ahead of what it has handled, so a client that floods
 requests cannot grow a mailbox without bound. In a version-2 session, id-less acks
-(most of a device's frames) take a short path to the user process: they are not
-answered, and concern only pushed items::
+(most of a device's frames) are cast to the user process: they are not answered, and
+concern only pushed items::
 
     listener (gen_server "chat.listener") ── acceptor (linked, blocks in accept)
         └── spawns per accepted socket:  connection
@@ -168,26 +168,6 @@ def address() -> tuple[str, int]:
     return tuple(gen_server.call(LISTENER, "address"))  # type: ignore[return-value]
 
 
-# ---------------------------------------------------------------------------- acks
-
-# How an id-less ack's frame starts ({"t": "ack", "ids": [...]}, as every client writes
-# it: a map of two entries, "t" first): such frames take a short path in the loop.
-_ACK_START = b"\x82\xa1t\xa3ack"
-
-
-def _fast_ack(c: _Conn, body: bytes) -> bool:
-    """In a version-2 session, an id-less ack goes straight to the user process (it is
-    not answered, and concerns only pushed items). False: not one, handle it as usual."""
-    try:
-        req = validate_request(decode_body(body))
-    except ProtocolError:
-        return False
-    if req.id is not None or req.type != "ack":
-        return False
-    _user_cast(c, ("ack", req.fields["ids"]))
-    return True
-
-
 # ---------------------------------------------------------------------------- connection
 
 
@@ -315,9 +295,6 @@ def _loop(c: _Conn) -> None:
                         c.write(out)
                     raise _Closing("frame_too_large", f"expected a frame length between 1 "
                                                       f"and {c.ctx.max_frame} bytes, got 0")
-                if (body.startswith(_ACK_START) and c.version >= 2
-                        and c.phase == "session" and _fast_ack(c, body)):
-                    continue
                 try:
                     out.extend(_frame(c, body))
                 except _Closing:
