@@ -326,9 +326,12 @@ def unregister(name: str) -> None:
 
 def whereis(name: str) -> Pid | None:
     """The pid registered under ``name``, or None."""
-    if not isinstance(name, str):
+    if name.__class__ is not str and not isinstance(name, str):
         raise BadArg(f"whereis expects a registered name (str), got {name!r}")
-    p = current_node().names.get(name)
+    node = _nodemod.CURRENT
+    if node is None:
+        node = current_node()
+    p = node.names.get(name)
     return p.pid if p is not None else None
 
 
