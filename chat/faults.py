@@ -1,9 +1,9 @@
 """Fault-injection points on the message path, for tests (no cost when unused).
 
-The server calls ``point(step, phone)`` at each step of the message path; a test
-installs a hook for a step with ``inject(step, fn)`` and the hook runs *inside the
-process at that step* — typically ``lambda phone: exit(self(), "kill")`` to crash it
-exactly there. Steps, in the order of the path:
+The server calls ``point(step, phone)`` (behind ``if hooks:``) at each step of the
+message path; a test installs a hook for a step with ``inject(step, fn)`` and the hook
+runs *inside the process at that step* — typically ``lambda phone: exit(self(), "kill")``
+to crash it exactly there. Steps, in the order of the path:
 
 ======================  ==========================================  =======================
 step                    where                                       process
@@ -24,17 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["STEPS", "clear", "inject", "point"]
+__all__ = ["STEPS", "clear", "hooks", "inject", "point"]
 
 STEPS = ("send_stored", "deliver_received", "inbox_stored", "delivered_received", "pushed",
          "ack_received")
 
-_hooks: dict[str, Callable[[str], None]] = {}
+#: step -> hook; empty unless a test installed one. The hot path tests it before calling
+#: ``point`` (``if faults.hooks: faults.point(...)``): one dict test, no call, when unused.
+hooks: dict[str, Callable[[str], None]] = {}
 
 
 def point(step: str, phone: str) -> None:
-    if _hooks:
-        fn = _hooks.get(step)
+    if hooks:
+        fn = hooks.get(step)
         if fn is not None:
             fn(phone)
 
@@ -42,8 +44,8 @@ def point(step: str, phone: str) -> None:
 def inject(step: str, fn: Callable[[str], None]) -> None:
     if step not in STEPS:
         raise ValueError(f"expected a step among {STEPS}, got {step!r}")
-    _hooks[step] = fn
+    hooks[step] = fn
 
 
 def clear() -> None:
-    _hooks.clear()
+    hooks.clear()

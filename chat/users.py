@@ -287,6 +287,10 @@ class _State:
     # when the device goes away).
     rvolatile: dict[int, tuple[str, str, Any]] = field(default_factory=dict)
     last_push: float = -1e18
+    # NoReply(self), made once: the state is changed in place, and the record is
+    # immutable, so every callback returns the same one (one record less per callback;
+    # _idle makes it again for a state copied by a code_change)
+    noreply: Any = None
 
     def peer(self, p: str) -> _Peer:
         x = self.peers.get(p)
@@ -344,7 +348,9 @@ def _err(e: ProtocolError) -> tuple[str, str, str]:
 class User(GenServer):
     def init(self, arg: tuple[str, UserCtx]) -> Ok:
         phone, ctx = arg
-        return Ok(_State(phone, ctx), Continue("load"))
+        s = _State(phone, ctx)
+        s.noreply = NoReply(s)
+        return Ok(s, Continue("load"))
 
     # ---------------------------------------------------------------- loading
 
@@ -391,7 +397,10 @@ class User(GenServer):
         s.active += 1
         if s.idle_timer is None:
             s.idle_timer = send_after(self._idle_limit(s), _self(), "chat.idle")
-        return NoReply(s)
+        r = s.noreply
+        if r is None or r[0] is not s:  # (a state copied by a code_change)
+            r = s.noreply = NoReply(s)
+        return r
 
     @staticmethod
     def _idle_limit(s: _State) -> float:
@@ -419,8 +428,8 @@ class User(GenServer):
                 pass
 
     def _reply(self, value: Any, s: _State) -> Any:
-        r = self._idle(s)
-        return Reply(value, s, r.action)
+        self._idle(s)
+        return Reply(value, s)
 
     # ---------------------------------------------------------------- device requests
 
@@ -544,7 +553,8 @@ class User(GenServer):
             s.cmids = dict(keep)
             ops.append(("cmid<", s.phone, keep[0][1][2]))
         self._write(s, ops)
-        faults.point("send_stored", s.phone)
+        if faults.hooks:
+            faults.point("send_stored", s.phone)
         p.out_seq = pseq
         s.cmids[cmid] = (mid, ts, seq)
         item = (seq, pseq, "msg", payload)
@@ -562,7 +572,8 @@ class User(GenServer):
         store the receipt in the outbox in the same commit as the delete; unanswered
         ones hand the receipt to the sender's process directly and delete the message
         lazily once it stored the receipt (no disk wait here; see ``_State.rcpts``)."""
-        faults.point("ack_received", s.phone)
+        if faults.hooks:
+            faults.point("ack_received", s.phone)
         ops: list[tuple[Any, ...]] = []
         receipts: list[tuple[str, tuple[Any, ...]]] = []
         direct: dict[str, dict[str, tuple[int, float, float]]] = {}
@@ -661,7 +672,8 @@ class User(GenServer):
         durable record: no disk write here at all); otherwise they are stored in the
         inbox, then confirmed. A receipt sent twice (a retry) may reach the device
         twice; it deduplicates by type and mid."""
-        faults.point("deliver_received", s.phone)
+        if faults.hooks:
+            faults.point("deliver_received", s.phone)
         if s.device is not None:
             for mid, kind, ts in items:
                 seq = s.in_next
@@ -670,7 +682,8 @@ class User(GenServer):
                 s.rvolatile[seq] = (peer, mid, pid)
                 _enqueue(s, seq)
             self._push_more(s)
-            faults.point("inbox_stored", s.phone)
+            if faults.hooks:
+                faults.point("inbox_stored", s.phone)
             return
         ops: list[tuple[Any, ...]] = []
         for mid, kind, ts in items:
@@ -684,7 +697,8 @@ class User(GenServer):
         if s.device is not None:
             self._push_more(s)
         self._write(s, ops)
-        faults.point("inbox_stored", s.phone)
+        if faults.hooks:
+            faults.point("inbox_stored", s.phone)
         if s.device is None:
             self._notify(s)
         send(pid, ("chat.receipts_ok", s.phone, tuple(mid for mid, _, _ in items)))
@@ -859,7 +873,8 @@ class User(GenServer):
         """A forward from ``peer``: ``acked`` is the sender's own knowledge of what we
         acknowledged (it forwards only what follows; after a restart of ours, our
         stored ``in_seq`` may lag behind it: what we acknowledged without storing)."""
-        faults.point("deliver_received", s.phone)
+        if faults.hooks:
+            faults.point("deliver_received", s.phone)
         p = s.peer(peer)
         if acked > p.in_seq:
             p.in_seq = acked
@@ -901,7 +916,8 @@ class User(GenServer):
                 _enqueue(s, seq)
             p.in_seq = expect - 1
             self._push_more(s)
-            faults.point("inbox_stored", s.phone)
+            if faults.hooks:
+                faults.point("inbox_stored", s.phone)
             if dups is not None:
                 self._dups(s, peer, pid, p, dups)
             return
@@ -923,7 +939,8 @@ class User(GenServer):
             if dev is not None:
                 self._push_more(s)
             self._write(s, ops)
-            faults.point("inbox_stored", s.phone)
+            if faults.hooks:
+                faults.point("inbox_stored", s.phone)
             p.in_seq = expect - 1
             if s.device is None:
                 self._notify(s)
@@ -1021,7 +1038,8 @@ class User(GenServer):
             return
         pushed = False
         while p.pending and p.pending[0][1] <= upto:
-            faults.point("delivered_received", s.phone)  # (per item acknowledged)
+            if faults.hooks:
+                faults.point("delivered_received", s.phone)  # (per item acknowledged)
             seq, pseq, kind, payload = p.pending.popleft()
             s.npending -= 1
             if kind == "msg":
