@@ -49,11 +49,11 @@ from typing import Any, Protocol
 import msgpack
 
 from otp import gen_server
-from otp.errors import NoProc
-from otp.gen_server import GenServer, NoReply, Ok, Timeout
+from otp.errors import CallError
+from otp.gen_server import GenServer, NoReply, Ok, Timeout, reply
 from otp.node import current_node
-from otp.process import make_ref, receive, send, spawn_link
 from otp.process import self as _self
+from otp.process import send, spawn_link
 from otp.threads import run_in_thread
 
 __all__ = [
@@ -399,13 +399,16 @@ CHECKPOINT_EVERY = 200
 
 
 class _State:
-    __slots__ = ("backend", "checkpointing", "commits", "pending")
+    __slots__ = ("backend", "checkpointing", "commits", "more", "pending", "rest")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.pending: list[tuple[Any, tuple[str, Any]]] = []
+        self.pending: list[tuple[Any, tuple[str, Any]]] = []  # (from_, request)
         self.commits = 0  # since the last checkpoint
         self.checkpointing = False
+        # the two answers of every request, made once (the state changes in place)
+        self.more = NoReply(self, Timeout(0))  # wait for the mailbox to empty
+        self.rest = NoReply(self)
 
 
 def _checkpoint(store: Any, backend: Any) -> None:
@@ -432,16 +435,18 @@ class Store(GenServer):
             _DIRECT[current_node()] = backend
         return Ok(_State(backend))
 
+    def handle_call(self, request: Any, from_: Any, state: _State) -> Any:
+        # ("w", ops) | ("r", query): answered by _flush, once the batch is durable
+        state.pending.append((from_, request))
+        if len(state.pending) >= MAX_BATCH:
+            self._flush(state)
+            return state.rest
+        return state.more
+
     def handle_info(self, msg: Any, state: _State) -> Any:
-        if msg.__class__ is tuple and len(msg) == 4 and msg[0] == "$store":
-            state.pending.append(((msg[2], msg[1]), msg[3]))
-            if len(state.pending) >= MAX_BATCH:
-                self._flush(state)
-                return NoReply(state)
-            return NoReply(state, Timeout(0))
         if msg == "timeout":
             self._flush(state)
-            return NoReply(state)
+            return state.rest
         if msg == "$checkpointed":
             # The final pass, between two commits: only what was committed during the
             # background pass is left to copy.
@@ -451,7 +456,7 @@ class Store(GenServer):
                 log.warning("checkpoint failed: %s", e)
             state.checkpointing = False
             state.commits = 0
-            return NoReply(state, Timeout(0)) if state.pending else NoReply(state)
+            return state.more if state.pending else state.rest
         return super().handle_info(msg, state)
 
     def terminate(self, reason: Any, state: _State) -> None:
@@ -473,8 +478,7 @@ class Store(GenServer):
                 early = [i for i, (_, r) in enumerate(batch)
                          if r[0] == "r" and r[1][0] in EARLY]
                 for i in early:
-                    (pid, ref), _ = batch[i]
-                    send(pid, ("$stored", ref, ("ok", results[i])))
+                    reply(batch[i][0], ("ok", results[i]))
                 if early:
                     done = set(early)
                     batch = [b for i, b in enumerate(batch) if i not in done]
@@ -489,11 +493,11 @@ class Store(GenServer):
                 results = backend.run(reqs)
         except Exception as e:
             err = ("error", f"{type(e).__name__}: {e}")
-            for (pid, ref), _ in batch:
-                send(pid, ("$stored", ref, err))
+            for from_, _ in batch:
+                reply(from_, err)
             return
-        for ((pid, ref), _), res in zip(batch, results, strict=True):
-            send(pid, ("$stored", ref, ("ok", res)))
+        for (from_, _), res in zip(batch, results, strict=True):
+            reply(from_, ("ok", res))
 
 
 def start_link(backend: Backend) -> Any:
@@ -502,17 +506,14 @@ def start_link(backend: Backend) -> Any:
 
 
 def _call(req: tuple[str, Any]) -> Any:
-    # A bare request/answer pair instead of gen_server.call (no monitor per request:
-    # this is the hottest call of the server). If the store dies, the supervisor
-    # (rest_for_one) restarts every process that calls it too, so nobody waits for
-    # nothing; no receive timeout either (a timer per request costs as much as the rest).
-    ref = make_ref()
+    # A call with no deadline (a timer per request would cost as much as the rest): if
+    # the store dies meanwhile, its monitor answers, and StoreError is raised at once.
     try:
-        send(NAME, ("$store", ref, _self(), req))
-    except NoProc:
-        raise StoreError("the store is unavailable (chat.store is not running)") from None
-    r = receive(lambda m: m.__class__ is tuple and len(m) == 3 and m[1] is ref)
-    status, value = r[2]
+        status, value = gen_server.call(NAME, req, None)
+    except CallError as e:
+        if e.reason == "noproc":
+            raise StoreError(f"the store is unavailable ({NAME} is not running)") from None
+        raise StoreError(f"the store ended during the request: {e.reason!r}") from None
     if status != "ok":
         raise StoreError(value)
     return value
