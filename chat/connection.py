@@ -182,7 +182,8 @@ class _Closing(Exception):
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "key_hash", "last", "phase", "phone", "sock", "version")
+    __slots__ = ("bad", "ctx", "held", "holding", "key_hash", "last", "phase", "phone",
+                 "rcpts", "sock", "version")
 
     def __init__(self, sock: Any, ctx: ConnCtx) -> None:
         self.sock = sock
@@ -193,6 +194,12 @@ class _Conn:
         self.bad = 0
         self.version = 1
         self.last = time.monotonic()  # when the device last sent something
+        # Receipt acks are held back (see _hold): the ids of receipts pushed in this
+        # session and not yet acknowledged, the acknowledged ones not yet handed over,
+        # and whether the timer that hands them over is running.
+        self.rcpts: set[int] = set()
+        self.held: list[int] = []
+        self.holding = False
 
     def write(self, frames: list[dict[str, Any]]) -> None:
         pack = _packer.pack
@@ -261,6 +268,8 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         # Close first: if this process was killed, kernel calls below are not allowed.
         net.close(c.sock)
         if is_alive(_self()):
+            if c.phase == "session" and c.held:
+                _hand_over(c)
             if c.phase == "session":  # last seen (presence), even with no user process
                 try:
                     store.write((("seen", c.phone, time.time()),))
@@ -304,8 +313,17 @@ def _loop(c: _Conn) -> None:
             elif tag == "tcp_passive":
                 net.active(sock, _WINDOW)
             elif tag == "chat.push":
-                out.extend(_push_frame(item) for item in msg[1])
-                faults.point("pushed", c.phone or "")
+                rcpts = c.rcpts
+                for seq, peer, kind, p in msg[1]:
+                    if kind == "msg":
+                        out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
+                                    "cmid": p[1], "body": p[2], "ts": p[3]})
+                    else:
+                        out.append({"t": "receipt", "id": seq, "type": p[0], "mid": p[1],
+                                    "peer": p[2], "ts": p[3]})
+                        rcpts.add(seq)
+                if faults.hooks:
+                    faults.point("pushed", c.phone or "")
             elif tag == "tcp_closed" or tag == "tcp_error":
                 if out:
                     c.write(out)
@@ -318,6 +336,9 @@ def _loop(c: _Conn) -> None:
                 if out:
                     c.write(out)
                 raise _Closing(msg[1], msg[2])
+            elif tag == "chat.acks":
+                c.holding = False
+                _hand_over(c)
             elif tag == "chat.idle_check":
                 left = c.last + c.ctx.idle_timeout - time.monotonic()
                 if left <= 0:
@@ -326,14 +347,6 @@ def _loop(c: _Conn) -> None:
                     raise _Closing("idle_timeout", f"nothing received for "
                                                    f"{c.ctx.idle_timeout:g} s")
                 send_after(left, _self(), ("chat.idle_check",))
-
-
-def _push_frame(item: tuple[Any, ...]) -> dict[str, Any]:
-    seq, peer, kind, p = item
-    if kind == "msg":
-        return {"t": "msg", "id": seq, "mid": p[0], "from": peer, "cmid": p[1],
-                "body": p[2], "ts": p[3]}
-    return {"t": "receipt", "id": seq, "type": p[0], "mid": p[1], "peer": p[2], "ts": p[3]}
 
 
 def _this() -> Any:
@@ -348,7 +361,7 @@ def _frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
     """One frame, handled by the current version; the ``_Closing`` raised by another
     version is turned into this version's, which this module's loop catches."""
     try:
-        return list(_this()._handle_frame(c, body))
+        return list(sys.modules[__name__]._handle_frame(c, body))  # (see _this)
     except Exception as e:
         if type(e).__name__ == "_Closing" and not isinstance(e, _Closing):
             raise _Closing(e.code, e.message, e.last) from None  # type: ignore[attr-defined]
@@ -408,7 +421,7 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
                                                "version 2)")
         if c.phase != "session":
             raise ProtocolError("not_authenticated", f"log in before {t!r}")
-        _user_cast(c, ("ack", f["ids"]))
+        _ack(c, f["ids"])
         return None
     if t == "ping":
         return {"t": "pong", "id": rid}
@@ -501,10 +514,59 @@ def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
     return _ok(rid, phone=phone, queued=queued)
 
 
+#: receipt acks held back at most this long (seconds), or this many
+ACK_HOLD = 1.0
+ACK_HOLD_MAX = 64
+
+
+def _ack(c: _Conn, ids: tuple[int, ...]) -> None:
+    """An unanswered ack from the device. Acks of messages go to the user process at
+    once (each makes a "delivered" receipt for its sender). Acks of receipts only let
+    the user process forget what it keeps for them: they are held back, and handed over
+    with the next ack of a message or request to the user process (it then handles both
+    in one turn), after ``ACK_HOLD`` seconds, or once ``ACK_HOLD_MAX`` are held. Until
+    then the user process has them as pushed and unacknowledged; if this connection
+    ends first, the held ones are handed over on the way out (and if it is killed,
+    they are lost, and the receipts pushed again to the next session, which
+    deduplicates them)."""
+    rcpts = c.rcpts
+    held = c.held
+    now: list[int] | None = None
+    for i in ids:
+        if i in rcpts:
+            rcpts.discard(i)
+            held.append(i)
+        elif now is None:
+            now = [i]
+        else:
+            now.append(i)
+    if now is not None:
+        if held:
+            now.extend(held)
+            held.clear()
+        _user_cast(c, ("ack", tuple(now)))
+    elif len(held) >= ACK_HOLD_MAX:
+        _hand_over(c)
+    elif held and not c.holding:
+        c.holding = True
+        send_after(ACK_HOLD, _self(), ("chat.acks",))
+
+
+def _hand_over(c: _Conn) -> None:
+    """Hand the held receipt acks to the user process."""
+    if c.held:
+        ids = tuple(c.held)
+        c.held.clear()
+        _user_cast(c, ("ack", ids))
+
+
 def _user_call(c: _Conn, request: tuple[Any, ...]) -> Any:
     """Call the session's user process, starting it if it stopped (idle) or crashed; a
-    process that starts while this connection holds the device name attaches to it."""
+    process that starts while this connection holds the device name attaches to it.
+    Held receipt acks go first (one turn of the user process for both)."""
     assert c.phone is not None
+    if c.held:
+        _hand_over(c)
     try:
         return users.call(c.phone, request)
     except CallError as e:

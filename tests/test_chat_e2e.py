@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from chat import store
+import time
+
+from chat import connection, store, users
 from chat.client import ChatClosed, ChatError
-from otp.process import whereis
+from otp import sys as otp_sys
+from otp.process import sleep, whereis
 from tests.chat_helpers import running_chat
 
 pytestmark = pytest.mark.otp(clock="real")
@@ -323,6 +326,61 @@ def test_an_unanswered_ack_packed_in_another_key_order_is_handled_too(node, tmp_
         b._send_frame({"ids": [m["id"] for m in msgs(got)], "t": "ack"})
         a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"))
         b.ping()
+
+
+def _unacked_receipts(phone):
+    """The receipts ``phone``'s process pushed and still waits to see acknowledged."""
+    return set(otp_sys.get_state(users.name(phone)).volatile)
+
+
+def _held_receipts(a, b):
+    """A sends B a message; both devices acknowledge without waiting (version 2);
+    returns the ids of the receipts A's device got and acknowledged."""
+    r = a.send(B, "x")
+    b.wait_for(lambda evs: msgs(evs), ack_wait=False)
+    evs = a.wait_for(lambda evs: r.mid in receipts(evs, "delivered"), ack_wait=False)
+    a.ping()  # A's connection has read the ack
+    ids = {e["id"] for e in evs if e["t"] == "receipt"}
+    assert len(ids) == 2
+    return ids
+
+
+def _until_handed_over(phone, ids, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while ids & _unacked_receipts(phone):
+        assert time.monotonic() < deadline, f"{ids} still unacknowledged at {phone}"
+        sleep(0.01)
+
+
+def test_receipt_acks_are_held_back_and_go_with_the_next_request(node, tmp_path,
+                                                                 monkeypatch):
+    """An unanswered ack of receipts only lets the sender's process forget them: the
+    connection holds it back, and hands it over before the device's next request (the
+    process then handles both in one turn)."""
+    monkeypatch.setattr(connection, "ACK_HOLD", 3600.0)
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        ids = _held_receipts(a, b)
+        assert ids <= _unacked_receipts(A)  # held back
+        a.send(B, "y")
+        assert not ids & _unacked_receipts(A)  # handed over before the send
+
+
+def test_held_receipt_acks_are_handed_over_after_ack_hold(node, tmp_path, monkeypatch):
+    monkeypatch.setattr(connection, "ACK_HOLD", 0.05)
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        _until_handed_over(A, _held_receipts(a, b))  # with no request from A
+
+
+def test_held_receipt_acks_are_handed_over_when_the_device_leaves(node, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(connection, "ACK_HOLD", 3600.0)
+    with running_chat(tmp_path) as srv:
+        a, b = srv.user(A), srv.user(B)
+        ids = _held_receipts(a, b)
+        a.bye()
+        _until_handed_over(A, ids)
 
 
 def test_client_falls_back_to_version_1_with_a_server_that_speaks_only_it(
