@@ -186,12 +186,16 @@ def receive(match: Any = None, timeout: float | None = None, *, default: Any = _
         _me("receive")
     if match is None:
         mbox = p.mbox
-        if mbox and not p.dead:  # the oldest message is there: no wait, no deadline
-            if timeout is None:
-                return mbox.popleft()
-            c = timeout.__class__
-            if (c is float or c is int) and timeout >= 0:  # (NaN is not >= 0)
-                return mbox.popleft()
+        if not p.dead:
+            if mbox:  # the oldest message is there: no wait, no deadline
+                if timeout is None:
+                    return mbox.popleft()
+                c = timeout.__class__
+                if (c is float or c is int) and timeout >= 0:  # (NaN is not >= 0)
+                    return mbox.popleft()
+            elif timeout == 0 and default is not _MISSING and (
+                    timeout.__class__ is int or timeout.__class__ is float):
+                return default  # a poll of an empty mailbox (a loop's "anything else?")
     return p.node.receive(p, match, timeout, default)
 
 
@@ -367,13 +371,19 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
     A timer aimed at a pid is cancelled when that process ends; one aimed at a name
     delivers to whoever holds the name when it fires (nothing if nobody does).
     """
-    return current_node().send_after(seconds, dest, msg)
+    node = _nodemod.CURRENT  # (current_node() without the call: a hot path)
+    if node is None:
+        node = current_node()
+    return node.send_after(seconds, dest, msg)
 
 
 def cancel_timer(ref: Ref) -> float | None:
     """Cancel a ``send_after`` timer; returns the seconds that were left, or None if it
     already fired or was cancelled."""
-    return current_node().cancel_timer(ref)
+    node = _nodemod.CURRENT
+    if node is None:
+        node = current_node()
+    return node.cancel_timer(ref)
 
 
 def read_timer(ref: Ref) -> float | None:
