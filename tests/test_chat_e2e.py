@@ -6,9 +6,9 @@ the client library, as a device would. Named after the rule of SEMANTICS.md they
 
 from __future__ import annotations
 
-import pytest
-
 import time
+
+import pytest
 
 from chat import connection, store, users
 from chat.client import ChatClosed, ChatError
