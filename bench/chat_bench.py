@@ -13,7 +13,8 @@ workload. Users are provisioned through the documented admin path (``admin_provi
 with the bench's ``admin_token``, docs/protocol.md). The load comes from
 ``bench/chat_load.py`` processes (gevent, raw protocol, 127.0.0.x source addresses, at
 most 5 000 connections each, since a process may hold 20 000 fds). The server's RSS and
-CPU time come from ``/proc/<pid>``.
+CPU time come from ``/proc``: the server's process *and its children* (the store
+process, ``store_process: true``), summed.
 
 - ``chat_memory``: ``--idle`` (19 000: a process may hold 20 000 file descriptors here,
   and the server needs a few for itself) logged-in idle connections; server RSS growth per
@@ -82,17 +83,42 @@ class Server:
         else:
             raise RuntimeError(f"the server did not start; see {workdir}/server.log")
 
+    def pids(self) -> list[int]:
+        """The server and its child processes (the store process of ``store_process``)."""
+        out = [self.proc.pid]
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == self.proc.pid:
+                    out.append(int(d))
+        return out
+
     def rss(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        """RSS of the server and its children, in bytes."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
 
     def cpu(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds of the server and its children."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += cpu_of(pid)
+            except OSError:
+                pass
+        return total
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -77,8 +77,8 @@ class ChatSup(Supervisor):
         elif cfg.durability == "off" and cfg.data_dir == ":memory:":
             backend = store.MemoryBackend()
         else:
-            backend = store.SqliteBackend(os.path.join(cfg.data_dir, "chat.db"),
-                                          cfg.durability)
+            kind = store.SqliteProcessBackend if cfg.store_process else store.SqliteBackend
+            backend = kind(os.path.join(cfg.data_dir, "chat.db"), cfg.durability)
         tls = None
         if cfg.listen.tls is not None:
             tls = tls_context(cfg.listen.tls.certfile, cfg.listen.tls.keyfile)

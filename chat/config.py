@@ -98,6 +98,10 @@ class ChatConfig(_Model):
     #: the message store: "sqlite" (chat's own group-committed sqlite file in data_dir)
     #: or "tables" (otp.tables disc tables; the otp_tables application must run)
     storage: Literal["sqlite", "tables"] = "sqlite"
+    #: sqlite only: run the store's SQL work and disk writes in an OS process of its
+    #: own (``chat.store_child``), beside the node; false keeps them in the node
+    #: (the SQL on the node's thread, the fsync in its thread pool)
+    store_process: bool = True
 
 
 def parse_config(data: Any, source: str = "<config>") -> ChatConfig:

@@ -11,9 +11,12 @@ of them answered. Callers block in ``write``/``read`` like in a ``gen_server.cal
 
 Backends: ``SqliteBackend`` (stdlib ``sqlite3``, WAL, ``synchronous=FULL``: a commit is
 on disk before anyone is answered, so an acknowledged write survives ``kill -9``; the
-fsync runs in the thread pool so the node keeps serving meanwhile), the default;
-``chat.store_tables.TablesBackend`` on ``otp.tables`` disc tables (``storage: tables``),
-which runs in the caller; ``MemoryBackend`` for tests. Callers never see which.
+SQL runs on the node's thread, the fsync in its thread pool so the node keeps serving
+meanwhile); ``SqliteProcessBackend``, the default (``store_process: true``), the same
+in an OS process of its own (``chat.store_child``), so that the node's thread only
+packs each batch; ``chat.store_tables.TablesBackend`` on ``otp.tables`` disc tables
+(``storage: tables``), which runs in the caller; ``MemoryBackend`` for tests. Callers
+never see which.
 
 Write operations (tuples, applied in order, atomically per request):
 
@@ -42,9 +45,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgpack
 
@@ -52,8 +58,8 @@ from otp import gen_server
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Timeout, reply
 from otp.node import current_node
+from otp.process import Exit, send, spawn_link, trap_exit
 from otp.process import self as _self
-from otp.process import send, spawn_link
 from otp.threads import run_in_thread
 
 __all__ = [
@@ -62,6 +68,7 @@ __all__ = [
     "Loaded",
     "MemoryBackend",
     "SqliteBackend",
+    "SqliteProcessBackend",
     "StoreError",
     "read",
     "start_link",
@@ -253,6 +260,8 @@ class SqliteBackend:
         # busy disk, while every writer waits). The store process runs them instead,
         # mostly in the background (see Store and checkpoint()).
         self.db.execute("PRAGMA wal_autocheckpoint=0")
+        # a store process of an earlier run may still be finishing its last commit
+        self.db.execute("PRAGMA busy_timeout=10000")
         self.db.executescript(_SCHEMA)
 
     def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
@@ -390,6 +399,100 @@ class SqliteBackend:
         self.db.close()
 
 
+class SqliteProcessBackend:
+    """``SqliteBackend`` in an OS process of its own (``chat.store_child``), so that the
+    SQL work and the WAL writes of every group commit run beside the node instead of on
+    its thread: ``stage`` sends the batch and waits (cooperatively: the node runs on)
+    for the rows' results, ``commit`` for the end of the disk wait. The store process
+    starts it at ``open`` and stops it at ``close``; if it dies, the batch in hand gets
+    ``StoreError`` (it may or may not have been committed: its callers crash, and
+    reload from the store) and a new one is started for the next batch.
+    """
+
+    blocking = True
+    threaded_commit = False  # commit() waits on a socket, not in a thread
+
+    def __init__(self, path: str, durability: str = "full") -> None:
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        self.path = path
+        self.durability = durability
+        self.proc: Any = None
+        self.sock: Any = None
+        self.dead = False
+
+    def open(self) -> None:
+        # (stdlib socket and subprocess: cooperative after otp.patch(), as the node's
+        # sockets are; waiting on them lets the node run)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chat.store_child", self.path, self.durability,
+                 str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        finally:
+            theirs.close()
+        self.sock = mine
+        self.dead = False
+
+    def run(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        out = self.stage(batch)
+        self.commit()
+        return out
+
+    def stage(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        from chat.store_child import pack
+
+        try:
+            self.sock.sendall(pack(batch))
+        except OSError as e:
+            self._died(f"cannot reach the store process: {e}")
+        return self._answer("staged")  # type: ignore[no-any-return]
+
+    def commit(self) -> None:
+        self._answer("done")
+
+    def _answer(self, want: str) -> Any:
+        from chat.store_child import HDR, unpack
+
+        hdr = self._read(4)
+        kind, value = unpack(self._read(HDR.unpack(hdr)[0]))
+        if kind == "error":
+            raise StoreError(value)
+        if kind != want:
+            self._died(f"the store process answered {kind!r}, expected {want!r}")
+        return value
+
+    def _read(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except OSError as e:
+                self._died(f"the store process is unreachable: {e}")
+            if not chunk:
+                self._died("the store process ended")
+            buf += chunk
+        return bytes(buf)
+
+    def _died(self, why: str) -> NoReturn:
+        self.dead = True
+        raise StoreError(why)
+
+    def close(self) -> None:
+        sock, proc, self.sock, self.proc = self.sock, self.proc, None, None
+        if sock is not None:
+            sock.close()  # the store process ends at end of input
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+                proc.wait()
+
+
 # ---------------------------------------------------------------------------- process
 
 
@@ -431,6 +534,10 @@ class Store(GenServer):
     registered here: ``write``/``read`` then run in the caller."""
 
     def init(self, backend: Backend) -> Ok:
+        trap_exit(True)  # so that a shutdown runs terminate: the backend is closed
+        opener = getattr(backend, "open", None)
+        if opener is not None:
+            opener()
         if getattr(backend, "direct", False):
             _DIRECT[current_node()] = backend
         return Ok(_State(backend))
@@ -446,6 +553,8 @@ class Store(GenServer):
     def handle_info(self, msg: Any, state: _State) -> Any:
         if msg == "timeout":
             self._flush(state)
+            return state.rest
+        if msg.__class__ is Exit:  # a checkpoint process ended (it logs its failures)
             return state.rest
         if msg == "$checkpointed":
             # The final pass, between two commits: only what was committed during the
@@ -483,7 +592,10 @@ class Store(GenServer):
                     done = set(early)
                     batch = [b for i, b in enumerate(batch) if i not in done]
                     results = [r for i, r in enumerate(results) if i not in done]
-                run_in_thread(backend.commit)  # type: ignore[attr-defined]
+                if getattr(backend, "threaded_commit", True):
+                    run_in_thread(backend.commit)  # type: ignore[attr-defined]
+                else:
+                    backend.commit()  # type: ignore[attr-defined]
                 state.commits += 1
                 if (state.commits >= CHECKPOINT_EVERY and not state.checkpointing
                         and hasattr(backend, "checkpoint")):
@@ -495,6 +607,12 @@ class Store(GenServer):
             err = ("error", f"{type(e).__name__}: {e}")
             for from_, _ in batch:
                 reply(from_, err)
+            if getattr(backend, "dead", False):
+                # Its OS process is gone (killed, or crashed): the batch failed (its
+                # callers crash and reload from the store), and a new one takes over.
+                log.error("the store process ended (%s); starting a new one", e)
+                backend.close()
+                backend.open()  # type: ignore[attr-defined]
             return
         for (from_, _), res in zip(batch, results, strict=True):
             reply(from_, ("ok", res))

@@ -4,13 +4,16 @@ exactly once, in order, and none is duplicated under another id."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 
 import pytest
 
 from chat.client import ChatError, Client
 from chat.protocol import encode
-from tests.chat_helpers import ServerProcess
+from otp.process import sleep
+from tests.chat_helpers import ServerProcess, running_chat
 
 pytestmark = pytest.mark.otp(clock="real", timeout=120)
 
@@ -74,3 +77,63 @@ def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
     in_order = [b for b in bodies if b in set(acked_cmids)]
     by_number = sorted(acked_cmids, key=lambda c: int(c[1:]))
     assert in_order == by_number, f"seed {seed}: per-sender order broken"
+
+
+def _send_retrying(client, to, body, cmid, attempts=50):
+    """Send as a device does: an error reply means "try again" (same cmid)."""
+    for i in range(attempts):
+        try:
+            return client.send(to, body, cmid=cmid)
+        except ChatError as e:
+            if e.code not in ("unavailable", "internal") or i == attempts - 1:
+                raise
+            sleep(0.05)
+
+
+def _store_process():
+    """The pid of this node's store process (a child running chat.store_child)."""
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError):
+            continue
+        if ppid == me and b"chat.store_child" in cmd:
+            return int(d)
+    raise AssertionError("no store process")
+
+
+def test_a_killed_store_process_is_replaced_and_nothing_acknowledged_is_lost(node,
+                                                                             tmp_path):
+    """The store's OS process (store_process: true) killed with SIGKILL: the batch in
+    hand fails (its callers crash and reload), a new store process takes over, and
+    every message acknowledged before or after arrives once."""
+    with running_chat(tmp_path, durability="full") as srv:
+        a, b = srv.user(A), srv.user(B)
+        before = a.send(B, "before", cmid="c1")
+        old = _store_process()
+        os.kill(old, signal.SIGKILL)
+        after = _send_retrying(a, B, "after", "c2")
+        assert _store_process() != old
+        want = {before.mid, after.mid}
+        got = b.wait_for(lambda evs: want <= {e["mid"] for e in evs if e["t"] == "msg"})
+        mids = [e["mid"] for e in got if e["t"] == "msg"]
+        assert sorted(mids) == sorted(want)  # once each
+
+
+def test_the_store_in_the_node_serves_the_message_path_too(node, tmp_path):
+    """``store_process: false``: the same sqlite store, run by the node itself."""
+    with running_chat(tmp_path, durability="full", store_process=False) as srv:
+        with pytest.raises(AssertionError, match="no store process"):
+            _store_process()
+        a, b = srv.user(A), srv.user(B)
+        r = a.send(B, "x")
+        got = b.wait_for(lambda evs: any(e["t"] == "msg" for e in evs))
+        assert [e["mid"] for e in got if e["t"] == "msg"] == [r.mid]
+        a.wait_for(lambda evs: any(e["t"] == "receipt" and e["type"] == "delivered"
+                                   for e in evs))

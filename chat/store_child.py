@@ -1,0 +1,134 @@
+"""The sqlite store in its own OS process (``store_process: true``, the default).
+
+``chat.store.SqliteProcessBackend`` starts ``python -m chat.store_child <path>
+<durability> <fd>`` and talks to it over a Unix socket (``fd``): frames of a 4-byte
+big-endian length and one msgpack value. The node sends a batch of requests; this
+process stages it in one transaction (the SQL work), answers ``["staged", results]``,
+commits (the disk wait: ``synchronous=FULL`` fsyncs), then answers ``["done", None]``;
+``["error", message]`` instead of either if that step failed (the transaction is
+rolled back: nothing of the batch is applied). One batch at a time, in order.
+
+So the node's thread only packs each batch and reads two short answers: the rows,
+the B-tree work and the WAL writes run here, on another core. A ``Loaded`` result
+travels as msgpack extension type 1 (its fields).
+
+It checkpoints the WAL itself, as the in-node store does: every ``CHECKPOINT_EVERY``
+commits, a background pass on a connection of its own, then a short final pass
+between two commits. It ends at end of input: when the node closes the socket, or
+dies (even by SIGKILL), after finishing the batch in hand. A batch whose answer never
+reached the node was not acknowledged to anyone: a client sends it again, and the
+store's idempotence (device message ids, per-peer sequence numbers) drops the copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import socket
+import struct
+import sys
+import threading
+from typing import Any
+
+import msgpack
+
+from chat.store import CHECKPOINT_EVERY, Loaded, SqliteBackend
+
+HDR = struct.Struct(">I")
+LOADED = 1  # msgpack extension type of a Loaded result
+
+
+def pack(value: Any) -> bytes:
+    body = msgpack.packb(value, use_bin_type=True, default=_default)
+    return HDR.pack(len(body)) + body
+
+
+def _default(v: Any) -> Any:
+    if isinstance(v, Loaded):
+        return msgpack.ExtType(LOADED, msgpack.packb(dataclasses.astuple(v),
+                                                     use_bin_type=True))
+    raise TypeError(f"cannot send {type(v).__name__} between the node and its store")
+
+
+def ext_hook(code: int, data: bytes) -> Any:
+    if code == LOADED:
+        return Loaded(*msgpack.unpackb(data, raw=False, use_list=False))
+    return msgpack.ExtType(code, data)
+
+
+def unpack(body: bytes) -> Any:
+    return msgpack.unpackb(body, raw=False, use_list=False, ext_hook=ext_hook)
+
+
+def _read(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def serve(sock: socket.socket, backend: SqliteBackend) -> None:
+    commits = 0
+    background: threading.Thread | None = None
+    while True:
+        hdr = _read(sock, 4)
+        if hdr is None:
+            return
+        body = _read(sock, HDR.unpack(hdr)[0])
+        if body is None:
+            return
+        batch = list(unpack(body))
+        try:
+            results = backend.stage(batch)
+        except Exception as e:
+            sock.sendall(pack(["error", f"{type(e).__name__}: {e}"]))
+            continue
+        sock.sendall(pack(["staged", results]))
+        try:
+            backend.commit()
+        except Exception as e:
+            sock.sendall(pack(["error", f"{type(e).__name__}: {e}"]))
+            continue
+        sock.sendall(pack(["done", None]))
+        commits += 1
+        if background is not None and not background.is_alive():
+            background.join()
+            background = None
+            _checkpoint(backend, False)  # the final pass, between two commits
+            commits = 0
+        elif background is None and commits >= CHECKPOINT_EVERY:
+            background = threading.Thread(target=_checkpoint, args=(backend, True),
+                                          daemon=True)
+            background.start()
+
+
+def _checkpoint(backend: SqliteBackend, in_background: bool) -> None:
+    try:
+        backend.checkpoint(in_background)
+    except Exception as e:  # the next checkpoint catches up
+        sys.stderr.write(f"chat.store_child: checkpoint failed: {e}\n")
+
+
+def main(argv: list[str]) -> int:
+    path, durability, fd = argv[0], argv[1], int(argv[2])
+    # Ctrl-C in a terminal reaches the whole process group: the node stops on it and
+    # closes the socket when done; this process ends then, not in the middle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    backend = SqliteBackend(path, durability)
+    try:
+        serve(sock, backend)
+    finally:
+        backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
