@@ -426,12 +426,13 @@ class SqliteProcessBackend:
         # (stdlib socket and subprocess: cooperative after otp.patch(), as the node's
         # sockets are; waiting on them lets the node run)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the same code as this node (a release sets its own sys.path)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chat.store_child", self.path, self.durability,
-                 str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                [sys.executable, "-m", "chat.store_child", os.path.abspath(self.path),
+                 self.durability, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         finally:
             theirs.close()
         self.sock = mine

@@ -137,3 +137,13 @@ def test_the_store_in_the_node_serves_the_message_path_too(node, tmp_path):
         assert [e["mid"] for e in got if e["t"] == "msg"] == [r.mid]
         a.wait_for(lambda evs: any(e["t"] == "receipt" and e["type"] == "delivered"
                                    for e in evs))
+
+
+def test_a_relative_data_dir_is_the_nodes_one_for_the_store_process(node, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with running_chat(tmp_path, data_dir="rel/data") as srv:
+        a = srv.user(A)
+        srv.user(B)
+        a.send(B, "x")
+    assert (tmp_path / "rel" / "data" / "chat.db").exists()
