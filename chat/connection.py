@@ -80,6 +80,7 @@ LISTENER = "chat.listener"
 CONNS = "chat.conns"
 SERVER = "chat/0.1.0"
 _WINDOW = 64  # frames the node may hand over ahead of the connection process
+_RCPTS_MAX = 4096  # pushed receipt ids remembered per connection (see _Conn.rcpts)
 # Connection processes all run on the node's one thread, and pack() never yields: one
 # packer serves them all (msgpack.packb would make one per frame).
 _packer = msgpack.Packer(use_bin_type=True)
@@ -194,9 +195,11 @@ class _Conn:
         self.bad = 0
         self.version = 1
         self.last = time.monotonic()  # when the device last sent something
-        # Receipt acks are held back (see _hold): the ids of receipts pushed in this
-        # session and not yet acknowledged, the acknowledged ones not yet handed over,
-        # and whether the timer that hands them over is running.
+        # Receipt acks are held back (see _ack): the ids of receipts pushed in this
+        # version-2 session and not yet acknowledged (at most _RCPTS_MAX: an
+        # optimisation, forgetting some only hands their acks over at once), the
+        # acknowledged ones not yet handed over, and whether the timer that hands them
+        # over is running.
         self.rcpts: set[int] = set()
         self.held: list[int] = []
         self.holding = False
@@ -313,7 +316,7 @@ def _loop(c: _Conn) -> None:
             elif tag == "tcp_passive":
                 net.active(sock, _WINDOW)
             elif tag == "chat.push":
-                rcpts = c.rcpts
+                rcpts = c.rcpts if c.version >= 2 else None
                 for seq, peer, kind, p in msg[1]:
                     if kind == "msg":
                         out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
@@ -321,7 +324,10 @@ def _loop(c: _Conn) -> None:
                     else:
                         out.append({"t": "receipt", "id": seq, "type": p[0], "mid": p[1],
                                     "peer": p[2], "ts": p[3]})
-                        rcpts.add(seq)
+                        if rcpts is not None:
+                            if len(rcpts) >= _RCPTS_MAX:
+                                rcpts.clear()
+                            rcpts.add(seq)
                 if faults.hooks:
                     faults.point("pushed", c.phone or "")
             elif tag == "tcp_closed" or tag == "tcp_error":
@@ -454,6 +460,8 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
             raise ProtocolError(r[1], r[2], rid)
         return _ok(rid, mid=r[1], ts=r[2])
     if t == "ack":
+        if c.rcpts:
+            c.rcpts.difference_update(f["ids"])
         _user_call(c, ("ack", f["ids"]))
         return _ok(rid)
     if t == "read":
