@@ -89,6 +89,15 @@ def test_cancel_timer_prevents_delivery_and_returns_the_time_left(node, clock):
     assert clock.now() == 20
 
 
+def test_a_ref_of_another_node_with_the_same_id_is_not_a_timer_here(node, clock):
+    ref = send_after(10, self(), "tick")
+    other = Ref("elsewhere@host", ref.id)
+    assert read_timer(other) is None
+    assert cancel_timer(other) is None
+    assert read_timer(ref) == 10
+    assert_receive("tick", timeout=20)
+
+
 def test_cancel_and_read_of_a_fired_timer_return_none(node):
     ref = send_after(1, self(), "fired")
     assert_receive("fired")

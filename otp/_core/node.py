@@ -298,7 +298,9 @@ class Node:
         # dropped (Erlang deactivates the call's alias); see gen_call.
         self.abandoned: dict[Any, tuple[Process, Process]] = {}
         self._abandon_prune_at = 1024
-        self._timer_refs: dict[Ref, _Timer] = {}
+        # ref.id -> timer (an int key: no Python-level __hash__ per insert and pop;
+        # cancel_timer/read_timer check the ref's node)
+        self._timer_refs: dict[int, _Timer] = {}
         self._dying: deque[tuple[Process, Any]] = deque()
         self._exiting = False
         # Resources a process owns outside the kernel (an active socket, see otp.net):
@@ -1229,7 +1231,7 @@ class Node:
 
     def _drop_timer_ref(self, t: _Timer) -> None:
         if t.ref is not None:
-            self._timer_refs.pop(t.ref, None)
+            self._timer_refs.pop(t.ref.id, None)
         self.cancel(t)
 
     def send_after(self, seconds: float, dest: Any, msg: Any) -> Ref:
@@ -1254,7 +1256,7 @@ class Node:
             return ref
         t = self.add_timer(self.clock.now() + seconds, None, target, msg)
         t.ref = ref
-        self._timer_refs[ref] = t
+        self._timer_refs[ref.id] = t
         if isinstance(target, Process):
             if target.timers is None:
                 target.timers = {t}
@@ -1265,7 +1267,7 @@ class Node:
     def cancel_timer(self, ref: Any) -> float | None:
         if ref.__class__ is not Ref:
             raise BadArg(f"cancel_timer expects a timer Ref, got {ref!r}")
-        t = self._timer_refs.pop(ref, None)
+        t = self._timer_refs.pop(ref.id, None) if ref.node == self.name else None
         if t is None:
             return None
         remaining = max(0.0, t.deadline - self.clock.now())
@@ -1277,7 +1279,7 @@ class Node:
     def read_timer(self, ref: Any) -> float | None:
         if ref.__class__ is not Ref:
             raise BadArg(f"read_timer expects a timer Ref, got {ref!r}")
-        t = self._timer_refs.get(ref)
+        t = self._timer_refs.get(ref.id) if ref.node == self.name else None
         if t is None:
             return None
         return max(0.0, t.deadline - self.clock.now())
@@ -1308,7 +1310,7 @@ class Node:
                     self._sweep_kept()
                 continue
             if t.ref is not None:
-                self._timer_refs.pop(t.ref, None)
+                self._timer_refs.pop(t.ref.id, None)
             if isinstance(dest, Process):
                 if dest.timers is not None:
                     dest.timers.discard(t)
@@ -1332,7 +1334,8 @@ class Node:
     def live_timers(self) -> list[tuple[Ref, float]]:
         """Pending ``send_after`` timers (receive timeouts of blocked processes excluded)."""
         now = self.clock.now()
-        return [(ref, t.deadline - now) for ref, t in self._timer_refs.items()]
+        return [(t.ref, t.deadline - now) for t in self._timer_refs.values()
+                if t.ref is not None]
 
     # --- idle: mock-clock jumps and wait_all_blocked ------------------------------------
 
