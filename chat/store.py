@@ -446,8 +446,11 @@ class SqliteProcessBackend:
     def stage(self, batch: list[tuple[str, Any]]) -> list[Any]:
         from chat.store_child import pack
 
+        data = pack(batch)
         try:
-            self.sock.sendall(pack(batch))
+            n = self.sock.send(data)  # (all of it, nearly always: sendall costs more)
+            if n < len(data):
+                self.sock.sendall(memoryview(data)[n:])
         except OSError as e:
             self._died(f"cannot reach the store process: {e}")
         return self._answer("staged")  # type: ignore[no-any-return]
