@@ -47,6 +47,7 @@ import logging
 import os
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -399,6 +400,48 @@ class SqliteBackend:
         self.db.close()
 
 
+# The wire between the node and its store process (chat.store_child): frames of a
+# 4-byte big-endian length and one msgpack value; a Loaded travels as extension type 1.
+HDR = struct.Struct(">I")
+_LOADED = 1
+
+
+def wire_pack(value: Any) -> bytes:
+    body = msgpack.packb(value, use_bin_type=True, default=_wire_default)
+    return HDR.pack(len(body)) + body
+
+
+def _wire_default(v: Any) -> Any:
+    if isinstance(v, Loaded):
+        fields = (v.user, v.outbox, v.inbox, v.peers, v.cmids)
+        return msgpack.ExtType(_LOADED, msgpack.packb(fields, use_bin_type=True))
+    raise TypeError(f"cannot send {type(v).__name__} between the node and its store")
+
+
+def _wire_ext(code: int, data: bytes) -> Any:
+    if code == _LOADED:
+        return Loaded(*msgpack.unpackb(data, raw=False, use_list=False))
+    return msgpack.ExtType(code, data)
+
+
+def wire_unpack(body: bytes) -> Any:
+    return msgpack.unpackb(body, raw=False, use_list=False, ext_hook=_wire_ext)
+
+
+def read_exact(sock: Any, n: int) -> bytes | None:
+    """``n`` bytes from ``sock``, or None at end of input (or a reset)."""
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
 class SqliteProcessBackend:
     """``SqliteBackend`` in an OS process of its own (``chat.store_child``), so that the
     SQL work and the WAL writes of every group commit run beside the node instead of on
@@ -444,9 +487,7 @@ class SqliteProcessBackend:
         return out
 
     def stage(self, batch: list[tuple[str, Any]]) -> list[Any]:
-        from chat.store_child import pack
-
-        data = pack(batch)
+        data = wire_pack(batch)
         try:
             n = self.sock.send(data)  # (all of it, nearly always: sendall costs more)
             if n < len(data):
@@ -459,10 +500,7 @@ class SqliteProcessBackend:
         self._answer("done")
 
     def _answer(self, want: str) -> Any:
-        from chat.store_child import HDR, unpack
-
-        hdr = self._read(4)
-        kind, value = unpack(self._read(HDR.unpack(hdr)[0]))
+        kind, value = wire_unpack(self._read(HDR.unpack(self._read(4))[0]))
         if kind == "error":
             raise StoreError(value)
         if kind != want:
@@ -470,16 +508,13 @@ class SqliteProcessBackend:
         return value
 
     def _read(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                chunk = self.sock.recv(n - len(buf))
-            except OSError as e:
-                self._died(f"the store process is unreachable: {e}")
-            if not chunk:
-                self._died("the store process ended")
-            buf += chunk
-        return bytes(buf)
+        try:
+            data = read_exact(self.sock, n)
+        except OSError as e:
+            self._died(f"the store process is unreachable: {e}")
+        if data is None:
+            self._died("the store process ended")
+        return data
 
     def _died(self, why: str) -> NoReturn:
         self.dead = True

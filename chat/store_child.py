@@ -22,80 +22,37 @@ store's idempotence (device message ids, per-peer sequence numbers) drops the co
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import socket
-import struct
 import sys
 import threading
-from typing import Any
 
-import msgpack
-
-from chat.store import CHECKPOINT_EVERY, Loaded, SqliteBackend
-
-HDR = struct.Struct(">I")
-LOADED = 1  # msgpack extension type of a Loaded result
-
-
-def pack(value: Any) -> bytes:
-    body = msgpack.packb(value, use_bin_type=True, default=_default)
-    return HDR.pack(len(body)) + body
-
-
-def _default(v: Any) -> Any:
-    if isinstance(v, Loaded):
-        return msgpack.ExtType(LOADED, msgpack.packb(dataclasses.astuple(v),
-                                                     use_bin_type=True))
-    raise TypeError(f"cannot send {type(v).__name__} between the node and its store")
-
-
-def ext_hook(code: int, data: bytes) -> Any:
-    if code == LOADED:
-        return Loaded(*msgpack.unpackb(data, raw=False, use_list=False))
-    return msgpack.ExtType(code, data)
-
-
-def unpack(body: bytes) -> Any:
-    return msgpack.unpackb(body, raw=False, use_list=False, ext_hook=ext_hook)
-
-
-def _read(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(n - len(buf))
-        except ConnectionResetError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+from chat.store import CHECKPOINT_EVERY, HDR, SqliteBackend, read_exact, wire_pack, wire_unpack
 
 
 def serve(sock: socket.socket, backend: SqliteBackend) -> None:
     commits = 0
     background: threading.Thread | None = None
     while True:
-        hdr = _read(sock, 4)
+        hdr = read_exact(sock, 4)
         if hdr is None:
             return
-        body = _read(sock, HDR.unpack(hdr)[0])
+        body = read_exact(sock, HDR.unpack(hdr)[0])
         if body is None:
             return
-        batch = list(unpack(body))
+        batch = list(wire_unpack(body))
         try:
             results = backend.stage(batch)
         except Exception as e:
-            sock.sendall(pack(["error", f"{type(e).__name__}: {e}"]))
+            sock.sendall(wire_pack(["error", f"{type(e).__name__}: {e}"]))
             continue
-        sock.sendall(pack(["staged", results]))
+        sock.sendall(wire_pack(["staged", results]))
         try:
             backend.commit()
         except Exception as e:
-            sock.sendall(pack(["error", f"{type(e).__name__}: {e}"]))
+            sock.sendall(wire_pack(["error", f"{type(e).__name__}: {e}"]))
             continue
-        sock.sendall(pack(["done", None]))
+        sock.sendall(wire_pack(["done", None]))
         commits += 1
         if background is not None and not background.is_alive():
             background.join()
