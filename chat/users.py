@@ -201,7 +201,7 @@ def _start_link(phone: str, ctx: UserCtx | None) -> Any:
 # ---------------------------------------------------------------------------- state
 
 
-@dataclass
+@dataclass(slots=True)
 class _Peer:
     """Forwarding state towards one peer."""
 
@@ -798,9 +798,11 @@ class User(GenServer):
             p = s.peers[peer]
             # (everything before the first pending item was acknowledged by the peer)
             acked = p.pending[0][1] - 1 if p.pending else p.out_seq
-            send(pid, ("chat.deliver", s.phone, _self(),
-                       tuple((pseq, kind, payload) for _, pseq, kind, payload in items),
-                       acked))
+            if len(items) == 1:  # (the usual case: one new message)
+                fwd: tuple[Any, ...] = (items[0][1:],)
+            else:
+                fwd = tuple((pseq, kind, payload) for _, pseq, kind, payload in items)
+            send(pid, ("chat.deliver", s.phone, _self(), fwd, acked))
 
     def _arm(self, s: _State, peer: str, p: _Peer) -> None:
         if p.timer is None and p.pending:
