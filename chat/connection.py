@@ -522,8 +522,10 @@ def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
     return _ok(rid, phone=phone, queued=queued)
 
 
-#: receipt acks held back at most this long (seconds), or this many
-ACK_HOLD = 1.0
+#: receipt acks held back at most this long (seconds), or this many. A busy device
+#: hands them over sooner, with its next request or ack of a message; the timer is
+#: for a quiet one (it fires at most once per ACK_HOLD per connection: a wake-up each)
+ACK_HOLD = 5.0
 ACK_HOLD_MAX = 64
 
 
