@@ -165,7 +165,12 @@ def send(dest: Pid | str, msg: Any) -> Any:
         return msg
     mbox.append(msg)
     if p.waiting and not p.queued:
-        node.wake(p)
+        # node.wake, inlined
+        p.queued = True
+        node.runq.append(p)
+        if not node._drain_scheduled:
+            node._drain_scheduled = True
+            node.hub.loop.run_callback(node._drain)
     return msg
 
 
