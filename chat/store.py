@@ -494,7 +494,7 @@ class SqliteProcessBackend:
                 self.sock.sendall(memoryview(data)[n:])
         except OSError as e:
             self._died(f"cannot reach the store process: {e}")
-        return self._answer("staged")  # type: ignore[no-any-return]
+        return list(self._answer("staged"))
 
     def commit(self) -> None:
         self._answer("done")

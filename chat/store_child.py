@@ -44,15 +44,19 @@ def serve(sock: socket.socket, backend: SqliteBackend) -> None:
         try:
             results = backend.stage(batch)
         except Exception as e:
-            sock.sendall(wire_pack(["error", f"{type(e).__name__}: {e}"]))
+            if not _answer(sock, ["error", f"{type(e).__name__}: {e}"]):
+                return
             continue
-        sock.sendall(wire_pack(["staged", results]))
+        if not _answer(sock, ["staged", results]):
+            return  # the node is gone: nothing of the batch was acknowledged
         try:
             backend.commit()
         except Exception as e:
-            sock.sendall(wire_pack(["error", f"{type(e).__name__}: {e}"]))
+            if not _answer(sock, ["error", f"{type(e).__name__}: {e}"]):
+                return
             continue
-        sock.sendall(wire_pack(["done", None]))
+        if not _answer(sock, ["done", None]):
+            return
         commits += 1
         if background is not None and not background.is_alive():
             background.join()
@@ -63,6 +67,15 @@ def serve(sock: socket.socket, backend: SqliteBackend) -> None:
             background = threading.Thread(target=_checkpoint, args=(backend, True),
                                           daemon=True)
             background.start()
+
+
+def _answer(sock: socket.socket, value: list[object]) -> bool:
+    """Send an answer; False if the node is gone (it closed the socket, or died)."""
+    try:
+        sock.sendall(wire_pack(value))
+    except OSError:
+        return False
+    return True
 
 
 def _checkpoint(backend: SqliteBackend, in_background: bool) -> None:
