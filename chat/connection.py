@@ -271,9 +271,8 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
         # Close first: if this process was killed, kernel calls below are not allowed.
         net.close(c.sock)
         if is_alive(_self()):
-            if c.phase == "session" and c.held:
-                _hand_over(c)
             if c.phase == "session":  # last seen (presence), even with no user process
+                _hand_over(c)  # the receipt acks held back, if any
                 try:
                     store.write((("seen", c.phone, time.time()),))
                 except store.StoreError:
@@ -367,7 +366,7 @@ def _frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
     """One frame, handled by the current version; the ``_Closing`` raised by another
     version is turned into this version's, which this module's loop catches."""
     try:
-        return list(sys.modules[__name__]._handle_frame(c, body))  # (see _this)
+        return list(_this()._handle_frame(c, body))
     except Exception as e:
         if type(e).__name__ == "_Closing" and not isinstance(e, _Closing):
             raise _Closing(e.code, e.message, e.last) from None  # type: ignore[attr-defined]

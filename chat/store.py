@@ -456,10 +456,7 @@ class SqliteProcessBackend:
     threaded_commit = False  # commit() waits on a socket, not in a thread
 
     def __init__(self, path: str, durability: str = "full") -> None:
-        d = os.path.dirname(path)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        self.path = path
+        self.path = path  # (its directory is made by the store process's SqliteBackend)
         self.durability = durability
         self.proc: Any = None
         self.sock: Any = None
