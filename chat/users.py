@@ -207,8 +207,10 @@ class _Peer:
 
     out_seq: int = 0  # last pseq assigned
     in_seq: int = 0  # last pseq accepted from the peer
-    # (seq, pseq, kind, payload), in pseq order, not yet acknowledged by the peer
-    pending: deque[tuple[int, int, str, Any]] = field(default_factory=deque)
+    # (seq, pseq, kind, payload), in pseq order, not yet acknowledged by the peer; None
+    # when there are none (most peers, most of the time: an empty deque costs 600
+    # bytes, and one more object for every pass of the cyclic GC; see _pend)
+    pending: deque[tuple[int, int, str, Any]] | None = None
     timer: Any = None
     backoff: float = 0.0
     token: int = 0
@@ -302,6 +304,14 @@ class _State:
         return self.npending == 0
 
 
+def _pend(p: _Peer, item: tuple[int, int, str, Any]) -> None:
+    """Append ``item`` to the peer's pending items (made on first use)."""
+    q = p.pending
+    if q is None:
+        q = p.pending = deque()
+    q.append(item)
+
+
 def _enqueue(s: _State, seq: int) -> None:
     if s.queue is None:
         s.queue = deque()
@@ -363,7 +373,7 @@ class User(GenServer):
             p = s.peer(peer)
             p.out_seq, p.in_seq = out_seq, in_seq
         for seq, peer, pseq, kind, payload in data.outbox:
-            s.peer(peer).pending.append((seq, pseq, kind, payload))
+            _pend(s.peer(peer), (seq, pseq, kind, payload))
             s.npending += 1
             top = max(top, seq)
         for cmid, mid, seq in data.cmids:
@@ -560,7 +570,7 @@ class User(GenServer):
         item = (seq, pseq, "msg", payload)
         if not p.pending:
             p.progress = _now()  # the back-off counts from the first unacknowledged item
-        p.pending.append(item)
+        _pend(p, item)
         s.npending += 1
         self._forward(s, to, (item,))
         self._arm(s, to, p)
@@ -765,7 +775,7 @@ class User(GenServer):
             p = s.peers[peer]
             if not p.pending:
                 p.progress = _now()
-            p.pending.append(item)
+            _pend(p, item)
             s.npending += 1
             by_peer.setdefault(peer, []).append(item)
         for peer, n in touched.items():
@@ -966,7 +976,7 @@ class User(GenServer):
         for _, _, item in new:
             if item[1] != "msg":
                 return False
-        for it in p.pending:
+        for it in p.pending or ():
             if it[2] != "msg":
                 return False
         mvol = s.mvol
@@ -1033,16 +1043,17 @@ class User(GenServer):
         p = s.peers.get(peer)
         if p is None or not p.pending:
             return
-        if p.pending[0][1] > upto:
+        pending = p.pending
+        if pending[0][1] > upto:
             # the peer is alive and answering (its device has not acknowledged yet):
             # the retry waits another back-off period
             p.progress = _now()
             return
         pushed = False
-        while p.pending and p.pending[0][1] <= upto:
+        while pending and pending[0][1] <= upto:
             if faults.hooks:
                 faults.point("delivered_received", s.phone)  # (per item acknowledged)
-            seq, pseq, kind, payload = p.pending.popleft()
+            seq, pseq, kind, payload = pending.popleft()
             s.npending -= 1
             if kind == "msg":
                 # "sent" (C4), and "delivered" when the peer's device has it: kept in
@@ -1068,11 +1079,13 @@ class User(GenServer):
                 s.lazy.append(("out-", s.phone, seq))
         p.backoff = s.ctx.retry_initial
         p.progress = _now()
-        if p.timer is not None and not p.pending:
-            # (cheaper than letting it fire: peers rarely repeat, so a timer left
-            # running would wake the process once per message)
-            cancel_timer(p.timer)
-            p.timer = None
+        if not pending:
+            p.pending = None
+            if p.timer is not None:
+                # (cheaper than letting it fire: peers rarely repeat, so a timer left
+                # running would wake the process once per message)
+                cancel_timer(p.timer)
+                p.timer = None
         if pushed:
             self._push_more(s)
 
