@@ -53,6 +53,8 @@ from chat.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "bench-admin"
 PER_GEN = 5000
+#: offered rates (msgs/s) of chat_throughput's steps; the run stops after the knee
+STEPS = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000]
 
 
 STORAGE = {"storage": "sqlite"}
@@ -303,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     p.add_argument("--idle", type=int, default=19_000, help="idle connections (memory)")
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--steps",
-                   default="500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000")
+    p.add_argument("--steps", default=",".join(map(str, STEPS)))
     p.add_argument("--step-seconds", type=float, default=4.0)
     p.add_argument("--per", type=int, default=100, help="queued messages per user (drain)")
     p.add_argument("--output", default=os.path.join(ROOT, "bench", "results.jsonl"))

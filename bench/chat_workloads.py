@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import tempfile
 
-from bench.chat_bench import bench_drain, bench_memory, bench_traffic
+from bench.chat_bench import STEPS, bench_drain, bench_memory, bench_traffic
 
 Result = tuple[float, str, int]
-
-STEPS = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000]
 
 
 def _traffic(n: int) -> list[dict[str, object]]:
