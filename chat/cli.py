@@ -8,7 +8,11 @@
     chat-client --as +14155550111 listen            # prints messages and receipts as they come
 
 The device key lives in ``$XDG_CONFIG_HOME/chat-client/<digits>.key`` (default
-``~/.config``), created with permissions 0600. ``--as`` picks the identity; it can be
+``~/.config``), created with permissions 0600; beside it, ``<digits>.db`` is the device's
+record of what it received (``chat.client.DeviceStore``, 0600): what the server pushes is
+written there before it is acknowledged, so a message that arrives while ``send`` waits
+for its receipt, or just before the client is stopped, is shown by the next ``listen``
+or ``shell``, and a message is never shown twice. ``--as`` picks the identity; it can be
 left out when only one key is stored. ``--server host:port`` (default
 ``127.0.0.1:5280``, or ``$CHAT_SERVER``) and ``--tls-ca FILE`` for a TLS server.
 """
@@ -22,7 +26,7 @@ from typing import Any
 
 import click
 
-from chat.client import ChatError, Client, key_path
+from chat.client import ChatError, Client, DeviceStore, key_path
 
 __all__ = ["main"]
 
@@ -72,8 +76,8 @@ class _Ctx:
         self.tls = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
         self.as_ = as_
 
-    def client(self) -> Client:
-        c = Client(self.host, self.port, tls=self.tls, client_name="chat-client")
+    def client(self, seen: DeviceStore | None = None) -> Client:
+        c = Client(self.host, self.port, tls=self.tls, client_name="chat-client", seen=seen)
         try:
             c.connect()
         except OSError as e:
@@ -81,14 +85,23 @@ class _Ctx:
                                        ) from None
         return c
 
-    def session(self) -> Client:
+    def session(self) -> tuple[Client, DeviceStore]:
+        """A logged-in client whose events go through the device's store (closed with
+        the command)."""
         phone = _identity(self.as_)
-        c = self.client()
+        store = DeviceStore(store_path(phone))
+        click.get_current_context().call_on_close(store.close)
+        c = self.client(store)
         try:
             c.login(phone, load_key(phone))
         except ChatError as e:
             raise click.ClickException(f"login as {phone} failed: {e}") from None
-        return c
+        return c, store
+
+
+def store_path(phone: str) -> str:
+    """The device's record of what it received, beside its key."""
+    return key_path(phone)[: -len(".key")] + ".db"
 
 
 def _show(ev: dict[str, Any]) -> str:
@@ -97,6 +110,12 @@ def _show(ev: dict[str, Any]) -> str:
         text = body if isinstance(body, str) else f"<{len(body)} bytes>"
         return f"[{ev['from']}] {text}"
     return f"  ({ev['type']}: {ev['mid']})"
+
+
+def _show_all(store: DeviceStore, evs: list[dict[str, Any]]) -> None:
+    for ev in evs:
+        click.echo(_show(ev))
+        store.mark_shown([ev])
 
 
 @click.group()
@@ -146,23 +165,29 @@ def verify(obj: _Ctx, phone: str, pin: str) -> None:
 @click.pass_obj
 def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
     """Send TEXT to the number TO."""
-    with obj.session() as c:
+    c, store = obj.session()
+    with c:
         r = _run(lambda: c.send(to, text))
         click.echo(f"stored by the server as {r.mid}")
         if wait:
-            def got(kind: str, evs: list[dict[str, Any]]) -> bool:
-                return any(e.get("type") == kind and e["mid"] == r.mid for e in evs)
+            # (what else arrives meanwhile stays unshown in the device's store, for the
+            # next listen or shell)
+            def mine(kind: str, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                return [e for e in evs if e.get("type") == kind and e["mid"] == r.mid]
 
             try:
-                evs = c.wait_for(lambda evs: got("sent", evs), timeout=10.0)
+                evs = c.wait_for(lambda evs: bool(mine("sent", evs)), timeout=10.0)
                 click.echo("sent ✓")
             except TimeoutError:
                 click.echo("(no 'sent' receipt yet; it will come at your next login)")
                 return
+            store.mark_shown(mine("sent", evs))
             # A connected recipient's device acknowledges at once: "delivered" comes
             # with "sent" (or just after it); an offline one's comes at a later login.
-            if got("delivered", evs) or got("delivered", c.poll(0.5)):
+            dlv = mine("delivered", evs) or mine("delivered", c.poll(0.5))
+            if dlv:
                 click.echo("delivered ✓✓")
+                store.mark_shown(dlv)
 
 
 @main.command()
@@ -172,16 +197,20 @@ def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
 def listen(obj: _Ctx, read: bool, count: int) -> None:
     """Print messages and receipts as they arrive (Ctrl-C to stop)."""
     n = 0
-    with obj.session() as c:
+    c, store = obj.session()
+    with c:
         click.echo(f"listening as {c.phone}; Ctrl-C to stop")
         try:
+            evs = store.unshown()  # taken by an earlier run, not shown yet
             while not count or n < count:
-                for ev in c.poll(timeout=30.0):
+                for ev in evs or c.poll(timeout=30.0):
                     click.echo(_show(ev))
+                    store.mark_shown([ev])
                     if ev["t"] == "msg":
                         n += 1
                         if read:
                             c.read(ev["from"], [ev["mid"]])
+                evs = []
                 if not c.events:
                     c.ping()
         except KeyboardInterrupt:
@@ -192,12 +221,13 @@ def listen(obj: _Ctx, read: bool, count: int) -> None:
 @click.pass_obj
 def shell(obj: _Ctx) -> None:
     """Interactive: 'send +PHONE text', 'poll', 'presence +PHONE...', 'quit'."""
-    with obj.session() as c:
+    c, store = obj.session()
+    with c:
         click.echo(f"logged in as {c.phone}. commands: send TO TEXT | poll | "
                    "presence PHONE... | contacts PHONE... | quit")
+        _show_all(store, store.unshown())
         while True:
-            for ev in c.poll(0.0):
-                click.echo(_show(ev))
+            _show_all(store, c.poll(0.0))
             try:
                 line = input("chat> ").strip()
             except EOFError:
@@ -208,8 +238,7 @@ def shell(obj: _Ctx) -> None:
                     to, _, text = rest.partition(" ")
                     click.echo(f"stored as {c.send(to, text).mid}")
                 elif cmd == "poll":
-                    for ev in c.poll(1.0):
-                        click.echo(_show(ev))
+                    _show_all(store, c.poll(1.0))
                 elif cmd == "presence":
                     click.echo(repr(c.presence(rest.split())))
                 elif cmd == "contacts":

@@ -20,7 +20,19 @@ What it does for you:
   server pushes meanwhile (``msg``, ``receipt``) is buffered for ``poll``;
 - ``poll`` acknowledges what it returns (one ``ack`` per batch), which deletes it from
   the server, and drops duplicates (messages by ``mid``, receipts by type and ``mid``)
-  while still acknowledging them;
+  while still acknowledging them. What the device has taken is remembered by ``seen``:
+  in memory by default (the last ``MemorySeen.keep`` keys), or in a ``DeviceStore`` on
+  disk, which keeps the events themselves, durably *before* they are acknowledged, so
+  that nothing acknowledged is lost and nothing is shown twice across restarts of the
+  client (the command-line client uses one; ``unshown`` / ``mark_shown``)::
+
+      store = DeviceStore("/home/me/.config/chat-client/14155550100.db")
+      c = Client("127.0.0.1", 5280, seen=store)
+      ...
+      for ev in store.unshown() + c.poll(5.0):    # what an earlier run did not show
+          print(ev)
+          store.mark_shown([ev])
+
 - with ``auto_reconnect`` (on by default once logged in), a broken connection is
   reopened, the session logged in again, and the interrupted request sent again. ``send``
   keeps its ``cmid`` across retries, so the server stores the message once.
@@ -35,12 +47,15 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import ssl
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import msgpack
 
 from chat.protocol import (
     CLOSING_CODES,
@@ -51,7 +66,8 @@ from chat.protocol import (
     encode,
 )
 
-__all__ = ["ChatClosed", "ChatError", "Client", "SendResult"]
+__all__ = ["ChatClosed", "ChatError", "Client", "DeviceStore", "MemorySeen", "Seen",
+           "SendResult"]
 
 
 class ChatError(Exception):
@@ -75,11 +91,126 @@ class SendResult:
     cmid: str
 
 
+def event_key(ev: dict[str, Any]) -> str:
+    """What identifies a pushed event for deduplication: a message by its ``mid``, a
+    receipt by its type and ``mid`` (the server's push ids change between sessions)."""
+    if ev["t"] == "msg":
+        return "m:" + str(ev["mid"])
+    return f"r:{ev['type']}:{ev['mid']}"
+
+
+class Seen(Protocol):
+    """Where a device remembers the events it has taken (``Client(seen=...)``)."""
+
+    def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Remember ``events`` and return those not taken before, in order. The client
+        acknowledges them (the server then deletes them) only after this returns: a
+        store that keeps them across restarts must have them on disk by then."""
+        ...
+
+
+class MemorySeen:
+    """Deduplication in memory, over the last ``keep`` events (the default ``seen``).
+    The server pushes again only what was not acknowledged (a lost ack, a reconnect, a
+    crash of a server process replaying a lazy delete), so a window far longer than its
+    push window is enough; a client that restarts forgets it."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.keep = keep
+        self._keys: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, ev: dict[str, Any]) -> bool:
+        return event_key(ev) in self._keys
+
+    def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        new = []
+        keys, order = self._keys, self._order
+        for ev in events:
+            k = event_key(ev)
+            if k in keys:
+                continue
+            keys.add(k)
+            order.append(k)
+            new.append(ev)
+        while len(order) > self.keep:
+            keys.discard(order.popleft())
+        return new
+
+
+class DeviceStore:
+    """The device's own record of what it received: an sqlite file (created 0600),
+    written with ``fsync`` before the client acknowledges anything, so that a message
+    the server deleted on the device's word is never lost with the device's process,
+    and is never shown twice: ``take`` keeps new events as *unshown*; the application
+    calls ``mark_shown`` once it showed them, and ``unshown()`` gives, after a restart,
+    those it took but had not shown yet (a crash between showing and marking shows that
+    one event again: the window is the application's own). Shown events are forgotten
+    beyond the newest ``keep``."""
+
+    def __init__(self, path: str, keep: int = 100_000) -> None:
+        self.path = path
+        self.keep = keep
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # 0600 before sqlite
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS events (n INTEGER PRIMARY KEY, "
+                        "k TEXT UNIQUE NOT NULL, ev BLOB NOT NULL, shown INTEGER NOT NULL)")
+        self._taken = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> DeviceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __contains__(self, ev: dict[str, Any]) -> bool:
+        return self.db.execute("SELECT 1 FROM events WHERE k = ?",
+                               (event_key(ev),)).fetchone() is not None
+
+    def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not events:
+            return []
+        new = []
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for ev in events:
+                cur = db.execute("INSERT OR IGNORE INTO events (k, ev, shown) VALUES (?, ?, 0)",
+                                 (event_key(ev), msgpack.packb(ev, use_bin_type=True)))
+                if cur.rowcount:
+                    new.append(ev)
+            self._taken += len(new)
+            if self._taken >= 1000:  # forget old shown events now and then
+                self._taken = 0
+                db.execute("DELETE FROM events WHERE shown = 1 AND n <= "
+                           "(SELECT MAX(n) FROM events) - ?", (self.keep,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return new
+
+    def unshown(self) -> list[dict[str, Any]]:
+        """Events taken but not marked shown, oldest first."""
+        return [msgpack.unpackb(b, raw=False) for (b,) in
+                self.db.execute("SELECT ev FROM events WHERE shown = 0 ORDER BY n")]
+
+    def mark_shown(self, events: list[dict[str, Any]]) -> None:
+        self.db.executemany("UPDATE events SET shown = 1 WHERE k = ?",
+                            [(event_key(ev),) for ev in events])
+
+
 class Client:
     def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, timeout: float = 10.0,
                  auto_reconnect: bool = True, client_name: str = "chat.client",
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, seen: Seen | None = None) -> None:
         self.host, self.port = host, port
         self.tls = tls
         self.server_hostname = server_hostname
@@ -94,7 +225,7 @@ class Client:
         self.phone: str | None = None
         self.key: bytes | None = None
         self.server_info: dict[str, Any] = {}
-        self.seen: set[Any] = set()
+        self.seen: Seen = seen if seen is not None else MemorySeen()
         self.reconnects = 0
 
     # ---------------------------------------------------------------- connection
@@ -341,18 +472,11 @@ class Client:
                 if not self._may_reconnect(e):
                     raise
                 self.reconnect()
-        got = []
-        ids = []
-        while self.events:
-            ev = self.events.popleft()
-            ids.append(ev["id"])
-            k = ev["mid"] if ev["t"] == "msg" else (ev["type"], ev["mid"])
-            if k in self.seen:
-                continue
-            self.seen.add(k)
-            got.append(ev)
-        if ack and ids:
-            self.ack(ids, wait=ack_wait)
+        evs = list(self.events)
+        self.events.clear()
+        got = self.seen.take(evs)  # (durably, for a store on disk) before the ack
+        if ack and evs:
+            self.ack([ev["id"] for ev in evs], wait=ack_wait)
         return got
 
     def wait_for(self, pred: Any, timeout: float = 10.0, *, ack_wait: bool = True

@@ -8,8 +8,8 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from chat.cli import load_key, main
-from chat.client import key_path
+from chat.cli import load_key, main, store_path
+from chat.client import DeviceStore, key_path
 from otp.process import monitor, spawn_link
 from otp.testing import assert_down
 from tests.chat_helpers import running_chat
@@ -95,3 +95,28 @@ def test_python_m_chat_stops_gracefully_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_c1_a_message_taken_while_send_waits_is_shown_once_by_the_next_listen(
+        node, tmp_path, monkeypatch):
+    """C1 for the command-line device: what the server pushes while ``send`` waits for
+    its receipt is acknowledged (so deleted on the server); the device's store keeps it,
+    and the next ``listen`` shows it, once."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path) as srv:
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        register_both(srv, server)
+        r = run(main, [*server, "--as", B, "send", A, "while you were away"])
+        assert r.exit_code == 0 and "sent ✓" in r.output, r.output
+        r = run(main, [*server, "--as", A, "send", B, "hi"])  # B's message comes at login
+        assert r.exit_code == 0 and "sent ✓" in r.output, r.output
+        assert "while you were away" not in r.output
+        assert srv.client().login(A, load_key(A)) == 0  # nothing left for A on the server
+        with DeviceStore(store_path(A)) as store:
+            assert [ev["body"] for ev in store.unshown()] == ["while you were away"]
+        r = run(main, [*server, "--as", A, "listen", "--count", "1"])
+        assert r.exit_code == 0, r.output
+        assert r.output.count("while you were away") == 1, r.output
+        with DeviceStore(store_path(A)) as store:
+            assert store.unshown() == []
+        assert stat.S_IMODE(os.stat(store_path(A)).st_mode) == 0o600

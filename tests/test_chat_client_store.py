@@ -1,0 +1,68 @@
+"""What a device remembers of what it received: ``chat.client.MemorySeen`` (the
+default) and ``chat.client.DeviceStore`` (on disk, the command-line client's)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from chat.client import DeviceStore, MemorySeen
+
+
+def msg(mid: str, body: str = "x", id: int = 1) -> dict:
+    return {"t": "msg", "id": id, "mid": mid, "from": "+1", "cmid": "c", "body": body,
+            "ts": 1.0}
+
+
+def receipt(kind: str, mid: str) -> dict:
+    return {"t": "receipt", "id": 7, "type": kind, "mid": mid, "peer": "+1", "ts": 1.0}
+
+
+def test_memory_seen_drops_duplicates_by_mid_and_receipts_by_type_and_mid():
+    seen = MemorySeen()
+    evs = [msg("a:1"), receipt("sent", "a:1"), receipt("delivered", "a:1")]
+    assert seen.take(evs) == evs
+    # pushed again in another session (other push ids): all duplicates
+    assert seen.take([msg("a:1", id=9), receipt("sent", "a:1"), msg("a:2")]) == [msg("a:2")]
+    assert seen.take([msg("a:3"), msg("a:3")]) == [msg("a:3")]  # twice in one batch
+
+
+def test_memory_seen_forgets_beyond_its_window():
+    """Bounded: a client that runs for months does not grow without bound."""
+    seen = MemorySeen(keep=3)
+    seen.take([msg(f"a:{i}") for i in range(5)])
+    assert msg("a:4") in seen and msg("a:2") in seen
+    assert msg("a:1") not in seen and msg("a:0") not in seen
+
+
+def test_device_store_remembers_across_restarts_and_keeps_unshown_events(tmp_path):
+    path = str(tmp_path / "dev" / "1555.db")
+    with DeviceStore(path) as store:
+        assert store.take([msg("a:1", "one"), msg("a:2", "two")]) == [msg("a:1", "one"),
+                                                                     msg("a:2", "two")]
+        store.mark_shown([msg("a:1")])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with DeviceStore(path) as store:  # a new run of the client
+        assert store.take([msg("a:1", "one", id=5), msg("a:3", "three")]) == [
+            msg("a:3", "three")]
+        assert [ev["body"] for ev in store.unshown()] == ["two", "three"]
+        store.mark_shown(store.unshown())
+        assert store.unshown() == []
+
+
+def test_device_store_forgets_old_shown_events_but_never_unshown_ones(tmp_path):
+    with DeviceStore(str(tmp_path / "d.db"), keep=10) as store:
+        store.take([msg("old:unshown")])
+        for i in range(1100):  # a clean-up runs every 1000 events taken
+            ev = msg(f"a:{i}")
+            store.take([ev])
+            store.mark_shown([ev])
+        assert msg("a:0") not in store  # shown, and far older than the newest 10
+        assert msg("a:1099") in store
+        assert [ev["mid"] for ev in store.unshown()] == ["old:unshown"]
+
+
+def test_device_store_keeps_bytes_bodies(tmp_path):
+    with DeviceStore(str(tmp_path / "d.db")) as store:
+        store.take([msg("a:1", b"\x00\xff")])  # type: ignore[arg-type]
+        assert store.unshown()[0]["body"] == b"\x00\xff"
