@@ -66,3 +66,30 @@ def test_device_store_keeps_bytes_bodies(tmp_path):
     with DeviceStore(str(tmp_path / "d.db")) as store:
         store.take([msg("a:1", b"\x00\xff")])  # type: ignore[arg-type]
         assert store.unshown()[0]["body"] == b"\x00\xff"
+
+
+def test_poll_hands_out_what_it_took_even_when_its_ack_fails():
+    """Taken events are the device's (pushed again, ``seen`` drops them): an ack that
+    fails (the connection broke, no auto-reconnect) must not lose them; the next poll
+    hands them out."""
+    import socket
+
+    from chat.client import ChatClosed, Client
+    from chat.protocol import FrameReader, encode
+
+    c = Client("127.0.0.1", 1, auto_reconnect=False)
+    c.sock, server = socket.socketpair()
+    c.server_info = {"version": 2}
+    server.sendall(encode(msg("a:1", "hello", id=3)))
+    server.close()  # gone before the device acknowledges
+    try:
+        c.poll(1.0, ack_wait=False)
+        raise AssertionError("the ack should have failed")
+    except ChatClosed:
+        pass
+    c.sock, server = socket.socketpair()  # a new connection (as after a reconnect)
+    c.reader = FrameReader(c.max_frame)
+    assert [ev["body"] for ev in c.poll(0.0)] == ["hello"]
+    assert c.poll(0.0) == []
+    c.close()
+    server.close()

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+from typing import Any
 
 import pytest
 
 from chat.client import ChatError, Client
 from chat.protocol import encode
-from otp.process import sleep
+from otp.process import exit, receive, self, send, sleep, spawn_link, unlink
 from tests.chat_helpers import ServerProcess, running_chat
 
 pytestmark = pytest.mark.otp(clock="real", timeout=120)
@@ -77,6 +78,91 @@ def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
     in_order = [b for b in bodies if b in set(acked_cmids)]
     by_number = sorted(acked_cmids, key=lambda c: int(c[1:]))
     assert in_order == by_number, f"seed {seed}: per-sender order broken"
+
+
+def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
+        node, tmp_path):
+    """The fast path under SIGKILL: the recipient's device is connected and acknowledging
+    (messages are pushed to it *unstored*, the sender's outbox row their only durable
+    record) while the sender sends; the node is killed at random moments, the device
+    reconnects to each new node. Every acknowledged message reaches the device, in send
+    order, and none twice under another id (its ``mid`` is the only dedup key)."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    srv = ServerProcess(tmp_path)
+    acked: list[tuple[str, str]] = []
+    unsure: list[str] = []
+    got: list[dict] = []  # what B's device took (once per mid), in the order it came
+    n = 0
+    port = srv.start()
+    admin = Client("127.0.0.1", port)
+    admin.connect()
+    key_a, key_b = admin.provision("t", [A, B])
+    admin.close()
+    b = Client("127.0.0.1", port, auto_reconnect=False)
+    ack_wait = rng.random() < 0.5  # answered acks, or version 2's unanswered ones
+
+    def online(test: Any) -> None:  # B's device: polls and acks; reconnects to new nodes
+        while True:
+            try:
+                b.connect()
+                b.login(B, key_b)
+                while True:
+                    evs = [e for e in b.poll(0.05, ack_wait=ack_wait) if e["t"] == "msg"]
+                    if evs:
+                        got.extend(evs)
+                        send(test, "taken")
+            except (ChatError, OSError, TimeoutError):
+                b.close()
+                # the node is gone: wait for the next one's port (the latest one sent)
+                b.port = receive(("port", int))[1]
+                while (p := receive(("port", int), timeout=0, default=None)) is not None:
+                    b.port = p[1]
+
+    device = spawn_link(online, self())
+    try:
+        for _ in range(ROUNDS):
+            a = Client("127.0.0.1", srv.port, auto_reconnect=False)
+            a.connect()
+            a.login(A, key_a)
+            for cmid in list(unsure):
+                acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
+                unsure.remove(cmid)
+            for _ in range(rng.randrange(5, 60)):
+                n += 1
+                cmid = f"c{n}"
+                acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
+            for _ in range(rng.randrange(0, 6)):
+                n += 1
+                cmid = f"c{n}"
+                a.sock.sendall(encode({"t": "send", "id": 10_000 + n, "to": B,
+                                       "cmid": cmid, "body": cmid}))
+                unsure.append(cmid)
+            srv.kill()
+            a.close()
+            send(device, ("port", srv.start()))
+        a = Client("127.0.0.1", srv.port, auto_reconnect=False)  # the last unsure ones
+        a.connect()
+        a.login(A, key_a)
+        for cmid in unsure:
+            acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
+        a.close()
+        need = {mid for _, mid in acked}
+        while not need <= {m["mid"] for m in got}:  # each new batch the device takes
+            if receive("taken", timeout=20.0, default=None) is None:
+                missing = sorted(need - {m["mid"] for m in got})
+                raise AssertionError(f"seed {seed}: missing {missing}")
+    except ChatError as e:
+        raise AssertionError(f"seed {seed}: {e}") from None
+    finally:
+        unlink(device)
+        exit(device, "kill")
+        b.close()
+        srv.kill()
+    bodies = [m["body"] for m in got]
+    assert len(bodies) == len(set(bodies)), f"seed {seed}: a message stored twice"
+    order = sorted((c for c, _ in acked), key=lambda c: int(c[1:]))
+    assert [x for x in bodies if x in set(order)] == order, f"seed {seed}: order broken"
 
 
 def _send_retrying(client, to, body, cmid, attempts=50):
