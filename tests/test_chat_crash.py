@@ -165,6 +165,121 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
     assert [x for x in bodies if x in set(order)] == order, f"seed {seed}: order broken"
 
 
+class _Device:
+    """A device in a process of its own for the SIGKILL tests: it sends up to ``limit``
+    messages to ``peer`` (one request at a time, as a device does), polls and
+    acknowledges between them, and, when the node dies, waits for the next node's port
+    and logs in again, resending what it sent but never heard about (same ``cmid``)."""
+
+    def __init__(self, phone: str, key: bytes, peer: str, port: int, limit: int,
+                 ack_wait: bool) -> None:
+        self.phone, self.key, self.peer, self.limit = phone, key, peer, limit
+        self.ack_wait = ack_wait
+        self.c = Client("127.0.0.1", port, auto_reconnect=False)
+        self.acked: list[tuple[str, str]] = []  # (cmid, mid), in send order
+        self.unsure: list[str] = []
+        self.msgs: list[dict] = []  # taken (once per mid), in the order they came
+        self.receipts: set[tuple[str, str]] = set()  # (type, mid)
+        self.n = 0
+
+    def run(self, test: Any) -> None:
+        c = self.c
+        while True:
+            try:
+                c.connect()
+                c.login(self.phone, self.key)
+                while self.unsure:  # a device retries what it is unsure about
+                    self._send(test, self.unsure[0])
+                    self.unsure.pop(0)
+                while True:
+                    if self.n < self.limit:
+                        self.n += 1
+                        cmid = f"{self.phone}/{self.n}"
+                        self.unsure.append(cmid)
+                        self._send(test, cmid)
+                        self.unsure.pop()
+                    for e in c.poll(0.0 if self.n < self.limit else 0.05,
+                                    ack_wait=self.ack_wait):
+                        if e["t"] == "msg":
+                            self.msgs.append(e)
+                        else:
+                            self.receipts.add((e["type"], e["mid"]))
+                    send(test, ("progress", self.phone))
+            except (ChatError, OSError, TimeoutError):
+                c.close()
+                # the node is gone: wait for the next one's port (the latest one sent)
+                c.port = receive(("port", int))[1]
+                while (p := receive(("port", int), timeout=0, default=None)) is not None:
+                    c.port = p[1]
+
+    def _send(self, test: Any, cmid: str) -> None:
+        self.acked.append((cmid, self.c.send(self.peer, cmid, cmid=cmid).mid))
+
+
+def _delivered(d: _Device) -> set[str]:
+    return {mid for kind, mid in d.receipts if kind == "delivered"}
+
+
+def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
+    """Both users online, sending to each other and acknowledging messages and receipts,
+    the node killed with SIGKILL at random moments (after a random number of device
+    turns). In the end each device has every message the server acknowledged to the
+    other, once, in send order (C1), and a ``delivered`` receipt for each of its own
+    (C4: receipts survive the kills too)."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    srv = ServerProcess(tmp_path)
+    port = srv.start()
+    admin = Client("127.0.0.1", port)
+    admin.connect()
+    key_a, key_b = admin.provision("t", [A, B])
+    admin.close()
+    ack_wait = rng.random() < 0.5
+    devs = [_Device(A, key_a, B, port, 120, ack_wait), _Device(B, key_b, A, port, 120, ack_wait)]
+    pids = [spawn_link(d.run, self()) for d in devs]
+    try:
+        for _ in range(ROUNDS):
+            for _ in range(rng.randrange(5, 80)):  # device turns before the kill
+                receive(("progress", str))
+            srv.kill()
+            new = srv.start()
+            for pid in pids:
+                send(pid, ("port", new))
+
+        def done() -> bool:
+            for d, other in ((devs[0], devs[1]), (devs[1], devs[0])):
+                if d.n < d.limit or d.unsure:
+                    return False
+                if not {mid for _, mid in other.acked} <= {m["mid"] for m in d.msgs}:
+                    return False
+                if not {("delivered", mid) for _, mid in d.acked} <= d.receipts:
+                    return False
+            return True
+
+        while not done():
+            if receive(("progress", str), timeout=20.0, default=None) is None:
+                raise AssertionError(f"seed {seed}: not done: " + "; ".join(
+                    f"{d.phone} sent {d.n}, unsure {d.unsure}, missing "
+                    f"{sorted({mid for _, mid in o.acked} - {m['mid'] for m in d.msgs})}, "
+                    f"no delivered for "
+                    f"{sorted({mid for _, mid in d.acked} - _delivered(d))}"
+                    for d, o in ((devs[0], devs[1]), (devs[1], devs[0]))))
+    except ChatError as e:
+        raise AssertionError(f"seed {seed}: {e}") from None
+    finally:
+        for pid in pids:
+            unlink(pid)
+            exit(pid, "kill")
+        for d in devs:
+            d.c.close()
+        srv.kill()
+    for d, other in ((devs[0], devs[1]), (devs[1], devs[0])):
+        bodies = [m["body"] for m in d.msgs]
+        assert len(bodies) == len(set(bodies)), f"seed {seed}: a message stored twice"
+        order = [cmid for cmid, _ in other.acked]
+        assert [x for x in bodies if x in set(order)] == order, f"seed {seed}: order broken"
+
+
 def _send_retrying(client, to, body, cmid, attempts=50):
     """Send as a device does: an error reply means "try again" (same cmid)."""
     for i in range(attempts):
