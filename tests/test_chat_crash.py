@@ -80,6 +80,63 @@ def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
     assert in_order == by_number, f"seed {seed}: per-sender order broken"
 
 
+class _Device:
+    """A device in a process of its own for the SIGKILL tests: it sends up to ``limit``
+    messages to ``peer`` (one request at a time, as a device does), polls and
+    acknowledges between them, and, when the node dies, waits for the next node's port
+    and logs in again, resending what it sent but never heard about (same ``cmid``)."""
+
+    def __init__(self, phone: str, key: bytes, peer: str, port: int, limit: int,
+                 ack_wait: bool) -> None:
+        self.phone, self.key, self.peer, self.limit = phone, key, peer, limit
+        self.ack_wait = ack_wait
+        self.c = Client("127.0.0.1", port, auto_reconnect=False)
+        self.acked: list[tuple[str, str]] = []  # (cmid, mid), in send order
+        self.unsure: list[str] = []
+        self.msgs: list[dict] = []  # taken (once per mid), in the order they came
+        self.receipts: set[tuple[str, str]] = set()  # (type, mid)
+        self.n = 0
+
+    def run(self, test: Any) -> None:
+        c = self.c
+        while True:
+            try:
+                c.connect()
+                c.login(self.phone, self.key)
+                while self.unsure:  # a device retries what it is unsure about
+                    self._send(test, self.unsure[0])
+                    self.unsure.pop(0)
+                while True:
+                    moved = self.n < self.limit
+                    if moved:
+                        self.n += 1
+                        cmid = f"{self.phone}/{self.n}"
+                        self.unsure.append(cmid)
+                        self._send(test, cmid)
+                        self.unsure.pop()
+                    for e in c.poll(0.0 if moved else 0.05, ack_wait=self.ack_wait):
+                        moved = True
+                        if e["t"] == "msg":
+                            self.msgs.append(e)
+                        else:
+                            self.receipts.add((e["type"], e["mid"]))
+                    if moved:  # (the test waits on these: real progress only)
+                        send(test, ("progress", self.phone))
+            except (ChatError, OSError, TimeoutError):
+                c.close()
+                # the node is gone: wait for the next one's port (the latest one sent)
+                c.port = receive(("port", int))[1]
+                while (p := receive(("port", int), timeout=0, default=None)) is not None:
+                    c.port = p[1]
+
+    def _send(self, test: Any, cmid: str) -> None:
+        self.acked.append((cmid, self.c.send(self.peer, cmid, cmid=cmid).mid))
+
+
+def _delivered(d: _Device) -> set[str]:
+    return {mid for kind, mid in d.receipts if kind == "delivered"}
+
+
 def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
         node, tmp_path):
     """The fast path under SIGKILL: the recipient's device is connected and acknowledging
@@ -92,34 +149,16 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
     srv = ServerProcess(tmp_path)
     acked: list[tuple[str, str]] = []
     unsure: list[str] = []
-    got: list[dict] = []  # what B's device took (once per mid), in the order it came
     n = 0
     port = srv.start()
     admin = Client("127.0.0.1", port)
     admin.connect()
     key_a, key_b = admin.provision("t", [A, B])
     admin.close()
-    b = Client("127.0.0.1", port, auto_reconnect=False)
-    ack_wait = rng.random() < 0.5  # answered acks, or version 2's unanswered ones
-
-    def online(test: Any) -> None:  # B's device: polls and acks; reconnects to new nodes
-        while True:
-            try:
-                b.connect()
-                b.login(B, key_b)
-                while True:
-                    evs = [e for e in b.poll(0.05, ack_wait=ack_wait) if e["t"] == "msg"]
-                    if evs:
-                        got.extend(evs)
-                        send(test, "taken")
-            except (ChatError, OSError, TimeoutError):
-                b.close()
-                # the node is gone: wait for the next one's port (the latest one sent)
-                b.port = receive(("port", int))[1]
-                while (p := receive(("port", int), timeout=0, default=None)) is not None:
-                    b.port = p[1]
-
-    device = spawn_link(online, self())
+    # B's device only receives (answered acks, or version 2's unanswered ones)
+    b = _Device(B, key_b, A, port, 0, ack_wait=rng.random() < 0.5)
+    got = b.msgs
+    device = spawn_link(b.run, self())
     try:
         for _ in range(ROUNDS):
             a = Client("127.0.0.1", srv.port, auto_reconnect=False)
@@ -149,7 +188,7 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
         a.close()
         need = {mid for _, mid in acked}
         while not need <= {m["mid"] for m in got}:  # each new batch the device takes
-            if receive("taken", timeout=20.0, default=None) is None:
+            if receive(("progress", B), timeout=20.0, default=None) is None:
                 missing = sorted(need - {m["mid"] for m in got})
                 raise AssertionError(f"seed {seed}: missing {missing}")
     except ChatError as e:
@@ -157,67 +196,12 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
     finally:
         unlink(device)
         exit(device, "kill")
-        b.close()
+        b.c.close()
         srv.kill()
     bodies = [m["body"] for m in got]
     assert len(bodies) == len(set(bodies)), f"seed {seed}: a message stored twice"
     order = sorted((c for c, _ in acked), key=lambda c: int(c[1:]))
     assert [x for x in bodies if x in set(order)] == order, f"seed {seed}: order broken"
-
-
-class _Device:
-    """A device in a process of its own for the SIGKILL tests: it sends up to ``limit``
-    messages to ``peer`` (one request at a time, as a device does), polls and
-    acknowledges between them, and, when the node dies, waits for the next node's port
-    and logs in again, resending what it sent but never heard about (same ``cmid``)."""
-
-    def __init__(self, phone: str, key: bytes, peer: str, port: int, limit: int,
-                 ack_wait: bool) -> None:
-        self.phone, self.key, self.peer, self.limit = phone, key, peer, limit
-        self.ack_wait = ack_wait
-        self.c = Client("127.0.0.1", port, auto_reconnect=False)
-        self.acked: list[tuple[str, str]] = []  # (cmid, mid), in send order
-        self.unsure: list[str] = []
-        self.msgs: list[dict] = []  # taken (once per mid), in the order they came
-        self.receipts: set[tuple[str, str]] = set()  # (type, mid)
-        self.n = 0
-
-    def run(self, test: Any) -> None:
-        c = self.c
-        while True:
-            try:
-                c.connect()
-                c.login(self.phone, self.key)
-                while self.unsure:  # a device retries what it is unsure about
-                    self._send(test, self.unsure[0])
-                    self.unsure.pop(0)
-                while True:
-                    if self.n < self.limit:
-                        self.n += 1
-                        cmid = f"{self.phone}/{self.n}"
-                        self.unsure.append(cmid)
-                        self._send(test, cmid)
-                        self.unsure.pop()
-                    for e in c.poll(0.0 if self.n < self.limit else 0.05,
-                                    ack_wait=self.ack_wait):
-                        if e["t"] == "msg":
-                            self.msgs.append(e)
-                        else:
-                            self.receipts.add((e["type"], e["mid"]))
-                    send(test, ("progress", self.phone))
-            except (ChatError, OSError, TimeoutError):
-                c.close()
-                # the node is gone: wait for the next one's port (the latest one sent)
-                c.port = receive(("port", int))[1]
-                while (p := receive(("port", int), timeout=0, default=None)) is not None:
-                    c.port = p[1]
-
-    def _send(self, test: Any, cmid: str) -> None:
-        self.acked.append((cmid, self.c.send(self.peer, cmid, cmid=cmid).mid))
-
-
-def _delivered(d: _Device) -> set[str]:
-    return {mid for kind, mid in d.receipts if kind == "delivered"}
 
 
 def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
