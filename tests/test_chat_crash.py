@@ -22,64 +22,6 @@ A, B = "+14155550100", "+14155550111"
 ROUNDS = 3
 
 
-def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
-        node, tmp_path):
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-    srv = ServerProcess(tmp_path)
-    acked: list[tuple[str, str]] = []  # (cmid, mid) in send order
-    unsure: list[str] = []  # cmids whose reply never came: at most once
-    n = 0
-    try:
-        port = srv.start()
-        admin = Client("127.0.0.1", port)
-        admin.connect()
-        key_a, key_b = admin.provision("t", [A, B])
-        admin.close()
-        for _ in range(ROUNDS):
-            a = Client("127.0.0.1", srv.port, auto_reconnect=False)
-            a.connect()
-            a.login(A, key_a)
-            for cmid in list(unsure):  # the device retries what it is unsure about
-                acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
-                unsure.remove(cmid)
-            for _ in range(rng.randrange(5, 40)):
-                n += 1
-                cmid = f"c{n}"
-                acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
-            # a few requests in flight when the node dies
-            for _ in range(rng.randrange(0, 4)):
-                n += 1
-                cmid = f"c{n}"
-                a.sock.sendall(encode({"t": "send", "id": 10_000 + n, "to": B,
-                                       "cmid": cmid, "body": cmid}))
-                unsure.append(cmid)
-            srv.kill()
-            a.close()
-            srv.start()
-        b = Client("127.0.0.1", srv.port, auto_reconnect=False)
-        b.connect()
-        b.login(B, key_b)
-        got: list[dict] = []
-        need = {mid for _, mid in acked}
-        while not need <= {m["mid"] for m in got}:
-            evs = b.poll(10.0)
-            assert evs, f"seed {seed}: missing {sorted(need - {m['mid'] for m in got})}"
-            got.extend(e for e in evs if e["t"] == "msg")
-        got.extend(e for e in b.poll(0.5) if e["t"] == "msg")
-        b.close()
-    except ChatError as e:
-        raise AssertionError(f"seed {seed}: {e}") from None
-    finally:
-        srv.kill()
-    bodies = [m["body"] for m in got]
-    assert len(bodies) == len(set(bodies)), f"seed {seed}: a message stored twice"
-    acked_cmids = [c for c, _ in acked]
-    in_order = [b for b in bodies if b in set(acked_cmids)]
-    by_number = sorted(acked_cmids, key=lambda c: int(c[1:]))
-    assert in_order == by_number, f"seed {seed}: per-sender order broken"
-
-
 class _Device:
     """A device in a process of its own for the SIGKILL tests: it sends up to ``limit``
     messages to ``peer`` (one request at a time, as a device does), polls and
@@ -137,18 +79,20 @@ def _delivered(d: _Device) -> set[str]:
     return {mid for kind, mid in d.receipts if kind == "delivered"}
 
 
-def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
-        node, tmp_path):
-    """The fast path under SIGKILL: the recipient's device is connected and acknowledging
-    (messages are pushed to it *unstored*, the sender's outbox row their only durable
-    record) while the sender sends; the node is killed at random moments, the device
-    reconnects to each new node. Every acknowledged message reaches the device, in send
-    order, and none twice under another id (its ``mid`` is the only dedup key)."""
+@pytest.mark.parametrize("recipient", ["offline", "online"])
+def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
+        node, tmp_path, recipient):
+    """A sends, the node is killed at random moments (with requests in flight), A's
+    device resends what it never heard about. ``offline``: B logs in after the last
+    restart (the stored path). ``online``: B's device is connected and acknowledging
+    throughout, reconnecting to each new node (messages are pushed to it *unstored*,
+    A's outbox row their only durable record). Every acknowledged message reaches B,
+    in send order, and none twice under another id (``mid`` is the only dedup key)."""
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     srv = ServerProcess(tmp_path)
-    acked: list[tuple[str, str]] = []
-    unsure: list[str] = []
+    acked: list[tuple[str, str]] = []  # (cmid, mid) in send order
+    unsure: list[str] = []  # cmids whose reply never came (resent, same cmid)
     n = 0
     port = srv.start()
     admin = Client("127.0.0.1", port)
@@ -157,21 +101,22 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
     admin.close()
     # B's device only receives (answered acks, or version 2's unanswered ones)
     b = _Device(B, key_b, A, port, 0, ack_wait=rng.random() < 0.5)
-    got = b.msgs
-    device = spawn_link(b.run, self())
+    device = spawn_link(b.run, self()) if recipient == "online" else None
     try:
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS + 1):
             a = Client("127.0.0.1", srv.port, auto_reconnect=False)
             a.connect()
             a.login(A, key_a)
-            for cmid in list(unsure):
-                acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
-                unsure.remove(cmid)
+            while unsure:
+                acked.append((unsure[0], a.send(B, unsure[0], cmid=unsure[0]).mid))
+                unsure.pop(0)
+            if round_ == ROUNDS:
+                break  # the last node: A only resends what it was unsure about
             for _ in range(rng.randrange(5, 60)):
                 n += 1
                 cmid = f"c{n}"
                 acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
-            for _ in range(rng.randrange(0, 6)):
+            for _ in range(rng.randrange(0, 6)):  # in flight when the node dies
                 n += 1
                 cmid = f"c{n}"
                 a.sock.sendall(encode({"t": "send", "id": 10_000 + n, "to": B,
@@ -179,28 +124,29 @@ def test_c1_sigkill_while_the_recipient_is_online_loses_and_duplicates_nothing(
                 unsure.append(cmid)
             srv.kill()
             a.close()
-            send(device, ("port", srv.start()))
-        a = Client("127.0.0.1", srv.port, auto_reconnect=False)  # the last unsure ones
-        a.connect()
-        a.login(A, key_a)
-        for cmid in unsure:
-            acked.append((cmid, a.send(B, cmid, cmid=cmid).mid))
+            port = srv.start()
+            if device is not None:
+                send(device, ("port", port))
         a.close()
+        if device is None:
+            b.c.port = port
+            device = spawn_link(b.run, self())
         need = {mid for _, mid in acked}
-        while not need <= {m["mid"] for m in got}:  # each new batch the device takes
+        while not need <= {m["mid"] for m in b.msgs}:  # each new batch the device takes
             if receive(("progress", B), timeout=20.0, default=None) is None:
-                missing = sorted(need - {m["mid"] for m in got})
+                missing = sorted(need - {m["mid"] for m in b.msgs})
                 raise AssertionError(f"seed {seed}: missing {missing}")
     except ChatError as e:
         raise AssertionError(f"seed {seed}: {e}") from None
     finally:
-        unlink(device)
-        exit(device, "kill")
+        if device is not None:
+            unlink(device)
+            exit(device, "kill")
         b.c.close()
         srv.kill()
-    bodies = [m["body"] for m in got]
+    bodies = [m["body"] for m in b.msgs]
     assert len(bodies) == len(set(bodies)), f"seed {seed}: a message stored twice"
-    order = sorted((c for c, _ in acked), key=lambda c: int(c[1:]))
+    order = sorted((cmid for cmid, _ in acked), key=lambda c: int(c[1:]))
     assert [x for x in bodies if x in set(order)] == order, f"seed {seed}: order broken"
 
 
