@@ -26,12 +26,14 @@ class _Device:
     """A device in a process of its own for the SIGKILL tests: it sends up to ``limit``
     messages to ``peer`` (one request at a time, as a device does), polls and
     acknowledges between them, and, when the node dies, waits for the next node's port
-    and logs in again, resending what it sent but never heard about (same ``cmid``)."""
+    and logs in again, resending what it sent but never heard about (same ``cmid``).
+    With ``read``, it reports every message it takes as read (again after a failure)."""
 
     def __init__(self, phone: str, key: bytes, peer: str, port: int, limit: int,
-                 ack_wait: bool) -> None:
+                 ack_wait: bool, read: bool = False) -> None:
         self.phone, self.key, self.peer, self.limit = phone, key, peer, limit
-        self.ack_wait = ack_wait
+        self.ack_wait, self.read = ack_wait, read
+        self.unread: list[str] = []  # mids taken, not yet reported read
         self.c = Client("127.0.0.1", port, auto_reconnect=False)
         self.acked: list[tuple[str, str]] = []  # (cmid, mid), in send order
         self.unsure: list[str] = []
@@ -46,7 +48,7 @@ class _Device:
                 c.connect()
                 c.login(self.phone, self.key)
                 while self.unsure:  # a device retries what it is unsure about
-                    self._send(test, self.unsure[0])
+                    self._send(self.unsure[0])
                     self.unsure.pop(0)
                 while True:
                     moved = self.n < self.limit
@@ -54,14 +56,19 @@ class _Device:
                         self.n += 1
                         cmid = f"{self.phone}/{self.n}"
                         self.unsure.append(cmid)
-                        self._send(test, cmid)
+                        self._send(cmid)
                         self.unsure.pop()
                     for e in c.poll(0.0 if moved else 0.05, ack_wait=self.ack_wait):
                         moved = True
                         if e["t"] == "msg":
                             self.msgs.append(e)
+                            if self.read:
+                                self.unread.append(e["mid"])
                         else:
                             self.receipts.add((e["type"], e["mid"]))
+                    if self.unread:
+                        c.read(self.peer, self.unread)
+                        self.unread = []
                     if moved:  # (the test waits on these: real progress only)
                         send(test, ("progress", self.phone))
             except (ChatError, OSError, TimeoutError):
@@ -71,12 +78,12 @@ class _Device:
                 while (p := receive(("port", int), timeout=0, default=None)) is not None:
                     c.port = p[1]
 
-    def _send(self, test: Any, cmid: str) -> None:
+    def _send(self, cmid: str) -> None:
         self.acked.append((cmid, self.c.send(self.peer, cmid, cmid=cmid).mid))
 
 
-def _delivered(d: _Device) -> set[str]:
-    return {mid for kind, mid in d.receipts if kind == "delivered"}
+def _receipts(d: _Device, kind: str) -> set[str]:
+    return {mid for k, mid in d.receipts if k == kind}
 
 
 @pytest.mark.parametrize("recipient", ["offline", "online"])
@@ -151,11 +158,11 @@ def test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged(
 
 
 def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
-    """Both users online, sending to each other and acknowledging messages and receipts,
-    the node killed with SIGKILL at random moments (after a random number of device
-    turns). In the end each device has every message the server acknowledged to the
-    other, once, in send order (C1), and a ``delivered`` receipt for each of its own
-    (C4: receipts survive the kills too)."""
+    """Both users online, sending to each other, acknowledging messages and receipts and
+    reporting what they got as read, the node killed with SIGKILL at random moments
+    (after a random number of device turns). In the end each device has every message
+    the server acknowledged to the other, once, in send order (C1), and a ``delivered``
+    and a ``read`` receipt for each of its own (C4: receipts survive the kills too)."""
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     srv = ServerProcess(tmp_path)
@@ -165,7 +172,8 @@ def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
     key_a, key_b = admin.provision("t", [A, B])
     admin.close()
     ack_wait = rng.random() < 0.5
-    devs = [_Device(A, key_a, B, port, 120, ack_wait), _Device(B, key_b, A, port, 120, ack_wait)]
+    devs = [_Device(A, key_a, B, port, 120, ack_wait, read=True),
+            _Device(B, key_b, A, port, 120, ack_wait, read=True)]
     pids = [spawn_link(d.run, self()) for d in devs]
     try:
         for _ in range(ROUNDS):
@@ -182,7 +190,8 @@ def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
                     return False
                 if not {mid for _, mid in other.acked} <= {m["mid"] for m in d.msgs}:
                     return False
-                if not {("delivered", mid) for _, mid in d.acked} <= d.receipts:
+                mine = {mid for _, mid in d.acked}
+                if not mine <= _receipts(d, "delivered") & _receipts(d, "read"):
                     return False
             return True
 
@@ -192,7 +201,8 @@ def test_c1_c4_sigkill_while_both_devices_send_and_acknowledge(node, tmp_path):
                     f"{d.phone} sent {d.n}, unsure {d.unsure}, missing "
                     f"{sorted({mid for _, mid in o.acked} - {m['mid'] for m in d.msgs})}, "
                     f"no delivered for "
-                    f"{sorted({mid for _, mid in d.acked} - _delivered(d))}"
+                    f"{sorted({mid for _, mid in d.acked} - _receipts(d, 'delivered'))}, "
+                    f"no read for {sorted({mid for _, mid in d.acked} - _receipts(d, 'read'))}"
                     for d, o in ((devs[0], devs[1]), (devs[1], devs[0]))))
     except ChatError as e:
         raise AssertionError(f"seed {seed}: {e}") from None
