@@ -431,6 +431,9 @@ class User(GenServer):
         store.write(tuple(ops))
 
     def terminate(self, reason: Any, s: _State) -> None:
+        # The state and its NoReply record refer to each other: without this, a stopped
+        # user's state would wait for a full pass of the cyclic GC to be freed.
+        s.noreply = None
         if s.lazy:
             try:
                 self._write(s, ())

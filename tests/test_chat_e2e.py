@@ -394,3 +394,38 @@ def test_client_falls_back_to_version_1_with_a_server_that_speaks_only_it(
         a.send(B, "x")
         assert msgs(b.wait_for(lambda evs: msgs(evs), timeout=10.0))
         b.ack([1], wait=False)  # version 1: sent as an answered ack
+
+
+def test_a_user_process_or_connection_that_ends_leaves_no_cyclic_garbage(node, tmp_path):
+    """A stopped user's state, and a closed connection's, are freed when their process
+    ends (reference counting), not left for a full pass of the cyclic GC: a long-running
+    node starts and stops them all the time, and the full pass is rare and long."""
+    import gc
+
+    from otp import gen_server
+    from otp.process import Down, monitor
+    from otp.testing import assert_receive
+
+    with running_chat(tmp_path) as srv:
+        a = srv.user(A)
+        srv.user(B)
+        a.send(B, "hello")
+        pid = whereis(users.name(A))
+        conn = whereis(users.device_name(A))
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            ref = monitor(pid)
+            gen_server.stop(pid)
+            assert assert_receive(Down).ref == ref
+            ref = monitor(conn)
+            a.bye()
+            assert assert_receive(Down).ref == ref
+            gc.collect()
+            left = [o for o in gc.garbage if isinstance(o, users._State | connection._Conn)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert left == []
