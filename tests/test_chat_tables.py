@@ -69,8 +69,9 @@ def test_c1_on_tables_crash_at_a_step_loses_and_duplicates_nothing(node, tmp_pat
             faults.clear()
 
 
+@pytest.mark.parametrize("recipient", ["offline", "online"])
 def test_c1_on_tables_sigkill_at_random_moments_loses_and_duplicates_nothing(
-        node, tmp_path, monkeypatch):
+        node, tmp_path, monkeypatch, recipient):
     real = ServerProcess.__init__
 
     def with_tables(self, tmp, **over):
@@ -78,6 +79,6 @@ def test_c1_on_tables_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     monkeypatch.setattr(ServerProcess, "__init__", with_tables)
     crash_test = test_chat_crash.test_c1_sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged  # noqa: E501
-    crash_test(node, tmp_path)
+    crash_test(node, tmp_path, recipient)
     assert any((tmp_path / "data" / "tables").iterdir()), "the tables were not used"
     assert not (tmp_path / "data" / "chat.db").exists()
