@@ -226,7 +226,7 @@ class Client:
         self.key: bytes | None = None
         self.server_info: dict[str, Any] = {}
         self.seen: Seen = seen if seen is not None else MemorySeen()
-        self.taken: list[dict[str, Any]] = []  # taken, not handed out yet (see poll)
+        self._unreturned: list[dict[str, Any]] = []  # taken, not handed out yet (see poll)
         self.reconnects = 0
 
     # ---------------------------------------------------------------- connection
@@ -476,16 +476,16 @@ class Client:
         evs = list(self.events)
         self.events.clear()
         got = self.seen.take(evs)  # (durably, for a store on disk) before the ack
-        if self.taken:
-            got = self.taken + got
-            self.taken = []
+        if self._unreturned:
+            got = self._unreturned + got
+            self._unreturned = []
         if ack and evs:
             try:
                 self.ack([ev["id"] for ev in evs], wait=ack_wait)
             except BaseException:
                 # The device has them (``seen`` too: pushed again, they would be dropped
                 # as duplicates): the next poll hands them out.
-                self.taken = got
+                self._unreturned = got
                 raise
         return got
 
