@@ -1,7 +1,8 @@
 """Property test of the message path (C1, C2): random schedules of sends, crashes of the
-sender's and the recipient's user processes, device acks and reconnects, under the mock
-clock. Whatever the schedule, every acknowledged message reaches the device once
-(deduplicated by mid), in send order, and no client message id is stored twice.
+sender's and the recipient's user processes, device acks (answered ones, and protocol
+version 2's unanswered ones) and reconnects, under the mock clock. Whatever the
+schedule, every acknowledged message reaches the device once (deduplicated by mid), in
+send order, and no client message id is stored twice.
 
 The test process plays the recipient's device: it holds ``chat.device.<B>`` and gets
 the pushes; the sender's device is the test process calling ``users.call``.
@@ -33,7 +34,8 @@ from otp.testing import wait_all_blocked
 
 A, B = "+14155550100", "+14155550111"
 ACTIONS = st.lists(st.sampled_from(["send", "send", "send", "kill_sender", "kill_recipient",
-                                    "ack", "reconnect"]), min_size=1, max_size=25)
+                                    "ack", "ack_unanswered", "reconnect"]),
+                   min_size=1, max_size=25)
 
 
 def _kill(phone):
@@ -54,7 +56,7 @@ def _send(cmid):
     raise AssertionError("send never acknowledged")
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(schedule=ACTIONS)
 def test_c1_random_crash_schedules_deliver_every_acknowledged_message_once_in_order(
@@ -99,6 +101,11 @@ def test_c1_random_crash_schedules_deliver_every_acknowledged_message_once_in_or
                         users.call(B, ("ack", tuple(unacked_ids)))
                     except CallError:
                         pass
+                    unacked_ids.clear()
+            elif action == "ack_unanswered":  # protocol version 2's ack: a cast
+                take_pushes()
+                if unacked_ids:
+                    gen_server.cast(users.ensure(B), ("ack", tuple(unacked_ids)))
                     unacked_ids.clear()
             elif action == "reconnect":
                 unacked_ids.clear()
