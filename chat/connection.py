@@ -199,9 +199,9 @@ class _Conn:
         # version-2 session and not yet acknowledged (at most _RCPTS_MAX: an
         # optimisation, forgetting some only hands their acks over at once), the
         # acknowledged ones not yet handed over, and whether the timer that hands them
-        # over is running.
-        self.rcpts: set[int] = set()
-        self.held: list[int] = []
+        # over is running. Made on first use (an idle connection has neither).
+        self.rcpts: set[int] | None = None
+        self.held: list[int] | None = None
         self.holding = False
 
     def write(self, frames: list[dict[str, Any]]) -> None:
@@ -315,7 +315,7 @@ def _loop(c: _Conn) -> None:
             elif tag == "tcp_passive":
                 net.active(sock, _WINDOW)
             elif tag == "chat.push":
-                rcpts = c.rcpts if c.version >= 2 else None
+                rcpts = None
                 for seq, peer, kind, p in msg[1]:
                     if kind == "msg":
                         out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
@@ -323,7 +323,11 @@ def _loop(c: _Conn) -> None:
                     else:
                         out.append({"t": "receipt", "id": seq, "type": p[0], "mid": p[1],
                                     "peer": p[2], "ts": p[3]})
-                        if rcpts is not None:
+                        if c.version >= 2:
+                            if rcpts is None:
+                                rcpts = c.rcpts
+                                if rcpts is None:
+                                    rcpts = c.rcpts = set()
                             if len(rcpts) >= _RCPTS_MAX:
                                 rcpts.clear()
                             rcpts.add(seq)
@@ -542,8 +546,10 @@ def _ack(c: _Conn, ids: tuple[int, ...]) -> None:
     held = c.held
     now: list[int] | None = None
     for i in ids:
-        if i in rcpts:
+        if rcpts and i in rcpts:
             rcpts.discard(i)
+            if held is None:
+                held = c.held = []
             held.append(i)
         elif now is None:
             now = [i]
@@ -554,7 +560,7 @@ def _ack(c: _Conn, ids: tuple[int, ...]) -> None:
             now.extend(held)
             held.clear()
         _user_cast(c, ("ack", tuple(now)))
-    elif len(held) >= ACK_HOLD_MAX:
+    elif held is not None and len(held) >= ACK_HOLD_MAX:
         _hand_over(c)
     elif held and not c.holding:
         c.holding = True
