@@ -123,6 +123,20 @@ def test_timer_to_a_pid_is_cancelled_when_that_process_ends(node):
     assert node.live_timers() == []
 
 
+def test_every_timer_to_a_pid_is_cancelled_when_that_process_ends(node, clock):
+    """One timer, then several (a process keeps one without a set), fired or cancelled
+    on the way: none outlives its process."""
+    pid = spawn(forever)
+    send_after(1, pid, "fired")
+    clock.advance(2)
+    refs = [send_after(5 + i, pid, i) for i in range(4)]
+    assert cancel_timer(refs[0]) == 5
+    assert read_timer(refs[3]) == 8
+    stop(pid)
+    assert [read_timer(r) for r in refs] == [None] * 4
+    assert node.live_timers() == []
+
+
 def test_timer_to_a_name_delivers_to_whoever_holds_it_when_it_fires(node, clock):
     tref = send_after(5, "late", "for the holder")
     register("late", self())  # registered after the timer was set

@@ -147,7 +147,9 @@ class Process(greenlet.greenlet):
     queued: bool  # in the run queue
     dead: bool  # marked dead by the runtime
     exc: BaseException | None  # to throw into the greenlet when next scheduled
-    timers: set[_Timer] | None  # send_after timers aimed at this process
+    # send_after timers aimed at this process: None, the one timer (most processes
+    # have at most one: a set costs 216 bytes), or a set of them
+    timers: _Timer | set[_Timer] | None
     tmo: _Timer | None  # the pending receive timeout
     deadline: float | None  # the receive deadline; its timer is armed lazily
     lazy: int  # 0, or where its deadline is listed: 1 to arm lazily, 2 kept for the sweep
@@ -202,6 +204,15 @@ class _Timer:
         self.cancelled = False
         self.fired = False
         self.ref: Ref | None = None
+
+
+def _untrack(p: Process, t: _Timer) -> None:
+    """Take timer ``t`` off ``p.timers`` (it fired or was cancelled)."""
+    ts = p.timers
+    if ts is t:
+        p.timers = None
+    elif ts is not None and ts.__class__ is not _Timer:
+        ts.discard(t)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -849,9 +860,13 @@ class Node:
                 del self.procs[pid.id]
                 if p.name is not None:
                     del self.names[p.name]
-                if p.timers:
-                    for t in p.timers:
-                        self._drop_timer_ref(t)
+                ts = p.timers
+                if ts is not None:
+                    if ts.__class__ is _Timer:
+                        self._drop_timer_ref(ts)
+                    else:
+                        for t in ts:  # type: ignore[union-attr]
+                            self._drop_timer_ref(t)
                     p.timers = None
                 if p.tmo is not None:
                     self.cancel(p.tmo)
@@ -1258,10 +1273,13 @@ class Node:
         t.ref = ref
         self._timer_refs[ref.id] = t
         if isinstance(target, Process):
-            if target.timers is None:
-                target.timers = {t}
+            ts = target.timers
+            if ts is None:
+                target.timers = t
+            elif ts.__class__ is _Timer:
+                target.timers = {ts, t}
             else:
-                target.timers.add(t)
+                ts.add(t)  # type: ignore[union-attr]
         return ref
 
     def cancel_timer(self, ref: Any) -> float | None:
@@ -1271,8 +1289,8 @@ class Node:
         if t is None:
             return None
         remaining = max(0.0, t.deadline - self.clock.now())
-        if isinstance(t.dest, Process) and t.dest.timers is not None:
-            t.dest.timers.discard(t)
+        if isinstance(t.dest, Process):
+            _untrack(t.dest, t)
         self.cancel(t)
         return remaining
 
@@ -1312,8 +1330,7 @@ class Node:
             if t.ref is not None:
                 self._timer_refs.pop(t.ref.id, None)
             if isinstance(dest, Process):
-                if dest.timers is not None:
-                    dest.timers.discard(t)
+                _untrack(dest, t)
                 if not dest.dead:
                     self.deliver(dest, t.msg)
             else:
