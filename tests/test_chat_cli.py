@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
@@ -31,11 +32,19 @@ def register_both(srv, server):
         assert mode == 0o600
 
 
-def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, monkeypatch):
+@contextmanager
+def cli_chat(tmp_path, monkeypatch):
+    """A running server, the CLI's ``--server`` option for it, A and B registered
+    through the CLI (their keys in a config directory of the test's own)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     with running_chat(tmp_path) as srv:
         server = ["--server", f"{srv.host}:{srv.port}"]
         register_both(srv, server)
+        yield srv, server
+
+
+def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
         r = run(main, [*server, "--as", A, "send", B, "hello from the cli"])
         assert r.exit_code == 0 and "sent ✓" in r.output, r.output
         r = run(main, [*server, "--as", B, "listen", "--count", "1"])
@@ -47,10 +56,7 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
 
 
 def test_cli_send_shows_delivered_when_the_recipient_is_online(node, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    with running_chat(tmp_path) as srv:
-        server = ["--server", f"{srv.host}:{srv.port}"]
-        register_both(srv, server)
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
         bob = srv.client()
         bob.login(B, load_key(B))
         done = []
@@ -102,10 +108,7 @@ def test_cli_c1_a_message_taken_while_send_waits_is_shown_once_by_the_next_liste
     """C1 for the command-line device: what the server pushes while ``send`` waits for
     its receipt is acknowledged (so deleted on the server); the device's store keeps it,
     and the next ``listen`` shows it, once."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    with running_chat(tmp_path) as srv:
-        server = ["--server", f"{srv.host}:{srv.port}"]
-        register_both(srv, server)
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
         r = run(main, [*server, "--as", B, "send", A, "while you were away"])
         assert r.exit_code == 0 and "sent ✓" in r.output, r.output
         r = run(main, [*server, "--as", A, "send", B, "hi"])  # B's message comes at login
