@@ -315,7 +315,7 @@ def _loop(c: _Conn) -> None:
             elif tag == "tcp_passive":
                 net.active(sock, _WINDOW)
             elif tag == "chat.push":
-                rcpts = None
+                rcpts = c.rcpts
                 for seq, peer, kind, p in msg[1]:
                     if kind == "msg":
                         out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
@@ -325,9 +325,7 @@ def _loop(c: _Conn) -> None:
                                     "peer": p[2], "ts": p[3]})
                         if c.version >= 2:
                             if rcpts is None:
-                                rcpts = c.rcpts
-                                if rcpts is None:
-                                    rcpts = c.rcpts = set()
+                                rcpts = c.rcpts = set()
                             if len(rcpts) >= _RCPTS_MAX:
                                 rcpts.clear()
                             rcpts.add(seq)
