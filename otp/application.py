@@ -62,14 +62,14 @@ API (OTP's ``application`` module):
 ``configure(config, environ=...)``        the node's config files and environment
 ========================================  ============================================
 
-Configuration (SEMANTICS.md A2, see ``otp.config``): an application's env is its
+Configuration (docs/semantics.md A2, see ``otp.config``): an application's env is its
 defaults (the schema's defaults, then ``AppSpec.env``), overridden by the config files
 given to ``configure``, overridden by ``OTP_<APP>__<KEY>`` environment variables,
 overridden by ``set_env``. It is resolved and validated when the application is loaded
 (``start`` loads); a bad or unknown value fails the start with ``ConfigError`` naming
 the file, the application and the key.
 
-Start types and what a stopped application does to the node (SEMANTICS.md A1):
+Start types and what a stopped application does to the node (docs/semantics.md A1):
 
 - ``permanent``: if it stops (for any reason, even ``normal``), the other running
   applications are stopped, most recent first, and the node halts with reason

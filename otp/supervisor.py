@@ -56,7 +56,7 @@ does that for the child and those started after it; ``simple_one_for_one`` has o
 spec and many children added by ``start_child(sup, extra_args)``. ``DynamicSupervisor``
 (Elixir's) takes full specs in ``start_child`` and caps them with ``max_children``.
 
-Failure semantics (OTP's, see SEMANTICS.md S1-S10):
+Failure semantics (OTP's, see docs/semantics.md S1-S10):
 
 - ``start_link`` returns once every child has started; if one fails, those started are
   stopped in reverse order and ``StartError(("failed_to_start_child", id, reason))``

@@ -1,4 +1,4 @@
-"""Supervisor semantics S1-S9 (SEMANTICS.md), grouped by concept as in OTP's
+"""Supervisor semantics S1-S9 (docs/semantics.md), grouped by concept as in OTP's
 supervisor_SUITE, with the scripted children of ``otp.testing_faults``."""
 
 import logging
