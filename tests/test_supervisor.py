@@ -996,3 +996,10 @@ def test_s8_which_children_answers_when_modules_are_module_objects(node):
     assert row.id == "a" and row.modules == (logging,)
     assert supervisor.get_childspec(sup, "a").modules == (logging,)
     stop_sup(sup)
+
+
+def test_s8_sys_get_status_shows_module_objects_by_name(node):
+    sup = start_sup(specs=[worker_spec("a", modules=(logging,))])
+    [row] = dict(otp_sys.get_status(sup).state)["children"]
+    assert row.modules == ("logging",)
+    stop_sup(sup)
