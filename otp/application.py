@@ -423,7 +423,7 @@ def get_application(pid: Pid | None = None) -> str | None:
 
 #: The keys of an application's descriptor that ``get_key`` knows (OTP's ``.app`` keys
 #: that an ``AppSpec`` has).
-KEYS = ("description", "vsn", "mod", "start_args", "applications", "registered", "env")
+_KEYS = ("description", "vsn", "mod", "start_args", "applications", "registered", "env")
 
 
 def get_key(app: str, key: str, default: Any = None) -> Any:
@@ -443,9 +443,9 @@ def get_key(app: str, key: str, default: Any = None) -> Any:
         >>> import otp; otp.run(main)
         ('2.1.0', None)
     """
-    if key not in KEYS:
+    if key not in _KEYS:
         raise ApplicationError(
-            f"get_key: expected a key among {', '.join(KEYS)}, got: {key!r}", reason="badarg"
+            f"get_key: expected a key among {', '.join(_KEYS)}, got: {key!r}", reason="badarg"
         )
     t = _table()
     spec = t.specs.get(app)
@@ -460,7 +460,7 @@ def get_all_key(app: str) -> dict[str, Any] | None:
     """Every key of ``app``'s descriptor (see ``get_key``), or None if not loaded."""
     if app not in _table().specs:
         return None
-    return {key: get_key(app, key) for key in KEYS}
+    return {key: get_key(app, key) for key in _KEYS}
 
 
 def which_applications() -> list[AppInfo]:
