@@ -93,7 +93,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from otp import gen_server
 from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
@@ -103,6 +102,7 @@ __all__ = [
     "NotPurged",
     "Version",
     "add_path",
+    "behaviour_processes",
     "check_process_code",
     "current",
     "del_path",
@@ -111,10 +111,13 @@ __all__ = [
     "is_loaded",
     "load",
     "modified_modules",
+    "process_class",
     "processes_running",
     "purge",
+    "register_process",
     "replace_path",
     "soft_purge",
+    "unregister_process",
     "versions",
     "which",
 ]
@@ -172,13 +175,52 @@ def current(cls: type) -> type:
     if entry is None or entry.current is None:
         return cls
     new = _lookup(entry.current.module, cls.__qualname__)
-    if isinstance(new, type) and (new is cls or issubclass(new, gen_server.GenServer)):
+    if isinstance(new, type) and (new is cls or issubclass(new, _behaviour_of(cls))):
         return new
     return cls
 
 
-# gen_server starts servers through this lookup from now on.
-gen_server._code_lookup = current
+def _behaviour_of(cls: type) -> type:
+    """The behaviour base class ``cls`` derives from (the first ``otp`` class in its
+    MRO, e.g. ``GenServer``), or ``object``."""
+    for base in cls.__mro__:
+        if base.__module__.startswith("otp.") and base is not cls:
+            return base
+    return object
+
+
+# --------------------------------------------------------------------------- who runs what
+
+# The processes of this node that run a callback class (behaviour processes), pid ->
+# the class. Behaviours register a process once its init has succeeded, again when
+# otp.sys moves it to new code, and unregister it when it ends: this is how the code
+# server knows which processes run which version of a module (purge,
+# check_process_code) without looking inside any behaviour.
+# TODO node-local: move onto the node's storage.
+_processes: dict[Pid, type] = {}
+
+
+def register_process(pid: Pid, cls: type) -> None:
+    """Record that ``pid`` runs the callback class ``cls`` (called by behaviours, in
+    the process, after ``init`` and after each code change). Not a hot path: never
+    per message."""
+    _processes[pid] = cls
+
+
+def unregister_process(pid: Pid) -> None:
+    """Forget ``pid`` (its behaviour calls this as the process ends)."""
+    _processes.pop(pid, None)
+
+
+def process_class(pid: Pid) -> type | None:
+    """The callback class the behaviour process ``pid`` runs now, or None if it is not
+    a (live, registered) behaviour process."""
+    return _processes.get(pid)
+
+
+def behaviour_processes() -> dict[Pid, type]:
+    """Every registered behaviour process of this node and the class it runs."""
+    return {pid: cls for pid, cls in list(_processes.items()) if is_alive(pid)}
 
 
 # --------------------------------------------------------------------------- loading
@@ -390,8 +432,8 @@ def processes_running(module: str | ModuleType, *, old: bool = False) -> list[Pi
     if version is None:
         return []
     out = []
-    for pid, srv in list(gen_server._servers.items()):
-        if _runs(type(srv.cb), version, name) and is_alive(pid):
+    for pid, cls in list(_processes.items()):
+        if _runs(cls, version, name) and is_alive(pid):
             out.append(pid)
     return out
 

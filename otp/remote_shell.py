@@ -437,22 +437,24 @@ def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
     processes are not counted and show None)."""
     import heapq
 
-    from otp import gen_server
+    from otp import code
     from otp import sys as otp_sys
     from otp._core.node import current_node
 
     node = current_node()
-    servers = gen_server._servers
+    classes = code.behaviour_processes()
+    counts: dict[Any, int] = {}
     if sort == "messages":
-        for pid, srv in list(servers.items()):
-            if srv.dbg is None or not srv.dbg.stats:
-                with contextlib.suppress(OTPError):
+        for pid in classes:
+            with contextlib.suppress(OTPError):
+                stats = otp_sys.statistics(pid, timeout=1.0)
+                if stats is None:
                     otp_sys.statistics(pid, True, timeout=1.0)
+                    stats = otp_sys.statistics(pid, timeout=1.0)
+                counts[pid] = stats.messages_in
 
     def messages(p: Any) -> int:
-        srv = servers.get(p.pid)
-        dbg = srv.dbg if srv is not None else None
-        return int(dbg.msgs_in) if dbg is not None and dbg.stats else -1
+        return counts.get(p.pid, -1)
 
     keys: dict[str, Callable[[Any], int]] = {
         "queue": lambda p: len(p.mbox) if p.mbox else 0,
@@ -464,7 +466,7 @@ def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for p in heapq.nlargest(limit, list(node.procs.values()), key=keys[sort]):
         info = node.info(p)
-        server = servers.get(p.pid)
+        cls = classes.get(p.pid)
         n = messages(p)
         rows.append({
             "pid": repr(info.pid),
@@ -473,9 +475,8 @@ def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
             "memory": _memory_estimate(p),
             "messages": n if n >= 0 else None,
             "status": info.status,
-            "call": _current_call(info) if server is None
-            else f"{type(server.cb).__module__}.{type(server.cb).__qualname__}"
-            + _in_callback(info),
+            "call": _current_call(info) if cls is None
+            else f"{cls.__module__}.{cls.__qualname__}" + _in_callback(info),
         })
     return rows
 
