@@ -62,8 +62,10 @@ the same name as the current one.
 
 Failures: every client function raises ``CallError`` (``noproc``, ``calling_self``, or
 the process's exit reason if it dies meanwhile) or ``CallTimeout``, like
-``gen_server.call``. System messages are ``("$system", From, request)``; the requests
-are the records of this module (``GetState``, ``Suspend``, ...).
+``gen_server.call``. System messages are ``(SYSTEM, from_, request)`` tuples (the
+envelope of every gen call, labelled ``SYSTEM``); the requests are the records of this
+module (``GetState``, ``Suspend``, ...), and the reply is ``("ok", value)`` or
+``("error", reason)``.
 
 The process side: writing a special process
 ---------------------------------------------
@@ -74,40 +76,45 @@ between two of its own steps, with an object implementing ``SystemCallbacks``::
 
     from otp import proc_lib
     from otp import sys as otp_sys
-    from otp._gen import SYSTEM
-    from otp.process import receive, send
+    from otp.process import exit, receive, self, send
 
     class Ticker:
-        # The SystemCallbacks of a process whose state (its "misc") is an int.
+        # The SystemCallbacks of a process whose state (its misc) is a count.
+
         def system_continue(self, parent, debug, misc):
-            return debug, misc                      # what handle_system_msg returns
+            return debug, misc                  # what handle_system_msg returns
+
         def system_terminate(self, reason, parent, debug, misc):
-            raise SystemExit                        # never returns: end the process
+            exit(reason)                        # never returns: the process ends
+
         def system_get_state(self, misc):
             return misc
+
         def system_replace_state(self, fn, misc):
             new = fn(misc)
-            return new, new                         # (state to reply, new misc)
+            return new, new                     # (the state replied, the new misc)
+
         def system_code_change(self, misc, module, old_vsn, extra):
-            return misc                             # the migrated misc
+            return misc                         # the misc, migrated
 
     def ticker(parent):
-        proc_lib.init_ack(None)
-        debug, count = None, 0
+        proc_lib.init_ack(self())
+        callbacks, debug, count = Ticker(), None, 0
         while True:
-            msg = receive()
-            match msg:
-                case (label, from_, request) if label == SYSTEM:
+            match receive():
+                case (otp_sys.SYSTEM, from_, request):   # a system message
                     debug, count = otp_sys.handle_system_msg(
-                        request, from_, parent, Ticker(), debug, count)
+                        request, from_, parent, callbacks, debug, count)
                 case ("tick", to):
                     count += 1
-                    send(to, count)
+                    send(to, ("count", count))
                     if debug is not None:
                         debug = otp_sys.handle_debug(debug, otp_sys.Out(count, to, count), "ticker")
 
-    # pid = proc_lib.start_link(ticker, otp.process.self())
-    # otp_sys.get_state(pid) == 0; otp_sys.suspend(pid); ...
+    pid = proc_lib.start_link(ticker, self())
+    otp_sys.suspend(pid)                    # ticks queue from now on
+    otp_sys.get_state(pid)                  # 0: system messages are still served
+    otp_sys.resume(pid)                     # the queued ticks are handled, in order
 
 The callback contract (``handle_system_msg`` runs in the process itself, so every
 callback does too, between two of the process's own steps):
@@ -174,6 +181,7 @@ from otp.process import self as _self
 
 __all__ = [
     "DONE",
+    "SYSTEM",
     "Debug",
     "In",
     "NewState",
