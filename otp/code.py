@@ -43,7 +43,11 @@ API (OTP's names):
 ``modified_modules()``           tracked modules whose source changed on disk since
                                  they were loaded (mtime, then sha256)
 ``current(cls)``                 the newest loaded version of a class (module +
-                                 qualname); what ``gen_server`` starts
+                                 qualname); what a behaviour starts
+``processes_running(m, old)``    the behaviour processes running the current (old)
+                                 version of ``m``
+``register_process(pid, cls)``   for behaviours: ``pid`` runs ``cls`` (after init,
+``unregister_process(pid)``      after each code change) / has ended
 ``add_path`` / ``del_path`` /    the code path (``sys.path``); ``replace_path`` also
 ``replace_path(old, new)``       moves loaded packages' ``__path__`` to the new
                                  directory, so their submodules load from it
@@ -55,11 +59,15 @@ package's ``__path__``), its source is compiled (from the file itself, never a s
 ``sys.modules`` (and on its parent package). ``importlib.reload`` instead re-runs the
 code inside the same module object, so the "old version" would be overwritten.
 
-Which processes run a version: the code server knows the ``gen_server`` processes
-(and everything built on them) and the callback class each one runs; a process runs
-a version of module ``m`` when its class is the class of that version with the same
-qualified name. Other processes (bare ``spawn``) are not tracked: purging never kills
-them, and they keep the functions they were started with.
+Which processes run a version: the code server keeps a registry of the behaviour
+processes (``gen_server`` and everything built on it, ``gen_statem``, ...) and the
+callback class each one runs; a behaviour registers its process with
+``register_process(pid, cls)`` once ``init`` has succeeded and again after each code
+change, and ``unregister_process(pid)`` as it ends (``process_class(pid)`` and
+``behaviour_processes()`` read it). A process runs a version of module ``m`` when its
+class is the class of that version with the same qualified name. Other processes
+(bare ``spawn``) are not tracked: purging never kills them, and they keep the
+functions they were started with.
 
 Failure semantics:
 
@@ -215,7 +223,9 @@ def unregister_process(pid: Pid) -> None:
 def process_class(pid: Pid) -> type | None:
     """The callback class the behaviour process ``pid`` runs now, or None if it is not
     a (live, registered) behaviour process."""
-    return _processes.get(pid)
+    cls = _processes.get(pid)
+    # A killed process leaves its entry until its stack has unwound: check it lives.
+    return cls if cls is not None and is_alive(pid) else None
 
 
 def behaviour_processes() -> dict[Pid, type]:
@@ -418,8 +428,8 @@ def _runs(cls: type, version: _Loaded | None, name: str) -> bool:
 
 
 def processes_running(module: str | ModuleType, *, old: bool = False) -> list[Pid]:
-    """The live ``gen_server`` processes (of this node) running the current version of
-    ``module`` (``old=True``: the old version)."""
+    """The live behaviour processes (of this node) running the current version of
+    ``module`` (``old=True``: the old version), from the code server's registry."""
     name = _check_name(module)
     entry = _table.get(name)
     if entry is None:
