@@ -99,6 +99,10 @@ Timeouts and failures (SEMANTICS.md G1-G9):
   ``CallError`` has it); an unmatched cast with ``("bad_cast", request)``; an
   unexpected info message is logged (WARNING, label ``unexpected_info``) and ignored.
 
+Under a supervisor: put the class (``init`` gets None) or ``(cls, arg)`` in the
+supervisor's child list; ``otp.supervisor.child_spec(cls, arg, ...)`` builds the spec
+(id the class, permanent, 5 s to shut down) with any field overridden.
+
 When not to use it: for work with no state or no need for serialised access (a plain
 function, or a task process), or for long computations inside a callback (the server
 answers nobody meanwhile, and callers time out; hand the work to another process and
@@ -278,14 +282,6 @@ class GenServer:
 
     def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
         return status
-
-    @classmethod
-    def child_spec(cls, arg: Any = None) -> Any:
-        """The supervisor child spec that starts this server with ``start_link(cls, arg)``
-        (id: the class)."""
-        from otp.supervisor import ChildSpec  # type: ignore[import-not-found, unused-ignore]
-
-        return ChildSpec(id=cls, start=(start_link, (cls, arg)))
 
 
 def _qualname(cls: type) -> str:
