@@ -1,8 +1,10 @@
 """Generic servers: a process that holds state and answers requests, OTP's ``gen_server``.
 
 A server is a subclass of ``GenServer`` whose callbacks take the state and return the
-next one; the process, its mailbox loop, calls with timeouts, crash reports and the
-``sys`` debug interface come from here.
+next one; the process, its mailbox loop, calls with timeouts and crash reports come
+from here. System messages (``otp.sys``: state, suspend, code change, debugging) are
+served between two callbacks by ``otp.sys.handle_system_msg``, with the server's
+``SystemCallbacks``; the code server records which class each server runs.
 
 Example::
 

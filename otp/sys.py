@@ -191,6 +191,7 @@ __all__ = [
     "Status",
     "SystemCallbacks",
     "change_code",
+    "format_event",
     "get_state",
     "get_status",
     "handle_debug",
