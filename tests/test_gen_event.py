@@ -497,3 +497,15 @@ def test_removing_a_handler_the_parent_supervised_keeps_the_parent_link(node):
     gen_event.delete_handler(mgr, Recorder)
     assert_receive(GenEventExit)
     assert self_pid() in process_info(mgr).links
+
+
+def test_module_doc_example_runs():
+    import re
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(re.search(r"::\n\n((?:    .*\n|\n)+)", gen_event.__doc__).group(1))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr

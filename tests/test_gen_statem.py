@@ -650,3 +650,15 @@ def test_hibernate_is_accepted_as_a_hint(node):
     gen_statem.cast(pid, "after")
     assert events(2)[1].content == "after"
     gen_statem.stop(pid)
+
+
+def test_module_doc_example_runs():
+    import re
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(re.search(r"::\n\n((?:    .*\n|\n)+)", gen_statem.__doc__).group(1))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
