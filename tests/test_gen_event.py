@@ -509,3 +509,22 @@ def test_module_doc_example_runs():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_swap_sup_handler_makes_the_caller_supervise_the_new_handler(node):
+    mgr = manager()
+    gen_event.add_handler(mgr, Recorder, 1)
+    gen_event.swap_sup_handler(mgr, (Recorder, "out"), (Other, "in"))
+    gen_event.delete_handler(mgr, Other)
+    assert assert_receive(GenEventExit) == GenEventExit(Other, "normal")
+    refute_receive(GenEventExit, timeout=0)  # the unsupervised old one told nobody
+
+
+def test_sys_statistics_count_the_managers_messages(node):
+    mgr = manager()
+    gen_event.add_handler(mgr, Recorder)
+    otp_sys.statistics(mgr, True)
+    gen_event.notify(mgr, 1)
+    gen_event.sync_notify(mgr, 2)
+    stats = otp_sys.statistics(mgr)
+    assert stats.messages_in == 2 and stats.messages_out == 1

@@ -662,3 +662,63 @@ def test_module_doc_example_runs():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_init_that_raises_fails_the_start_with_the_exception(node):
+    class Raises(GenStatem):
+        def init(self, arg):
+            raise ValueError("no")
+
+    with pytest.raises(StartError) as ei:
+        gen_statem.start(Raises, name="r")
+    assert isinstance(ei.value.reason, ValueError)
+    assert whereis("r") is None
+
+
+def test_handle_event_function_states_may_be_any_value_with_enter_calls(node):
+    pid = start(("door", 1), cls=EnterScript)
+    assert events(1) == [Ev(("door", 1), "enter", ("door", 1))]
+    gen_statem.cast(pid, do(NextState(("door", 2), self_pid())))
+    assert events(2)[1] == Ev(("door", 2), "enter", ("door", 1))
+    gen_statem.stop(pid)
+
+
+def test_repeat_state_from_an_enter_call_runs_the_enter_call_again(node):
+    class Twice(EnterScript):
+        def handle_event(self, event_type, content, state, data):
+            if event_type == "enter" and state == "b":
+                send(data[0], Ev(state, event_type, data[1]))
+                if data[1] == 0:
+                    return RepeatState((data[0], 1))
+                return KeepState(data[0])
+            return super().handle_event(event_type, content, state, data)
+
+    pid = start("a", cls=Twice)
+    events(1)
+    gen_statem.cast(pid, do(NextState("b", (self_pid(), 0))))
+    assert [e.content for e in events(3)[1:]] == [0, 1]
+    assert otp_sys.get_state(pid) == ("b", self_pid())
+    gen_statem.stop(pid)
+
+
+def test_stop_and_reply_may_set_the_data_terminate_sees(node):
+    class Stopper(Terminating):
+        def handle_event(self, event_type, content, state, data):
+            if isinstance(event_type, Call):
+                return StopAndReply("normal", Reply(event_type.from_, "bye"), "final")
+            return super().handle_event(event_type, content, state, data)
+
+    pid = gen_statem.start(Stopper, ("a", None))
+    assert gen_statem.call(pid, "stop") == "bye"
+    assert assert_receive(Terminated) == Terminated("normal", "a", "final")
+
+
+def test_start_timeout_kills_a_slow_init(node):
+    class Slow(GenStatem):
+        def init(self, arg):
+            sleep(10.0)
+            return Ok("a", None)
+
+    with pytest.raises(StartError) as ei:
+        gen_statem.start(Slow, timeout=1.0)
+    assert ei.value.reason == "timeout"
