@@ -722,3 +722,29 @@ def test_start_timeout_kills_a_slow_init(node):
     with pytest.raises(StartError) as ei:
         gen_statem.start(Slow, timeout=1.0)
     assert ei.value.reason == "timeout"
+
+
+def test_zero_event_timeout_fires_before_messages_not_yet_received(node):
+    pid = start("a")
+    otp_sys.suspend(pid)
+    gen_statem.cast(pid, do(KeepStateAndData(EventTimeout(0, "now"))))
+    send(pid, "waiting in the mailbox")
+    otp_sys.resume(pid)
+    got = events(3)
+    assert [(e.event_type, e.content) for e in got[1:]] == [
+        ("timeout", "now"),
+        ("info", "waiting in the mailbox"),
+    ]
+    gen_statem.stop(pid)
+
+
+def test_restarting_a_generic_timeout_of_the_same_name_replaces_it(node, clock):
+    pid = start("a")
+    t0 = clock.now()
+    gen_statem.cast(pid, do(KeepStateAndData(GenericTimeout("g", 1.0, "first"))))
+    gen_statem.cast(pid, do(KeepStateAndData(GenericTimeout("g", 3.0, "second"))))
+    events(2)
+    assert events(1) == [Ev("a", NamedTimeout("g"), "second")]
+    assert clock.now() - t0 == pytest.approx(3.0)
+    refute_receive(Ev, timeout=5.0)
+    gen_statem.stop(pid)
