@@ -420,14 +420,6 @@ class GenStatem:
         ``postponed``, ``timeouts``) shown in crash reports and ``get_status``."""
         return status
 
-    @classmethod
-    def child_spec(cls, arg: Any = None) -> Any:
-        """The supervisor child spec that starts this machine with
-        ``start_link(cls, arg)`` (id: the class)."""
-        from otp.supervisor import ChildSpec  # type: ignore[import-not-found, unused-ignore]
-
-        return ChildSpec(id=cls, start=(start_link, (cls, arg)))
-
 
 # --- client API ------------------------------------------------------------------------------
 

@@ -206,7 +206,7 @@ def test_machine_runs_under_a_supervisor_with_child_spec_and_is_restarted(node):
 
     class Sup(supervisor.Supervisor):
         def init(self, arg):
-            return supervisor.SupFlags(), [Switch.child_spec(7)]
+            return supervisor.SupFlags(), [supervisor.child_spec(Switch, 7)]
 
     sup = supervisor.start_link(Sup)
     [child] = supervisor.which_children(sup)
