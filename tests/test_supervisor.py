@@ -829,7 +829,7 @@ def test_genserver_children_given_as_class_or_class_and_arg(node):
 
 
 def test_genserver_child_crash_is_restarted_with_its_initial_arg(node):
-    sup = start_sup(specs=[Counter])  # Counter.child_spec(None): arg None
+    sup = start_sup(specs=[Counter])  # supervisor.child_spec(Counter): arg None
     pid = pids(sup)[Counter]
     with pytest.raises(Exception):
         gen_server.call(pid, "unknown-and-not-a-number")  # None + 1: the server crashes
