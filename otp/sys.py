@@ -496,7 +496,7 @@ def handle_system_msg(
         while suspended:
             m = receive(wanted)
             if m.__class__ is Exit:
-                callbacks.system_terminate(m.reason, parent, debug, misc)
+                _terminate(callbacks, m.reason, parent, debug, misc)
             debug, misc, suspended = _serve(m[2], m[1], parent, callbacks, debug, misc, True)
     return callbacks.system_continue(parent, debug, misc)
 
@@ -562,7 +562,7 @@ def _serve(
             else:
                 _reply(from_, ("ok", None))
     elif rc is Terminate:
-        cbs.system_terminate(request.reason, parent, debug, misc)
+        _terminate(cbs, request.reason, parent, debug, misc)
     elif rc is SetStatistics:
         if request.flag is None:
             _reply(from_, ("ok", _statistics_of(debug)))
@@ -603,6 +603,17 @@ def _serve(
     else:
         _reply(from_, ("error", ("unknown_system_msg", request)))
     return debug, misc, suspended
+
+
+def _terminate(
+    cbs: SystemCallbacks, reason: Any, parent: Pid | None, debug: Debug | None, misc: Any
+) -> NoReturn:
+    cbs.system_terminate(reason, parent, debug, misc)
+    # A callback that returns breaks its contract: the process ends anyway.
+    raise BadArg(
+        f"{type(cbs).__qualname__}.system_terminate returned: it must end the process "
+        f"(exit with the reason {reason!r})"
+    )
 
 
 def _tidy(debug: Debug | None) -> Debug | None:

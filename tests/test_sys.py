@@ -551,3 +551,24 @@ def test_sys_log_arguments_are_checked(node):
         otp_sys.log("x", "all")
     with pytest.raises(BadArg):
         otp_sys.install("x", "not callable")
+
+
+def test_sys_a_system_terminate_that_returns_still_ends_the_process(node):
+    class Forgetful(Ticker):
+        def system_terminate(self, reason, parent, debug, misc):
+            return None  # breaks the contract: should have exited
+
+    def loop(owner):
+        proc_lib.init_ack(self_pid())
+        while True:
+            match receive():
+                case (otp_sys.SYSTEM, from_, request):
+                    otp_sys.handle_system_msg(request, from_, None, Forgetful(owner), None, 0)
+
+    pid = proc_lib.start(loop, self_pid())
+    ref = monitor(pid)
+    with pytest.raises(CallError) as ei:
+        otp_sys.terminate(pid, "normal")
+    assert isinstance(ei.value.reason, BadArg)
+    assert "system_terminate returned" in str(ei.value.reason)
+    assert receive(Down).ref == ref
