@@ -224,15 +224,16 @@ class EventType(str, enum.Enum):
     ENTER = "enter"
 
 
-class _Keep:
-    __slots__ = ()
+class _Keep(enum.Enum):
+    # An enum member, so that a Stop record stays an immutable value (sendable).
+    KEEP = "keep"
 
     def __repr__(self) -> str:
         return "KEEP"
 
 
 #: ``Stop``/``StopAndReply`` without data: the data stays as it is.
-KEEP: Any = _Keep()
+KEEP: Any = _Keep.KEEP
 
 
 # --- event types that are records -------------------------------------------------------

@@ -748,3 +748,9 @@ def test_restarting_a_generic_timeout_of_the_same_name_replaces_it(node, clock):
     assert clock.now() - t0 == pytest.approx(3.0)
     refute_receive(Ev, timeout=5.0)
     gen_statem.stop(pid)
+
+
+def test_stop_without_data_keeps_the_data_and_is_a_sendable_value(node):
+    pid = gen_statem.start(Terminating, ("a", None))
+    gen_statem.cast(pid, do(Stop("normal")))  # (a record in a message: immutable)
+    assert assert_receive(Terminated) == Terminated("normal", "a", self_pid())
