@@ -528,3 +528,35 @@ def test_sys_statistics_count_the_managers_messages(node):
     gen_event.sync_notify(mgr, 2)
     stats = otp_sys.statistics(mgr)
     assert stats.messages_in == 2 and stats.messages_out == 1
+
+
+def test_crash_report_shows_the_handler_state_after_format_status(node, caplog):
+    class Secretive(Recorder):
+        def format_status(self, status):
+            return {**status, "state": "<redacted>"}
+
+    mgr = manager()
+    gen_event.add_handler(mgr, Secretive, "password")
+    gen_event.sync_notify(mgr, ("raise", "x"))
+    [report] = [r.report for r in error_reports(caplog)]  # type: ignore[attr-defined]
+    assert report["state"] == "<redacted>" and "password" not in caplog.text
+
+
+def test_handler_calling_exit_is_removed_like_one_that_raises(node, caplog):
+    class Exits(Recorder):
+        def handle_event(self, event, state):
+            exit("handler quits")
+
+    mgr = manager()
+    gen_event.add_sup_handler(mgr, Exits)
+    gen_event.notify(mgr, "e")
+    assert assert_receive(GenEventExit) == GenEventExit(Exits, ("EXIT", "handler quits"))
+    assert is_alive(mgr) and gen_event.which_handlers(mgr) == []
+
+
+def test_stop_with_an_abnormal_reason_logs_one_crash_report(node, caplog):
+    register("tester", self_pid())
+    mgr = gen_event.start()
+    gen_event.stop(mgr, "because")
+    reports = error_reports(caplog)
+    assert len(reports) == 1 and reports[0].report["reason"] == "because"  # type: ignore[attr-defined]
