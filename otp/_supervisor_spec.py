@@ -8,7 +8,9 @@ raises at once, with one error per field saying what was expected and what was g
 
 from __future__ import annotations
 
+import inspect
 import random
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -25,7 +27,9 @@ __all__ = [
     "DynamicSupFlags",
     "RestartWindow",
     "SupFlags",
+    "behaviour_start_link",
     "check_child_specs",
+    "is_behaviour_class",
     "is_clean_exit",
     "to_child_spec",
 ]
@@ -222,8 +226,9 @@ def to_child_spec(x: Any) -> ChildSpec:
     """Normalize what a user may give as a child spec into a validated ``ChildSpec``.
 
     Accepted: a ``ChildSpec``; a dict with the same keys (``id`` and ``start``
-    required); a class with a ``child_spec`` classmethod (a ``GenServer`` or
-    ``Supervisor`` subclass), given bare (``child_spec(None)``) or as ``(cls, arg)``.
+    required); a behaviour class (a ``GenServer`` or ``Supervisor`` subclass...),
+    given bare (arg None) or as ``(cls, arg)``: its own ``child_spec(arg)`` classmethod
+    if it has one, else ``otp.supervisor.child_spec(cls, arg)``.
     """
     if isinstance(x, ChildSpec):
         return x
@@ -238,23 +243,51 @@ def to_child_spec(x: Any) -> ChildSpec:
             if key not in x:
                 raise ChildSpecError(f"invalid child spec: missing required key {key!r} in {x!r}")
         return ChildSpec(**x)
-    if isinstance(x, type) and hasattr(x, "child_spec"):
+    if is_behaviour_class(x):
         return _from_class(x, None)
-    if (
-        isinstance(x, tuple)
-        and len(x) == 2
-        and isinstance(x[0], type)
-        and hasattr(x[0], "child_spec")
-    ):
+    if isinstance(x, tuple) and len(x) == 2 and is_behaviour_class(x[0]):
         return _from_class(x[0], x[1])
     raise ChildSpecError(
-        "invalid child spec: expected a ChildSpec, a dict with its keys, a GenServer or "
-        f"Supervisor class, or (class, arg), got: {x!r}"
+        "invalid child spec: expected a ChildSpec, a dict with its keys, a behaviour "
+        f"class (GenServer, Supervisor, ...), or (class, arg), got: {x!r}"
+    )
+
+
+def behaviour_start_link(cls: type) -> Callable[..., Any] | None:
+    """The ``start_link(cls, arg)`` of the behaviour ``cls`` derives from: that of the
+    module defining the first class of its hierarchy, from the root down, whose module
+    has one (``GenServer`` -> ``gen_server.start_link``, ``Supervisor`` ->
+    ``supervisor.start_link``); None if there is none."""
+    for base in reversed(cls.__mro__):
+        if base is object:
+            continue
+        fn = getattr(sys.modules.get(base.__module__), "start_link", None)
+        if not callable(fn):
+            continue
+        try:
+            inspect.signature(fn).bind(cls, None)
+        except (TypeError, ValueError):
+            continue
+        return fn
+    return None
+
+
+def is_behaviour_class(x: Any) -> bool:
+    """A class a supervisor can start given bare or as ``(cls, arg)``: it has its own
+    ``child_spec(arg)`` classmethod, or derives from a behaviour with a
+    ``start_link(cls, arg)``."""
+    return isinstance(x, type) and (
+        callable(getattr(x, "child_spec", None)) or behaviour_start_link(x) is not None
     )
 
 
 def _from_class(cls: type, arg: Any) -> ChildSpec:
-    spec = cls.child_spec(arg)  # type: ignore[attr-defined]
+    own = getattr(cls, "child_spec", None)
+    if own is None:
+        from otp.supervisor import child_spec  # the default (Elixir's use GenServer)
+
+        return child_spec(cls, arg)
+    spec = own(arg)
     if isinstance(spec, ChildSpec):
         return spec
     if isinstance(spec, Mapping):

@@ -353,7 +353,7 @@ def make_permanent(r: _Root, vsn: str) -> None:
 @click.option("--sort", type=click.Choice(["queue", "memory", "messages"]), default="queue",
               show_default=True,
               help="message-queue length, memory (an estimate), or messages handled "
-                   "(turns on counting in every gen_server)")
+                   "(turns on counting in every behaviour process)")
 @click.option("-n", "--limit", default=20, show_default=True)
 @click.option("--interval", default=2.0, show_default=True, help="refresh, seconds")
 @click.option("--once", is_flag=True, help="print once and exit")

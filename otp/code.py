@@ -43,7 +43,11 @@ API (OTP's names):
 ``modified_modules()``           tracked modules whose source changed on disk since
                                  they were loaded (mtime, then sha256)
 ``current(cls)``                 the newest loaded version of a class (module +
-                                 qualname); what ``gen_server`` starts
+                                 qualname); what a behaviour starts
+``processes_running(m, old)``    the behaviour processes running the current (old)
+                                 version of ``m``
+``register_process(pid, cls)``   for behaviours: ``pid`` runs ``cls`` (after init,
+``unregister_process(pid)``      after each code change) / has ended
 ``add_path`` / ``del_path`` /    the code path (``sys.path``); ``replace_path`` also
 ``replace_path(old, new)``       moves loaded packages' ``__path__`` to the new
                                  directory, so their submodules load from it
@@ -55,11 +59,15 @@ package's ``__path__``), its source is compiled (from the file itself, never a s
 ``sys.modules`` (and on its parent package). ``importlib.reload`` instead re-runs the
 code inside the same module object, so the "old version" would be overwritten.
 
-Which processes run a version: the code server knows the ``gen_server`` processes
-(and everything built on them) and the callback class each one runs; a process runs
-a version of module ``m`` when its class is the class of that version with the same
-qualified name. Other processes (bare ``spawn``) are not tracked: purging never kills
-them, and they keep the functions they were started with.
+Which processes run a version: the code server keeps a registry of the behaviour
+processes (``gen_server`` and everything built on it, ``gen_statem``, ...) and the
+callback class each one runs; a behaviour registers its process with
+``register_process(pid, cls)`` once ``init`` has succeeded and again after each code
+change, and ``unregister_process(pid)`` as it ends (``process_class(pid)`` and
+``behaviour_processes()`` read it). A process runs a version of module ``m`` when its
+class is the class of that version with the same qualified name. Other processes
+(bare ``spawn``) are not tracked: purging never kills them, and they keep the
+functions they were started with.
 
 Failure semantics:
 
@@ -93,7 +101,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from otp import gen_server
 from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
@@ -103,6 +110,7 @@ __all__ = [
     "NotPurged",
     "Version",
     "add_path",
+    "behaviour_processes",
     "check_process_code",
     "current",
     "del_path",
@@ -111,10 +119,13 @@ __all__ = [
     "is_loaded",
     "load",
     "modified_modules",
+    "process_class",
     "processes_running",
     "purge",
+    "register_process",
     "replace_path",
     "soft_purge",
+    "unregister_process",
     "versions",
     "which",
 ]
@@ -172,13 +183,54 @@ def current(cls: type) -> type:
     if entry is None or entry.current is None:
         return cls
     new = _lookup(entry.current.module, cls.__qualname__)
-    if isinstance(new, type) and (new is cls or issubclass(new, gen_server.GenServer)):
+    if isinstance(new, type) and (new is cls or issubclass(new, _behaviour_of(cls))):
         return new
     return cls
 
 
-# gen_server starts servers through this lookup from now on.
-gen_server._code_lookup = current
+def _behaviour_of(cls: type) -> type:
+    """The behaviour base class ``cls`` derives from (the first ``otp`` class in its
+    MRO, e.g. ``GenServer``), or ``object``."""
+    for base in cls.__mro__:
+        if base.__module__.startswith("otp.") and base is not cls:
+            return base
+    return object
+
+
+# --------------------------------------------------------------------------- who runs what
+
+# The processes of this node that run a callback class (behaviour processes), pid ->
+# the class. Behaviours register a process once its init has succeeded, again when
+# otp.sys moves it to new code, and unregister it when it ends: this is how the code
+# server knows which processes run which version of a module (purge,
+# check_process_code) without looking inside any behaviour.
+# TODO node-local: move onto the node's storage.
+_processes: dict[Pid, type] = {}
+
+
+def register_process(pid: Pid, cls: type) -> None:
+    """Record that ``pid`` runs the callback class ``cls`` (called by behaviours, in
+    the process, after ``init`` and after each code change). Not a hot path: never
+    per message."""
+    _processes[pid] = cls
+
+
+def unregister_process(pid: Pid) -> None:
+    """Forget ``pid`` (its behaviour calls this as the process ends)."""
+    _processes.pop(pid, None)
+
+
+def process_class(pid: Pid) -> type | None:
+    """The callback class the behaviour process ``pid`` runs now, or None if it is not
+    a (live, registered) behaviour process."""
+    cls = _processes.get(pid)
+    # A killed process leaves its entry until its stack has unwound: check it lives.
+    return cls if cls is not None and is_alive(pid) else None
+
+
+def behaviour_processes() -> dict[Pid, type]:
+    """Every registered behaviour process of this node and the class it runs."""
+    return {pid: cls for pid, cls in list(_processes.items()) if is_alive(pid)}
 
 
 # --------------------------------------------------------------------------- loading
@@ -376,8 +428,8 @@ def _runs(cls: type, version: _Loaded | None, name: str) -> bool:
 
 
 def processes_running(module: str | ModuleType, *, old: bool = False) -> list[Pid]:
-    """The live ``gen_server`` processes (of this node) running the current version of
-    ``module`` (``old=True``: the old version)."""
+    """The live behaviour processes (of this node) running the current version of
+    ``module`` (``old=True``: the old version), from the code server's registry."""
     name = _check_name(module)
     entry = _table.get(name)
     if entry is None:
@@ -390,8 +442,8 @@ def processes_running(module: str | ModuleType, *, old: bool = False) -> list[Pi
     if version is None:
         return []
     out = []
-    for pid, srv in list(gen_server._servers.items()):
-        if _runs(type(srv.cb), version, name) and is_alive(pid):
+    for pid, cls in list(_processes.items()):
+        if _runs(cls, version, name) and is_alive(pid):
             out.append(pid)
     return out
 

@@ -21,6 +21,8 @@
             ├── StartError     a process failed to start (``.reason``)
             ├── SupervisorError a supervisor request failed (``.reason``: "already_started",
             │                  "already_present", "not_found", "running", ...)
+            ├── HandlerError   an event manager request about a handler failed (``.reason``:
+            │                  "already_present", "module_not_found", the handler's error)
             ├── ChildSpecError a child spec is malformed (also a BadArg)
             ├── ApplicationError an application failed to load, start or stop
             ├── ConfigError    a configuration file or value is invalid (also a ValueError)
@@ -57,6 +59,7 @@ __all__ = [
     "CodeLoadError",
     "CommitFailed",
     "ConfigError",
+    "HandlerError",
     "NameTaken",
     "NoProc",
     "NoSuchTable",
@@ -182,6 +185,18 @@ class SupervisorError(OTPError):
         super().__init__(message or f"supervisor error: {reason!r}")
         self.reason = reason
         self.pid = pid
+
+
+class HandlerError(OTPError):
+    """A ``gen_event`` request about one handler failed; ``reason`` is OTP's word for it
+    (``"already_present"``, ``"module_not_found"``, ``("EXIT", exc)`` when the handler
+    raised, or what its ``init`` returned in ``Error(reason)``); ``handler`` is the
+    handler id."""
+
+    def __init__(self, reason: Any, handler: Any = None, message: str | None = None) -> None:
+        super().__init__(message or f"event handler {handler!r}: {reason!r}")
+        self.reason = reason
+        self.handler = handler
 
 
 class ChildSpecError(BadArg):

@@ -1,8 +1,10 @@
 """Generic servers: a process that holds state and answers requests, OTP's ``gen_server``.
 
 A server is a subclass of ``GenServer`` whose callbacks take the state and return the
-next one; the process, its mailbox loop, calls with timeouts, crash reports and the
-``sys`` debug interface come from here.
+next one; the process, its mailbox loop, calls with timeouts and crash reports come
+from here. System messages (``otp.sys``: state, suspend, code change, debugging) are
+served between two callbacks by ``otp.sys.handle_system_msg``, with the server's
+``SystemCallbacks``; the code server records which class each server runs.
 
 Example::
 
@@ -99,6 +101,10 @@ Timeouts and failures (docs/semantics.md G1-G9):
   ``CallError`` has it); an unmatched cast with ``("bad_cast", request)``; an
   unexpected info message is logged (WARNING, label ``unexpected_info``) and ignored.
 
+Under a supervisor: put the class (``init`` gets None) or ``(cls, arg)`` in the
+supervisor's child list; ``otp.supervisor.child_spec(cls, arg, ...)`` builds the spec
+(id the class, permanent, 5 s to shut down) with any field overridden.
+
 When not to use it: for work with no state or no need for serialised access (a plain
 function, or a task process), or for long computations inside a callback (the server
 answers nobody meanwhile, and callers time out; hand the work to another process and
@@ -107,14 +113,13 @@ answers nobody meanwhile, and callers time out; hand the work to another process
 
 from __future__ import annotations
 
-import copy
-import importlib
 import logging
 import traceback
+import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
-from otp import _gen, proc_lib
+from otp import _gen, code, proc_lib
 from otp._core.node import getcurrent
 from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
 from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
@@ -122,7 +127,16 @@ from otp.node import current_node
 from otp.proc_lib import ReportedExit, is_clean_exit
 from otp.process import Exit, Pid, is_alive, monitor, receive, send
 from otp.process import self as _self
-from otp.sys import Statistics, Status
+from otp.sys import (
+    Debug,
+    In,
+    NewState,
+    Out,
+    ProcessStatus,
+    Terminate,
+    handle_debug,
+    handle_system_msg,
+)
 
 __all__ = [
     "Continue",
@@ -145,7 +159,6 @@ __all__ = [
 ]
 
 report_log = logging.getLogger("otp.report")
-trace_log = logging.getLogger("otp.sys")
 
 
 class _NoReplyValue:
@@ -272,14 +285,6 @@ class GenServer:
     def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
         return status
 
-    @classmethod
-    def child_spec(cls, arg: Any = None) -> Any:
-        """The supervisor child spec that starts this server with ``start_link(cls, arg)``
-        (id: the class)."""
-        from otp.supervisor import ChildSpec  # type: ignore[import-not-found, unused-ignore]
-
-        return ChildSpec(id=cls, start=(start_link, (cls, arg)))
-
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -372,7 +377,7 @@ def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None 
     """Stop the server with ``reason``: it runs ``terminate`` and ends; returns once it
     has. ``CallError("noproc")`` if there is no such server, ``CallTimeout`` after
     ``timeout`` seconds, ``CallError(r)`` if it ended with another reason ``r``."""
-    request = ("terminate", reason)
+    request = Terminate(reason)
     pid = resolve(server)
     if pid is None:
         raise CallError("noproc", server, request)
@@ -393,16 +398,18 @@ def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None 
 
 
 class _Server:
-    """The slow-changing part of a running server (the loop keeps the rest in locals)."""
+    """The slow-changing part of a running server (the loop keeps the rest in locals),
+    and its ``otp.sys.SystemCallbacks``: the misc is the server's state."""
 
-    __slots__ = ("cb", "dbg", "name", "parent", "pid")
+    __slots__ = ("cb", "dbg", "name", "parent", "pid", "sys_msg")
 
     def __init__(self, cb: GenServer, name: Any, parent: Pid | None, pid: Pid) -> None:
         self.cb = cb
         self.name = name
         self.parent = parent
         self.pid = pid
-        self.dbg: _Debug | None = None
+        self.dbg: Debug | None = None
+        self.sys_msg: Any = None  # the system message being served (for a crash report)
 
     def label(self) -> str:
         if self.name is None:
@@ -411,45 +418,52 @@ class _Server:
             return repr(self.name.name)
         return str(self.name)
 
+    # --- otp.sys.SystemCallbacks (run in the server, between two callbacks) ---
 
-class _Debug:
-    """``sys`` statistics and trace for one server. Exists only while one is on, so a
-    server that is not debugged pays one ``is None`` test per message."""
+    def system_continue(self, parent: Pid | None, debug: Debug | None, misc: Any) -> Any:
+        self.dbg = debug
+        return misc
 
-    __slots__ = ("msgs_in", "msgs_out", "start_time", "stats", "trace")
+    def system_terminate(
+        self, reason: Any, parent: Pid | None, debug: Debug | None, misc: Any
+    ) -> NoReturn:
+        _terminate(self, self.cb, reason, misc, self.sys_msg)
 
-    def __init__(self) -> None:
-        self.stats = False
-        self.trace = False
-        self.start_time = 0.0
-        self.msgs_in = 0
-        self.msgs_out = 0
+    def system_get_state(self, misc: Any) -> Any:
+        return misc
 
-    def got(self, srv: _Server, msg: Any) -> None:
-        if self.stats:
-            self.msgs_in += 1
-        if self.trace:
-            match msg:
-                case (tag, from_, request) if tag == CALL:
-                    trace_log.info(
-                        "*DBG* %s got call %r from %r", srv.label(), request, from_[0]
-                    )
-                case (tag, request) if tag == CAST:
-                    trace_log.info("*DBG* %s got cast %r", srv.label(), request)
-                case _:
-                    trace_log.info("*DBG* %s got %r", srv.label(), msg)
+    def system_replace_state(self, fn: Callable[[Any], Any], misc: Any) -> tuple[Any, Any]:
+        new = fn(misc)
+        return new, new
 
-    def sent(self, srv: _Server, value: Any, to: Pid, state: Any) -> None:
-        if self.stats:
-            self.msgs_out += 1
-        if self.trace:
-            trace_log.info(
-                "*DBG* %s sent %r to %r, new state %r", srv.label(), value, to, state
-            )
+    def system_code_change(self, misc: Any, module: Any, old_vsn: Any, extra: Any) -> Any:
+        new = module
+        if isinstance(module, types.ModuleType):
+            name = type(self.cb).__name__
+            new = getattr(module, name, None)
+            if new is None:
+                raise BadArg(
+                    f"change_code: module {module.__name__} has no class {name} "
+                    "(the new code must keep the callback class's name)"
+                )
+        _check_cls("change_code", new)
+        new_cb = new()
+        state = new_cb.code_change(old_vsn, misc, extra)
+        # Only once code_change has returned: if it raises, the old code stays (A4).
+        self.cb = new_cb
+        code.register_process(self.pid, new)
+        return state
 
-    def new_state(self, srv: _Server, state: Any) -> None:
-        if self.trace:
-            trace_log.info("*DBG* %s new state %r", srv.label(), state)
+    def system_switch_code(self, misc: Any, new: Any) -> Any:
+        _check_cls("switch_code", new)
+        self.cb = new()
+        code.register_process(self.pid, new)
+        return misc
+
+    def system_get_status(self, misc: Any) -> ProcessStatus:
+        cb = self.cb
+        st = _formatted(cb, misc, None, None)
+        return ProcessStatus(name=self.name, module=_qualname(type(cb)), state=st["state"])
 
 
 def _register(name: Any, pid: Pid) -> Pid | None:
@@ -482,23 +496,12 @@ def _unregister(name: Any) -> None:
         unregister(name)
 
 
-# The code server's lookup (``otp.code.current``), installed by ``otp.code`` when it
-# is imported: a callback class -> its newest loaded version. A server started after a
-# module was reloaded runs the new code, as an Erlang process spawned after a load
-# runs the current module. Servers already running keep their class until
-# ``otp.sys.change_code`` (docs/semantics.md A7).
-_code_lookup: Callable[[type], type] | None = None
-
-# Live servers after init, pid -> its _Server (whose ``cb`` follows change_code): how
-# ``otp.code`` finds the processes running a module's old code to purge them.
-_servers: dict[Pid, _Server] = {}
-
-
 def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> None:
     me = _self()
-    lookup = _code_lookup
-    if lookup is not None:
-        cls = lookup(cls)
+    # A server started after its module was reloaded runs the new code, as an Erlang
+    # process spawned after a load runs the current module; running servers keep their
+    # class until otp.sys.change_code (A7).
+    cls = code.current(cls)
     holder = _register(name, me)
     if holder is not None:
         proc_lib.init_fail(("already_started", holder), "normal")
@@ -514,11 +517,11 @@ def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> N
     if rc is Ok:
         proc_lib.init_ack(me)
         srv = _Server(cb, name, parent, me)
-        _servers[me] = srv
+        code.register_process(me, cls)
         try:
             _loop(srv, r.state, r.action)
         finally:
-            _servers.pop(me, None)
+            code.unregister_process(me)
     elif rc is Ignore:
         _unregister(name)
         proc_lib.init_ack(None)
@@ -539,7 +542,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     cb = srv.cb
     parent = srv.parent
     gen_reply = current_node().gen_reply
-    dbg: _Debug | None = None
+    dbg: Debug | None = None
     msg: Any = None
     r: Any = None
     pending: float | None = None  # a Timeout action's seconds, for the next receive
@@ -566,7 +569,10 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                     kind = 1
                 elif k == SYSTEM:
                     # Served between callbacks; a pending Timeout starts again afterwards.
-                    cb, state = _system(srv, cb, state, msg)
+                    srv.sys_msg = msg
+                    state = handle_system_msg(msg[2], msg[1], parent, srv, dbg, state)
+                    srv.sys_msg = None
+                    cb = srv.cb
                     dbg = srv.dbg
                     continue
             elif n == 2 and msg[0] == CAST:
@@ -575,7 +581,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
             kind = 3
         pending = None
         if dbg is not None:
-            dbg.got(srv, msg)
+            dbg = handle_debug(dbg, In(msg), srv.label())
         try:
             if kind == 1:
                 from_ = msg[1]
@@ -585,7 +591,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                     gen_reply(from_[0], from_[1], r[0])  # reply(from_, value)
                     state = r[1]
                     if dbg is not None:
-                        dbg.sent(srv, r[0], from_[0], state)
+                        dbg = handle_debug(dbg, Out(r[0], from_[0], state), srv.label())
                     if r[2] is not None:
                         state, pending = _action(srv, cb, state, r[2], msg)
                     continue
@@ -623,7 +629,7 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                 raise
             _terminate(srv, cb, e.reason, state, msg, e)  # the callback called exit()
         if dbg is not None:
-            dbg.new_state(srv, state)
+            dbg = handle_debug(dbg, NewState(state), srv.label())
         action = r[1]  # NoReply(state, action)
         if action is not None:
             state, pending = _action(srv, cb, state, action, msg)
@@ -680,7 +686,7 @@ def _terminate(
     exc: BaseException | None = None,
     from_: Any = None,
     reply_value: Any = NO_REPLY,
-) -> Any:
+) -> NoReturn:
     """Run ``terminate``, reply if asked, report an abnormal end, and exit. Never returns."""
     try:
         cb.terminate(reason, state)
@@ -740,166 +746,3 @@ def _error_report(
         ("\n" + stack.rstrip()) if stack else "",
         extra={"report": report},
     )
-
-
-# --- system messages (otp.sys) -----------------------------------------------------------
-
-
-def _sys_reply(from_: Any, value: Any) -> None:
-    try:
-        _gen.reply(from_, value)
-    except BadArg as e:  # strict mode refused the value
-        _gen.reply(from_, ("error", e))
-
-
-def _state_reply(from_: Any, state: Any) -> None:
-    """Answer ``get_state``/``replace_state`` with a snapshot of the state: a deep copy
-    where one can be made, so the caller never shares the server's mutable state (as
-    Erlang copies it). The copy is private, so strict mode does not refuse it."""
-    try:
-        snapshot = copy.deepcopy(state)
-    except Exception:  # sockets, locks...: hand over the state itself
-        _sys_reply(from_, ("ok", state))
-        return
-    current_node().gen_reply(from_[0], from_[1], ("ok", snapshot), check=False)
-
-
-def _system(srv: _Server, cb: GenServer, state: Any, msg: Any) -> tuple[GenServer, Any]:
-    from_, request = msg[1], msg[2]
-    cb, state, suspended = _sys_request(srv, cb, state, msg, from_, request, False)
-    if not suspended:
-        return cb, state
-    parent = srv.parent
-
-    def wanted(m: Any) -> bool:
-        c = m.__class__
-        if c is tuple:
-            return len(m) == 3 and m[0] == SYSTEM
-        return c is Exit and parent is not None and m.pid == parent
-
-    while suspended:
-        m = receive(wanted)
-        if m.__class__ is Exit:
-            _terminate(srv, cb, m.reason, state, m)
-        cb, state, suspended = _sys_request(srv, cb, state, m, m[1], m[2], True)
-    return cb, state
-
-
-def _sys_request(
-    srv: _Server, cb: GenServer, state: Any, msg: Any, from_: Any, request: Any, suspended: bool
-) -> tuple[GenServer, Any, bool]:
-    match request:
-        case "get_state":
-            _state_reply(from_, state)
-        case ("replace_state", fn):
-            try:
-                new = fn(state)
-            except Exception as e:
-                _sys_reply(from_, ("error", ("callback_failed", e)))
-            else:
-                state = new
-                _state_reply(from_, state)
-        case "get_status":
-            st = _formatted(cb, state, None, None)
-            dbg = srv.dbg
-            _sys_reply(
-                from_,
-                (
-                    "ok",
-                    Status(
-                        pid=srv.pid,
-                        name=srv.name,
-                        module=_qualname(type(cb)),
-                        status="suspended" if suspended else "running",
-                        parent=srv.parent,
-                        state=st["state"],
-                        statistics=_stats(dbg),
-                        trace=dbg is not None and dbg.trace,
-                    ),
-                ),
-            )
-        case "suspend":
-            _sys_reply(from_, ("ok", None))
-            suspended = True
-        case "resume":
-            _sys_reply(from_, ("ok", None))
-            suspended = False
-        case ("change_code", new, old_vsn, extra):
-            if not suspended:
-                _sys_reply(from_, ("error", "not_suspended"))
-            else:
-                cb, state = _change_code(cb, state, from_, new, old_vsn, extra)
-        case ("$switch_class", new):
-            # The release handler's rollback and downgrade (otp.release_handler): the
-            # callbacks become ``new``'s, the state stays, no code_change runs.
-            if not suspended:
-                _sys_reply(from_, ("error", "not_suspended"))
-            elif not (isinstance(new, type) and issubclass(new, GenServer)):
-                _sys_reply(from_, ("error", ("not_a_gen_server", new)))
-            else:
-                cb = new()
-                _sys_reply(from_, ("ok", None))
-        case ("statistics", flag):
-            dbg = srv.dbg
-            if flag is None:
-                _sys_reply(from_, ("ok", _stats(dbg)))
-            else:
-                if flag:
-                    dbg = dbg or _Debug()
-                    dbg.stats = True
-                    dbg.start_time = current_node().clock.now()
-                    dbg.msgs_in = dbg.msgs_out = 0
-                elif dbg is not None:
-                    dbg.stats = False
-                srv.dbg = dbg if dbg is not None and (dbg.stats or dbg.trace) else None
-                _sys_reply(from_, ("ok", None))
-        case ("trace", flag):
-            dbg = srv.dbg
-            if flag:
-                dbg = dbg or _Debug()
-                dbg.trace = True
-            elif dbg is not None:
-                dbg.trace = False
-            srv.dbg = dbg if dbg is not None and (dbg.stats or dbg.trace) else None
-            _sys_reply(from_, ("ok", None))
-        case ("terminate", reason):
-            _terminate(srv, cb, reason, state, msg)
-        case _:
-            _sys_reply(from_, ("error", ("unknown_system_msg", request)))
-    srv.cb = cb
-    return cb, state, suspended
-
-
-def _stats(dbg: _Debug | None) -> Statistics | None:
-    if dbg is None or not dbg.stats:
-        return None
-    return Statistics(
-        start_time=dbg.start_time,
-        current_time=current_node().clock.now(),
-        messages_in=dbg.msgs_in,
-        messages_out=dbg.msgs_out,
-    )
-
-
-def _change_code(
-    cb: GenServer, state: Any, from_: Any, new: Any, old_vsn: Any, extra: Any
-) -> tuple[GenServer, Any]:
-    try:
-        if isinstance(new, tuple) and len(new) == 2 and new[0] == "module":
-            module = importlib.import_module(new[1])
-            name = type(cb).__name__
-            new = getattr(module, name, None)
-            if new is None:
-                raise BadArg(
-                    f"change_code: module {module.__name__} has no class {name} "
-                    "(the new code must keep the callback class's name)"
-                )
-        _check_cls("change_code", new)
-        new_cb = new()
-        new_state = new_cb.code_change(old_vsn, state, extra)
-    except Exception as e:
-        # Keep the old code and state; the caller gets the error.
-        _sys_reply(from_, ("error", e))
-        return cb, state
-    _sys_reply(from_, ("ok", None))
-    return new_cb, new_state

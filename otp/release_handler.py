@@ -139,9 +139,9 @@ from typing import Any, Literal
 
 import yaml
 
-from otp import _gen, application, code, gen_server
 from otp import _release_bundle as _bundle
 from otp import _release_instructions as _instr
+from otp import application, code
 from otp import sys as otp_sys
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
@@ -507,13 +507,13 @@ def _validate(plan: _Plan) -> None:
         elif op == "update":
             pid = _named_server(plan, target)
             if pid is not None:
-                srv = gen_server._servers.get(pid)
-                if srv is None:
+                cls = code.process_class(pid)
+                if cls is None:
                     raise ReleaseError(
                         f"{where}: the process registered as {target!r} ({pid!r}) is not "
-                        "a gen_server: it cannot be suspended and updated"
+                        "a behaviour process: it cannot be suspended and updated"
                     )
-                _check_module(plan, type(srv.cb).__module__, where)
+                _check_module(plan, cls.__module__, where)
             elif "." in target or code.is_loaded(target) or _module_file(r, new, target):
                 _check_module(plan, target, where)
             else:
@@ -609,9 +609,10 @@ def _resume_all(pids: list[Pid]) -> None:
 
 
 def _switch_class(pid: Pid, cls: type) -> None:
-    result = _gen.system_call(pid, ("$switch_class", cls), 5.0)
-    if result != ("ok", None):
-        raise ReleaseError(f"cannot switch {pid!r} to {cls!r}: {result!r}")
+    try:
+        otp_sys.switch_code(pid, cls)
+    except CallError as e:
+        raise ReleaseError(f"cannot switch {pid!r} to {cls!r}: {e.reason!r}") from e
 
 
 def _restore_process(pid: Pid, cls: type, snapshot: Any) -> None:
@@ -625,8 +626,8 @@ def _named_server(plan: _Plan, target: str) -> Pid | None:
     pid = whereis(target)
     if pid is None or _module_file(plan.root, plan.new, target) is None:
         return pid
-    srv = gen_server._servers.get(pid)
-    mod = type(srv.cb).__module__ if srv is not None else ""
+    cls = code.process_class(pid)
+    mod = cls.__module__ if cls is not None else ""
     return pid if mod == target or mod.startswith(target + ".") else None
 
 
@@ -649,10 +650,10 @@ def _update(run: _Run, target: str, extra: Any) -> None:
     plan = run.plan
     pid = _named_server(plan, target)
     if pid is not None:
-        srv = gen_server._servers.get(pid)
-        if srv is None:
-            raise ReleaseError(f"{target!r} ({pid!r}) is not a gen_server")
-        module, named = type(srv.cb).__module__, [pid]
+        cls = code.process_class(pid)
+        if cls is None:
+            raise ReleaseError(f"{target!r} ({pid!r}) is not a behaviour process")
+        module, named = cls.__module__, [pid]
     else:
         module, named = target, None
     if plan.direction == "up":
@@ -681,9 +682,9 @@ def _update(run: _Run, target: str, extra: Any) -> None:
 def _classes(pids: list[Pid]) -> dict[Pid, type]:
     classes = {}
     for pid in pids:
-        srv = gen_server._servers.get(pid)
-        if srv is not None:
-            classes[pid] = type(srv.cb)
+        cls = code.process_class(pid)
+        if cls is not None:
+            classes[pid] = cls
     return classes
 
 

@@ -67,7 +67,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import select
 import signal
 import socket
@@ -366,14 +365,10 @@ def _top(n: int = 20, sort: str = "queue") -> None:
 
 
 def format_top(rows: list[dict[str, Any]]) -> str:
-    """``top_rows`` as a table (what ``bin/<name> top`` prints)."""
-    lines = [f"{'PID':>12} {'NAME':<24} {'MSGQ':>7} {'MEMORY':>9} {'MSGS':>8} "
-             f"{'STATUS':<9} CURRENT"]
-    for r in rows:
-        msgs = "-" if r.get("messages") is None else str(r["messages"])
-        lines.append(f"{r['pid']:>12} {r['name'][:24]:<24} {r['queue']:>7} "
-                     f"{r['memory']:>9} {msgs:>8} {r['status']:<9} {r['call'][:70]}")
-    return "\n".join(lines)
+    """``top_rows`` as a table (what ``bin/<name> top`` prints): ``otp.observer``'s."""
+    from otp import observer
+
+    return observer.format_top(rows)
 
 
 def shell_namespace(extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -430,92 +425,14 @@ def _optional(module: str, what: str) -> Any:
 
 
 def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
-    """The ``limit`` top processes as rows (pid, name, queue, memory, messages, status,
-    call), sorted by ``queue`` (message-queue length), ``memory`` (an estimate: mailbox
-    and stack locals) or ``messages`` (handled since counting began: the first
-    ``messages`` request turns on ``otp.sys.statistics`` in every gen_server; other
-    processes are not counted and show None)."""
-    import heapq
+    """``otp.observer.top`` as JSON-ready rows (pid, name, queue, memory, messages,
+    status, current_function, behaviour, initial_call, call): the control socket's
+    ``top``."""
+    from otp import observer
 
-    from otp import gen_server
-    from otp import sys as otp_sys
-    from otp._core.node import current_node
-
-    node = current_node()
-    servers = gen_server._servers
-    if sort == "messages":
-        for pid, srv in list(servers.items()):
-            if srv.dbg is None or not srv.dbg.stats:
-                with contextlib.suppress(OTPError):
-                    otp_sys.statistics(pid, True, timeout=1.0)
-
-    def messages(p: Any) -> int:
-        srv = servers.get(p.pid)
-        dbg = srv.dbg if srv is not None else None
-        return int(dbg.msgs_in) if dbg is not None and dbg.stats else -1
-
-    keys: dict[str, Callable[[Any], int]] = {
-        "queue": lambda p: len(p.mbox) if p.mbox else 0,
-        "memory": _memory_estimate,
-        "messages": messages,
-    }
-    if sort not in keys:
+    if sort not in ("queue", "memory", "messages"):
         raise ValueError(f"top sorts by 'queue', 'memory' or 'messages', got {sort!r}")
-    rows: list[dict[str, Any]] = []
-    for p in heapq.nlargest(limit, list(node.procs.values()), key=keys[sort]):
-        info = node.info(p)
-        server = servers.get(p.pid)
-        n = messages(p)
-        rows.append({
-            "pid": repr(info.pid),
-            "name": info.registered_name or "",
-            "queue": info.message_queue_len,
-            "memory": _memory_estimate(p),
-            "messages": n if n >= 0 else None,
-            "status": info.status,
-            "call": _current_call(info) if server is None
-            else f"{type(server.cb).__module__}.{type(server.cb).__qualname__}"
-            + _in_callback(info),
-        })
-    return rows
-
-
-_FRAME = re.compile(r'File "(?:.*/)?([^/]+/[^/]+)", line (\d+), in (\S+)')
-
-
-def _in_callback(info: Any) -> str:
-    call = _current_call(info)
-    return "" if call == str(info.initial_call) else f" in {call}"
-
-
-def _current_call(info: Any) -> str:
-    for line in reversed(info.current_stacktrace):
-        m = _FRAME.search(line)
-        if m is None or m.group(1).startswith(
-            ("_core/", "otp/process.py", "otp/_gen.py", "otp/gen_server.py", "otp/proc_lib.py")
-        ):
-            continue
-        return f"{m.group(3)} ({m.group(1)}:{m.group(2)})"
-    return str(info.initial_call)
-
-
-def _memory_estimate(p: Any) -> int:
-    size = 0
-    mbox = p.mbox
-    if mbox:
-        size += sys.getsizeof(mbox)
-        for n, m in enumerate(mbox):
-            if n >= 1000:
-                size += size // (n or 1) * (len(mbox) - n)
-                break
-            size += sys.getsizeof(m)
-    frame = p.gr_frame
-    depth = 0
-    while frame is not None and depth < 50:
-        size += sum(sys.getsizeof(v) for v in frame.f_locals.values())
-        frame = frame.f_back
-        depth += 1
-    return size
+    return [row.to_json() for row in observer.top(sort, limit)]  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------ the server

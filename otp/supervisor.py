@@ -21,7 +21,7 @@ Supervisors nest, which makes a supervision tree::
             return SupFlags(strategy="one_for_one", intensity=3, period=5.0), [
                 ChildSpec(id="counter", start=(gen_server.start_link, (Counter, 0))),
                 {"id": "other", "start": (gen_server.start_link, (Counter, 100))},
-                (Counter, 7),                        # Counter.child_spec(7), id Counter
+                (Counter, 7),                        # supervisor.child_spec(Counter, 7)
             ]
 
     def main():
@@ -100,10 +100,11 @@ meanwhile (a child's init that calls its own supervisor deadlocks).
 
 from __future__ import annotations
 
+import builtins
 import copy
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from otp import gen_server
 from otp._core.values import check_immutable
@@ -112,10 +113,14 @@ from otp._supervisor_spec import (
     ChildCounts,
     ChildInfo,
     ChildSpec,
+    ChildType,
     DynamicSupFlags,
+    Restart,
     RestartWindow,
     SupFlags,
+    behaviour_start_link,
     check_child_specs,
+    is_behaviour_class,
     to_child_spec,
 )
 from otp._supervisor_state import BACKOFF, TRY_AGAIN, State, split_init
@@ -136,6 +141,7 @@ __all__ = [
     "Supervisor",
     "check_child_specs",
     "check_childspecs",
+    "child_spec",
     "count_children",
     "delete_child",
     "dynamic_supervisor_start_link",
@@ -157,8 +163,9 @@ class Supervisor:
 
     ``init(arg)`` runs in the new supervisor process and returns
     ``(SupFlags(...), [child specs])`` or ``Ignore()`` (then ``start_link`` returns
-    None). A child spec is a ``ChildSpec``, a dict with the same keys, a class with
-    ``child_spec`` (``GenServer``/``Supervisor`` subclasses), or ``(cls, arg)``.
+    None). A child spec is a ``ChildSpec``, a dict with the same keys, a behaviour
+    class (``GenServer``/``Supervisor`` subclass: ``child_spec(cls)``), or
+    ``(cls, arg)`` (``child_spec(cls, arg)``).
     ``init`` should have no side effects: a code change calls it again.
     """
 
@@ -166,13 +173,6 @@ class Supervisor:
         raise NotImplementedError(
             f"{type(self).__qualname__}.init(arg) must return (SupFlags(...), [child specs])"
         )
-
-    @classmethod
-    def child_spec(cls, arg: Any = None) -> ChildSpec:
-        """The spec to run this supervisor under another one: id = the class,
-        ``type="supervisor"``, shutdown infinity."""
-        return ChildSpec(id=cls, start=(start_link, (cls, arg)), type="supervisor",
-                         modules=(cls,))
 
 
 class DynamicSupervisor(Supervisor):
@@ -199,6 +199,70 @@ class DynamicSupervisor(Supervisor):
             "DynamicSupervisor.init: expected None, DynamicSupFlags(...) or a dict of its "
             f"fields, got: {arg!r}"
         )
+
+
+# --- child specs of behaviour classes ----------------------------------------------------
+
+_UNSET: Any = object()
+
+
+def child_spec(
+    cls: type,
+    arg: Any = None,
+    *,
+    id: Any = _UNSET,
+    restart: Restart = "permanent",
+    shutdown: float | Literal["brutal_kill"] | None = _UNSET,
+    type: ChildType | None = None,
+    significant: bool = False,
+    modules: Any = None,
+    backoff: Backoff | tuple[float, float] | None = None,
+) -> ChildSpec:
+    """The ``ChildSpec`` that runs the behaviour class ``cls`` under a supervisor, started
+    with its behaviour's ``start_link(cls, arg)`` (``gen_server.start_link`` for a
+    ``GenServer``, ``supervisor.start_link`` for a ``Supervisor``, ...): Elixir's
+    ``Supervisor.child_spec``, OTP's defaults. Keywords override a field.
+
+    Defaults: ``id`` the class; ``restart="permanent"``; a ``Supervisor`` subclass is
+    ``type="supervisor"`` with ``shutdown=None`` (wait for its whole tree), anything
+    else a worker with 5 s to shut down; ``modules=(cls,)``.
+
+    A supervisor uses this for a class in its child list given bare or as
+    ``(cls, arg)``, unless the class defines its own ``child_spec(arg)`` classmethod
+    (which may call this one with other defaults)::
+
+        class Cache(GenServer):
+            @classmethod
+            def child_spec(cls, arg=None):
+                return supervisor.child_spec(cls, arg, restart="transient")
+
+    >>> from otp.gen_server import GenServer
+    >>> spec = child_spec(GenServer, 0, id="zero")
+    >>> (spec.id, spec.start[1], spec.restart, spec.type, spec.shutdown)
+    ('zero', (<class 'otp.gen_server.GenServer'>, 0), 'permanent', 'worker', 5.0)
+    """
+    if not isinstance(cls, builtins.type):
+        raise ChildSpecError(f"child_spec expects a behaviour class, got {cls!r}")
+    start = behaviour_start_link(cls)
+    if start is None:
+        raise ChildSpecError(
+            f"child_spec expects a behaviour class (a GenServer, Supervisor, ... "
+            f"subclass), got {cls.__qualname__}, which derives from none; give a "
+            "ChildSpec with its own start instead"
+        )
+    is_sup = issubclass(cls, Supervisor)
+    fields: dict[str, Any] = {
+        "id": cls if id is _UNSET else id,
+        "start": (start, (cls, arg)),
+        "restart": restart,
+        "type": type if type is not None else ("supervisor" if is_sup else "worker"),
+        "significant": significant,
+        "modules": (cls,) if modules is None else modules,
+        "backoff": backoff,
+    }
+    if shutdown is not _UNSET:
+        fields["shutdown"] = shutdown
+    return ChildSpec(**fields)
 
 
 # --- client API ------------------------------------------------------------------------
@@ -266,9 +330,7 @@ def start_child(sup: Any, spec: Any) -> Pid | None:
     ``SupervisorError("max_children")`` (``DynamicSupervisor``), ``StartError(reason)``
     if the child fails to start.
     """
-    if spec.__class__ is not tuple or (
-        len(spec) == 2 and isinstance(spec[0], type) and hasattr(spec[0], "child_spec")
-    ):
+    if spec.__class__ is not tuple or (len(spec) == 2 and is_behaviour_class(spec[0])):
         spec = to_child_spec(spec)  # a plain tuple is simple_one_for_one's extra args
     return _call(sup, ("start_child", spec))
 

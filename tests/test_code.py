@@ -291,3 +291,80 @@ def test_a3_purge_kills_only_the_processes_running_the_old_version(node, modpath
     assert msg.reason == "killed"
     assert gen_server.call(new_pid, "vsn") == (2, 0)
     gen_server.stop(new_pid)
+
+
+# --- the registry of who runs what ----------------------------------------------------------
+
+
+def test_the_code_server_registry_follows_a_server_from_start_through_change_code_to_its_end(
+    node, modpath
+):
+    v1 = load_v1(modpath)
+    pid = gen_server.start(v1.Store, 0)
+    assert code.process_class(pid) is v1.Store
+    assert code.behaviour_processes()[pid] is v1.Store
+    server_module(modpath, 2)
+    v2 = code.load("cs_store")
+    otp_sys.suspend(pid)
+    otp_sys.change_code(pid, v2, "1")
+    assert code.process_class(pid) is v2.Store
+    otp_sys.switch_code(pid, v1.Store)
+    assert code.process_class(pid) is v1.Store
+    otp_sys.resume(pid)
+    gen_server.stop(pid)
+    assert code.process_class(pid) is None
+    assert pid not in code.behaviour_processes()
+
+
+SPECIAL = """
+from otp import code, proc_lib
+from otp.process import receive, self
+
+class Loop:
+    pass
+
+def run():
+    code.register_process(self(), Loop)
+    proc_lib.init_ack(self())
+    try:
+        receive()
+    finally:
+        code.unregister_process(self())
+"""
+
+
+def test_a3_a_process_registered_with_the_code_server_is_purged_with_its_old_module(
+    node, modpath
+):
+    """Any behaviour (not only gen_server) registers its processes the same way, and
+    purge then finds and kills those left on the old code."""
+    write(modpath, "cs_special", SPECIAL)
+    v1 = importlib.import_module("cs_special")
+    code.ensure_loaded("cs_special")
+    from otp import proc_lib
+
+    pid = proc_lib.start(v1.run)
+    write(modpath, "cs_special", SPECIAL + "\n# v2\n")
+    os.utime(modpath / "cs_special.py", (1, 1))
+    code.load("cs_special")
+    assert code.processes_running("cs_special", old=True) == [pid]
+    ref = monitor(pid)
+    assert code.purge("cs_special") is True
+    assert assert_receive(Down).reason == "killed"
+    del ref
+    assert code.process_class(pid) is None
+
+
+def test_the_code_server_does_not_import_the_behaviours():
+    """The code server is below the behaviours: they ask it for their class, never the
+    other way round."""
+    import ast
+
+    tree = ast.parse(open(code.__file__).read())
+    imported = {
+        alias.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom | ast.Import)
+        for alias in n.names
+    } | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"gen_server", "otp.gen_server", "gen_statem", "otp.gen_statem"}

@@ -526,13 +526,13 @@ def test_start_unlinked_server_survives_its_starter(node):
 
 def test_child_spec_starts_the_server_under_a_supervisor(node):
     supervisor = pytest.importorskip("otp.supervisor")
-    spec = Counter.child_spec(5)
+    spec = supervisor.child_spec(Counter, 5)
     assert spec.id is Counter
     assert spec.start == (gen_server.start_link, (Counter, 5))
 
     class Sup(supervisor.Supervisor):
         def init(self, arg):
-            return supervisor.SupFlags(strategy="one_for_one"), [Counter.child_spec(arg)]
+            return supervisor.SupFlags(strategy="one_for_one"), [(Counter, arg)]
 
     sup = supervisor.start_link(Sup, 5)
     (child,) = supervisor.which_children(sup)

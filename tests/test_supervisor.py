@@ -439,7 +439,7 @@ def test_s6_infinity_shutdown_waits_for_the_child(node):
 
 
 def test_s6_child_supervisors_default_to_infinity_shutdown(node):
-    spec = ScriptedSupervisor.child_spec((SupFlags(), []))
+    spec = supervisor.child_spec(ScriptedSupervisor, (SupFlags(), []))
     assert spec.type == "supervisor" and spec.shutdown is None
     assert ChildSpec("s", (print, ()), type="supervisor").shutdown is None
 
@@ -461,8 +461,8 @@ def test_s6_unlinked_child_ignoring_shutdown_is_killed(node):
 
 def test_s6_nested_supervisor_stops_its_children_before_it_ends(node):
     me = self()
-    inner = ScriptedSupervisor.child_spec(
-        (SupFlags(), [worker_spec(t, notify=me, trap=True) for t in "xy"])
+    inner = supervisor.child_spec(
+        ScriptedSupervisor, (SupFlags(), [worker_spec(t, notify=me, trap=True) for t in "xy"])
     )
     sup = start_sup(specs=[worker_spec("a", notify=me, trap=True), inner])
     stop_sup(sup)
@@ -612,7 +612,7 @@ def test_s8_restart_and_delete_of_a_restarting_child_fail_with_restarting(node):
 
 
 def test_s8_which_children_and_count_children(node):
-    sub = ScriptedSupervisor.child_spec((SupFlags(), [worker_spec("x")]))
+    sub = supervisor.child_spec(ScriptedSupervisor, (SupFlags(), [worker_spec("x")]))
     sup = start_sup(specs=[worker_spec("a"), worker_spec("b"), sub])
     supervisor.terminate_child(sup, "b")
     rows = supervisor.which_children(sup)
@@ -829,7 +829,7 @@ def test_genserver_children_given_as_class_or_class_and_arg(node):
 
 
 def test_genserver_child_crash_is_restarted_with_its_initial_arg(node):
-    sup = start_sup(specs=[Counter])  # Counter.child_spec(None): arg None
+    sup = start_sup(specs=[Counter])  # supervisor.child_spec(Counter): arg None
     pid = pids(sup)[Counter]
     with pytest.raises(Exception):
         gen_server.call(pid, "unknown-and-not-a-number")  # None + 1: the server crashes

@@ -248,3 +248,48 @@ def test_s9_check_childspecs_accepts_significant_children_with_auto_shutdown():
     assert supervisor.check_childspecs([spec], "any_significant") is None
     with pytest.raises(BadArg, match="expected auto_shutdown"):
         supervisor.check_childspecs([spec], "sometimes")
+
+
+def test_s10_child_spec_of_a_behaviour_class_has_otp_defaults_and_takes_overrides():
+    class Worker(gen_server.GenServer):
+        pass
+
+    spec = supervisor.child_spec(Worker, 1)
+    assert spec.id is Worker and spec.start == (gen_server.start_link, (Worker, 1))
+    assert (spec.restart, spec.type, spec.shutdown, spec.modules) == (
+        "permanent", "worker", 5.0, (Worker,)
+    )
+    spec = supervisor.child_spec(Worker, id="w", restart="transient", shutdown="brutal_kill")
+    assert (spec.id, spec.restart, spec.shutdown) == ("w", "transient", "brutal_kill")
+    assert spec.start == (gen_server.start_link, (Worker, None))
+
+
+def test_s10_child_spec_refuses_what_is_not_a_behaviour_class():
+    with pytest.raises(ChildSpecError, match="expects a behaviour class"):
+        supervisor.child_spec(int)
+    with pytest.raises(ChildSpecError, match="expects a behaviour class"):
+        supervisor.child_spec("Worker")
+    with pytest.raises(ChildSpecError, match="invalid restart"):
+        supervisor.child_spec(Supervisor, restart="sometimes")
+
+
+def test_s10_a_class_with_its_own_child_spec_classmethod_overrides_the_default():
+    class Cache(gen_server.GenServer):
+        @classmethod
+        def child_spec(cls, arg=None):
+            return supervisor.child_spec(cls, arg, restart="transient")
+
+    [spec] = check_child_specs([(Cache, 3)])
+    assert spec.restart == "transient" and spec.start == (gen_server.start_link, (Cache, 3))
+
+
+def test_gen_server_does_not_depend_on_supervisor():
+    """The supervisor builds specs of gen_server classes, never the other way round."""
+    import ast
+
+    tree = ast.parse(open(gen_server.__file__).read())
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom | ast.Import)]
+    names = {a.name for n in imports for a in n.names}
+    names |= {n.module for n in imports if isinstance(n, ast.ImportFrom)}
+    assert "otp.supervisor" not in names and "supervisor" not in names
+    assert not hasattr(gen_server.GenServer, "child_spec")

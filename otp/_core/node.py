@@ -229,6 +229,26 @@ class ProcessInfo:
     trap_exit: bool
     initial_call: str
     current_stacktrace: tuple[str, ...]
+    # "module.qualname" of the function the process is executing, outside the runtime
+    # (the kernel and otp.process): a process blocked in receive() shows the function
+    # that called it, a gen_server waiting for a message "otp.gen_server._loop".
+    # None before the process has started.
+    current_function: str | None = None
+
+
+# Modules whose frames current_function looks through: the runtime, not the process.
+_RUNTIME_MODULES = ("otp._core.", "otp.process", "gevent.", "greenlet")
+
+
+def _current_function(frame: types.FrameType | None) -> str | None:
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "?")
+        if not module.startswith(_RUNTIME_MODULES):
+            code = frame.f_code
+            # co_qualname is 3.11+; on 3.10 the bare name
+            return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
+        frame = frame.f_back
+    return None
 
 
 def other_greenlet_stacks() -> list[tuple[str, tuple[str, ...]]]:
@@ -1417,10 +1437,13 @@ class Node:
         frame = p.gr_frame if p is not getcurrent() else None
         if p is getcurrent():
             stack = tuple(traceback.format_stack()[:-2])
+            current = _current_function(sys._getframe(1))
         elif frame is not None:
             stack = tuple(traceback.format_stack(frame))
+            current = _current_function(frame)
         else:
             stack = ()
+            current = None
         return ProcessInfo(
             pid=p.pid,
             status=status,
@@ -1432,5 +1455,6 @@ class Node:
             trap_exit=p.trap_exit,
             initial_call=_describe(p.fn),
             current_stacktrace=stack,
+            current_function=current,
         )
 
