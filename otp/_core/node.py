@@ -124,6 +124,7 @@ class Process(greenlet.greenlet):
         "monitors",
         "name",
         "node",
+        "pdict",
         "pid",
         "queued",
         "reason",
@@ -160,6 +161,9 @@ class Process(greenlet.greenlet):
     args: tuple[Any, ...]
     log_crash: bool
     suspended: bool
+    # The process dictionary (otp._core.localvars.ProcessVar): left unset by spawn (no
+    # cost), read with getattr(p, "pdict", None), made on the first ProcessVar.set.
+    pdict: dict[Any, Any]
 
     def run(self) -> None:
         if self.dead:
@@ -330,6 +334,8 @@ class Node:
         self._fairness: BlockingMonitor | None = None
         self._mains: list[AsyncResult] = []  # results that Node.run/join wait on
         self.halted: tuple[Any] | None = None  # (reason,) once halt() was called
+        # NodeVar values (otp._core.localvars): var -> value; every node starts empty.
+        self.localvars: dict[Any, Any] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -385,6 +391,7 @@ class Node:
             self._fairness.stop()
             self._fairness = None
         self._mains.clear()
+        self.localvars.clear()
         self._hub_switch = lambda: None
         self.running = False
         CURRENT = None
