@@ -15,7 +15,6 @@ Processes with mailboxes and selective receive, links, monitors and exit signals
 
 from __future__ import annotations
 
-from otp._core.values import ANY, Down, Exit, Pid, Ref
 from otp.errors import (
     AlreadyRegistered,
     BadArg,
@@ -27,6 +26,7 @@ from otp.errors import (
     ProcessExit,
     ReceiveTimeout,
 )
+from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref
 from otp.node import MockClock, Node, RealClock, patch, run
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "OTPError",
     "Pid",
     "ProcessExit",
+    "ProcessInfo",
     "RealClock",
     "ReceiveTimeout",
     "Ref",

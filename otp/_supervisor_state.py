@@ -34,7 +34,7 @@ from otp._supervisor_spec import (
 from otp.errors import BadArg, StartError, SupervisorError
 from otp.gen_server import Ignore
 from otp.logger import log_report
-from otp.node import current_node
+from otp.lowlevel import current_node
 from otp.process import (
     Down,
     Exit,

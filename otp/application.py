@@ -113,7 +113,8 @@ from otp import config as _config
 from otp import gen_server, proc_lib
 from otp.errors import ApplicationError, CallError, StartError
 from otp.gen_server import GenServer, NoReply, Ok, Reply, Stop
-from otp.node import Node, current_node, halt
+from otp.lowlevel import Node, current_node
+from otp.node import halt
 from otp.process import (
     Down,
     Exit,

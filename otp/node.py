@@ -32,9 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from otp._core.clock import Clock, MockClock, RealClock
-from otp._core.node import Node, current_node
-from otp._core.os_thread import start_os_thread
+from otp.lowlevel import Clock, MockClock, Node, RealClock, current_node, start_os_thread
 
 __all__ = [
     "Clock",

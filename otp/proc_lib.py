@@ -56,8 +56,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from otp._core.node import Process, getcurrent
 from otp.errors import BadArg, ProcessExit, StartError
+from otp.lowlevel import Process, getcurrent
 from otp.process import (
     Down,
     Exit,

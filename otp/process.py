@@ -51,10 +51,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, overload
 
-from otp._core import node as _nodemod
-from otp._core.node import _MISSING, Process, ProcessInfo, current_node, getcurrent
-from otp._core.values import ANY, Down, Exit, Pid, Ref, check_immutable
 from otp.errors import BadArg, NoProc, NotInProcess, ProcessExit
+from otp.lowlevel import (
+    ANY,
+    Down,
+    Exit,
+    Pid,
+    Process,
+    ProcessInfo,
+    Ref,
+    check_immutable,
+    current_node,
+    getcurrent,
+)
+from otp.lowlevel import NO_DEFAULT as _MISSING
+from otp.lowlevel import RUNNING as _RUNNING
 
 __all__ = [
     "ANY",
@@ -142,7 +153,7 @@ def send(dest: Pid | str, msg: Any) -> Any:
     Sending to a dead pid succeeds silently (nothing is delivered). Sending to a name
     nobody holds raises ``NoProc``. Never blocks.
     """
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         current_node()
     assert node is not None
@@ -337,7 +348,7 @@ def whereis(name: str) -> Pid | None:
     """The pid registered under ``name``, or None."""
     if name.__class__ is not str and not isinstance(name, str):
         raise BadArg(f"whereis expects a registered name (str), got {name!r}")
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         node = current_node()
     p = node.names.get(name)
@@ -376,7 +387,7 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
     A timer aimed at a pid is cancelled when that process ends; one aimed at a name
     delivers to whoever holds the name when it fires (nothing if nobody does).
     """
-    node = _nodemod.CURRENT  # (current_node() without the call: a hot path)
+    node = _RUNNING.node  # (current_node() without the call: a hot path)
     if node is None:
         node = current_node()
     return node.send_after(seconds, dest, msg)
@@ -385,7 +396,7 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
 def cancel_timer(ref: Ref) -> float | None:
     """Cancel a ``send_after`` timer; returns the seconds that were left, or None if it
     already fired or was cancelled."""
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         node = current_node()
     return node.cancel_timer(ref)

@@ -439,7 +439,7 @@ def top_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
 
     from otp import gen_server
     from otp import sys as otp_sys
-    from otp._core.node import current_node
+    from otp.lowlevel import current_node
 
     node = current_node()
     servers = gen_server._servers

@@ -40,9 +40,7 @@ from typing import Any
 
 import pytest
 
-from otp._core.clock import MockClock, RealClock
-from otp._core.node import Node, current_node, other_greenlet_stacks
-from otp._core.values import Pid
+from otp.lowlevel import MockClock, Node, Pid, RealClock, current_node, other_greenlet_stacks
 from otp.process import Down, Ref, monitor, process_info, receive
 from otp.process import exit as exit_signal
 

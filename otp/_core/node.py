@@ -66,6 +66,23 @@ log = logging.getLogger("otp.process")
 #: The node running in this OS process (one at a time), or None.
 CURRENT: Node | None = None
 
+
+class _Running:
+    """Where the running node is, for code outside the kernel: ``RUNNING.node`` is the
+    node running in this OS process, or None. A hot path reads it without a call (an
+    attribute read, as cheap as a module global); elsewhere use ``current_node()``."""
+
+    __slots__ = ("node",)
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+
+    def __repr__(self) -> str:
+        return f"<running node: {self.node.name if self.node else None}>"
+
+
+RUNNING = _Running()
+
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
 # Receive deadlines get a timer of their own only once they are nearer than this: a
@@ -351,7 +368,7 @@ class Node:
         self.hub = gevent.get_hub()
         self._hub_switch = types.MethodType(greenlet.greenlet.switch, self.hub)
         self.clock.attach(self)
-        CURRENT = self
+        CURRENT = RUNNING.node = self
         if self.max_blocking_time is not None:
             self._fairness = BlockingMonitor(
                 self.hub.loop, self.max_blocking_time, Process.run.__code__
@@ -394,7 +411,7 @@ class Node:
         self.localvars.clear()
         self._hub_switch = lambda: None
         self.running = False
-        CURRENT = None
+        CURRENT = RUNNING.node = None
 
     def __enter__(self) -> Node:
         return self.start()

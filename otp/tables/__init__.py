@@ -132,7 +132,7 @@ from typing import Any
 
 from otp import application
 from otp.errors import ApplicationError, BadArg
-from otp.node import current_node
+from otp.lowlevel import current_node
 from otp.process import Down, Pid, demonitor, make_ref, monitor, receive, whereis
 from otp.process import self as self_pid
 from otp.tables import _disc_owner

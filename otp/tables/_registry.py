@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from otp.node import Node, current_node
+from otp.lowlevel import Node, current_node
 from otp.process import Pid, is_alive, send
 from otp.tables._table import Table
 from otp.tables.errors import NoSuchTable, TableError
