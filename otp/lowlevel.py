@@ -34,6 +34,13 @@ The kernel objects:
   call). ``NO_DEFAULT``: ``Node.receive``'s "no default: raise ``ReceiveTimeout``".
   ``CALL_TIMEOUT``: what ``Node.gen_call`` gives back when the deadline passed.
 
+I/O and threads (what the public ``otp.net`` and ``otp.threads`` present):
+``active_socket``/``is_active_socket``/``set_socket_owner``/``close_socket`` (the
+socket driver: a socket's data read by the hub and sent to its owner as messages),
+``run_in_thread`` (the hub's thread pool), ``start_os_thread``/``OSEvent``/``OSLock``/
+``get_os_ident`` (real OS threads, whatever the monkey-patching), and the clocks
+``Clock`` (the protocol a node's clock follows) and ``RealClock``.
+
 Failure semantics: these functions raise ``NodeError`` outside a running node and
 ``NotInProcess`` where a process is required, as the public API does. A hook given to
 ``on_exit`` runs inside the death procedure: it must not block or switch, and an
@@ -50,10 +57,17 @@ from typing import Any
 
 # The kernel names of __all__, plus (not in __all__) the ones that other public
 # namespaces present, since they import the kernel only through this module:
-# MockClock (otp.testing), ProcessInfo and the values (otp, otp.process).
+# MockClock (otp.testing), ProcessInfo and the values (otp, otp.process), patch (otp).
 from otp._core.clock import Clock, RealClock
 from otp._core.clock import MockClock as MockClock
 from otp._core.localvars import NodeVar, ProcessVar
+from otp._core.monkey import patch as patch
+from otp._core.net_driver import (
+    active_socket,
+    close_socket,
+    is_active_socket,
+    set_socket_owner,
+)
 from otp._core.node import _MISSING as NO_DEFAULT
 from otp._core.node import (
     CALL_TIMEOUT,
@@ -87,17 +101,21 @@ __all__ = [
     "Process",
     "ProcessVar",
     "RealClock",
+    "active_socket",
     "cancel_on_exit",
     "check_immutable",
+    "close_socket",
     "compile_pattern",
     "current_node",
     "current_process",
     "get_os_ident",
     "getcurrent",
+    "is_active_socket",
     "lookup_process",
     "on_exit",
     "other_greenlet_stacks",
     "run_in_thread",
+    "set_socket_owner",
     "spawn_process",
     "start_os_thread",
 ]

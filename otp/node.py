@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from otp.lowlevel import Clock, MockClock, Node, RealClock, current_node, start_os_thread
+from otp.lowlevel import Clock, MockClock, Node, RealClock, current_node, patch, start_os_thread
 
 __all__ = [
     "Clock",
@@ -85,9 +85,3 @@ def halt(reason: Any = "normal") -> None:
     current_node().halt(reason)
 
 
-def patch() -> None:
-    """Apply gevent's monkey-patching (idempotent). Call it before other imports."""
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        monkey.patch_all()
