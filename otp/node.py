@@ -32,12 +32,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from otp.lowlevel import Clock, MockClock, Node, RealClock, current_node, patch, start_os_thread
+from otp.lowlevel import (
+    Clock,
+    MockClock,
+    Node,
+    NodeVar,
+    RealClock,
+    current_node,
+    patch,
+    start_os_thread,
+)
 
 __all__ = [
     "Clock",
     "MockClock",
     "Node",
+    "NodeVar",
     "RealClock",
     "current_node",
     "halt",

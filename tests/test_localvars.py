@@ -158,3 +158,23 @@ def test_localvars_docstring_examples_run():
 
     result = doctest.testmod(localvars)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_processvars_of_one_process_are_independent(node):
+    # one variable is kept as a pair, several in a dict: each step of that is checked
+    other: ProcessVar[str] = ProcessVar("other")
+    LEVEL.set(1)
+    LEVEL.set(2)
+    with pytest.raises(LookupError):
+        other.get()
+    other.set("x")
+    ROLE.set("r")
+    assert (LEVEL.get(), other.get(), ROLE.get()) == (2, "x", "r")
+    LEVEL.delete()
+    assert (LEVEL.get(), other.get(), ROLE.get()) == (0, "x", "r")
+
+
+def test_processvar_delete_of_another_variable_keeps_the_value(node):
+    LEVEL.set(4)
+    ROLE.delete()
+    assert LEVEL.get() == 4

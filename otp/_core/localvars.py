@@ -43,7 +43,7 @@ share a mutable ``NodeVar`` value as a way for processes to talk: send messages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from otp._core import node as _nodemod
 from otp._core.node import Process, current_node, getcurrent
@@ -96,9 +96,9 @@ class NodeVar(Generic[T]):
         node = _nodemod.CURRENT
         if node is None:
             node = current_node()
-        store = node.localvars
+        store: dict[Any, Any] = node.localvars
         try:
-            return cast(T, store[self])
+            return store[self]  # (no cast(): it is a call)
         except KeyError:
             pass
         if self._factory is not None:
@@ -164,10 +164,11 @@ class ProcessVar(Generic[T]):
             p = node.lookup(pid)
         store = None if p is None else getattr(p, "pdict", None)
         if store is not None:
-            try:
-                return cast(T, store[self])
-            except KeyError:
-                pass
+            if store.__class__ is tuple:
+                if store[0] is self:
+                    return store[1]
+            elif self in store:
+                return store[self]
         if self._default is not _NO_DEFAULT:
             return self._default
         whose = "the calling process" if pid is None else f"process {pid!r}"
@@ -178,9 +179,13 @@ class ProcessVar(Generic[T]):
         p = getcurrent()
         if p.__class__ is not Process:
             raise NotInProcess(f"{self!r}.set() must be called inside a process")
+        # Most processes keep at most one variable: a (var, value) pair then (56 bytes,
+        # a dict costs 224); a dict from the second variable on.
         store = getattr(p, "pdict", None)
-        if store is None:
-            p.pdict = {self: value}
+        if store is None or (store.__class__ is tuple and store[0] is self):
+            p.pdict = (self, value)
+        elif store.__class__ is tuple:
+            p.pdict = {store[0]: store[1], self: value}
         else:
             store[self] = value
 
@@ -190,8 +195,12 @@ class ProcessVar(Generic[T]):
         if p.__class__ is not Process:
             raise NotInProcess(f"{self!r}.delete() must be called inside a process")
         store = getattr(p, "pdict", None)
-        if store:
-            store.pop(self, None)
+        if store is not None:
+            if store.__class__ is tuple:
+                if store[0] is self:
+                    p.pdict = None
+            else:
+                store.pop(self, None)
 
     def __repr__(self) -> str:
         return f"<ProcessVar {self.name!r}>"

@@ -179,8 +179,9 @@ class Process(greenlet.greenlet):
     log_crash: bool
     suspended: bool
     # The process dictionary (otp._core.localvars.ProcessVar): left unset by spawn (no
-    # cost), read with getattr(p, "pdict", None), made on the first ProcessVar.set.
-    pdict: dict[Any, Any]
+    # cost), read with getattr(p, "pdict", None); a (var, value) pair while the process
+    # has one variable, a dict from the second on.
+    pdict: tuple[Any, Any] | dict[Any, Any] | None
 
     def run(self) -> None:
         if self.dead:
