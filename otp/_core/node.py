@@ -21,7 +21,8 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    and one receiver messages and signals arrive in the order sent, and a message sent
    before a process dies is in the mailbox before that process's ``Down``/``EXIT``.
 5. **Time** comes only from the node's clock (real or mock). Timers live in one heap
-   with lazy cancellation; the clock decides when the earliest deadline fires.
+   with lazy cancellation; the clock decides when the earliest deadline fires, and
+   what an idle node means for time (the kernel never asks which clock it has).
 6. **The hot path pays for nothing optional.** The fairness report watches the hub from
    an OS thread (``fairness.py``); ``halt`` and the zombie checks live on the cold paths
    (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry).
@@ -47,7 +48,7 @@ import greenlet
 from gevent.event import AsyncResult
 
 from otp._core import values as _values
-from otp._core.clock import Clock, MockClock, RealClock
+from otp._core.clock import Clock, RealClock
 from otp._core.fairness import BlockingMonitor
 from otp._core.values import Down, Exit, Pid, Ref, check_immutable, compile_pattern
 from otp.errors import (
@@ -1394,15 +1395,11 @@ class Node:
             return  # not idle yet; the watcher fires again
         if self._lazy:
             self._arm_lazy()
+        # What idling means is the clock's to say (a mock clock fires what is due, then
+        # jumps in time; the real one has a timer of its own and does neither).
         clock = self.clock
-        mock = isinstance(clock, MockClock)
-        if mock:
-            # Timers already due (send_after(0, ...)) fire before anyone is told the node
-            # is at rest, as they would on the real clock: that needs no jump in time.
-            nd = self._first_live_deadline()
-            if nd is not None and nd <= clock.now():
-                self.fire_timers()
-                return
+        if clock.settle(self):
+            return
         if self._blocked_waiters:
             waiters = self._blocked_waiters
             self._blocked_waiters = []
@@ -1413,11 +1410,8 @@ class Node:
                 else:
                     w.set(None)
             return
-        if isinstance(clock, MockClock) and clock.autojump:
-            nd = self._first_live_deadline()
-            if nd is not None:
-                clock.jump_to(nd)
-                return
+        if clock.idle(self):
+            return
         self._idle.stop()
 
     def _first_live_deadline(self) -> float | None:
