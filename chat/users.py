@@ -95,7 +95,7 @@ from chat.protocol import ProtocolError
 from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
 from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop
-from otp.node import NodeVar, current_node
+from otp.node import NodeVar
 from otp.process import (
     Down,
     cancel_timer,
@@ -106,6 +106,7 @@ from otp.process import (
     spawn,
     whereis,
 )
+from otp.process import now as _now
 from otp.process import self as _self
 from otp.supervisor import ChildSpec
 
@@ -345,10 +346,6 @@ def _floor(p: _Peer) -> int:
     or was acknowledged by our device."""
     vq = p.vq
     return vq[0][0] - 1 if vq else p.in_seq
-
-
-def _now() -> float:
-    return current_node().clock.now()
 
 
 def _err(e: ProtocolError) -> tuple[str, str, str]:

@@ -27,7 +27,7 @@ from otp.errors import (
     ReceiveTimeout,
 )
 from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref
-from otp.node import MockClock, Node, RealClock, patch, run
+from otp.node import patch, run
 
 __version__ = "0.1.0"
 
@@ -37,17 +37,14 @@ __all__ = [
     "BadArg",
     "Down",
     "Exit",
-    "MockClock",
     "NameTaken",
     "NoProc",
-    "Node",
     "NodeError",
     "NotInProcess",
     "OTPError",
     "Pid",
     "ProcessExit",
     "ProcessInfo",
-    "RealClock",
     "ReceiveTimeout",
     "Ref",
     "__version__",

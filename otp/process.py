@@ -84,6 +84,7 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "now",
     "process_info",
     "processes",
     "read_timer",
@@ -402,6 +403,23 @@ def cancel_timer(ref: Ref) -> float | None:
     if node is None:
         node = current_node()
     return node.cancel_timer(ref)
+
+
+def now() -> float:
+    """The node clock's time in seconds (monotonic: only differences mean anything).
+
+    Every timeout and timer of the node runs on this clock, so code that measures
+    intervals against them (a rate limit, a restart window) reads it too; under the
+    test kit's mock clock it moves only when every process waits.
+
+    >>> import otp
+    >>> otp.run(lambda: now() >= 0.0)
+    True
+    """
+    node = _RUNNING.node
+    if node is None:
+        node = current_node()
+    return node.clock.now()
 
 
 def read_timer(ref: Ref) -> float | None:

@@ -45,6 +45,7 @@ from otp.process import Down, Ref, monitor, process_info, receive
 from otp.process import exit as exit_signal
 
 __all__ = [
+    "MockClock",
     "assert_down",
     "assert_receive",
     "dump_processes",

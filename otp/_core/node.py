@@ -112,7 +112,7 @@ def current_node() -> Node:
     node = CURRENT
     if node is None:
         raise NodeError(
-            "no node is running: start one with otp.run(main) or `with otp.Node() as node:`"
+            "no node is running: start one with otp.run(main) or `with otp.lowlevel.Node() as node:`"
         )
     return node
 
