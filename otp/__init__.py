@@ -26,7 +26,7 @@ from otp.errors import (
     ProcessExit,
     ReceiveTimeout,
 )
-from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref
+from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref, TimerTimeout
 from otp.node import patch, run
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __all__ = [
     "ProcessInfo",
     "ReceiveTimeout",
     "Ref",
+    "TimerTimeout",
     "__version__",
     "patch",
     "run",

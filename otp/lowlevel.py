@@ -86,6 +86,7 @@ from otp._core.values import Down as Down
 from otp._core.values import Exit as Exit
 from otp._core.values import Pid as Pid
 from otp._core.values import Ref as Ref
+from otp._core.values import TimerTimeout as TimerTimeout
 from otp._core.values import check_immutable, compile_pattern
 from otp.errors import NotInProcess
 

@@ -49,7 +49,7 @@ one process and send it requests instead).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from otp.errors import BadArg, NoProc, NotInProcess, ProcessExit
 from otp.lowlevel import (
@@ -61,6 +61,7 @@ from otp.lowlevel import (
     ProcessInfo,
     ProcessVar,
     Ref,
+    TimerTimeout,
     check_immutable,
     current_node,
     getcurrent,
@@ -76,6 +77,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessVar",
     "Ref",
+    "TimerTimeout",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -98,10 +100,13 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "spawn_opt",
+    "start_timer",
     "trap_exit",
     "unlink",
     "unregister",
     "whereis",
+    "yield_now",
 ]
 
 
@@ -148,6 +153,57 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
     node = me.node
     p = node.spawn(fn, args)
     return p.pid, node.monitor(me, p.pid)
+
+
+@overload
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = ..., monitor: Literal[False] = ...
+) -> Pid: ...
+@overload
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = ..., monitor: Literal[True]
+) -> tuple[Pid, Ref]: ...
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = False, monitor: bool = False
+) -> Pid | tuple[Pid, Ref]:
+    """``spawn`` with options (Erlang's ``spawn_opt``): ``link=True`` links the new
+    process to the caller, ``monitor=True`` monitors it, both atomically with the spawn
+    (P9). Returns the pid, or ``(pid, ref)`` with ``monitor=True``.
+
+    >>> import otp
+    >>> def main():
+    ...     pid, ref = spawn_opt(lambda: None, monitor=True)
+    ...     return receive(Down).reason
+    >>> otp.run(main)
+    'normal'
+    """
+    if link.__class__ is not bool or monitor.__class__ is not bool:
+        raise BadArg(f"spawn_opt expects link and monitor True or False, got {link!r}, "
+                     f"{monitor!r}")
+    if not (link or monitor):
+        return current_node().spawn(fn, args).pid
+    me = _me("spawn_opt")
+    node = me.node
+    p = node.spawn(fn, args, link=me if link else None)
+    if monitor:
+        return p.pid, node.monitor(me, p.pid)
+    return p.pid
+
+
+def yield_now() -> None:
+    """Let every other runnable process run, then go on (Erlang's ``erlang:yield``).
+
+    A process that computes for a long time without receiving holds the node (processes
+    are cooperative); calling this now and then gives the others their turn. Returns at
+    once when no other process is runnable. Messages stay queued.
+    """
+    me = _me("yield_now")
+    node = me.node
+    if node.runq:
+        node.wake(me)  # to the back of the run queue: the others go first
+        node.block(me)
+        if me.dead:
+            node._zombie(me)
 
 
 def send(dest: Pid | str, msg: Any) -> Any:
@@ -394,6 +450,24 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
     if node is None:
         node = current_node()
     return node.send_after(seconds, dest, msg)
+
+
+def start_timer(seconds: float, dest: Pid | str, msg: Any) -> Ref:
+    """Like ``send_after``, but what arrives is ``TimerTimeout(ref, msg)``, ``ref`` being
+    the returned timer ref (Erlang's ``start_timer``): the receiver tells its timers
+    apart, and a timer it cancelled too late from the one it started since.
+
+    >>> import otp
+    >>> def main():
+    ...     ref = start_timer(1.5, self(), "tick")
+    ...     return receive(TimerTimeout) == TimerTimeout(ref, "tick")
+    >>> otp.run(main)
+    True
+    """
+    node = _RUNNING.node
+    if node is None:
+        node = current_node()
+    return node.start_timer(seconds, dest, msg)
 
 
 def cancel_timer(ref: Ref) -> float | None:

@@ -50,7 +50,15 @@ from gevent.event import AsyncResult
 from otp._core import values as _values
 from otp._core.clock import Clock, RealClock
 from otp._core.fairness import BlockingMonitor
-from otp._core.values import Down, Exit, Pid, Ref, check_immutable, compile_pattern
+from otp._core.values import (
+    Down,
+    Exit,
+    Pid,
+    Ref,
+    TimerTimeout,
+    check_immutable,
+    compile_pattern,
+)
 from otp.errors import (
     AlreadyRegistered,
     BadArg,
@@ -112,7 +120,8 @@ def current_node() -> Node:
     node = CURRENT
     if node is None:
         raise NodeError(
-            "no node is running: start one with otp.run(main) or `with otp.lowlevel.Node() as node:`"
+            "no node is running: start one with otp.run(main) "
+            "(or `with otp.lowlevel.Node() as node:`)"
         )
     return node
 
@@ -1306,6 +1315,15 @@ class Node:
                 target.timers = {ts, t}
             else:
                 ts.add(t)  # type: ignore[union-attr]
+        return ref
+
+    def start_timer(self, seconds: float, dest: Any, msg: Any) -> Ref:
+        """``send_after`` whose message is ``TimerTimeout(ref, msg)`` (the timer's own
+        ref, which only exists once the timer does): Erlang's ``start_timer``."""
+        ref = self.send_after(seconds, dest, msg)
+        t = self._timer_refs.get(ref.id)
+        if t is not None:
+            t.msg = TimerTimeout(ref, msg)
         return ref
 
     def cancel_timer(self, ref: Any) -> float | None:

@@ -139,6 +139,18 @@ class Exit(NamedTuple):
     reason: Any
 
 
+class TimerTimeout(NamedTuple):
+    """The message of a ``start_timer`` timer (Erlang's ``{timeout, TimerRef, Msg}``):
+    the timer's ref, so that the receiver can tell its timers apart (and a cancelled
+    one's late message from a live one's), and the message given to ``start_timer``.
+
+    ``match msg: case TimerTimeout(ref=r, msg="tick") if r == my_timer: ...``
+    """
+
+    ref: Ref
+    msg: Any
+
+
 class _Any:
     __slots__ = ()
 
