@@ -52,11 +52,11 @@ from otp.errors import BadArg, NotInProcess
 
 __all__ = ["NodeVar", "ProcessVar"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 _NO_DEFAULT: Any = object()
 
 
-class NodeVar(Generic[T]):
+class NodeVar(Generic[_T]):
     """A variable whose value belongs to the running node; every node starts without one.
 
     ``default`` is returned by ``get()`` while the variable is unset (it is not stored);
@@ -78,8 +78,8 @@ class NodeVar(Generic[T]):
         self,
         name: str,
         *,
-        default: T = _NO_DEFAULT,
-        factory: Callable[[], T] | None = None,
+        default: _T = _NO_DEFAULT,
+        factory: Callable[[], _T] | None = None,
     ) -> None:
         if default is not _NO_DEFAULT and factory is not None:
             raise BadArg(f"NodeVar({name!r}) takes a default or a factory, got both")
@@ -89,7 +89,7 @@ class NodeVar(Generic[T]):
         self._default = default
         self._factory = factory
 
-    def get(self) -> T:
+    def get(self) -> _T:
         """The running node's value; the default (or a new factory value) when unset.
 
         ``LookupError`` when unset with neither; ``NodeError`` when no node runs."""
@@ -108,7 +108,7 @@ class NodeVar(Generic[T]):
             return self._default
         raise LookupError(f"{self!r} has no value on node {node.name}") from None
 
-    def set(self, value: T) -> None:
+    def set(self, value: _T) -> None:
         """Give the variable ``value`` on the running node."""
         current_node().localvars[self] = value
 
@@ -121,7 +121,7 @@ class NodeVar(Generic[T]):
         return f"<NodeVar {self.name!r}>"
 
 
-class ProcessVar(Generic[T]):
+class ProcessVar(Generic[_T]):
     """A variable whose value belongs to the calling process: Erlang's process dictionary.
 
     ``set``/``delete`` act on the calling process. ``get(pid)`` reads the value of
@@ -141,11 +141,11 @@ class ProcessVar(Generic[T]):
 
     __slots__ = ("_default", "name")
 
-    def __init__(self, name: str, *, default: T = _NO_DEFAULT) -> None:
+    def __init__(self, name: str, *, default: _T = _NO_DEFAULT) -> None:
         self.name = name
         self._default = default
 
-    def get(self, pid: Pid | None = None) -> T:
+    def get(self, pid: Pid | None = None) -> _T:
         """The calling process's value (or ``pid``'s, a live process of this node);
         the default when unset, else ``LookupError``."""
         if pid is None:
@@ -174,7 +174,7 @@ class ProcessVar(Generic[T]):
         whose = "the calling process" if pid is None else f"process {pid!r}"
         raise LookupError(f"{self!r} has no value in {whose}") from None
 
-    def set(self, value: T) -> None:
+    def set(self, value: _T) -> None:
         """Give the variable ``value`` in the calling process."""
         p = getcurrent()
         if p.__class__ is not Process:

@@ -161,11 +161,11 @@ class _Any:
 #: Wildcard for tuple patterns in ``receive``: ``receive(("reply", ref, ANY))``.
 ANY: Any = _Any()
 
-Matcher = Callable[[Any], bool]
+_Matcher = Callable[[Any], bool]
 _FunctionType = type(lambda: None)
 
 
-def compile_pattern(pattern: Any) -> Matcher:
+def compile_pattern(pattern: Any) -> _Matcher:
     """Turn a receive pattern into a predicate.
 
     - a class matches instances of it (``receive(Down)``);
@@ -197,7 +197,7 @@ def compile_pattern(pattern: Any) -> Matcher:
     return lambda m: m == pattern
 
 
-def _element(p: Any) -> Matcher | None:
+def _element(p: Any) -> _Matcher | None:
     if p is ANY:
         return None
     if isinstance(p, type) or isinstance(p, tuple):
