@@ -29,6 +29,10 @@ Options of ``@pytest.mark.otp(...)``: ``clock="mock"|"real"``, ``strict=True``,
 
 Helpers: ``wait_all_blocked()``, ``assert_receive(match)``, ``refute_receive(match)``,
 ``dump_processes()``.
+
+``MockClock(start=0.0, autojump=True)`` is the clock itself, for a node a test starts on
+its own (``otp.run(main, clock=MockClock())``): ``advance(seconds)`` moves it by hand;
+with ``autojump`` it jumps to the next deadline whenever every process waits.
 """
 
 from __future__ import annotations
