@@ -290,7 +290,7 @@ def test_max_blocking_time_must_be_positive_seconds():
 
 
 def test_start_os_thread_runs_in_a_real_thread_while_the_node_keeps_running(node):
-    from otp._core.os_thread import OSEvent, get_os_ident
+    from otp.lowlevel import OSEvent, get_os_ident
     from otp.threads import start_os_thread
 
     entered, release, done = OSEvent(), OSEvent(), OSEvent()
@@ -313,7 +313,7 @@ def test_start_os_thread_runs_in_a_real_thread_while_the_node_keeps_running(node
 
 
 def test_os_event_set_clear_and_wait_with_timeout():
-    from otp._core.os_thread import OSEvent
+    from otp.lowlevel import OSEvent
 
     e = OSEvent()
     assert not e.is_set() and e.wait(0.01) is False
