@@ -4,7 +4,7 @@
 #   make lint              ruff + mypy
 #   make run               start the chat server (dev config, 127.0.0.1, data in var/)
 #   make demo              run the hello example on a fresh node
-#   make bench             every workload of BENCH.md, otp vs the floors (not part of test)
+#   make bench             the workloads of docs/benchmarks.md, otp vs the floors (not in test)
 #   make bench ONLY="ping_pong call"   (ONLY=chat, ONLY=tables: a group of workloads)
 #   make soak              the SIGKILL crash-safety tests, 300 kills
 #   make clean             build artefacts and caches; `make distclean` also drops .venv

@@ -2,7 +2,7 @@
 
 Run ``python -m bench`` (or ``make bench``); see ``bench/README.md``. The pieces:
 
-- ``bench.registry``: the workloads of BENCH.md (unit, size, what "better" means) and the
+- ``bench.registry``: the workloads of docs/benchmarks.md (unit, size, what "better" means) and the
   systems (``otp`` and the floors), each a module with a ``WORKLOADS`` dict.
 - ``bench.worker``: runs ONE measurement in a fresh interpreter and prints one JSON line.
 - ``bench.harness``: plans the rounds, runs the workers, prints tables, appends

@@ -20,7 +20,7 @@ from collections.abc import Callable
 Result = tuple[float, str, int]
 Workload = Callable[[int], Result]
 
-# Fixed shapes of the workloads (BENCH.md); ``n`` is the size that scales.
+# Fixed shapes of the workloads (docs/benchmarks.md); ``n`` is the size that scales.
 RING_SIZE = 1000  # ring: processes in the ring; n = total hops
 CLIENTS = 1000  # many_clients: client processes; n = total calls (n // CLIENTS each)
 

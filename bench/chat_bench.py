@@ -1,5 +1,5 @@
 """The chat benchmarks: ``chat_memory``, ``chat_throughput``/``chat_latency``,
-``chat_offline_drain`` (the chat issue's load bench).
+``chat_offline_drain`` (docs/benchmarks.md).
 
 ::
 

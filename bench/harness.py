@@ -166,7 +166,7 @@ def parse_names(text: str | None, known: dict[str, object], what: str) -> list[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="BENCH.md workloads: otp vs raw gevent / raw greenlet / peers, "
+        description="docs/benchmarks.md workloads: otp vs raw gevent / raw greenlet / peers, "
                     "interleaved rounds, fresh process per measurement.")
     parser.add_argument("--only", metavar="NAMES",
                         help='workloads to run, space or comma separated ("ping_pong ring")')

@@ -1,4 +1,4 @@
-"""The BENCH.md workloads against this project's public API (``otp``, ``otp.process``).
+"""The docs/benchmarks.md workloads against this project's public API (``otp``, ``otp.process``).
 
 Each function starts a fresh node with ``otp.run`` and times the workload inside the
 main process; it leaves no process behind (every process it spawned has ended or been

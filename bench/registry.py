@@ -1,4 +1,4 @@
-"""What can be measured: the workloads of BENCH.md and the systems that implement them.
+"""What can be measured: the workloads of docs/benchmarks.md and the systems that implement them.
 
 A *system* is a module with a ``WORKLOADS: dict[str, Workload]`` (workload name ->
 ``fn(n) -> (value, unit, n)``) and optionally ``UNAVAILABLE: str | None`` (set when its
@@ -27,7 +27,7 @@ class Spec:
 
     @property
     def lower_is_better(self) -> bool:
-        # BENCH.md: units starting with "us" or "bytes" are lower-is-better; others are
+        # docs/benchmarks.md: units starting with "us" or "bytes" are lower-is-better; others are
         # rates. Latencies in "ms" (chat_latency) are lower-is-better too.
         return self.unit.startswith(("us", "bytes")) or self.unit.split("/")[0] == "ms"
 

@@ -1,4 +1,4 @@
-"""Quick bench of the table workloads of BENCH.md, next to their floors, in one run.
+"""Quick bench of the table workloads of docs/benchmarks.md, next to their floors, in one run.
 
     .venv/bin/python -m bench.tables_quick                 # 3 interleaved rounds
     .venv/bin/python -m bench.tables_quick --rounds 1 --n 20000
@@ -13,7 +13,7 @@ Workloads (each a ``fn(n) -> (value, unit, n)`` like ``bench/otp_workloads.py``)
 - ``table_disc_tx`` (otp): 100 writer processes, n transactions in all, one record each,
   on a disc table; each acknowledged only after its fsync (group commit).
 
-Bars (BENCH.md): dirty ≥ 0.08× dict; ram tx ≥ 35 k/s; disc tx ≥ 30 k commits/s.
+Bars (docs/benchmarks.md): dirty ≥ 0.08× dict; ram tx ≥ 35 k/s; disc tx ≥ 30 k commits/s.
 Every process run imports fresh (each measurement in a subprocess), like bench.worker.
 """
 

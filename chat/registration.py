@@ -7,7 +7,7 @@ One server process, registered as ``chat.registration``. Connection processes ca
     key = registration.verify("+14155550100", "123456")   # 32 random bytes, the device key
     registration.login_delay("+14155550100", ok=False)    # seconds to wait before answering
 
-Rules (SEMANTICS.md C5, C6):
+Rules (docs/semantics.md C5, C6):
 
 - A PIN is 6 random digits, valid ``code_ttl`` seconds (10 minutes), for one successful
   ``verify``, with at most ``max_attempts`` (4) wrong tries, then it is burned. A new

@@ -22,7 +22,7 @@ Requests (from the device's connection): ``("attach", conn)`` -> queued count,
 upto, (mids, vfrom, vto, ts))`` (the 4- and 3-tuples of the version before are still
 understood).
 
-The message path (ARCHITECTURE.md, "The chat application"):
+The message path (chat/README.md):
 
 1. ``send`` from the sender's device: the sender's process stores the message in its
    outbox (with the next per-pair sequence number ``pseq`` and the device's ``cmid``)

@@ -7,7 +7,7 @@ refills at ``rate`` tokens per second. A request takes tokens:
   ``Denied(retry_after)`` (seconds until ``n`` tokens will be there);
 - ``acquire(limiter, key, n=1, timeout=5.0)`` waits until the tokens are there. The
   server does not block: it keeps the caller's ``from_``, answers ``NoReply``, and
-  ``reply``-s later from a ``send_after`` timer (OTP's deferred reply, SEMANTICS.md G3).
+  ``reply``-s later from a ``send_after`` timer (OTP's deferred reply, docs/semantics.md G3).
   Waiters of a key are served first come, first served, and a ``check`` never jumps
   ahead of them.
 

@@ -3,7 +3,7 @@
 Private: the public names are re-exported by ``otp.supervisor``. Everything here is
 plain data and validation, no processes, so it is checked *up front*: a bad field
 raises at once, with one error per field saying what was expected and what was given
-(SEMANTICS S10).
+(docs/semantics.md S10).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -580,10 +581,11 @@ class State:
         return self.find(key).spec
 
     def summary(self) -> tuple[Any, ...]:
-        """An immutable view for ``sys.get_status`` and crash reports."""
+        """An immutable view for ``sys.get_status`` and crash reports (a module object
+        in a child's ``modules`` shows as its name, as OTP shows a module atom)."""
         return (("supervisor", self.name), ("module", self.module), ("mode", self.mode),
                 ("strategy", self.strategy), ("restarts", len(self.window)),
-                ("children", self.which_children()))  # fmt: skip
+                ("children", tuple(map(_status_row, self.which_children()))))  # fmt: skip
 
     # --- code change -----------------------------------------------------------------
 
@@ -620,6 +622,14 @@ class State:
                 child = Child(spec, self.next_serial())
                 self.children.append(child)
                 self.by_id[spec.id] = child
+
+
+def _status_row(row: ChildInfo) -> ChildInfo:
+    mods = row.modules
+    if mods.__class__ is tuple and any(isinstance(m, types.ModuleType) for m in mods):
+        names = tuple(m.__name__ if isinstance(m, types.ModuleType) else m for m in mods)
+        return row._replace(modules=names)
+    return row
 
 
 def _self_send(msg: Any) -> None:

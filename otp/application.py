@@ -57,19 +57,25 @@ API (OTP's ``application`` module):
                                           first (so dependencies stop last)
 ``which_applications()``                  ``[AppInfo(name, description, vsn)]`` running,
                                           in start order
+``ensure_all_started(app, type=...)``     ``start`` under OTP's name for it: the names
+                                          started (dependencies first; empty if running)
+``ensure_started(app, type=...)``         start it unless it runs; returns None
+``get_application(pid=None)``             the application a process belongs to, or None
+``get_key(app, key, default=None)``       the app's descriptor: ``vsn``, ``description``,
+                                          ``applications``, ``mod``, ``env``, ...
 ``get_env(app, key, default=None)``       a configured value (read directly, no message)
 ``set_env(app, key, value)``              change it at run time (checked by the schema)
 ``configure(config, environ=...)``        the node's config files and environment
 ========================================  ============================================
 
-Configuration (SEMANTICS.md A2, see ``otp.config``): an application's env is its
+Configuration (docs/semantics.md A2, see ``otp.config``): an application's env is its
 defaults (the schema's defaults, then ``AppSpec.env``), overridden by the config files
 given to ``configure``, overridden by ``OTP_<APP>__<KEY>`` environment variables,
 overridden by ``set_env``. It is resolved and validated when the application is loaded
 (``start`` loads); a bad or unknown value fails the start with ``ConfigError`` naming
 the file, the application and the key.
 
-Start types and what a stopped application does to the node (SEMANTICS.md A1):
+Start types and what a stopped application does to the node (docs/semantics.md A1):
 
 - ``permanent``: if it stops (for any reason, even ``normal``), the other running
   applications are stopped, most recent first, and the node halts with reason
@@ -114,6 +120,7 @@ from otp.errors import ApplicationError, CallError, StartError
 from otp.gen_server import GenServer, NoReply, Ok, Reply, Stop
 from otp.lowlevel import NodeVar, current_node
 from otp.node import halt
+from otp.proc_lib import meta_of as _proc_meta
 from otp.process import (
     Down,
     Exit,
@@ -134,8 +141,13 @@ __all__ = [
     "Application",
     "StartType",
     "configure",
+    "ensure_all_started",
+    "ensure_started",
     "get_all_env",
+    "get_all_key",
+    "get_application",
     "get_env",
+    "get_key",
     "load",
     "loaded_applications",
     "set_env",
@@ -355,6 +367,94 @@ def stop_all() -> list[str]:
             stop(name)
             stopped.append(name)
     return stopped
+
+
+def ensure_all_started(app: str | AppSpec, type: StartType = "temporary") -> list[str]:
+    """Start ``app`` and every application it depends on that is not running yet.
+
+    Returns the names started by this call, in start order (dependencies first); an
+    empty list if everything already ran. Errors as for ``start``, which does the same
+    (OTP's ``start`` would refuse missing dependencies; here it starts them)."""
+    return start(app, type)
+
+
+def ensure_started(app: str | AppSpec, type: StartType = "temporary") -> None:
+    """Start ``app`` (and its dependencies) unless it runs already. Errors as for
+    ``start``."""
+    start(app, type)
+
+
+def get_application(pid: Pid | None = None) -> str | None:
+    """The name of the running application that ``pid`` (default: the caller) belongs
+    to, or None if it belongs to none.
+
+    A process belongs to an application when it is the application's master or was
+    started, directly or through other processes, by that master: its top supervisor
+    and everything in its tree. Python adaptation: Erlang finds the application
+    through the process's group leader, which every spawned process inherits; here the
+    chain of starters that ``proc_lib`` records is followed (every behaviour starts its
+    processes through ``proc_lib``), so a process started with a bare
+    ``otp.process.spawn`` belongs to no application.
+    """
+    t = _table()
+    masters = {r.master: name for name, r in t.running.items() if r.master is not None}
+    if not masters:
+        return None
+    if pid is None:
+        pid = _self()
+    name = masters.get(pid)
+    if name is not None:
+        return name
+    meta = _proc_meta(pid)
+    if meta is None:
+        return None
+    for ancestor in meta.ancestors:
+        name = masters.get(ancestor)
+        if name is not None:
+            return name
+    return None
+
+
+#: The keys of an application's descriptor that ``get_key`` knows (OTP's ``.app`` keys
+#: that an ``AppSpec`` has).
+_KEYS = ("description", "vsn", "mod", "start_args", "applications", "registered", "env")
+
+
+def get_key(app: str, key: str, default: Any = None) -> Any:
+    """The value of ``key`` in the descriptor of the loaded application ``app``, or
+    ``default`` if it is not loaded (OTP's ``get_key``).
+
+    Keys: ``description``, ``vsn``, ``mod`` (the ``Application`` class, or None for a
+    library), ``start_args``, ``applications`` and ``registered`` (tuples of names),
+    ``env`` (the resolved env, a copy: what ``get_all_env`` gives). An unknown key
+    raises ``ApplicationError`` (reason ``"badarg"``)::
+
+        >>> from otp import application
+        >>> from otp.application import AppSpec
+        >>> def main():
+        ...     application.load(AppSpec("lib", "2.1.0", applications=("otp_tables",)))
+        ...     return application.get_key("lib", "vsn"), application.get_key("lib", "mod")
+        >>> import otp; otp.run(main)
+        ('2.1.0', None)
+    """
+    if key not in _KEYS:
+        raise ApplicationError(
+            f"get_key: expected a key among {', '.join(_KEYS)}, got: {key!r}", reason="badarg"
+        )
+    t = _table()
+    spec = t.specs.get(app)
+    if spec is None:
+        return default
+    if key == "env":
+        return get_all_env(app)
+    return getattr(spec, key)
+
+
+def get_all_key(app: str) -> dict[str, Any] | None:
+    """Every key of ``app``'s descriptor (see ``get_key``), or None if not loaded."""
+    if app not in _table().specs:
+        return None
+    return {key: get_key(app, key) for key in _KEYS}
 
 
 def which_applications() -> list[AppInfo]:

@@ -11,7 +11,7 @@ A config file maps application name -> key -> value::
 
 Each application declares what it accepts as a pydantic model (``AppSpec(schema=...)``,
 see ``otp.application``); its env is resolved from four layers, later ones winning
-(SEMANTICS.md A2):
+(docs/semantics.md A2):
 
 1. the application's defaults (the model's field defaults, then ``AppSpec(env=...)``);
 2. the config files, in the order given (a directory means its ``*.yaml``/``*.yml``

@@ -78,7 +78,7 @@ registry object (``register_name``, ``unregister_name``, ``whereis_name``, ``sen
 A name already taken fails the start with ``StartError(("already_started", pid))``.
 ``call``/``cast``/``stop`` accept a pid, a local name or a ``Via``.
 
-Timeouts and failures (SEMANTICS.md G1-G9):
+Timeouts and failures (docs/semantics.md G1-G9):
 
 - ``call`` waits 5 s by default (``timeout=None``: forever). On timeout it raises
   ``CallTimeout`` naming the server, the request and the timeout; the server still
@@ -485,7 +485,7 @@ def _unregister(name: Any) -> None:
 # is imported: a callback class -> its newest loaded version. A server started after a
 # module was reloaded runs the new code, as an Erlang process spawned after a load
 # runs the current module. Servers already running keep their class until
-# ``otp.sys.change_code`` (SEMANTICS.md A7).
+# ``otp.sys.change_code`` (docs/semantics.md A7).
 _code_lookup: Callable[[type], type] | None = None
 
 # Live servers after init, pid -> its _Server (whose ``cb`` follows change_code): how

@@ -24,7 +24,7 @@ with its own mailbox; processes share nothing and talk only by messages::
 
     print(otp.run(main))
 
-Failure semantics (Erlang's, see SEMANTICS.md P1-P16):
+Failure semantics (Erlang's, see docs/semantics.md P1-P16):
 
 - A process ends with a *reason*: ``"normal"`` when its function returns, the exception
   when it raises, the given reason after ``exit(reason)``.

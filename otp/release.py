@@ -41,7 +41,7 @@ Bundle layout (the release root, shared with ``otp.release_handler``)::
                                     (``<name>.sock``), node log, remote-shell audit log
 
 Boot (``bin/<name> start``): the boot version is ``$OTP_RELEASE_VSN`` if set, else the
-permanent release in ``RELEASES`` (SEMANTICS.md A6: a node restarted after an
+permanent release in ``RELEASES`` (docs/semantics.md A6: a node restarted after an
 un-permanent upgrade boots the last permanent one). The node changes directory to the
 root, loads the config files, starts the applications in order, then opens the control
 socket and writes ``run/<name>.pid``: the pid file appearing means "up". ``stop`` (or

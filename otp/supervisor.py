@@ -48,6 +48,7 @@ Client API (each a call to the supervisor, which answers between restarts):
 ``which_children(sup)``          ``[ChildInfo(id, pid | "restarting" | None, type, modules)]``
 ``count_children(sup)``          ``ChildCounts(specs, active, supervisors, workers)``
 ``get_childspec(sup, id)``       the ``ChildSpec`` of a child
+``check_childspecs(specs)``      None if the specs are valid, else the ``ChildSpecError``
 ===============================  ==========================================================
 
 Strategies: ``one_for_one`` restarts only the child that died; ``one_for_all``
@@ -56,7 +57,7 @@ does that for the child and those started after it; ``simple_one_for_one`` has o
 spec and many children added by ``start_child(sup, extra_args)``. ``DynamicSupervisor``
 (Elixir's) takes full specs in ``start_child`` and caps them with ``max_children``.
 
-Failure semantics (OTP's, see SEMANTICS.md S1-S10):
+Failure semantics (OTP's, see docs/semantics.md S1-S10):
 
 - ``start_link`` returns once every child has started; if one fails, those started are
   stopped in reverse order and ``StartError(("failed_to_start_child", id, reason))``
@@ -99,6 +100,8 @@ meanwhile (a child's init that calls its own supervisor deadlocks).
 
 from __future__ import annotations
 
+import copy
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +120,7 @@ from otp._supervisor_spec import (
 from otp._supervisor_state import BACKOFF, TRY_AGAIN, State, split_init
 from otp.errors import BadArg, ChildSpecError, StartError, SupervisorError
 from otp.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
+from otp.lowlevel import check_immutable, current_node
 from otp.process import Exit, Pid, process_info, trap_exit
 from otp.process import self as _self
 
@@ -130,6 +134,7 @@ __all__ = [
     "SupFlags",
     "Supervisor",
     "check_child_specs",
+    "check_childspecs",
     "count_children",
     "delete_child",
     "dynamic_supervisor_start_link",
@@ -303,8 +308,35 @@ def count_children(sup: Any) -> ChildCounts:
 
 
 def get_childspec(sup: Any, child: Any) -> ChildSpec:
-    """The ``ChildSpec`` of a child (by id, or pid for dynamic children)."""
+    """The ``ChildSpec`` of a child (by id, or pid for dynamic children). On a strict
+    node, a spec holding mutable parts (a list among its start arguments) comes back
+    as a private copy."""
     return _call(sup, ("get_childspec", child))
+
+
+def check_childspecs(specs: Any, auto_shutdown: str = "never") -> ChildSpecError | None:
+    """Check child specs without starting anything (OTP's ``check_childspecs``): None
+    if every spec is valid for a supervisor with this ``auto_shutdown``, else the
+    ``ChildSpecError`` describing the first bad one, returned, not raised::
+
+        >>> from otp.supervisor import check_childspecs
+        >>> check_childspecs([{"id": "a", "start": (print, ())}]) is None
+        True
+        >>> print(check_childspecs([{"id": "a", "start": (print, ()), "restart": "often"}]))
+        invalid restart of child 'a': expected 'permanent', 'transient' or 'temporary', got: 'often'
+
+    ``check_child_specs`` does the same check but raises, and returns the normalized
+    ``ChildSpec`` list.
+    """
+    if auto_shutdown not in ("never", "any_significant", "all_significant"):
+        raise BadArg("check_childspecs: expected auto_shutdown 'never', 'any_significant' or "
+                     f"'all_significant', got: {auto_shutdown!r}")  # fmt: skip
+    try:
+        check_child_specs(specs, auto_shutdown)
+    except ChildSpecError as e:
+        e.__traceback__ = None
+        return e
+    return None
 
 
 def stop(sup: Any, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -319,10 +351,12 @@ class _SupServer(GenServer):
     is called from here (as OTP's ``supervisor`` module calls the user module)."""
 
     _last_noreply: NoReply | None = None
+    _strict = False  # the node checks that messages are immutable (strict mode)
 
     def init(self, arg: Any) -> Any:
         module, user_arg, parent = arg
         trap_exit(True)
+        self._strict = current_node().strict
         state = State(module, user_arg, parent)
         info = process_info(_self())
         state.name = (info.registered_name if info is not None and info.registered_name
@@ -367,12 +401,35 @@ class _SupServer(GenServer):
 
     def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
         if request is _WHICH_CHILDREN:  # which_children's own tuple (messages are shared)
-            return Reply(("ok", state.which_children()), state)
+            rows = state.which_children()
+            if self._strict:
+                return self._strict_reply(from_, rows, state)
+            return Reply(("ok", rows), state)
         try:
             value = state.handle_request(request)
         except (SupervisorError, StartError, BadArg) as e:
             e.__traceback__ = None
             return Reply(("error", e), state)
+        if self._strict:
+            return self._strict_reply(from_, value, state)
+        return Reply(("ok", value), state)
+
+    def _strict_reply(self, from_: Any, value: Any, state: Any) -> Any:
+        """Answer ``("ok", value)`` on a strict node, where a reply must be immutable.
+
+        A child spec may legally hold mutable parts, since it is never sent: start
+        arguments that are lists or dicts, module objects in ``modules``. The
+        supervisor's own API must answer anyway (P16 is about what users send), so such
+        a value goes out as a private deep copy, which the caller may change freely
+        without touching the supervisor's spec. Module objects are shared (code, not
+        data); a value that cannot be copied at all (a lock, a socket) is shared as it
+        would be on a node that is not strict."""
+        try:
+            check_immutable(value, "reply")
+        except BadArg:
+            current_node().gen_reply(from_[0], from_[1], ("ok", _private_copy(value)),
+                                     check=False)  # fmt: skip
+            return NoReply(state)
         return Reply(("ok", value), state)
 
     def handle_info(self, msg: Any, state: Any) -> Any:
@@ -417,3 +474,22 @@ class _SupServer(GenServer):
         state.code_change(module or state.module)
         return state
 
+
+
+def _private_copy(value: Any) -> Any:
+    """A deep copy of a reply that shares only module objects (code, not data), or the
+    value itself when some part of it cannot be copied."""
+    memo: dict[int, Any] = {}
+    stack = [value]
+    while stack:  # find the module objects: deepcopy cannot copy them
+        v = stack.pop()
+        if isinstance(v, types.ModuleType):
+            memo[id(v)] = v
+        elif isinstance(v, tuple):
+            stack.extend(v)
+        elif isinstance(v, ChildSpec):
+            stack.append(v.modules)
+    try:
+        return copy.deepcopy(value, memo)
+    except Exception:  # a lock, a socket...: a handle, shared as on a non-strict node
+        return value

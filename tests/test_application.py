@@ -374,3 +374,84 @@ def _doc_example(doc: str, first: str, last: str) -> str:
 def test_the_module_example_runs():
     code = _doc_example(application.__doc__, "    import otp\n", "assert otp.run(main)")
     exec(compile(code, "otp.application docstring", "exec"), {})
+
+
+# ------------------------------------------------------------------------- OTP's helpers
+
+
+def test_a1_ensure_all_started_returns_what_it_started_dependencies_first(node):
+    application.load(spec("c"))
+    application.load(spec("b", deps=("c",)))
+    application.start("c")
+    assert application.ensure_all_started(spec("a", deps=("b", "c")), "permanent") == [
+        "b", "a"]  # fmt: skip
+    assert application.ensure_all_started("a") == []
+    assert [i.name for i in application.which_applications()] == ["c", "b", "a"]
+    application.stop_all()
+
+
+def test_a1_ensure_started_starts_once_and_returns_none(node):
+    assert application.ensure_started(spec("once")) is None
+    assert_receive(("started", "once", "temporary"))
+    assert application.ensure_started("once") is None
+    refute_receive(("started", "once", "temporary"))
+    application.stop("once")
+
+
+def test_get_application_names_the_app_of_its_master_and_its_whole_tree(node):
+    class Sup(Supervisor):
+        def init(self, arg):
+            return SupFlags(strategy="one_for_one"), [
+                ChildSpec(id="w1", start=(_start_named_worker, ("w1",))),
+                ChildSpec(id="inner", start=(supervisor.start_link, (Inner, None)),
+                          type="supervisor"),
+            ]
+
+    class Inner(Supervisor):
+        def init(self, arg):
+            return SupFlags(strategy="one_for_one"), [
+                ChildSpec(id="w2", start=(_start_named_worker, ("w2",)))]
+
+    class App(Application):
+        def start(self, start_type, args):
+            return supervisor.start_link(Sup, None, name="tree_sup")
+
+    assert application.get_application() is None  # no application runs
+    application.start(AppSpec("tree", "1", App))
+    application.start(spec("other"))
+    for name in ("tree_sup", "w1", "w2"):
+        assert application.get_application(whereis(name)) == "tree"
+    assert application.get_application(whereis("other")) == "other"
+    assert application.get_application() is None  # the test process is in none
+
+    asker = supervisor.start_child("tree_sup", ChildSpec(
+        id="asker", start=(gen_server.start_link, (Asker, self())), restart="temporary"))
+    assert_receive(("app", "tree"))  # a child added later asks for itself
+    application.stop_all()
+    assert application.get_application(asker) is None  # ended with its tree
+
+
+class Asker(GenServer):
+    """Reports, from its init, the application it belongs to."""
+
+    def init(self, to):
+        send(to, ("app", application.get_application()))
+        return Ok(to)
+
+
+def test_get_key_reads_the_descriptor_of_a_loaded_application(node):
+    application.load(AppSpec("lib", "2.1.0", applications=("dep_x",), registered=("r",),
+                             env={"k": 1}, description="a library"))
+    assert application.get_key("lib", "vsn") == "2.1.0"
+    assert application.get_key("lib", "description") == "a library"
+    assert application.get_key("lib", "applications") == ("dep_x",)
+    assert application.get_key("lib", "registered") == ("r",)
+    assert application.get_key("lib", "mod") is None
+    assert application.get_key("lib", "env") == {"k": 1}
+    assert application.get_key("nope", "vsn") is None
+    assert application.get_key("nope", "vsn", "?") == "?"
+    assert application.get_all_key("lib")["vsn"] == "2.1.0"
+    assert application.get_all_key("nope") is None
+    with pytest.raises(ApplicationError, match="expected a key among"):
+        application.get_key("lib", "version")
+    application.unload("lib")

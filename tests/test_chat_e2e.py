@@ -1,7 +1,7 @@
 """End-to-end tests of the chat server over real loopback sockets, plain and TLS.
 
 Each test starts the whole application (port 0) inside its node and talks to it with
-the client library, as a device would. Named after the rule of SEMANTICS.md they check.
+the client library, as a device would. Named after the rule of docs/semantics.md they check.
 """
 
 from __future__ import annotations

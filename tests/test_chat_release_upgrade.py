@@ -1,4 +1,4 @@
-"""A real upgrade of the chat, end to end (SEMANTICS.md A4, A7, C1): release 0.1.0 (the
+"""A real upgrade of the chat, end to end (docs/semantics.md A4, A7, C1): release 0.1.0 (the
 repository's chat) runs as a daemon from an unpacked bundle; devices keep sending to
 each other through real sockets while ``bin/chat unpack`` + ``bin/chat upgrade 0.2.0``
 move the node to 0.2.0 (``tests/chat_v2_fixture.py``: a new field in the user

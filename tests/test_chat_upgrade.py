@@ -1,4 +1,4 @@
-"""A live upgrade of the chat user process (SEMANTICS.md A4, A7, C1): a version 2 of
+"""A live upgrade of the chat user process (docs/semantics.md A4, A7, C1): a version 2 of
 ``chat.users`` whose state has one more field is loaded through the code server and the
 running user processes are moved to it with suspend -> change_code -> resume, while a
 device keeps sending through a real socket. Nothing is lost or duplicated, and the state

@@ -1,5 +1,5 @@
 """otp.code: two versions per module, purging, load failures, and what a load does to
-running servers (SEMANTICS.md A3, A7). Modules are generated into tmp_path."""
+running servers (docs/semantics.md A3, A7). Modules are generated into tmp_path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gen_server: the client API, names, and the rules G1-G5 of SEMANTICS.md."""
+"""gen_server: the client API, names, and the rules G1-G5 of docs/semantics.md."""
 
 from __future__ import annotations
 

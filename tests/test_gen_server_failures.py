@@ -1,5 +1,5 @@
 """gen_server failure semantics: terminate, exit signals, crash reports, bad returns
-(SEMANTICS.md G6-G9)."""
+(docs/semantics.md G6-G9)."""
 
 from __future__ import annotations
 

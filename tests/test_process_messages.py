@@ -1,4 +1,4 @@
-"""Messages: ordering, names, selective receive and strict mode (SEMANTICS.md P10-P13, P16).
+"""Messages: ordering, names, selective receive and strict mode (docs/semantics.md P10-P13, P16).
 
 Time-dependent rules run on the mock clock: a timeout is checked by reading the clock,
 never by measuring how long a test took.

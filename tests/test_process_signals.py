@@ -1,4 +1,4 @@
-"""Exit signals, links and monitors: SEMANTICS.md P1-P9 and P15.
+"""Exit signals, links and monitors: docs/semantics.md P1-P9 and P15.
 
 Every test runs inside a process of a fresh node (mock clock, strict mode). Children are
 tiny scripted functions; tests wait on ``Down``/``Exit`` messages, never on time.

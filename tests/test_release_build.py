@@ -96,7 +96,7 @@ def test_spec_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_a_root_boots_its_permanent_release_not_the_newest(tmp_path: Path) -> None:
-    # SEMANTICS A6: an installed but not permanent release is abandoned on restart.
+    # docs/semantics.md A6: an installed but not permanent release is abandoned on restart.
     (tmp_path / "releases").mkdir()
     (tmp_path / "releases" / "RELEASES").write_text(yaml.safe_dump([
         {"version": "0.1.0", "status": "permanent"},

@@ -1,5 +1,5 @@
 """otp.release_handler: unpack, install with rollback, make_permanent, downgrade, boot
-(SEMANTICS.md A4, A6, A7). A small application ``rh_kv`` (a registered key-counter
+(docs/semantics.md A4, A6, A7). A small application ``rh_kv`` (a registered key-counter
 server) is generated in versions into tmp_path as release bundles."""
 
 from __future__ import annotations

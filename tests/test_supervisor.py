@@ -1,4 +1,4 @@
-"""Supervisor semantics S1-S9 (SEMANTICS.md), grouped by concept as in OTP's
+"""Supervisor semantics S1-S9 (docs/semantics.md), grouped by concept as in OTP's
 supervisor_SUITE, with the scripted children of ``otp.testing_faults``."""
 
 import logging
@@ -961,4 +961,41 @@ def test_backoff_failed_restart_is_retried_after_the_next_delay(node):
     crash_and_wait(sup, "a")
     restarted_between(sup, "a", 3.0, 3.0)  # the failed start at 1 s, the retry 2 s later
     assert plan.started["a"] == 2
+    stop_sup(sup)
+
+
+# --- strict mode never breaks the supervisor's own API (S8) -----------------------------
+
+
+def _start_with_list(tag, items):
+    """A start function whose arguments hold a list (legal: a spec is never sent)."""
+    assert isinstance(items, list)
+    return start_worker(tag)
+
+
+def test_s8_get_childspec_returns_a_private_copy_of_a_spec_holding_a_list(node):
+    items = [1, 2]
+    sup = start_sup(specs=[ChildSpec("a", (_start_with_list, ("a", items)))])
+    spec = supervisor.get_childspec(sup, "a")
+    assert spec.id == "a" and spec.start == (_start_with_list, ("a", [1, 2]))
+    spec.start[1][1].append(3)  # the caller's copy: the supervisor's spec is untouched
+    assert supervisor.get_childspec(sup, "a").start[1][1] == [1, 2]
+    assert items == [1, 2]
+    crash_and_wait(sup, "a")  # and the supervisor still restarts from its own spec
+    assert whereis_child(sup, "a") is not None
+    stop_sup(sup)
+
+
+def test_s8_which_children_answers_when_modules_are_module_objects(node):
+    sup = start_sup(specs=[worker_spec("a", modules=(logging,))])
+    [row] = supervisor.which_children(sup)
+    assert row.id == "a" and row.modules == (logging,)
+    assert supervisor.get_childspec(sup, "a").modules == (logging,)
+    stop_sup(sup)
+
+
+def test_s8_sys_get_status_shows_module_objects_by_name(node):
+    sup = start_sup(specs=[worker_spec("a", modules=(logging,))])
+    [row] = dict(otp_sys.get_status(sup).state)["children"]
+    assert row.modules == ("logging",)
     stop_sup(sup)

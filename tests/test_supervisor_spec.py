@@ -212,3 +212,39 @@ def test_backoff_delay_grows_exponentially_within_max_and_jitter(initial, factor
     base = min(b.max, initial * 2.0**attempt)
     d = b.delay(attempt)
     assert base * (1 - jitter) - 1e-9 <= d <= base + 1e-9
+
+
+# --- check_childspecs: the check as a value (OTP's supervisor:check_childspecs/2) ---------
+
+
+def test_s10_check_childspecs_returns_none_for_valid_specs():
+    specs = [ChildSpec("a", start()), {"id": "b", "start": start(), "restart": "transient"}]
+    assert supervisor.check_childspecs(specs) is None
+    assert supervisor.check_childspecs([]) is None
+
+
+@pytest.mark.parametrize(
+    ("specs", "auto_shutdown", "expected"),
+    [
+        ([{"id": "a", "start": start(), "restart": "often"}], "never",
+         "expected 'permanent', 'transient' or 'temporary', got: 'often'"),
+        ([{"id": "a", "start": start()}, {"id": "a", "start": start()}], "never",
+         "expected unique ids, got a duplicate id: 'a'"),
+        ([{"id": "a", "start": start(), "restart": "transient", "significant": True}],
+         "never", "expected significant=False under a supervisor with auto_shutdown='never'"),
+        ({"id": "a", "start": start()}, "never", "expected a list of child specs"),
+        ([{"id": "a"}], "never", "missing required key 'start'"),
+    ],
+)
+def test_s10_check_childspecs_returns_the_error_instead_of_raising(specs, auto_shutdown,
+                                                                    expected):
+    error = supervisor.check_childspecs(specs, auto_shutdown)
+    assert isinstance(error, ChildSpecError)
+    assert expected in str(error)
+
+
+def test_s9_check_childspecs_accepts_significant_children_with_auto_shutdown():
+    spec = {"id": "a", "start": start(), "restart": "transient", "significant": True}
+    assert supervisor.check_childspecs([spec], "any_significant") is None
+    with pytest.raises(BadArg, match="expected auto_shutdown"):
+        supervisor.check_childspecs([spec], "sometimes")

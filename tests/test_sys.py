@@ -1,4 +1,4 @@
-"""otp.sys: system messages served by every gen_server (SEMANTICS.md A4, A5)."""
+"""otp.sys: system messages served by every gen_server (docs/semantics.md A4, A5)."""
 
 from __future__ import annotations
 

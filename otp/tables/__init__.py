@@ -66,7 +66,7 @@ a dict ``{"owner": "ann"}`` or a tuple with ``ANY`` wildcards, and uses the key 
 index when the pattern binds one. ``ordered_set`` iterates in key order; ``set`` and
 ``bag`` in insertion order (stable between changes, otherwise meaningless, like ets).
 
-Failure semantics (SEMANTICS.md D2, D3):
+Failure semantics (docs/semantics.md D2, D3):
 
 - A write of the wrong shape raises ``BadRecord`` (what was expected, what was given).
   In strict mode (tests) fields must be immutable: records are shared by all readers.
