@@ -43,7 +43,7 @@ from chat.gateways import SmsGateway
 from chat.protocol import ProtocolError, is_phone
 from otp import gen_server
 from otp.gen_server import GenServer, Ok, Reply
-from otp.node import current_node
+from otp.process import now as _now
 from otp.process import spawn
 
 __all__ = ["NAME", "hash_key", "login_delay", "provision", "request_code", "start_link",
@@ -71,10 +71,6 @@ class _State:
     codes: dict[str, _Code] = field(default_factory=dict)
     requests: dict[str, deque[float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
-
-
-def _now() -> float:
-    return current_node().clock.now()
 
 
 def _check_phone(phone: str) -> None:

@@ -58,7 +58,7 @@ import msgpack
 from otp import gen_server
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Timeout, reply
-from otp.node import current_node
+from otp.node import NodeVar
 from otp.process import Exit, send, spawn_link, trap_exit
 from otp.process import self as _self
 from otp.threads import run_in_thread
@@ -559,8 +559,8 @@ def _checkpoint(store: Any, backend: Any) -> None:
     send(store, "$checkpointed")
 
 
-#: node -> a backend that runs in the calling process (``direct``: otp.tables)
-_DIRECT: dict[Any, Any] = {}
+#: The node's backend that runs in the calling process (``direct``: otp.tables), or None.
+_DIRECT: NodeVar[Any] = NodeVar("chat.store.direct", default=None)
 
 
 class Store(GenServer):
@@ -575,7 +575,7 @@ class Store(GenServer):
         if opener is not None:
             opener()
         if getattr(backend, "direct", False):
-            _DIRECT[current_node()] = backend
+            _DIRECT.set(backend)
         return Ok(_State(backend))
 
     def handle_call(self, request: Any, from_: Any, state: _State) -> Any:
@@ -605,7 +605,7 @@ class Store(GenServer):
         return super().handle_info(msg, state)
 
     def terminate(self, reason: Any, state: _State) -> None:
-        _DIRECT.pop(current_node(), None)
+        _DIRECT.delete()
         state.backend.close()
 
     @staticmethod
@@ -675,18 +675,16 @@ def _call(req: tuple[str, Any]) -> Any:
 
 def write(ops: tuple[tuple[Any, ...], ...]) -> None:
     """Apply ``ops`` atomically and durably; returns once they are on disk."""
-    if _DIRECT:
-        b = _DIRECT.get(current_node())
-        if b is not None:
-            b.run([("w", ops)])
-            return
+    b = _DIRECT.get()
+    if b is not None:
+        b.run([("w", ops)])
+        return
     _call(("w", ops))
 
 
 def read(query: tuple[Any, ...]) -> Any:
     """Answer ``query``, after every write that reached the store before it."""
-    if _DIRECT:
-        b = _DIRECT.get(current_node())
-        if b is not None:
-            return b.query(query)
+    b = _DIRECT.get()
+    if b is not None:
+        return b.query(query)
     return _call(("r", query))

@@ -95,7 +95,7 @@ from chat.protocol import ProtocolError
 from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
 from otp.gen_server import Continue, GenServer, NoReply, Ok, Reply, Stop
-from otp.node import current_node
+from otp.node import NodeVar
 from otp.process import (
     Down,
     cancel_timer,
@@ -106,6 +106,7 @@ from otp.process import (
     spawn,
     whereis,
 )
+from otp.process import now as _now
 from otp.process import self as _self
 from otp.supervisor import ChildSpec
 
@@ -149,7 +150,7 @@ def ensure(phone: str) -> Any:
     pid = whereis(name(phone))
     if pid is not None:
         return pid
-    ctx = _CTX.get(current_node())
+    ctx = _CTX.get()
     spec = ChildSpec(id=phone, start=(_start_link, (phone, ctx)), restart="transient",
                      shutdown=5.0)
     try:
@@ -164,17 +165,17 @@ def ensure(phone: str) -> Any:
         raise
 
 
-#: node -> UserCtx, set by the application at start (the context holds a function, so
-#: it cannot come from config inside a message; one chat app per node). A version of
+#: The node's UserCtx, set by the application at start (the context holds a function,
+#: so it cannot come from config inside a message; one chat app per node). A version of
 #: this module loaded live (otp.code, a release upgrade) takes over the running
-#: version's table: while the new code runs, the package still holds the running one.
-_CTX: dict[Any, UserCtx] = getattr(
-    getattr(sys.modules.get("chat"), "users", None), "_CTX", {})
+#: version's variable: while the new code runs, the package still holds the running one.
+_CTX: NodeVar[UserCtx | None] = getattr(
+    getattr(sys.modules.get("chat"), "users", None), "_CTX", None
+) or NodeVar("chat.users.ctx", default=None)
 
 
 def set_context(ctx: UserCtx) -> None:
-    _CTX.clear()
-    _CTX[current_node()] = ctx
+    _CTX.set(ctx)
 
 
 def device_name(phone: str) -> str:
@@ -345,10 +346,6 @@ def _floor(p: _Peer) -> int:
     or was acknowledged by our device."""
     vq = p.vq
     return vq[0][0] - 1 if vq else p.in_seq
-
-
-def _now() -> float:
-    return current_node().clock.now()
 
 
 def _err(e: ProtocolError) -> tuple[str, str, str]:

@@ -52,6 +52,7 @@ from otp.gen_server import From, GenServer, NoReply, Ok, Reply
 from otp.process import (
     Down,
     Pid,
+    ProcessVar,
     Ref,
     demonitor,
     monitor,
@@ -118,23 +119,19 @@ class Stats:
 
 # ------------------------------------------------------------------------- workers
 
-_attempts: dict[Pid, int] = {}  # the "process dictionary" entry of each running job
+_ATTEMPT: ProcessVar[int] = ProcessVar("job_queue.attempt", default=1)  # each worker's
 
 
 def attempt() -> int:
     """Which run of its job the calling worker is (1 for the first)."""
-    return _attempts.get(_self(), 1)
+    return _ATTEMPT.get()
 
 
 def _worker(queue: Pid, job: Job, n: int) -> None:
     receive(("$go",))  # the queue monitors us before we run: no crash goes unseen
-    me = _self()
-    _attempts[me] = n
-    try:
-        value = job.fn(*job.args)
-    finally:
-        _attempts.pop(me, None)
-    send(queue, ("$job_done", me, value))
+    _ATTEMPT.set(n)
+    value = job.fn(*job.args)
+    send(queue, ("$job_done", _self(), value))
 
 
 def _start_worker(queue: Pid, job: Job, n: int) -> Pid:

@@ -38,8 +38,8 @@ from typing import Any
 
 from otp import gen_server, supervisor
 from otp.gen_server import From, GenServer, NoReply, Ok, Reply
-from otp.node import current_node
 from otp.process import Pid, is_alive, receive, send, send_after, spawn_link, trap_exit
+from otp.process import now as _now
 from otp.process import self as _self
 from otp.supervisor import ChildSpec, Supervisor, SupFlags
 
@@ -95,10 +95,6 @@ class _State:
 
 
 _SWEEP_ABOVE = 1024
-
-
-def _now() -> float:
-    return current_node().clock.now()
 
 
 class RateLimiter(GenServer):

@@ -15,7 +15,6 @@ Processes with mailboxes and selective receive, links, monitors and exit signals
 
 from __future__ import annotations
 
-from otp._core.values import ANY, Down, Exit, Pid, Ref
 from otp.errors import (
     AlreadyRegistered,
     BadArg,
@@ -27,7 +26,8 @@ from otp.errors import (
     ProcessExit,
     ReceiveTimeout,
 )
-from otp.node import MockClock, Node, RealClock, patch, run
+from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref, TimerTimeout
+from otp.node import patch, run
 
 __version__ = "0.1.0"
 
@@ -37,18 +37,17 @@ __all__ = [
     "BadArg",
     "Down",
     "Exit",
-    "MockClock",
     "NameTaken",
     "NoProc",
-    "Node",
     "NodeError",
     "NotInProcess",
     "OTPError",
     "Pid",
     "ProcessExit",
-    "RealClock",
+    "ProcessInfo",
     "ReceiveTimeout",
     "Ref",
+    "TimerTimeout",
     "__version__",
     "patch",
     "run",

@@ -8,20 +8,18 @@ it returns, 1 when it raises. ``python -m otp run examples.hello:main`` is the s
 
 from __future__ import annotations
 
-# Monkey-patching must happen before anything else imports socket, threading, ssl...
-from gevent import monkey
-
-if not monkey.is_module_patched("socket"):
-    monkey.patch_all()
-
-import importlib
-import sys
-from collections.abc import Callable
-from typing import Any
-
-import click
-
+# Monkey-patching must happen before anything else imports socket, ssl, subprocess...
+# (importing otp itself first is safe: it imports none of them).
 import otp
+
+otp.patch()
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
 
 __all__ = ["main"]
 

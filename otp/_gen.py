@@ -34,9 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from otp._core.node import CALL_TIMEOUT, Process, getcurrent
 from otp.errors import BadArg, CallError, CallTimeout, NotInProcess
-from otp.node import current_node
+from otp.lowlevel import CALL_TIMEOUT, Process, current_node, getcurrent
 from otp.process import Down, Pid, Ref, demonitor, receive, send, whereis
 
 CALL = "$gen_call"

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple, NoReturn
 
 from otp import _gen, code, proc_lib
 from otp import sys as otp_sys
-from otp._core.node import getcurrent
 from otp._gen import CALL, CAST, SYSTEM, Via
 from otp.errors import BadArg, ProcessExit
 from otp.gen_statem import (
@@ -56,6 +55,7 @@ from otp.gen_statem import (
     Stop,
     StopAndReply,
 )
+from otp.lowlevel import getcurrent
 from otp.proc_lib import ReportedExit, is_clean_exit
 from otp.process import Exit, Pid, cancel_timer, is_alive, send_after
 from otp.process import self as _self

@@ -35,7 +35,6 @@ from otp._supervisor_spec import (
 from otp.errors import BadArg, StartError, SupervisorError
 from otp.gen_server import Ignore
 from otp.logger import log_report
-from otp.node import current_node
 from otp.process import (
     Down,
     Exit,
@@ -50,6 +49,7 @@ from otp.process import (
     send_after,
     unlink,
 )
+from otp.process import now as clock_now
 from otp.process import self as _self
 
 __all__ = ["BACKOFF", "TRY_AGAIN", "Child", "State", "split_init"]
@@ -166,7 +166,7 @@ class State:
         child.pid = pid
         child.restarting = False
         if child.spec.backoff is not None:  # read only to reset a back-off
-            child.started_at = current_node().clock.now()
+            child.started_at = clock_now()
         self.by_pid[pid] = child
         if log.isEnabledFor(DEBUG):
             self.progress(child)
@@ -200,7 +200,7 @@ class State:
         if restart == "permanent" or (restart == "transient" and not is_clean_exit(reason)):
             self.report("child_terminated", reason, child, pid)
             if spec.backoff is not None and (
-                current_node().clock.now() - child.started_at >= spec.backoff.max
+                clock_now() - child.started_at >= spec.backoff.max
             ):
                 child.attempt = 0
             return self.restart(child)
@@ -243,7 +243,7 @@ class State:
 
     def restart(self, child: Child) -> bool:
         """Count a restart (S2), then restart by strategy; False: intensity exceeded."""
-        if not self.window.add(current_node().clock.now()):
+        if not self.window.add(clock_now()):
             self.report("shutdown", "reached_max_restart_intensity", child)
             self.forget(child)
             return False
@@ -370,7 +370,7 @@ class State:
         """Stop every dynamic child at once (S7): signal all, then wait, killing each
         one whose shutdown time has passed. Linear in the number of children: the
         deadlines wait in a heap, and each child's EXIT is queued just before its Down."""
-        now = current_node().clock.now()
+        t = clock_now()
         pending: dict[Any, tuple[Child, Pid]] = {}
         deadlines: list[tuple[float, int, Any]] = []
         for c in list(self.dyn.values()):
@@ -388,7 +388,7 @@ class State:
             else:
                 exit(pid, "shutdown")
                 if sd is not None:
-                    heapq.heappush(deadlines, (now + sd, c.serial, ref))
+                    heapq.heappush(deadlines, (t + sd, c.serial, ref))
 
         def is_down(m: Any) -> bool:
             return m.__class__ is Down and m.ref in pending
@@ -398,11 +398,11 @@ class State:
                 heapq.heappop(deadlines)
             timeout = None
             if deadlines:
-                timeout = max(0.0, deadlines[0][0] - current_node().clock.now())
+                timeout = max(0.0, deadlines[0][0] - clock_now())
             down = receive(is_down, timeout, default=None)
             if down is None:
-                now = current_node().clock.now()
-                while deadlines and deadlines[0][0] <= now:
+                t = clock_now()
+                while deadlines and deadlines[0][0] <= t:
                     _, _, ref = heapq.heappop(deadlines)
                     if ref in pending:
                         exit(pending[ref][1], "kill")

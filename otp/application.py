@@ -107,7 +107,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -119,7 +118,8 @@ from otp import config as _config
 from otp import gen_server, proc_lib
 from otp.errors import ApplicationError, CallError, StartError
 from otp.gen_server import GenServer, NoReply, Ok, Reply, Stop
-from otp.node import Node, current_node, halt
+from otp.lowlevel import NodeVar, current_node
+from otp.node import halt
 from otp.proc_lib import meta_of as _proc_meta
 from otp.process import (
     Down,
@@ -268,15 +268,9 @@ class _Table:
     running: dict[str, _Running] = field(default_factory=dict)  # in start order
 
 
-_tables: weakref.WeakKeyDictionary[Node, _Table] = weakref.WeakKeyDictionary()
-
-
-def _table() -> _Table:
-    node = current_node()
-    t = _tables.get(node)
-    if t is None:
-        t = _tables[node] = _Table()
-    return t
+# The node's application controller table, made on first use: every node starts empty.
+_TABLE: NodeVar[_Table] = NodeVar("otp.application.table", factory=_Table)
+_table = _TABLE.get
 
 
 # ------------------------------------------------------------------------- public API

@@ -120,10 +120,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 from otp import _gen, code, proc_lib
-from otp._core.node import getcurrent
 from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
 from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
-from otp.node import current_node
+from otp.lowlevel import current_node, getcurrent
 from otp.proc_lib import ReportedExit, is_clean_exit
 from otp.process import Exit, Pid, is_alive, monitor, receive, send
 from otp.process import self as _self

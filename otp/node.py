@@ -1,13 +1,12 @@
-"""Running a node: ``otp.run(main)`` or ``with Node() as node: node.run(main)``.
+"""Running a node: ``otp.run(main)``; node-local variables (``NodeVar``).
 
 A node is one OS process running one gevent hub: it owns the process table, the name
 registry, the timers and the clock. Only one node runs in an OS process at a time.
 
 Monkey-patching: processes that do blocking I/O (sockets, ``time.sleep``, subprocess)
-must go through gevent, so programs built on ``otp`` call ``gevent.monkey.patch_all()``
+must go through gevent, so programs built on ``otp`` apply gevent's monkey-patching
 *before importing anything else*. The ``otp`` command line and the test plugin do it for
-you; in your own entry point, put ``otp.patch()`` (or ``from gevent import monkey;
-monkey.patch_all()``) on the first lines.
+you; in your own entry point, put ``import otp; otp.patch()`` on the first lines.
 
 >>> import otp
 >>> otp.run(lambda x: x * 2, 21)
@@ -19,9 +18,16 @@ any process kills every process and makes ``otp.run`` raise ``NodeHalted(reason)
 return None for ``"normal"``). Starting a second node while one runs raises
 ``NodeError``.
 
+Node-local state: a ``NodeVar`` holds one value per node (every node starts without
+one), for state an application keeps "per node" without a module global keyed by node::
+
+    from otp.node import NodeVar
+
+    CONTEXT: NodeVar[dict[str, str]] = NodeVar("myapp.context", factory=dict)
+
 Fairness: processes are cooperative greenlets. ``otp.run(..., max_blocking_time=0.1)``
-(or ``Node(max_blocking_time=...)``) logs a warning naming any process that holds the hub
-longer than that, with its stack; it costs nothing on the message path.
+logs a warning naming any process that holds the hub longer than that, with its stack;
+it costs nothing on the message path.
 
 When not to use: one node per OS process, so do not start nodes inside a node's process
 (use ``spawn``), and do not run CPU-bound work in a process (use ``otp.threads``).
@@ -32,21 +38,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from otp._core.clock import Clock, MockClock, RealClock
-from otp._core.node import Node, current_node
-from otp._core.os_thread import start_os_thread
+from otp.lowlevel import Clock, Node, NodeVar, current_node, patch
 
-__all__ = [
-    "Clock",
-    "MockClock",
-    "Node",
-    "RealClock",
-    "current_node",
-    "halt",
-    "patch",
-    "run",
-    "start_os_thread",
-]
+__all__ = ["NodeVar", "halt", "patch", "run"]
 
 
 def run(
@@ -87,9 +81,3 @@ def halt(reason: Any = "normal") -> None:
     current_node().halt(reason)
 
 
-def patch() -> None:
-    """Apply gevent's monkey-patching (idempotent). Call it before other imports."""
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        monkey.patch_all()

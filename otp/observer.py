@@ -49,8 +49,8 @@ from typing import Any, Literal
 
 from otp import code
 from otp import sys as otp_sys
-from otp._core.node import Process, current_node
 from otp.errors import OTPError
+from otp.lowlevel import Process, current_node
 from otp.process import Down, Pid, Ref, demonitor, make_ref, monitor, receive, send, spawn
 from otp.process import self as _self
 

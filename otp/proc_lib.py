@@ -56,8 +56,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from otp._core.node import Process, getcurrent
 from otp.errors import BadArg, ProcessExit, StartError
+from otp.lowlevel import Process, ProcessVar, getcurrent
 from otp.process import (
     Down,
     Exit,
@@ -108,17 +108,16 @@ class _Meta:
         self.pid: Pid | None = None  # set by the process itself when it starts
 
 
-# Live proc_lib processes by pid.id (one node runs at a time, so the ids of live
-# processes differ; an int key hashes in C), each entry checked against the pid asked
-# about. An entry is removed when its process ends.
-_meta: dict[int, _Meta] = {}
+# What proc_lib knows about each of its processes, kept in the process's own dictionary
+# (as Erlang keeps '$ancestors' and '$initial_call'): gone when the process ends.
+_META: ProcessVar[_Meta | None] = ProcessVar("proc_lib.meta", default=None)
 
 
 def _meta_of(pid: Pid) -> _Meta | None:
-    meta = _meta.get(pid.id)
-    if meta is None or (meta.pid is not pid and meta.pid != pid):
+    try:
+        return _META.get(pid)
+    except BadArg:  # not a local pid
         return None
-    return meta
 
 
 class ReportedExit(ProcessExit):
@@ -145,7 +144,7 @@ def describe(fn: Any) -> str:
 def _run(fn: Callable[..., Any], args: tuple[Any, ...], meta: _Meta) -> None:
     p = getcurrent()  # this process's kernel record (the kernel runs _run in it)
     me = meta.pid = p.pid
-    _meta[me.id] = meta
+    _META.set(meta)
     try:
         fn(*args)
     except ReportedExit:
@@ -163,8 +162,6 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...], meta: _Meta) -> None:
         # Exit with the exception as reason; ProcessExit keeps the kernel from logging
         # a second report of its own.
         raise ReportedExit(e) from None
-    finally:
-        _meta.pop(me.id, None)
     if meta.starter is not None and not meta.acked:
         _failed_start(me, meta)
 
@@ -272,7 +269,7 @@ def start_as(
     if not callable(fn):
         raise BadArg(f"proc_lib expects a callable, got {fn!r} of type {type(fn).__name__}")
     me: Pid = p.pid
-    mine = _meta.get(me.id)
+    mine = _META.get()
     lineage = (me, *mine.ancestors) if mine is not None and mine.pid is me else (me,)
     node = p.node
     # A linked starter that traps exits (a supervisor) learns from the link's EXIT that
@@ -321,7 +318,7 @@ def _my_meta(what: str) -> tuple[Pid, _Meta]:
     p = getcurrent()
     if p.__class__ is Process:
         me = p.pid
-        meta = _meta.get(me.id)
+        meta = _META.get()
         if meta is not None and meta.starter is not None and meta.pid is me:
             return me, meta
     me = _self()
@@ -339,7 +336,7 @@ def init_ack(value: Any) -> None:
     returns ``value``."""
     p = getcurrent()
     me = p.pid if p.__class__ is Process else None
-    meta = _meta.get(me.id) if me is not None else None
+    meta = _META.get() if me is not None else None
     if meta is None or meta.starter is None or meta.pid is not me:
         me, meta = _my_meta("init_ack")  # the errors, and a pid that is equal, not same
     if meta.acked:

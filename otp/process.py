@@ -49,12 +49,25 @@ one process and send it requests instead).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, Literal, overload
 
-from otp._core import node as _nodemod
-from otp._core.node import _MISSING, Process, ProcessInfo, current_node, getcurrent
-from otp._core.values import ANY, Down, Exit, Pid, Ref, check_immutable
 from otp.errors import BadArg, NoProc, NotInProcess, ProcessExit
+from otp.lowlevel import (
+    ANY,
+    Down,
+    Exit,
+    Pid,
+    Process,
+    ProcessInfo,
+    ProcessVar,
+    Ref,
+    TimerTimeout,
+    check_immutable,
+    current_node,
+    getcurrent,
+)
+from otp.lowlevel import NO_DEFAULT as _MISSING
+from otp.lowlevel import RUNNING as _RUNNING
 
 __all__ = [
     "ANY",
@@ -62,7 +75,9 @@ __all__ = [
     "Exit",
     "Pid",
     "ProcessInfo",
+    "ProcessVar",
     "Ref",
+    "TimerTimeout",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -71,6 +86,7 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "now",
     "process_info",
     "processes",
     "read_timer",
@@ -84,10 +100,13 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "spawn_opt",
+    "start_timer",
     "trap_exit",
     "unlink",
     "unregister",
     "whereis",
+    "yield_now",
 ]
 
 
@@ -136,13 +155,64 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
     return p.pid, node.monitor(me, p.pid)
 
 
+@overload
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = ..., monitor: Literal[False] = ...
+) -> Pid: ...
+@overload
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = ..., monitor: Literal[True]
+) -> tuple[Pid, Ref]: ...
+def spawn_opt(
+    fn: Callable[..., Any], *args: Any, link: bool = False, monitor: bool = False
+) -> Pid | tuple[Pid, Ref]:
+    """``spawn`` with options (Erlang's ``spawn_opt``): ``link=True`` links the new
+    process to the caller, ``monitor=True`` monitors it, both atomically with the spawn
+    (P9). Returns the pid, or ``(pid, ref)`` with ``monitor=True``.
+
+    >>> import otp
+    >>> def main():
+    ...     pid, ref = spawn_opt(lambda: None, monitor=True)
+    ...     return receive(Down).reason
+    >>> otp.run(main)
+    'normal'
+    """
+    if link.__class__ is not bool or monitor.__class__ is not bool:
+        raise BadArg(f"spawn_opt expects link and monitor True or False, got {link!r}, "
+                     f"{monitor!r}")
+    if not (link or monitor):
+        return current_node().spawn(fn, args).pid
+    me = _me("spawn_opt")
+    node = me.node
+    p = node.spawn(fn, args, link=me if link else None)
+    if monitor:
+        return p.pid, node.monitor(me, p.pid)
+    return p.pid
+
+
+def yield_now() -> None:
+    """Let every other runnable process run, then go on (Erlang's ``erlang:yield``).
+
+    A process that computes for a long time without receiving holds the node (processes
+    are cooperative); calling this now and then gives the others their turn. Returns at
+    once when no other process is runnable. Messages stay queued.
+    """
+    me = _me("yield_now")
+    node = me.node
+    if node.runq:
+        node.wake(me)  # to the back of the run queue: the others go first
+        node.block(me)
+        if me.dead:
+            node._zombie(me)
+
+
 def send(dest: Pid | str, msg: Any) -> Any:
     """Send ``msg`` to a pid or a registered name; returns ``msg``.
 
     Sending to a dead pid succeeds silently (nothing is delivered). Sending to a name
     nobody holds raises ``NoProc``. Never blocks.
     """
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         current_node()
     assert node is not None
@@ -337,7 +407,7 @@ def whereis(name: str) -> Pid | None:
     """The pid registered under ``name``, or None."""
     if name.__class__ is not str and not isinstance(name, str):
         raise BadArg(f"whereis expects a registered name (str), got {name!r}")
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         node = current_node()
     p = node.names.get(name)
@@ -376,19 +446,54 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
     A timer aimed at a pid is cancelled when that process ends; one aimed at a name
     delivers to whoever holds the name when it fires (nothing if nobody does).
     """
-    node = _nodemod.CURRENT  # (current_node() without the call: a hot path)
+    node = _RUNNING.node  # (current_node() without the call: a hot path)
     if node is None:
         node = current_node()
     return node.send_after(seconds, dest, msg)
 
 
+def start_timer(seconds: float, dest: Pid | str, msg: Any) -> Ref:
+    """Like ``send_after``, but what arrives is ``TimerTimeout(ref, msg)``, ``ref`` being
+    the returned timer ref (Erlang's ``start_timer``): the receiver tells its timers
+    apart, and a timer it cancelled too late from the one it started since.
+
+    >>> import otp
+    >>> def main():
+    ...     ref = start_timer(1.5, self(), "tick")
+    ...     return receive(TimerTimeout) == TimerTimeout(ref, "tick")
+    >>> otp.run(main)
+    True
+    """
+    node = _RUNNING.node
+    if node is None:
+        node = current_node()
+    return node.start_timer(seconds, dest, msg)
+
+
 def cancel_timer(ref: Ref) -> float | None:
     """Cancel a ``send_after`` timer; returns the seconds that were left, or None if it
     already fired or was cancelled."""
-    node = _nodemod.CURRENT
+    node = _RUNNING.node
     if node is None:
         node = current_node()
     return node.cancel_timer(ref)
+
+
+def now() -> float:
+    """The node clock's time in seconds (monotonic: only differences mean anything).
+
+    Every timeout and timer of the node runs on this clock, so code that measures
+    intervals against them (a rate limit, a restart window) reads it too; under the
+    test kit's mock clock it moves only when every process waits.
+
+    >>> import otp
+    >>> otp.run(lambda: now() >= 0.0)
+    True
+    """
+    node = _RUNNING.node
+    if node is None:
+        node = current_node()
+    return node.clock.now()
 
 
 def read_timer(ref: Ref) -> float | None:

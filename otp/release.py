@@ -545,7 +545,7 @@ def _wake_reader(sock: Any, boot: Any) -> None:
 
 
 def _node_name() -> str:
-    from otp.node import current_node
+    from otp.lowlevel import current_node
 
     return current_node().name
 

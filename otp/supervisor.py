@@ -107,7 +107,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from otp import gen_server
-from otp._core.values import check_immutable
 from otp._supervisor_spec import (
     Backoff,
     ChildCounts,
@@ -126,7 +125,7 @@ from otp._supervisor_spec import (
 from otp._supervisor_state import BACKOFF, TRY_AGAIN, State, split_init
 from otp.errors import BadArg, ChildSpecError, StartError, SupervisorError
 from otp.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
-from otp.node import current_node
+from otp.lowlevel import check_immutable, current_node
 from otp.process import Exit, Pid, process_info, trap_exit
 from otp.process import self as _self
 

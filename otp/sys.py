@@ -175,7 +175,7 @@ from typing import Any, Literal, NamedTuple, NoReturn, Protocol
 from otp import _gen
 from otp._gen import CALL, CAST, SYSTEM
 from otp.errors import BadArg, CallError, CallTimeout
-from otp.node import current_node
+from otp.lowlevel import current_node
 from otp.process import Exit, Pid, monitor, process_info, receive, send
 from otp.process import self as _self
 

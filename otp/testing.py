@@ -29,6 +29,10 @@ Options of ``@pytest.mark.otp(...)``: ``clock="mock"|"real"``, ``strict=True``,
 
 Helpers: ``wait_all_blocked()``, ``assert_receive(match)``, ``refute_receive(match)``,
 ``dump_processes()``.
+
+``MockClock(start=0.0, autojump=True)`` is the clock itself, for a node a test starts on
+its own (``otp.run(main, clock=MockClock())``): ``advance(seconds)`` moves it by hand;
+with ``autojump`` it jumps to the next deadline whenever every process waits.
 """
 
 from __future__ import annotations
@@ -40,13 +44,12 @@ from typing import Any
 
 import pytest
 
-from otp._core.clock import MockClock, RealClock
-from otp._core.node import Node, current_node, other_greenlet_stacks
-from otp._core.values import Pid
+from otp.lowlevel import MockClock, Node, Pid, RealClock, current_node, other_greenlet_stacks
 from otp.process import Down, Ref, monitor, process_info, receive
 from otp.process import exit as exit_signal
 
 __all__ = [
+    "MockClock",
     "assert_down",
     "assert_receive",
     "dump_processes",

@@ -25,7 +25,6 @@ Do not touch process state (send, receive) from inside the thread function.
 
 from __future__ import annotations
 
-from otp._core.os_thread import OSEvent, OSLock, start_os_thread
-from otp._core.threadpool import run_in_thread
+from otp.lowlevel import OSEvent, OSLock, run_in_thread, start_os_thread
 
 __all__ = ["OSEvent", "OSLock", "run_in_thread", "start_os_thread"]

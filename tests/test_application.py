@@ -13,10 +13,9 @@ from otp import application, config, gen_server, supervisor
 from otp.application import AppInfo, Application, AppSpec
 from otp.errors import ApplicationError, ConfigError, NodeHalted
 from otp.gen_server import GenServer, Ok, Reply, Stop
-from otp.node import MockClock
 from otp.process import Down, exit, monitor, receive, self, send, whereis
 from otp.supervisor import ChildSpec, Supervisor, SupFlags
-from otp.testing import assert_receive, refute_receive
+from otp.testing import MockClock, assert_receive, refute_receive
 
 # ------------------------------------------------------------------------- fixtures
 

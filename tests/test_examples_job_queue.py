@@ -11,8 +11,7 @@ from examples import job_queue
 from examples.job_queue import APP, JobResult, Stats, attempt, result, stats, submit
 from otp import application, supervisor
 from otp.errors import ConfigError
-from otp.node import current_node
-from otp.process import Down, exit, monitor, self, send, sleep, spawn, whereis
+from otp.process import Down, exit, monitor, now, self, send, sleep, spawn, whereis
 from otp.testing import assert_receive, wait_all_blocked
 
 
@@ -20,10 +19,6 @@ from otp.testing import assert_receive, wait_all_blocked
 def _quiet(caplog):
     # crashed jobs are expected here: keep their reports out of the output
     caplog.set_level(logging.CRITICAL, logger="otp")
-
-
-def now() -> float:
-    return current_node().clock.now()
 
 
 def start(environ=None):

@@ -8,13 +8,8 @@ from examples import rate_limiter
 from examples.rate_limiter import Allowed, Denied, Limits, acquire, check
 from otp import gen_server, supervisor
 from otp.errors import CallTimeout
-from otp.node import current_node
-from otp.process import Down, exit, monitor, receive, self, send, spawn, whereis
+from otp.process import Down, exit, monitor, now, receive, self, send, spawn, whereis
 from otp.testing import assert_receive, wait_all_blocked
-
-
-def now() -> float:
-    return current_node().clock.now()
 
 
 def test_burst_is_allowed_then_denied_with_the_time_until_the_next_token(node):

@@ -25,12 +25,13 @@ from typing import Any, NamedTuple
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import otp
 from otp import gen_statem
 from otp import sys as otp_sys
 from otp.gen_statem import CallbackMode, GenStatem, NextEvent, NextState, Ok, Postpone
+from otp.lowlevel import Node
 from otp.process import receive, send
 from otp.process import self as self_pid
+from otp.testing import MockClock
 
 STATES = ("a", "b", "c")
 
@@ -145,7 +146,7 @@ def test_postponed_and_inserted_events_follow_the_reference_model(raw):
         gen_statem.stop(pid)
         return got, state
 
-    node = otp.Node("statem@localhost", clock=otp.MockClock(), strict=True)
+    node = Node("statem@localhost", clock=MockClock(), strict=True)
     node.start()
     try:
         got, state = node.run(go, timeout=30)

@@ -286,7 +286,7 @@ def test_the_module_example_runs(capsys):
 
 
 def test_errors_are_named_as_erlang_names_them():
-    from otp.net import _reason
+    from otp._core.net_driver import _reason
 
     assert _reason(ConnectionResetError(104, "reset")) == "econnreset"
     assert _reason(TimeoutError("timed out")) == "timeout"

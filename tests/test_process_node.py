@@ -15,7 +15,8 @@ import pytest
 
 import otp
 from otp.errors import NodeError, NodeHalted, NotInProcess, OTPError, ProcessExit
-from otp.node import MockClock, Node, RealClock, current_node, halt
+from otp.lowlevel import Node, RealClock, current_node
+from otp.node import halt
 from otp.process import (
     Down,
     monitor,
@@ -28,7 +29,7 @@ from otp.process import (
     spawn_monitor,
 )
 from otp.process import exit as exit_signal
-from otp.testing import wait_all_blocked
+from otp.testing import MockClock, wait_all_blocked
 
 
 def forever() -> None:
@@ -289,8 +290,8 @@ def test_max_blocking_time_must_be_positive_seconds():
 
 
 def test_start_os_thread_runs_in_a_real_thread_while_the_node_keeps_running(node):
-    from otp._core.os_thread import OSEvent, get_os_ident
-    from otp.node import start_os_thread
+    from otp.lowlevel import OSEvent, get_os_ident
+    from otp.threads import start_os_thread
 
     entered, release, done = OSEvent(), OSEvent(), OSEvent()
     idents = []
@@ -312,7 +313,7 @@ def test_start_os_thread_runs_in_a_real_thread_while_the_node_keeps_running(node
 
 
 def test_os_event_set_clear_and_wait_with_timeout():
-    from otp._core.os_thread import OSEvent
+    from otp.lowlevel import OSEvent
 
     e = OSEvent()
     assert not e.is_set() and e.wait(0.01) is False

@@ -10,7 +10,6 @@ from otp import logger as otp_logger
 from otp import sys as otp_sys
 from otp.errors import ChildSpecError, StartError, SupervisorError
 from otp.gen_server import GenServer, Ok, Reply
-from otp.node import current_node
 from otp.process import (
     ANY,
     Down,
@@ -19,6 +18,7 @@ from otp.process import (
     exit,
     is_alive,
     monitor,
+    now,
     receive,
     self,
     send,
@@ -47,10 +47,6 @@ def start_sup(flags=None, specs=(), name=None):
 
 def stop_sup(sup):
     supervisor.stop(sup)
-
-
-def now():
-    return current_node().clock.now()
 
 
 def wait_down(pid):

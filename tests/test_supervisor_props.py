@@ -36,14 +36,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-import otp
 from otp import supervisor
 from otp.errors import StartError
+from otp.lowlevel import Node
 from otp.process import Pid, exit, processes, receive, registered, sleep, spawn, trap_exit
 from otp.process import self as _self
 from otp.process import whereis as _whereis
 from otp.supervisor import ChildSpec, SupFlags
-from otp.testing import wait_all_blocked
+from otp.testing import MockClock, wait_all_blocked
 from otp.testing_faults import FaultPlan, ScriptedSupervisor, crash
 
 STRATEGIES = ["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
@@ -303,7 +303,7 @@ def tree_specs(depth: int, prefix: str) -> st.SearchStrategy[TreeSpec]:
 class SupervisionTree(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.node = otp.Node("prop@localhost", clock=otp.MockClock(), strict=True)
+        self.node = Node("prop@localhost", clock=MockClock(), strict=True)
         self.node.start()
         self.plan = FaultPlan()
         self.model: Model | None = None
@@ -595,7 +595,7 @@ def backoff_trees(draw: Any) -> tuple[int, float, list[tuple[str, str, Any]]]:
 class BackoffTree(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.node = otp.Node("backoff@localhost", clock=otp.MockClock(), strict=True)
+        self.node = Node("backoff@localhost", clock=MockClock(), strict=True)
         self.node.start()
         self.plan = FaultPlan()
         self.model: BackoffModel | None = None

@@ -7,7 +7,7 @@ import pytest
 
 import otp
 from otp.errors import BadArg
-from otp.node import MockClock, current_node
+from otp.lowlevel import current_node
 from otp.process import (
     Down,
     exit,
@@ -19,7 +19,7 @@ from otp.process import (
     sleep,
     spawn,
 )
-from otp.testing import assert_receive, dump_processes, refute_receive, wait_all_blocked
+from otp.testing import MockClock, assert_receive, dump_processes, refute_receive, wait_all_blocked
 
 pytest_plugins = ["pytester"]
 

@@ -3,12 +3,14 @@
 Every timeout, timer, restart window and deadline in ``otp`` reads the node's clock,
 never ``time`` directly, so that tests can run "3 restarts in 5 s" in microseconds.
 
-A clock only tells the time and decides *when* the node's timer service may fire the
-next deadline:
+A clock tells the time, decides *when* the node's timer service may fire the next
+deadline, and what the node's idling means for time (the kernel asks, never checks
+which clock it has):
 
-- ``RealClock`` arms one gevent timer for the earliest deadline.
-- ``MockClock`` never sleeps. With ``autojump`` on (the default), when every process is
-  blocked and the hub has nothing else to do, it jumps straight to the next deadline.
+- ``RealClock`` arms one gevent timer for the earliest deadline; idling means nothing.
+- ``MockClock`` (presented by ``otp.testing``) never sleeps. When the node is idle it
+  first fires the timers already due (``settle``); then, with ``autojump`` on (the
+  default) and every process blocked, it jumps straight to the next deadline (``idle``).
   ``advance(seconds)`` moves it by hand.
 """
 
@@ -41,6 +43,17 @@ class Clock(Protocol):
     def schedule(self, deadline: float) -> None:
         """The earliest pending deadline is now ``deadline``: make sure the node's
         ``fire_timers`` runs at (or after) that time."""
+        ...
+
+    def settle(self, node: Node) -> bool:
+        """The node went idle (no runnable process, the hub has nothing to do): fire
+        what is due that the clock's own timer would not. True if anything was done
+        (the node then looks again before calling itself at rest)."""
+        ...
+
+    def idle(self, node: Node) -> bool:
+        """The node is at rest and nobody waits for that: move time if this clock does
+        (a mock clock's autojump). True if time moved."""
         ...
 
 
@@ -77,6 +90,12 @@ class RealClock:
         self._armed = deadline
         self._watcher.start(self._fire)
 
+    def settle(self, node: Node) -> bool:
+        return False  # the armed timer fires what is due
+
+    def idle(self, node: Node) -> bool:
+        return False  # real time moves by itself
+
     def _fire(self) -> None:
         self._armed = None
         node = self._node
@@ -110,6 +129,23 @@ class MockClock:
         # next idle (the node's idle hook jumps only when autojump is on).
         if self._node is not None:
             self._node.want_idle()
+
+    def settle(self, node: Node) -> bool:
+        # Timers already due (send_after(0, ...)) fire before anyone is told the node is
+        # at rest, as they would on the real clock: that needs no jump in time.
+        nd = node._first_live_deadline()
+        if nd is not None and nd <= self._t:
+            node.fire_timers()
+            return True
+        return False
+
+    def idle(self, node: Node) -> bool:
+        if self.autojump:
+            nd = node._first_live_deadline()
+            if nd is not None:
+                self.jump_to(nd)
+                return True
+        return False
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and fire every timer that became due."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from otp._core.os_thread import OSEvent, get_os_ident, start_os_thread
 
-log = logging.getLogger("otp.process")
+_log = logging.getLogger("otp.process")
 
 __all__ = ["BlockingMonitor"]
 
@@ -102,7 +102,7 @@ class BlockingMonitor:
             self._report = None
             sent, who, stack = report
             held = time.perf_counter() - sent
-            log.warning(
+            _log.warning(
                 "%s held the hub for about %.3f s without yielding (max_blocking_time=%s); "
                 "every other process waited. Move CPU-heavy or blocking work to a thread "
                 "(otp.threads.run_in_thread). Its stack when caught:\n%s",

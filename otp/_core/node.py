@@ -21,7 +21,8 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    and one receiver messages and signals arrive in the order sent, and a message sent
    before a process dies is in the mailbox before that process's ``Down``/``EXIT``.
 5. **Time** comes only from the node's clock (real or mock). Timers live in one heap
-   with lazy cancellation; the clock decides when the earliest deadline fires.
+   with lazy cancellation; the clock decides when the earliest deadline fires, and
+   what an idle node means for time (the kernel never asks which clock it has).
 6. **The hot path pays for nothing optional.** The fairness report watches the hub from
    an OS thread (``fairness.py``); ``halt`` and the zombie checks live on the cold paths
    (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry).
@@ -47,9 +48,17 @@ import greenlet
 from gevent.event import AsyncResult
 
 from otp._core import values as _values
-from otp._core.clock import Clock, MockClock, RealClock
+from otp._core.clock import Clock, RealClock
 from otp._core.fairness import BlockingMonitor
-from otp._core.values import Down, Exit, Pid, Ref, check_immutable, compile_pattern
+from otp._core.values import (
+    Down,
+    Exit,
+    Pid,
+    Ref,
+    TimerTimeout,
+    check_immutable,
+    compile_pattern,
+)
 from otp.errors import (
     AlreadyRegistered,
     BadArg,
@@ -65,6 +74,23 @@ log = logging.getLogger("otp.process")
 
 #: The node running in this OS process (one at a time), or None.
 CURRENT: Node | None = None
+
+
+class _Running:
+    """Where the running node is, for code outside the kernel: ``RUNNING.node`` is the
+    node running in this OS process, or None. A hot path reads it without a call (an
+    attribute read, as cheap as a module global); elsewhere use ``current_node()``."""
+
+    __slots__ = ("node",)
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+
+    def __repr__(self) -> str:
+        return f"<running node: {self.node.name if self.node else None}>"
+
+
+RUNNING = _Running()
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
@@ -94,7 +120,8 @@ def current_node() -> Node:
     node = CURRENT
     if node is None:
         raise NodeError(
-            "no node is running: start one with otp.run(main) or `with otp.Node() as node:`"
+            "no node is running: start one with otp.run(main) "
+            "(or `with otp.lowlevel.Node() as node:`)"
         )
     return node
 
@@ -124,6 +151,7 @@ class Process(greenlet.greenlet):
         "monitors",
         "name",
         "node",
+        "pdict",
         "pid",
         "queued",
         "reason",
@@ -160,6 +188,10 @@ class Process(greenlet.greenlet):
     args: tuple[Any, ...]
     log_crash: bool
     suspended: bool
+    # The process dictionary (otp._core.localvars.ProcessVar): left unset by spawn (no
+    # cost), read with getattr(p, "pdict", None); a (var, value) pair while the process
+    # has one variable, a dict from the second on.
+    pdict: tuple[Any, Any] | dict[Any, Any] | None
 
     def run(self) -> None:
         if self.dead:
@@ -350,6 +382,8 @@ class Node:
         self._fairness: BlockingMonitor | None = None
         self._mains: list[AsyncResult] = []  # results that Node.run/join wait on
         self.halted: tuple[Any] | None = None  # (reason,) once halt() was called
+        # NodeVar values (otp._core.localvars): var -> value; every node starts empty.
+        self.localvars: dict[Any, Any] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -365,7 +399,7 @@ class Node:
         self.hub = gevent.get_hub()
         self._hub_switch = types.MethodType(greenlet.greenlet.switch, self.hub)
         self.clock.attach(self)
-        CURRENT = self
+        CURRENT = RUNNING.node = self
         if self.max_blocking_time is not None:
             self._fairness = BlockingMonitor(
                 self.hub.loop, self.max_blocking_time, Process.run.__code__
@@ -405,9 +439,10 @@ class Node:
             self._fairness.stop()
             self._fairness = None
         self._mains.clear()
+        self.localvars.clear()
         self._hub_switch = lambda: None
         self.running = False
-        CURRENT = None
+        CURRENT = RUNNING.node = None
 
     def __enter__(self) -> Node:
         return self.start()
@@ -1302,6 +1337,15 @@ class Node:
                 ts.add(t)  # type: ignore[union-attr]
         return ref
 
+    def start_timer(self, seconds: float, dest: Any, msg: Any) -> Ref:
+        """``send_after`` whose message is ``TimerTimeout(ref, msg)`` (the timer's own
+        ref, which only exists once the timer does): Erlang's ``start_timer``."""
+        ref = self.send_after(seconds, dest, msg)
+        t = self._timer_refs.get(ref.id)
+        if t is not None:
+            t.msg = TimerTimeout(ref, msg)
+        return ref
+
     def cancel_timer(self, ref: Any) -> float | None:
         if ref.__class__ is not Ref:
             raise BadArg(f"cancel_timer expects a timer Ref, got {ref!r}")
@@ -1389,15 +1433,11 @@ class Node:
             return  # not idle yet; the watcher fires again
         if self._lazy:
             self._arm_lazy()
+        # What idling means is the clock's to say (a mock clock fires what is due, then
+        # jumps in time; the real one has a timer of its own and does neither).
         clock = self.clock
-        mock = isinstance(clock, MockClock)
-        if mock:
-            # Timers already due (send_after(0, ...)) fire before anyone is told the node
-            # is at rest, as they would on the real clock: that needs no jump in time.
-            nd = self._first_live_deadline()
-            if nd is not None and nd <= clock.now():
-                self.fire_timers()
-                return
+        if clock.settle(self):
+            return
         if self._blocked_waiters:
             waiters = self._blocked_waiters
             self._blocked_waiters = []
@@ -1408,11 +1448,8 @@ class Node:
                 else:
                     w.set(None)
             return
-        if isinstance(clock, MockClock) and clock.autojump:
-            nd = self._first_live_deadline()
-            if nd is not None:
-                clock.jump_to(nd)
-                return
+        if clock.idle(self):
+            return
         self._idle.stop()
 
     def _first_live_deadline(self) -> float | None:

@@ -14,7 +14,7 @@ import gevent
 
 __all__ = ["run_in_thread"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def _catching(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -26,11 +26,11 @@ def _catching(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]
         return False, e
 
 
-def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
+def run_in_thread(fn: Callable[..., _T], *args: Any) -> _T:
     """Run ``fn(*args)`` in the hub's thread pool and return its result (or raise its
     exception) in the caller, without blocking other processes."""
     ok, value = gevent.get_hub().threadpool.apply(_catching, (fn, args))
     if ok:
-        result: T = value
+        result: _T = value
         return result
     raise value

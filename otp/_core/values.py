@@ -139,6 +139,18 @@ class Exit(NamedTuple):
     reason: Any
 
 
+class TimerTimeout(NamedTuple):
+    """The message of a ``start_timer`` timer (Erlang's ``{timeout, TimerRef, Msg}``):
+    the timer's ref, so that the receiver can tell its timers apart (and a cancelled
+    one's late message from a live one's), and the message given to ``start_timer``.
+
+    ``match msg: case TimerTimeout(ref=r, msg="tick") if r == my_timer: ...``
+    """
+
+    ref: Ref
+    msg: Any
+
+
 class _Any:
     __slots__ = ()
 
@@ -149,11 +161,11 @@ class _Any:
 #: Wildcard for tuple patterns in ``receive``: ``receive(("reply", ref, ANY))``.
 ANY: Any = _Any()
 
-Matcher = Callable[[Any], bool]
+_Matcher = Callable[[Any], bool]
 _FunctionType = type(lambda: None)
 
 
-def compile_pattern(pattern: Any) -> Matcher:
+def compile_pattern(pattern: Any) -> _Matcher:
     """Turn a receive pattern into a predicate.
 
     - a class matches instances of it (``receive(Down)``);
@@ -185,7 +197,7 @@ def compile_pattern(pattern: Any) -> Matcher:
     return lambda m: m == pattern
 
 
-def _element(p: Any) -> Matcher | None:
+def _element(p: Any) -> _Matcher | None:
     if p is ANY:
         return None
     if isinstance(p, type) or isinstance(p, tuple):

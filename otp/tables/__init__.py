@@ -132,8 +132,8 @@ from typing import Any
 
 from otp import application
 from otp.errors import ApplicationError, BadArg
-from otp.node import current_node
-from otp.process import Down, Pid, demonitor, make_ref, monitor, receive, whereis
+from otp.lowlevel import current_node
+from otp.process import Down, Pid, demonitor, make_ref, monitor, now, receive, whereis
 from otp.process import self as self_pid
 from otp.tables import _disc_owner
 from otp.tables._app import APP, APP_NAME, TablesApp
@@ -548,12 +548,11 @@ def start(directory: str | os.PathLike[str] | None = None, *, timeout: float | N
 
 
 def _wait_loaded(reg: Any, timeout: float | None, sup: Pid | None = None) -> None:
-    clock = current_node().clock
-    deadline = None if timeout is None else clock.now() + timeout
+    deadline = None if timeout is None else now() + timeout
     mon = monitor(sup) if sup is not None else None
     try:
         while reg.disc is not None and not reg.disc.loaded:
-            left = None if deadline is None else max(0.0, deadline - clock.now())
+            left = None if deadline is None else max(0.0, deadline - now())
             ref = make_ref()
             entry = (self_pid(), ref)
             reg.load_waiters.append(entry)
@@ -605,13 +604,12 @@ def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
         names = [names]
     wanted = list(names)
     reg = registry()
-    clock = current_node().clock
-    deadline = None if timeout is None else clock.now() + timeout
+    deadline = None if timeout is None else now() + timeout
     while True:
         missing = tuple(n for n in wanted if n not in reg.tables)
         if not missing:
             return
-        left = None if deadline is None else deadline - clock.now()
+        left = None if deadline is None else deadline - now()
         if left is not None and left <= 0:
             raise TableTimeout(missing, timeout)
         ref = make_ref()

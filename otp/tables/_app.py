@@ -13,7 +13,7 @@ from typing import Any
 
 from otp import application
 from otp.application import Application, AppSpec
-from otp.node import current_node
+from otp.lowlevel import current_node
 from otp.process import Pid
 from otp.tables._disc_owner import OWNER_NAME, SUP_NAME, DiscState, start_sup
 from otp.tables._registry import registry

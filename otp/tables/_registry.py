@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from otp.node import Node, current_node
+from otp.lowlevel import Node, NodeVar, current_node
 from otp.process import Pid, is_alive, send
 from otp.tables._table import Table
 from otp.tables.errors import NoSuchTable, TableError
@@ -103,21 +102,12 @@ class Registry:
         return t
 
 
-_REGS: weakref.WeakKeyDictionary[Node, Registry] = weakref.WeakKeyDictionary()
-_last: list[Any] = [None, None]
-
-
-def registry() -> Registry:
-    """The registry of the running node (created on first use)."""
-    node = current_node()
-    if node is _last[0]:
-        return _last[1]
-    reg = _REGS.get(node)
-    if reg is None:
-        reg = _REGS[node] = Registry(node)
-    _last[0] = node
-    _last[1] = reg
-    return reg
+# Each node has its own registry, made on first use; a fresh node starts with none.
+_REGISTRY: NodeVar[Registry] = NodeVar(
+    "otp.tables.registry", factory=lambda: Registry(current_node())
+)
+#: ``registry()``: the registry of the running node (created on first use).
+registry = _REGISTRY.get
 
 
 def refresh_fast(reg: Registry) -> None:
