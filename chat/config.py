@@ -63,6 +63,8 @@ class RegistrationConfig(_Model):
     #: at most ``rate_count`` code requests per number within ``rate_period`` seconds
     rate_count: int = Field(3, ge=1)
     rate_period: float = Field(600.0, gt=0)
+    #: and at most ``source_rate_count`` from one source address within that period
+    source_rate_count: int = Field(20, ge=1)
     #: login failures: delay = base * 2**(failures-1), capped
     login_backoff_base: float = Field(0.25, ge=0)
     login_backoff_max: float = Field(8.0, ge=0)
