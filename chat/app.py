@@ -71,6 +71,7 @@ class ChatSup(Supervisor):
             idle_stop=cfg.users.idle_stop, retry_initial=cfg.users.retry_initial,
             retry_max=cfg.users.retry_max, window=lim.window,
             presence_per_hour=lim.presence_per_hour, contacts_per_hour=lim.contacts_per_hour,
+            reads_per_hour=lim.reads_per_hour,
             notify=push.notify,
         ))
         if cfg.storage == "tables":

@@ -55,6 +55,7 @@ class LimitsConfig(_Model):
     send_buffer: int | None = Field(None, ge=1024)
     presence_per_hour: int = Field(2000, ge=1)
     contacts_per_hour: int = Field(5000, ge=1)
+    reads_per_hour: int = Field(20000, ge=1)  # message ids in read requests
 
 
 class RegistrationConfig(_Model):

@@ -520,7 +520,7 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
             if body.__class__ is str:
                 n = len(body.encode())
             raise ProtocolError("body_too_large", f"expected a body of at most {mb} bytes, "
-                                                  f"got {n}", rid)
+                                                  f"got {n} bytes", rid)
         if not n:
             raise ProtocolError("empty_body", "expected a body of 1 byte or more, got an "
                                               "empty one", rid)
