@@ -24,9 +24,12 @@ gets ``frame_too_large`` and a close; an undecodable frame, a non-map, an unknow
 a field of the wrong type gets an error frame naming the problem, and the
 ``max_bad_frames``-th such frame closes the connection; no input reaches the listener.
 Silence for ``idle_timeout`` seconds closes with ``idle_timeout``. A client that does
-not read blocks the connection's ``sendall``: after ``idle_timeout`` seconds it is
-disconnected (``slow_reader``); what the server holds for it meanwhile is bounded by the
-kernel's send buffer (``limits.send_buffer``) plus the user process's push window.
+not read makes a write wait for room: after ``idle_timeout`` seconds of that it is
+disconnected (``slow_reader``, logged: the frame could not reach it); what the server
+holds for it meanwhile is bounded by the kernel's send buffer (``limits.send_buffer``)
+plus the user process's push window. A closing error caused by a request answers it
+(carries its id). A graceful stop of the application sends ``shutdown`` to every
+connection (``Conns.terminate``).
 """
 
 from __future__ import annotations

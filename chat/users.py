@@ -14,10 +14,18 @@ nothing acknowledged is lost::
     users.call("+14155550100", ("attach", conn_pid))   # ensure + gen_server.call
 
 Requests (from the device's connection): ``("attach", conn)`` -> queued count,
-``("send", to, cmid, body)`` -> ``("ok", mid, ts)`` | ``("error", code, message)``,
+``("send", to, cmid, body)`` -> ``("ok", mid, ts)`` | ``("error", code, message,
+extra)`` (``extra``: pairs for the error frame, e.g. ``retry_after``),
 ``("ack", ids)`` (a call, or a cast for a device's unanswered ack),
-``("read", sender, mids)``, ``("privacy", hide)``, ``("limit", kind, n)``
-(presence/contacts rate limits). Between user processes:
+``("read", sender, mids)`` -> ``("ok",)`` | an error as for send, ``("privacy",
+hide)``, ``("limit", kind, n)`` (presence/contacts rate limits).
+
+Message ids (``chat.mids``) are keyed hashes bound to sender, recipient and content:
+``read`` is accepted only for mids the sender made for this user (C7), checked from
+the mid alone; a ``cmid`` reused for another message is refused (``cmid_reused``); each
+recipient a send looks up for the first time counts against the contacts limit. At
+start the application starts the process of every user with an outbox (``resume``),
+so that what was acknowledged goes on without its sender (C8). Between user processes:
 ``("chat.deliver", sender, pid, items, acked)`` and ``("chat.delivered", recipient,
 upto, (mids, vfrom, vto, ts))`` (the 4- and 3-tuples of the version before are still
 understood).
@@ -881,9 +889,11 @@ class User(GenServer):
         if w is None or now - w[0] >= 3600.0:
             w = s.limits[kind] = [now, 0.0]
         if w[1] + n > cap:
-            what = "message ids" if kind == "read" else "numbers"
-            return ("error", "rate_limited", f"at most {cap} {what} per hour in {kind} "
-                                             f"requests", w[0] + 3600.0 - now)
+            what = ("message ids per hour in read requests" if kind == "read" else
+                    "numbers looked up per hour (contacts, and recipients new to send)"
+                    if kind == "contacts" else f"numbers per hour in {kind} requests")
+            return ("error", "rate_limited", f"at most {cap} {what}",
+                    w[0] + 3600.0 - now)
         w[1] += n
         return ("ok",)
 
