@@ -57,7 +57,7 @@ from chat.protocol import (
     is_phone,
     validate_request,
 )
-from otp import gen_server, net, proc_lib
+from otp import gen_server, net
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.node import current_node
@@ -118,7 +118,9 @@ class Conns(GenServer):
 
     def init(self, arg: Any) -> Any:
         trap_exit(True)
-        return Ok(None)
+        info = process_info(_self())
+        # (the state: the links it starts with, its supervisor's: not connections)
+        return Ok(frozenset(info.links) if info is not None else frozenset())
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         if isinstance(msg, Exit):
@@ -129,7 +131,7 @@ class Conns(GenServer):
         info = process_info(_self())
         if info is None:
             return
-        skip = set(proc_lib.ancestors())
+        skip = state or frozenset()
         conns = {p for p in info.links if p not in skip}
         for p in conns:
             send(p, ("chat.close", "shutdown", "the server is stopping"))

@@ -133,6 +133,9 @@ CMID_KEEP = 1000  # device message ids remembered per user, for resends after re
 # for the device's ack (seconds): a slow device delays the sender's "sent" only so long,
 # while a loaded server is not made to write what its devices are about to acknowledge.
 UNSTORED_MAX = 1.0
+# A process does not stop idle while a rate-limit window of the hour is this much used
+# (see User._quiet)
+LIMIT_HOT = 0.05
 log = logging.getLogger("chat.users")
 
 
@@ -411,6 +414,15 @@ def _now() -> float:
     return current_node().clock.now()
 
 
+def _cap(ctx: UserCtx, kind: str) -> int:
+    """Numbers (or, for reads, message ids) per hour for ``kind``."""
+    if kind == "presence":
+        return ctx.presence_per_hour
+    if kind == "read":
+        return getattr(ctx, "reads_per_hour", 20000)  # (a context of an older version)
+    return ctx.contacts_per_hour
+
+
 def _err(e: ProtocolError) -> tuple[str, str, str, tuple[tuple[str, Any], ...]]:
     return ("error", e.code, e.message, tuple(e.extra.items()))
 
@@ -479,8 +491,18 @@ class User(GenServer):
     @staticmethod
     def _quiet(s: _State) -> bool:
         """Nothing to forward and nothing pushed and unacknowledged: the process may stop
-        (a connected device stays connected; its name lets the next start find it)."""
-        return s.outbox_empty() and not s.pushed and not s.queue and not s.rcpts
+        (a connected device stays connected; its name lets the next start find it).
+        Nor while a rate-limit window is more than ``LIMIT_HOT`` used: a restart would
+        start it afresh (a user that probes keeps its process, and its count, for the
+        hour; an ordinary one, a few lookups, does not)."""
+        if not (s.outbox_empty() and not s.pushed and not s.queue and not s.rcpts):
+            return False
+        if s.limits:
+            now = _now()
+            for kind, w in s.limits.items():
+                if now - w[0] < 3600.0 and w[1] >= LIMIT_HOT * _cap(s.ctx, kind):
+                    return False
+        return True
 
     def _write(self, s: _State, ops: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
                ) -> None:
@@ -880,10 +902,7 @@ class User(GenServer):
             self._arm(s, peer, p)
 
     def _limit(self, s: _State, kind: str, n: int) -> Any:
-        ctx = s.ctx
-        cap = (ctx.presence_per_hour if kind == "presence" else
-               getattr(ctx, "reads_per_hour", 20000) if kind == "read" else
-               ctx.contacts_per_hour)
+        cap = _cap(s.ctx, kind)
         now = _now()
         w = s.limits.get(kind)
         if w is None or now - w[0] >= 3600.0:
