@@ -3,9 +3,9 @@
 A ``mid`` is 32 URL-safe base64 characters (24 bytes) made with the server's secret
 key (kept in the store, so ids made before a restart still check after it)::
 
-    r   = blake2b(key, "id"   | sender | seq)[:12]      unique per message
-    tag = blake2b(key, "to"   | r | sender | recipient)[:6]
-    fp  = blake2b(key, "body" | recipient | body)[:6]
+    r   = blake2b(key, "id"   | sender | seq), 12 bytes   unique per message
+    tag = blake2b(key, "to"   | r | sender | recipient), 6 bytes
+    fp  = blake2b(key, "body" | recipient | body), 6 bytes
     mid = base64url(r | tag | fp)
 
 - *Opaque*: without the key, a mid says nothing of its sender's message count (the old
@@ -49,21 +49,24 @@ LENGTH = 32
 SECRET_ROW = "#mid-key"
 
 
-def _h(key: bytes, *parts: bytes) -> bytes:
-    return blake2b(b"\0".join(parts), key=key, digest_size=12).digest()
+def _tag(key: bytes, r: bytes, sender: str, recipient: str) -> bytes:
+    # (r has a fixed length, and phone numbers hold no NUL: the input is unambiguous)
+    return blake2b(b"to\0%s%s\0%s" % (r, sender.encode(), recipient.encode()), key=key,
+                   digest_size=6).digest()
 
 
-def _body(body: str | bytes) -> bytes:
-    return b"s" + body.encode() if isinstance(body, str) else b"b" + body
+def _fp(key: bytes, recipient: str, body: str | bytes) -> bytes:
+    kind, data = (b"s", body.encode()) if body.__class__ is str else (b"b", body)
+    return blake2b(b"body\0%s\0%s" % (recipient.encode(), kind) + data,  # type: ignore[operator]
+                   key=key, digest_size=6).digest()
 
 
 def make(key: bytes, sender: str, seq: int, recipient: str, body: str | bytes) -> str:
     """The mid of ``sender``'s message ``seq`` (its outbox sequence number) to
     ``recipient``."""
-    r = _h(key, b"id", sender.encode(), str(seq).encode())
-    tag = _h(key, b"to", r, sender.encode(), recipient.encode())[:6]
-    fp = _h(key, b"body", recipient.encode(), _body(body))[:6]
-    return base64.urlsafe_b64encode(r + tag + fp).decode()
+    r = blake2b(b"id\0%s\0%d" % (sender.encode(), seq), key=key, digest_size=12).digest()
+    return base64.urlsafe_b64encode(r + _tag(key, r, sender, recipient)
+                                    + _fp(key, recipient, body)).decode()
 
 
 def _raw(mid: str) -> bytes | None:
@@ -80,8 +83,7 @@ def is_from_to(key: bytes, mid: str, sender: str, recipient: str) -> bool:
     raw = _raw(mid)
     if raw is None:
         return False
-    tag = _h(key, b"to", raw[:12], sender.encode(), recipient.encode())[:6]
-    return hmac.compare_digest(tag, raw[12:18])
+    return hmac.compare_digest(_tag(key, raw[:12], sender, recipient), raw[12:18])
 
 
 def same_content(key: bytes, mid: str, recipient: str, body: str | bytes) -> bool | None:
@@ -90,5 +92,4 @@ def same_content(key: bytes, mid: str, recipient: str, body: str | bytes) -> boo
     raw = _raw(mid)
     if raw is None:
         return None
-    fp = _h(key, b"body", recipient.encode(), _body(body))[:6]
-    return hmac.compare_digest(fp, raw[18:])
+    return hmac.compare_digest(_fp(key, recipient, body), raw[18:])
