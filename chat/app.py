@@ -4,9 +4,12 @@
 
     chat.sup (rest_for_one)
     ├── chat.store          the durable store (group commit over sqlite)
+    ├── (keys)              reads the key message ids are made with (no process)
     ├── chat.registration   PINs, device keys, login slow-down
     ├── chat.users          DynamicSupervisor: one transient process per active user
-    ├── chat.conns          what every connection process links to
+    ├── (resume)            starts every user with something to forward (C8; no process)
+    ├── chat.conns          what every connection process links to; on a graceful stop
+    │                       it sends each connection the closing error ``shutdown``
     └── chat.listener       accepts connections (plain TCP or TLS)
 
 ``rest_for_one``: if the store restarts, everything after it restarts too (they hold
@@ -68,6 +71,7 @@ class ChatSup(Supervisor):
             idle_stop=cfg.users.idle_stop, retry_initial=cfg.users.retry_initial,
             retry_max=cfg.users.retry_max, window=lim.window,
             presence_per_hour=lim.presence_per_hour, contacts_per_hour=lim.contacts_per_hour,
+            reads_per_hour=lim.reads_per_hour,
             notify=push.notify,
         ))
         if cfg.storage == "tables":
@@ -89,9 +93,11 @@ class ChatSup(Supervisor):
         )
         return SupFlags(strategy="rest_for_one", intensity=3, period=5.0), [
             ChildSpec(id="store", start=(store.start_link, (backend,))),
+            ChildSpec(id="keys", start=(users.load_key, ())),
             ChildSpec(id="registration",
                       start=(registration.start_link, (cfg.registration, sms))),
             ChildSpec(id="users", start=(_start_users, ()), type="supervisor"),
+            ChildSpec(id="resume", start=(users.resume, ())),
             ChildSpec(id="conns", start=(connection.start_conns, ())),
             ChildSpec(id="listener", start=(connection.start_listener,
                                             (cfg.listen.host, cfg.listen.port,

@@ -361,7 +361,11 @@ class Client:
                 raise TimeoutError(f"no reply to {t!r} within {timeout or self.timeout} s")
             if frame.get("id") == rid and frame.get("t") in ("ok", "pong", "error"):
                 if frame["t"] == "error":
-                    raise ChatError(frame.get("code", "?"), frame.get("message", ""), frame)
+                    code = frame.get("code", "?")
+                    if code in CLOSING_CODES:  # (a closing error answering this request)
+                        self._close_sock()
+                        raise ChatClosed(code, frame.get("message", ""), frame)
+                    raise ChatError(code, frame.get("message", ""), frame)
                 return frame
             self._take(frame)
 

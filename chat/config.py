@@ -55,6 +55,7 @@ class LimitsConfig(_Model):
     send_buffer: int | None = Field(None, ge=1024)
     presence_per_hour: int = Field(2000, ge=1)
     contacts_per_hour: int = Field(5000, ge=1)
+    reads_per_hour: int = Field(20000, ge=1)  # message ids in read requests
 
 
 class RegistrationConfig(_Model):
@@ -63,6 +64,8 @@ class RegistrationConfig(_Model):
     #: at most ``rate_count`` code requests per number within ``rate_period`` seconds
     rate_count: int = Field(3, ge=1)
     rate_period: float = Field(600.0, gt=0)
+    #: and at most ``source_rate_count`` from one source address within that period
+    source_rate_count: int = Field(20, ge=1)
     #: login failures: delay = base * 2**(failures-1), capped
     login_backoff_base: float = Field(0.25, ge=0)
     login_backoff_max: float = Field(8.0, ge=0)

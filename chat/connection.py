@@ -24,9 +24,12 @@ gets ``frame_too_large`` and a close; an undecodable frame, a non-map, an unknow
 a field of the wrong type gets an error frame naming the problem, and the
 ``max_bad_frames``-th such frame closes the connection; no input reaches the listener.
 Silence for ``idle_timeout`` seconds closes with ``idle_timeout``. A client that does
-not read blocks the connection's ``sendall``: after ``idle_timeout`` seconds it is
-disconnected (``slow_reader``); what the server holds for it meanwhile is bounded by the
-kernel's send buffer (``limits.send_buffer``) plus the user process's push window.
+not read makes a write wait for room: after ``idle_timeout`` seconds of that it is
+disconnected (``slow_reader``, logged: the frame could not reach it); what the server
+holds for it meanwhile is bounded by the kernel's send buffer (``limits.send_buffer``)
+plus the user process's push window. A closing error caused by a request answers it
+(carries its id). A graceful stop of the application sends ``shutdown`` to every
+connection (``Conns.terminate``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from otp.process import (
     Exit,
     is_alive,
     link,
+    process_info,
     receive,
     register,
     send,
@@ -72,6 +76,7 @@ from otp.process import (
     unregister,
     whereis,
 )
+from otp.process import now as _now
 from otp.process import self as _self
 
 __all__ = ["CONNS", "LISTENER", "ConnCtx", "address", "start_conns", "start_listener"]
@@ -100,18 +105,45 @@ class ConnCtx:
 # ---------------------------------------------------------------------------- conns
 
 
+#: on a graceful stop, how long connections get to write ``shutdown`` (seconds)
+SHUTDOWN_GRACE = 2.0
+
+
 class Conns(GenServer):
-    """Traps exits and ignores them: connections end on their own without touching it;
-    when its supervisor stops it, its exit reason reaches every linked connection."""
+    """Traps exits and ignores them: connections end on their own without touching it.
+    When its supervisor stops it (a graceful stop of the application: SIGTERM, SIGINT),
+    ``terminate`` tells every linked connection to close with the closing error
+    ``shutdown`` and waits for them (at most ``SHUTDOWN_GRACE`` seconds); its exit
+    reason then ends any still linked."""
 
     def init(self, arg: Any) -> Any:
         trap_exit(True)
-        return Ok(None)
+        info = process_info(_self())
+        # (the state: the links it starts with, its supervisor's: not connections)
+        return Ok(frozenset(info.links) if info is not None else frozenset())
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         if isinstance(msg, Exit):
             return NoReply(state)
         return super().handle_info(msg, state)
+
+    def terminate(self, reason: Any, state: Any) -> None:
+        info = process_info(_self())
+        if info is None:
+            return
+        skip = state or frozenset()
+        conns = {p for p in info.links if p not in skip}
+        for p in conns:
+            send(p, ("chat.close", "shutdown", "the server is stopping"))
+        deadline = _now() + SHUTDOWN_GRACE
+        while conns:
+            left = deadline - _now()
+            if left <= 0:
+                break
+            msg = receive(Exit, left, default=None)
+            if msg is None:
+                break
+            conns.discard(msg.pid)
 
 
 def start_conns() -> Any:
@@ -173,22 +205,31 @@ def address() -> tuple[str, int]:
 
 
 class _Closing(Exception):
-    """End the connection: write ``last`` (replies), then the error frame if ``code``."""
+    """End the connection: write ``last`` (replies), then the error frame if ``code``
+    (with ``id``: the request that caused it, which it answers)."""
 
     def __init__(self, code: str | None, message: str = "",
-                 last: list[dict[str, Any]] | None = None) -> None:
+                 last: list[dict[str, Any]] | None = None, id: int | None = None) -> None:
         self.code = code
         self.message = message
         self.last = last or []
+        self.id = id
+
+
+#: code requests (``register``) one connection may make: a device registers one number
+CODES_PER_CONN = 3
 
 
 class _Conn:
-    __slots__ = ("bad", "ctx", "held", "holding", "key_hash", "last", "phase", "phone",
-                 "rcpts", "sock", "version")
+    __slots__ = ("addr", "bad", "codes", "ctx", "held", "holding", "key_hash", "last",
+                 "phase", "phone", "rcpts", "sock", "tls", "version")
 
-    def __init__(self, sock: Any, ctx: ConnCtx) -> None:
+    def __init__(self, sock: Any, ctx: ConnCtx, addr: str = "") -> None:
         self.sock = sock
         self.ctx = ctx
+        self.addr = addr  # the peer's address (code requests are limited per address)
+        self.codes = 0  # code requests made on this connection
+        self.tls = False
         self.phase = "hello"
         self.phone: str | None = None
         self.key_hash: bytes | None = None
@@ -213,20 +254,27 @@ class _Conn:
             parts.append(hdr(len(body)))
             parts.append(body)
         data = b"".join(parts)
+        sock = self.sock
+        tls = self.tls
         try:
             # One plain send first: it almost always takes everything (the kernel's
-            # buffer has room), and costs less than sendall's set-up (a getsockopt and
-            # a timer per call); sendall only for what is left.
-            sock = self.sock
-            n = sock.send(data)
-            if n < len(data):
-                # The device is not reading: wait for room, but not for ever.
+            # buffer has room), and costs less than sendall's set-up (a timer per call);
+            # sendall only for what is left. Both wait at most idle_timeout for room:
+            # a plain socket has that timeout from the start (costing nothing while
+            # there is room: the timer is made only to wait), a TLS one gets it here
+            # (its reader must not have one).
+            if tls:
                 sock.settimeout(self.ctx.idle_timeout)
-                try:
+            try:
+                n = sock.send(data)
+                if n < len(data):
                     sock.sendall(memoryview(data)[n:])
-                finally:
+            finally:
+                if tls:
                     sock.settimeout(None)
         except TimeoutError:
+            log.warning("closing the connection of %s from %s: slow_reader (nothing read "
+                        "for %g s)", self.phone or "-", self.addr, self.ctx.idle_timeout)
             raise _Closing(None, "slow_reader") from None
         except (OSError, ValueError):
             raise _Closing(None, "write failed") from None
@@ -236,7 +284,7 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
     conns = whereis(CONNS)
     if conns is not None:
         link(conns)
-    c = _Conn(sock, ctx)
+    c = _Conn(sock, ctx, addr[0] if isinstance(addr, tuple) and addr else str(addr))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ctx.send_buffer:
@@ -248,10 +296,14 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
             except (OSError, ValueError) as e:
                 log.info("TLS handshake with %s failed: %s", addr, e)
                 return
-        # No socket timeout from here on: a blocking read or write with one costs a
-        # timer each time. Silence is noticed by a check every idle_timeout instead
-        # (and a write waits at most that long, see _Conn.write).
-        sock.settimeout(None)
+            # No socket timeout from here on: its reader (a greenlet reading the TLS
+            # socket) would time out on a quiet device. Silence is noticed by a check
+            # every idle_timeout instead (and a write waits at most that long, see
+            # _Conn.write).
+            sock.settimeout(None)
+            c.tls = True
+        # (a plain socket keeps its timeout: the node reads it without blocking, so
+        # it bounds only a write that waits for room, see _Conn.write)
         c.last = time.monotonic()
         send_after(ctx.idle_timeout, _self(), ("chat.idle_check",))
         # The node reads the socket and hands this process one frame per message, at
@@ -261,7 +313,7 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
     except _Closing as e:
         last = list(e.last)
         if e.code is not None:
-            last.append(error_frame(e.code, e.message))
+            last.append(error_frame(e.code, e.message, e.id))
         if last:
             try:
                 c.write(last)
@@ -301,11 +353,6 @@ def _loop(c: _Conn) -> None:
             if tag == "tcp":
                 body = msg[2]
                 c.last = time.monotonic()
-                if not body:
-                    if out:
-                        c.write(out)
-                    raise _Closing("frame_too_large", f"expected a frame length between 1 "
-                                                      f"and {c.ctx.max_frame} bytes, got 0")
                 try:
                     out.extend(_frame(c, body))
                 except _Closing:
@@ -371,13 +418,21 @@ def _frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
         return list(_this()._handle_frame(c, body))
     except Exception as e:
         if type(e).__name__ == "_Closing" and not isinstance(e, _Closing):
-            raise _Closing(e.code, e.message, e.last) from None  # type: ignore[attr-defined]
+            raise _Closing(e.code, e.message, e.last,  # type: ignore[attr-defined]
+                           getattr(e, "id", None)) from None
         raise
+
+
+#: errors that count as bad frames (docs/protocol.md): the client is broken or probing
+BAD = frozenset({"bad_frame", "bad_request", "unknown_type", "forbidden"})
 
 
 def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
     rid = None
     try:
+        if not body:
+            raise ProtocolError("bad_frame", "expected one msgpack map, got an empty frame "
+                                             "(length 0)")
         req = validate_request(decode_body(body))
         rid = req.id
         r = _dispatch(c, req)
@@ -385,14 +440,17 @@ def _handle_frame(c: _Conn, body: bytes) -> list[dict[str, Any]]:
     except ProtocolError as e:
         if e.id is None:
             e.id = rid
-        if e.code in ("bad_frame", "bad_request", "unknown_type"):
+        if e.code in BAD:
             c.bad += 1
             if c.bad >= c.ctx.max_bad_frames:
+                # (the closing error answers the request that caused it)
                 raise _Closing("too_many_bad_frames",
-                               f"{c.bad} bad frames; the last: {e.message}") from None
+                               f"{c.bad} bad frames; the last: {e.code}: {e.message}",
+                               id=e.id) from None
         if c.phase == "hello":
             raise _Closing("hello_required" if e.code != "unsupported_version" else e.code,
-                           e.message) from None
+                           f"{e.code}: {e.message}" if e.code != "unsupported_version"
+                           else e.message, id=e.id) from None
         return [e.frame()]
     except _Closing:
         raise
@@ -412,15 +470,17 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
     t, rid, f = req.type, req.id, req.fields
     if c.phase == "hello":
         if t != "hello":
-            raise _Closing("hello_required", f"expected 'hello' first, got {t!r}")
+            raise _Closing("hello_required", f"expected 'hello' first, got {t!r}", id=rid)
         if f["version"] not in PROTOCOL_VERSIONS:
             raise _Closing("unsupported_version", f"expected a protocol version among "
                                                   f"{list(PROTOCOL_VERSIONS)}, got "
-                                                  f"{f['version']}")
+                                                  f"{f['version']}", id=rid)
         c.phase = "anon"
         c.version = f["version"]
-        return _ok(rid, version=c.version, server=SERVER, max_frame=c.ctx.max_frame,
-                   idle_timeout=c.ctx.idle_timeout)
+        ctx = c.ctx
+        return _ok(rid, version=c.version, server=SERVER, max_frame=ctx.max_frame,
+                   idle_timeout=ctx.idle_timeout, max_body=ctx.max_body,
+                   max_bad_frames=ctx.max_bad_frames)
     if rid is None:  # an unanswered request (version 2): only an ack in a session
         if c.version < 2:
             raise ProtocolError("bad_request", "field 'id': expected an int in [0, 2**63), "
@@ -433,10 +493,16 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
     if t == "ping":
         return {"t": "pong", "id": rid}
     if t == "hello":
-        raise ProtocolError("bad_request", "hello was already done", rid)
+        raise ProtocolError("bad_request", "hello: expected one hello per connection, got a "
+                                           "second one", rid)
     if c.phase == "anon":
         if t == "register":
-            return _ok(rid, expires_in=registration.request_code(f["phone"]))
+            if c.codes >= CODES_PER_CONN:
+                raise ProtocolError("rate_limited", f"at most {CODES_PER_CONN} code "
+                                                    f"requests per connection", rid,
+                                    retry_after=0.0)
+            c.codes += 1
+            return _ok(rid, expires_in=registration.request_code(f["phone"], c.addr))
         if t == "verify":
             return _ok(rid, key=registration.verify(f["phone"], f["pin"]))
         if t == "login":
@@ -450,15 +516,25 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         if not 1 <= len(cmid) <= 64:
             raise ProtocolError("bad_request", f"send: field 'cmid': expected 1 to 64 "
                                                f"characters, got {len(cmid)}", rid)
-        if len(body) > c.ctx.max_body:
-            raise ProtocolError("body_too_large", f"expected a body of at most "
-                                                  f"{c.ctx.max_body} bytes, got {len(body)}",
-                                rid)
+        n = len(body)
+        mb = c.ctx.max_body
+        # The limit is in bytes, a str's UTF-8 ones (encoded only when it may matter:
+        # a character is 1 to 4 bytes)
+        if n > mb or (n * 4 > mb and body.__class__ is str and len(body.encode()) > mb):
+            if body.__class__ is str:
+                n = len(body.encode())
+            raise ProtocolError("body_too_large", f"expected a body of at most {mb} bytes, "
+                                                  f"got {n} bytes", rid)
+        if not n:
+            raise ProtocolError("empty_body", "expected a body of 1 byte or more, got an "
+                                              "empty one", rid)
         if not is_phone(to):
-            raise ProtocolError("unknown_recipient", f"{to!r:.40} is not a phone number", rid)
+            raise ProtocolError("invalid_phone", f"send: field 'to': expected an E.164 "
+                                                 f"number like +14155550100, got "
+                                                 f"{to!r:.40}", rid)
         r = _user_call(c, ("send", to, cmid, body))
         if r[0] == "error":
-            raise ProtocolError(r[1], r[2], rid)
+            raise ProtocolError(r[1], r[2], rid, **dict(r[3] if len(r) > 3 else ()))
         return _ok(rid, mid=r[1], ts=r[2])
     if t == "ack":
         if c.rcpts:
@@ -466,7 +542,9 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         _user_call(c, ("ack", f["ids"]))
         return _ok(rid)
     if t == "read":
-        _user_call(c, ("read", f["from"], f["mids"]))
+        r = _user_call(c, ("read", f["from"], f["mids"]))
+        if r[0] == "error":
+            raise ProtocolError(r[1], r[2], rid, **dict(r[3] if len(r) > 3 else ()))
         return _ok(rid)
     if t == "privacy":
         _user_call(c, ("privacy", f["hide_presence"]))

@@ -13,12 +13,16 @@ server (``chat.connection``) and the client library (``chat.client``)::
 
 Failure semantics:
 
-- ``FrameReader`` checks the announced length *before* buffering the body: a length of
-  0 or above ``max_frame`` raises ``FrameTooLarge`` at once (the stream cannot be
+- ``FrameReader`` (a client's reader of the server's stream) checks the announced
+  length *before* buffering the body: a length of 0 (the server never sends one) or
+  above ``max_frame`` raises ``FrameTooLarge`` at once (the stream cannot be
   trusted after that; close it). The reader never holds more than one frame plus one
   header of unread bytes beyond what was fed in one call.
 - ``decode_body`` raises ``ProtocolError("bad_frame")`` for bytes that are not exactly
-  one msgpack map with a string ``t``.
+  one msgpack map with a string ``t`` (ext types refused; with a key twice, the last
+  wins), and ``ProtocolError("bad_request")`` *with the request's id* for a map that
+  holds an array or map of more than ``max_items`` items (at any depth): every request
+  with an id is answered.
 - ``validate_request`` raises ``ProtocolError`` with code ``bad_request`` naming the
   field, what was expected and what was given, or ``unknown_type``; the error carries
   the request id when the id itself was valid, so the server can answer it.
@@ -123,6 +127,12 @@ def decode_body(body: bytes, max_items: int = 4096) -> dict[str, Any]:
             max_array_len=max_items, max_map_len=max_items, max_ext_len=0,
         )
     except Exception as e:  # msgpack raises several unrelated types for bad input
+        if isinstance(e, ValueError) and "exceeds max_" in str(e):
+            rid = _salvage_id(body)
+            if rid is not None:
+                raise ProtocolError("bad_request", f"expected arrays and maps of at most "
+                                                   f"{max_items} items, got {e}", rid
+                                    ) from None
         raise ProtocolError("bad_frame", f"expected one msgpack map, got undecodable "
                                          f"bytes ({type(e).__name__}: {e})") from None
     if not isinstance(msg, dict):
@@ -131,6 +141,25 @@ def decode_body(body: bytes, max_items: int = 4096) -> dict[str, Any]:
     if not isinstance(t, str):
         raise ProtocolError("bad_frame", f"expected a string 't' (the frame type), got {t!r}")
     return msg
+
+
+def _salvage_id(body: bytes) -> int | None:
+    """The valid ``id`` of a map too large to decode (its values are skipped, never
+    built), or None."""
+    u = msgpack.Unpacker(raw=False, strict_map_key=True, max_array_len=64,
+                         max_map_len=64, max_ext_len=0, max_buffer_size=len(body) or 1)
+    try:
+        u.feed(body)
+        rid = None
+        for _ in range(u.read_map_header()):
+            k = u.unpack()
+            if k == "id":
+                rid = u.unpack()
+            else:
+                u.skip()
+    except Exception:  # anything undecodable: no id to answer
+        return None
+    return rid if rid.__class__ is int and 0 <= rid < MAX_ID else None
 
 
 class FrameReader:

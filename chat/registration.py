@@ -3,7 +3,7 @@
 One server process, registered as ``chat.registration``. Connection processes call it::
 
     from chat import registration
-    registration.request_code("+14155550100")        # a PIN goes out through the SMS gateway
+    registration.request_code("+14155550100", "203.0.113.7")   # a PIN goes out by SMS
     key = registration.verify("+14155550100", "123456")   # 32 random bytes, the device key
     registration.login_delay("+14155550100", ok=False)    # seconds to wait before answering
 
@@ -12,7 +12,13 @@ Rules (docs/semantics.md C5, C6):
 - A PIN is 6 random digits, valid ``code_ttl`` seconds (10 minutes), for one successful
   ``verify``, with at most ``max_attempts`` (4) wrong tries, then it is burned. A new
   request replaces a pending code. Requests per number are limited to ``rate_count``
-  within ``rate_period`` seconds (a sliding window on the node clock).
+  within ``rate_period`` seconds (a sliding window on the node clock), and requests
+  from one source address to ``source_rate_count`` within that period (against SMS
+  pumping: one client asking codes for many numbers; connections limit their own too).
+- ``verify`` gives a third party no sign that someone is registering a number: a
+  number with no pending code (never requested, expired, used or burned) answers as one
+  with a code and a wrong PIN would (``bad_code`` with ``attempts_left`` counting down,
+  then ``too_many_attempts``); a malformed PIN is a wrong PIN (it uses an attempt).
 - ``verify`` stores only the SHA-256 of the new key, with a bumped device generation,
   then tells the user's process (if it runs), which ends the previous device's session
   with the ``replaced`` error. The old key stops working at the moment of the store.
@@ -20,8 +26,8 @@ Rules (docs/semantics.md C5, C6):
   capped; a success resets the count.
 
 Failure semantics: every refusal is a ``ProtocolError`` with the protocol's code
-(``invalid_phone``, ``rate_limited`` with ``retry_after``, ``no_code``,
-``code_expired``, ``bad_code`` with ``attempts_left``, ``too_many_attempts``). The SMS is
+(``invalid_phone``, ``rate_limited`` with ``retry_after``, ``bad_code`` with
+``attempts_left``, ``too_many_attempts``). The SMS is
 sent from a separate process, so a slow or failing gateway never stalls this server; its
 failure is logged. Codes live in memory: a restart of this server drops pending codes
 (the user asks for a new one), never keys.
@@ -70,6 +76,9 @@ class _State:
     sms: SmsGateway
     codes: dict[str, _Code] = field(default_factory=dict)
     requests: dict[str, deque[float]] = field(default_factory=dict)
+    sources: dict[str, deque[float]] = field(default_factory=dict)  # per address
+    # attempts left for numbers with no pending code (verify answers as for a code)
+    phantoms: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +116,8 @@ class Registration(GenServer):
             match request:
                 case ("request_code", phone):
                     return Reply(("ok", self._request_code(phone, state)), state)
+                case ("request_code", phone, source):
+                    return Reply(("ok", self._request_code(phone, state, source)), state)
                 case ("verify", phone, pin):
                     return Reply(("ok", self._verify(phone, pin, state)), state)
                 case ("login", phone, ok):
@@ -118,19 +129,37 @@ class Registration(GenServer):
         return super().handle_call(request, from_, state)
 
     @staticmethod
-    def _request_code(phone: str, state: _State) -> float:
+    def _window(table: dict[str, deque[float]], k: str, count: int, period: float,
+                what: str) -> deque[float]:
+        """The sliding window of ``k``'s requests; ``rate_limited`` when it is full."""
+        now = _now()
+        q = table.setdefault(k, deque())
+        while q and q[0] <= now - period:
+            q.popleft()
+        if len(q) >= count:
+            retry = q[0] + period - now
+            raise ProtocolError("rate_limited", f"at most {count} code requests per "
+                                                f"{period:g} s for {what}; try again "
+                                                f"in {retry:.0f} s", retry_after=retry)
+        return q
+
+    def _request_code(self, phone: str, state: _State, source: str | None = None) -> float:
         _check_phone(phone)
         cfg = state.cfg
         now = _now()
-        q = state.requests.setdefault(phone, deque())
-        while q and q[0] <= now - cfg.rate_period:
-            q.popleft()
-        if len(q) >= cfg.rate_count:
-            retry = q[0] + cfg.rate_period - now
-            raise ProtocolError("rate_limited", f"at most {cfg.rate_count} code requests per "
-                                                f"{cfg.rate_period:g} s for a number; try again "
-                                                f"in {retry:.0f} s", retry_after=retry)
+        q = self._window(state.requests, phone, cfg.rate_count, cfg.rate_period,
+                         "a number")
+        if source is not None:
+            src = self._window(state.sources, source,
+                               getattr(cfg, "source_rate_count", 20), cfg.rate_period,
+                               "an address")
+            src.append(now)
+            if len(state.sources) > 100_000:
+                old = now - cfg.rate_period
+                for a in [a for a, d in state.sources.items() if not d or d[-1] <= old]:
+                    del state.sources[a]
         q.append(now)
+        state.phantoms.pop(phone, None)
         pin = f"{secrets.randbelow(10**6):06d}"
         state.codes[phone] = _Code(hash_key(pin.encode()), now + cfg.code_ttl, cfg.max_attempts)
         spawn(_send_pin, state.sms, phone, pin)
@@ -143,23 +172,37 @@ class Registration(GenServer):
 
     @staticmethod
     def _verify(phone: str, pin: str, state: _State) -> bytes:
+        """Check ``pin``. With no pending code (none requested, expired, used, burned)
+        the answer is that of a pending code and a wrong PIN: a third party learns
+        nothing of someone registering the number now (and each number's wrong tries
+        are counted either way)."""
         _check_phone(phone)
         code = state.codes.get(phone)
-        if code is None:
-            raise ProtocolError("no_code", f"no pending code for {phone}: request one first")
-        if _now() >= code.expires:
+        if code is not None and _now() >= code.expires:
             del state.codes[phone]
-            raise ProtocolError("code_expired", "the code has expired: request a new one")
-        if not hmac.compare_digest(hash_key(pin.encode()), code.pin_hash):
+            code = None
+        h = hash_key(pin.encode())  # (a malformed PIN is a wrong one: it uses an attempt)
+        if code is not None and hmac.compare_digest(h, code.pin_hash):
+            del state.codes[phone]
+            return _register_device(phone)
+        if code is not None:
             code.attempts_left -= 1
-            if code.attempts_left <= 0:
+            left = code.attempts_left
+            if left <= 0:
                 del state.codes[phone]
-                raise ProtocolError("too_many_attempts",
-                                    "too many wrong codes: request a new one")
-            raise ProtocolError("bad_code", f"wrong code; {code.attempts_left} attempt(s) left",
-                                attempts_left=code.attempts_left)
-        del state.codes[phone]
-        return _register_device(phone)
+        else:
+            left = state.phantoms.get(phone, state.cfg.max_attempts) - 1
+            if left <= 0:
+                state.phantoms.pop(phone, None)
+            else:
+                if len(state.phantoms) > 100_000:
+                    state.phantoms.clear()
+                state.phantoms[phone] = left
+        if left <= 0:
+            raise ProtocolError("too_many_attempts",
+                                "too many wrong codes: request a new one")
+        raise ProtocolError("bad_code", f"wrong or expired code (or none was requested); "
+                                        f"{left} attempt(s) left", attempts_left=left)
 
     @staticmethod
     def _login(phone: str, ok: bool, state: _State) -> float:
@@ -186,9 +229,12 @@ def _call(req: tuple[Any, ...]) -> Any:
     return value
 
 
-def request_code(phone: str) -> float:
-    """Send a PIN to ``phone``; returns its lifetime in seconds."""
-    return float(_call(("request_code", phone)))
+def request_code(phone: str, source: str | None = None) -> float:
+    """Send a PIN to ``phone``; returns its lifetime in seconds. ``source``: the
+    requester's address (requests per address are limited too)."""
+    if source is None:
+        return float(_call(("request_code", phone)))
+    return float(_call(("request_code", phone, source)))
 
 
 def verify(phone: str, pin: str) -> bytes:

@@ -32,9 +32,13 @@ Write operations (tuples, applied in order, atomically per request):
 ``("cmid<", owner, seq)``                             forget cmids older than ``seq``
 ====================================================  ==================================
 
+(The users row ``chat.mids.SECRET_ROW``, not a phone number, keeps the server's key for
+message ids.)
+
 Queries: ``("user", phone)``, ``("registered", phones)``, ``("presence", phones)``
 (``(phone, hide, last_seen)`` of the registered ones), ``("pending", owner)`` (does
-the owner have inbox or outbox rows), ``("load", owner)`` (a
+the owner have inbox or outbox rows), ``("senders",)`` (the owners of outbox rows:
+users with something to forward), ``("load", owner)`` (a
 ``Loaded`` record with everything a user process needs to start).
 
 Failure semantics: if a commit fails, every request of that batch gets ``StoreError``
@@ -178,6 +182,8 @@ class MemoryBackend:
             case ("presence", phones):
                 return tuple((p, self.users[p][2], self.users[p][3]) for p in phones
                              if p in self.users)
+            case ("senders",):
+                return tuple(sorted(o for o, d in self.outbox.items() if d))
             case ("pending", owner):
                 return bool(self.inbox.get(owner) or self.outbox.get(owner))
             case ("load", owner):
@@ -349,6 +355,9 @@ class SqliteBackend:
                     found.update(r[0] for r in db.execute(
                         f"SELECT phone FROM users WHERE phone IN ({marks})", chunk))
                 return tuple(p for p in phones if p in found)
+            case ("senders",):
+                return tuple(r[0] for r in db.execute(
+                    "SELECT DISTINCT owner FROM outbox ORDER BY owner"))
             case ("pending", owner):
                 return (db.execute("SELECT 1 FROM inbox WHERE owner = ? LIMIT 1",
                                    (owner,)).fetchone() is not None

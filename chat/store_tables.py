@@ -131,6 +131,8 @@ class TablesBackend:
                     if r:
                         rows.append((p, r[0].hide, r[0].last_seen))
                 return tuple(rows)
+            case ("senders",):
+                return tuple(sorted({k[0] for k in tables.dirty_all_keys("chat_outbox")}))
             case ("pending", owner):
                 return bool(tables.dirty_index_read("chat_inbox", owner, "owner")
                             or tables.dirty_index_read("chat_outbox", owner, "owner"))

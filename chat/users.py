@@ -14,10 +14,18 @@ nothing acknowledged is lost::
     users.call("+14155550100", ("attach", conn_pid))   # ensure + gen_server.call
 
 Requests (from the device's connection): ``("attach", conn)`` -> queued count,
-``("send", to, cmid, body)`` -> ``("ok", mid, ts)`` | ``("error", code, message)``,
+``("send", to, cmid, body)`` -> ``("ok", mid, ts)`` | ``("error", code, message,
+extra)`` (``extra``: pairs for the error frame, e.g. ``retry_after``),
 ``("ack", ids)`` (a call, or a cast for a device's unanswered ack),
-``("read", sender, mids)``, ``("privacy", hide)``, ``("limit", kind, n)``
-(presence/contacts rate limits). Between user processes:
+``("read", sender, mids)`` -> ``("ok",)`` | an error as for send, ``("privacy",
+hide)``, ``("limit", kind, n)`` (presence/contacts rate limits).
+
+Message ids (``chat.mids``) are keyed hashes bound to sender, recipient and content:
+``read`` is accepted only for mids the sender made for this user (C7), checked from
+the mid alone; a ``cmid`` reused for another message is refused (``cmid_reused``); each
+recipient a send looks up for the first time counts against the contacts limit. At
+start the application starts the process of every user with an outbox (``resume``),
+so that what was acknowledged goes on without its sender (C8). Between user processes:
 ``("chat.deliver", sender, pid, items, acked)`` and ``("chat.delivered", recipient,
 upto, (mids, vfrom, vto, ts))`` (the 4- and 3-tuples of the version before are still
 understood).
@@ -83,6 +91,7 @@ harmlessly are written lazily (with the next write, or within ``LAZY_FLUSH`` s).
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 import time
 from collections import deque
@@ -90,7 +99,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat import faults, store
+from chat import faults, mids, store
 from chat.protocol import ProtocolError
 from otp import gen_server, supervisor
 from otp.errors import CallError, StartError, SupervisorError
@@ -110,7 +119,8 @@ from otp.process import now as _now
 from otp.process import self as _self
 from otp.supervisor import ChildSpec
 
-__all__ = ["SUP", "UserCtx", "call", "device_name", "ensure", "name", "rekey"]
+__all__ = ["SUP", "UserCtx", "call", "device_name", "ensure", "load_key", "name", "rekey",
+           "resume"]
 
 SUP = "chat.users"
 # Lazy deletes are written with the next durable write, or after LAZY_FLUSH seconds, or
@@ -124,6 +134,9 @@ CMID_KEEP = 1000  # device message ids remembered per user, for resends after re
 # for the device's ack (seconds): a slow device delays the sender's "sent" only so long,
 # while a loaded server is not made to write what its devices are about to acknowledge.
 UNSTORED_MAX = 1.0
+# A process does not stop idle while a rate-limit window of the hour is this much used
+# (see User._quiet)
+LIMIT_HOT = 0.05
 log = logging.getLogger("chat.users")
 
 
@@ -136,7 +149,8 @@ class UserCtx:
     retry_max: float = 10.0
     window: int = 256
     presence_per_hour: int = 2000
-    contacts_per_hour: int = 5000
+    contacts_per_hour: int = 5000  # also counts the recipients a send looks up
+    reads_per_hour: int = 20000  # message ids in read requests
     notify: Callable[[str, int], None] | None = None  # push gateway
     push_every: float = 60.0  # at most one push notification per user per this long
 
@@ -176,6 +190,56 @@ _CTX: NodeVar[UserCtx | None] = getattr(
 
 def set_context(ctx: UserCtx) -> None:
     _CTX.set(ctx)
+
+
+#: The server's key for message ids (chat.mids), read from the store at start; kept
+#: across a live code reload as _CTX is.
+_KEY: NodeVar[bytes | None] = getattr(
+    getattr(sys.modules.get("chat"), "users", None), "_KEY", None
+) or NodeVar("chat.users.key", default=None)
+
+
+def load_key() -> None:
+    """Start function of the application's ``keys`` child (after the store): read the
+    key message ids are made with (``chat.mids``), making it on the first start. It
+    lives in the store, so that ids made before a restart still check after it.
+    Returns None (the supervisor keeps no process for it)."""
+    row = store.read(("user", mids.SECRET_ROW))
+    if row is None or not row[0]:
+        store.write((("user", mids.SECRET_ROW, secrets.token_bytes(32), 0),))
+        row = store.read(("user", mids.SECRET_ROW))
+    _KEY.set(bytes(row[0]))
+
+
+def _key() -> bytes:
+    k = _KEY.get()
+    if k is None:  # (user processes run without the application: a key of the run)
+        k = secrets.token_bytes(32)
+        _KEY.set(k)
+    return k
+
+
+def resume() -> None:
+    """Start function of the application's ``resume`` child (after ``chat.users``):
+    start the process of every user with something to forward (its outbox), so that
+    what was acknowledged before a stop or crash goes on to its recipients without
+    waiting for its sender to come back (docs/semantics.md C8). The processes are
+    started from a process of its own: the application does not wait for them."""
+    spawn(_resume)
+
+
+def _resume() -> None:
+    try:
+        owners = store.read(("senders",))
+    except store.StoreError as e:
+        log.warning("cannot list the users with something to forward: %s", e)
+        return
+    for phone in owners:
+        try:
+            ensure(phone)
+        except Exception as e:  # the application is stopping: they start on demand
+            log.warning("cannot start %s's process to resume its outbox: %s", phone, e)
+            return
 
 
 def device_name(phone: str) -> str:
@@ -348,8 +412,17 @@ def _floor(p: _Peer) -> int:
     return vq[0][0] - 1 if vq else p.in_seq
 
 
-def _err(e: ProtocolError) -> tuple[str, str, str]:
-    return ("error", e.code, e.message)
+def _cap(ctx: UserCtx, kind: str) -> int:
+    """Numbers (or, for reads, message ids) per hour for ``kind``."""
+    if kind == "presence":
+        return ctx.presence_per_hour
+    if kind == "read":
+        return getattr(ctx, "reads_per_hour", 20000)  # (a context of an older version)
+    return ctx.contacts_per_hour
+
+
+def _err(e: ProtocolError) -> tuple[str, str, str, tuple[tuple[str, Any], ...]]:
+    return ("error", e.code, e.message, tuple(e.extra.items()))
 
 
 class User(GenServer):
@@ -416,8 +489,18 @@ class User(GenServer):
     @staticmethod
     def _quiet(s: _State) -> bool:
         """Nothing to forward and nothing pushed and unacknowledged: the process may stop
-        (a connected device stays connected; its name lets the next start find it)."""
-        return s.outbox_empty() and not s.pushed and not s.queue and not s.rcpts
+        (a connected device stays connected; its name lets the next start find it).
+        Nor while a rate-limit window is more than ``LIMIT_HOT`` used: a restart would
+        start it afresh (a user that probes keeps its process, and its count, for the
+        hour; an ordinary one, a few lookups, does not)."""
+        if not (s.outbox_empty() and not s.pushed and not s.queue and not s.rcpts):
+            return False
+        if s.limits:
+            now = _now()
+            for kind, w in s.limits.items():
+                if now - w[0] < 3600.0 and w[1] >= LIMIT_HOT * _cap(s.ctx, kind):
+                    return False
+        return True
 
     def _write(self, s: _State, ops: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
                ) -> None:
@@ -453,13 +536,20 @@ class User(GenServer):
             case ("ack", ids):
                 self._ack(s, ids)
                 return self._reply(("ok",), s)
-            case ("read", peer, mids):
-                self._read(s, peer, mids)
+            case ("read", peer, ids):
+                try:
+                    self._read(s, peer, ids)
+                except ProtocolError as e:
+                    return self._reply(_err(e), s)
                 return self._reply(("ok",), s)
             case ("attach", conn):  # a device logged in (its connection checked the key)
                 if s.device is not None and s.device != conn:
                     self._detach(s, seen=False)
-                self._attach(s, conn)
+                if s.device != conn:
+                    self._attach(s, conn)
+                # (else this process started for this login, found the connection by
+                # its name and is streaming to it already: streaming it again would
+                # push every queued item twice on one connection, C8)
                 return self._reply(len(s.inbox), s)
             case ("forwarding",):  # introspection: items not yet acknowledged by peers
                 return self._reply(s.npending + sum(len(d) for d in s.rcpts.values()), s)
@@ -533,24 +623,35 @@ class User(GenServer):
                 by[pid] = (peer, [mid])
             else:
                 x[1].append(mid)
-        for pid, (_peer, mids) in by.items():
-            send(pid, ("chat.receipts_ok", s.phone, tuple(mids)))
+        for pid, (_peer, done_mids) in by.items():
+            send(pid, ("chat.receipts_ok", s.phone, tuple(done_mids)))
 
     def _send(self, s: _State, to: str, cmid: str, body: Any) -> tuple[str, float]:
+        key = _key()
         old = s.cmids.get(cmid)
         if old is not None:
+            if mids.same_content(key, old[0], to, body) is False:
+                raise ProtocolError("cmid_reused", f"cmid {cmid!r} was used for another "
+                                                   f"message (another recipient or body): "
+                                                   f"use a new cmid for a new message")
             return old[0], old[1]
         if to not in s.known:
-            # a running user process means a registered user (they start only for one)
-            if (to != s.phone and whereis(name(to)) is None
-                    and store.read(("user", to)) is None):
-                raise ProtocolError("unknown_recipient", f"{to} is not registered")
+            if to != s.phone:
+                # each new recipient looked up counts as a contacts lookup: send must
+                # not be a faster way to learn who is registered (C7)
+                r = self._limit(s, "contacts", 1)
+                if r[0] == "error":
+                    raise ProtocolError("rate_limited", r[2], retry_after=r[3])
+                # a running user process means a registered user (they start only
+                # for one)
+                if whereis(name(to)) is None and store.read(("user", to)) is None:
+                    raise ProtocolError("unknown_recipient", f"{to} is not registered")
             s.known.add(to)
         seq = s.out_next
         s.out_next += 1
         p = s.peer(to)
         pseq = p.out_seq + 1
-        mid = f"{s.phone}:{seq}"
+        mid = mids.make(key, s.phone, seq, to, body)
         ts = time.time()
         payload = (mid, cmid, body, ts)
         ops: list[tuple[Any, ...]] = [
@@ -748,11 +849,25 @@ class User(GenServer):
             s.rcpt_backoff = min(s.rcpt_backoff * 2, s.ctx.retry_max)
         s.rcpt_timer = send_after(s.rcpt_backoff, _self(), "chat.rcpt_retry")
 
-    def _read(self, s: _State, peer: str, mids: tuple[str, ...]) -> None:
+    def _read(self, s: _State, peer: str, read: tuple[str, ...]) -> None:
+        """``read`` receipts for messages from ``peer`` to us. Only a message's
+        recipient may report it read (C7): each mid must be one ``peer`` made for us
+        (checked from the mid itself, see ``chat.mids``); otherwise nothing is sent.
+        A mid named twice in one request makes one receipt; the ids are counted
+        against ``reads_per_hour``."""
+        key = _key()
+        read = tuple(dict.fromkeys(read))
+        for i, m in enumerate(read):
+            if not mids.is_from_to(key, m, peer, s.phone):
+                raise ProtocolError("unknown_message", f"read: mids[{i}] ({m!r:.40}) is "
+                                                       f"not a message from {peer} to you")
+        if not read:
+            return
+        r = self._limit(s, "read", len(read))
+        if r[0] == "error":
+            raise ProtocolError("rate_limited", r[2], retry_after=r[3])
         now = time.time()
-        receipts = [(peer, ("read", m, now)) for m in mids if m.rpartition(":")[0] == peer]
-        if receipts:
-            self._queue_out(s, receipts, [])
+        self._queue_out(s, [(peer, ("read", m, now)) for m in read], [])
 
     def _queue_out(self, s: _State, receipts: list[tuple[str, tuple[Any, ...]]],
                    ops: list[tuple[Any, ...]]) -> None:
@@ -785,14 +900,17 @@ class User(GenServer):
             self._arm(s, peer, p)
 
     def _limit(self, s: _State, kind: str, n: int) -> Any:
-        cap = s.ctx.presence_per_hour if kind == "presence" else s.ctx.contacts_per_hour
+        cap = _cap(s.ctx, kind)
         now = _now()
         w = s.limits.get(kind)
         if w is None or now - w[0] >= 3600.0:
             w = s.limits[kind] = [now, 0.0]
         if w[1] + n > cap:
-            return ("error", "rate_limited", f"at most {cap} numbers per hour in {kind} "
-                                             f"requests", w[0] + 3600.0 - now)
+            what = ("message ids per hour in read requests" if kind == "read" else
+                    "numbers looked up per hour (contacts, and recipients new to send)"
+                    if kind == "contacts" else f"numbers per hour in {kind} requests")
+            return ("error", "rate_limited", f"at most {cap} {what}",
+                    w[0] + 3600.0 - now)
         w[1] += n
         return ("ok",)
 

@@ -79,16 +79,79 @@ def test_oversized_frame_gets_frame_too_large_and_a_close(node, tmp_path, tls):
         assert_listener_alive(srv)
 
 
-def test_zero_length_frame_gets_frame_too_large_and_a_close(node, tmp_path):
+def test_zero_length_frame_is_a_bad_frame_and_the_connection_goes_on(node, tmp_path):
     with running_chat(tmp_path) as srv:
         r = Raw(srv)
         r.raw(b"\0\0\0\0")  # docs/protocol.md: 1 <= N <= max_frame
         f = r.frame()
-        assert (f["t"], f["code"]) == ("error", "frame_too_large")
-        assert "got 0" in f["message"]
-        assert r.frame() is None
+        assert (f["t"], f["code"], f["id"]) == ("error", "bad_frame", None)
+        assert "empty frame" in f["message"]
+        r.send({"t": "ping", "id": 2})
+        assert r.frame() == {"t": "pong", "id": 2}
         r.close()
         assert_listener_alive(srv)
+
+
+@pytest.mark.parametrize("req", [
+    {"t": "ack", "id": 7, "ids": list(range(5000))},
+    {"t": "read", "id": 7, "from": A, "mids": ["x"] * 5000},
+    {"t": "ping", "id": 7, "extra": {str(i): i for i in range(5000)}},
+], ids=["ack", "read", "map"])
+def test_every_request_with_an_id_is_answered_even_with_a_too_large_array(node, tmp_path,
+                                                                          req):
+    with running_chat(tmp_path) as srv:
+        r = Raw(srv)
+        r.send(req)
+        f = r.frame()
+        assert (f["t"], f["code"], f["id"]) == ("error", "bad_request", 7)
+        assert "4096" in f["message"]
+        r.send({"t": "ping", "id": 8})
+        assert r.frame() == {"t": "pong", "id": 8}
+        r.close()
+
+
+def test_a_closing_error_answers_the_request_that_caused_it(node, tmp_path):
+    with running_chat(tmp_path, limits={"max_bad_frames": 3}) as srv:
+        r = Raw(srv, hello=False)
+        r.send({"t": "hello", "id": 4, "version": 99})
+        f = r.frame()
+        assert (f["code"], f["id"]) == ("unsupported_version", 4)
+        assert r.frame() is None
+        r = Raw(srv, hello=False)
+        r.send({"t": "hello", "id": 5, "version": "2"})  # a malformed first hello
+        f = r.frame()
+        assert (f["code"], f["id"]) == ("hello_required", 5)
+        assert "bad_request" in f["message"]
+        assert r.frame() is None
+        r = Raw(srv)
+        for i in range(3):
+            r.send({"t": "nope", "id": 10 + i})
+        assert [(f["code"], f["id"]) for f in (r.frame(), r.frame(), r.frame())] == [
+            ("unknown_type", 10), ("unknown_type", 11), ("too_many_bad_frames", 12)]
+        assert r.frame() is None
+
+
+def test_wrong_admin_tokens_count_as_bad_frames(node, tmp_path):
+    with running_chat(tmp_path, admin_token="right",
+                      limits={"max_bad_frames": 3}) as srv:
+        r = Raw(srv)
+        codes = []
+        for i in range(10):
+            r.send({"t": "admin_provision", "id": i, "token": f"guess{i}", "phones": [A]})
+            f = r.frame()
+            if f is None:
+                break
+            codes.append(f["code"])
+        assert codes == ["forbidden", "forbidden", "too_many_bad_frames"]
+        assert r.frame() is None
+
+
+def test_the_hello_reply_tells_the_limits(node, tmp_path):
+    with running_chat(tmp_path, limits={"max_body": 1000, "max_bad_frames": 7}) as srv:
+        r = Raw(srv, hello=False)
+        r.send({"t": "hello", "id": 0, "version": 2})
+        f = r.frame()
+        assert (f["max_body"], f["max_bad_frames"], f["max_frame"]) == (1000, 7, 65536)
 
 
 def test_truncated_frame_then_close_does_not_disturb_the_server(node, tmp_path):
@@ -164,23 +227,37 @@ def test_idle_connection_is_closed_with_idle_timeout(node, tmp_path):
         assert r.frame() is None
 
 
-def test_client_that_never_reads_is_disconnected_not_buffered(node, tmp_path):
-    with running_chat(tmp_path, limits={"idle_timeout": 0.5, "send_buffer": 4096}) as srv:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_client_that_never_reads_is_disconnected_not_buffered(node, tmp_path, tls, caplog):
+    """The server gives up on a client that reads nothing after ``idle_timeout`` (0.5 s
+    here) of waiting to write: it says so in its log (``slow_reader``), and the client
+    sees its connection reset, long before its own 30 s timeout (which would mean the
+    server never hung up: a pinned connection process)."""
+    caplog.set_level("WARNING", logger="chat.connection")
+    with running_chat(tmp_path, tls=tls, limits={"idle_timeout": 0.5, "send_buffer": 4096,
+                                                 "max_frame": 1 << 20}) as srv:
         s = socket.create_connection((srv.host, srv.port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if tls:
+            s = client_tls().wrap_socket(s, server_hostname="localhost")
         s.sendall(encode({"t": "hello", "id": 0, "version": 1}))
-        # Requests whose replies we never read: the server must stop and hang up.
+        # Requests whose replies we never read: the server must stop and hang up. (A
+        # frame of pings at a time: the server answers them while we keep sending.)
         big = encode({"t": "ping", "id": 1}) * 2000
-        s.settimeout(10.0)
-        closed = False
-        for _ in range(500):
+        s.settimeout(30.0)
+        outcome = "still open"
+        for _ in range(5000):
             try:
                 s.sendall(big)
-            except OSError:  # reset by the server: it disconnected us
-                closed = True
+            except TimeoutError:  # our own timeout: the server is stuck, not closed
+                outcome = "client timeout"
                 break
-        assert closed, "the server kept accepting requests from a client that never reads"
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                outcome = "reset"  # the server hung up on us
+                break
         s.close()
+        assert outcome == "reset"
+        assert any("slow_reader" in r.getMessage() for r in caplog.records)
         assert_listener_alive(srv)
 
 

@@ -178,7 +178,7 @@ def test_c6_code_is_single_use_over_the_wire(node, tmp_path):
         c.verify(A, pin)
         with pytest.raises(ChatError) as e:
             c.verify(A, pin)
-        assert e.value.code == "no_code"
+        assert e.value.code == "bad_code"
 
 
 def test_requests_need_a_session(node, tmp_path):

@@ -107,8 +107,9 @@ def test_c1_random_crash_schedules_deliver_every_acknowledged_message_once_in_or
                 if unacked_ids:
                     gen_server.cast(users.ensure(B), ("ack", tuple(unacked_ids)))
                     unacked_ids.clear()
-            elif action == "reconnect":
+            elif action == "reconnect":  # the old connection ends, a new one logs in
                 unacked_ids.clear()
+                users.call(B, ("detach", me()))
                 users.call(B, ("attach", me()))
         users.call(B, ("attach", me()))  # make sure B runs and streams to us
         for _ in range(200):

@@ -23,6 +23,7 @@ from otp.testing import assert_receive
 from tests.chat_helpers import RecordingSms
 
 A = "+14155550100"
+B = "+14155550111"
 
 
 @contextmanager
@@ -62,7 +63,7 @@ def test_c6_code_is_six_digits_and_verifies_once(node):
         key = registration.verify(A, pin)
         assert len(key) == 32
         assert store.read(("user", A))[0] == registration.hash_key(key)
-        assert code_error(registration.verify, A, pin).code == "no_code"
+        assert code_error(registration.verify, A, pin).code == "bad_code"
 
 
 def test_c6_code_expires_after_ten_minutes(node):
@@ -70,8 +71,7 @@ def test_c6_code_expires_after_ten_minutes(node):
         registration.request_code(A)
         pin = pin_for(A)
         sleep(600.0)
-        assert code_error(registration.verify, A, pin).code == "code_expired"
-        assert code_error(registration.verify, A, pin).code == "no_code"
+        assert code_error(registration.verify, A, pin).code == "bad_code"
 
 
 def test_c6_code_is_still_valid_just_before_it_expires(node):
@@ -90,7 +90,49 @@ def test_c6_four_wrong_attempts_burn_the_code(node):
                  for _ in range(3)]
         assert lefts == [3, 2, 1]
         assert code_error(registration.verify, A, wrong(pin)).code == "too_many_attempts"
-        assert code_error(registration.verify, A, pin).code == "no_code"
+        assert code_error(registration.verify, A, pin).code == "bad_code"
+
+
+def answers(phone: str, pins: list[str]) -> list[tuple[str, str, object]]:
+    out = []
+    for p in pins:
+        e = code_error(registration.verify, phone, p)
+        out.append((e.code, e.message, e.extra.get("attempts_left")))
+    return out
+
+
+def test_c6_verify_tells_a_third_party_nothing_of_a_pending_code(node):
+    """A number nobody asked a code for answers exactly as one with a pending code and
+    a wrong PIN: no ``no_code`` telling that someone is registering it right now."""
+    with registration_only():
+        registration.request_code(A)
+        pin = pin_for(A)
+        tries = [wrong(pin)] * 4
+        assert answers(A, tries) == answers(B, tries)
+        assert [a[0] for a in answers(B, tries)] == ["bad_code"] * 3 + ["too_many_attempts"]
+
+
+def test_c6_a_malformed_pin_uses_an_attempt(node):
+    with registration_only():
+        registration.request_code(A)
+        pin = pin_for(A)
+        lefts = [code_error(registration.verify, A, p).extra.get("attempts_left")
+                 for p in ("", "12", "abcdef")]
+        assert lefts == [3, 2, 1]
+        assert code_error(registration.verify, A, "1").code == "too_many_attempts"
+        assert code_error(registration.verify, A, pin).code == "bad_code"  # burned
+
+
+def test_c6_code_requests_are_rate_limited_per_source_address(node):
+    with registration_only(rate_count=3, source_rate_count=5):
+        phones = [f"+1415555{i:04d}" for i in range(6)]
+        for p in phones[:5]:
+            registration.request_code(p, "192.0.2.1")
+            pin_for(p)
+        e = code_error(registration.request_code, phones[5], "192.0.2.1")
+        assert e.code == "rate_limited" and e.extra["retry_after"] > 0
+        registration.request_code(phones[5], "192.0.2.2")  # another address
+        pin_for(phones[5])
 
 
 def test_c6_code_requests_are_rate_limited_per_number(node):
