@@ -102,6 +102,7 @@ from types import ModuleType
 from typing import Any
 
 from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
+from otp.lowlevel import NodeVar
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
 __all__ = [
@@ -203,34 +204,34 @@ def _behaviour_of(cls: type) -> type:
 # the class. Behaviours register a process once its init has succeeded, again when
 # otp.sys moves it to new code, and unregister it when it ends: this is how the code
 # server knows which processes run which version of a module (purge,
-# check_process_code) without looking inside any behaviour.
-# TODO node-local: move onto the node's storage.
-_processes: dict[Pid, type] = {}
+# check_process_code) without looking inside any behaviour. Node-local: every node
+# starts with none. (The module table itself is the interpreter's, shared by design.)
+_PROCESSES: NodeVar[dict[Pid, type]] = NodeVar("otp.code.processes", factory=dict)
 
 
 def register_process(pid: Pid, cls: type) -> None:
     """Record that ``pid`` runs the callback class ``cls`` (called by behaviours, in
     the process, after ``init`` and after each code change). Not a hot path: never
     per message."""
-    _processes[pid] = cls
+    _PROCESSES.get()[pid] = cls
 
 
 def unregister_process(pid: Pid) -> None:
     """Forget ``pid`` (its behaviour calls this as the process ends)."""
-    _processes.pop(pid, None)
+    _PROCESSES.get().pop(pid, None)
 
 
 def process_class(pid: Pid) -> type | None:
     """The callback class the behaviour process ``pid`` runs now, or None if it is not
     a (live, registered) behaviour process."""
-    cls = _processes.get(pid)
+    cls = _PROCESSES.get().get(pid)
     # A killed process leaves its entry until its stack has unwound: check it lives.
     return cls if cls is not None and is_alive(pid) else None
 
 
 def behaviour_processes() -> dict[Pid, type]:
     """Every registered behaviour process of this node and the class it runs."""
-    return {pid: cls for pid, cls in list(_processes.items()) if is_alive(pid)}
+    return {pid: cls for pid, cls in list(_PROCESSES.get().items()) if is_alive(pid)}
 
 
 # --------------------------------------------------------------------------- loading
@@ -442,7 +443,7 @@ def processes_running(module: str | ModuleType, *, old: bool = False) -> list[Pi
     if version is None:
         return []
     out = []
-    for pid, cls in list(_processes.items()):
+    for pid, cls in list(_PROCESSES.get().items()):
         if _runs(cls, version, name) and is_alive(pid):
             out.append(pid)
     return out
