@@ -79,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from otp.errors import NodeNotRunning, NotInProcess, OTPError, ProcessExit, RemoteError
+from otp.lowlevel import NodeVar, ProcessVar
 from otp.process import (
     Down,
     Pid,
@@ -138,19 +139,22 @@ def _short_path(path: str | os.PathLike[str]) -> Iterator[str]:
 
 # ---------------------------------------------------------------- output routing
 
-# Evaluating processes: pid -> (session pid, namespace). Their stdout/stderr writes and
-# expression values go to their session, not to the node's stdout.
-_EVAL: dict[Pid, tuple[Pid, dict[str, Any]]] = {}
+# An evaluating process's (session pid, namespace), in its process dictionary: its
+# stdout/stderr writes and expression values go to its session, not to the node's
+# stdout. _EVALUATING counts them, so that other writes pay one test.
+_EVAL: ProcessVar[tuple[Pid, dict[str, Any]] | None] = ProcessVar(
+    "otp.remote_shell.eval", default=None
+)
+_EVALUATING = 0
 
 
 def _current_eval() -> tuple[Pid, dict[str, Any]] | None:
-    if not _EVAL:
+    if not _EVALUATING:
         return None
     try:
-        me = self()
+        return _EVAL.get()
     except (NotInProcess, OTPError):
         return None
-    return _EVAL.get(me)
 
 
 class _Router:
@@ -249,8 +253,9 @@ def _import_dotted_names(tree: ast.AST, ns: dict[str, Any]) -> None:
 
 
 def _evaluator(code: Any, mode: str, ns: dict[str, Any], session: Pid) -> None:
-    me = self()
-    _EVAL[me] = (session, ns)
+    global _EVALUATING
+    _EVAL.set((session, ns))
+    _EVALUATING += 1
     try:
         if mode == "eval":
             value = eval(code, ns)
@@ -266,7 +271,8 @@ def _evaluator(code: Any, mode: str, ns: dict[str, Any], session: Pid) -> None:
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
         send(session, ("error", "".join(traceback.format_exception(type(e), e, tb))))
     finally:
-        _EVAL.pop(me, None)
+        _EVALUATING -= 1
+        _EVAL.delete()
 
 
 def _compile(source: str, mode: str) -> tuple[Any, str]:
@@ -467,11 +473,14 @@ def start_server(
     auditor = _Audit(audit)
     pid = spawn(_acceptor, lsock, p, dict(handlers or {}), banner, auditor)
     register(SERVER, pid)
-    _LISTENING[pid] = (lsock, p)
+    _LISTENING.set((pid, lsock, p))
     return pid
 
 
-_LISTENING: dict[Pid, tuple[socket.socket, str]] = {}
+# The node's listening socket and its path, with the acceptor's pid.
+_LISTENING: NodeVar[tuple[Pid, socket.socket, str] | None] = NodeVar(
+    "otp.remote_shell.listening", default=None
+)
 
 
 def stop_server() -> None:
@@ -480,10 +489,11 @@ def stop_server() -> None:
     if pid is not None:
         unregister(SERVER)
         exit(pid, "kill")
-    listening = _LISTENING.pop(pid, None) if pid is not None else None
-    if listening is not None:
+    listening = _LISTENING.get()
+    if listening is not None and listening[0] == pid:
+        _LISTENING.set(None)
         # The acceptor's own cleanup runs only when it is next scheduled: do it now.
-        lsock, path = listening
+        _, lsock, path = listening
         lsock.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
