@@ -28,7 +28,7 @@ def register_both(srv, server):
         assert r.exit_code == 0, r.output
         r = run(main, [*server, "verify", phone, srv.pin(phone)])
         assert r.exit_code == 0, r.output
-        mode = stat.S_IMODE(os.stat(key_path(phone)).st_mode)
+        mode = stat.S_IMODE(os.stat(key_path(phone, server[1])).st_mode)
         assert mode == 0o600
 
 
@@ -58,7 +58,7 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
 def test_cli_send_shows_delivered_when_the_recipient_is_online(node, tmp_path, monkeypatch):
     with cli_chat(tmp_path, monkeypatch) as (srv, server):
         bob = srv.client()
-        bob.login(B, load_key(B))
+        bob.login(B, load_key(B, server[1]))
         done = []
 
         def online():  # Bob's device: connected, acknowledging what it is pushed
@@ -114,12 +114,12 @@ def test_cli_c1_a_message_taken_while_send_waits_is_shown_once_by_the_next_liste
         r = run(main, [*server, "--as", A, "send", B, "hi"])  # B's message comes at login
         assert r.exit_code == 0 and "sent ✓" in r.output, r.output
         assert "while you were away" not in r.output
-        assert srv.client().login(A, load_key(A)) == 0  # nothing left for A on the server
-        with DeviceStore(store_path(A)) as store:
+        assert srv.client().login(A, load_key(A, server[1])) == 0  # nothing left for A on the server
+        with DeviceStore(store_path(A, server[1])) as store:
             assert [ev["body"] for ev in store.unshown()] == ["while you were away"]
         r = run(main, [*server, "--as", A, "listen", "--count", "1"])
         assert r.exit_code == 0, r.output
         assert r.output.count("while you were away") == 1, r.output
-        with DeviceStore(store_path(A)) as store:
+        with DeviceStore(store_path(A, server[1])) as store:
             assert store.unshown() == []
-        assert stat.S_IMODE(os.stat(store_path(A)).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(store_path(A, server[1])).st_mode) == 0o600
