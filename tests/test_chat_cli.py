@@ -309,3 +309,30 @@ def test_cli_listen_rides_out_a_server_restart(node, tmp_path, monkeypatch):
     assert code == 0, out
     assert "reconnecting" in out and f"reconnected to {srv.host}:{port}" in out
     assert f"[{A}] after the restart" in out
+
+
+def test_python_m_chat_on_a_busy_port_says_so_in_one_line(tmp_path):
+    """`make run` with the port taken: one line naming host:port and the config key,
+    no traceback, exit status 1."""
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "chat", "--config", "config/dev.yaml", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert res.stderr.splitlines() == [
+        f"chat server: cannot start: chat listen.host/listen.port: cannot listen on "
+        f"127.0.0.1:{port}: Address already in use (another server there? choose another "
+        f"listen.port in the config, or set OTP_CHAT__LISTEN__PORT)"], res.stderr
