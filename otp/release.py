@@ -21,6 +21,7 @@ The spec (``releases/<name>.yaml``)::
     applications:                  # started in this order at boot (OTP's boot script)
       - {name: chat, version: 0.1.0, start_type: permanent}   # path: optional source dir
     config: [config/prod.yaml]     # later files win; then OTP_<APP>__<KEY> variables
+    profiles: {dev: [config/dev.yaml]}   # other configs: bin/chat start --config dev
     entry: chat.__main__:main      # how to run it *without* a release (not used at boot)
     upgrades: []                   # per-version instructions for the release handler
 
@@ -40,10 +41,12 @@ Bundle layout (the release root, shared with ``otp.release_handler``)::
     run/                            created at boot, mode 0700: pid file, control socket
                                     (``<name>.sock``), node log, remote-shell audit log
 
-Boot (``bin/<name> start``): the boot version is ``$OTP_RELEASE_VSN`` if set, else the
+Boot (``bin/<name> start [--config NAME]``, served by ``otp.serve``, as ``python -m
+chat``): the boot version is ``$OTP_RELEASE_VSN`` if set, else the
 permanent release in ``RELEASES`` (SEMANTICS.md A6: a node restarted after an
 un-permanent upgrade boots the last permanent one). The node changes directory to the
-root, loads the config files, starts the applications in order, then opens the control
+root, loads the config files (the spec's ``config``, or the profile NAME's), starts
+the applications in order, then opens the control
 socket and writes ``run/<name>.pid``: the pid file appearing means "up". ``stop`` (or
 SIGTERM, or Ctrl-C in the foreground) stops gracefully: the control socket stops
 accepting, applications stop most recent first (each supervisor stops its children in
