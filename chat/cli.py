@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import ssl
 import sys
 import time
@@ -401,6 +402,10 @@ def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
             store.mark_shown(dlv)
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _reconnect(obj: _Ctx, c: Client, why: ChatError) -> None:
     """Reconnect ``listen``'s client, saying so, with back-off, until it works; raises
     what ends the session for good (``replaced``, ``auth_failed``)."""
@@ -433,10 +438,13 @@ def listen(obj: _Ctx, read: bool, count: int) -> None:
 
     Each message shown is reported read to its sender (a read receipt) unless
     --no-read is given. Receipts for your own messages show each message's latest
-    state once. If the server goes away, listen says so and keeps trying to
-    reconnect, with back-off; if another session of this number logs in, or the
-    number is registered on another device, it stops with exit status 3."""
+    state once. Ctrl-C or SIGTERM stops it (exit status 0). If the server goes
+    away, listen says so and keeps trying to reconnect, with back-off; if another
+    session of this number logs in, or the number is registered on another device,
+    it stops with exit status 3."""
     c, store = obj.session(auto_reconnect=False)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: exit 0
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, old))
     n = 0
     unread: list[dict[str, Any]] = []  # shown, their read receipts not sent yet
     with c:

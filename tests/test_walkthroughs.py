@@ -89,9 +89,10 @@ def block_with(doc: Path, needle: str) -> list[str]:
     return [ln for b in blocks[i:i + 3] for ln in b.splitlines()]
 
 
-def run_walkthrough(lines: list[str], srv: Server, tmp: Path) -> tuple[dict[str, str], str]:
+def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal.SIGINT
+                    ) -> tuple[dict[str, str], str]:
     """Run the ``chat-client`` lines; returns each listening number's output (after
-    Ctrl-C) and the other commands' output, joined."""
+    ``stop``: Ctrl-C's SIGINT, or SIGTERM) and the other commands' output, joined."""
     e = client_env(tmp, srv.port)
     listeners: dict[str, tuple[subprocess.Popen[str], Path]] = {}
     out = []
@@ -117,7 +118,8 @@ def run_walkthrough(lines: list[str], srv: Server, tmp: Path) -> tuple[dict[str,
                                  timeout=DEADLINE)
             assert res.returncode == 0, f"{cmd}: {res.stdout}{res.stderr}"
             out.append(res.stdout)
-        return {who: _stop_listener(proc, path) for who, (proc, path) in listeners.items()}, \
+        return {who: _stop_listener(proc, path, stop) for who, (proc, path) in
+                listeners.items()}, \
             "".join(out)  # fmt: skip
     finally:
         for proc, _ in listeners.values():
@@ -126,12 +128,12 @@ def run_walkthrough(lines: list[str], srv: Server, tmp: Path) -> tuple[dict[str,
                 proc.wait()
 
 
-def _stop_listener(proc: subprocess.Popen[str], path: Path) -> str:
-    """Once the listener showed a message (or at the deadline), Ctrl-C it."""
+def _stop_listener(proc: subprocess.Popen[str], path: Path, stop: int) -> str:
+    """Once the listener showed a message (or at the deadline), stop it: exit status 0."""
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end and not re.search(r"^\[\+\d+\] ", path.read_text(), re.M):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     assert proc.wait(DEADLINE) == 0, path.read_text()
     return path.read_text()
 
@@ -146,7 +148,7 @@ def test_readme_two_users_chatting_runs_as_written(server: Server, tmp_path: Pat
 
 def test_chat_readme_walkthrough_runs_as_written(server: Server, tmp_path: Path) -> None:
     lines = block_with(REPO / "chat" / "README.md", "make run")
-    listened, out = run_walkthrough(lines, server, tmp_path)
+    listened, out = run_walkthrough(lines, server, tmp_path, stop=signal.SIGTERM)
     assert "[+14155550100] hi Bob" in listened["+14155550111"]
     assert "stored as +14155550100:" in out, out
     assert "Traceback" not in out
