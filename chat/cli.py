@@ -428,7 +428,7 @@ def _reconnect(obj: _Ctx, c: Client, why: ChatError) -> None:
         return
 
 
-@main.command()
+@main.command(short_help="Print messages as they arrive, and report them read.")
 @click.option("--read/--no-read", default=True, show_default=True,
               help="send a read receipt for each message shown (the sender sees it read)")
 @click.option("--count", type=int, default=0, help="stop after this many messages")

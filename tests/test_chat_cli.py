@@ -231,6 +231,7 @@ def test_c6_cli_too_many_wrong_pins_says_how_to_get_a_new_one(node, tmp_path, mo
 def test_cli_listen_help_says_it_sends_read_receipts():
     r = run(main, ["listen", "--help"])
     assert "read receipt" in r.output and "--no-read" in r.output
+    assert "report them read" in run(main, ["--help"]).output
 
 
 def test_cli_shell_has_help_and_shows_presence_readably(node, tmp_path, monkeypatch):
