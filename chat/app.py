@@ -35,6 +35,7 @@ taken, the data directory cannot be written, the TLS files are missing) and
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from typing import Any
 
@@ -42,6 +43,7 @@ from chat import connection, registration, store, users
 from chat.config import ChatConfig, check_production
 from chat.gateways import PushGateway, SmsGateway, make_push, make_sms
 from otp import supervisor
+from otp.errors import ConfigError
 from otp.supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupFlags
 
 __all__ = ["ChatSup", "start", "stop", "tls_context"]
@@ -111,7 +113,39 @@ def start(cfg: ChatConfig, *, sms: SmsGateway | None = None,
 
     ``sms`` / ``push`` replace the gateways the config names (tests pass recorders)."""
     check_production(cfg)
+    check_startable(cfg)
     return supervisor.start_link(ChatSup, (cfg, sms, push), name=SUP)
+
+
+def check_startable(cfg: ChatConfig) -> None:
+    """What would otherwise fail deep in the supervision tree (a crash report, then an
+    error without the file or the address), said in one ``ConfigError`` that names the
+    config key: TLS files that are missing or unreadable, a listen address in use."""
+    tls = cfg.listen.tls
+    if tls is not None:
+        for key, path in (("certfile", tls.certfile), ("keyfile", tls.keyfile)):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                raise ConfigError(
+                    f"chat listen.tls.{key}: cannot read the TLS {key} {path}: {e.strerror} "
+                    f"(point listen.tls.{key} at it in the config, or set "
+                    f"OTP_CHAT__LISTEN__TLS__{key.upper()})") from None
+    host, port = cfg.listen.host, cfg.listen.port
+    if port == 0:
+        return  # any free port
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener
+        probe.bind((host, port))
+    except OSError as e:
+        raise ConfigError(
+            f"chat listen.host/listen.port: cannot listen on {host}:{port}: {e.strerror} "
+            f"(another server there? choose another listen.port in the config, or set "
+            f"OTP_CHAT__LISTEN__PORT)") from None
+    finally:
+        probe.close()
 
 
 def stop(sup: Any = SUP) -> None:

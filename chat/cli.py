@@ -7,36 +7,75 @@
     chat-client --as +14155550100 send +14155550111 "hello"
     chat-client --as +14155550111 listen            # prints messages and receipts as they come
 
-The device key lives in ``$XDG_CONFIG_HOME/chat-client/<digits>.key`` (default
-``~/.config``), created with permissions 0600; beside it, ``<digits>.db`` is the device's
+Device keys live in ``$XDG_CONFIG_HOME/chat-client/<host>:<port>/<digits>.key`` (default
+``~/.config``; one directory per server, so one number registered on two servers has two
+keys), created with permissions 0600; beside each key, ``<digits>.db`` is the device's
 record of what it received (``chat.client.DeviceStore``, 0600): what the server pushes is
 written there before it is acknowledged, so a message that arrives while ``send`` waits
 for its receipt, or just before the client is stopped, is shown by the next ``listen``
-or ``shell``, and a message is never shown twice. ``--as`` picks the identity; it can be
-left out when only one key is stored. ``--server host:port`` (default
-``127.0.0.1:5280``, or ``$CHAT_SERVER``) and ``--tls-ca FILE`` for a TLS server.
+or ``shell``, and a message is never shown twice. A key that an earlier version kept
+directly in ``chat-client/`` is still read, and moves into the server's directory at its
+first successful login there. ``--as`` picks the identity; it can be left out when only
+one key is stored for the server. ``--server host:port`` (default ``127.0.0.1:5280``, or
+``$CHAT_SERVER``) and ``--tls-ca FILE`` for a TLS server. Phone numbers may be typed
+without the ``+`` or with spaces and dashes; they are checked before anything is sent.
+
+Receipts are shown once per message and state: only the latest state of a message
+(``sent`` < ``delivered`` < ``read``) that is newer than what was shown before.
+
+Exit status: 0 done; 1 a request was refused or failed (one line on stderr says why);
+2 a usage error; 3 the session was ended by the server because this number logged in
+elsewhere or was registered on another device (``listen`` and ``shell`` stop then rather
+than fight the other device). ``listen`` rides out a server that is down: it says so and
+retries with back-off until the server is back or it is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import ssl
 import sys
+import time
 from typing import Any
 
 import click
 
-from chat.client import ChatError, Client, DeviceStore, key_path
+from chat.client import (
+    RECEIPT_RANK,
+    ChatClosed,
+    ChatError,
+    Client,
+    DeviceStore,
+    key_dir,
+    key_path,
+    normalise_phone,
+)
 
 __all__ = ["main"]
 
+#: exit status when the server ended the session for another device (see the docstring)
+EXIT_REPLACED = 3
+#: ``listen``'s waits between attempts to reach a server that is down (seconds)
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
-def _key_dir() -> str:
-    return os.path.dirname(key_path("+0"))
+
+class SessionEnded(click.ClickException):
+    """The server ended the session (``replaced``): exit status 3."""
+
+    exit_code = EXIT_REPLACED
 
 
-def save_key(phone: str, key: bytes) -> str:
-    path = key_path(phone)
+def _phone(text: str) -> str:
+    try:
+        return normalise_phone(text)
+    except ChatError as e:
+        raise click.BadParameter(e.message) from None
+
+
+def save_key(phone: str, key: bytes, server: str) -> str:
+    path = key_path(phone, server)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -47,75 +86,231 @@ def save_key(phone: str, key: bytes) -> str:
     return path
 
 
-def load_key(phone: str) -> bytes:
+def load_key(phone: str, server: str) -> bytes:
+    """``phone``'s device key for ``server`` (or the one an earlier version kept for any
+    server: see ``_migrate``)."""
+    for path in (key_path(phone, server), key_path(phone)):
+        try:
+            with open(path) as f:
+                return bytes.fromhex(f.read().strip())
+        except FileNotFoundError:
+            continue
+    raise click.ClickException(f"no device key for {phone} on {server}: run "
+                               f"`chat-client --server {server} register {phone}` and "
+                               f"`verify` first")
+
+
+def _migrate(phone: str, server: str) -> None:
+    """Move a key (and its device store) kept by an earlier version, for whatever server,
+    into ``server``'s directory once it has logged in there: it is that server's key."""
+    old = key_path(phone)
+    new = key_path(phone, server)
+    if os.path.exists(new) or not os.path.exists(old):
+        return
+    os.makedirs(os.path.dirname(new), mode=0o700, exist_ok=True)
+    for suffix in (".db", ".db-wal", ".db-shm"):
+        src = old[: -len(".key")] + suffix
+        if os.path.exists(src):
+            os.replace(src, new[: -len(".key")] + suffix)
+    os.replace(old, new)
+
+
+def store_path(phone: str, server: str) -> str:
+    """The device's record of what it received, beside its key."""
+    return key_path(phone, server)[: -len(".key")] + ".db"
+
+
+def _keys_in(d: str) -> set[str]:
     try:
-        with open(key_path(phone)) as f:
-            return bytes.fromhex(f.read().strip())
+        return {"+" + f[: -len(".key")] for f in os.listdir(d) if f.endswith(".key")}
     except FileNotFoundError:
-        raise click.ClickException(f"no device key for {phone}: run "
-                                   f"`chat-client register {phone}` and `verify` first") from None
+        return set()
 
 
-def _identity(as_: str | None) -> str:
+def _identity(as_: str | None, server: str) -> str:
     if as_:
-        return as_
-    try:
-        keys = [f for f in os.listdir(_key_dir()) if f.endswith(".key")]
-    except FileNotFoundError:
-        keys = []
+        return _phone(as_)
+    keys = _keys_in(key_dir(server)) | _keys_in(key_dir())
     if len(keys) == 1:
-        return "+" + keys[0][: -len(".key")]
-    raise click.ClickException("say which identity to use with --as +PHONE "
-                               f"({len(keys)} device keys stored)")
+        return next(iter(keys))
+    raise click.UsageError("say which identity to use with --as +PHONE "
+                           f"({len(keys)} device keys stored for {server})")
+
+
+def _ago(ts: float) -> str:
+    s = max(0.0, time.time() - ts)
+    if s < 60:
+        return "just now"
+    for unit, n in (("day", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            v = int(s // n)
+            return f"{v} {unit}{'s' if unit == 'day' and v > 1 else ''} ago"
+    return "just now"  # pragma: no cover
+
+
+def _when(seconds: float) -> str:
+    """``599`` -> ``'in 9 min 59 s (at 21:15)'``."""
+    s = max(0, round(seconds))
+    m, sec = divmod(s, 60)
+    span = f"{m} min {sec} s" if m else f"{sec} s"
+    return f"in {span} (at {time.strftime('%H:%M', time.localtime(time.time() + s))})"
+
+
+def describe(e: ChatError, *, phone: str | None = None, server: str = "") -> str:
+    """One readable line for a refused request or a closed connection."""
+    code, msg, f = e.code, e.message, e.frame
+    who = phone or "this number"
+    match code:
+        case "rate_limited" if f.get("retry_after") is not None:
+            what = "PIN requests" if "code request" in msg else "requests"
+            return (f"too many {what} for {who} (rate_limited): try again "
+                    f"{_when(float(f['retry_after']))}")
+        case "too_many_attempts":
+            return (f"too many wrong PINs (too_many_attempts): that PIN no longer works; ask "
+                    f"for a new one with `chat-client register {who}` (PIN requests are "
+                    f"rate-limited: if it is refused, it says when to try again)")
+        case "bad_code":
+            left = f.get("attempts_left")
+            return f"wrong PIN (bad_code){f'; {left} attempt(s) left' if left is not None else ''}"
+        case "code_expired" | "no_code":
+            return f"{msg} ({code}): `chat-client register {who}` sends a new PIN"
+        case "auth_failed":
+            return (f"login as {who} refused (auth_failed): this device's key does not work on "
+                    f"{server} — the number was registered again (on another device, or "
+                    f"by another `verify`) or on another server; run `chat-client register "
+                    f"{who}` and `verify` to use it here")
+        case "unknown_recipient":
+            return f"{msg or 'no such user'} (unknown_recipient: not registered on {server})"
+        case "replaced" if "registered" in msg:
+            return (f"the server ended this session (replaced): {msg}; this device's key no "
+                    f"longer works (`chat-client register {who}` and `verify` take the "
+                    f"number back to this device)")
+        case "replaced":
+            return (f"the server ended this session (replaced): {msg or 'another session'}"
+                    f" — another chat-client is logged in as {who}; stopping here")
+        case "body_too_large":
+            return f"message too long (body_too_large): {msg}"
+        case "cmid_reused":
+            return (f"the server already holds a different message with this client id "
+                    f"(cmid_reused): {msg}; send it again")
+        case "closed":
+            return f"lost the connection to {server}: {msg}"
+    return f"{msg} ({code})" if msg else code
+
+
+def _fail(e: ChatError, *, phone: str | None, server: str) -> click.ClickException:
+    text = describe(e, phone=phone, server=server)
+    return SessionEnded(text) if e.code == "replaced" else click.ClickException(text)
 
 
 class _Ctx:
     def __init__(self, server: str, tls_ca: str | None, as_: str | None) -> None:
         host, _, port = server.rpartition(":")
-        self.host, self.port = host or "127.0.0.1", int(port)
+        try:
+            self.host, self.port = host or "127.0.0.1", int(port)
+        except ValueError:
+            raise click.BadParameter(f"expected host:port, got {server!r}",
+                                     param_hint="--server") from None
+        self.server = f"{self.host}:{self.port}"
         self.tls = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
         self.as_ = as_
 
-    def client(self, seen: DeviceStore | None = None) -> Client:
-        c = Client(self.host, self.port, tls=self.tls, client_name="chat-client", seen=seen)
+    def client(self, **kw: Any) -> Client:
+        c = Client(self.host, self.port, tls=self.tls, client_name="chat-client", **kw)
         try:
             c.connect()
-        except OSError as e:
-            raise click.ClickException(f"cannot connect to {self.host}:{self.port}: {e}"
-                                       ) from None
+        except (OSError, TimeoutError) as e:
+            raise click.ClickException(f"cannot connect to the chat server at {self.server}: "
+                                       f"{e} (is it running? --server or $CHAT_SERVER say "
+                                       "where)") from None
+        except ChatError as e:
+            raise _fail(e, phone=None, server=self.server) from None
         return c
 
-    def session(self) -> tuple[Client, DeviceStore]:
+    def session(self, **kw: Any) -> tuple[Client, DeviceStore]:
         """A logged-in client whose events go through the device's store (closed with
-        the command)."""
-        phone = _identity(self.as_)
-        store = DeviceStore(store_path(phone))
-        click.get_current_context().call_on_close(store.close)
-        c = self.client(store)
+        the command). Nothing is written for a number that has no key or fails to log in."""
+        phone = _identity(self.as_, self.server)
+        key = load_key(phone, self.server)
+        c = self.client(**kw)
         try:
-            c.login(phone, load_key(phone))
+            c.login(phone, key)
         except ChatError as e:
-            raise click.ClickException(f"login as {phone} failed: {e}") from None
+            c.close()
+            raise _fail(e, phone=phone, server=self.server) from None
+        _migrate(phone, self.server)
+        store = DeviceStore(store_path(phone, self.server))
+        click.get_current_context().call_on_close(store.close)
+        c.seen = store
         return c, store
 
-
-def store_path(phone: str) -> str:
-    """The device's record of what it received, beside its key."""
-    return key_path(phone)[: -len(".key")] + ".db"
-
-
-def _show(ev: dict[str, Any]) -> str:
-    if ev["t"] == "msg":
-        body = ev["body"]
-        text = body if isinstance(body, str) else f"<{len(body)} bytes>"
-        return f"[{ev['from']}] {text}"
-    return f"  ({ev['type']}: {ev['mid']})"
+    def call(self, fn: Any, phone: str | None = None) -> Any:
+        try:
+            return fn()
+        except ChatError as e:
+            raise _fail(e, phone=phone, server=self.server) from None
+        except TimeoutError as e:
+            raise click.ClickException(f"no answer from the chat server at {self.server}: "
+                                       f"{e}") from None
+        except OSError as e:
+            raise click.ClickException(f"lost the connection to {self.server}: {e}") from None
 
 
-def _show_all(store: DeviceStore, evs: list[dict[str, Any]]) -> None:
+def _receipt_line(ev: dict[str, Any]) -> str:
+    kind, peer, mid = ev.get("type"), ev.get("peer", "?"), ev["mid"]
+    match kind:
+        case "sent":
+            return f"  ✓ sent to {peer} (message {mid})"
+        case "delivered":
+            return f"  ✓✓ delivered to {peer} (message {mid})"
+        case "read":
+            return f"  ✓✓ read by {peer} (message {mid})"
+    return f"  ({kind}: {mid})"
+
+
+def _msg_line(ev: dict[str, Any]) -> str:
+    body = ev["body"]
+    text = body if isinstance(body, str) else f"<{len(body)} bytes>"
+    return f"[{ev['from']}] {text}"
+
+
+def present(store: DeviceStore, evs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """What to show of ``evs``, as (event, line) pairs, and marks every one of ``evs``
+    shown: each message; of the receipts, one per message — its latest state — and only
+    if it is newer than the latest shown before (receipts may arrive late and out of
+    order: ``read`` before ``sent`` after a reconnect)."""
+    out: list[tuple[dict[str, Any], str]] = []
+    best: dict[str, dict[str, Any]] = {}
     for ev in evs:
-        click.echo(_show(ev))
-        store.mark_shown([ev])
+        if ev.get("t") == "msg":
+            out.append((ev, ""))
+        elif ev.get("t") == "receipt" and ev.get("type") in RECEIPT_RANK:
+            mid = ev["mid"]
+            if mid not in best:
+                out.append(({"mid": mid}, ""))  # its place: the first receipt's
+                best[mid] = ev
+            elif RECEIPT_RANK[ev["type"]] > RECEIPT_RANK[best[mid]["type"]]:
+                best[mid] = ev
+    shown: list[tuple[dict[str, Any], str]] = []
+    for ev, _ in out:
+        if "t" in ev:
+            shown.append((ev, _msg_line(ev)))
+            continue
+        r = best[ev["mid"]]
+        if RECEIPT_RANK[r["type"]] > store.shown_receipt(r["mid"]):
+            shown.append((r, _receipt_line(r)))
+    store.mark_shown(evs)
+    return shown
+
+
+def _show_all(store: DeviceStore, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Print what ``present`` keeps; returns the messages shown."""
+    msgs = []
+    for ev, line in present(store, evs):
+        click.echo(line)
+        if ev.get("t") == "msg":
+            msgs.append(ev)
+    return msgs
 
 
 @click.group()
@@ -126,15 +321,13 @@ def _show_all(store: DeviceStore, evs: list[dict[str, Any]]) -> None:
 @click.option("--as", "as_", metavar="+PHONE", help="which stored identity to use")
 @click.pass_context
 def main(ctx: click.Context, server: str, tls_ca: str | None, as_: str | None) -> None:
-    """The chat client."""
+    """The chat client: register a number, then send and listen.
+
+    \b
+    Exit status: 0 done, 1 refused or failed (the reason on one line), 2 usage
+    error, 3 the server ended the session (the number logged in elsewhere or was
+    registered on another device)."""
     ctx.obj = _Ctx(server, tls_ca, as_)
-
-
-def _run(fn: Any) -> Any:
-    try:
-        return fn()
-    except ChatError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @main.command()
@@ -142,8 +335,9 @@ def _run(fn: Any) -> Any:
 @click.pass_obj
 def register(obj: _Ctx, phone: str) -> None:
     """Ask for a one-time PIN for PHONE (an E.164 number like +14155550100)."""
+    phone = _phone(phone)
     with obj.client() as c:
-        ttl = _run(lambda: c.register(phone))
+        ttl = obj.call(lambda: c.register(phone), phone)
     click.echo(f"a PIN was sent to {phone}; it is valid for {ttl / 60:g} minutes")
 
 
@@ -152,10 +346,20 @@ def register(obj: _Ctx, phone: str) -> None:
 @click.argument("pin")
 @click.pass_obj
 def verify(obj: _Ctx, phone: str, pin: str) -> None:
-    """Prove the PIN; stores this device's key."""
+    """Prove the PIN; stores this device's key (for this server)."""
+    phone = _phone(phone)
     with obj.client() as c:
-        key = _run(lambda: c.verify(phone, pin))
-    click.echo(f"registered {phone}; device key stored in {save_key(phone, key)}")
+        key = obj.call(lambda: c.verify(phone, pin.strip()), phone)
+    click.echo(f"registered {phone}; device key stored in {save_key(phone, key, obj.server)}")
+
+
+def _check_body(c: Client, text: str) -> None:
+    if not text.strip():
+        raise click.BadParameter("the message is empty: nothing to send")
+    limit = c.server_info.get("max_body")
+    if isinstance(limit, int) and len(text.encode()) > limit:
+        raise click.BadParameter(f"the message is {len(text.encode())} bytes; the server "
+                                 f"takes at most {limit}")
 
 
 @main.command()
@@ -165,90 +369,220 @@ def verify(obj: _Ctx, phone: str, pin: str) -> None:
 @click.pass_obj
 def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
     """Send TEXT to the number TO."""
+    to = _phone(to)
+    if not text.strip():
+        raise click.BadParameter("the message is empty: nothing to send", param_hint="TEXT")
     c, store = obj.session()
     with c:
-        r = _run(lambda: c.send(to, text))
+        _check_body(c, text)
+        r = obj.call(lambda: c.send(to, text), c.phone)
         click.echo(f"stored by the server as {r.mid}")
-        if wait:
-            # (what else arrives meanwhile stays unshown in the device's store, for the
-            # next listen or shell)
-            def mine(kind: str, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-                return [e for e in evs if e.get("type") == kind and e["mid"] == r.mid]
+        if not wait:
+            return
+        # (what else arrives meanwhile stays unshown in the device's store, for the
+        # next listen or shell)
 
-            try:
-                evs = c.wait_for(lambda evs: bool(mine("sent", evs)), timeout=10.0)
-                click.echo("sent ✓")
-            except TimeoutError:
-                click.echo("(no 'sent' receipt yet; it will come at your next login)")
-                return
-            store.mark_shown(mine("sent", evs))
-            # A connected recipient's device acknowledges at once: "delivered" comes
-            # with "sent" (or just after it); an offline one's comes at a later login.
-            dlv = mine("delivered", evs) or mine("delivered", c.poll(0.5))
-            if dlv:
-                click.echo("delivered ✓✓")
-                store.mark_shown(dlv)
+        def mine(kind: str, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [e for e in evs if e.get("type") == kind and e["mid"] == r.mid]
+
+        try:
+            evs = c.wait_for(lambda evs: bool(mine("sent", evs)), timeout=10.0)
+        except ChatError as e:
+            raise _fail(e, phone=c.phone, server=obj.server) from None
+        except TimeoutError:
+            click.echo("(no 'sent' receipt yet; it will come at your next login)")
+            return
+        click.echo("sent ✓")
+        store.mark_shown(mine("sent", evs))
+        # A connected recipient's device acknowledges at once: "delivered" comes
+        # with "sent" (or just after it); an offline one's comes at a later login.
+        dlv = mine("delivered", evs) or mine("delivered", obj.call(lambda: c.poll(0.5)))
+        if dlv:
+            click.echo("delivered ✓✓")
+            store.mark_shown(dlv)
 
 
-@main.command()
-@click.option("--read/--no-read", default=True, help="send read receipts for what is shown")
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _reconnect(obj: _Ctx, c: Client, why: ChatError) -> None:
+    """Reconnect ``listen``'s client, saying so, with back-off, until it works; raises
+    what ends the session for good (``replaced``, ``auth_failed``)."""
+    click.echo(f"{describe(why, phone=c.phone, server=obj.server)}; reconnecting "
+               "(Ctrl-C to stop)", err=True)
+    i = 0
+    while True:
+        try:
+            c.reconnect(attempts=1)
+        except ChatClosed as e:
+            if e.code == "replaced":
+                raise
+            delay = RETRY_DELAYS[min(i, len(RETRY_DELAYS) - 1)]
+            click.echo(f"the chat server at {obj.server} does not answer; next try in "
+                       f"{delay:g} s", err=True)
+            time.sleep(delay)
+            i += 1
+            continue
+        click.echo(f"reconnected to {obj.server} as {c.phone}", err=True)
+        return
+
+
+@main.command(short_help="Print messages as they arrive, and report them read.")
+@click.option("--read/--no-read", default=True, show_default=True,
+              help="send a read receipt for each message shown (the sender sees it read)")
 @click.option("--count", type=int, default=0, help="stop after this many messages")
 @click.pass_obj
 def listen(obj: _Ctx, read: bool, count: int) -> None:
-    """Print messages and receipts as they arrive (Ctrl-C to stop)."""
+    """Print messages and receipts as they arrive (Ctrl-C to stop).
+
+    Each message shown is reported read to its sender (a read receipt) unless
+    --no-read is given. Receipts for your own messages show each message's latest
+    state once. Ctrl-C or SIGTERM stops it (exit status 0). If the server goes
+    away, listen says so and keeps trying to reconnect, with back-off; if another
+    session of this number logs in, or the number is registered on another device,
+    it stops with exit status 3."""
+    c, store = obj.session(auto_reconnect=False)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: exit 0
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, old))
     n = 0
-    c, store = obj.session()
+    unread: list[dict[str, Any]] = []  # shown, their read receipts not sent yet
     with c:
-        click.echo(f"listening as {c.phone}; Ctrl-C to stop")
+        click.echo(f"listening as {c.phone} on {obj.server}; Ctrl-C to stop")
+        evs = store.unshown()  # taken by an earlier run, not shown yet
         try:
-            evs = store.unshown()  # taken by an earlier run, not shown yet
-            while not count or n < count:
-                for ev in evs or c.poll(timeout=30.0):
-                    click.echo(_show(ev))
-                    store.mark_shown([ev])
-                    if ev["t"] == "msg":
-                        n += 1
-                        if read:
-                            c.read(ev["from"], [ev["mid"]])
-                evs = []
-                if not c.events:
-                    c.ping()
+            while True:
+                try:
+                    while unread:  # (again after a reconnect, if one was lost)
+                        c.read(unread[0]["from"], [unread[0]["mid"]])
+                        unread.pop(0)
+                    if count and n >= count:
+                        break
+                    shown = _show_all(store, evs or c.poll(timeout=30.0))
+                    evs = []
+                    n += len(shown)
+                    if read:
+                        unread += shown
+                    if not shown and not c.events:
+                        c.ping()  # keeps the connection from idling out
+                except ChatClosed as e:
+                    if e.code == "replaced":
+                        raise
+                    _reconnect(obj, c, e)
+        except ChatError as e:
+            raise _fail(e, phone=c.phone, server=obj.server) from None
         except KeyboardInterrupt:
             pass
+
+
+SHELL_HELP = """\
+commands:
+  send +PHONE TEXT        send TEXT to +PHONE (the rest of the line)
+  poll                    wait a second for messages and receipts, and show them
+  presence +PHONE...      online now, or when last seen
+  contacts +PHONE...      which of these numbers are registered
+  help                    this list
+  quit                    leave (or Ctrl-D)
+messages and receipts that arrived are shown before each prompt"""
+
+
+def _presence_lines(p: dict[str, Any], asked: list[str]) -> list[str]:
+    lines = []
+    for phone in asked:
+        st = p.get(phone)
+        if st is None:
+            lines.append(f"{phone}: not registered")
+        elif st.get("hidden"):
+            lines.append(f"{phone}: hidden (they keep their presence private)")
+        elif st.get("online"):
+            lines.append(f"{phone}: online")
+        elif st.get("last_seen"):
+            ts = float(st["last_seen"])
+            lines.append(f"{phone}: last seen {_ago(ts)} "
+                         f"({time.strftime('%Y-%m-%d %H:%M', time.localtime(ts))})")
+        else:
+            lines.append(f"{phone}: offline, never seen")
+    return lines
+
+
+def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
+    """Run one shell line; False to leave."""
+    cmd, _, rest = line.partition(" ")
+    match cmd:
+        case "":
+            pass
+        case "quit" | "exit":
+            return False
+        case "help" | "?":
+            click.echo(SHELL_HELP)
+        case "send":
+            to, _, text = rest.strip().partition(" ")
+            if not to:
+                click.echo("usage: send +PHONE TEXT")
+                return True
+            to = normalise_phone(to)
+            if not text.strip():
+                click.echo("the message is empty: nothing to send (send +PHONE TEXT)")
+                return True
+            limit = c.server_info.get("max_body")
+            if isinstance(limit, int) and len(text.encode()) > limit:
+                click.echo(f"the message is {len(text.encode())} bytes; the server takes "
+                           f"at most {limit}")
+                return True
+            click.echo(f"stored as {c.send(to, text).mid}")
+        case "poll":
+            _show_all(store, c.poll(1.0))
+        case "presence":
+            asked = [normalise_phone(p) for p in rest.split()]
+            if not asked:
+                click.echo("usage: presence +PHONE...")
+            for out in _presence_lines(c.presence(asked), asked):
+                click.echo(out)
+        case "contacts":
+            asked = [normalise_phone(p) for p in rest.split()]
+            if not asked:
+                click.echo("usage: contacts +PHONE...")
+                return True
+            registered = set(c.contacts(asked))
+            for p in asked:
+                click.echo(f"{p}: {'registered' if p in registered else 'not registered'}")
+        case _:
+            click.echo(f"unknown command {cmd!r}; type help for the list")
+    return True
 
 
 @main.command()
 @click.pass_obj
 def shell(obj: _Ctx) -> None:
-    """Interactive: 'send +PHONE text', 'poll', 'presence +PHONE...', 'quit'."""
-    c, store = obj.session()
+    """Interactive: send, poll, presence, contacts, help, quit."""
+    c, store = obj.session(reconnect_attempts=3)
     with c:
-        click.echo(f"logged in as {c.phone}. commands: send TO TEXT | poll | "
-                   "presence PHONE... | contacts PHONE... | quit")
-        _show_all(store, store.unshown())
+        click.echo(f"logged in as {c.phone} on {obj.server}; type help for the commands")
+        pending = store.unshown()
         while True:
-            _show_all(store, c.poll(0.0))
             try:
+                if c.sock is not None:  # (after a lost connection: at the next command)
+                    _show_all(store, pending + c.poll(0.0))
+                    pending = []
                 line = input("chat> ").strip()
-            except EOFError:
-                break
-            cmd, _, rest = line.partition(" ")
-            try:
-                if cmd == "send":
-                    to, _, text = rest.partition(" ")
-                    click.echo(f"stored as {c.send(to, text).mid}")
-                elif cmd == "poll":
-                    _show_all(store, c.poll(1.0))
-                elif cmd == "presence":
-                    click.echo(repr(c.presence(rest.split())))
-                elif cmd == "contacts":
-                    click.echo(repr(c.contacts(rest.split())))
-                elif cmd in ("quit", "exit"):
+                if not _shell_line(obj, c, store, line):
                     break
-                elif cmd:
-                    click.echo(f"unknown command {cmd!r}")
+            except (EOFError, KeyboardInterrupt):
+                click.echo()
+                break
+            except ChatClosed as e:
+                if e.code == "replaced":
+                    raise _fail(e, phone=c.phone, server=obj.server) from None
+                click.echo(f"error: {describe(e, phone=c.phone, server=obj.server)}; "
+                           "the next command tries again")
+                with contextlib.suppress(OSError):
+                    c.close()
             except ChatError as e:
-                click.echo(f"error: {e}")
+                if e.code == "auth_failed":
+                    raise _fail(e, phone=c.phone, server=obj.server) from None
+                click.echo(f"error: {describe(e, phone=c.phone, server=obj.server)}")
+            except (OSError, TimeoutError) as e:
+                click.echo(f"error: {e}; the next command tries again")
 
 
 if __name__ == "__main__":

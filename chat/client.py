@@ -26,7 +26,7 @@ What it does for you:
   that nothing acknowledged is lost and nothing is shown twice across restarts of the
   client (the command-line client uses one; ``unshown`` / ``mark_shown``)::
 
-      store = DeviceStore("/home/me/.config/chat-client/14155550100.db")
+      store = DeviceStore("/home/me/.config/chat-client/127.0.0.1:5280/14155550100.db")
       c = Client("127.0.0.1", 5280, seen=store)
       ...
       for ev in store.unshown() + c.poll(5.0):    # what an earlier run did not show
@@ -64,10 +64,15 @@ from chat.protocol import (
     FrameReader,
     decode_body,
     encode,
+    is_phone,
 )
 
-__all__ = ["ChatClosed", "ChatError", "Client", "DeviceStore", "MemorySeen", "Seen",
-           "SendResult"]
+__all__ = ["RECEIPT_RANK", "ChatClosed", "ChatError", "Client", "DeviceStore", "MemorySeen",
+           "Seen", "SendResult", "key_dir", "key_path", "normalise_phone"]
+
+#: a message's receipts in the order its states follow each other (a later one implies
+#: the earlier ones)
+RECEIPT_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
 
 class ChatError(Exception):
@@ -82,6 +87,24 @@ class ChatError(Exception):
 
 class ChatClosed(ChatError):
     """The connection is gone (``code`` is the server's closing code, or ``closed``)."""
+
+
+def normalise_phone(text: str) -> str:
+    """An E.164 number from what a user typed: spaces, dashes, dots and parentheses go,
+    a missing leading ``+`` is added; raises ``ChatError("invalid_phone")`` for anything
+    that is not ``+`` then 7 to 15 digits, the first not 0 (the server's rule)::
+
+        >>> normalise_phone("1 (415) 555-0100")
+        '+14155550100'
+    """
+    s = "".join(ch for ch in text.strip() if ch not in " -.()")
+    if s and s[0] != "+":
+        s = "+" + s
+    if not is_phone(s):
+        raise ChatError("invalid_phone", f"expected a phone number in E.164 form: + then "
+                                         f"7 to 15 digits, the first not 0 (like "
+                                         f"+14155550100), got {text!r}")
+    return s
 
 
 @dataclass(frozen=True)
@@ -205,13 +228,23 @@ class DeviceStore:
         self.db.executemany("UPDATE events SET shown = 1 WHERE k = ?",
                             [(event_key(ev),) for ev in events])
 
+    def shown_receipt(self, mid: str) -> int:
+        """The rank (``RECEIPT_RANK``) of the latest receipt shown for message ``mid``,
+        0 if none: a receipt at or below it says nothing new."""
+        keys = [f"r:{kind}:{mid}" for kind in RECEIPT_RANK]
+        rows = self.db.execute("SELECT k FROM events WHERE shown = 1 AND k IN (?, ?, ?)",
+                               keys).fetchall()
+        return max((RECEIPT_RANK[k.split(":", 2)[1]] for (k,) in rows), default=0)
+
 
 class Client:
     def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, timeout: float = 10.0,
                  auto_reconnect: bool = True, client_name: str = "chat.client",
-                 max_frame: int = DEFAULT_MAX_FRAME, seen: Seen | None = None) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, seen: Seen | None = None,
+                 reconnect_attempts: int = 20) -> None:
         self.host, self.port = host, port
+        self.reconnect_attempts = reconnect_attempts
         self.tls = tls
         self.server_hostname = server_hostname
         self.timeout = timeout
@@ -282,10 +315,14 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def reconnect(self, attempts: int = 20, delay: float = 0.05) -> None:
-        """Open a new connection and log in again (with back-off between attempts)."""
+    def reconnect(self, attempts: int | None = None, delay: float = 0.05) -> None:
+        """Open a new connection and log in again (with back-off between attempts;
+        ``attempts`` defaults to ``reconnect_attempts``). Raises ``ChatClosed`` with code
+        ``closed`` when no attempt worked, ``replaced`` when the server ended the
+        session, ``ChatError`` ``auth_failed`` when the key no longer works."""
         last: Exception | None = None
-        for i in range(attempts):
+        n = self.reconnect_attempts if attempts is None else attempts
+        for i in range(n):
             try:
                 self.connect()
                 if self.phone is not None and self.key is not None:
@@ -298,8 +335,10 @@ class Client:
                 last = e
             except (OSError, TimeoutError) as e:
                 last = e
-            time.sleep(min(delay * 2**i, 2.0))
-        raise ChatClosed("closed", f"could not reconnect: {last}")
+            if i + 1 < n:
+                time.sleep(min(delay * 2**i, 2.0))
+        raise ChatClosed("closed", f"could not reconnect to {self.host}:{self.port} "
+                                   f"({n} attempts): {last}")
 
     # ---------------------------------------------------------------- frames
 
@@ -378,13 +417,12 @@ class Client:
             except ChatClosed as e:
                 if not self._may_reconnect(e):
                     raise
-                self.reconnect()
             except TimeoutError:
                 # A silent server: the connection may be half dead. Start over (once).
                 timeouts += 1
                 if timeouts > 1 or not self._may_reconnect(ChatClosed("closed", "")):
                     raise
-                self.reconnect()
+            self.reconnect()  # (outside the handler: a failure here is not "during" it)
 
     def _may_reconnect(self, e: ChatClosed) -> bool:
         return (self.auto_reconnect and self.key is not None
@@ -423,11 +461,12 @@ class Client:
             return
         try:
             self._send_frame({"t": "ack", "ids": list(ids)})
+            return
         except ChatClosed as e:
             # the items come again after the next login: nothing to resend
             if not self._may_reconnect(e):
                 raise
-            self.reconnect()
+        self.reconnect()
 
     def read(self, sender: str, mids: list[str]) -> None:
         self.request("read", **{"from": sender, "mids": list(mids)})
@@ -476,7 +515,7 @@ class Client:
             except ChatClosed as e:
                 if not self._may_reconnect(e):
                     raise
-                self.reconnect()
+            self.reconnect()
         evs = list(self.events)
         self.events.clear()
         got = self.seen.take(evs)  # (durably, for a store on disk) before the ack
@@ -507,7 +546,18 @@ class Client:
         return out
 
 
-def key_path(phone: str) -> str:
-    """Where the CLI keeps a device key: the user's config directory."""
+def key_dir(server: str | None = None) -> str:
+    """Where the command-line client keeps its device keys for ``server`` (``host:port``):
+    ``$XDG_CONFIG_HOME/chat-client/<host>:<port>/`` (default ``~/.config``), so that one
+    number registered on two servers has two keys. ``server=None``: the directory itself,
+    where earlier versions kept every key (one per number, whatever the server)."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "chat-client", phone.lstrip("+") + ".key")
+    top = os.path.join(base, "chat-client")
+    if server is None:
+        return top
+    return os.path.join(top, server.replace(os.sep, "_"))
+
+
+def key_path(phone: str, server: str | None = None) -> str:
+    """The file of ``phone``'s device key for ``server`` (see ``key_dir``)."""
+    return os.path.join(key_dir(server), phone.lstrip("+") + ".key")

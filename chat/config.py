@@ -134,8 +134,8 @@ def load_config(path: str | Path, **overrides: Any) -> ChatConfig:
         raise ConfigError(f"{p}: cannot read the config file: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if isinstance(data, dict) and set(data) == {"chat"}:
-        data = data["chat"]
+    if isinstance(data, dict) and "chat" in data:
+        data = data["chat"]  # (other sections are other applications', e.g. node:)
     if overrides:
         data = dict(data or {})
         data.update(overrides)

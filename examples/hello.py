@@ -1,6 +1,7 @@
 """A first taste of otp: processes, a link, a trapped exit, selective receive.
 
-Run it with ``make run`` or ``python -m otp run examples.hello:main``.
+Run it with ``make demo``, ``python -m examples.hello`` or
+``python -m otp run examples.hello:main``.
 """
 
 from __future__ import annotations
@@ -30,3 +31,10 @@ def main() -> str:
     exit_msg = receive(Exit)  # ... and, trapping exits, we get told why
     print(f"greeter {exit_msg.pid} exited: {exit_msg.reason!r}")
     return "done"
+
+
+if __name__ == "__main__":
+    import otp
+
+    otp.patch()
+    otp.run(main)

@@ -1,5 +1,6 @@
-"""The ``otp`` command line: ``otp run MODULE:FUNCTION [ARGS...]``, and
-``otp release build SPEC`` plus the release commands (``otp.cli``).
+"""The ``otp`` command line: ``otp run MODULE:FUNCTION [ARGS...]``, ``otp serve APP...
+--config FILE`` (start applications and serve until SIGTERM / Ctrl-C: ``otp.serve``),
+and ``otp release build SPEC`` plus the release commands (``otp.cli``).
 
 Runs ``FUNCTION(*ARGS)`` as the first process of a fresh node, after applying gevent's
 monkey-patching (first, before anything else is imported), and exits with status 0 when
@@ -84,6 +85,43 @@ def run(
         sys.exit(130)
     if result is not None:
         click.echo(repr(result))
+
+
+@cli.command()
+@click.argument("apps", nargs=-1, required=True)
+@click.option(
+    "--config",
+    "config_paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="YAML config file or directory (repeatable; later ones win)",
+)
+@click.option("--name", default="nonode@nohost", show_default=True, help="node name")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(apps: tuple[str, ...], config_paths: tuple[str, ...], name: str,
+          log_level: str) -> None:
+    """Start the applications APPS (permanent) and serve until Ctrl-C or SIGTERM.
+
+    The entry point of `python -m chat` and of a release's `bin/<name> start`
+    (otp.serve): logging, a graceful stop on SIGTERM/SIGINT, the config's node.gc."""
+    import os
+
+    from otp import application
+    from otp import serve as _serve
+
+    sys.path.insert(0, ".")
+
+    def start(_config: Any) -> None:
+        for app in apps:
+            application.start(app, type="permanent")
+        click.echo(f"serving {', '.join(apps)} on {name} (pid {os.getpid()}); Ctrl-C or "
+                   "SIGTERM stops it")
+
+    status = _serve.run(start, config_paths=config_paths, label=" ".join(apps), name=name,
+                        log_level=log_level)
+    if status == 0:
+        click.echo("stopped")
+    sys.exit(status)
 
 
 def _add_release_commands() -> None:

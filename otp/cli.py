@@ -6,6 +6,7 @@ Conventions of ``mix release`` and relx::
 
     bin/chat start            foreground; Ctrl-C or SIGTERM stops gracefully
     bin/chat daemon           in the background (returns once it is up; log in run/)
+    bin/chat daemon --config dev   the same with another config shipped in the bundle
     bin/chat stop             graceful: stop accepting, drain, applications in reverse
     bin/chat restart          restart the applications inside the running node
     bin/chat pid | ping | status
@@ -116,36 +117,62 @@ pass_root = click.make_pass_decorator(_Root)
 def build(spec: str, out: str) -> None:
     """Build the release SPEC (releases/<name>.yaml) into OUT/<name>-<vsn>.tar.gz."""
     try:
+        parsed = _release.load_spec(spec)
+        existed = (Path(out) / f"{parsed.name}-{parsed.version}.tar.gz").exists()
         tarball = _release.build(spec, out)
     except _release.ReleaseError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(tarball))
+    if existed:
+        click.echo(f"(replaced the earlier {tarball.name}: a spec of another name "
+                   "builds a bundle of its own)", err=True)
+
+
+def _config_option(fn: Any) -> Any:
+    return click.option(
+        "--config", "profile", metavar="NAME", default=None,
+        help="boot with another config shipped in the bundle (the spec's profiles, e.g. "
+             "dev for a trial on this machine); default: the release's own config")(fn)
+
+
+def _check_profile(r: _Root, profile: str | None) -> None:
+    try:
+        _release.config_files(r.spec, profile)
+    except _release.ReleaseError as e:
+        raise click.BadParameter(str(e), param_hint="--config") from None
 
 
 @release.command()
 @click.option("--log-level", default="INFO", show_default=True)
+@_config_option
 @pass_root
-def start(r: _Root, log_level: str) -> None:
+def start(r: _Root, log_level: str, profile: str | None) -> None:
     """Run the node in the foreground until Ctrl-C, SIGTERM or `stop`."""
-    sys.exit(_release.run_node(r.root, vsn=r.spec.version, log_level=log_level))
+    _check_profile(r, profile)
+    sys.exit(_release.run_node(r.root, vsn=r.spec.version, log_level=log_level,
+                               profile=profile))
 
 
 @release.command()
 @click.option("--timeout", default=60.0, show_default=True,
               help="seconds to wait for the node to be up")
+@_config_option
 @pass_root
-def daemon(r: _Root, timeout: float) -> None:
+def daemon(r: _Root, timeout: float, profile: str | None) -> None:
     """Start the node in the background; returns once it is up (pid file written)."""
     paths = r.paths
+    _check_profile(r, profile)
     if r.running_pid() is not None:
         _fail(f"{r.spec.name} is already running (pid {r.running_pid()})")
     paths["run"].mkdir(mode=0o700, exist_ok=True)
     with contextlib.suppress(OSError):
         paths["pid"].unlink()
     log = open(paths["log"], "ab")
+    offset = log.tell()  # this run's lines start here
     try:
         proc = subprocess.Popen(
-            [str(r.root / "bin" / r.spec.name), "start"],
+            [str(r.root / "bin" / r.spec.name), "start",
+             *(["--config", profile] if profile else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=str(r.root), start_new_session=True,
             # bin/<name> runs $OTP_PYTHON: this interpreter has what the node needs
@@ -156,12 +183,12 @@ def daemon(r: _Root, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _fail(f"{r.spec.name} did not start (exit status {proc.returncode}); "
-                  f"the end of {paths['log']}:\n{_tail(paths['log'])}")
+            _fail(_not_started(r, profile, proc.returncode, offset))
         try:
             if int(paths["pid"].read_text().strip()) == proc.pid:
-                click.echo(f"{r.spec.name} {r.spec.version} started (pid {proc.pid}); "
-                           f"log: {paths['log']}")
+                with_config = f" with config {profile}" if profile else ""
+                click.echo(f"{r.spec.name} {r.spec.version} started{with_config} "
+                           f"(pid {proc.pid}); log: {paths['log']}")
                 return
         except (OSError, ValueError):
             pass
@@ -170,11 +197,33 @@ def daemon(r: _Root, timeout: float) -> None:
           f"see {paths['log']}")
 
 
-def _tail(path: Path, n: int = 20) -> str:
+def _tail(path: Path, n: int = 20, offset: int = 0) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-n:])
+
+
+def _not_started(r: _Root, profile: str | None, status: int, offset: int) -> str:
+    """Why ``daemon``'s node exited: the node's one-line reason when it gave one (the
+    whole end of the log otherwise), and where a trial config is."""
+    log = r.paths["log"]
+    lines = _tail(log, 200, offset).splitlines()
+    reason = next((ln for ln in reversed(lines)
+                   if ln.startswith(f"{r.spec.name}: cannot start:")
+                   or ln.startswith(f"{r.spec.name}: node halted:")), None)
+    text = (f"{r.spec.name} did not start (exit status {status}): {reason}\n(log: {log})"
+            if reason else
+            f"{r.spec.name} did not start (exit status {status}); the end of {log}:\n"
+            + "\n".join(lines[-20:]))
+    if profile is None and r.spec.profiles:
+        name = next(iter(r.spec.profiles))
+        text += (f"\nfor a trial on this machine with the config shipped as {name!r}: "
+                 f"bin/{r.spec.name} daemon --config {name}")
+    return text
 
 
 def _alive(pid: int) -> bool:
@@ -247,6 +296,8 @@ def status(r: _Root, as_json: bool) -> None:
     click.echo(f"  processes     {st['processes']}")
     if rss is not None:
         click.echo(f"  memory (rss)  {rss / 1e6:.1f} MB")
+    if st.get("config"):
+        click.echo(f"  config        {', '.join(st['config'])}")
     click.echo(f"  root          {st['root']}")
 
 
@@ -264,18 +315,20 @@ def rpc(r: _Root, expr: str) -> None:
 
 @release.command("eval")
 @click.argument("expr")
+@_config_option
 @pass_root
-def eval_(r: _Root, expr: str) -> None:
+def eval_(r: _Root, expr: str, profile: str | None) -> None:
     """Evaluate EXPR in a fresh node (config loaded, no application started)."""
     import otp
     import otp.config
     from otp import application
 
+    _check_profile(r, profile)
     spec = r.spec
     root = r.root
 
     def main() -> tuple[bool, str | None]:
-        paths = [root / c for c in spec.config]
+        paths = [root / c for c in _release.config_files(spec, profile)]
         application.configure(otp.config.load(*paths) if paths else None)
         return remote_shell.evaluate(expr)
 

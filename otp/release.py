@@ -21,6 +21,7 @@ The spec (``releases/<name>.yaml``)::
     applications:                  # started in this order at boot (OTP's boot script)
       - {name: chat, version: 0.1.0, start_type: permanent}   # path: optional source dir
     config: [config/prod.yaml]     # later files win; then OTP_<APP>__<KEY> variables
+    profiles: {dev: [config/dev.yaml]}   # other configs: bin/chat start --config dev
     entry: chat.__main__:main      # how to run it *without* a release (not used at boot)
     upgrades: []                   # per-version instructions for the release handler
 
@@ -40,10 +41,12 @@ Bundle layout (the release root, shared with ``otp.release_handler``)::
     run/                            created at boot, mode 0700: pid file, control socket
                                     (``<name>.sock``), node log, remote-shell audit log
 
-Boot (``bin/<name> start``): the boot version is ``$OTP_RELEASE_VSN`` if set, else the
+Boot (``bin/<name> start [--config NAME]``, served by ``otp.serve``, as ``python -m
+chat``): the boot version is ``$OTP_RELEASE_VSN`` if set, else the
 permanent release in ``RELEASES`` (docs/semantics.md A6: a node restarted after an
 un-permanent upgrade boots the last permanent one). The node changes directory to the
-root, loads the config files, starts the applications in order, then opens the control
+root, loads the config files (the spec's ``config``, or the profile NAME's), starts
+the applications in order, then opens the control
 socket and writes ``run/<name>.pid``: the pid file appearing means "up". ``stop`` (or
 SIGTERM, or Ctrl-C in the foreground) stops gracefully: the control socket stops
 accepting, applications stop most recent first (each supervisor stops its children in
@@ -67,7 +70,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import sys
 import tarfile
 import tempfile
@@ -91,6 +93,7 @@ __all__ = [
     "ReleaseSpec",
     "boot_version",
     "build",
+    "config_files",
     "load_release",
     "load_spec",
     "read_releases",
@@ -122,6 +125,8 @@ class ReleaseSpec(_Model):
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     applications: list[AppEntry] = Field(min_length=1)
     config: list[str] = Field(default_factory=list)
+    #: other configs shipped in the bundle, by name: ``bin/<name> start --config NAME``
+    profiles: dict[str, list[str]] = Field(default_factory=dict)
     entry: str | None = None
     upgrades: list[Any] = Field(default_factory=list)
     #: filled in a built bundle: app name -> lib dir relative to the root
@@ -230,20 +235,31 @@ def build(
             lib[app.name] = rel
         vdir = stage / "releases" / spec.version
         vdir.mkdir(parents=True)
-        configs: list[str] = []
-        for i, c in enumerate(spec.config):
+        taken: set[str] = set()
+
+        def copy_config(c: str, where: str) -> str:
             src = (proj / c).resolve()
             if not src.is_file():
-                raise ReleaseError(f"{spec_file}: config[{i}]: no such file {src}")
-            taken = {Path(x).name for x in configs}
-            name = src.name if src.name not in taken else f"{i}-{src.name}"
+                raise ReleaseError(f"{spec_file}: {where}: no such file {src}")
+            name, n = src.name, 1
+            while name in taken:
+                n += 1
+                name = f"{n}-{src.name}"
+            taken.add(name)
             shutil.copy2(src, vdir / name)
-            configs.append(f"releases/{spec.version}/{name}")
+            return f"releases/{spec.version}/{name}"
+
+        configs = [copy_config(c, f"config[{i}]") for i, c in enumerate(spec.config)]
+        profiles = {
+            p: [copy_config(c, f"profiles.{p}[{i}]") for i, c in enumerate(files)]
+            for p, files in spec.profiles.items()
+        }
         import otp
 
         resolved = spec.model_copy(update={
             "applications": [a.model_copy(update={"path": None}) for a in entries],
             "config": configs,
+            "profiles": profiles,
             "lib": lib,
             "otp": otp.__version__,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -395,22 +411,39 @@ def release_paths(root: str | os.PathLike[str], spec: ReleaseSpec) -> dict[str, 
 
 # --------------------------------------------------------------------------- boot
 
-BOOT = "release_boot"
+def config_files(spec: ReleaseSpec, profile: str | None = None) -> list[str]:
+    """The config files (relative to the root) a node of ``spec`` boots with: the
+    spec's ``config``, or those of the named ``profile`` (``start --config NAME``)."""
+    if profile is None or profile == "default":
+        return list(spec.config)
+    try:
+        return list(spec.profiles[profile])
+    except KeyError:
+        have = ", ".join(["default", *spec.profiles])
+        raise ReleaseError(f"{spec.name} {spec.version}: no config {profile!r} in this "
+                           f"release (it has: {have})") from None
 
 
 def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
-             log_level: str = "INFO") -> int:
+             log_level: str = "INFO", profile: str | None = None) -> int:
     """Boot the release in ``root`` in this OS process (foreground) until it is stopped;
     returns the exit status (0 after a graceful stop, 1 if it could not start or
-    halted). Call it after ``otp.patch()``, before other imports (``bin/boot.py`` does).
-    """
-    import otp
-    from otp import logger, remote_shell
-    from otp.errors import ApplicationError, ConfigError, NodeHalted, StartError
+    halted). ``profile`` picks another config shipped in the bundle (the spec's
+    ``profiles``; default: its ``config``). Call it after ``otp.patch()``, before other
+    imports (``bin/boot.py`` does). Logging, signals and the GC settings (the config's
+    ``node.gc``) are ``otp.serve``'s, as for ``python -m chat``."""
+    import socket
+
+    from otp import remote_shell, serve
 
     root = Path(root).resolve()
     spec = load_release(root, vsn)
     paths = release_paths(root, spec)
+    try:
+        configs = config_files(spec, profile)
+    except ReleaseError as e:
+        print(f"{spec.name}: cannot start: {e}", file=sys.stderr, flush=True)
+        return 1
     paths["run"].mkdir(mode=0o700, exist_ok=True)
     os.chmod(paths["run"], 0o700)
     try:
@@ -422,46 +455,43 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
               file=sys.stderr)
         return 1
     os.chdir(root)
-    sink = logger.setup(log_level.upper())
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("otp.report").setLevel(logging.WARNING)
-    import socket
-
-    wake_r, wake_w = socket.socketpair()
-    signals = {"n": 0}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        # Runs in whatever greenlet holds the CPU: only wake the boot process.
-        signals["n"] += 1
-        if signals["n"] > 1 and signum == signal.SIGINT:
-            os._exit(130)
-        with contextlib.suppress(OSError):
-            os.write(wake_w.fileno(), b"s")
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     started = time.monotonic()
+
+    def start(_config: Any) -> None:
+        _boot(root, spec, paths, started, configs)
+
+    def on_message(msg: Any) -> bool:
+        match msg:
+            case ("restart", caller):
+                from otp import application
+                from otp.process import send
+
+                try:
+                    application.stop_all()
+                    running = _running_spec(root, spec)
+                    send(caller, ("restarted", tuple(_start_apps(running, configs))))
+                except Exception as e:  # reported to the operator, then the node stops
+                    send(caller, ("restarted", f"failed: {e}"))
+                    return True
+        return False
+
+    def on_stop() -> None:
+        # Graceful stop: no new control connections, then applications most recent
+        # first (each top supervisor stops its children in reverse start order).
+        log.info("%s %s: stopping", spec.name, spec.version)
+        remote_shell.stop_server()
+
     try:
-        otp.run(_boot, root, spec, paths, wake_r, started,
-                name=f"{spec.name}@{socket.gethostname().split('.')[0] or 'localhost'}")
-        sink.drain(5.0)  # the shutdown's log lines before the last line
-        print(f"{spec.name} {spec.version} stopped", flush=True)
-        return 0
-    except NodeHalted as e:
-        sink.drain(5.0)  # the reports first: the operator reads the last line
-        print(f"{spec.name}: node halted: {e.reason!r}", file=sys.stderr, flush=True)
-        return 1
-    except (ConfigError, ApplicationError, StartError, ReleaseError, OSError) as e:
-        sink.drain(5.0)
-        print(f"{spec.name}: cannot start: {e}", file=sys.stderr, flush=True)
-        return 1
+        status = serve.run(start, config_paths=configs, label=spec.name,
+                           name=f"{spec.name}@{socket.gethostname().split('.')[0] or 'localhost'}",
+                           log_level=log_level, on_message=on_message, on_stop=on_stop)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        wake_r.close()
-        wake_w.close()
         _remove_pid_file(paths["pid"])
         with contextlib.suppress(OSError):
             os.unlink(paths["socket"])
+    if status == 0:
+        print(f"{spec.name} {spec.version} stopped", flush=True)
+    return status
 
 
 def _remove_pid_file(path: Path) -> None:
@@ -470,11 +500,13 @@ def _remove_pid_file(path: Path) -> None:
             path.unlink()
 
 
-def _start_apps(spec: ReleaseSpec) -> list[str]:
+def _start_apps(spec: ReleaseSpec, configs: list[str] | None = None) -> list[str]:
+    """(Re)configure from ``configs`` (default: the spec's) and start the applications."""
     import otp.config
     from otp import application
 
-    application.configure(otp.config.load(*spec.config) if spec.config else None)
+    files = spec.config if configs is None else configs
+    application.configure(otp.config.load(*files) if files else None)
     started = []
     for app in spec.applications:
         if app.start_type == "load":
@@ -483,10 +515,11 @@ def _start_apps(spec: ReleaseSpec) -> list[str]:
     return started
 
 
-def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], wake: Any,
-          started: float) -> None:
-    from otp import application, remote_shell
-    from otp.process import register, self, spawn_link
+def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], started: float,
+          configs: list[str]) -> None:
+    """Start the release inside the serving process: the release handler's view of the
+    root, the applications, the control socket, then the pid file ("up")."""
+    from otp import remote_shell
 
     try:
         rh = _release_handler()
@@ -494,38 +527,15 @@ def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], wake: Any,
         pass
     else:
         rh.boot(root)  # lib dirs on the code path; a stale "current" release forgotten (A6)
-    _start_apps(spec)
-    me = self()
-    register(BOOT, me)
+    _start_apps(spec, configs)
     banner = f"{spec.name} {spec.version} on {_node_name()} (pid {os.getpid()})"
-    remote_shell.start_server(paths["socket"], handlers=_handlers(root, spec, paths),
+    remote_shell.start_server(paths["socket"], handlers=_handlers(root, spec, paths, configs),
                               banner=banner, audit=paths["audit"], interrupt_signal=True)
     tmp = paths["pid"].with_suffix(".pid.tmp")
     tmp.write_text(f"{os.getpid()}\n")
     os.replace(tmp, paths["pid"])
     ms = (time.monotonic() - started) * 1000
     print(f"{banner} started in {ms:.0f} ms; control socket {paths['socket']}", flush=True)
-    spawn_link(_wake_reader, wake, me)
-    from otp.process import receive, send
-
-    while True:
-        match receive():
-            case "stop":
-                break
-            case ("restart", caller):
-                try:
-                    application.stop_all()
-                    running = _running_spec(root, spec)
-                    send(caller, ("restarted", tuple(_start_apps(running))))
-                except Exception as e:  # reported to the operator, then the node stops
-                    send(caller, ("restarted", f"failed: {e}"))
-                    break
-    # Graceful stop: no new control connections, then applications most recent first
-    # (each top supervisor stops its children in reverse start order).
-    log.info("%s %s: stopping", spec.name, spec.version)
-    remote_shell.stop_server()
-    application.stop_all()
-    _remove_pid_file(paths["pid"])
 
 
 def _running_spec(root: Path, booted: ReleaseSpec) -> ReleaseSpec:
@@ -535,13 +545,6 @@ def _running_spec(root: Path, booted: ReleaseSpec) -> ReleaseSpec:
     except ReleaseError:
         return booted
     return booted if vsn == booted.version else load_release(root, vsn)
-
-
-def _wake_reader(sock: Any, boot: Any) -> None:
-    from otp.process import send
-
-    while sock.recv(64):
-        send(boot, "stop")
 
 
 def _node_name() -> str:
@@ -570,8 +573,9 @@ def _release_handler() -> Any:
                            "(otp.release_handler is not part of its otp)") from None
 
 
-def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path]) -> dict[str, Any]:
-    from otp import application, remote_shell
+def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
+              configs: list[str] | None = None) -> dict[str, Any]:
+    from otp import application, remote_shell, serve
     from otp.process import processes, receive, self, send
 
     boot_started = time.time()
@@ -593,6 +597,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path]) -> dict[str
             "rss": _rss(),
             "root": str(root),
             "socket": str(paths["socket"]),
+            "config": list(spec.config if configs is None else configs),
         }
 
     def rpc(req: dict[str, Any]) -> dict[str, Any]:
@@ -604,11 +609,11 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path]) -> dict[str
         return {"out": "".join(out), "value": text}
 
     def stop(_req: dict[str, Any]) -> str:
-        send(BOOT, "stop")
+        serve.stop()
         return "stopping"
 
     def restart(_req: dict[str, Any]) -> Any:
-        send(BOOT, ("restart", self()))
+        send(serve.NAME, ("restart", self()))
         return receive(lambda m: isinstance(m, tuple) and m[0] == "restarted")[1]
 
     def versions(_req: dict[str, Any]) -> list[list[str]]:
@@ -686,7 +691,15 @@ while [ -h "$SELF" ]; do
     esac
 done
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd -P)
-exec "${OTP_PYTHON:-python3}" "$ROOT/bin/boot.py" "$ROOT" "@NAME@" "$@"
+PY="${OTP_PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1; then
+    if [ -n "$OTP_PYTHON" ]; then FROM='$OTP_PYTHON'; else FROM='the PATH: OTP_PYTHON is unset'; fi
+    echo "@NAME@: no Python interpreter '$PY' (from $FROM);" \
+         "set OTP_PYTHON to a Python 3.10+ with gevent, greenlet, msgpack, PyYAML, click" \
+         "and pydantic, e.g. export OTP_PYTHON=/path/to/venv/bin/python" >&2
+    exit 1
+fi
+exec "$PY" "$ROOT/bin/boot.py" "$ROOT" "@NAME@" "$@"
 """
 
 BOOT_PY = r'''"""Release boot: pick the boot version, put its lib/ first on the path, run the CLI.
@@ -702,16 +715,22 @@ NODE_COMMANDS = {"start", "foreground", "console", "eval"}
 
 def main():
     root, name, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    how = ("set OTP_PYTHON to a Python 3.10+ that has gevent, greenlet, msgpack, PyYAML, "
+           "click and pydantic (e.g. export OTP_PYTHON=/path/to/venv/bin/python), or "
+           "install them into this one")
+    which = "$OTP_PYTHON" if os.environ.get("OTP_PYTHON") else "python3 on the PATH"
+    if sys.version_info < (3, 10):
+        sys.exit(f"{name}: {sys.executable} ({which}) is Python "
+                 f"{sys.version.split()[0]}; the release needs 3.10+: {how}")
     try:
         if argv and argv[0] in NODE_COMMANDS:
             from gevent import monkey
 
             monkey.patch_all()
-        import yaml
+        import click, gevent, greenlet, msgpack, pydantic, yaml  # noqa: F401,E401
     except ImportError as e:
-        sys.exit(f"{name}: {sys.executable} lacks the release's dependencies ({e}); install "
-                 "gevent, greenlet, msgpack, PyYAML, click and pydantic, or point "
-                 "$OTP_PYTHON at a Python that has them")
+        sys.exit(f"{name}: {sys.executable} ({which}) lacks the release's dependencies "
+                 f"({e}): {how}")
 
     vsn = os.environ.get("OTP_RELEASE_VSN")
     if not vsn:

@@ -1,5 +1,10 @@
 """The test kit: a pytest plugin that runs each test as a process on a fresh node.
 
+The plugin is opt-in (installing otpy adds nothing to other projects' pytest runs):
+``pytest -p otp.testing``, or in the project's ``conftest.py``::
+
+    pytest_plugins = ["otp.testing"]
+
 A test that takes the ``node`` fixture runs *inside a process* of a fresh node, with a
 mock clock and strict message mode, so it can ``receive`` directly::
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import stat
 from contextlib import contextmanager
 
@@ -11,8 +13,10 @@ from click.testing import CliRunner
 
 from chat.cli import load_key, main, store_path
 from chat.client import DeviceStore, key_path
-from otp.process import monitor, spawn_link
-from otp.testing import assert_down
+from otp.process import ANY, monitor, sleep, spawn_link
+from otp.process import self as self_pid
+from otp.process import send as send_msg
+from otp.testing import assert_down, assert_receive
 from tests.chat_helpers import running_chat
 
 pytestmark = pytest.mark.otp(clock="real")
@@ -28,7 +32,7 @@ def register_both(srv, server):
         assert r.exit_code == 0, r.output
         r = run(main, [*server, "verify", phone, srv.pin(phone)])
         assert r.exit_code == 0, r.output
-        mode = stat.S_IMODE(os.stat(key_path(phone)).st_mode)
+        mode = stat.S_IMODE(os.stat(key_path(phone, server[1])).st_mode)
         assert mode == 0o600
 
 
@@ -58,7 +62,7 @@ def test_cli_register_verify_send_listen_with_key_stored_0600(node, tmp_path, mo
 def test_cli_send_shows_delivered_when_the_recipient_is_online(node, tmp_path, monkeypatch):
     with cli_chat(tmp_path, monkeypatch) as (srv, server):
         bob = srv.client()
-        bob.login(B, load_key(B))
+        bob.login(B, load_key(B, server[1]))
         done = []
 
         def online():  # Bob's device: connected, acknowledging what it is pushed
@@ -114,12 +118,222 @@ def test_cli_c1_a_message_taken_while_send_waits_is_shown_once_by_the_next_liste
         r = run(main, [*server, "--as", A, "send", B, "hi"])  # B's message comes at login
         assert r.exit_code == 0 and "sent ✓" in r.output, r.output
         assert "while you were away" not in r.output
-        assert srv.client().login(A, load_key(A)) == 0  # nothing left for A on the server
-        with DeviceStore(store_path(A)) as store:
+        # nothing left for A on the server
+        assert srv.client().login(A, load_key(A, server[1])) == 0
+        with DeviceStore(store_path(A, server[1])) as store:
             assert [ev["body"] for ev in store.unshown()] == ["while you were away"]
         r = run(main, [*server, "--as", A, "listen", "--count", "1"])
         assert r.exit_code == 0, r.output
         assert r.output.count("while you were away") == 1, r.output
-        with DeviceStore(store_path(A)) as store:
+        with DeviceStore(store_path(A, server[1])) as store:
             assert store.unshown() == []
-        assert stat.S_IMODE(os.stat(store_path(A)).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(store_path(A, server[1])).st_mode) == 0o600
+
+
+# ------------------------------------------------------------ what a new user hits
+
+
+class ScriptedInput(io.RawIOBase):
+    """stdin for the shell: one line per read; a callable in the script runs (in the
+    shell's process, between two prompts) before the line after it is handed out."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while self.script and callable(self.script[0]):
+            self.script.pop(0)()
+        if not self.script:
+            return 0
+        data = self.script.pop(0).encode()
+        b[: len(data)] = data
+        return len(data)
+
+
+def invoke_shell(server, as_, *script):
+    return CliRunner().invoke(main, [*server, "--as", as_, "shell"],
+                              input=io.BufferedReader(ScriptedInput(*script)))
+
+
+def test_cli_numbers_are_normalised_and_checked_before_anything_is_sent(
+        node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        r = run(main, [*server, "--as", A.lstrip("+"), "send", "1 415 555 0111", "no plus"])
+        assert r.exit_code == 0 and "sent ✓" in r.output, r.output
+        r = run(main, [*server, "--as", A, "send", "12345", "hi"])
+        assert r.exit_code == 2 and "E.164" in r.output and "'12345'" in r.output, r.output
+        r = run(main, [*server, "register", "0044"])
+        assert r.exit_code == 2 and "E.164" in r.output, r.output
+
+
+def test_cli_an_empty_message_is_refused_locally(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        for text in ("", "   "):
+            r = run(main, [*server, "--as", A, "send", B, text])
+            assert r.exit_code == 2 and "empty" in r.output, r.output
+
+
+def test_cli_an_unknown_identity_leaves_no_file_behind(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        nobody = "+19995550100"
+        r = run(main, [*server, "--as", nobody, "send", B, "hi"])
+        assert r.exit_code == 1 and f"no device key for {nobody}" in r.output, r.output
+        assert not os.path.exists(store_path(nobody, server[1]))
+
+
+def test_cli_sending_to_an_unregistered_number_says_so_in_one_line(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        r = run(main, [*server, "--as", A, "send", "+19995550100", "hi"])
+        assert r.exit_code == 1, r.output
+        assert "unknown_recipient" in r.output and "Traceback" not in r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_cli_keys_are_per_server_and_an_old_key_moves_to_its_server(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        here = server[1]
+        assert os.path.dirname(key_path(A, here)).endswith(here)
+        # an earlier version's layout: the key (and its store) straight in chat-client/
+        os.replace(key_path(A, here), key_path(A))
+        r = run(main, [*server, "--as", A, "send", B, "from the old key"])
+        assert r.exit_code == 0 and "sent ✓" in r.output, r.output
+        assert os.path.exists(key_path(A, here)) and not os.path.exists(key_path(A))
+        # another server on this machine does not see this server's key
+        r = run(main, ["--server", "127.0.0.1:1", "--as", A, "send", B, "x"])
+        assert r.exit_code == 1 and "no device key" in r.output, r.output
+
+
+def test_c6_cli_a_rate_limited_pin_request_says_when_to_try_again(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
+        for _ in range(2):  # register_both asked once: 3 requests per 10 minutes
+            assert run(main, [*server, "register", A]).exit_code == 0
+            srv.pin(A)
+        r = run(main, [*server, "register", A])
+        assert r.exit_code == 1, r.output
+        assert "rate_limited" in r.output, r.output
+        assert re.search(r"try again in \d+ min \d+ s \(at \d\d:\d\d\)", r.output), r.output
+
+
+def test_c6_cli_too_many_wrong_pins_says_how_to_get_a_new_one(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
+        assert run(main, [*server, "register", A]).exit_code == 0
+        pin = srv.pin(A)
+        wrong = f"{(int(pin) + 1) % 10**6:06d}"
+        outs = [run(main, [*server, "verify", A, wrong]) for _ in range(4)]
+        assert "3 attempt(s) left" in outs[0].output, outs[0].output
+        assert "too_many_attempts" in outs[-1].output
+        assert f"chat-client register {A}" in outs[-1].output
+
+
+def test_cli_listen_help_says_it_sends_read_receipts():
+    r = run(main, ["listen", "--help"])
+    assert "read receipt" in r.output and "--no-read" in r.output
+    assert "report them read" in run(main, ["--help"]).output
+
+
+def test_cli_shell_has_help_and_shows_presence_readably(node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        r = invoke_shell(server, A, "help\n", f"presence {B} +19995550100\n",
+                         "send 12345 hi\n", f"send {B}   \n", "frobnicate\n", "quit\n")
+        assert r.exit_code == 0, r.output
+        assert "presence +PHONE..." in r.output and "quit" in r.output
+        assert f"{B}: last seen" in r.output or f"{B}: offline, never seen" in r.output
+        assert "+19995550100: not registered" in r.output
+        assert "{" not in r.output, r.output  # no raw dict
+        assert "error: expected a phone number in E.164 form" in r.output
+        assert "the message is empty" in r.output
+        assert "unknown command 'frobnicate'; type help" in r.output
+
+
+def test_c5_cli_shell_ended_by_another_session_exits_3_in_one_line(node, tmp_path, monkeypatch):
+    """The shell's connection is closed (``replaced``) between two prompts: one line, exit
+    status 3, no traceback (the rest of the typed input is not read)."""
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
+        def another_session():
+            srv.client().login(A, load_key(A, server[1]))
+
+        r = invoke_shell(server, A, "help\n", another_session, "poll\n", "send never\n")
+        assert r.exit_code == 3, r.output
+        assert "replaced" in r.output and "another chat-client is logged in" in r.output
+        assert r.exc_info is None or r.exc_info[0] is SystemExit, r.exc_info
+
+
+def _listen_in_background(server, as_, *args):
+    """``listen`` in a process of its own; its exit status and output come as
+    ``("listened", exit_code, output)``."""
+    me = self_pid()
+
+    def listen():
+        r = CliRunner().invoke(main, [*server, "--as", as_, "listen", *args])
+        send_msg(me, ("listened", r.exit_code, r.output))
+
+    return spawn_link(listen)
+
+
+def _wait_online(client, phone):
+    while not client.presence([phone]).get(phone, {}).get("online"):
+        sleep(0.02)
+
+
+def test_c5_cli_listen_ended_by_registration_on_another_device_exits_3(
+        node, tmp_path, monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (srv, server):
+        _listen_in_background(server, B)
+        _wait_online(srv.user("+14155550122"), B)
+        c = srv.client()
+        c.register(B)
+        c.verify(B, srv.pin(B))  # B registered on another device
+        _, code, out = assert_receive(("listened", ANY, ANY), timeout=30)
+        assert code == 3, out
+        assert "registered on another device" in out and "Traceback" not in out
+
+
+def test_cli_listen_rides_out_a_server_restart(node, tmp_path, monkeypatch):
+    """The server goes away under ``listen``: it says so, retries with back-off, and
+    shows what comes once the server is back."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path) as srv:
+        port = srv.port
+        server = ["--server", f"{srv.host}:{port}"]
+        register_both(srv, server)
+        _listen_in_background(server, B, "--count", "1")
+        _wait_online(srv.user("+14155550122"), B)
+    with running_chat(tmp_path, listen={"port": port}) as srv:  # same data, same port
+        # (not through the CLI: one CliRunner at a time swaps the standard streams)
+        alice = srv.client()
+        alice.login(A, load_key(A, server[1]))
+        alice.send(B, "after the restart")
+        _, code, out = assert_receive(("listened", ANY, ANY), timeout=60)
+    assert code == 0, out
+    assert "reconnecting" in out and f"reconnected to {srv.host}:{port}" in out
+    assert f"[{A}] after the restart" in out
+
+
+def test_python_m_chat_on_a_busy_port_says_so_in_one_line(tmp_path):
+    """`make run` with the port taken: one line naming host:port and the config key,
+    no traceback, exit status 1."""
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "chat", "--config", "config/dev.yaml", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert res.stderr.splitlines() == [
+        f"chat server: cannot start: chat listen.host/listen.port: cannot listen on "
+        f"127.0.0.1:{port}: Address already in use (another server there? choose another "
+        f"listen.port in the config, or set OTP_CHAT__LISTEN__PORT)"], res.stderr

@@ -92,3 +92,59 @@ def test_poll_hands_out_what_it_took_even_when_its_ack_fails():
     assert c.poll(0.0) == []
     c.close()
     server.close()
+
+
+def receipts_shown(store, evs):
+    from chat.cli import present
+
+    return [line.strip() for _, line in present(store, evs)]
+
+
+def test_device_store_receipts_show_each_message_once_at_its_latest_state(tmp_path):
+    """Receipts come late and out of order (``read`` before ``sent`` at a login): one
+    line per message, its latest state, and nothing older than what was shown."""
+    with DeviceStore(str(tmp_path / "d.db")) as store:
+        evs = [receipt("read", "a:1"), receipt("delivered", "a:1"), receipt("sent", "a:2"),
+               msg("b:1", "hi"), receipt("read", "a:3")]
+        taken = store.take(evs)
+        assert receipts_shown(store, taken) == [
+            "✓✓ read by +1 (message a:1)", "✓ sent to +1 (message a:2)", "[+1] hi",
+            "✓✓ read by +1 (message a:3)"]
+        later = store.take([receipt("sent", "a:1"), receipt("delivered", "a:2"),
+                            receipt("sent", "a:3")])
+        assert len(later) == 3  # new to the store, but only one says something new
+        assert receipts_shown(store, later) == ["✓✓ delivered to +1 (message a:2)"]
+        assert store.unshown() == []
+
+
+def test_normalise_phone_accepts_what_people_type_and_refuses_the_rest():
+    from chat.client import ChatError, normalise_phone
+
+    assert normalise_phone("14155550100") == "+14155550100"
+    assert normalise_phone(" +1 (415) 555-0100 ") == "+14155550100"
+    for bad in ("12345", "+0415555010", "phone", ""):
+        with pytest.raises(ChatError, match=r"E\.164") as e:
+            normalise_phone(bad)
+        assert e.value.code == "invalid_phone"
+
+
+def test_a_failed_reconnect_raises_one_error_not_a_chain():
+    """``poll`` on a broken connection whose reconnect fails: one ``ChatClosed`` saying
+    where it could not reconnect, not raised while handling the first (no "During
+    handling of the above exception" traceback)."""
+    import socket
+
+    from chat.client import ChatClosed, Client
+
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    c = Client("127.0.0.1", port, reconnect_attempts=1)
+    c.sock, server = socket.socketpair()
+    c.phone, c.key = "+14155550100", b"k" * 32
+    server.close()
+    with pytest.raises(ChatClosed, match=f"could not reconnect to 127.0.0.1:{port}") as e:
+        c.poll(1.0)
+    assert e.value.__context__ is None
+    c.close()

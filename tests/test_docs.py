@@ -33,7 +33,10 @@ def test_guide_example_runs(guide: str, index: int, code: str, tmp_path: Path) -
     if "def test_" in code:  # a test example: it must pass under pytest
         path = tmp_path / f"test_example_{index}.py"
         path.write_text(code, encoding="utf-8")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
+        command = [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "otp.testing",
+            str(path),
+        ]
     else:
         command = [sys.executable, "-c", code]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)

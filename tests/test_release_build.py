@@ -163,3 +163,15 @@ def test_the_shipped_chat_spec_builds(tmp_path: Path) -> None:
     assert tarball.name == f"chat-{spec.version}.tar.gz"
     assert spec.config == [f"releases/{spec.version}/prod.yaml"]
     assert release.verify_manifest(root) == []
+
+
+def test_otp_release_build_says_when_it_replaces_a_bundle(tmp_path: Path) -> None:
+    """A copy of a spec that keeps its name builds over the original's bundle: said."""
+    spec_path = write_project(tmp_path / "src")
+    args = ["release", "build", str(spec_path), "--out", str(tmp_path / "out")]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "replaced" not in first.output, first.output
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert second.stdout.strip() == str(tmp_path / "out" / "chat-0.1.0.tar.gz")
+    assert "replaced the earlier chat-0.1.0.tar.gz" in second.stderr

@@ -190,8 +190,12 @@ def test_a_node_that_cannot_start_makes_daemon_exit_1_with_the_log(fresh_root: P
     finally:
         taken.close()
     assert res.returncode == 1
-    assert "chat did not start (exit status 1)" in res.stderr
-    assert "chat: cannot start:" in res.stderr
+    first = res.stderr.splitlines()[0]
+    assert first.startswith("chat did not start (exit status 1): chat: cannot start: "), first
+    # one line naming the address and the config key; no traceback in the log either
+    assert f"cannot listen on 127.0.0.1:{port}" in first and "listen.port" in first, first
+    assert "OTP_CHAT__LISTEN__PORT" in first
+    assert "Traceback" not in (fresh_root / "run" / "chat.log").read_text()
     assert not (fresh_root / "run" / "chat.pid").exists()
     assert not (fresh_root / "run" / "chat.sock").exists()
 

@@ -162,7 +162,9 @@ from otp.testing import assert_receive
 
 def run_inner(pytester, body: str):
     pytester.makepyfile(test_inner=INNER_HEADER + body)
-    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q")
+    # the plugin is opt-in: the inner run turns it on as a user would, with -p
+    return pytester.runpytest("-p", "otp.testing", "-p", "no:cacheprovider",
+                              "-p", "no:hypothesispytest", "-q")
 
 
 def test_leak_check_fails_a_test_that_leaks_a_process(pytester):
@@ -294,3 +296,12 @@ def test_leaks_a_busy_pair(node):
     result.assert_outcomes(passed=1, errors=1)
     out = result.stdout.str()
     assert "never block" in out and "bouncing_forever" in out
+
+
+def test_the_plugin_is_opt_in(pytester):
+    """Installing otpy adds no fixtures to other projects' test runs: without
+    ``-p otp.testing`` (or ``pytest_plugins = ["otp.testing"]``) there is no ``node``."""
+    pytester.makepyfile(test_inner="def test_uses_node(node):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'node' not found*"])
