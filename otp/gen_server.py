@@ -116,7 +116,27 @@ from typing import Any, NamedTuple
 
 from otp import _gen, proc_lib
 from otp._core.node import getcurrent
-from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
+from otp._gen import (
+    CALL,
+    CAST,
+    NO_RESPONSE,
+    SYSTEM,
+    Answer,
+    From,
+    ReqId,
+    ReqIds,
+    Response,
+    Via,
+    check_name,
+    check_response,
+    receive_response,
+    reqids_add,
+    reqids_new,
+    reqids_size,
+    reqids_to_list,
+    resolve,
+    wait_response,
+)
 from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
 from otp.node import current_node
 from otp.proc_lib import ReportedExit, is_clean_exit
@@ -125,6 +145,8 @@ from otp.process import self as _self
 from otp.sys import Statistics, Status
 
 __all__ = [
+    "NO_RESPONSE",
+    "Answer",
     "Continue",
     "From",
     "GenServer",
@@ -133,15 +155,26 @@ __all__ = [
     "NoReply",
     "Ok",
     "Reply",
+    "ReqId",
+    "ReqIds",
+    "Response",
     "Stop",
     "Timeout",
     "Via",
     "call",
     "cast",
+    "check_response",
+    "receive_response",
     "reply",
+    "reqids_add",
+    "reqids_new",
+    "reqids_size",
+    "reqids_to_list",
+    "send_request",
     "start",
     "start_link",
     "stop",
+    "wait_response",
 ]
 
 report_log = logging.getLogger("otp.report")
@@ -365,7 +398,27 @@ def reply(from_: From, value: Any) -> None:
 
     A reply after the caller gave up (timed out) is dropped.
     """
-    current_node().gen_reply(from_[0], from_[1], value)  # (_gen.reply, one call less)
+    _gen.reply(from_, value)
+
+
+def send_request(server: Pid | str | Via, request: Any) -> ReqId:
+    """Send ``request`` to the server's ``handle_call`` without waiting; returns a
+    ``ReqId`` for ``receive_response`` / ``wait_response`` / ``check_response`` (also
+    re-exported here). Like ``call``, only the request's own answer counts: it arrives
+    through a reply alias, and a second or late one is dropped (G10).
+
+    Example::
+
+        req = gen_server.send_request(srv, "get")
+        ...                                   # do something else meanwhile
+        value = gen_server.receive_response(req, timeout=1.0)
+
+    Several at once: ``reqs = reqids_add(send_request(a, q), "a", reqids_new())`` ...,
+    then ``receive_response(reqs)`` returns an ``Answer(ok, value, label, reqids)`` per
+    answer, whichever comes first. Never fails: a missing server answers with
+    ``CallError("noproc")`` (an ``Answer`` with ``ok=False`` in a collection).
+    """
+    return _gen.send_request(server, request, CALL)
 
 
 def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -538,7 +591,8 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     """The main loop. Hot path: a call returning ``Reply`` with no action."""
     cb = srv.cb
     parent = srv.parent
-    gen_reply = current_node().gen_reply
+    send_alias = current_node().send_alias
+    reply = _gen.reply
     dbg: _Debug | None = None
     msg: Any = None
     r: Any = None
@@ -582,7 +636,11 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                 r = cb.handle_call(msg[2], from_, state)
                 rc = r.__class__
                 if rc is Reply:
-                    gen_reply(from_[0], from_[1], r[0])  # reply(from_, value)
+                    a = from_[1]
+                    if a.__class__ is int:  # a call's alias: _gen.reply, inlined
+                        send_alias(from_[0], a, r[0])
+                    else:
+                        reply(from_, r[0])
                     state = r[1]
                     if dbg is not None:
                         dbg.sent(srv, r[0], from_[0], state)
@@ -761,7 +819,7 @@ def _state_reply(from_: Any, state: Any) -> None:
     except Exception:  # sockets, locks...: hand over the state itself
         _sys_reply(from_, ("ok", state))
         return
-    current_node().gen_reply(from_[0], from_[1], ("ok", snapshot), check=False)
+    _gen.reply(from_, ("ok", snapshot), check=False)
 
 
 def _system(srv: _Server, cb: GenServer, state: Any, msg: Any) -> tuple[GenServer, Any]:

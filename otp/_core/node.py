@@ -76,9 +76,13 @@ _MISSING: Any = object()
 LAZY_HORIZON = 0.5
 LAZY_SCAN = 0.1
 _SWEEP: Any = object()  # the dest of the sweep timer (see Node._arm_lazy)
-#: What ``Node.gen_call`` returns as the reason when the deadline passed.
-CALL_TIMEOUT: Any = object()
-_REPLIED: Any = object()  # gen_call: the reply came through the caller's call_value
+#: What ``Node.request_reply`` returns as the reason when the deadline passed.
+REQUEST_TIMEOUT: Any = object()
+# In ``p.call_tag`` once the monitor's Down took the slot alias (the Down's reason is in
+# ``p.call_value``); see request_reply.
+_SLOT_DOWN: Any = object()
+#: An alias mode bit: the alias's first message deactivates it (``alias(reply=True)``).
+ALIAS_REPLY = 1
 _INF = float("inf")
 
 # Processes run back to back (direct hand-offs) for at most HUB_TURN seconds of real
@@ -110,6 +114,7 @@ class Process(greenlet.greenlet):
     """
 
     __slots__ = (
+        "aliases",
         "args",
         "call_tag",
         "call_value",
@@ -153,8 +158,12 @@ class Process(greenlet.greenlet):
     tmo: _Timer | None  # the pending receive timeout
     deadline: float | None  # the receive deadline; its timer is armed lazily
     lazy: int  # 0, or where its deadline is listed: 1 to arm lazily, 2 kept for the sweep
-    call_tag: int | None  # the tag of the call this process is waiting in (gen_call)
-    call_value: Any  # its reply, put here by gen_reply (instead of the mailbox)
+    # the active aliases: id -> mode (ALIAS_REPLY or 0); None when there are none
+    aliases: dict[int, int] | None
+    # the slot alias: the id of the request this process waits on in request_reply
+    # (None when none; _SLOT_DOWN once the request's Down took it)
+    call_tag: Any
+    call_value: Any  # the slot alias's one message (or the Down's reason)
     reason: Any
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -164,6 +173,8 @@ class Process(greenlet.greenlet):
     def run(self) -> None:
         if self.dead:
             return
+        # From the moment the runtime declares this process dead until this method
+        # returns, it is counted in ``node.unwinding`` (see Node.exit_process).
         try:
             self.fn(*self.args)
             reason: Any = "normal"
@@ -190,7 +201,9 @@ class Process(greenlet.greenlet):
                 self.reason,
                 reason,
             )
-        self.node.hand_off_at_end(self)
+        node = self.node
+        node.unwinding -= 1
+        node.hand_off_at_end(self)
 
 
 class _Timer:
@@ -305,10 +318,10 @@ class Node:
         self._kept: dict[Process, None] = {}
         self._sweep: _Timer | None = None
         self._sweep_at = _INF
-        # Calls given up on (timed out): tag -> (caller, server). A reply to one is
-        # dropped (Erlang deactivates the call's alias); see gen_call.
-        self.abandoned: dict[Any, tuple[Process, Process]] = {}
-        self._abandon_prune_at = 1024
+        # How many processes are declared dead while their greenlet still runs (a
+        # ``finally`` unwinding, a swallowed exit): while it is 0, the effects (send...)
+        # need not look at whether their caller is dead (P17).
+        self.unwinding = 0
         # ref.id -> timer (an int key: no Python-level __hash__ per insert and pop;
         # cancel_timer/read_timer check the ref's node)
         self._timer_refs: dict[int, _Timer] = {}
@@ -505,6 +518,7 @@ class Node:
         p.deadline = None
         p.lazy = 0
         p.call_tag = None
+        p.aliases = None
         p.reason = None
         p.log_crash = log_crash
         p.suspended = False
@@ -856,6 +870,9 @@ class Node:
                     continue
                 p.dead = True
                 p.reason = reason
+                if p:  # started, not finished: its greenlet may still run (P17)
+                    self.unwinding += 1
+                p.aliases = None  # its aliases end with it (P18)
                 pid = p.pid
                 del self.procs[pid.id]
                 if p.name is not None:
@@ -900,6 +917,16 @@ class Node:
                     mons = p.monitors
                     p.monitors = None
                     for ref, watcher in mons.items():
+                        if ref.__class__ is int:
+                            # A request_reply monitor: its Down goes through the
+                            # waiting caller's slot alias, or nowhere if that alias is
+                            # no longer active (replied, timed out).
+                            if watcher.call_tag == ref:
+                                watcher.call_tag = _SLOT_DOWN
+                                watcher.call_value = reason
+                                if watcher.waiting:
+                                    self.wake(watcher)
+                            continue
                         if watcher.watching is not None:
                             watcher.watching.pop(ref, None)
                         self.deliver(watcher, Down(ref, pid, reason))
@@ -1002,54 +1029,122 @@ class Node:
             self._flush_down(p, ref)
         return t is not None
 
-    # --- the gen call protocol ---------------------------------------------------------
+    # --- aliases (OTP 24) and the request/reply primitive -------------------------------
+    #
+    # An alias is an id a process can be sent to while the alias is active (docs/
+    # semantics.md P18). The public form is a ``Ref`` whose ``owner`` is the process; the
+    # kernel knows an alias by ``(owner pid, id)``. A process keeps its active aliases in
+    # ``p.aliases`` (id -> ALIAS_REPLY or 0; None for almost every process), plus one
+    # *slot alias* in ``p.call_tag``: the alias of the request it is waiting on in
+    # ``request_reply``, whose one message goes to ``p.call_value`` instead of the mailbox
+    # (a hand-off: the waiting caller looks nowhere else, so no mailbox scan). An alias
+    # dies with its owner: the process leaves the table, so nothing reaches it any more.
 
-    def gen_call(
-        self, p: Process, dest: Pid, label: str, request: Any, timeout: float | None
+    def alias(self, p: Process, reply: bool) -> Ref:
+        """A new alias of ``p``; with ``reply``, its first message deactivates it."""
+        ref = Ref(self.name, self._next_ref(), owner=p.pid)
+        aliases = p.aliases
+        if aliases is None:
+            p.aliases = {ref.id: ALIAS_REPLY if reply else 0}
+        else:
+            aliases[ref.id] = ALIAS_REPLY if reply else 0
+        return ref
+
+    def unalias(self, p: Process, ref: Any) -> bool:
+        """Deactivate alias ``ref`` of ``p``; True if it was active."""
+        if ref.__class__ is not Ref:
+            raise BadArg(f"unalias expects an alias Ref, got {ref!r}")
+        aliases = p.aliases
+        if aliases is None or ref.node != self.name or not (
+            ref.owner is p.pid or ref.owner == p.pid
+        ):
+            return False
+        return aliases.pop(ref.id, None) is not None
+
+    def send_alias(self, owner: Pid, aid: int, msg: Any, check: bool = True) -> None:
+        """Deliver ``msg`` through alias ``aid`` of ``owner`` if that alias is active;
+        drop it silently otherwise (an inactive alias, a dead owner: P18). ``check=False``
+        skips strict mode's immutability check, for a value that is a private copy."""
+        if self.unwinding:
+            cur = getcurrent()
+            if cur.__class__ is Process and cur.dead:
+                return  # a dead process sends nothing (P17)
+        p = self.procs.get(owner.id)
+        if p is None or (p.pid is not owner and p.pid != owner):
+            return
+        if self.strict and check:
+            check_immutable(msg)
+        if p.call_tag == aid:
+            # The slot alias of a waiting request: hand the message over directly.
+            p.call_tag = None
+            p.call_value = msg
+        else:
+            aliases = p.aliases
+            if aliases is None:
+                return
+            mode = aliases.get(aid)
+            if mode is None:
+                return
+            if mode & ALIAS_REPLY:
+                del aliases[aid]
+            # deliver, inlined
+            mbox = p.mbox
+            if mbox is None:
+                p.mbox = mbox = deque()
+            mbox.append(msg)
+        if p.waiting and not p.queued:
+            p.queued = True
+            self.runq.append(p)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.hub.loop.run_callback(self._drain)
+
+    def request_reply(
+        self, p: Process, dest: Pid, label: Any, body: Any, timeout: float | None
     ) -> tuple[bool, Any]:
-        """Erlang's ``gen:do_call`` in one kernel step, for the behaviours' ``call``.
+        """Send a request and wait for its one reply: monitor + alias + send + receive.
 
-        Monitor ``dest``, send ``(label, (caller_pid, tag), request)``, wait for
-        ``(tag, reply)`` or the monitor's ``Down`` or the deadline, demonitor. Returns
-        ``(True, reply)``, or ``(False, reason)``: ``"noproc"``, the server's exit reason,
-        or ``CALL_TIMEOUT``. After a timeout the tag is *abandoned*: a reply sent to it
-        later is dropped by ``gen_reply`` (so it never reaches the caller's mailbox).
+        Makes a reply alias ``aid`` of ``p`` (an int id, in ``p``'s slot), monitors
+        ``dest`` under the same id, sends ``(label, (p.pid, aid), body)`` to ``dest``,
+        and waits for the first message through the alias (anyone may send it with
+        ``send_alias(p.pid, aid, value)``), the monitor's ``Down``, or the deadline.
+        Returns ``(True, value)``, or ``(False, reason)``: ``"noproc"``, ``dest``'s exit
+        reason, or ``REQUEST_TIMEOUT``. When it returns, the alias is inactive and the
+        monitor gone, so a second or late message through the alias is dropped and no
+        ``Down`` follows. Ordinary messages are never looked at.
 
-        It is the same protocol the public monitor/send/receive would give, fused:
-        the call is the hottest path of every behaviour. The tag is a plain int, unique
-        on this node (it is also the monitor's key).
+        It is the same protocol the public alias/monitor/send/receive would give, fused:
+        it carries every behaviour's call, the hottest path there is.
         """
+        if p.dead:
+            self._zombie(p)
         t = self.procs.get(dest.id)
         if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
             return False, "noproc"
         if self.strict:
-            check_immutable(request)
-        tag = self._next_ref()
-        # The call's monitor is kept on the server's side only (not in the caller's
-        # ``watching``): the caller takes it off itself below, even if it is killed.
+            check_immutable(body)
+        aid = self._next_ref()
+        # The monitor is kept on the server's side only (not in the caller's
+        # ``watching``): the caller takes it off itself below, even if it is killed. Its
+        # int key tells exit_process to put the Down in the caller's slot, not the mailbox.
         mons = t.monitors
         if mons is None:
-            t.monitors = {tag: p}
+            t.monitors = {aid: p}
         else:
-            mons[tag] = p
+            mons[aid] = p
+        p.call_tag = aid  # the alias is active from here on
         # deliver, inlined
         mbox = t.mbox
         if mbox is None:
             t.mbox = mbox = deque()
-        mbox.append((label, (p.pid, tag), request))
+        mbox.append((label, (p.pid, aid), body))
         if t.waiting and not t.queued:
             t.queued = True
             self.runq.append(t)
             if not self._drain_scheduled:
                 self._drain_scheduled = True
                 self.hub.loop.run_callback(self._drain)
-        # Wait for the reply: ``receive`` specialised (inlined, the hot path). The tag
-        # is new, so the messages already in the mailbox cannot match: not scanned.
-        if p.dead:
-            self._zombie(p)
-        mbox = p.mbox
-        scanned = len(mbox) if mbox else 0
-        msg: Any = None
+        timed_out = False
         if timeout is not None:
             if 0 < timeout < _INF:
                 # self._start_deadline(p, timeout), inlined
@@ -1059,118 +1154,58 @@ class Node:
                     p.lazy = 1
                     self._lazy.append(p)
             elif not timeout >= 0:
+                p.call_tag = None
+                mons = t.monitors
+                if mons is not None:
+                    mons.pop(aid, None)
                 raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
             elif timeout == 0:
                 timeout = None  # (no deadline to end below)
-                msg = CALL_TIMEOUT
+                timed_out = True
             else:
                 timeout = None  # infinity: no deadline
-        if msg is None:
+        if not timed_out:
             p.waiting = True
-            p.call_tag = tag  # gen_reply puts the reply in p.call_value, not the mailbox
             try:
-                while msg is None:
+                while p.call_tag == aid:
                     self.block(p)
                     if p.dead:
                         self._zombie(p)
-                    if p.call_tag is None:
-                        msg = _REPLIED
+                    tmo = p.tmo
+                    if tmo is not None and tmo.fired and p.call_tag == aid:
+                        timed_out = True
                         break
-                    mbox = p.mbox
-                    if mbox:
-                        n = len(mbox)
-                        while scanned < n:
-                            m = mbox[scanned]
-                            c = m.__class__
-                            if (c is tuple or c is Down) and m[0] == tag:
-                                del mbox[scanned]
-                                msg = m
-                                break
-                            scanned += 1
-                    if msg is None:
-                        tmo = p.tmo
-                        if tmo is not None and tmo.fired:
-                            msg = CALL_TIMEOUT
-            except BaseException:  # killed while waiting: take the monitor off
-                mons = t.monitors
-                if mons is not None:
-                    mons.pop(tag, None)
-                raise
             finally:
                 p.waiting = False
-                p.call_tag = None
                 if timeout is not None:
                     self._end_deadline(p)
-        # Demonitor. If the monitor already fired (the server is dead, its monitors
-        # gone), its Down is in the mailbox (or was just taken as the answer): flush it.
+                if p.call_tag == aid:  # timed out, or killed while waiting
+                    p.call_tag = None  # deactivate the alias: a late reply is dropped
+                    mons = t.monitors
+                    if mons is not None:
+                        mons.pop(aid, None)
+        if timed_out:
+            return False, REQUEST_TIMEOUT
+        value = p.call_value
+        p.call_value = None
+        if p.call_tag is _SLOT_DOWN:  # the Down came through the slot
+            p.call_tag = None
+            return False, value
+        # Demonitor (the server may be dead by now: its monitors are gone then, and its
+        # Down was dropped, the alias being inactive).
         mons = t.monitors
-        fired = mons is None or mons.pop(tag, None) is None
-        if msg is _REPLIED:
-            if fired:
-                self._flush_down(p, tag)
-            value = p.call_value
-            p.call_value = None
-            return True, value
-        if msg.__class__ is tuple:
-            if fired:
-                self._flush_down(p, tag)
-            return True, msg[1]
-        if msg is CALL_TIMEOUT:
-            # Nothing matching is in the mailbox (receive looks before it times out),
-            # and from now on a late reply is dropped at the sender.
-            self._abandon(tag, p, t)
-            return False, CALL_TIMEOUT
-        return False, msg.reason  # the Down
+        if mons is not None:
+            mons.pop(aid, None)
+        return True, value
 
     def _flush_down(self, p: Process, tag: Any) -> None:
-        # Remove the Down of monitor ``tag`` (a Ref, or a call's int tag) if queued.
+        # Remove the Down of monitor ``tag`` if queued.
         mbox = p.mbox
         if mbox:
             for i, m in enumerate(mbox):
                 if m.__class__ is Down and m[0] == tag:
                     del mbox[i]
                     return
-
-    def _abandon(self, tag: int, caller: Process, server: Process) -> None:
-        abandoned = self.abandoned
-        if len(abandoned) >= self._abandon_prune_at:
-            # Forget tags nobody can answer any more (caller or server gone); amortised.
-            for k, (c, srv) in list(abandoned.items()):
-                if c.dead or srv.dead:
-                    del abandoned[k]
-            self._abandon_prune_at = max(1024, 2 * len(abandoned))
-        abandoned[tag] = (caller, server)
-
-    def gen_reply(self, to: Pid, tag: Any, value: Any, check: bool = True) -> None:
-        """Send a call's reply ``(tag, value)``, unless the caller abandoned the call.
-        ``check=False`` skips strict mode's immutability check, for a value that is a
-        private copy (``sys.get_state``)."""
-        abandoned = self.abandoned
-        if abandoned and tag in abandoned:
-            del abandoned[tag]
-            return
-        p = self.procs.get(to.id)
-        if p is None or (p.pid is not to and p.pid != to):
-            return
-        if self.strict and check:
-            check_immutable(value, "reply")
-        if p.call_tag == tag:
-            # The caller is waiting in gen_call for this very reply: hand it over
-            # directly (what its selective receive would take out of the mailbox).
-            p.call_tag = None
-            p.call_value = value
-        else:
-            # deliver, inlined
-            mbox = p.mbox
-            if mbox is None:
-                p.mbox = mbox = deque()
-            mbox.append((tag, value))
-        if p.waiting and not p.queued:
-            p.queued = True
-            self.runq.append(p)
-            if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self.hub.loop.run_callback(self._drain)
 
     def next_message(self, p: Process) -> Any:
         """``receive()`` with no pattern and no timeout, for behaviour loops: the oldest
