@@ -124,3 +124,23 @@ def test_p17_a_killed_process_finally_has_no_effects(node):
     gen_server.stop(echo)
     assert receive(Exit).pid == echo
     assert flush() == []
+
+
+def test_p17_a_process_killed_by_its_own_exit_signal_sends_nothing_afterwards(node):
+    # The cascade kills the caller inside exit(): it is dead before exit() returns.
+    me = self_pid()
+
+    def linked_pair():
+        partner = spawn_link(receive, "never")
+        try:
+            send(me, "before")
+            exit(partner, "boom")  # partner dies, the link kills this process at once
+        finally:
+            send(me, "from finally")
+
+    pid = spawn(linked_pair)
+    ref = monitor(pid)
+    assert receive() == "before"
+    assert receive() == Down(ref, pid, "boom")
+    wait_all_blocked()
+    refute_receive()

@@ -326,3 +326,18 @@ def test_g10_from_is_the_callers_pid_and_an_alias(node):
     assert from_req[0] == me and from_req[1].__class__ is Ref
     gen_server.stop(peek)
     gen_server.stop(srv)
+
+
+def test_g10_a_call_with_timeout_zero_leaves_no_monitor_and_drops_the_reply(node):
+    from otp.process import process_info
+
+    me = self_pid()
+    srv = gen_server.start(Slow, me)
+    with pytest.raises(CallTimeout):
+        gen_server.call(srv, "question", timeout=0)
+    assert process_info(srv).monitored_by == ()
+    assert_receive(("held", "question"))
+    gen_server.cast(srv, ("answer all", "too late"))
+    assert gen_server.call(srv, ("echo", "sync")) == "sync"
+    refute_receive()
+    gen_server.stop(srv)

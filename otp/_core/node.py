@@ -15,8 +15,10 @@ Design principles (kept small on purpose, the curio rule: features live outside)
 3. **The runtime never trusts a greenlet to cooperate.** Death is decided by the
    runtime: it marks the process dead, frees its name, cancels its timers and sends
    its link and monitor signals at once; *then* it throws ``ProcessExit`` into the
-   greenlet so that ``finally`` blocks run. A greenlet that swallows it is a zombie:
-   any later kernel call from it raises the exit again.
+   greenlet so that ``finally`` blocks run. From then on nothing the greenlet does has
+   an effect (docs/semantics.md P17): a send from it is dropped, a call that would
+   create or wait for something raises the exit again; so a greenlet that swallows
+   its exit (a zombie) can do no harm either.
 4. **Ordering.** Delivery into a local mailbox is synchronous, so between one sender
    and one receiver messages and signals arrive in the order sent, and a message sent
    before a process dies is in the mailbox before that process's ``Down``/``EXIT``.
@@ -24,7 +26,12 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    with lazy cancellation; the clock decides when the earliest deadline fires.
 6. **The hot path pays for nothing optional.** The fairness report watches the hub from
    an OS thread (``fairness.py``); ``halt`` and the zombie checks live on the cold paths
-   (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry).
+   (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry); ``send``
+   looks at whether its caller is dead only while some dead process's greenlet is
+   still unwinding (``Node.unwinding``, almost always 0).
+7. **Aliases** (OTP 24) carry every reply: a call's reply alias lives in the caller's
+   slot (``request_reply``), so no ordinary message can answer a call and a late
+   reply is dropped here, at the sender (docs/semantics.md G10, P18).
 """
 
 from __future__ import annotations
@@ -1118,6 +1125,8 @@ class Node:
         """
         if p.dead:
             self._zombie(p)
+        if timeout is not None and not timeout >= 0:  # negative, or NaN
+            raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
         t = self.procs.get(dest.id)
         if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
             return False, "noproc"
@@ -1153,37 +1162,34 @@ class Node:
                 if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
                     p.lazy = 1
                     self._lazy.append(p)
-            elif not timeout >= 0:
+            elif timeout == 0:
+                # Nothing can have answered yet (the server has not run): time out now.
                 p.call_tag = None
                 mons = t.monitors
                 if mons is not None:
                     mons.pop(aid, None)
-                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
-            elif timeout == 0:
-                timeout = None  # (no deadline to end below)
-                timed_out = True
+                return False, REQUEST_TIMEOUT
             else:
                 timeout = None  # infinity: no deadline
-        if not timed_out:
-            p.waiting = True
-            try:
-                while p.call_tag == aid:
-                    self.block(p)
-                    if p.dead:
-                        self._zombie(p)
-                    tmo = p.tmo
-                    if tmo is not None and tmo.fired and p.call_tag == aid:
-                        timed_out = True
-                        break
-            finally:
-                p.waiting = False
-                if timeout is not None:
-                    self._end_deadline(p)
-                if p.call_tag == aid:  # timed out, or killed while waiting
-                    p.call_tag = None  # deactivate the alias: a late reply is dropped
-                    mons = t.monitors
-                    if mons is not None:
-                        mons.pop(aid, None)
+        p.waiting = True
+        try:
+            while p.call_tag == aid:
+                self.block(p)
+                if p.dead:
+                    self._zombie(p)
+                tmo = p.tmo
+                if tmo is not None and tmo.fired and p.call_tag == aid:
+                    timed_out = True
+                    break
+        finally:
+            p.waiting = False
+            if timeout is not None:
+                self._end_deadline(p)
+            if p.call_tag == aid:  # timed out, or killed while waiting
+                p.call_tag = None  # deactivate the alias: a late reply is dropped
+                mons = t.monitors
+                if mons is not None:
+                    mons.pop(aid, None)
         if timed_out:
             return False, REQUEST_TIMEOUT
         value = p.call_value
