@@ -40,6 +40,8 @@ Client API -> callback (as in OTP's gen_server.erl):
 ``start`` / ``start_link``               ``init(arg)`` (in the new process; they return
                                          after it)
 ``call(server, request, timeout)``       ``handle_call(request, from_, state)``
+``send_request(server, request)``        ``handle_call(request, from_, state)`` (the
+                                         answer is awaited later: ``receive_response``)
 ``cast(server, request)``                ``handle_cast(request, state)``
 any other message, ``"timeout"``         ``handle_info(msg, state)``
 a ``Continue(arg)`` action               ``handle_continue(arg, state)``
@@ -83,6 +85,15 @@ Timeouts and failures (SEMANTICS.md G1-G9):
 - ``call`` waits 5 s by default (``timeout=None``: forever). On timeout it raises
   ``CallTimeout`` naming the server, the request and the timeout; the server still
   handles the request and its late reply is dropped, never reaching the caller.
+- A reply travels through the call's own alias (``from_`` is ``(caller_pid,
+  alias)``): no other message, whatever its shape, can answer a call, and a second
+  reply to the same ``from_`` is dropped (G10). ``send_request`` returns a ``ReqId``
+  at once; ``receive_response(req_id, timeout)`` returns the reply (``CallError`` /
+  ``CallTimeout`` as for ``call``; a timeout abandons the request),
+  ``wait_response`` is the same but a timeout keeps the request, ``check_response``
+  tells whether a message a loop received is the answer (``NO_RESPONSE`` if not).
+  ``reqids_new``/``reqids_add`` make a collection of requests, each with a label,
+  which those three answer one ``Answer(ok, value, label, reqids)`` at a time.
 - ``call`` to a name nobody holds raises ``CallError("noproc")`` at once; if the server
   dies during the call, ``CallError`` carries its exit reason at once; a server
   calling itself gets ``CallError("calling_self")``.
