@@ -54,8 +54,9 @@ Dead means dead (P17): once the runtime has declared a process dead, whatever it
 greenlet still runs (a ``finally`` block unwinding the exit) has no effect. ``send``
 (and so ``gen_server.cast``/``reply``), ``send_after`` (returns a timer ref that never
 fires), ``cancel_timer`` (returns None) and ``unalias`` quietly do nothing, so a
-cleanup that sends is harmless; the calls that would create something or wait
-(``spawn*``, ``link``, ``monitor``, ``register``, ``receive``, ``alias``,
+cleanup that sends is harmless; the calls that would create something, change links,
+monitors or names, or wait (``spawn*``, ``link``/``unlink``, ``monitor``/``demonitor``,
+``register``/``unregister``, ``exit(pid, reason)``, ``receive``, ``alias``,
 ``gen_server.call``...) raise its ``ProcessExit`` again. Everything it sent before
 it died arrives before its ``Exit``/``Down``; nothing it "sends" afterwards arrives.
 
