@@ -183,13 +183,12 @@ def send(dest: Pid | str | Ref, msg: Any) -> Any:
     raises ``NoProc``. Never blocks. From a process the runtime has declared dead (its
     ``finally`` blocks running) it does nothing (P17).
     """
-    node = _nodemod.CURRENT
+    # SEND_NODE is the running node, or None while a dead process's greenlet runs (or
+    # no node does): the slow path checks whether the sender is that dead process.
+    node = _nodemod.SEND_NODE
     if node is None:
-        current_node()
-    assert node is not None
-    if node.unwinding:
-        cur = getcurrent()
-        if cur.__class__ is Process and cur.dead:
+        node = current_node()
+        if _dead_caller():
             return msg  # a dead process has no effects (P17)
     if dest.__class__ is Pid:
         p = node.procs.get(dest.id)

@@ -72,6 +72,10 @@ log = logging.getLogger("otp.process")
 
 #: The node running in this OS process (one at a time), or None.
 CURRENT: Node | None = None
+#: ``CURRENT`` while no dead process's greenlet is running (``Node.unwinding == 0``),
+#: else None: ``otp.process.send`` reads this one, so that its hot path pays nothing
+#: for the dead-process check (P17); None sends it down its slow path, which checks.
+SEND_NODE: Node | None = None
 
 getcurrent = greenlet.getcurrent
 _MISSING: Any = object()
@@ -210,6 +214,8 @@ class Process(greenlet.greenlet):
             )
         node = self.node
         node.unwinding -= 1
+        if node.unwinding == 0:
+            node._set_send_node()
         node.hand_off_at_end(self)
 
 
@@ -366,6 +372,7 @@ class Node:
         self._hub_switch = types.MethodType(greenlet.greenlet.switch, self.hub)
         self.clock.attach(self)
         CURRENT = self
+        self._set_send_node()
         if self.max_blocking_time is not None:
             self._fairness = BlockingMonitor(
                 self.hub.loop, self.max_blocking_time, Process.run.__code__
@@ -408,6 +415,11 @@ class Node:
         self._hub_switch = lambda: None
         self.running = False
         CURRENT = None
+        self._set_send_node()
+
+    def _set_send_node(self) -> None:
+        global SEND_NODE
+        SEND_NODE = self if CURRENT is self and self.unwinding == 0 else None
 
     def __enter__(self) -> Node:
         return self.start()
@@ -879,6 +891,8 @@ class Node:
                 p.reason = reason
                 if p:  # started, not finished: its greenlet may still run (P17)
                     self.unwinding += 1
+                    if self.unwinding == 1:
+                        self._set_send_node()
                 p.aliases = None  # its aliases end with it (P18)
                 pid = p.pid
                 del self.procs[pid.id]
