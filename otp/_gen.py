@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from otp._core import node as _nodemod
 from otp._core.node import REQUEST_TIMEOUT, Process, getcurrent
 from otp.errors import BadArg, CallError, CallTimeout, NotInProcess
 from otp.node import current_node
@@ -141,11 +142,17 @@ def reply(from_: From, value: Any, check: bool = True) -> None:
     """Send ``value`` to the caller waiting on ``from_``: through its alias, so it is
     dropped if the caller gave up or was answered already. ``check=False`` skips strict
     mode's immutability check (for a value that is a private copy)."""
+    node = _nodemod.SEND_NODE
+    if node is None:  # no node, or some dead process's greenlet runs: is it this one?
+        node = current_node()
+        cur = getcurrent()
+        if cur.__class__ is Process and cur.dead:
+            return  # a dead process sends nothing (P17)
     a = from_[1]
     if a.__class__ is int:  # a call's alias (the kernel's slot id)
-        current_node().send_alias(from_[0], a, value, check)
+        node.send_alias(from_[0], a, value, check)
     elif a.__class__ is Ref:  # a send_request's alias
-        current_node().send_alias(from_[0], a.id, Response(a, value), check)
+        node.send_alias(from_[0], a.id, Response(a, value), check)
     else:
         raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
 

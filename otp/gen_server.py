@@ -602,6 +602,9 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     """The main loop. Hot path: a call returning ``Reply`` with no action."""
     cb = srv.cb
     parent = srv.parent
+    # Replies go straight to the kernel: this loop runs only while the server lives
+    # (a dead process's replies, from terminate or a finally, go through _gen.reply,
+    # which drops them: P17).
     send_alias = current_node().send_alias
     reply = _gen.reply
     dbg: _Debug | None = None

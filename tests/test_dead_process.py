@@ -29,7 +29,7 @@ from otp.process import (
     whereis,
 )
 from otp.process import self as self_pid
-from otp.testing import refute_receive, wait_all_blocked
+from otp.testing import assert_receive, refute_receive, wait_all_blocked
 
 
 class Echo(GenServer):
@@ -144,3 +144,31 @@ def test_p17_a_process_killed_by_its_own_exit_signal_sends_nothing_afterwards(no
     assert receive() == Down(ref, pid, "boom")
     wait_all_blocked()
     refute_receive()
+
+
+def test_p17_a_killed_server_replying_from_its_finally_reaches_no_mailbox(node):
+    from otp.errors import CallError
+
+    me = self_pid()
+
+    def server():
+        _, from_, _ = receive(("$gen_call", object, object))
+        send(me, "holding a request")
+        try:
+            receive("never")
+        finally:
+            gen_server.reply(from_, "from a dead server")
+
+    srv = spawn(server)
+
+    def client():
+        req = gen_server.send_request(srv, "question")
+        try:
+            gen_server.receive_response(req, None)
+        except CallError as e:
+            send(me, ("failed", e.reason, tuple(flush())))
+
+    spawn(client)
+    assert_receive("holding a request")
+    exit(srv, "kill")
+    assert_receive(("failed", "killed", ()))

@@ -1085,11 +1085,8 @@ class Node:
     def send_alias(self, owner: Pid, aid: int, msg: Any, check: bool = True) -> None:
         """Deliver ``msg`` through alias ``aid`` of ``owner`` if that alias is active;
         drop it silently otherwise (an inactive alias, a dead owner: P18). ``check=False``
-        skips strict mode's immutability check, for a value that is a private copy."""
-        if self.unwinding:
-            cur = getcurrent()
-            if cur.__class__ is Process and cur.dead:
-                return  # a dead process sends nothing (P17)
+        skips strict mode's immutability check, for a value that is a private copy.
+        The caller makes sure it is not a dead process (P17; see ``SEND_NODE``)."""
         p = self.procs.get(owner.id)
         if p is None or (p.pid is not owner and p.pid != owner):
             return
@@ -1139,13 +1136,27 @@ class Node:
         """
         if p.dead:
             self._zombie(p)
-        if timeout is not None and not timeout >= 0:  # negative, or NaN
-            raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
         t = self.procs.get(dest.id)
         if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
             return False, "noproc"
         if self.strict:
             check_immutable(body)
+        at_once = False  # a zero timeout: send, then time out at once
+        if timeout is not None:
+            if 0 < timeout < _INF:
+                # self._start_deadline(p, timeout), inlined
+                p.deadline = deadline = self.clock.now() + timeout
+                lz = p.lazy
+                if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
+                    p.lazy = 1
+                    self._lazy.append(p)
+            elif timeout == 0:
+                at_once = True
+                timeout = None  # (no deadline to end)
+            elif timeout == _INF:
+                timeout = None  # no deadline
+            else:  # negative, or NaN: refused before anything is sent
+                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
         aid = self._next_ref()
         # The monitor is kept on the server's side only (not in the caller's
         # ``watching``): the caller takes it off itself below, even if it is killed. Its
@@ -1155,7 +1166,6 @@ class Node:
             t.monitors = {aid: p}
         else:
             mons[aid] = p
-        p.call_tag = aid  # the alias is active from here on
         # deliver, inlined
         mbox = t.mbox
         if mbox is None:
@@ -1167,24 +1177,12 @@ class Node:
             if not self._drain_scheduled:
                 self._drain_scheduled = True
                 self.hub.loop.run_callback(self._drain)
-        timed_out = False
-        if timeout is not None:
-            if 0 < timeout < _INF:
-                # self._start_deadline(p, timeout), inlined
-                p.deadline = deadline = self.clock.now() + timeout
-                lz = p.lazy
-                if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
-                    p.lazy = 1
-                    self._lazy.append(p)
-            elif timeout == 0:
-                # Nothing can have answered yet (the server has not run): time out now.
-                p.call_tag = None
-                mons = t.monitors
-                if mons is not None:
-                    mons.pop(aid, None)
-                return False, REQUEST_TIMEOUT
-            else:
-                timeout = None  # infinity: no deadline
+        if at_once:  # (nothing can have answered: the server has not run yet)
+            mons = t.monitors
+            if mons is not None:
+                mons.pop(aid, None)
+            return False, REQUEST_TIMEOUT
+        p.call_tag = aid  # the alias is active from here on
         p.waiting = True
         try:
             while p.call_tag == aid:
@@ -1193,30 +1191,36 @@ class Node:
                     self._zombie(p)
                 tmo = p.tmo
                 if tmo is not None and tmo.fired and p.call_tag == aid:
-                    timed_out = True
-                    break
+                    break  # the deadline passed
+        except BaseException:  # killed while waiting: deactivate, take the monitor off
+            if p.call_tag == aid:
+                p.call_tag = None
+            mons = t.monitors
+            if mons is not None:
+                mons.pop(aid, None)
+            raise
         finally:
             p.waiting = False
             if timeout is not None:
                 self._end_deadline(p)
-            if p.call_tag == aid:  # timed out, or killed while waiting
-                p.call_tag = None  # deactivate the alias: a late reply is dropped
-                mons = t.monitors
-                if mons is not None:
-                    mons.pop(aid, None)
-        if timed_out:
-            return False, REQUEST_TIMEOUT
-        value = p.call_value
-        p.call_value = None
-        if p.call_tag is _SLOT_DOWN:  # the Down came through the slot
-            p.call_tag = None
-            return False, value
-        # Demonitor (the server may be dead by now: its monitors are gone then, and its
-        # Down was dropped, the alias being inactive).
+        tag = p.call_tag
         mons = t.monitors
-        if mons is not None:
-            mons.pop(aid, None)
-        return True, value
+        if tag is None:  # the reply came through the slot (and deactivated the alias)
+            # Demonitor (the server may be dead by now: its monitors are gone then, and
+            # its Down was dropped, the alias being inactive).
+            if mons is not None:
+                mons.pop(aid, None)
+            value = p.call_value
+            p.call_value = None
+            return True, value
+        p.call_tag = None
+        if tag == aid:  # the deadline: deactivate the alias, a late reply is dropped
+            if mons is not None:
+                mons.pop(aid, None)
+            return False, REQUEST_TIMEOUT
+        value = p.call_value  # the Down came through the slot: the server's reason
+        p.call_value = None
+        return False, value
 
     def _flush_down(self, p: Process, tag: Any) -> None:
         # Remove the Down of monitor ``tag`` if queued.
