@@ -60,6 +60,7 @@ from typing import Any
 # MockClock (otp.testing), ProcessInfo and the values (otp, otp.process), patch (otp).
 from otp._core.clock import Clock, RealClock
 from otp._core.clock import MockClock as MockClock
+from otp._core.fastpath import receive, send
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -115,7 +116,9 @@ __all__ = [
     "lookup_process",
     "on_exit",
     "other_greenlet_stacks",
+    "receive",
     "run_in_thread",
+    "send",
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",
@@ -137,7 +140,7 @@ def current_process(what: str = "this call") -> Process:
             f"{what} must be called inside a process (spawn one, or use otp.run(main))"
         )
     if p.dead:
-        p.node._zombie(p)
+        p.node.zombie(p)
     return p
 
 

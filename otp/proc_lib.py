@@ -265,7 +265,7 @@ def start_as(
     if p.__class__ is not Process:
         _self()  # NotInProcess
     if p.dead:
-        p.node._zombie(p)  # killed, and went on running: ends it, as any call would
+        p.node.zombie(p)  # killed, and went on running: ends it, as any call would
     if not callable(fn):
         raise BadArg(f"proc_lib expects a callable, got {fn!r} of type {type(fn).__name__}")
     me: Pid = p.pid

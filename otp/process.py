@@ -71,7 +71,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, overload
 
-from otp.errors import BadArg, NoProc, NotInProcess, ProcessExit
+from otp.errors import BadArg, NotInProcess, ProcessExit
 from otp.lowlevel import (
     ANY,
     Down,
@@ -82,11 +82,11 @@ from otp.lowlevel import (
     ProcessVar,
     Ref,
     TimerTimeout,
-    check_immutable,
     current_node,
     getcurrent,
+    receive,
+    send,
 )
-from otp.lowlevel import NO_DEFAULT as _MISSING
 from otp.lowlevel import RUNNING as _RUNNING
 
 __all__ = [
@@ -139,7 +139,7 @@ def _me(what: str) -> Process:
             f"{what} must be called inside a process (spawn one, or use otp.run(main))"
         )
     if p.dead:
-        p.node._zombie(p)
+        p.node.zombie(p)
     return p
 
 
@@ -154,7 +154,7 @@ def _refuse_if_dead() -> None:
     would create something (a process, a name)."""
     cur = getcurrent()
     if cur.__class__ is Process and cur.dead:
-        cur.node._zombie(cur)
+        cur.node.zombie(cur)
 
 
 def _check_dead(p: Process) -> None:
@@ -237,91 +237,7 @@ def yield_now() -> None:
     once when no other process is runnable. Messages stay queued.
     """
     me = _me("yield_now")
-    node = me.node
-    if node.runq:
-        node.wake(me)  # to the back of the run queue: the others go first
-        node.block(me)
-        if me.dead:
-            node._zombie(me)
-
-
-def send(dest: Pid | str | Ref, msg: Any) -> Any:
-    """Send ``msg`` to a pid, a registered name or an alias; returns ``msg``.
-
-    Sending to a dead pid succeeds silently (nothing is delivered), and so does sending
-    to an alias that is not active (see ``alias``). Sending to a name nobody holds
-    raises ``NoProc``. Never blocks. From a process the runtime has declared dead (its
-    ``finally`` blocks running) it does nothing (P17).
-    """
-    # RUNNING.send_node is the running node, or None while a dead process's greenlet
-    # runs (or no node does): the slow path checks whether the sender is that one.
-    node = _RUNNING.send_node
-    if node is None:
-        node = current_node()
-        if _dead_caller():
-            return msg  # a dead process has no effects (P17)
-    if dest.__class__ is Pid:
-        p = node.procs.get(dest.id)
-        if p is None or (p.pid is not dest and p.pid != dest):
-            return msg
-    elif isinstance(dest, str):
-        p = node.names.get(dest)
-        if p is None:
-            raise NoProc(f"send to {dest!r}: no process is registered under that name", dest)
-    elif dest.__class__ is Ref:
-        if dest.owner is not None and dest.node == node.name:
-            node.send_alias(dest.owner, dest.id, msg)
-        return msg
-    else:
-        raise BadArg(
-            f"send expects a Pid, a registered name (str) or an alias (Ref), got {dest!r}"
-        )
-    if node.strict:
-        check_immutable(msg)
-    # node.deliver, inlined: this is the hot path.
-    mbox = p.mbox
-    if mbox is None:
-        node.deliver(p, msg)
-        return msg
-    mbox.append(msg)
-    if p.waiting and not p.queued:
-        # node.wake, inlined
-        p.queued = True
-        node.runq.append(p)
-        if not node._drain_scheduled:
-            node._drain_scheduled = True
-            node.hub.loop.run_callback(node._drain)
-    return msg
-
-
-def receive(match: Any = None, timeout: float | None = None, *, default: Any = _MISSING) -> Any:
-    """Take the oldest message that matches ``match`` from the mailbox, waiting if needed.
-
-    ``match`` is ``None`` (any message), a class (``receive(Down)``), a tuple pattern
-    whose elements are values, classes, nested tuples or ``ANY``
-    (``receive(("reply", ref, ANY))``), or a predicate ``fn(msg) -> bool``. Messages
-    that do not match stay in the mailbox, in order.
-
-    ``timeout`` is in seconds (``None`` waits forever, ``0`` only looks at what is
-    already there). It starts on entry and is not reset by arrivals that do not match.
-    On timeout, returns ``default`` if one was given, else raises ``ReceiveTimeout``.
-    """
-    p = getcurrent()
-    if p.__class__ is not Process:
-        _me("receive")
-    if match is None:
-        mbox = p.mbox
-        if not p.dead:
-            if mbox:  # the oldest message is there: no wait, no deadline
-                if timeout is None:
-                    return mbox.popleft()
-                c = timeout.__class__
-                if (c is float or c is int) and timeout >= 0:  # (NaN is not >= 0)
-                    return mbox.popleft()
-            elif timeout == 0 and default is not _MISSING and (
-                    timeout.__class__ is int or timeout.__class__ is float):
-                return default  # a poll of an empty mailbox (a loop's "anything else?")
-    return p.node.receive(p, match, timeout, default)
+    me.node.yield_now(me)
 
 
 def sleep(seconds: float) -> None:
@@ -344,10 +260,7 @@ def _never(_msg: Any) -> bool:
 def flush() -> list[Any]:
     """Remove and return every message in the caller's mailbox."""
     me = _me("flush")
-    msgs = list(me.mbox or ())
-    if me.mbox:
-        me.mbox.clear()
-    return msgs
+    return me.node.flush(me)
 
 
 def self() -> Pid:
@@ -381,7 +294,7 @@ def exit(*args: Any) -> None:
     cur = getcurrent()
     sender = cur if cur.__class__ is Process else None
     if sender is not None and sender.dead:
-        node._zombie(sender)
+        node.zombie(sender)
     node.exit_signal(sender, args[0], args[1])
     if sender is not None:
         _check_dead(sender)
@@ -466,7 +379,7 @@ def whereis(name: str) -> Pid | None:
     node = _RUNNING.node
     if node is None:
         node = current_node()
-    p = node.names.get(name)
+    p = node.resolve(name)
     return p.pid if p is not None else None
 
 

@@ -781,7 +781,7 @@ class Node:
 
     def receive(self, p: Process, match: Any, timeout: float | None, default: Any) -> Any:
         if p.dead:
-            self._zombie(p)
+            self.zombie(p)
         if timeout is not None:
             if timeout.__class__ is not float and timeout.__class__ is not int:
                 raise BadArg(f"receive timeout must be seconds (float) or None, got {timeout!r}")
@@ -809,7 +809,7 @@ class Node:
             while True:
                 self.block(p)
                 if p.dead:
-                    self._zombie(p)
+                    self.zombie(p)
                 mbox = p.mbox
                 if mbox:
                     if pred is None:
@@ -854,7 +854,7 @@ class Node:
             f"({len(p.mbox or ())} other messages in the mailbox)"
         )
 
-    def _zombie(self, p: Process) -> None:
+    def zombie(self, p: Process) -> None:
         if isinstance(sys.exc_info()[1], ProcessExit):
             # A `finally`/`except ProcessExit` block cleaning up on the way out: not a
             # zombie, just end it again without a warning.
@@ -877,12 +877,12 @@ class Node:
         cur = getcurrent()
         if isinstance(cur, Process):
             if cur.dead:
-                self._zombie(cur)
+                self.zombie(cur)
             self._blocked_waiters.append(cur)
             self.want_idle()
             self.block(cur)
             if cur.dead:
-                self._zombie(cur)
+                self.zombie(cur)
         else:
             ar: AsyncResult = AsyncResult()
             self._blocked_waiters.append(ar)
@@ -1189,7 +1189,7 @@ class Node:
         it carries every behaviour's call, the hottest path there is.
         """
         if p.dead:
-            self._zombie(p)
+            self.zombie(p)
         t = self.procs.get(dest.id)
         if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
             return False, "noproc"
@@ -1242,7 +1242,7 @@ class Node:
             while p.call_tag == aid:
                 self.block(p)
                 if p.dead:
-                    self._zombie(p)
+                    self.zombie(p)
                 tmo = p.tmo
                 if tmo is not None and tmo.fired and p.call_tag == aid:
                     break  # the deadline passed
@@ -1292,18 +1292,35 @@ class Node:
         if mbox:
             return mbox.popleft()
         if p.dead:
-            self._zombie(p)
+            self.zombie(p)
         p.waiting = True
         try:
             while True:
                 self.block(p)
                 if p.dead:
-                    self._zombie(p)
+                    self.zombie(p)
                 mbox = p.mbox
                 if mbox:
                     return mbox.popleft()
         finally:
             p.waiting = False
+
+    def yield_now(self, p: Process) -> None:
+        """``p`` (the running process) lets every other runnable process run first."""
+        if self.runq:
+            self.wake(p)  # to the back of the run queue: the others go first
+            self.block(p)
+            if p.dead:
+                self.zombie(p)
+
+    def flush(self, p: Process) -> list[Any]:
+        """Take every message out of ``p``'s mailbox."""
+        mbox = p.mbox
+        if not mbox:
+            return []
+        msgs = list(mbox)
+        mbox.clear()
+        return msgs
 
     # --- names ------------------------------------------------------------------------
 
