@@ -144,6 +144,11 @@ def top(sort: Sort = "queue", limit: int = 20, *, timeout: float = 1.0) -> list[
                 initial_call=info.initial_call,
             )
         )
+    # The rows show values read after the choice (the processes ran meanwhile: the
+    # message counts are calls): order them by what they show.
+    shown = {"queue": lambda r: r.queue, "memory": lambda r: r.memory,
+             "messages": lambda r: -1 if r.messages is None else r.messages}[sort]
+    rows.sort(key=shown, reverse=True)
     return rows
 
 
