@@ -167,7 +167,21 @@ import enum
 from typing import Any, ClassVar, NamedTuple
 
 from otp import _gen, proc_lib
-from otp._gen import CALL, CAST, From, Via, check_name
+from otp._gen import (
+    CALL,
+    CAST,
+    From,
+    ReqId,
+    Via,
+    check_name,
+    check_response,
+    receive_response,
+    reqids_add,
+    reqids_new,
+    reqids_size,
+    reqids_to_list,
+    wait_response,
+)
 from otp.errors import BadArg
 from otp.process import Pid, send
 from otp.process import self as _self
@@ -198,10 +212,18 @@ __all__ = [
     "Via",
     "call",
     "cast",
+    "check_response",
+    "receive_response",
     "reply",
+    "reqids_add",
+    "reqids_new",
+    "reqids_size",
+    "reqids_to_list",
+    "send_request",
     "start",
     "start_link",
     "stop",
+    "wait_response",
 ]
 
 
@@ -486,6 +508,14 @@ def start_link(
 
 
 call: _gen.CallFn = _gen.make_call(CALL)
+
+
+def send_request(server: Pid | str | Via, request: Any) -> ReqId:
+    """Send ``request`` to the machine as a ``Call`` event without waiting; returns a
+    ``ReqId`` for ``receive_response`` / ``wait_response`` / ``check_response`` (the
+    same functions as ``otp.gen_server``'s, re-exported here): the answer comes through
+    the request's own reply alias, and a second or late one is dropped (G10)."""
+    return _gen.send_request(server, request, CALL)
 call.__module__ = __name__
 call.__qualname__ = call.__name__ = "call"  # type: ignore[attr-defined]
 call.__doc__ = """call(server, request, timeout=5.0) -> reply

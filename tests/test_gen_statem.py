@@ -157,6 +157,21 @@ def test_call_event_carries_from_and_reply_action_answers(node):
     gen_statem.stop(pid)
 
 
+def test_g10_send_request_answers_only_through_its_own_alias(node):
+    pid = start()
+    req = gen_statem.send_request(pid, ("answer", 7))
+    send(self_pid(), (req, "forged"))  # an ordinary message of any shape never answers
+    assert gen_statem.receive_response(req, timeout=1.0) == 7
+    assert_receive(Ev)
+    assert receive(timeout=0, default=None) == (req, "forged")
+    reqs = gen_statem.reqids_add(gen_statem.send_request(pid, ("answer", 1)), "one",
+                                 gen_statem.reqids_new())
+    answer = gen_statem.wait_response(reqs, timeout=1.0)
+    assert (answer.ok, answer.value, answer.label) == (True, 1, "one")
+    assert gen_statem.reqids_size(answer.reqids) == 0
+    gen_statem.stop(pid)
+
+
 def test_reply_can_come_from_a_later_state_through_reply(node):
     class Deferred(GenStatem):
         def init(self, _):
