@@ -131,6 +131,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 from otp import _gen, code, proc_lib
+from otp import sys as otp_sys
 from otp._gen import (
     CALL,
     CAST,
@@ -152,10 +153,10 @@ from otp._gen import (
     resolve,
     wait_response,
 )
-from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
+from otp.errors import BadArg, ProcessExit
 from otp.lowlevel import current_node, getcurrent
 from otp.proc_lib import ReportedExit, is_clean_exit
-from otp.process import Exit, Pid, is_alive, monitor, receive, send
+from otp.process import Exit, Pid, is_alive, receive, send
 from otp.process import self as _self
 from otp.sys import (
     Debug,
@@ -163,7 +164,6 @@ from otp.sys import (
     NewState,
     Out,
     ProcessStatus,
-    Terminate,
     handle_debug,
     handle_system_msg,
 )
@@ -440,21 +440,7 @@ def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None 
     """Stop the server with ``reason``: it runs ``terminate`` and ends; returns once it
     has. ``CallError("noproc")`` if there is no such server, ``CallTimeout`` after
     ``timeout`` seconds, ``CallError(r)`` if it ended with another reason ``r``."""
-    request = Terminate(reason)
-    pid = resolve(server)
-    if pid is None:
-        raise CallError("noproc", server, request)
-    me = _self()
-    if pid == me:
-        raise CallError("calling_self", server, request)
-    tag = monitor(pid)
-    send(pid, (SYSTEM, (me, tag), request))
-    got = _gen.wait_down(tag, timeout)
-    if got is _gen.TIMEOUT:
-        raise CallTimeout(server, request, timeout)
-    if got == reason:
-        return
-    raise CallError(got, server, request)
+    otp_sys.terminate(server, reason, timeout)
 
 
 # --- the server process -------------------------------------------------------------------
