@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from otp.errors import BadArg, CallError, CallTimeout, NotInProcess
+from otp.errors import BadArg, CallError, CallTimeout, NameTaken, NotInProcess
 from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
 from otp.process import (
     Down,
@@ -52,8 +52,10 @@ from otp.process import (
     make_ref,
     monitor,
     receive,
+    register,
     send,
     unalias,
+    unregister,
     whereis,
 )
 from otp.process import self as _self
@@ -114,6 +116,33 @@ def resolve(server: Any) -> Pid | None:
         f"expected a server: a Pid, a registered name (str) or Via(registry, name), "
         f"got {server!r}"
     )
+
+
+def register_name(name: Any, pid: Pid) -> Pid | None:
+    """Register a behaviour's ``name`` (None, a str, or a ``Via``) for ``pid``: None on
+    success, else the pid holding it (what ``already_started`` reports)."""
+    if name is None:
+        return None
+    if isinstance(name, Via):
+        if name.registry.register_name(name.name, pid):
+            return None
+        return resolve(name) or pid
+    try:
+        register(name, pid)
+    except NameTaken:
+        return whereis(name) or pid
+    return None
+
+
+def unregister_name(name: Any) -> None:
+    """Give up the calling process's ``name`` (after a failed start), if it holds it."""
+    if name is None:
+        return
+    if isinstance(name, Via):
+        name.registry.unregister_name(name.name)
+        return
+    if whereis(name) == _self():
+        unregister(name)
 
 
 def check_name(name: Any) -> None:

@@ -153,10 +153,9 @@ class _Manager:
 
 
 def init_it(name: Any, parent: Pid | None) -> None:
-    from otp import gen_server
 
     me = _self()
-    holder = gen_server._register(name, me)
+    holder = _gen.register_name(name, me)
     if holder is not None:
         proc_lib.init_fail(("already_started", holder), "normal")
     trap_exit(True)

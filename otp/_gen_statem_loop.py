@@ -198,12 +198,11 @@ def _new_class(cb: GenStatem, module: Any) -> type[GenStatem]:
 
 
 def init_it(cls: type[GenStatem], arg: Any, name: Any, parent: Pid | None) -> None:
-    from otp import gen_server
 
     me = _self()
     # A machine started after its module was reloaded runs the new code (A7).
     cls = code.current(cls)
-    holder = gen_server._register(name, me)
+    holder = _gen.register_name(name, me)
     if holder is not None:
         proc_lib.init_fail(("already_started", holder), "normal")
     r: Any
@@ -212,7 +211,7 @@ def init_it(cls: type[GenStatem], arg: Any, name: Any, parent: Pid | None) -> No
         r = cb.init(arg)
     except BaseException:
         if is_alive(me):
-            gen_server._unregister(name)
+            _gen.unregister_name(name)
         raise
     rc = r.__class__
     if rc is Ok:
@@ -226,13 +225,13 @@ def init_it(cls: type[GenStatem], arg: Any, name: Any, parent: Pid | None) -> No
         finally:
             code.unregister_process(me)
     elif rc is Ignore:
-        gen_server._unregister(name)
+        _gen.unregister_name(name)
         proc_lib.init_ack(None)
     elif rc is Stop:
-        gen_server._unregister(name)
+        _gen.unregister_name(name)
         proc_lib.init_fail(r.reason, r.reason)
     else:
-        gen_server._unregister(name)
+        _gen.unregister_name(name)
         reason = ("bad_return_from_init", r)
         proc_lib.init_fail(reason, reason)
 

@@ -150,7 +150,6 @@ from otp._gen import (
     reqids_new,
     reqids_size,
     reqids_to_list,
-    resolve,
     wait_response,
 )
 from otp.errors import BadArg, ProcessExit
@@ -515,43 +514,13 @@ class _Server:
         return ProcessStatus(name=self.name, module=_qualname(type(cb)), state=st["state"])
 
 
-def _register(name: Any, pid: Pid) -> Pid | None:
-    """Register ``name``; None on success, else the pid holding it."""
-    if name is None:
-        return None
-    if isinstance(name, Via):
-        if name.registry.register_name(name.name, pid):
-            return None
-        return resolve(name) or pid
-    from otp.errors import NameTaken
-    from otp.process import register, whereis
-
-    try:
-        register(name, pid)
-    except NameTaken:
-        return whereis(name) or pid
-    return None
-
-
-def _unregister(name: Any) -> None:
-    if name is None:
-        return
-    if isinstance(name, Via):
-        name.registry.unregister_name(name.name)
-        return
-    from otp.process import unregister, whereis
-
-    if whereis(name) == _self():
-        unregister(name)
-
-
 def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> None:
     me = _self()
     # A server started after its module was reloaded runs the new code, as an Erlang
     # process spawned after a load runs the current module; running servers keep their
     # class until otp.sys.change_code (A7).
     cls = code.current(cls)
-    holder = _register(name, me)
+    holder = _gen.register_name(name, me)
     if holder is not None:
         proc_lib.init_fail(("already_started", holder), "normal")
     r: Any
@@ -560,7 +529,7 @@ def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> N
         r = cb.init(arg)
     except BaseException:
         if is_alive(me):
-            _unregister(name)
+            _gen.unregister_name(name)
         raise
     rc = r.__class__
     if rc is Ok:
@@ -572,13 +541,13 @@ def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> N
         finally:
             code.unregister_process(me)
     elif rc is Ignore:
-        _unregister(name)
+        _gen.unregister_name(name)
         proc_lib.init_ack(None)
     elif rc is Stop:
-        _unregister(name)
+        _gen.unregister_name(name)
         proc_lib.init_fail(r.reason, r.reason)
     else:
-        _unregister(name)
+        _gen.unregister_name(name)
         reason = ("bad_return_value", r)
         proc_lib.init_fail(reason, reason)
 
