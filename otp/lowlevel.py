@@ -60,6 +60,15 @@ from typing import Any
 # MockClock (otp.testing), ProcessInfo and the values (otp, otp.process), patch (otp).
 from otp._core.clock import Clock, RealClock
 from otp._core.clock import MockClock as MockClock
+from otp._core.dist import (
+    NOCONNECTION,
+    DistHook,
+    Remote,
+    check_name_node,
+    remote,
+    set_reason_to_wire,
+)
+from otp._core.dist import NodeDown as NodeDown
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -92,9 +101,11 @@ from otp.errors import NotInProcess
 
 __all__ = [
     "CALL_TIMEOUT",
+    "NOCONNECTION",
     "NO_DEFAULT",
     "RUNNING",
     "Clock",
+    "DistHook",
     "Node",
     "NodeVar",
     "OSEvent",
@@ -102,9 +113,11 @@ __all__ = [
     "Process",
     "ProcessVar",
     "RealClock",
+    "Remote",
     "active_socket",
     "cancel_on_exit",
     "check_immutable",
+    "check_name_node",
     "close_socket",
     "compile_pattern",
     "current_node",
@@ -115,7 +128,9 @@ __all__ = [
     "lookup_process",
     "on_exit",
     "other_greenlet_stacks",
+    "remote",
     "run_in_thread",
+    "set_reason_to_wire",
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",

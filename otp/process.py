@@ -56,6 +56,8 @@ from otp.lowlevel import (
     ANY,
     Down,
     Exit,
+    Node,
+    NodeDown,
     Pid,
     Process,
     ProcessInfo,
@@ -63,16 +65,19 @@ from otp.lowlevel import (
     Ref,
     TimerTimeout,
     check_immutable,
+    check_name_node,
     current_node,
     getcurrent,
 )
 from otp.lowlevel import NO_DEFAULT as _MISSING
 from otp.lowlevel import RUNNING as _RUNNING
+from otp.lowlevel import remote as _remote
 
 __all__ = [
     "ANY",
     "Down",
     "Exit",
+    "NodeDown",
     "Pid",
     "ProcessInfo",
     "ProcessVar",
@@ -86,6 +91,9 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "monitor_node",
+    "node",
+    "nodes",
     "now",
     "process_info",
     "processes",
@@ -206,11 +214,14 @@ def yield_now() -> None:
             node._zombie(me)
 
 
-def send(dest: Pid | str, msg: Any) -> Any:
-    """Send ``msg`` to a pid or a registered name; returns ``msg``.
+def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
+    """Send ``msg`` to a pid, a registered name or ``(name, node)``; returns ``msg``.
 
     Sending to a dead pid succeeds silently (nothing is delivered). Sending to a name
-    nobody holds raises ``NoProc``. Never blocks.
+    nobody holds raises ``NoProc``. Never blocks. A pid of another node, or
+    ``(name, node)``, goes through distribution (see ``otp.dist``): it is dropped
+    silently if that node cannot be reached (or this node is not distributed), and
+    so is a message to a name nobody holds there.
     """
     node = _RUNNING.node
     if node is None:
@@ -219,13 +230,15 @@ def send(dest: Pid | str, msg: Any) -> Any:
     if dest.__class__ is Pid:
         p = node.procs.get(dest.id)
         if p is None or (p.pid is not dest and p.pid != dest):
+            if dest.node != node.name:
+                _remote(node).send(_sender(), dest, msg)
             return msg
     elif isinstance(dest, str):
         p = node.names.get(dest)
         if p is None:
             raise NoProc(f"send to {dest!r}: no process is registered under that name", dest)
     else:
-        raise BadArg(f"send expects a Pid or a registered name (str), got {dest!r}")
+        return _send_other(node, dest, msg)
     if node.strict:
         check_immutable(msg)
     # node.deliver, inlined: this is the hot path.
@@ -242,6 +255,32 @@ def send(dest: Pid | str, msg: Any) -> Any:
             node._drain_scheduled = True
             node.hub.loop.run_callback(node._drain)
     return msg
+
+
+def _sender() -> Pid | None:
+    cur = getcurrent()
+    return cur.pid if cur.__class__ is Process else None
+
+
+def _send_other(node: Node, dest: Any, msg: Any) -> Any:
+    # send's slow path: (name, node).
+    if dest.__class__ is tuple:
+        name, where = check_name_node(dest, "send")
+        if where == node.name:
+            p = node.names.get(name)
+            if p is None:
+                raise NoProc(
+                    f"send to {dest!r}: no process is registered under that name", name
+                )
+            if node.strict:
+                check_immutable(msg)
+            node.deliver(p, msg)
+        else:
+            _remote(node).reg_send(_sender(), name, where, msg)
+        return msg
+    raise BadArg(
+        f"send expects a Pid, a registered name (str) or (name, node), got {dest!r}"
+    )
 
 
 def receive(match: Any = None, timeout: float | None = None, *, default: Any = _MISSING) -> Any:
@@ -345,6 +384,7 @@ def link(pid: Pid) -> None:
     """
     me = _me("link")
     me.node.link(me, pid)
+    _check_dead(me)  # a link to an unreachable node: noconnection (P14)
 
 
 def unlink(pid: Pid) -> None:
@@ -353,13 +393,17 @@ def unlink(pid: Pid) -> None:
     me.node.unlink(me, pid)
 
 
-def monitor(target: Pid | str) -> Ref:
+def monitor(target: Pid | str | tuple[str, str]) -> Ref:
     """Monitor a pid or registered name; one ``Down(ref, pid, reason)`` follows its end.
 
     A name is resolved once, now: the monitor follows the process that holds it (and its
     ``Down`` carries that process's pid; unlike Erlang's ``{Name, Node}``). Each call
     makes a separate monitor. A target that is not alive gives ``Down(ref, target,
     "noproc")`` at once (``target`` as given: the pid, or the name).
+
+    ``(name, node)`` monitors a name on a node; its ``Down`` names ``(name, node)``, as
+    Erlang's does. A monitor of a process on another node fires with reason
+    ``"noconnection"`` when the connection to it is lost (or cannot be made).
     """
     me = _me("monitor")
     return me.node.monitor(me, target)
@@ -385,11 +429,42 @@ def trap_exit(flag: bool) -> bool:
     return old
 
 
-def is_alive(pid: Pid) -> bool:
-    """True if ``pid`` is a live process of this node."""
+def is_alive(pid: Pid | None = None) -> bool:
+    """True if ``pid`` is a live process of this node.
+
+    With no argument: whether this node is distributed (Erlang's ``is_alive/0``;
+    see ``otp.dist.start``). A pid of another node is a ``BadArg`` (as
+    ``is_process_alive`` in Erlang): monitor it instead.
+    """
+    if pid is None:
+        return current_node().dist is not None
     if pid.__class__ is not Pid:
         raise BadArg(f"is_alive expects a Pid, got {pid!r}")
-    return current_node().lookup(pid) is not None
+    node = current_node()
+    if pid.node != node.name:
+        raise BadArg(f"is_alive expects a pid of this node ({node.name}), got {pid!r}")
+    return node.lookup(pid) is not None
+
+
+def node() -> str:
+    """This node's name (``"nonode@nohost"`` when it is not distributed)."""
+    return current_node().name
+
+
+def nodes() -> list[str]:
+    """The nodes this node is connected to now (visible ones)."""
+    hook = current_node().dist
+    return [] if hook is None else list(hook.nodes())
+
+
+def monitor_node(node: str, flag: bool = True) -> None:
+    """Monitor the connection to ``node``: ``NodeDown(node)`` arrives when it is lost,
+    or at once if it cannot be made or this node is not distributed. Each call with
+    ``flag=True`` gives one more ``NodeDown``; ``flag=False`` turns them all off."""
+    me = _me("monitor_node")
+    if not isinstance(flag, bool):
+        raise BadArg(f"monitor_node expects flag True or False, got {flag!r}")
+    _remote(me.node).monitor_node(me, node, flag)
 
 
 def register(name: str, pid: Pid) -> None:
