@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import math
 import operator
 import struct
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +55,7 @@ from otp.dist._etf_types import (
 )
 from otp.lowlevel import Down, Exit, Pid, Ref, TimerTimeout
 
-__all__ = ["decode", "encode", "set_creation", "encode_reason", "decode_reason"]
+__all__ = ["decode", "decode_reason", "encode", "encode_reason", "set_creation"]
 
 # --- tags (erts/doc: erl_ext_dist) ----------------------------------------------------
 NEW_FLOAT = 70
@@ -309,7 +309,7 @@ def _enc_map(t: dict[Any, Any], out: bytearray, otpy: bool) -> None:
         try:
             _enc(v, out, otpy)
         except NotSendable as exc:
-            exc.steps.append(k)
+            exc.steps.append(f"[{k!r}]")
             raise
 
 
@@ -538,7 +538,7 @@ def decode(data: bytes | bytearray | memoryview, pos: int = 0, *, otpy: bool = T
     if data.__class__ is not bytes:
         data = bytes(data)
     try:
-        return _dec(data, pos, otpy)  # type: ignore[arg-type]
+        return _dec(data, pos, otpy)
     except BadTerm:
         raise
     except (IndexError, struct.error):
@@ -579,7 +579,7 @@ def _dec_node(d: bytes, pos: int) -> tuple[str, int]:
     return node, pos
 
 
-def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:  # noqa: C901 - one dispatch
+def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     tag = d[pos]
     if tag == BINARY:
         start = pos + 5
@@ -605,7 +605,7 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:  # noqa: C901 - one
             if n > len(d) - pos:
                 raise BadTerm(f"a tuple of {n} elements at offset {pos - 5} is longer "
                               f"than the {len(d) - pos} bytes left")  # fmt: skip
-        items = []
+        items: list[Any] = []
         append = items.append
         for _ in range(n):
             tag = d[pos]
@@ -752,7 +752,7 @@ def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     if n > len(d) - pos:
         raise BadTerm(f"a list of {n} elements at offset {pos - 5} is longer than the "
                       f"{len(d) - pos} bytes left")  # fmt: skip
-    items = []
+    items: list[Any] = []
     append = items.append
     for _ in range(n):
         v, pos = _dec(d, pos, otpy)
@@ -794,8 +794,34 @@ def _dec_map(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     return out, pos
 
 
+_STR_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _str_fields(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` annotated ``str``: a binary from BEAM (bytes) becomes a str
+    there, the way an Elixir struct's string field is meant."""
+    names = _STR_FIELDS.get(cls)
+    if names is None:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # unresolvable annotations: no conversion
+            hints = {}
+        names = frozenset(k for k, v in hints.items() if v is str)
+        _STR_FIELDS[cls] = names
+    return names
+
+
 def _build_struct(cls: type, name: str, fields: dict[Any, Any]) -> Any:
     kwargs = {str(k): v for k, v in fields.items() if k != "__struct__"}
+    for k in _str_fields(cls):
+        v = kwargs.get(k)
+        if v.__class__ is bytes:
+            try:
+                kwargs[k] = v.decode()
+            except UnicodeDecodeError:
+                raise BadTerm(
+                    f"the {name} struct's field {k} is not UTF-8 text: {v[:40]!r}"
+                ) from None
     try:
         return cls(**kwargs)
     except Exception as exc:  # the class's own checks: report as a bad term
@@ -876,7 +902,7 @@ def encode_reason(reason: Any, *, otpy: bool = True) -> Any:
         return Atom(reason)
     if reason.__class__ is tuple and reason and reason[0].__class__ is str \
             and reason[0] in _REASON_ATOMS:  # fmt: skip
-        return (Atom(reason[0]),) + reason[1:]
+        return (Atom(reason[0]), *reason[1:])
     return reason
 
 
@@ -885,7 +911,7 @@ def decode_reason(term: Any) -> Any:
     if term.__class__ is Atom:
         return str(term) if term in _REASON_ATOMS else term
     if term.__class__ is tuple and term and term[0].__class__ is Atom and term[0] in _REASON_ATOMS:
-        return (str(term[0]),) + term[1:]
+        return (str(term[0]), *term[1:])
     return term
 
 

@@ -159,7 +159,7 @@ class Fun:
         return f"Fun(<{len(self.raw)} bytes>)"
 
 
-class ForeignException(Exception):  # noqa: N818 - it names what it holds
+class ForeignException(Exception):
     """An exception (an exit reason, typically) whose class the receiving node does not
     know: ``type_name`` is the sender's ``module.QualName``, ``args`` and ``attrs`` its
     arguments and attributes."""
