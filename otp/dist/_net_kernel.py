@@ -95,7 +95,21 @@ def start(
     insecure: bool = False,
     max_packet: int = 64 * 1024 * 1024,
 ) -> str:
-    """See ``otp.dist.start``."""
+    """Make the running node distributed as ``name`` (``"name@host"``, or ``"name"``:
+    then the host is this machine's short hostname); returns the full name.
+
+    Listens on ``listen`` (a free port), registers with EPMD (``epmd_port``, else
+    ``ERL_EPMD_PORT``, else 4369; when none answers, this node serves the names
+    itself), and starts the ``net_kernel`` process. ``cookie`` (else ``cookie_file``,
+    else ``~/.erlang.cookie``) authenticates peers. ``net_ticktime``: a peer silent
+    that long is declared down. ``max_packet``: the largest packet sent or accepted
+    (bytes). ``tls``: (server context, client context) for TLS distribution between
+    otpy nodes. A non-loopback ``listen`` needs ``tls`` or ``insecure=True``.
+
+    The node takes the name: processes spawned from now on carry it in their pids.
+    Raises ``NodeError`` when already distributed, ``BadArg`` on a bad argument,
+    ``EpmdError`` when the name is taken.
+    """
     me = _me("otp.dist.start")
     node = current_node()
     if STATE.get() is not None:
@@ -185,7 +199,9 @@ def _undo(started: _Started) -> None:
 
 
 def stop() -> None:
-    """See ``otp.dist.stop``."""
+    """Stop the distribution: close every connection (their links and monitors fire
+    ``noconnection``), unregister from EPMD, stop the listener and ``net_kernel``.
+    Does nothing when the node is not distributed."""
     _me("otp.dist.stop")
     started = STATE.get()
     if started is None:
@@ -234,7 +250,8 @@ def _wait_up(conn: Connection) -> bool:
 
 
 def connect(node: str) -> bool:
-    """See ``otp.dist.connect``."""
+    """Make sure a connection to ``node`` is up (Erlang's ``net_kernel:connect_node``):
+    True when it is, False when it cannot be made (no such node, wrong cookie, ...)."""
     st = state()
     if node == st.name:
         return True
@@ -248,7 +265,8 @@ def _check_node_name(node: Any) -> None:
 
 
 def ping(node: str) -> str:
-    """See ``otp.dist.ping``."""
+    """``"pong"`` when ``node`` answers (as ``net_adm:ping``: a call to its
+    ``net_kernel``, ``{is_auth, ThisNode}``), else ``"pang"``."""
     st = state()
     if node == st.name:
         return "pong"
@@ -275,7 +293,7 @@ def ping(node: str) -> str:
 
 
 def nodes() -> list[str]:
-    """See ``otp.dist.nodes``."""
+    """The nodes connected now (sorted names)."""
     started = STATE.get()
     if started is None:
         return []
@@ -283,7 +301,7 @@ def nodes() -> list[str]:
 
 
 def disconnect(node: str) -> bool:
-    """See ``otp.dist.disconnect``."""
+    """Close the connection to ``node``; False when there was none."""
     st = state()
     conn = st.conns.get(node)
     if conn is None or not conn.up:
@@ -418,6 +436,6 @@ class DistHookImpl:
 
 
 def node() -> str:
-    """See ``otp.dist.node``."""
+    """This node's name (``"nonode@nohost"``-like when it is not distributed)."""
     started = STATE.get()
     return started.st.name if started is not None else current_node().name
