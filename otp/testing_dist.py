@@ -90,7 +90,7 @@ class _Child:
 
     def __init__(self, argv: list[str], log_path: pathlib.Path, env: dict[str, str]) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in _reap
+        self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -262,9 +262,9 @@ _ERL_LOOP = (
     "L = fun Loop(B) -> case io:get_line('') of eof -> halt(); {error, _} -> halt(); "
     "Line -> {R, B3} = try {ok, T, _} = erl_scan:string(Line), "
     "{ok, Es} = erl_parse:parse_exprs(T), {value, V, B2} = erl_eval:exprs(Es, B), "
-    "{{ok, V}, B2} catch C:E -> {{error, lists:flatten(io_lib:format(\"~p:~p\", [C, E]))}, B} "
-    "end, io:format(\"@@~s~n\", [base64:encode(term_to_binary(R))]), Loop(B3) end end, "
-    "io:format(\"@@ready~n\"), L(erl_eval:new_bindings())."
+    '{{ok, V}, B2} catch C:E -> {{error, lists:flatten(io_lib:format("~p:~p", [C, E]))}, B} '
+    'end, io:format("@@~s~n", [base64:encode(term_to_binary(R))]), Loop(B3) end end, '
+    'io:format("@@ready~n"), L(erl_eval:new_bindings()).'
 )
 
 
@@ -420,10 +420,19 @@ def _answer(ok: bool, value: Any = None, error: str | None = None) -> None:
         out["repr"] = repr(value)
         try:
             out["value"] = base64.b64encode(pickle.dumps(value)).decode()
-        except Exception:  # noqa: BLE001 - unpicklable: the repr stands in
+        except Exception:
             out["value"] = None
     sys.stdout.write("@@" + json.dumps(out) + "\n")
     sys.stdout.flush()
+
+
+def _done_or_down(ref: Any) -> Any:
+    from otp.process import Down
+
+    return lambda m: (
+        (m.__class__ is tuple and len(m) == 3 and m[0] == "$done")
+        or (m.__class__ is Down and m.ref is ref)
+    )
 
 
 def _serve(name: str, cookie: str, epmd_port: int) -> None:
@@ -446,12 +455,12 @@ def _serve(name: str, cookie: str, epmd_port: int) -> None:
         def run(req: dict[str, Any] = req) -> None:
             try:
                 if req["op"] == "eval":
-                    value = eval(req["code"], ns)  # noqa: S307 - the test's own code
+                    value = eval(req["code"], ns)
                 else:
-                    exec(req["code"], ns)  # noqa: S102
+                    exec(req["code"], ns)
                     value = None
                 send(me, ("$done", True, value))
-            except BaseException as e:  # noqa: BLE001 - reported to the test
+            except BaseException as e:
                 text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
                 send(me, ("$done", False, text))
                 if not isinstance(e, Exception):
@@ -459,12 +468,7 @@ def _serve(name: str, cookie: str, epmd_port: int) -> None:
 
         pid = spawn(run)
         ref = monitor(pid)
-        got = receive(
-            lambda m: (m.__class__ is tuple and len(m) == 3 and m[0] == "$done")
-            or (m.__class__ is Down and m.ref is ref),
-            req["timeout"],
-            default=None,
-        )
+        got = receive(_done_or_down(ref), req["timeout"], default=None)
         if got is None:
             exit(pid, "kill")
             _answer(False, error=f"no result within {req['timeout']} s")
@@ -472,7 +476,7 @@ def _serve(name: str, cookie: str, epmd_port: int) -> None:
             _answer(False, error=f"the evaluating process ended: {got.reason!r}")
         else:
             _answer(True, got[2]) if got[1] else _answer(False, error=got[2])
-            receive(lambda m: m.__class__ is Down and m.ref is ref)
+            receive(_done_or_down(ref))  # its Down: the process is gone
 
 
 def main(argv: list[str] | None = None) -> None:
