@@ -492,8 +492,8 @@ def _order_of_pair(pair: tuple[Any, Any]) -> Any:
 
 def _order(t: Any) -> Any:
     cls = t.__class__
-    if cls is int or cls is float:
-        return (0, t, cls is float)
+    if cls is int or cls is float:  # as map keys, every integer sorts before any float
+        return (0, cls is float, t)
     if cls is Atom:
         return (1, t.encode())
     if cls is bool:

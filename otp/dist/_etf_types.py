@@ -136,6 +136,10 @@ class BitBinary:
             raise BadArg(f"BitBinary data must be non-empty bytes, got {self.data!r}")
         if self.bits.__class__ is not int or not 1 <= self.bits <= 8:
             raise BadArg(f"BitBinary bits must be an int in 1..8, got {self.bits!r}")
+        if self.bits < 8 and self.data[-1] & (0xFF >> self.bits):
+            # The bits past the last one are not part of the value: zero them, as BEAM does.
+            last = self.data[-1] & (0xFF << (8 - self.bits)) & 0xFF
+            object.__setattr__(self, "data", self.data[:-1] + bytes((last,)))
 
 
 @dataclasses.dataclass(frozen=True)
