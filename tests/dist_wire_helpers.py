@@ -84,7 +84,9 @@ def erl_env(epmd_port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def erl_child(name: str, cookie: str, epmd_port: int, *args: str) -> Iterator[subprocess.Popen[Any]]:
+def erl_child(
+    name: str, cookie: str, epmd_port: int, *args: str
+) -> Iterator[subprocess.Popen[Any]]:
     """A real ``erl`` node ``name`` (a long name) that stays up; killed at the end."""
     p = subprocess.Popen(
         [ERL or "erl", "-noshell", "-name", name, "-setcookie", cookie, *args],
