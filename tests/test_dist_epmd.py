@@ -11,9 +11,9 @@ import otp
 from otp import dist
 from otp.dist import _epmd, _net_kernel
 from tests.dist_wire_helpers import (
+    epmd_child,
     erl_child,
     erl_eval,
-    epmd_child,
     free_port,
     needs_erl,
     wait_for,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import otp
 from otp import dist
 from otp.dist import _epmd
-from tests.dist_wire_helpers import erl_child, erl_eval, epmd_child, needs_erl, wait_for
+from tests.dist_wire_helpers import epmd_child, erl_child, erl_eval, needs_erl, wait_for
 
 pytestmark = needs_erl
 
