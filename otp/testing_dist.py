@@ -399,6 +399,67 @@ class Cluster:
 
 
 # --- the child's side: python -m otp.testing_dist ----------------------------------------
+#
+# Code run on a node sees, besides otp.process's functions, ``gen_server`` and ``dist``:
+# ``start_probe()``, a process that traps exits and keeps every message it gets (link
+# to it, monitor from it, send to it), and ``probe_wait(pred, timeout)``, the first
+# message it kept (or keeps later) for which ``pred`` holds.
+
+
+def start_probe(name: str = "probe") -> Any:
+    """On a node: start and register a process that traps exits and keeps every
+    message; returns its pid."""
+    from otp.process import receive, register, send, spawn, trap_exit
+
+    def loop() -> None:
+        trap_exit(True)
+        kept: list[Any] = []
+        waiters: list[tuple[Any, Any]] = []
+        while True:
+            m = receive()
+            if m.__class__ is tuple and len(m) == 3 and m[0] == "$probe_wait":
+                hit = next((k for k in kept if m[1](k)), _NONE)
+                if hit is _NONE:
+                    waiters.append((m[1], m[2]))
+                else:
+                    send(m[2], ("$probe_hit", hit))
+                continue
+            if m.__class__ is tuple and len(m) == 2 and m[0] == "$probe_all":
+                send(m[1], ("$probe_all", tuple(kept)))
+                continue
+            kept.append(m)
+            for w in [w for w in waiters if w[0](m)]:
+                waiters.remove(w)
+                send(w[1], ("$probe_hit", m))
+
+    pid = spawn(loop)
+    register(name, pid)
+    return pid
+
+
+_NONE: Any = object()
+
+
+def probe_wait(pred: Any, timeout: float = 10.0, name: str = "probe") -> Any:
+    """On a node: the first message the probe kept (or keeps within ``timeout``) for
+    which ``pred`` holds; ``TimeoutError`` if none comes."""
+    from otp.process import receive, self, send
+
+    send(name, ("$probe_wait", pred, self()))
+    got = receive(
+        lambda m: m.__class__ is tuple and m[:1] == ("$probe_hit",), timeout, default=None
+    )
+    if got is None:
+        raise TimeoutError(f"the probe got no matching message within {timeout} s")
+    return got[1]
+
+
+def probe_messages(name: str = "probe") -> tuple[Any, ...]:
+    """On a node: every message the probe kept, oldest first."""
+    from otp.process import receive, self, send
+
+    send(name, ("$probe_all", self()))
+    return receive(lambda m: m.__class__ is tuple and m[:1] == ("$probe_all",), 10.0)[1]  # type: ignore[no-any-return]
 
 
 def _namespace() -> dict[str, Any]:
@@ -406,7 +467,14 @@ def _namespace() -> dict[str, Any]:
     import otp.process
     from otp import dist, gen_server
 
-    ns: dict[str, Any] = {"otp": otp, "dist": dist, "gen_server": gen_server}
+    ns: dict[str, Any] = {
+        "otp": otp,
+        "dist": dist,
+        "gen_server": gen_server,
+        "start_probe": start_probe,
+        "probe_wait": probe_wait,
+        "probe_messages": probe_messages,
+    }
     for name in otp.process.__all__:
         ns[name] = getattr(otp.process, name)
     return ns
