@@ -6,9 +6,11 @@ connection; cookies from a file."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
+import subprocess
 import time
 
 import pytest
@@ -239,3 +241,44 @@ def test_listening_beyond_loopback_needs_tls_or_insecure():
         return dist.nodes()
 
     assert otp.run(main, name=ME, timeout=30) == []
+
+
+TLS_NODE = """
+import ssl, sys
+import otp
+otp.patch()
+from otp import dist
+from otp.process import sleep
+
+name, other, epmd_port, cert, key = sys.argv[1:6]
+server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server.load_cert_chain(cert, key)
+client = ssl.create_default_context(cafile=cert)
+
+def main():
+    dist.start(name, cookie="k", epmd_port=int(epmd_port), tls=(server, client))
+    print("ready", flush=True)
+    if other != "-":
+        print(dist.ping(other), dist.nodes(), flush=True)
+    sleep(60)
+
+otp.run(main, name=name)
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_distribution_between_two_otpy_nodes(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    epmd_port = str(free_port())
+    a, b = "ta@127.0.0.1", "tb@127.0.0.1"
+    with otpy_child(TLS_NODE, a, "-", epmd_port, str(cert), str(key)) as pa:
+        assert pa.stdout is not None and pa.stdout.readline().strip() == "ready"
+        with otpy_child(TLS_NODE, b, a, epmd_port, str(cert), str(key)) as pb:
+            assert pb.stdout is not None and pb.stdout.readline().strip() == "ready"
+            assert pb.stdout.readline().strip() == f"pong ['{a}']"
