@@ -152,6 +152,39 @@ def test_simultaneous_connect_the_attempt_of_the_greater_name_wins(peer, status)
     assert otp.run(main, name=ME, timeout=30) == status
 
 
+def test_a_connect_from_a_peer_still_connected_is_asked_alive_and_true_replaces_it():
+    def main():
+        port = _start()
+        try:
+            st = _net_kernel.state()
+            status, first = _initiate(port, "p@127.0.0.1", "sesame")
+            assert status == "ok"
+            old = st.conns["p@127.0.0.1"]
+            # "false": the newcomer gives up, the old connection stays
+            s = _dial(port)
+            hs.send_name(s, "p@127.0.0.1", hs.FLAGS, 8)
+            assert hs.recv_status(s) == "alive"
+            hs.send_status(s, "false")
+            _drain_until_closed(s)
+            assert st.conns["p@127.0.0.1"] is old and old.up
+            # "true": the old connection is replaced by the new one
+            s = _dial(port)
+            hs.send_name(s, "p@127.0.0.1", hs.FLAGS, 9)
+            assert hs.recv_status(s) == "alive"
+            hs.send_status(s, "true")
+            ch = hs.recv_challenge(s)
+            hs.send_challenge_reply(s, 5, ch.challenge, "sesame")
+            hs.recv_challenge_ack(s, 5, "sesame", ME)
+            _drain_until_closed(first)  # the node closed the old one
+            assert old.closed and st.conns["p@127.0.0.1"] is not old
+            s.close()
+            return True
+        finally:
+            dist.stop()
+
+    assert otp.run(main, name=ME, timeout=30) is True
+
+
 def _fuzz_cases(rng: random.Random) -> list[bytes]:
     raw = b"f@127.0.0.1"
     body = b"N" + struct.pack(">QIH", hs.FLAGS, 1, len(raw)) + raw

@@ -26,9 +26,9 @@ the node's cooperative sockets.
 
     def main():
         server = _epmd.NameServer.start("127.0.0.1", 0)
-        conn, creation = _epmd.register("a", 9999, epmd_port=server.port)
+        reg = _epmd.register("a", 9999, epmd_port=server.port)  # held while open
         assert _epmd.port_please("a", "127.0.0.1", epmd_port=server.port) == 9999
-        conn.close()
+        reg.close()
         server.stop()
 
     otp.run(main)
