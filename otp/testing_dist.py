@@ -109,6 +109,11 @@ class _Child:
         return self.proc.poll() is None
 
     def write_line(self, line: str) -> None:
+        if not self.alive():
+            raise RemoteError(
+                f"{self!r} ended (exit status {self.proc.returncode}); "
+                f"see its log {self.log_path}:\n{_tail(self.log_path)}"
+            )
         assert self.proc.stdin is not None
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
@@ -494,11 +499,13 @@ def _answer(ok: bool, value: Any = None, error: str | None = None) -> None:
     sys.stdout.flush()
 
 
-def _done_or_down(ref: Any) -> Any:
+def _done_or_down(rid: int, ref: Any) -> Any:
+    # The result of request ``rid`` or the Down of its evaluating process (a result of
+    # an earlier request that timed out may still come: it is not looked at).
     from otp.process import Down
 
     return lambda m: (
-        (m.__class__ is tuple and len(m) == 3 and m[0] == "$done")
+        (m.__class__ is tuple and len(m) == 4 and m[:2] == ("$done", rid))
         or (m.__class__ is Down and m.ref is ref)
     )
 
@@ -513,6 +520,7 @@ def _serve(name: str, cookie: str, epmd_port: int) -> None:
     sys.stdout.write("@@" + json.dumps({"node": full}) + "\n")
     sys.stdout.flush()
     me = self()
+    rids = itertools.count(1)
     while True:
         line = run_in_thread(sys.stdin.readline)
         if not line:
@@ -520,31 +528,34 @@ def _serve(name: str, cookie: str, epmd_port: int) -> None:
         req = json.loads(line)
         ns.update(pickle.loads(base64.b64decode(req["bindings"])))
 
-        def run(req: dict[str, Any] = req) -> None:
+        rid = next(rids)
+
+        def run(req: dict[str, Any] = req, rid: int = rid) -> None:
             try:
                 if req["op"] == "eval":
                     value = eval(req["code"], ns)
                 else:
                     exec(req["code"], ns)
                     value = None
-                send(me, ("$done", True, value))
+                send(me, ("$done", rid, True, value))
             except BaseException as e:
                 text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-                send(me, ("$done", False, text))
+                send(me, ("$done", rid, False, text))
                 if not isinstance(e, Exception):
                     raise
 
         pid = spawn(run)
         ref = monitor(pid)
-        got = receive(_done_or_down(ref), req["timeout"], default=None)
+        got = receive(_done_or_down(rid, ref), req["timeout"], default=None)
         if got is None:
             exit(pid, "kill")
+            receive(_done_or_down(-1, ref))
             _answer(False, error=f"no result within {req['timeout']} s")
         elif got.__class__ is Down:
             _answer(False, error=f"the evaluating process ended: {got.reason!r}")
         else:
-            _answer(True, got[2]) if got[1] else _answer(False, error=got[2])
-            receive(_done_or_down(ref))  # its Down: the process is gone
+            _answer(True, got[3]) if got[2] else _answer(False, error=got[3])
+            receive(_done_or_down(-1, ref))  # its Down: the process is gone
 
 
 def main(argv: list[str] | None = None) -> None:
