@@ -267,7 +267,8 @@ _ERL_LOOP = (
     "L = fun Loop(B) -> case io:get_line('') of eof -> halt(); {error, _} -> halt(); "
     "Line -> {R, B3} = try {ok, T, _} = erl_scan:string(Line), "
     "{ok, Es} = erl_parse:parse_exprs(T), {value, V, B2} = erl_eval:exprs(Es, B), "
-    '{{ok, V}, B2} catch C:E -> {{error, lists:flatten(io_lib:format("~p:~p", [C, E]))}, B} '
+    "{{ok, V}, B2} catch C:E -> "
+    '{{error, unicode:characters_to_binary(io_lib:format("~p:~p", [C, E]))}, B} '
     'end, io:format("@@~s~n", [base64:encode(term_to_binary(R))]), Loop(B3) end end, '
     'io:format("@@ready~n"), L(erl_eval:new_bindings()).'
 )
@@ -323,7 +324,8 @@ class ErlNode:
         data = base64.b64decode(self.child.read_line(timeout, b"@@"))
         (status, value), _ = decode(data, 1, otpy=False)
         if status != "ok":
-            raise RemoteError(f"on {self.name}: {value}")
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            raise RemoteError(f"on {self.name}: {text}")
         return value
 
     def kill(self) -> None:
