@@ -42,6 +42,8 @@ Client API -> callback (as in OTP's gen_server.erl):
 ``start`` / ``start_link``               ``init(arg)`` (in the new process; they return
                                          after it)
 ``call(server, request, timeout)``       ``handle_call(request, from_, state)``
+``send_request(server, request)``        ``handle_call(request, from_, state)`` (the
+                                         answer is awaited later: ``receive_response``)
 ``cast(server, request)``                ``handle_cast(request, state)``
 any other message, ``"timeout"``         ``handle_info(msg, state)``
 a ``Continue(arg)`` action               ``handle_continue(arg, state)``
@@ -85,6 +87,15 @@ Timeouts and failures (docs/semantics.md G1-G9):
 - ``call`` waits 5 s by default (``timeout=None``: forever). On timeout it raises
   ``CallTimeout`` naming the server, the request and the timeout; the server still
   handles the request and its late reply is dropped, never reaching the caller.
+- A reply travels through the call's own alias (``from_`` is ``(caller_pid,
+  alias)``): no other message, whatever its shape, can answer a call, and a second
+  reply to the same ``from_`` is dropped (G10). ``send_request`` returns a ``ReqId``
+  at once; ``receive_response(req_id, timeout)`` returns the reply (``CallError`` /
+  ``CallTimeout`` as for ``call``; a timeout abandons the request),
+  ``wait_response`` is the same but a timeout keeps the request, ``check_response``
+  tells whether a message a loop received is the answer (``NO_RESPONSE`` if not).
+  ``reqids_new``/``reqids_add`` make a collection of requests, each with a label,
+  which those three answer one ``Answer(ok, value, label, reqids)`` at a time.
 - ``call`` to a name nobody holds raises ``CallError("noproc")`` at once; if the server
   dies during the call, ``CallError`` carries its exit reason at once; a server
   calling itself gets ``CallError("calling_self")``.
@@ -120,7 +131,27 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 from otp import _gen, code, proc_lib
-from otp._gen import CALL, CAST, SYSTEM, From, Via, check_name, resolve
+from otp._gen import (
+    CALL,
+    CAST,
+    NO_RESPONSE,
+    SYSTEM,
+    Answer,
+    From,
+    ReqId,
+    ReqIds,
+    Response,
+    Via,
+    check_name,
+    check_response,
+    receive_response,
+    reqids_add,
+    reqids_new,
+    reqids_size,
+    reqids_to_list,
+    resolve,
+    wait_response,
+)
 from otp.errors import BadArg, CallError, CallTimeout, ProcessExit
 from otp.lowlevel import current_node, getcurrent
 from otp.proc_lib import ReportedExit, is_clean_exit
@@ -138,6 +169,8 @@ from otp.sys import (
 )
 
 __all__ = [
+    "NO_RESPONSE",
+    "Answer",
     "Continue",
     "From",
     "GenServer",
@@ -146,15 +179,26 @@ __all__ = [
     "NoReply",
     "Ok",
     "Reply",
+    "ReqId",
+    "ReqIds",
+    "Response",
     "Stop",
     "Timeout",
     "Via",
     "call",
     "cast",
+    "check_response",
+    "receive_response",
     "reply",
+    "reqids_add",
+    "reqids_new",
+    "reqids_size",
+    "reqids_to_list",
+    "send_request",
     "start",
     "start_link",
     "stop",
+    "wait_response",
 ]
 
 report_log = logging.getLogger("otp.report")
@@ -369,7 +413,27 @@ def reply(from_: From, value: Any) -> None:
 
     A reply after the caller gave up (timed out) is dropped.
     """
-    current_node().gen_reply(from_[0], from_[1], value)  # (_gen.reply, one call less)
+    _gen.reply(from_, value)
+
+
+def send_request(server: Pid | str | Via, request: Any) -> ReqId:
+    """Send ``request`` to the server's ``handle_call`` without waiting; returns a
+    ``ReqId`` for ``receive_response`` / ``wait_response`` / ``check_response`` (also
+    re-exported here). Like ``call``, only the request's own answer counts: it arrives
+    through a reply alias, and a second or late one is dropped (G10).
+
+    Example::
+
+        req = gen_server.send_request(srv, "get")
+        ...                                   # do something else meanwhile
+        value = gen_server.receive_response(req, timeout=1.0)
+
+    Several at once: ``reqs = reqids_add(send_request(a, q), "a", reqids_new())`` ...,
+    then ``receive_response(reqs)`` returns an ``Answer(ok, value, label, reqids)`` per
+    answer, whichever comes first. Never fails: a missing server answers with
+    ``CallError("noproc")`` (an ``Answer`` with ``ok=False`` in a collection).
+    """
+    return _gen.send_request(server, request, CALL)
 
 
 def stop(server: Pid | str | Via, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -540,7 +604,11 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
     """The main loop. Hot path: a call returning ``Reply`` with no action."""
     cb = srv.cb
     parent = srv.parent
-    gen_reply = current_node().gen_reply
+    # Replies go straight to the kernel: this loop runs only while the server lives
+    # (a dead process's replies, from terminate or a finally, go through _gen.reply,
+    # which drops them: P17).
+    send_alias = current_node().send_alias
+    reply = _gen.reply
     dbg: Debug | None = None
     msg: Any = None
     r: Any = None
@@ -587,7 +655,11 @@ def _loop(srv: _Server, state: Any, action: Any) -> None:
                 r = cb.handle_call(msg[2], from_, state)
                 rc = r.__class__
                 if rc is Reply:
-                    gen_reply(from_[0], from_[1], r[0])  # reply(from_, value)
+                    a = from_[1]
+                    if a.__class__ is int:  # a call's alias: _gen.reply, inlined
+                        send_alias(from_[0], a, r[0])
+                    else:
+                        reply(from_, r[0])
                     state = r[1]
                     if dbg is not None:
                         dbg = handle_debug(dbg, Out(r[0], from_[0], state), srv.label())

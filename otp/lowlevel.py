@@ -25,14 +25,14 @@ The kernel objects:
 
 - ``Node``: one node (process table, names, timers, clock). ``current_node()`` is the
   running one (``NodeError`` when none runs). Its methods (``spawn``, ``deliver``,
-  ``receive``, ``monitor``, ``lookup``, ``gen_reply``...) are the kernel's own steps: they
+  ``receive``, ``monitor``, ``lookup``, ``request_reply``...) are the kernel's own steps: they
   trust their arguments (a ``Process`` of this node), and the public functions of
   ``otp.process`` are the checked way to the same.
 - ``Process``: the kernel's record of a process (a greenlet). ``getcurrent()`` is the
   running greenlet; ``getcurrent().__class__ is Process`` tells "inside a process".
 - ``RUNNING.node``: the running node or None, for hot paths (an attribute read, no
   call). ``NO_DEFAULT``: ``Node.receive``'s "no default: raise ``ReceiveTimeout``".
-  ``CALL_TIMEOUT``: what ``Node.gen_call`` gives back when the deadline passed.
+  ``REQUEST_TIMEOUT``: what ``Node.request_reply`` gives back when the deadline passed.
 
 I/O and threads (what the public ``otp.net`` and ``otp.threads`` present):
 ``active_socket``/``is_active_socket``/``set_socket_owner``/``close_socket`` (the
@@ -79,7 +79,7 @@ from otp._core.net_driver import (
 )
 from otp._core.node import _MISSING as NO_DEFAULT
 from otp._core.node import (
-    CALL_TIMEOUT,
+    REQUEST_TIMEOUT,
     RUNNING,
     Node,
     Process,
@@ -100,9 +100,9 @@ from otp._core.values import check_immutable, compile_pattern
 from otp.errors import NotInProcess
 
 __all__ = [
-    "CALL_TIMEOUT",
     "NOCONNECTION",
     "NO_DEFAULT",
+    "REQUEST_TIMEOUT",
     "RUNNING",
     "Clock",
     "DistHook",

@@ -40,6 +40,26 @@ Failure semantics (Erlang's, see docs/semantics.md P1-P16):
 - The exit delivered into a process is ``ProcessExit``, a ``BaseException``:
   ``except Exception`` does not catch it. Do not swallow it; the process is dead anyway.
 
+Aliases (OTP 24): ``alias()`` gives the caller a ``Ref`` that others can ``send`` to
+while it is active; ``unalias(ref)``, the first message (``alias(reply=True)``) or the
+owner's end deactivates it, and a message to an inactive alias is dropped (P18)::
+
+    def main():
+        a = alias(reply=True)
+        send(a, "first")                  # arrives, like any message
+        send(a, "second")                 # dropped: the first one deactivated it
+        return flush()                    # ['first']
+
+Dead means dead (P17): once the runtime has declared a process dead, whatever its
+greenlet still runs (a ``finally`` block unwinding the exit) has no effect. ``send``
+(and so ``gen_server.cast``/``reply``), ``send_after`` (returns a timer ref that never
+fires), ``cancel_timer`` (returns None) and ``unalias`` quietly do nothing, so a
+cleanup that sends is harmless; the calls that would create something, change links,
+monitors or names, or wait (``spawn*``, ``link``/``unlink``, ``monitor``/``demonitor``,
+``register``/``unregister``, ``exit(pid, reason)``, ``receive``, ``alias``,
+``gen_server.call``...) raise its ``ProcessExit`` again. Everything it sent before
+it died arrives before its ``Exit``/``Down``; nothing it "sends" afterwards arrives.
+
 Timeouts are seconds as ``float``; ``None`` means forever; ``0`` polls. When not to use
 processes: for CPU-bound work (greenlets are cooperative: one busy process stalls the
 node; use a thread or OS process pool) or to share a large mutable structure (own it in
@@ -83,6 +103,7 @@ __all__ = [
     "ProcessVar",
     "Ref",
     "TimerTimeout",
+    "alias",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -111,6 +132,7 @@ __all__ = [
     "spawn_opt",
     "start_timer",
     "trap_exit",
+    "unalias",
     "unlink",
     "unregister",
     "whereis",
@@ -129,6 +151,20 @@ def _me(what: str) -> Process:
     return p
 
 
+def _dead_caller() -> bool:
+    """True if the caller is a process the runtime has declared dead (P17)."""
+    cur = getcurrent()
+    return cur.__class__ is Process and cur.dead
+
+
+def _refuse_if_dead() -> None:
+    """Re-raise the caller's exit if it is a dead process (P17): for the calls that
+    would create something (a process, a name)."""
+    cur = getcurrent()
+    if cur.__class__ is Process and cur.dead:
+        cur.node._zombie(cur)
+
+
 def _check_dead(p: Process) -> None:
     # A call may have killed its own caller (a link cascade): end it now.
     if p.dead:
@@ -145,7 +181,10 @@ def spawn(fn: Callable[..., Any], *args: Any) -> Pid:
     >>> otp.run(lambda: isinstance(spawn(lambda: None), Pid))
     True
     """
-    return current_node().spawn(fn, args).pid
+    node = current_node()
+    if node.unwinding:
+        _refuse_if_dead()
+    return node.spawn(fn, args).pid
 
 
 def spawn_link(fn: Callable[..., Any], *args: Any) -> Pid:
@@ -214,19 +253,25 @@ def yield_now() -> None:
             node._zombie(me)
 
 
-def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
-    """Send ``msg`` to a pid, a registered name or ``(name, node)``; returns ``msg``.
+def send(dest: Pid | str | Ref | tuple[str, str], msg: Any) -> Any:
+    """Send ``msg`` to a pid, a registered name, an alias or ``(name, node)``; returns
+    ``msg``.
 
-    Sending to a dead pid succeeds silently (nothing is delivered). Sending to a name
-    nobody holds raises ``NoProc``. Never blocks. A pid of another node, or
-    ``(name, node)``, goes through distribution (see ``otp.dist``): it is dropped
-    silently if that node cannot be reached (or this node is not distributed), and
-    so is a message to a name nobody holds there.
+    Sending to a dead pid succeeds silently (nothing is delivered), and so does sending
+    to an alias that is not active (see ``alias``). Sending to a name nobody holds
+    raises ``NoProc``. Never blocks. From a process the runtime has declared dead (its
+    ``finally`` blocks running) it does nothing (P17). A pid or alias of another node,
+    or ``(name, node)``, goes through distribution (see ``otp.dist``): it is dropped
+    silently if that node cannot be reached (or this node is not distributed), and so
+    is a message to a name nobody holds there.
     """
-    node = _RUNNING.node
+    # RUNNING.send_node is the running node, or None while a dead process's greenlet
+    # runs (or no node does): the slow path checks whether the sender is that one.
+    node = _RUNNING.send_node
     if node is None:
-        current_node()
-    assert node is not None
+        node = current_node()
+        if _dead_caller():
+            return msg  # a dead process has no effects (P17)
     if dest.__class__ is Pid:
         p = node.procs.get(dest.id)
         if p is None or (p.pid is not dest and p.pid != dest):
@@ -237,6 +282,12 @@ def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
         p = node.names.get(dest)
         if p is None:
             raise NoProc(f"send to {dest!r}: no process is registered under that name", dest)
+    elif dest.__class__ is Ref:
+        if dest.owner is not None and dest.node == node.name:
+            node.send_alias(dest.owner, dest.id, msg)
+        else:
+            _send_alias_other(node, dest, msg)
+        return msg
     else:
         return _send_other(node, dest, msg)
     if node.strict:
@@ -279,8 +330,20 @@ def _send_other(node: Node, dest: Any, msg: Any) -> Any:
             _remote(node).reg_send(_sender(), name, where, msg)
         return msg
     raise BadArg(
-        f"send expects a Pid, a registered name (str) or (name, node), got {dest!r}"
+        f"send expects a Pid, a registered name (str), an alias (Ref) or (name, node), "
+        f"got {dest!r}"
     )
+
+
+def _send_alias_other(node: Node, dest: Ref, msg: Any) -> None:
+    # send's slow path: an alias of another node, or one of this node's that came back
+    # from the wire (a decoded Ref knows no owner).
+    if dest.node != node.name:
+        _remote(node).alias_send(_sender(), dest, msg)
+    elif node.remote is not None:
+        if node.strict:
+            check_immutable(msg)
+        node.remote.incoming_alias_send(dest, msg)
 
 
 def receive(match: Any = None, timeout: float | None = None, *, default: Any = _MISSING) -> Any:
@@ -470,12 +533,18 @@ def monitor_node(node: str, flag: bool = True) -> None:
 def register(name: str, pid: Pid) -> None:
     """Give ``pid`` a node-wide name. ``NameTaken`` if the name is in use,
     ``AlreadyRegistered`` if the process has a name; the name goes when the process ends."""
-    current_node().register(name, pid)
+    node = current_node()
+    if node.unwinding:
+        _refuse_if_dead()
+    node.register(name, pid)
 
 
 def unregister(name: str) -> None:
     """Remove a registered name; ``NoProc`` if nobody holds it."""
-    current_node().unregister(name)
+    node = current_node()
+    if node.unwinding:
+        _refuse_if_dead()
+    node.unregister(name)
 
 
 def whereis(name: str) -> Pid | None:
@@ -524,6 +593,8 @@ def send_after(seconds: float, dest: Pid | str, msg: Any) -> Ref:
     node = _RUNNING.node  # (current_node() without the call: a hot path)
     if node is None:
         node = current_node()
+    if node.unwinding and _dead_caller():
+        return make_ref()  # a dead process sets no timer (P17): a ref that never fires
     return node.send_after(seconds, dest, msg)
 
 
@@ -551,6 +622,8 @@ def cancel_timer(ref: Ref) -> float | None:
     node = _RUNNING.node
     if node is None:
         node = current_node()
+    if node.unwinding and _dead_caller():
+        return None  # a dead process has no effects (P17)
     return node.cancel_timer(ref)
 
 
@@ -574,3 +647,42 @@ def now() -> float:
 def read_timer(ref: Ref) -> float | None:
     """Seconds left on a ``send_after`` timer, or None if it is gone."""
     return current_node().read_timer(ref)
+
+
+# --- aliases (OTP 24) ----------------------------------------------------------------------
+
+
+def alias(*, reply: bool = False) -> Ref:
+    """A new alias of the calling process: a ``Ref`` that ``send(ref, msg)`` delivers to
+    the caller's mailbox, as an ordinary message, while the alias is active (P18).
+
+    ``unalias(ref)`` deactivates it, and so does the caller's end. With ``reply=True``
+    (OTP's ``alias([reply])``) the first message sent through it deactivates it too,
+    which is what a request wants: one answer, later ones dropped. The default is OTP's
+    ``explicit_unalias``. A message to an inactive alias is dropped silently.
+
+    >>> import otp
+    >>> def main():
+    ...     a = alias()
+    ...     send(a, "hello")
+    ...     unalias(a)
+    ...     send(a, "dropped")
+    ...     return flush()
+    >>> otp.run(main)
+    ['hello']
+    """
+    if reply.__class__ is not bool:
+        raise BadArg(f"alias expects reply=True or False, got {reply!r}")
+    me = _me("alias")
+    return me.node.alias(me, reply)
+
+
+def unalias(ref: Ref) -> bool:
+    """Deactivate an alias the caller made; returns True if it was active (False for a
+    Ref that is not an active alias of the caller). Messages already delivered through
+    it stay in the mailbox."""
+    cur = getcurrent()
+    if cur.__class__ is Process and cur.dead:
+        return False  # a dead process's aliases are gone already (P17, P18)
+    me = _me("unalias")
+    return me.node.unalias(me, ref)

@@ -106,7 +106,7 @@ import types
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from otp import gen_server
+from otp import _gen, gen_server
 from otp._supervisor_spec import (
     Backoff,
     ChildCounts,
@@ -489,8 +489,7 @@ class _SupServer(GenServer):
         try:
             check_immutable(value, "reply")
         except BadArg:
-            current_node().gen_reply(from_[0], from_[1], ("ok", _private_copy(value)),
-                                     check=False)  # fmt: skip
+            _gen.reply(from_, ("ok", _private_copy(value)), check=False)
             return NoReply(state)
         return Reply(("ok", value), state)
 

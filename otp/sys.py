@@ -468,7 +468,7 @@ def _state_reply(from_: Any, state: Any) -> None:
     except Exception:  # sockets, locks...: hand over the state itself
         _reply(from_, ("ok", state))
         return
-    current_node().gen_reply(from_[0], from_[1], ("ok", snapshot), check=False)
+    _gen.reply(from_, ("ok", snapshot), check=False)
 
 
 def handle_system_msg(

@@ -15,8 +15,10 @@ Design principles (kept small on purpose, the curio rule: features live outside)
 3. **The runtime never trusts a greenlet to cooperate.** Death is decided by the
    runtime: it marks the process dead, frees its name, cancels its timers and sends
    its link and monitor signals at once; *then* it throws ``ProcessExit`` into the
-   greenlet so that ``finally`` blocks run. A greenlet that swallows it is a zombie:
-   any later kernel call from it raises the exit again.
+   greenlet so that ``finally`` blocks run. From then on nothing the greenlet does has
+   an effect (docs/semantics.md P17): a send from it is dropped, a call that would
+   create or wait for something raises the exit again; so a greenlet that swallows
+   its exit (a zombie) can do no harm either.
 4. **Ordering.** Delivery into a local mailbox is synchronous, so between one sender
    and one receiver messages and signals arrive in the order sent, and a message sent
    before a process dies is in the mailbox before that process's ``Down``/``EXIT``.
@@ -25,7 +27,12 @@ Design principles (kept small on purpose, the curio rule: features live outside)
    what an idle node means for time (the kernel never asks which clock it has).
 6. **The hot path pays for nothing optional.** The fairness report watches the hub from
    an OS thread (``fairness.py``); ``halt`` and the zombie checks live on the cold paths
-   (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry).
+   (process end, ``link``/``monitor``/``spawn_link``, ``receive`` entry); ``send``
+   looks at whether its caller is dead only while some dead process's greenlet is
+   still unwinding (``Node.unwinding``, almost always 0).
+7. **Aliases** (OTP 24) carry every reply: a call's reply alias lives in the caller's
+   slot (``request_reply``), so no ordinary message can answer a call and a late
+   reply is dropped here, at the sender (docs/semantics.md G10, P18).
 """
 
 from __future__ import annotations
@@ -83,10 +90,14 @@ class _Running:
     node running in this OS process, or None. A hot path reads it without a call (an
     attribute read, as cheap as a module global); elsewhere use ``current_node()``."""
 
-    __slots__ = ("node",)
+    __slots__ = ("node", "send_node")
 
     def __init__(self) -> None:
         self.node: Node | None = None
+        # ``node`` while no dead process's greenlet is running (``Node.unwinding == 0``),
+        # else None: ``otp.process.send`` reads this one, so that its hot path pays
+        # nothing for the dead-process check (P17); None sends it down its slow path.
+        self.send_node: Node | None = None
 
     def __repr__(self) -> str:
         return f"<running node: {self.node.name if self.node else None}>"
@@ -104,9 +115,13 @@ _MISSING: Any = object()
 LAZY_HORIZON = 0.5
 LAZY_SCAN = 0.1
 _SWEEP: Any = object()  # the dest of the sweep timer (see Node._arm_lazy)
-#: What ``Node.gen_call`` returns as the reason when the deadline passed.
-CALL_TIMEOUT: Any = object()
-_REPLIED: Any = object()  # gen_call: the reply came through the caller's call_value
+#: What ``Node.request_reply`` returns as the reason when the deadline passed.
+REQUEST_TIMEOUT: Any = object()
+# In ``p.call_tag`` once the monitor's Down took the slot alias (the Down's reason is in
+# ``p.call_value``); see request_reply.
+_SLOT_DOWN: Any = object()
+#: An alias mode bit: the alias's first message deactivates it (``alias(reply=True)``).
+_ALIAS_REPLY = 1
 _INF = float("inf")
 
 # Processes run back to back (direct hand-offs) for at most HUB_TURN seconds of real
@@ -139,6 +154,7 @@ class Process(greenlet.greenlet):
     """
 
     __slots__ = (
+        "aliases",
         "args",
         "call_tag",
         "call_value",
@@ -183,8 +199,12 @@ class Process(greenlet.greenlet):
     tmo: _Timer | None  # the pending receive timeout
     deadline: float | None  # the receive deadline; its timer is armed lazily
     lazy: int  # 0, or where its deadline is listed: 1 to arm lazily, 2 kept for the sweep
-    call_tag: int | None  # the tag of the call this process is waiting in (gen_call)
-    call_value: Any  # its reply, put here by gen_reply (instead of the mailbox)
+    # the active aliases: id -> mode (_ALIAS_REPLY or 0); None when there are none
+    aliases: dict[int, int] | None
+    # the slot alias: the id of the request this process waits on in request_reply
+    # (None when none; _SLOT_DOWN once the request's Down took it)
+    call_tag: Any
+    call_value: Any  # the slot alias's one message (or the Down's reason)
     reason: Any
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -198,6 +218,8 @@ class Process(greenlet.greenlet):
     def run(self) -> None:
         if self.dead:
             return
+        # From the moment the runtime declares this process dead until this method
+        # returns, it is counted in ``node.unwinding`` (see Node.exit_process).
         try:
             self.fn(*self.args)
             reason: Any = "normal"
@@ -224,7 +246,11 @@ class Process(greenlet.greenlet):
                 self.reason,
                 reason,
             )
-        self.node.hand_off_at_end(self)
+        node = self.node
+        node.unwinding -= 1
+        if node.unwinding == 0:
+            node._set_send_node()
+        node.hand_off_at_end(self)
 
 
 class _Timer:
@@ -359,10 +385,10 @@ class Node:
         self._kept: dict[Process, None] = {}
         self._sweep: _Timer | None = None
         self._sweep_at = _INF
-        # Calls given up on (timed out): tag -> (caller, server). A reply to one is
-        # dropped (Erlang deactivates the call's alias); see gen_call.
-        self.abandoned: dict[Any, tuple[Process, Process]] = {}
-        self._abandon_prune_at = 1024
+        # How many processes are declared dead while their greenlet still runs (a
+        # ``finally`` unwinding, a swallowed exit): while it is 0, the effects (send...)
+        # need not look at whether their caller is dead (P17).
+        self.unwinding = 0
         # ref.id -> timer (an int key: no Python-level __hash__ per insert and pop;
         # cancel_timer/read_timer check the ref's node)
         self._timer_refs: dict[int, _Timer] = {}
@@ -407,6 +433,7 @@ class Node:
         self._hub_switch = types.MethodType(greenlet.greenlet.switch, self.hub)
         self.clock.attach(self)
         CURRENT = RUNNING.node = self
+        self._set_send_node()
         if self.max_blocking_time is not None:
             self._fairness = BlockingMonitor(
                 self.hub.loop, self.max_blocking_time, Process.run.__code__
@@ -450,6 +477,10 @@ class Node:
         self._hub_switch = lambda: None
         self.running = False
         CURRENT = RUNNING.node = None
+        self._set_send_node()
+
+    def _set_send_node(self) -> None:
+        RUNNING.send_node = self if CURRENT is self and self.unwinding == 0 else None
 
     def __enter__(self) -> Node:
         return self.start()
@@ -567,6 +598,7 @@ class Node:
         p.deadline = None
         p.lazy = 0
         p.call_tag = None
+        p.aliases = None
         p.reason = None
         p.log_crash = log_crash
         p.suspended = False
@@ -918,6 +950,11 @@ class Node:
                     continue
                 p.dead = True
                 p.reason = reason
+                if p:  # started, not finished: its greenlet may still run (P17)
+                    self.unwinding += 1
+                    if self.unwinding == 1:
+                        self._set_send_node()
+                p.aliases = None  # its aliases end with it (P18)
                 pid = p.pid
                 del self.procs[pid.id]
                 if p.name is not None:
@@ -962,6 +999,16 @@ class Node:
                     mons = p.monitors
                     p.monitors = None
                     for ref, watcher in mons.items():
+                        if ref.__class__ is int:
+                            # A request_reply monitor: its Down goes through the
+                            # waiting caller's slot alias, or nowhere if that alias is
+                            # no longer active (replied, timed out).
+                            if watcher.call_tag == ref:
+                                watcher.call_tag = _SLOT_DOWN
+                                watcher.call_value = reason
+                                if watcher.waiting:
+                                    self.wake(watcher)
+                            continue
                         if watcher.watching is not None:
                             watcher.watching.pop(ref, None)
                         self.deliver(watcher, Down(ref, pid, reason))
@@ -1083,54 +1130,98 @@ class Node:
             self._flush_down(p, ref)
         return t is not None
 
-    # --- the gen call protocol ---------------------------------------------------------
+    # --- aliases (OTP 24) and the request/reply primitive -------------------------------
+    #
+    # An alias is an id a process can be sent to while the alias is active (docs/
+    # semantics.md P18). The public form is a ``Ref`` whose ``owner`` is the process; the
+    # kernel knows an alias by ``(owner pid, id)``. A process keeps its active aliases in
+    # ``p.aliases`` (id -> _ALIAS_REPLY or 0; None for almost every process), plus one
+    # *slot alias* in ``p.call_tag``: the alias of the request it is waiting on in
+    # ``request_reply``, whose one message goes to ``p.call_value`` instead of the mailbox
+    # (a hand-off: the waiting caller looks nowhere else, so no mailbox scan). An alias
+    # dies with its owner: the process leaves the table, so nothing reaches it any more.
 
-    def gen_call(
-        self, p: Process, dest: Pid, label: str, request: Any, timeout: float | None
+    def alias(self, p: Process, reply: bool) -> Ref:
+        """A new alias of ``p``; with ``reply``, its first message deactivates it."""
+        ref = Ref(self.name, self._next_ref(), owner=p.pid)
+        aliases = p.aliases
+        if aliases is None:
+            p.aliases = {ref.id: _ALIAS_REPLY if reply else 0}
+        else:
+            aliases[ref.id] = _ALIAS_REPLY if reply else 0
+        return ref
+
+    def unalias(self, p: Process, ref: Any) -> bool:
+        """Deactivate alias ``ref`` of ``p``; True if it was active."""
+        if ref.__class__ is not Ref:
+            raise BadArg(f"unalias expects an alias Ref, got {ref!r}")
+        aliases = p.aliases
+        if aliases is None or ref.node != self.name or not (
+            ref.owner is p.pid or ref.owner == p.pid
+        ):
+            return False
+        return aliases.pop(ref.id, None) is not None
+
+    def send_alias(self, owner: Pid, aid: int, msg: Any, check: bool = True) -> None:
+        """Deliver ``msg`` through alias ``aid`` of ``owner`` if that alias is active;
+        drop it silently otherwise (an inactive alias, a dead owner: P18). ``check=False``
+        skips strict mode's immutability check, for a value that is a private copy.
+        The caller makes sure it is not a dead process (P17; see ``RUNNING.send_node``)."""
+        p = self.procs.get(owner.id)
+        if p is None or (p.pid is not owner and p.pid != owner):
+            return
+        if self.strict and check:
+            check_immutable(msg)
+        if p.call_tag == aid:
+            # The slot alias of a waiting request: hand the message over directly.
+            p.call_tag = None
+            p.call_value = msg
+        else:
+            aliases = p.aliases
+            if aliases is None:
+                return
+            mode = aliases.get(aid)
+            if mode is None:
+                return
+            if mode & _ALIAS_REPLY:
+                del aliases[aid]
+            # deliver, inlined
+            mbox = p.mbox
+            if mbox is None:
+                p.mbox = mbox = deque()
+            mbox.append(msg)
+        if p.waiting and not p.queued:
+            p.queued = True
+            self.runq.append(p)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.hub.loop.run_callback(self._drain)
+
+    def request_reply(
+        self, p: Process, dest: Pid, label: Any, body: Any, timeout: float | None
     ) -> tuple[bool, Any]:
-        """Erlang's ``gen:do_call`` in one kernel step, for the behaviours' ``call``.
+        """Send a request and wait for its one reply: monitor + alias + send + receive.
 
-        Monitor ``dest``, send ``(label, (caller_pid, tag), request)``, wait for
-        ``(tag, reply)`` or the monitor's ``Down`` or the deadline, demonitor. Returns
-        ``(True, reply)``, or ``(False, reason)``: ``"noproc"``, the server's exit reason,
-        or ``CALL_TIMEOUT``. After a timeout the tag is *abandoned*: a reply sent to it
-        later is dropped by ``gen_reply`` (so it never reaches the caller's mailbox).
+        Makes a reply alias ``aid`` of ``p`` (an int id, in ``p``'s slot), monitors
+        ``dest`` under the same id, sends ``(label, (p.pid, aid), body)`` to ``dest``,
+        and waits for the first message through the alias (anyone may send it with
+        ``send_alias(p.pid, aid, value)``), the monitor's ``Down``, or the deadline.
+        Returns ``(True, value)``, or ``(False, reason)``: ``"noproc"``, ``dest``'s exit
+        reason, or ``REQUEST_TIMEOUT``. When it returns, the alias is inactive and the
+        monitor gone, so a second or late message through the alias is dropped and no
+        ``Down`` follows. Ordinary messages are never looked at.
 
-        It is the same protocol the public monitor/send/receive would give, fused:
-        the call is the hottest path of every behaviour. The tag is a plain int, unique
-        on this node (it is also the monitor's key).
+        It is the same protocol the public alias/monitor/send/receive would give, fused:
+        it carries every behaviour's call, the hottest path there is.
         """
+        if p.dead:
+            self._zombie(p)
         t = self.procs.get(dest.id)
         if t is None or (t.pid is not dest and t.pid != dest) or t.dead:
             return False, "noproc"
         if self.strict:
-            check_immutable(request)
-        tag = self._next_ref()
-        # The call's monitor is kept on the server's side only (not in the caller's
-        # ``watching``): the caller takes it off itself below, even if it is killed.
-        mons = t.monitors
-        if mons is None:
-            t.monitors = {tag: p}
-        else:
-            mons[tag] = p
-        # deliver, inlined
-        mbox = t.mbox
-        if mbox is None:
-            t.mbox = mbox = deque()
-        mbox.append((label, (p.pid, tag), request))
-        if t.waiting and not t.queued:
-            t.queued = True
-            self.runq.append(t)
-            if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self.hub.loop.run_callback(self._drain)
-        # Wait for the reply: ``receive`` specialised (inlined, the hot path). The tag
-        # is new, so the messages already in the mailbox cannot match: not scanned.
-        if p.dead:
-            self._zombie(p)
-        mbox = p.mbox
-        scanned = len(mbox) if mbox else 0
-        msg: Any = None
+            check_immutable(body)
+        at_once = False  # a zero timeout: send, then time out at once
         if timeout is not None:
             if 0 < timeout < _INF:
                 # self._start_deadline(p, timeout), inlined
@@ -1139,119 +1230,86 @@ class Node:
                 if lz == 0 or (lz == 2 and deadline <= self._sweep_at):
                     p.lazy = 1
                     self._lazy.append(p)
-            elif not timeout >= 0:
-                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
             elif timeout == 0:
-                timeout = None  # (no deadline to end below)
-                msg = CALL_TIMEOUT
-            else:
-                timeout = None  # infinity: no deadline
-        if msg is None:
-            p.waiting = True
-            p.call_tag = tag  # gen_reply puts the reply in p.call_value, not the mailbox
-            try:
-                while msg is None:
-                    self.block(p)
-                    if p.dead:
-                        self._zombie(p)
-                    if p.call_tag is None:
-                        msg = _REPLIED
-                        break
-                    mbox = p.mbox
-                    if mbox:
-                        n = len(mbox)
-                        while scanned < n:
-                            m = mbox[scanned]
-                            c = m.__class__
-                            if (c is tuple or c is Down) and m[0] == tag:
-                                del mbox[scanned]
-                                msg = m
-                                break
-                            scanned += 1
-                    if msg is None:
-                        tmo = p.tmo
-                        if tmo is not None and tmo.fired:
-                            msg = CALL_TIMEOUT
-            except BaseException:  # killed while waiting: take the monitor off
-                mons = t.monitors
-                if mons is not None:
-                    mons.pop(tag, None)
-                raise
-            finally:
-                p.waiting = False
-                p.call_tag = None
-                if timeout is not None:
-                    self._end_deadline(p)
-        # Demonitor. If the monitor already fired (the server is dead, its monitors
-        # gone), its Down is in the mailbox (or was just taken as the answer): flush it.
+                at_once = True
+                timeout = None  # (no deadline to end)
+            elif timeout == _INF:
+                timeout = None  # no deadline
+            else:  # negative, or NaN: refused before anything is sent
+                raise BadArg(f"call timeout must be seconds >= 0 or None, got {timeout!r}")
+        aid = self._next_ref()
+        # The monitor is kept on the server's side only (not in the caller's
+        # ``watching``): the caller takes it off itself below, even if it is killed. Its
+        # int key tells exit_process to put the Down in the caller's slot, not the mailbox.
         mons = t.monitors
-        fired = mons is None or mons.pop(tag, None) is None
-        if msg is _REPLIED:
-            if fired:
-                self._flush_down(p, tag)
+        if mons is None:
+            t.monitors = {aid: p}
+        else:
+            mons[aid] = p
+        # deliver, inlined
+        mbox = t.mbox
+        if mbox is None:
+            t.mbox = mbox = deque()
+        mbox.append((label, (p.pid, aid), body))
+        if t.waiting and not t.queued:
+            t.queued = True
+            self.runq.append(t)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.hub.loop.run_callback(self._drain)
+        if at_once:  # (nothing can have answered: the server has not run yet)
+            mons = t.monitors
+            if mons is not None:
+                mons.pop(aid, None)
+            return False, REQUEST_TIMEOUT
+        p.call_tag = aid  # the alias is active from here on
+        p.waiting = True
+        try:
+            while p.call_tag == aid:
+                self.block(p)
+                if p.dead:
+                    self._zombie(p)
+                tmo = p.tmo
+                if tmo is not None and tmo.fired and p.call_tag == aid:
+                    break  # the deadline passed
+        except BaseException:  # killed while waiting: deactivate, take the monitor off
+            if p.call_tag == aid:
+                p.call_tag = None
+            mons = t.monitors
+            if mons is not None:
+                mons.pop(aid, None)
+            raise
+        finally:
+            p.waiting = False
+            if timeout is not None:
+                self._end_deadline(p)
+        tag = p.call_tag
+        mons = t.monitors
+        if tag is None:  # the reply came through the slot (and deactivated the alias)
+            # Demonitor (the server may be dead by now: its monitors are gone then, and
+            # its Down was dropped, the alias being inactive).
+            if mons is not None:
+                mons.pop(aid, None)
             value = p.call_value
             p.call_value = None
             return True, value
-        if msg.__class__ is tuple:
-            if fired:
-                self._flush_down(p, tag)
-            return True, msg[1]
-        if msg is CALL_TIMEOUT:
-            # Nothing matching is in the mailbox (receive looks before it times out),
-            # and from now on a late reply is dropped at the sender.
-            self._abandon(tag, p, t)
-            return False, CALL_TIMEOUT
-        return False, msg.reason  # the Down
+        p.call_tag = None
+        if tag == aid:  # the deadline: deactivate the alias, a late reply is dropped
+            if mons is not None:
+                mons.pop(aid, None)
+            return False, REQUEST_TIMEOUT
+        value = p.call_value  # the Down came through the slot: the server's reason
+        p.call_value = None
+        return False, value
 
     def _flush_down(self, p: Process, tag: Any) -> None:
-        # Remove the Down of monitor ``tag`` (a Ref, or a call's int tag) if queued.
+        # Remove the Down of monitor ``tag`` if queued.
         mbox = p.mbox
         if mbox:
             for i, m in enumerate(mbox):
                 if m.__class__ is Down and m[0] == tag:
                     del mbox[i]
                     return
-
-    def _abandon(self, tag: int, caller: Process, server: Process) -> None:
-        abandoned = self.abandoned
-        if len(abandoned) >= self._abandon_prune_at:
-            # Forget tags nobody can answer any more (caller or server gone); amortised.
-            for k, (c, srv) in list(abandoned.items()):
-                if c.dead or srv.dead:
-                    del abandoned[k]
-            self._abandon_prune_at = max(1024, 2 * len(abandoned))
-        abandoned[tag] = (caller, server)
-
-    def gen_reply(self, to: Pid, tag: Any, value: Any, check: bool = True) -> None:
-        """Send a call's reply ``(tag, value)``, unless the caller abandoned the call.
-        ``check=False`` skips strict mode's immutability check, for a value that is a
-        private copy (``sys.get_state``)."""
-        abandoned = self.abandoned
-        if abandoned and tag in abandoned:
-            del abandoned[tag]
-            return
-        p = self.procs.get(to.id)
-        if p is None or (p.pid is not to and p.pid != to):
-            return
-        if self.strict and check:
-            check_immutable(value, "reply")
-        if p.call_tag == tag:
-            # The caller is waiting in gen_call for this very reply: hand it over
-            # directly (what its selective receive would take out of the mailbox).
-            p.call_tag = None
-            p.call_value = value
-        else:
-            # deliver, inlined
-            mbox = p.mbox
-            if mbox is None:
-                p.mbox = mbox = deque()
-            mbox.append((tag, value))
-        if p.waiting and not p.queued:
-            p.queued = True
-            self.runq.append(p)
-            if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self.hub.loop.run_callback(self._drain)
 
     def next_message(self, p: Process) -> Any:
         """``receive()`` with no pattern and no timeout, for behaviour loops: the oldest

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otp.process import Down, demonitor, make_ref, monitor, receive, send
+from otp.lowlevel import current_node
+from otp.process import Down, demonitor, make_ref, monitor, receive
 from otp.process import self as self_pid
 from otp.tables._registry import Registry, apply_commit, registry
 from otp.tables._table import Table
@@ -222,10 +223,16 @@ def wait_for(reg: Registry, lock: _Lock, holders: list[Tx]) -> None:
 
 
 def _wake(lock: _Lock) -> None:
+    # Delivered by the kernel, not sent: the release is the lock table's act, whoever
+    # runs it, and a transaction killed mid-way releases in its ``finally``, where a
+    # send from its (dead) process would be dropped (docs/semantics.md P17).
     waiters = lock.waiters
     lock.waiters = []
+    node = current_node()
     for pid, ref in waiters:
-        send(pid, (WAKE, ref))
+        p = node.lookup(pid)
+        if p is not None:
+            node.deliver(p, (WAKE, ref))
 
 
 def release_all(owner: Tx) -> None:
