@@ -99,6 +99,28 @@ def test_one_connection_per_peer_and_an_unreachable_peer_is_pang():
     assert otp.run(main, name=ME, timeout=60) == []
 
 
+def test_an_idle_connection_is_ticked_and_a_peer_that_never_answers_is_closed(caplog):
+    def main():
+        dist.start(ME, cookie="sesame", epmd_port=free_port(), net_ticktime=1)
+        try:
+            _watch()
+            silent = _raw_peer(_net_kernel.state().port, "silent@127.0.0.1")
+            silent.settimeout(10)
+            got = b""
+            while True:  # ticks (0-length packets) until the node gives up on us
+                data = silent.recv(4096)
+                if not data:
+                    break
+                got += data
+            silent.close()
+            return got[:4], receive(("down", "silent@127.0.0.1"), timeout=10)
+        finally:
+            dist.stop()
+
+    assert otp.run(main, name=ME, timeout=60) == (b"\0\0\0\0", ("down", "silent@127.0.0.1"))
+    assert "net_tick_timeout" in caplog.text
+
+
 @needs_erl
 def test_a_peer_silent_for_net_ticktime_is_declared_down(caplog):
     epmd_port = free_port()

@@ -300,7 +300,8 @@ class Connection:
         except OSError as e:
             self.close(f"write failed: {e}")
             return
-        self.wrote_since_tick = True
+        if data != _TICK:  # a tick alone does not count: the next one is still due
+            self.wrote_since_tick = True
 
     def _received(self, node: Node, data: bytes) -> str | None:
         """Decode and dispatch one packet; returns why to close, or None."""
@@ -430,7 +431,7 @@ def accepted(state: DistState, sock: Any) -> None:
     serve the connection."""
     me = getcurrent()
     conn: Connection | None = None
-    peer = "?"
+    peer = "an unnamed peer"
     try:
         sock.settimeout(state.setup_time)
         if state.tls_server is not None:
