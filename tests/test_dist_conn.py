@@ -6,6 +6,7 @@ connection; cookies from a file."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ from otp.dist import _epmd, _net_kernel
 from otp.dist import _handshake as hs
 from otp.dist._cookie import resolve_cookie
 from otp.errors import BadArg
-from otp.process import receive, self, send
+from otp.process import is_alive, receive, self, send
 from tests.dist_wire_helpers import erl_child, free_port, needs_erl, otpy_child, wait_for
 
 ME = "m@127.0.0.1"
@@ -81,6 +82,45 @@ def test_garbage_from_a_peer_closes_that_connection_only(junk):
             dist.stop()
 
     assert otp.run(main, name=ME, timeout=60) == ("down", "good@127.0.0.1")
+
+
+def _fuzz_packets(rng: random.Random) -> list[bytes]:
+    from otp.dist import Atom
+    from otp.dist._etf import encode
+
+    me = self()
+    pieces = [Atom("x"), me, 1, -5, 2**70, "s", b"b", (), [], {1: 2}, None, 3.5, (me, me)]
+    out = []
+    for _ in range(40):  # random bytes after the pass-through tag and version
+        out.append(b"p\x83" + rng.randbytes(rng.randrange(0, 30)))
+    for _ in range(60):  # well-formed control tuples with random operations and fields
+        ctrl = (rng.randrange(0, 40), *rng.choices(pieces, k=rng.randrange(0, 6)))
+        body = b"p\x83" + encode(ctrl, otpy=False)
+        if rng.random() < 0.5:
+            body += b"\x83" + encode(rng.choice(pieces), otpy=False)
+        if rng.random() < 0.2:
+            body = body[: rng.randrange(2, len(body))]
+        out.append(body)
+    return out
+
+
+def test_fuzzed_packets_after_the_handshake_never_stop_the_node():
+    def main():
+        dist.start(ME, cookie="sesame", epmd_port=free_port())
+        try:
+            port = _net_kernel.state().port
+            for i, packet in enumerate(_fuzz_packets(random.Random(7))):
+                peer = _raw_peer(port, f"f{i}@127.0.0.1")
+                peer.sendall(len(packet).to_bytes(4, "big") + packet)
+                peer.close()
+            started = _net_kernel.STATE.get()
+            assert started is not None and all(is_alive(p) for p in started.procs)
+            _raw_peer(port, "last@127.0.0.1").close()
+            return True
+        finally:
+            dist.stop()
+
+    assert otp.run(main, name=ME, timeout=120) is True
 
 
 def test_one_connection_per_peer_and_an_unreachable_peer_is_pang():
