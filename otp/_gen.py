@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from otp.errors import BadArg, CallError, CallTimeout, NotInProcess
+from otp.dist._etf_types import Atom
+from otp.errors import BadArg, CallError, CallTimeout, NoProc, NotInProcess
 from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
 from otp.process import (
     Down,
@@ -58,8 +59,10 @@ from otp.process import (
 )
 from otp.process import self as _self
 
-CALL = "$gen_call"
-CAST = "$gen_cast"
+# Atoms (str subclasses, equal to the plain strings): a call or cast that crosses to a
+# BEAM node must carry Erlang's '$gen_call'/'$gen_cast', not binaries.
+CALL = Atom("$gen_call")
+CAST = Atom("$gen_cast")
 SYSTEM = "$system"
 
 _TIMEOUT: Any = object()
@@ -70,6 +73,7 @@ _TIMEOUT: Any = object()
 #: read) and pass it to ``reply(from_, value)`` to answer later, from any process. (A
 #: plain tuple rather than a record: one is built per call.)
 From = tuple[Pid, Any]
+
 
 @dataclass(frozen=True)
 class Via:
@@ -111,8 +115,7 @@ def resolve(server: Any) -> Pid | None:
             )
         return pid
     raise BadArg(
-        f"expected a server: a Pid, a registered name (str) or Via(registry, name), "
-        f"got {server!r}"
+        f"expected a server: a Pid, a registered name (str) or Via(registry, name), got {server!r}"
     )
 
 
@@ -149,10 +152,14 @@ def reply(from_: From, value: Any, check: bool = True) -> None:
     a = from_[1]
     if a.__class__ is int:  # a call's alias (the kernel's slot id)
         node.send_alias(from_[0], a, value, check)
-    elif a.__class__ is Ref:  # a send_request's alias
+    elif a.__class__ is Ref and a.node == node.name:  # a send_request's alias
         node.send_alias(from_[0], a.id, Response(a, value), check)
     else:
-        raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
+        # A caller of another node ([alias | Ref], or an old-style Ref tag): slow path.
+        from otp import _gen_dist
+
+        if not _gen_dist.reply(from_, value):
+            raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
 
 
 # --- the call -------------------------------------------------------------------------
@@ -173,6 +180,8 @@ def make_call(label: str) -> CallFn:
     def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
         pid: Any = server
         if server.__class__ is not Pid:
+            if server.__class__ is tuple:  # (name, node)
+                return _call_pair(label, server, request, timeout)
             pid = resolve(server)
             if pid is None:
                 raise CallError("noproc", server, request)
@@ -188,9 +197,24 @@ def make_call(label: str) -> CallFn:
             return value
         if value is REQUEST_TIMEOUT:
             raise CallTimeout(server, request, timeout)
+        if pid.node != me.node.name:  # not a local process: a call to another node
+            from otp import _gen_dist
+
+            return _gen_dist.call(label, pid, request, timeout)
         raise CallError(value, server, request)
 
     return call
+
+
+def _call_pair(label: str, server: Any, request: Any, timeout: float | None) -> Any:
+    """A call to ``(name, node)``: local if ``node`` is this one, else across."""
+    from otp import _gen_dist
+    from otp.lowlevel import check_name_node
+
+    name, node = check_name_node(server, "call")
+    if node == current_node().name:
+        return make_call(label)(name, request, timeout)
+    return _gen_dist.call(label, server, request, timeout)
 
 
 def _check_timeout(timeout: Any) -> None:
@@ -207,9 +231,16 @@ def _down_of(tag: Ref) -> Callable[[Any], bool]:
 
 
 def send_to(server: Any, msg: Any) -> None:
-    """Send to a Pid, a name or a Via, silently dropping it if nobody holds the name."""
+    """Send to a Pid, a name, ``(name, node)`` or a Via, silently dropping it if nobody
+    holds the name."""
     if server.__class__ is Pid:
         send(server, msg)
+        return
+    if server.__class__ is tuple:
+        try:
+            send(server, msg)
+        except NoProc:
+            pass
         return
     pid = resolve(server)
     if pid is not None:
@@ -374,8 +405,8 @@ def _abandon(req: ReqId) -> None:
 
 def _answers(req: ReqId) -> Callable[[Any], bool]:
     a, m = req.alias, req.monitor
-    return lambda x: (x.__class__ is Response and x.alias is a) or (
-        x.__class__ is Down and x.ref is m
+    return lambda x: (
+        (x.__class__ is Response and x.alias is a) or (x.__class__ is Down and x.ref is m)
     )
 
 
@@ -411,9 +442,7 @@ def _wait(req: ReqId | ReqIds, timeout: float | None, abandon: bool, delete: boo
         if abandon:
             for r in req:
                 _abandon(r)
-        raise CallTimeout(
-            tuple(r.server for r in req), tuple(r.request for r in req), timeout
-        )
+        raise CallTimeout(tuple(r.server for r in req), tuple(r.request for r in req), timeout)
     return _answer(req, _find(req, msg), msg, delete)  # type: ignore[arg-type]
 
 
@@ -441,9 +470,7 @@ def receive_response(
     return _wait(req, timeout, True, delete)
 
 
-def wait_response(
-    req: ReqId | ReqIds, timeout: float | None = 5.0, *, delete: bool = True
-) -> Any:
+def wait_response(req: ReqId | ReqIds, timeout: float | None = 5.0, *, delete: bool = True) -> Any:
     """Like ``receive_response``, except that a timeout does not abandon: the
     ``CallTimeout`` leaves the request(s) pending, so waiting again can still get the
     answer."""

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 import otp.process
+from otp import gen_server
 from otp.dist import _control
 from otp.dist._control import connection_lost, dispatch
-from otp.dist._etf_types import Atom
-from otp.errors import BadArg, ProcessExit
+from otp.dist._etf_types import Atom, ImproperList
+from otp.errors import BadArg, CallError, ProcessExit
 from otp.process import (
     Down,
     Exit,
@@ -36,6 +37,7 @@ from otp.process import (
     register,
     self,
     send,
+    spawn,
     spawn_monitor,
     trap_exit,
     unlink,
@@ -338,12 +340,6 @@ def test_lost_connection_forgets_the_peers_monitors_of_local_processes(node, hoo
 # --- aliases (P18) ----------------------------------------------------------------------
 
 
-needs_alias = pytest.mark.skipif(
-    not hasattr(otp.process, "alias"), reason="process aliases are not in this kernel yet"
-)
-
-
-@needs_alias
 def test_alias_send_from_another_node_reaches_an_active_alias_only(node, hook):
     a = otp.process.alias(reply=True)
     wire = Ref(a.node, a.id)  # as decoded: no owner
@@ -353,7 +349,6 @@ def test_alias_send_from_another_node_reaches_an_active_alias_only(node, hook):
     refute_receive("second")
 
 
-@needs_alias
 def test_send_to_an_alias_of_another_node_goes_to_the_hook(hook):
     a = Ref(PEER, 12)
     send(a, "to alias")
@@ -396,3 +391,116 @@ def test_unknown_and_malformed_control_messages_are_ignored(node, hook):
     dispatch(node, None, (99, 1, 2))
     dispatch(node, None, (_control.LINK,))
     assert is_alive(self())
+
+
+# --- gen_server across nodes (G10 on aliases) --------------------------------------------
+
+
+class Adder(gen_server.GenServer):
+    def init(self, arg: Any) -> Any:
+        return gen_server.Ok(arg)
+
+    def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+        return gen_server.Reply(state + request, state)
+
+    def handle_cast(self, request: Any, state: Any) -> Any:
+        return gen_server.NoReply(state + request)
+
+
+def _beam_from(ref: Ref) -> tuple[Pid, ImproperList]:
+    return (R, ImproperList((Atom("alias"),), ref))
+
+
+def test_call_by_name_and_this_node_is_a_local_call(node):
+    gen_server.start_link(Adder, 1, name="adder")
+    assert gen_server.call(("adder", node.name), 41) == 42
+    gen_server.cast(("adder", node.name), 10)
+    assert gen_server.call("adder", 0) == 11
+    gen_server.stop("adder")
+
+
+def test_a_server_answers_a_beam_caller_through_its_alias(node, hook):
+    pid = gen_server.start_link(Adder, 1)
+    tag_ref = Ref(PEER, 77)
+    dispatch(node, None, (_control.SEND, None, pid), (Atom("$gen_call"), _beam_from(tag_ref), 2))
+    wait_all_blocked()
+    [(sender, alias_ref, msg)] = hook.of("alias_send")
+    assert (sender, alias_ref) == (pid, tag_ref)
+    assert msg == (ImproperList((Atom("alias"),), tag_ref), 3)
+    gen_server.stop(pid)
+
+
+def test_a_server_answers_an_old_style_caller_with_tag_and_reply(node, hook):
+    pid = gen_server.start_link(Adder, 1)
+    tag = Ref(PEER, 78)
+    dispatch(node, None, (_control.SEND, None, pid), (Atom("$gen_call"), (R, tag), 5))
+    wait_all_blocked()
+    assert hook.of("send") == [(pid, R, (tag, 6))]
+    gen_server.stop(pid)
+
+
+def test_a_cast_from_another_node_reaches_handle_cast(node, hook):
+    pid = gen_server.start_link(Adder, 1, name="adder")
+    dispatch(node, None, (_control.REG_SEND, R, None, Atom("adder")), (Atom("$gen_cast"), 4))
+    assert gen_server.call(pid, 0) == 5
+    gen_server.stop(pid)
+
+
+def _remote_caller(parent: Pid, server: Any) -> None:
+    try:
+        send(parent, ("ok", gen_server.call(server, "req", timeout=None)))
+    except CallError as e:
+        send(parent, ("error", e.reason))
+
+
+def test_call_to_a_pid_of_another_node_monitors_sends_and_takes_the_alias_reply(node, hook):
+    caller = spawn(_remote_caller, self(), R)
+    wait_all_blocked()
+    [(_, target, where, mref)] = hook.of("monitor")
+    assert (target, where) == (R, PEER)
+    [(sender, dest, (label, (from_pid, tag), request))] = hook.of("send")
+    assert (sender, dest, label, from_pid, request) == (caller, R, "$gen_call", caller, "req")
+    assert label.__class__ is Atom and tag.items == ("alias",)
+    wire_alias = Ref(tag.tail.node, tag.tail.id)  # as decoded: no owner
+    dispatch(node, None, (_control.ALIAS_SEND, R, wire_alias), (tag, "answer"))
+    assert_receive(("ok", "answer"))
+    assert hook.of("demonitor") == [(caller, R, PEER, mref)]
+    # a second reply goes to an inactive alias: dropped
+    dispatch(node, None, (_control.ALIAS_SEND, R, wire_alias), (tag, "again"))
+    refute_receive(lambda m: True)
+
+
+def test_call_to_name_on_another_node_fails_with_noconnection_when_it_drops(node, hook):
+    spawn(_remote_caller, self(), ("svc", PEER))
+    wait_all_blocked()
+    [(_, name, where, _)] = hook.of("monitor")
+    assert (name, where) == ("svc", PEER)
+    [(_, reg_name, _, _)] = hook.of("reg_send")
+    assert reg_name == "svc"
+    connection_lost(node, PEER)
+    assert_receive(("error", "noconnection"))
+
+
+def test_call_to_another_node_without_distribution_is_noconnection(node):
+    with pytest.raises(CallError) as e:
+        gen_server.call(R, "x")
+    assert e.value.reason == "noconnection"
+
+
+def test_multi_call_collects_replies_and_bad_nodes(node):
+    gen_server.start_link(Adder, 100, name="adder")
+    replies, bad = gen_server.multi_call([node.name, PEER], "adder", 1, timeout=5.0)
+    assert replies == [(node.name, 101)]
+    assert bad == [PEER]
+    replies, bad = gen_server.multi_call([node.name], "nobody", 1)
+    assert (replies, bad) == ([], [node.name])
+    gen_server.stop("adder")
+
+
+def test_abcast_casts_to_every_node_and_drops_what_it_cannot_reach(node, hook):
+    pid = gen_server.start_link(Adder, 0, name="adder")
+    gen_server.abcast([node.name, PEER], "adder", 7)
+    assert gen_server.call(pid, 0) == 7
+    [(_, name, where, msg)] = hook.of("reg_send")
+    assert (name, where, msg) == ("adder", PEER, ("$gen_cast", 7))
+    gen_server.stop(pid)
