@@ -10,6 +10,7 @@ requests on stdin and answers each the same way. A request is ``0`` + a term
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otp.dist import Atom, BitBinary, Fun, ImproperList, Port
+from otp.dist import Atom, BitBinary, Fun, ImproperList, Port, register_type
 from otp.dist._etf import decode, encode
 from otp.lowlevel import Pid, Ref
 
@@ -161,10 +162,15 @@ def test_beam_small_map_keys_are_in_term_order(erl, term):
     assert erl.echo(ext(term)) == ext(term)
 
 
-def test_otpy_encoding_passes_through_an_erlang_relay_unchanged(erl):
-    from tests.test_dist_codec import Msg, Pair
+@register_type(name="test_erl.Note")
+@dataclasses.dataclass(frozen=True)
+class Note:
+    text: str
+    raw: bytes
 
-    term = ("text", b"\x00raw", Msg("a", b"b", 2), Pair(1, ValueError("x")), {"k": [1.5]})
+
+def test_otpy_encoding_passes_through_an_erlang_relay_unchanged(erl):
+    term = ("text", b"\x00raw", Note("a", b"b"), (1, ValueError("x")), {"k": [1.5]})
     data = b"\x83" + encode(term)
     assert erl.echo(data) == data
     assert repr(decode(data, 1)[0]) == repr(term)

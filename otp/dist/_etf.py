@@ -139,6 +139,17 @@ def _atom_bytes(name: str) -> bytes:
     return b
 
 
+_TUPLE_HEADS = [bytes((SMALL_TUPLE, n)) for n in range(256)]
+_PID_HEADS: dict[str, bytes] = {}
+
+
+def _pid_head(node: str) -> bytes:
+    head = bytes((NEW_PID,)) + _atom_bytes(node)
+    if len(_PID_HEADS) < _MAX_CACHE:
+        _PID_HEADS[node] = head
+    return head
+
+
 _TRUE = _atom_bytes("true")
 _FALSE = _atom_bytes("false")
 _NILATOM = _atom_bytes("nil")
@@ -162,40 +173,37 @@ def encode(term: Any, *, otpy: bool = True) -> bytes:
     return bytes(out)
 
 
-def _enc(t: Any, out: bytearray, otpy: bool) -> None:
+def _enc(
+    t: Any,
+    out: bytearray,
+    otpy: bool,
+    *,
+    str: type = str,
+    int: type = int,
+    tuple: type = tuple,
+    _pack: Any = _u8u32,
+    _small: list[bytes] = _SMALL_INTS,
+) -> None:
+    # The hot path: globals bound as keyword defaults (local loads), the common types
+    # tested first by identity of the class (never isinstance: no subclass is allowed).
     cls = t.__class__
     if cls is str:
         b = t.encode()
-        out += _u8u32(BINARY, len(b))
+        out += _pack(BINARY, len(b))
         out += b
     elif cls is int:
         if 0 <= t < 256:
-            out += _SMALL_INTS[t]
+            out += _small[t]
         else:
             _enc_int(t, out)
     elif cls is tuple:
         n = len(t)
-        out += bytes((SMALL_TUPLE, n)) if n < 256 else _u8u32(LARGE_TUPLE, n)
-        i = 0
-        try:
-            for i, e in enumerate(t):  # noqa: B007 - i names the element on failure
-                c = e.__class__
-                if c is str:
-                    b = e.encode()
-                    out += _u8u32(BINARY, len(b))
-                    out += b
-                elif c is int and 0 <= e < 256:
-                    out += _SMALL_INTS[e]
-                else:
-                    _enc(e, out, otpy)
-        except NotSendable as exc:
-            exc.steps.append(i)
-            raise
+        out += _TUPLE_HEADS[n] if n < 256 else _pack(LARGE_TUPLE, n)
+        _enc_items(t, out, otpy)
     elif cls is Atom:
-        out += _atom_bytes(t)
+        out += _ATOM_BYTES.get(t) or _atom_bytes(t)
     elif cls is Pid:
-        out += bytes((NEW_PID,))
-        out += _atom_bytes(t.node)
+        out += _PID_HEADS.get(t.node) or _pid_head(t.node)
         pid_id = t.id
         if pid_id >> 64 or t.creation >> 32 or pid_id < 0:
             raise NotSendable(f"a pid's id and creation must fit the wire, got {t!r}", t)
@@ -266,17 +274,27 @@ def _enc_list(t: list[Any], out: bytearray, otpy: bool) -> None:
     out += _NIL
 
 
-def _enc_items(items: Any, out: bytearray, otpy: bool) -> None:
+def _enc_items(
+    items: Any,
+    out: bytearray,
+    otpy: bool,
+    *,
+    str: type = str,
+    int: type = int,
+    _pack: Any = _u8u32,
+    _small: list[bytes] = _SMALL_INTS,
+    _enc: Any = _enc,
+) -> None:
     i = 0
     try:
         for i, e in enumerate(items):  # noqa: B007 - i names the element on failure
             c = e.__class__
             if c is str:
                 b = e.encode()
-                out += _u8u32(BINARY, len(b))
+                out += _pack(BINARY, len(b))
                 out += b
             elif c is int and 0 <= e < 256:
-                out += _SMALL_INTS[e]
+                out += _small[e]
             else:
                 _enc(e, out, otpy)
     except NotSendable as exc:
@@ -367,7 +385,7 @@ def _enc_exception(exc: BaseException, out: bytearray, otpy: bool) -> None:
 
 
 def _enc_tuple_head(n: int) -> bytes:
-    return bytes((SMALL_TUPLE, n)) if n < 256 else _u8u32(LARGE_TUPLE, n)
+    return _TUPLE_HEADS[n] if n < 256 else _u8u32(LARGE_TUPLE, n)
 
 
 def _sendable_or_repr(v: Any, otpy: bool) -> Any:
@@ -622,6 +640,9 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
             elif tag == SMALL_INTEGER:
                 append(d[pos + 1])
                 pos += 2
+            elif tag == NEW_PID:
+                v, pos = _dec_pid(d, pos)
+                append(v)
             else:
                 v, pos = _dec(d, pos, otpy)
                 append(v)
@@ -642,9 +663,7 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     if tag == LIST:
         return _dec_list(d, pos, otpy)
     if tag == NEW_PID:
-        node, p = _dec_node(d, pos + 1)
-        pid_id, serial, creation = _unpack_u32x3(d, p)
-        return Pid(node, pid_id | serial << 32, creation), p + 12
+        return _dec_pid(d, pos)
     if tag == MAP:
         return _dec_map(d, pos, otpy)
     if tag == NEWER_REFERENCE or tag == NEW_REFERENCE:
@@ -691,8 +710,8 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
         sign = d[start - 1]
         if sign > 1:
             raise BadTerm(f"a big integer's sign byte is 0 or 1, got {sign} at offset {pos}")
-        v = int.from_bytes(d[start:end], "little")
-        return (-v if sign else v), end
+        big = int.from_bytes(d[start:end], "little")
+        return (-big if sign else big), end
     if tag == BIT_BINARY:
         start = pos + 6
         end = start + _unpack_u32(d, pos + 1)[0]
@@ -744,6 +763,29 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
         except ValueError:
             raise BadTerm(f"FLOAT_EXT at offset {pos} is not a float") from None
     raise BadTerm(f"unknown or unsupported ETF tag {tag} at offset {pos}")
+
+
+_PIDS: dict[bytes, Pid] = {}
+
+
+def _dec_pid(d: bytes, pos: int) -> tuple[Pid, int]:
+    # A pid arrives again and again (the same senders, the same recipients): its bytes
+    # map to one shared immutable Pid, built once.
+    if d[pos + 1] == SMALL_ATOM_UTF8:
+        end = pos + 15 + d[pos + 2]
+        raw = d[pos:end]
+        pid = _PIDS.get(raw)
+        if pid is not None:
+            return pid, end
+    node, p = _dec_node(d, pos + 1)
+    pid_id, serial, creation = _unpack_u32x3(d, p)
+    end = p + 12
+    pid = Pid(node, pid_id | serial << 32, creation)
+    if d[pos + 1] == SMALL_ATOM_UTF8:
+        if len(_PIDS) >= _MAX_CACHE:
+            _PIDS.clear()
+        _PIDS[d[pos:end]] = pid
+    return pid, end
 
 
 def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
