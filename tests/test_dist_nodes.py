@@ -194,3 +194,57 @@ def test_a_cut_connection_fires_noconnection_and_heals(ab):
     heal(a, b)
     b.exec("send(('probe', A), 'after heal')", A=a.name)
     assert a.eval("probe_wait(lambda m: m == 'after heal')") == "after heal"
+
+
+ADDER = """
+class Adder(gen_server.GenServer):
+    def init(self, arg):
+        return gen_server.Ok(arg)
+
+    def handle_call(self, request, from_, state):
+        if request == 'crash':
+            raise RuntimeError('asked to')
+        return gen_server.Reply(state + request, state)
+
+    def handle_cast(self, request, state):
+        return gen_server.NoReply(state + request)
+"""
+
+
+def test_gen_server_call_cast_and_multi_call_across_nodes(ab):
+    a, b = ab
+    for n in (a, b):
+        n.exec(ADDER)
+    b.exec("gen_server.start(Adder, 1, name='adder')")
+    a.exec("gen_server.start(Adder, 100, name='adder')")
+    assert a.eval("gen_server.call(('adder', B), 41)", B=b.name) == 42
+    pid = b.eval("whereis('adder')")
+    assert a.eval("gen_server.call(P, 1)", P=pid) == 2
+    a.exec("gen_server.cast(('adder', B), 10)", B=b.name)
+    assert a.eval("gen_server.call(('adder', B), 0)", B=b.name) == 11
+    a.exec("gen_server.abcast([A, B], 'adder', 1)", A=a.name, B=b.name)
+    replies, bad = a.eval(
+        "gen_server.multi_call([A, B, 'nobody@127.0.0.1'], 'adder', 0, 10.0)", A=a.name, B=b.name
+    )
+    assert replies == [(a.name, 101), (b.name, 12)]
+    assert bad == ["nobody@127.0.0.1"]
+
+
+def test_a_remote_call_fails_with_the_servers_exit_reason_or_noconnection(ab):
+    a, b = ab
+    b.exec(ADDER)
+    b.exec("gen_server.start(Adder, 1, name='adder')")
+    a.exec(
+        "def try_call(server, req):\n"
+        "    try:\n        return ('ok', gen_server.call(server, req, 10))\n"
+        "    except otp.errors.CallError as e:\n        return ('error', repr(e.reason))\n"
+    )
+    got = a.eval("try_call(('adder', B), 'crash')", B=b.name)
+    assert got[0] == "error" and "asked to" in got[1]
+    assert a.eval("try_call(('adder', B), 1)", B=b.name) == ("error", "'noproc'")
+    b.exec("gen_server.start(Adder, 1, name='adder')")
+    a.exec("caller = spawn(lambda: send('probe', ('called', try_call(('adder', B), None))))",
+           B=b.name)  # fmt: skip
+    b.kill()
+    got = a.eval("probe_wait(lambda m: m[:1] == ('called',))", timeout=30)
+    assert got[1][0] == "error"

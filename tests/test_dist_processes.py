@@ -238,9 +238,11 @@ def test_exit_to_a_remote_pid_goes_to_the_hook_as_exit2(hook):
 def test_monitor_of_a_remote_pid_fires_on_monitor_p_exit(node, hook):
     ref = monitor(R)
     assert hook.of("monitor") == [(self(), R, PEER, ref)]
-    dispatch(node, None, (_control.MONITOR_P_EXIT, R, self(), ref, Atom("done")))
+    wire = Ref(ref.node, ref.id)  # as decoded: equal, not the same object
+    dispatch(node, None, (_control.MONITOR_P_EXIT, R, self(), wire, Atom("done")))
     down = assert_receive(Down)
     assert down == Down(ref, R, "done") and down.reason.__class__ is str
+    assert down.ref is ref  # a receiver may match its monitor's Down by identity
 
 
 def test_monitor_by_name_on_another_node_names_the_pair_in_down(node, hook):

@@ -118,7 +118,8 @@ class Remote:
 
     - ``links``: local process -> the remote pids it is linked to;
     - ``out``: monitors local processes hold on remote ones: ref -> (watcher, target,
-      target's node), ``target`` as the Down will name it (a pid, or ``(name, node)``);
+      target's node, ref), ``target`` as the Down will name it (a pid, or
+      ``(name, node)``);
     - ``incoming``: monitors remote processes hold on local ones: ref -> (remote
       watcher, local process, what it was monitored by: pid or name);
     - ``node_monitors``: node name -> {local process: how many monitor_node calls};
@@ -132,7 +133,7 @@ class Remote:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.links: dict[Process, set[Pid]] = {}
-        self.out: dict[Ref, tuple[Process, Any, str]] = {}
+        self.out: dict[Ref, tuple[Process, Any, str, Ref]] = {}
         self.incoming: dict[Ref, tuple[Pid, Process, Any]] = {}
         self.node_monitors: dict[str, dict[Process, int]] = {}
         self.aliases: dict[int, Pid] = {}
@@ -162,7 +163,7 @@ class Remote:
                     if dist is not None:
                         dist.monitor_exit(_to_wire(by), watcher, ref, _to_wire(reason))
         if self.out:
-            for ref, (q, target, tnode) in list(self.out.items()):
+            for ref, (q, target, tnode, _) in list(self.out.items()):
                 if q is p:
                     del self.out[ref]
                     if dist is not None:
@@ -232,7 +233,7 @@ class Remote:
         if dist is None:
             self.node.deliver(p, Down(ref, target, NOCONNECTION))
             return
-        self.out[ref] = (p, target, tnode)
+        self.out[ref] = (p, target, tnode, ref)
         self._hook(p)
         dist.monitor(p.pid, wire, tnode, ref)
 
@@ -397,8 +398,10 @@ class Remote:
         entry = self.out.pop(ref, None)
         if entry is None:
             return  # demonitored meanwhile
-        p, target, _ = entry
-        self.node.deliver(p, Down(ref, target, reason))
+        p, target, _, mine = entry
+        # The Down carries the very Ref monitor() returned (receivers may match it by
+        # identity), not the equal one decoded from the wire.
+        self.node.deliver(p, Down(mine, target, reason))
 
     def connection_lost(self, peer: str) -> None:
         """Every link and monitor across to ``peer`` fires ``noconnection``; its node
@@ -413,7 +416,7 @@ class Remote:
             for r in gone:
                 if not p.dead:
                     self._signal(p, r, NOCONNECTION, link=True)
-        for ref, (p, target, tnode) in list(self.out.items()):
+        for ref, (p, target, tnode, _) in list(self.out.items()):
             if tnode == peer:
                 del self.out[ref]
                 self.node.deliver(p, Down(ref, target, NOCONNECTION))
