@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import otp.errors
-from otp.dist import (
+from otp.dist._etf import decode, decode_reason, encode, encode_reason, set_creation
+from otp.dist._etf_types import (
     Atom,
     BadTerm,
     BitBinary,
@@ -23,9 +24,9 @@ from otp.dist import (
     ImproperList,
     NotSendable,
     Port,
+    UnknownType,
     register_type,
 )
-from otp.dist._etf import decode, decode_reason, encode, encode_reason, set_creation
 from otp.lowlevel import Down, Pid, Ref
 
 
@@ -313,12 +314,31 @@ class Unregistered:
     x: int
 
 
-def test_registered_dataclass_is_a_record_tuple_between_otpy_nodes():
+def test_registered_dataclass_is_a_tagged_record_tuple_between_otpy_nodes():
     value = Msg("ann", b"\x00", 3)
     data = encode(value)
-    assert data[:2] == bytes([104, 4]) and decode(data[2:])[0] == Atom("test.Msg")
+    assert data[:2] == bytes([104, 5])
+    head, pos = decode(data, 2)
+    assert head == Atom("$otpy_rec") and decode(data, pos)[0] == Atom("test.Msg")
     assert roundtrip(value) == value and roundtrip(Pair(1, value)) == Pair(1, value)
     assert roundtrip(Pair(1, 2)).__class__ is Pair
+
+
+def test_record_of_an_unregistered_name_is_an_unknown_type_error():
+    data = encode((Atom("$otpy_rec"), Atom("nowhere.Thing"), 1))
+    with pytest.raises(UnknownType, match=r"nowhere\.Thing.*register_type"):
+        decode(data)
+
+
+def test_record_with_the_wrong_field_count_is_a_bad_term():
+    data = encode((Atom("$otpy_rec"), Atom("test.Msg"), "a"))
+    with pytest.raises(BadTerm, match="has 3 fields, got 1"):
+        decode(data)
+
+
+def test_tuple_headed_by_a_registered_name_stays_a_tuple():
+    value = (Atom("test.Msg"), "a", b"b", 1)
+    assert same(roundtrip(value), value)
 
 
 def test_registered_dataclass_is_an_elixir_struct_map_with_beam():
@@ -330,11 +350,6 @@ def test_registered_dataclass_is_an_elixir_struct_map_with_beam():
 def test_kernel_records_cross():
     down = Down(Ref("a@h", 1), Pid("a@h", 2, 0), "normal")
     assert roundtrip(down) == down and roundtrip(down).__class__ is Down
-
-
-def test_unregistered_record_tuple_name_decodes_as_a_plain_tuple():
-    value = (Atom("not.registered"), 1)
-    assert same(roundtrip(value), value)
 
 
 def test_register_type_refuses_mutable_dataclasses_and_plain_classes():

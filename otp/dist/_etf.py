@@ -16,7 +16,8 @@ Two mappings, chosen by ``otpy``:
 
 - ``otpy=True`` (between otpy nodes): lossless, a value arrives ``==`` and of the same
   type. ``str`` is a binary; ``bytes`` is ``{'$otpy_bytes', Binary}``; a registered
-  class is a record ``{Name, Field1, ...}``; an exception is
+  class is ``{'$otpy_rec', Name, Field1, ...}`` (decoding an unregistered Name raises
+  ``UnknownType``); an exception is
   ``{'$otpy_exc', <<"module.Class">>, Args, Attrs}``. All of it is plain ETF, so a BEAM
   node relaying it passes it through unchanged.
 - ``otpy=False`` (with BEAM nodes), Elixir's conventions: ``str`` and ``bytes`` are
@@ -51,6 +52,7 @@ from otp.dist._etf_types import (
     ImproperList,
     NotSendable,
     Port,
+    UnknownType,
     _on_change,
 )
 from otp.lowlevel import Down, Exit, Pid, Ref, TimerTimeout
@@ -88,6 +90,7 @@ SMALL_ATOM_UTF8 = 119
 V4_PORT = 120
 
 _BYTES_TAG = "$otpy_bytes"
+_REC_TAG = "$otpy_rec"
 _EXC_TAG = "$otpy_exc"
 _MAX_CACHE = 65536  # atoms remembered (a peer sending endless new atoms must not grow us)
 
@@ -414,9 +417,11 @@ def _reset_class_encoders() -> None:
     _RECORD_DEC.clear()
     _RECORD_DEC[_BYTES_TAG] = _dec_bytes_record
     _RECORD_DEC[_EXC_TAG] = _dec_exc_record
+    _RECORD_DEC[_REC_TAG] = _dec_record
+    _RECORD_BUILD.clear()
     for name, cls in _BY_NAME.items():
         if not issubclass(cls, BaseException):
-            _RECORD_DEC[name] = _record_decoder(name, cls)
+            _RECORD_BUILD[name] = _record_decoder(name, cls)
 
 
 def _class_encoder(t: Any) -> _Enc:
@@ -450,7 +455,7 @@ def _record_encoder(name: str, cls: type) -> _Enc:
         get = lambda v: ()  # noqa: E731
     else:
         get = operator.attrgetter(*names)
-    head = _enc_tuple_head(n + 1) + _atom_bytes(name)
+    head = _enc_tuple_head(n + 2) + _atom_bytes(_REC_TAG) + _atom_bytes(name)
     # BEAM form: a map, its keys in term order (atoms sort by their text).
     keys = sorted([("__struct__", -1)] + [(f, i) for i, f in enumerate(names)],
                   key=lambda p: p[0].encode())  # fmt: skip
@@ -873,17 +878,31 @@ def _build_struct(cls: type, name: str, fields: dict[Any, Any]) -> Any:
 # --- records (otpy form) ----------------------------------------------------------------
 
 _Dec = Callable[[list[Any]], Any]
-_RECORD_DEC: dict[str, _Dec] = {}
+_RECORD_DEC: dict[str, _Dec] = {}  # the reserved tags heading a tuple
+_RECORD_BUILD: dict[str, _Dec] = {}  # registered name -> builder from the record's items
+
+
+def _dec_record(items: list[Any]) -> Any:
+    name = items[1] if len(items) > 1 else None
+    if name.__class__ is not Atom:
+        return tuple(items)
+    build = _RECORD_BUILD.get(name)
+    if build is None:
+        raise UnknownType(
+            f"a {name} record arrived but no class is registered under that name here: "
+            "register it with otp.dist.register_type on this node too"
+        )
+    return build(items)
 
 
 def _record_decoder(name: str, cls: type) -> _Dec:
-    n = len(_field_names(cls)) + 1
+    n = len(_field_names(cls)) + 2
 
     def build(items: list[Any]) -> Any:
         if len(items) != n:
-            raise BadTerm(f"a {name} record has {n - 1} fields, got {len(items) - 1}")
+            raise BadTerm(f"a {name} record has {n - 2} fields, got {len(items) - 2}")
         try:
-            return cls(*items[1:])
+            return cls(*items[2:])
         except Exception as exc:  # the class's own checks
             raise BadTerm(f"a {name} record does not build a {cls.__qualname__}: {exc}") from None
 

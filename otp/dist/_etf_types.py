@@ -35,6 +35,7 @@ __all__ = [
     "ImproperList",
     "NotSendable",
     "Port",
+    "UnknownType",
     "register_type",
     "registered_name",
 ]
@@ -65,6 +66,11 @@ class BadTerm(OTPError, ValueError):
     """Bytes that are not a well-formed External Term Format term (truncated, an
     unknown tag, a length beyond the data, nested too deep...). The message says
     what was expected, what was found and at which byte offset."""
+
+
+class UnknownType(BadTerm):
+    """A record of a class registered on the sending node under a name no class here is
+    registered under (``register_type`` runs on one node only, or versions differ)."""
 
 
 class NotSendable(BadArg):
