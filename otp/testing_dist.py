@@ -10,7 +10,8 @@ pipe, so that the control channel never depends on the distribution under test):
   ``python -m otp.testing_dist --name NAME --cookie C --epmd-port P``: an otpy node,
   distributed, evaluating what the test sends it. ``node.exec(code)`` runs Python
   statements in a new process on that node (names it defines persist: one namespace
-  per node, preloaded with ``otp.process``'s functions, ``gen_server``, ``dist``);
+  per node, preloaded with ``otp.process``'s functions, ``gen_server``, ``dist``,
+  ``Atom``, ``ImproperList`` and the probe below);
   ``node.eval(expr)`` returns the value of an expression (it crosses back pickled:
   pids, refs, records, exceptions keep their types). A failure raises ``RemoteError``
   with the node's traceback.
@@ -473,8 +474,11 @@ def _namespace() -> dict[str, Any]:
     import otp
     import otp.process
     from otp import dist, gen_server
+    from otp.dist import Atom, ImproperList
 
     ns: dict[str, Any] = {
+        "Atom": Atom,
+        "ImproperList": ImproperList,
         "otp": otp,
         "dist": dist,
         "gen_server": gen_server,
