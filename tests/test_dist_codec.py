@@ -325,15 +325,21 @@ def test_registered_dataclass_is_a_tagged_record_tuple_between_otpy_nodes():
 
 
 def test_record_of_an_unregistered_name_is_an_unknown_type_error():
-    data = encode((Atom("$otpy_rec"), Atom("nowhere.Thing"), 1))
+    data = encode((Atom("$otpy_rec"), Atom("nowhere.Thing"), 1), otpy=False)
     with pytest.raises(UnknownType, match=r"nowhere\.Thing.*register_type"):
         decode(data)
 
 
 def test_record_with_the_wrong_field_count_is_a_bad_term():
-    data = encode((Atom("$otpy_rec"), Atom("test.Msg"), "a"))
+    data = encode((Atom("$otpy_rec"), Atom("test.Msg"), "a"), otpy=False)
     with pytest.raises(BadTerm, match="has 3 fields, got 1"):
         decode(data)
+
+
+@pytest.mark.parametrize("tag", ["$otpy_bytes", "$otpy_rec", "$otpy_exc"])
+def test_tuple_headed_by_a_reserved_atom_is_refused_between_otpy_nodes(tag):
+    with pytest.raises(NotSendable, match="reserved"):
+        encode([(Atom(tag), "x")])
 
 
 def test_tuple_headed_by_a_registered_name_stays_a_tuple():
@@ -477,6 +483,8 @@ def test_decode_accepts_memoryview_and_offset():
 
 # --- property: otpy <-> otpy is lossless -------------------------------------------------
 
+# Atoms that arrive as something else, or head otpy's tagged forms.
+RESERVED = ("true", "false", "nil", "$otpy_bytes", "$otpy_rec", "$otpy_exc")
 _nodes = st.sampled_from(["a@h", "b@host.example", "nonode@nohost"])
 _leaves = st.one_of(
     st.integers(),
@@ -486,7 +494,7 @@ _leaves = st.one_of(
     st.binary(max_size=20),
     st.booleans(),
     st.none(),
-    st.text(max_size=10).map(Atom).filter(lambda a: a not in ("true", "false", "nil")),
+    st.text(max_size=10).map(Atom).filter(lambda a: a not in RESERVED),
     st.builds(Pid, _nodes, st.integers(0, 2**40), st.integers(0, 2**32 - 1)),
     st.builds(Ref, _nodes, st.integers(0, 2**96 - 1)),
     st.builds(BitBinary, st.binary(min_size=1, max_size=5), st.integers(1, 7)),

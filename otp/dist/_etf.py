@@ -91,6 +91,7 @@ V4_PORT = 120
 
 _BYTES_TAG = "$otpy_bytes"
 _REC_TAG = "$otpy_rec"
+_RESERVED = frozenset({"$otpy_bytes", "$otpy_rec", "$otpy_exc"})
 _EXC_TAG = "$otpy_exc"
 _MAX_CACHE = 65536  # atoms remembered (a peer sending endless new atoms must not grow us)
 
@@ -201,6 +202,9 @@ def _enc(
             _enc_int(t, out)
     elif cls is tuple:
         n = len(t)
+        if n and t[0].__class__ is Atom and t[0] in _RESERVED and otpy:
+            raise NotSendable(f"tuples headed by the atom {t[0]!r} are reserved for otpy's own "
+                              "forms between nodes", t)  # fmt: skip
         out += _TUPLE_HEADS[n] if n < 256 else _pack(LARGE_TUPLE, n)
         _enc_items(t, out, otpy)
     elif cls is Atom:
@@ -663,6 +667,19 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
         return _atom(d[pos + 2 : end], tag == SMALL_ATOM), end
     if tag == INTEGER:
         return _unpack_i32(d, pos + 1)[0], pos + 5
+    if tag == SMALL_BIG or tag == LARGE_BIG:
+        if tag == SMALL_BIG:
+            n, start = d[pos + 1], pos + 3
+        else:
+            n, start = _unpack_u32(d, pos + 1)[0], pos + 6
+        end = start + n
+        if end > len(d):
+            raise _short(d, end, pos)
+        sign = d[start - 1]
+        if sign > 1:
+            raise BadTerm(f"a big integer's sign byte is 0 or 1, got {sign} at offset {pos}")
+        big = int.from_bytes(d[start:end], "little")
+        return (-big if sign else big), end
     if tag == NIL:
         return [], pos + 1
     if tag == LIST:
@@ -704,19 +721,6 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
         if end > len(d):
             raise _short(d, end, pos)
         return _atom(d[pos + 3 : end], tag == ATOM), end
-    if tag == SMALL_BIG or tag == LARGE_BIG:
-        if tag == SMALL_BIG:
-            n, start = d[pos + 1], pos + 3
-        else:
-            n, start = _unpack_u32(d, pos + 1)[0], pos + 6
-        end = start + n
-        if end > len(d):
-            raise _short(d, end, pos)
-        sign = d[start - 1]
-        if sign > 1:
-            raise BadTerm(f"a big integer's sign byte is 0 or 1, got {sign} at offset {pos}")
-        big = int.from_bytes(d[start:end], "little")
-        return (-big if sign else big), end
     if tag == BIT_BINARY:
         start = pos + 6
         end = start + _unpack_u32(d, pos + 1)[0]
