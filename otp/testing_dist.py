@@ -467,7 +467,8 @@ def probe_messages(name: str = "probe") -> tuple[Any, ...]:
     from otp.process import receive, self, send
 
     send(name, ("$probe_all", self()))
-    return receive(lambda m: m.__class__ is tuple and m[:1] == ("$probe_all",), 10.0)[1]  # type: ignore[no-any-return]
+    got = receive(lambda m: m.__class__ is tuple and m[:1] == ("$probe_all",), 10.0)
+    return tuple(got[1])
 
 
 def _namespace() -> dict[str, Any]:
