@@ -181,14 +181,14 @@ def _enc(
     t: Any,
     out: bytearray,
     otpy: bool,
-    *,
     str: type = str,
     int: type = int,
     tuple: type = tuple,
     _pack: Any = _u8u32,
     _small: list[bytes] = _SMALL_INTS,
 ) -> None:
-    # The hot path: globals bound as keyword defaults (local loads), the common types
+    # The hot path: globals bound as defaults (local loads; positional defaults cost
+    # nothing per call, keyword-only ones a dict lookup each), the common types
     # tested first by identity of the class (never isinstance: no subclass is allowed).
     cls = t.__class__
     if cls is str:
@@ -285,7 +285,6 @@ def _enc_items(
     items: Any,
     out: bytearray,
     otpy: bool,
-    *,
     str: type = str,
     int: type = int,
     _pack: Any = _u8u32,
