@@ -605,11 +605,13 @@ def _dec_node(d: bytes, pos: int) -> tuple[str, int]:
     return node, pos
 
 
-def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
+def _dec(
+    d: bytes, pos: int, otpy: bool, _u32: Any = _unpack_u32, tuple: type = tuple
+) -> tuple[Any, int]:
     tag = d[pos]
     if tag == BINARY:
         start = pos + 5
-        end = start + _unpack_u32(d, pos + 1)[0]
+        end = start + _u32(d, pos + 1)[0]
         if end > len(d):
             raise _short(d, end, pos)
         b = d[start:end]
@@ -633,12 +635,13 @@ def _dec(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
                               f"than the {len(d) - pos} bytes left")  # fmt: skip
         items: list[Any] = []
         append = items.append
+        size = len(d)
         for _ in range(n):
             tag = d[pos]
             if tag == BINARY and otpy:
                 start = pos + 5
-                end = start + _unpack_u32(d, pos + 1)[0]
-                if end > len(d):
+                end = start + _u32(d, pos + 1)[0]
+                if end > size:
                     raise _short(d, end, pos)
                 try:
                     append(d[start:end].decode())
