@@ -81,7 +81,7 @@ def _start(label: str, server: Any, request: Any) -> tuple[Ref, Ref]:
         raise NotInProcess("call must be made from inside a process")
     mref = monitor(server)
     a = alias(reply=True)
-    _remote(me.node).export_alias(me.pid, a)
+    _remote(me.node).export_alias(me, a)
     _send_quietly(server, (Atom(label), (me.pid, _tagged(a)), request))
     return a, mref
 

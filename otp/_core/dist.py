@@ -270,10 +270,12 @@ class Remote:
         self._hook(p)
         dist.monitor_node(node)
 
-    def export_alias(self, owner: Pid, alias: Ref) -> None:
-        """Let an alias of a local process be reached from other nodes (ALIAS_SEND
-        names only the alias: the kernel needs its owner)."""
-        self.aliases[alias.id] = owner
+    def export_alias(self, owner: Process, alias: Ref) -> None:
+        """Let an alias of local process ``owner`` be reached from other nodes
+        (ALIAS_SEND names only the alias: the kernel needs its owner). Forgotten when
+        a message through it ends it, or when ``owner`` ends."""
+        self.aliases[alias.id] = owner.pid
+        self._hook(owner)
 
     # --- helpers -----------------------------------------------------------------------
 
