@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from otp.dist._etf_types import Atom
 from otp.errors import BadArg, CallError, CallTimeout, NoProc, NotInProcess
 from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
 from otp.process import (
@@ -59,10 +58,10 @@ from otp.process import (
 )
 from otp.process import self as _self
 
-# Atoms (str subclasses, equal to the plain strings): a call or cast that crosses to a
-# BEAM node must carry Erlang's '$gen_call'/'$gen_cast', not binaries.
-CALL = Atom("$gen_call")
-CAST = Atom("$gen_cast")
+# Plain strings here; they cross to other nodes as Erlang's atoms '$gen_call' and
+# '$gen_cast' (see otp.dist._control.message_to_wire).
+CALL = "$gen_call"
+CAST = "$gen_cast"
 SYSTEM = "$system"
 
 _TIMEOUT: Any = object()

@@ -506,3 +506,12 @@ def test_abcast_casts_to_every_node_and_drops_what_it_cannot_reach(node, hook):
     [(_, name, where, msg)] = hook.of("reg_send")
     assert (name, where, msg) == ("adder", PEER, ("$gen_cast", 7))
     gen_server.stop(pid)
+
+
+def test_a_cast_to_another_node_carries_the_atom_label_beam_expects(node, hook):
+    gen_server.cast(R, "by pid")
+    gen_server.cast(("svc", PEER), "by name")
+    [(_, _, by_pid)] = hook.of("send")
+    [(_, _, _, by_name)] = hook.of("reg_send")
+    assert by_pid == ("$gen_cast", "by pid") and by_pid[0].__class__ is Atom
+    assert by_name == ("$gen_cast", "by name") and by_name[0].__class__ is Atom

@@ -47,10 +47,18 @@ def _identity(x: Any) -> Any:
 _to_wire: Callable[[Any], Any] = _identity
 
 
-def set_reason_to_wire(fn: Callable[[Any], Any]) -> None:
-    """Install how exit reasons and names are put on the wire (``otp.dist`` does)."""
-    global _to_wire
+_msg_to_wire: Callable[[Any], Any] = _identity
+
+
+def set_reason_to_wire(
+    fn: Callable[[Any], Any], message: Callable[[Any], Any] | None = None
+) -> None:
+    """Install how exit reasons and names are put on the wire, and (``message``) what
+    a message sent to another node becomes first (``otp.dist`` does)."""
+    global _to_wire, _msg_to_wire
     _to_wire = fn
+    if message is not None:
+        _msg_to_wire = message
 
 
 class NodeDown(NamedTuple):
@@ -179,12 +187,12 @@ class Remote:
     def send(self, sender: Pid | None, dest: Pid, msg: Any) -> None:
         dist = self.node.dist
         if dist is not None:
-            dist.send(sender, dest, msg)
+            dist.send(sender, dest, _msg_to_wire(msg))
 
     def reg_send(self, sender: Pid | None, name: str, node: str, msg: Any) -> None:
         dist = self.node.dist
         if dist is not None:
-            dist.reg_send(sender, _to_wire(name), node, msg)
+            dist.reg_send(sender, _to_wire(name), node, _msg_to_wire(msg))
 
     def alias_send(self, sender: Pid | None, alias: Ref, msg: Any) -> None:
         dist = self.node.dist

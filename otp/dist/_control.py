@@ -171,4 +171,18 @@ def connection_lost(node: Node, peer: str) -> None:
         r.connection_lost(_name(peer))
 
 
-set_reason_to_wire(reason_to_wire)
+_GEN_LABELS = {"$gen_call": Atom("$gen_call"), "$gen_cast": Atom("$gen_cast")}
+
+
+def message_to_wire(msg: Any) -> Any:
+    """A message as it leaves for another node: the gen protocol's labels
+    (``"$gen_call"``, ``"$gen_cast"``, plain strings here) become Erlang's atoms, so
+    that a BEAM ``gen_server`` understands a call or cast by pid or ``(name, node)``."""
+    if msg.__class__ is tuple and msg and msg[0].__class__ is str:
+        label = _GEN_LABELS.get(msg[0])
+        if label is not None:
+            return (label, *msg[1:])
+    return msg
+
+
+set_reason_to_wire(reason_to_wire, message_to_wire)
