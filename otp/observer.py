@@ -120,7 +120,13 @@ def top(sort: Sort = "queue", limit: int = 20, *, timeout: float = 1.0) -> list[
     if sort == "messages":
         counts = _message_counts([p for p in behaviours if p != me], timeout, start=True)
         keys["messages"] = lambda p: counts.get(p.pid, -1)
-    chosen = heapq.nlargest(limit, list(node.procs.values()), key=keys[sort])
+    procs = list(node.procs.values())
+    # Memory is measured once: the rows show what they were sorted by (asking the
+    # behaviours for their counts below changes their stacks' locals).
+    memory = {p: _memory_estimate(p) for p in procs} if sort == "memory" else {}
+    if memory:
+        keys["memory"] = memory.__getitem__
+    chosen = heapq.nlargest(limit, procs, key=keys[sort])
     if sort != "messages":
         counts = _message_counts(
             [p.pid for p in chosen if p.pid in behaviours and p.pid != me], timeout, start=False
@@ -136,7 +142,7 @@ def top(sort: Sort = "queue", limit: int = 20, *, timeout: float = 1.0) -> list[
                 pid=p.pid,
                 name=info.registered_name,
                 queue=info.message_queue_len,
-                memory=_memory_estimate(p),
+                memory=memory[p] if memory else _memory_estimate(p),
                 messages=counts.get(p.pid),
                 status=info.status,
                 current_function=info.current_function,
