@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from otp.dist._etf_types import ImproperList
 from otp.errors import BadArg, CallError, CallTimeout, NoProc, NotInProcess
 from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
 from otp.process import (
@@ -371,6 +372,13 @@ def send_request(server: Pid | str | Via, request: Any, label: str = CALL) -> Re
     Never fails for a missing server: its answer is then the ``noproc`` error.
     """
     me = _self()
+    if server.__class__ is tuple or (
+        server.__class__ is Pid and server.node != current_node().name
+    ):  # a server of another node: its answer is ([alias | A], reply)
+        from otp import _gen_dist
+
+        mref, a = _gen_dist.start_request(label, server, request)
+        return ReqId(a, mref, server, request)
     pid = server if server.__class__ is Pid else resolve(server)
     if pid is None:
         # The Down a monitor of a missing process gives (made here: a Via has no pid),
@@ -392,6 +400,9 @@ def _settle(req: ReqId, msg: Any) -> Any:
         if req.monitor.owner is not None:
             demonitor(req.monitor, flush=True)
         return msg.value
+    if msg.__class__ is tuple:  # ([alias | A], reply) from a server of another node
+        demonitor(req.monitor, flush=True)
+        return msg[1]
     unalias(req.alias)
     raise CallError(msg.reason, req.server, req.request)
 
@@ -405,8 +416,18 @@ def _abandon(req: ReqId) -> None:
 def _answers(req: ReqId) -> Callable[[Any], bool]:
     a, m = req.alias, req.monitor
     return lambda x: (
-        (x.__class__ is Response and x.alias is a) or (x.__class__ is Down and x.ref is m)
+        (x.__class__ is Response and x.alias is a)
+        or (x.__class__ is Down and x.ref is m)
+        or (x.__class__ is tuple and _remote_answer(x, a))
     )
+
+
+def _remote_answer(x: tuple[Any, ...], a: Ref) -> bool:
+    # The answer of a server of another node: ([alias | A], reply), A equal to ours.
+    if len(x) != 2:
+        return False
+    t = x[0]
+    return t.__class__ is ImproperList and t.tail == a and t.items == ("alias",)
 
 
 def _find(reqids: ReqIds, msg: Any) -> ReqId | None:
@@ -418,6 +439,10 @@ def _find(reqids: ReqIds, msg: Any) -> ReqId | None:
     elif c is Down:
         for req in reqids:
             if req.monitor is msg.ref:
+                return req
+    elif c is tuple:
+        for req in reqids:
+            if _remote_answer(msg, req.alias):
                 return req
     return None
 

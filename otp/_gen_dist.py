@@ -74,6 +74,13 @@ def _send_quietly(dest: Any, msg: Any) -> None:
         pass  # (name, this node) that nobody holds: the monitor says noproc
 
 
+def start_request(label: str, server: Any, request: Any) -> tuple[Ref, Ref]:
+    """``send_request`` to a server of another node: ``(monitor ref, alias)``; the
+    answer is ``([alias | alias], reply)`` through the alias, or the monitor's Down."""
+    a, mref = _start(label, server, request)
+    return mref, a
+
+
 def _start(label: str, server: Any, request: Any) -> tuple[Ref, Ref]:
     """Steps 1-2: monitor, alias, send; returns ``(alias, monitor ref)``."""
     me = getcurrent()

@@ -222,6 +222,10 @@ def test_gen_server_call_cast_and_multi_call_across_nodes(ab):
     assert a.eval("gen_server.call(P, 1)", P=pid) == 2
     a.exec("gen_server.cast(('adder', B), 10)", B=b.name)
     assert a.eval("gen_server.call(('adder', B), 0)", B=b.name) == 11
+    got = a.eval(
+        "gen_server.receive_response(gen_server.send_request(('adder', B), 1), 10)", B=b.name
+    )
+    assert got == 12
     a.exec("gen_server.abcast([A, B], 'adder', 1)", A=a.name, B=b.name)
     replies, bad = a.eval(
         "gen_server.multi_call([A, B, 'nobody@127.0.0.1'], 'adder', 0, 10.0)", A=a.name, B=b.name

@@ -515,3 +515,17 @@ def test_a_cast_to_another_node_carries_the_atom_label_beam_expects(node, hook):
     [(_, _, _, by_name)] = hook.of("reg_send")
     assert by_pid == ("$gen_cast", "by pid") and by_pid[0].__class__ is Atom
     assert by_name == ("$gen_cast", "by name") and by_name[0].__class__ is Atom
+
+
+def test_send_request_to_another_node_takes_its_answer_through_the_alias(node, hook):
+    req = gen_server.send_request(R, "req")
+    [(_, _, (label, (_, tag), request))] = hook.of("send")
+    assert (label, request) == ("$gen_call", "req")
+    wire_alias = Ref(tag.tail.node, tag.tail.id)
+    dispatch(node, None, (_control.ALIAS_SEND, R, wire_alias), (tag, "answer"))
+    assert gen_server.receive_response(req, 5.0) == "answer"
+    req2 = gen_server.send_request(("svc", PEER), "req")
+    connection_lost(node, PEER)
+    with pytest.raises(CallError) as e:
+        gen_server.receive_response(req2, 5.0)
+    assert e.value.reason == "noconnection"
