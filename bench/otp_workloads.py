@@ -272,6 +272,12 @@ def _patched(name: str, module: str) -> Workload:
     return run
 
 
+def _dist_codec(n: int) -> Result:
+    from bench.dist_workloads import dist_codec
+
+    return dist_codec(n)
+
+
 WORKLOADS: dict[str, Workload] = {
     "table_dirty_write": _patched("table_dirty_write", "bench.tables_quick"),
     "table_tx_write": _patched("table_tx_write", "bench.tables_quick"),
@@ -288,4 +294,5 @@ WORKLOADS: dict[str, Workload] = {
     "cast": cast,
     "many_clients": many_clients,
     "restart": restart,
+    "dist_codec": _dist_codec,
 }

@@ -68,6 +68,9 @@ SPECS: dict[str, Spec] = {
              "p99 send->receive latency at the best throughput step"),
         Spec("chat_offline_drain", "drain_rate", "msgs/s", 1_000,
              "n users x 100 queued messages log in at once; msgs/s until drained"),
+        Spec("dist_codec", "codec_time", "us/message", 200_000,
+             "encode then decode a chat-sized message in the External Term Format "
+             "(a tuple of strs, ints, a 200-byte body, a Pid); floor: msgpack"),
     ]
 }
 
@@ -99,6 +102,8 @@ SYSTEMS: dict[str, System] = {
                label="plain dict writes"),
         System("sqlite", "bench.floor_tables", attr="SQLITE_WORKLOADS",
                label="raw sqlite, 100 commits per fsync"),
+        System("msgpack", "bench.dist_workloads", attr="MSGPACK_WORKLOADS",
+               label="msgpack encode+decode"),
         System("pykka", "bench.floor_pykka", label="Pykka, threads"),
         System("pykka_gevent", "bench.floor_pykka", monkey_patch=True,
                label="Pykka, gevent monkey-patched"),

@@ -26,7 +26,7 @@ from otp.errors import (
     ProcessExit,
     ReceiveTimeout,
 )
-from otp.lowlevel import ANY, Down, Exit, Pid, ProcessInfo, Ref, TimerTimeout
+from otp.lowlevel import ANY, Down, Exit, NodeDown, Pid, ProcessInfo, Ref, TimerTimeout
 from otp.node import patch, run
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ __all__ = [
     "Exit",
     "NameTaken",
     "NoProc",
+    "NodeDown",
     "NodeError",
     "NotInProcess",
     "OTPError",

@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from otp.errors import BadArg, CallError, CallTimeout, NameTaken, NotInProcess
+from otp.dist._etf_types import ImproperList
+from otp.errors import BadArg, CallError, CallTimeout, NameTaken, NoProc, NotInProcess
 from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
 from otp.process import (
     Down,
@@ -60,6 +61,8 @@ from otp.process import (
 )
 from otp.process import self as _self
 
+# Plain strings here; they cross to other nodes as Erlang's atoms '$gen_call' and
+# '$gen_cast' (see otp.dist._control.message_to_wire).
 CALL = "$gen_call"
 CAST = "$gen_cast"
 SYSTEM = "$system"
@@ -72,6 +75,7 @@ _TIMEOUT: Any = object()
 #: read) and pass it to ``reply(from_, value)`` to answer later, from any process. (A
 #: plain tuple rather than a record: one is built per call.)
 From = tuple[Pid, Any]
+
 
 @dataclass(frozen=True)
 class Via:
@@ -113,8 +117,7 @@ def resolve(server: Any) -> Pid | None:
             )
         return pid
     raise BadArg(
-        f"expected a server: a Pid, a registered name (str) or Via(registry, name), "
-        f"got {server!r}"
+        f"expected a server: a Pid, a registered name (str) or Via(registry, name), got {server!r}"
     )
 
 
@@ -178,10 +181,14 @@ def reply(from_: From, value: Any, check: bool = True) -> None:
     a = from_[1]
     if a.__class__ is int:  # a call's alias (the kernel's slot id)
         node.send_alias(from_[0], a, value, check)
-    elif a.__class__ is Ref:  # a send_request's alias
+    elif a.__class__ is Ref and a.node == node.name:  # a send_request's alias
         node.send_alias(from_[0], a.id, Response(a, value), check)
     else:
-        raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
+        # A caller of another node ([alias | Ref], or an old-style Ref tag): slow path.
+        from otp import _gen_dist
+
+        if not _gen_dist.reply(from_, value):
+            raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
 
 
 # --- the call -------------------------------------------------------------------------
@@ -202,6 +209,8 @@ def make_call(label: str) -> CallFn:
     def call(server: Pid | str | Via, request: Any, timeout: float | None = 5.0) -> Any:
         pid: Any = server
         if server.__class__ is not Pid:
+            if server.__class__ is tuple:  # (name, node)
+                return _call_pair(label, server, request, timeout)
             pid = resolve(server)
             if pid is None:
                 raise CallError("noproc", server, request)
@@ -217,9 +226,24 @@ def make_call(label: str) -> CallFn:
             return value
         if value is REQUEST_TIMEOUT:
             raise CallTimeout(server, request, timeout)
+        if pid.node != me.node.name:  # not a local process: a call to another node
+            from otp import _gen_dist
+
+            return _gen_dist.call(label, pid, request, timeout)
         raise CallError(value, server, request)
 
     return call
+
+
+def _call_pair(label: str, server: Any, request: Any, timeout: float | None) -> Any:
+    """A call to ``(name, node)``: local if ``node`` is this one, else across."""
+    from otp import _gen_dist
+    from otp.lowlevel import check_name_node
+
+    name, node = check_name_node(server, "call")
+    if node == current_node().name:
+        return make_call(label)(name, request, timeout)
+    return _gen_dist.call(label, server, request, timeout)
 
 
 def _check_timeout(timeout: Any) -> None:
@@ -236,9 +260,16 @@ def _down_of(tag: Ref) -> Callable[[Any], bool]:
 
 
 def send_to(server: Any, msg: Any) -> None:
-    """Send to a Pid, a name or a Via, silently dropping it if nobody holds the name."""
+    """Send to a Pid, a name, ``(name, node)`` or a Via, silently dropping it if nobody
+    holds the name."""
     if server.__class__ is Pid:
         send(server, msg)
+        return
+    if server.__class__ is tuple:
+        try:
+            send(server, msg)
+        except NoProc:
+            pass
         return
     pid = resolve(server)
     if pid is not None:
@@ -370,6 +401,13 @@ def send_request(server: Pid | str | Via, request: Any, label: str = CALL) -> Re
     Never fails for a missing server: its answer is then the ``noproc`` error.
     """
     me = _self()
+    if server.__class__ is tuple or (
+        server.__class__ is Pid and server.node != current_node().name
+    ):  # a server of another node: its answer is ([alias | A], reply)
+        from otp import _gen_dist
+
+        mref, a = _gen_dist.start_request(label, server, request)
+        return ReqId(a, mref, server, request)
     pid = server if server.__class__ is Pid else resolve(server)
     if pid is None:
         # The Down a monitor of a missing process gives (made here: a Via has no pid),
@@ -391,6 +429,9 @@ def _settle(req: ReqId, msg: Any) -> Any:
         if req.monitor.owner is not None:
             demonitor(req.monitor, flush=True)
         return msg.value
+    if msg.__class__ is tuple:  # ([alias | A], reply) from a server of another node
+        demonitor(req.monitor, flush=True)
+        return msg[1]
     unalias(req.alias)
     raise CallError(msg.reason, req.server, req.request)
 
@@ -403,9 +444,19 @@ def _abandon(req: ReqId) -> None:
 
 def _answers(req: ReqId) -> Callable[[Any], bool]:
     a, m = req.alias, req.monitor
-    return lambda x: (x.__class__ is Response and x.alias is a) or (
-        x.__class__ is Down and x.ref is m
+    return lambda x: (
+        (x.__class__ is Response and x.alias is a)
+        or (x.__class__ is Down and x.ref is m)
+        or (x.__class__ is tuple and _remote_answer(x, a))
     )
+
+
+def _remote_answer(x: tuple[Any, ...], a: Ref) -> bool:
+    # The answer of a server of another node: ([alias | A], reply), A equal to ours.
+    if len(x) != 2:
+        return False
+    t = x[0]
+    return t.__class__ is ImproperList and t.tail == a and t.items == ("alias",)
 
 
 def _find(reqids: ReqIds, msg: Any) -> ReqId | None:
@@ -417,6 +468,10 @@ def _find(reqids: ReqIds, msg: Any) -> ReqId | None:
     elif c is Down:
         for req in reqids:
             if req.monitor is msg.ref:
+                return req
+    elif c is tuple:
+        for req in reqids:
+            if _remote_answer(msg, req.alias):
                 return req
     return None
 
@@ -440,9 +495,7 @@ def _wait(req: ReqId | ReqIds, timeout: float | None, abandon: bool, delete: boo
         if abandon:
             for r in req:
                 _abandon(r)
-        raise CallTimeout(
-            tuple(r.server for r in req), tuple(r.request for r in req), timeout
-        )
+        raise CallTimeout(tuple(r.server for r in req), tuple(r.request for r in req), timeout)
     return _answer(req, _find(req, msg), msg, delete)  # type: ignore[arg-type]
 
 
@@ -470,9 +523,7 @@ def receive_response(
     return _wait(req, timeout, True, delete)
 
 
-def wait_response(
-    req: ReqId | ReqIds, timeout: float | None = 5.0, *, delete: bool = True
-) -> Any:
+def wait_response(req: ReqId | ReqIds, timeout: float | None = 5.0, *, delete: bool = True) -> Any:
     """Like ``receive_response``, except that a timeout does not abandon: the
     ``CallTimeout`` leaves the request(s) pending, so waiting again can still get the
     answer."""

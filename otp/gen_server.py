@@ -184,9 +184,11 @@ __all__ = [
     "Stop",
     "Timeout",
     "Via",
+    "abcast",
     "call",
     "cast",
     "check_response",
+    "multi_call",
     "receive_response",
     "reply",
     "reqids_add",
@@ -392,19 +394,47 @@ call.__doc__ = """call(server, request, timeout=5.0) -> reply
 
 Send ``request`` to the server's ``handle_call`` and wait for the reply.
 
-``server`` is a Pid, a registered name or a ``Via``. Raises ``CallError`` (``.reason``:
-``"noproc"``, ``"calling_self"``, or the server's exit reason if it dies meanwhile)
-and ``CallTimeout`` after ``timeout`` seconds (``None``: wait forever).
+``server`` is a Pid, a registered name, ``(name, node)`` or a ``Via``. Raises
+``CallError`` (``.reason``: ``"noproc"``, ``"calling_self"``, the server's exit reason
+if it dies meanwhile, ``"noconnection"`` if its node cannot be reached or the
+connection is lost meanwhile) and ``CallTimeout`` after ``timeout`` seconds (``None``:
+wait forever). A server of another node may be an Erlang ``gen_server``.
 """
 
 
-def cast(server: Pid | str | Via, request: Any) -> None:
+def cast(server: Pid | str | Via | tuple[str, str], request: Any) -> None:
     """Send ``request`` to the server's ``handle_cast``; never fails, never waits
-    (a cast to a name nobody holds is dropped)."""
+    (a cast to a name nobody holds is dropped, and so is one to a node that cannot be
+    reached). ``server`` may be ``(name, node)``."""
     if server.__class__ is Pid:
         send(server, (CAST, request))
     else:
         _gen.send_to(server, (CAST, request))
+
+
+def multi_call(
+    nodes: list[str], name: str, request: Any, timeout: float | None = None
+) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Call the server registered as ``name`` on each of ``nodes`` at once (this node
+    may be one of them); returns ``(replies, bad_nodes)``: ``replies`` the
+    ``(node, reply)`` pairs, ``bad_nodes`` the nodes that had no such server, could not
+    be reached or did not answer within ``timeout`` seconds (``None``: wait for all).
+
+    Example::
+
+        replies, bad = gen_server.multi_call(["a@h", "b@h"], "cache", ("get", key), 2.0)
+    """
+    from otp import _gen_dist
+
+    return _gen_dist.multi_call(nodes, name, request, timeout)
+
+
+def abcast(nodes: list[str], name: str, request: Any) -> None:
+    """Cast ``request`` to the server registered as ``name`` on each of ``nodes``
+    (dropped where there is none or the node cannot be reached); never waits."""
+    from otp import _gen_dist
+
+    _gen_dist.abcast(nodes, name, request)
 
 
 def reply(from_: From, value: Any) -> None:

@@ -60,6 +60,15 @@ from typing import Any
 # MockClock (otp.testing), ProcessInfo and the values (otp, otp.process), patch (otp).
 from otp._core.clock import Clock, RealClock
 from otp._core.clock import MockClock as MockClock
+from otp._core.dist import (
+    NOCONNECTION,
+    DistHook,
+    Remote,
+    check_name_node,
+    remote,
+    set_reason_to_wire,
+)
+from otp._core.dist import NodeDown as NodeDown
 from otp._core.fastpath import receive, send
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
@@ -92,10 +101,12 @@ from otp._core.values import check_immutable, compile_pattern
 from otp.errors import NotInProcess
 
 __all__ = [
+    "NOCONNECTION",
     "NO_DEFAULT",
     "REQUEST_TIMEOUT",
     "RUNNING",
     "Clock",
+    "DistHook",
     "Node",
     "NodeVar",
     "OSEvent",
@@ -103,9 +114,11 @@ __all__ = [
     "Process",
     "ProcessVar",
     "RealClock",
+    "Remote",
     "active_socket",
     "cancel_on_exit",
     "check_immutable",
+    "check_name_node",
     "close_socket",
     "compile_pattern",
     "current_node",
@@ -117,8 +130,10 @@ __all__ = [
     "on_exit",
     "other_greenlet_stacks",
     "receive",
+    "remote",
     "run_in_thread",
     "send",
+    "set_reason_to_wire",
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",

@@ -76,6 +76,7 @@ from otp.lowlevel import (
     ANY,
     Down,
     Exit,
+    NodeDown,
     Pid,
     Process,
     ProcessInfo,
@@ -88,11 +89,13 @@ from otp.lowlevel import (
     send,
 )
 from otp.lowlevel import RUNNING as _RUNNING
+from otp.lowlevel import remote as _remote
 
 __all__ = [
     "ANY",
     "Down",
     "Exit",
+    "NodeDown",
     "Pid",
     "ProcessInfo",
     "ProcessVar",
@@ -107,6 +110,9 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "monitor_node",
+    "node",
+    "nodes",
     "now",
     "process_info",
     "processes",
@@ -308,6 +314,7 @@ def link(pid: Pid) -> None:
     """
     me = _me("link")
     me.node.link(me, pid)
+    _check_dead(me)  # a link to an unreachable node: noconnection (P14)
 
 
 def unlink(pid: Pid) -> None:
@@ -316,13 +323,17 @@ def unlink(pid: Pid) -> None:
     me.node.unlink(me, pid)
 
 
-def monitor(target: Pid | str) -> Ref:
+def monitor(target: Pid | str | tuple[str, str]) -> Ref:
     """Monitor a pid or registered name; one ``Down(ref, pid, reason)`` follows its end.
 
     A name is resolved once, now: the monitor follows the process that holds it (and its
     ``Down`` carries that process's pid; unlike Erlang's ``{Name, Node}``). Each call
     makes a separate monitor. A target that is not alive gives ``Down(ref, target,
     "noproc")`` at once (``target`` as given: the pid, or the name).
+
+    ``(name, node)`` monitors a name on a node; its ``Down`` names ``(name, node)``, as
+    Erlang's does. A monitor of a process on another node fires with reason
+    ``"noconnection"`` when the connection to it is lost (or cannot be made).
     """
     me = _me("monitor")
     return me.node.monitor(me, target)
@@ -348,11 +359,42 @@ def trap_exit(flag: bool) -> bool:
     return old
 
 
-def is_alive(pid: Pid) -> bool:
-    """True if ``pid`` is a live process of this node."""
+def is_alive(pid: Pid | None = None) -> bool:
+    """True if ``pid`` is a live process of this node.
+
+    With no argument: whether this node is distributed (Erlang's ``is_alive/0``;
+    see ``otp.dist.start``). A pid of another node is a ``BadArg`` (as
+    ``is_process_alive`` in Erlang): monitor it instead.
+    """
+    if pid is None:
+        return current_node().dist is not None
     if pid.__class__ is not Pid:
         raise BadArg(f"is_alive expects a Pid, got {pid!r}")
-    return current_node().lookup(pid) is not None
+    node = current_node()
+    if pid.node != node.name:
+        raise BadArg(f"is_alive expects a pid of this node ({node.name}), got {pid!r}")
+    return node.lookup(pid) is not None
+
+
+def node() -> str:
+    """This node's name (``"nonode@nohost"`` when it is not distributed)."""
+    return current_node().name
+
+
+def nodes() -> list[str]:
+    """The nodes this node is connected to now (visible ones)."""
+    hook = current_node().dist
+    return [] if hook is None else list(hook.nodes())
+
+
+def monitor_node(node: str, flag: bool = True) -> None:
+    """Monitor the connection to ``node``: ``NodeDown(node)`` arrives when it is lost,
+    or at once if it cannot be made or this node is not distributed. Each call with
+    ``flag=True`` gives one more ``NodeDown``; ``flag=False`` turns them all off."""
+    me = _me("monitor_node")
+    if not isinstance(flag, bool):
+        raise BadArg(f"monitor_node expects flag True or False, got {flag!r}")
+    _remote(me.node).monitor_node(me, node, flag)
 
 
 def register(name: str, pid: Pid) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otp._core.node import _MISSING, RUNNING, Process, current_node, getcurrent
+from otp._core.dist import check_name_node, remote
+from otp._core.node import _MISSING, RUNNING, Node, Process, current_node, getcurrent
 from otp._core.values import Pid, Ref, check_immutable
 from otp.errors import BadArg, NoProc, NotInProcess
 
@@ -34,13 +35,17 @@ def _dead_caller() -> bool:
     return cur.__class__ is Process and cur.dead
 
 
-def send(dest: Pid | str | Ref, msg: Any) -> Any:
-    """Send ``msg`` to a pid, a registered name or an alias; returns ``msg``.
+def send(dest: Pid | str | Ref | tuple[str, str], msg: Any) -> Any:
+    """Send ``msg`` to a pid, a registered name, an alias or ``(name, node)``; returns
+    ``msg``.
 
     Sending to a dead pid succeeds silently (nothing is delivered), and so does sending
     to an alias that is not active (see ``alias``). Sending to a name nobody holds
     raises ``NoProc``. Never blocks. From a process the runtime has declared dead (its
-    ``finally`` blocks running) it does nothing (P17).
+    ``finally`` blocks running) it does nothing (P17). A pid or alias of another node,
+    or ``(name, node)``, goes through distribution (see ``otp.dist``): it is dropped
+    silently if that node cannot be reached (or this node is not distributed), and so
+    is a message to a name nobody holds there.
     """
     # RUNNING.send_node is the running node, or None while a dead process's greenlet
     # runs (or no node does): the slow path checks whether the sender is that one.
@@ -52,6 +57,8 @@ def send(dest: Pid | str | Ref, msg: Any) -> Any:
     if dest.__class__ is Pid:
         p = node.procs.get(dest.id)
         if p is None or (p.pid is not dest and p.pid != dest):
+            if dest.node != node.name:
+                remote(node).send(_sender(), dest, msg)
             return msg
     elif isinstance(dest, str):
         p = node.names.get(dest)
@@ -60,11 +67,11 @@ def send(dest: Pid | str | Ref, msg: Any) -> Any:
     elif dest.__class__ is Ref:
         if dest.owner is not None and dest.node == node.name:
             node.send_alias(dest.owner, dest.id, msg)
+        else:
+            _send_alias_other(node, dest, msg)
         return msg
     else:
-        raise BadArg(
-            f"send expects a Pid, a registered name (str) or an alias (Ref), got {dest!r}"
-        )
+        return _send_other(node, dest, msg)
     if node.strict:
         check_immutable(msg)
     # node.deliver, inlined: this is the hot path.
@@ -81,6 +88,44 @@ def send(dest: Pid | str | Ref, msg: Any) -> Any:
             node._drain_scheduled = True
             node.hub.loop.run_callback(node._drain)
     return msg
+
+
+def _sender() -> Pid | None:
+    cur = getcurrent()
+    return cur.pid if cur.__class__ is Process else None
+
+
+def _send_other(node: Node, dest: Any, msg: Any) -> Any:
+    # send's slow path: (name, node).
+    if dest.__class__ is tuple:
+        name, where = check_name_node(dest, "send")
+        if where == node.name:
+            p = node.names.get(name)
+            if p is None:
+                raise NoProc(
+                    f"send to {dest!r}: no process is registered under that name", name
+                )
+            if node.strict:
+                check_immutable(msg)
+            node.deliver(p, msg)
+        else:
+            remote(node).reg_send(_sender(), name, where, msg)
+        return msg
+    raise BadArg(
+        f"send expects a Pid, a registered name (str), an alias (Ref) or (name, node), "
+        f"got {dest!r}"
+    )
+
+
+def _send_alias_other(node: Node, dest: Ref, msg: Any) -> None:
+    # send's slow path: an alias of another node, or one of this node's that came back
+    # from the wire (a decoded Ref knows no owner).
+    if dest.node != node.name:
+        remote(node).alias_send(_sender(), dest, msg)
+    elif node.remote is not None:
+        if node.strict:
+            check_immutable(msg)
+        node.remote.incoming_alias_send(dest, msg)
 
 
 def receive(match: Any = None, timeout: float | None = None, *, default: Any = _MISSING) -> Any:

@@ -54,8 +54,10 @@ import gevent
 import greenlet
 from gevent.event import AsyncResult
 
+from otp._core import dist as _dist
 from otp._core import values as _values
 from otp._core.clock import Clock, RealClock
+from otp._core.dist import DistHook, Remote
 from otp._core.fairness import BlockingMonitor
 from otp._core.values import (
     Down,
@@ -408,6 +410,11 @@ class Node:
         self._fairness: BlockingMonitor | None = None
         self._mains: list[AsyncResult] = []  # results that Node.run/join wait on
         self.halted: tuple[Any] | None = None  # (reason,) once halt() was called
+        # Distribution (otp._core.dist): the hook otp.dist sets (None: not distributed)
+        # and the bookkeeping of links and monitors that cross nodes (made on first use).
+        # Only the slow paths look at them: a signal whose target is not local.
+        self.dist: DistHook | None = None
+        self.remote: Remote | None = None
         # NodeVar values (otp._core.localvars): var -> value; every node starts empty.
         self.localvars: dict[Any, Any] = {}
 
@@ -1020,6 +1027,8 @@ class Node:
         self.check_reason(reason)
         t = self.lookup(dest)
         if t is None:
+            if dest.node != self.name:
+                _dist.remote(self).exit2(sender, dest, reason)
             return
         if reason.__class__ is str and reason == "kill":
             self.exit_process(t, "killed")
@@ -1045,6 +1054,9 @@ class Node:
             raise BadArg(f"link expects a Pid, got {dest!r}")
         t = self.lookup(dest)
         if t is None:
+            if dest.node != self.name:
+                _dist.remote(self).link(p, dest)
+                return
             if p.trap_exit:
                 self.deliver(p, Exit(dest, "noproc"))
                 return
@@ -1065,6 +1077,8 @@ class Node:
             raise BadArg(f"unlink expects a Pid, got {dest!r}")
         t = self.lookup(dest)
         if t is None:
+            if dest.node != self.name and self.remote is not None:
+                self.remote.unlink(p, dest)
             return
         if p.links is not None:
             p.links.discard(t)
@@ -1073,8 +1087,18 @@ class Node:
 
     def monitor(self, p: Process, dest: Any) -> Ref:
         ref = Ref(self.name, self._next_ref(), owner=p.pid)
+        if dest.__class__ is tuple:  # (name, node): a name on some node
+            dest = _dist.check_name_node(dest, "monitor")
+            if dest[1] == self.name:
+                dest = dest[0]
+            else:
+                _dist.remote(self).monitor(p, dest, ref)
+                return ref
         t = self.resolve(dest)
         if t is None:
+            if dest.__class__ is Pid and dest.node != self.name:
+                _dist.remote(self).monitor(p, dest, ref)
+                return ref
             self.deliver(p, Down(ref, dest, "noproc"))
             return ref
         if t.monitors is None:
@@ -1100,6 +1124,8 @@ class Node:
         if t is not None:
             if t.monitors is not None:
                 t.monitors.pop(ref, None)
+        elif self.remote is not None and self.remote.demonitor(p, ref):
+            t = p  # (a monitor of a remote process was active)
         if flush:
             self._flush_down(p, ref)
         return t is not None

@@ -1,0 +1,69 @@
+"""Distribution: otpy nodes talking Erlang's distribution protocol to each other and
+to BEAM nodes. The values that cross are described in docs/distribution.md.
+
+>>> from otp.dist import Atom, ImproperList
+>>> ImproperList([Atom("alias")], 1).tail
+1
+
+A node becomes distributed with ``start`` (inside a process), and is then reachable by
+its name; connections to other nodes are made on first use::
+
+    import otp
+    from otp import dist
+
+    def main():
+        dist.start("a@127.0.0.1", cookie="secret")   # registers with EPMD
+        print(dist.ping("b@127.0.0.1"))             # "pong" if b runs with that cookie
+        dist.stop()
+
+    otp.run(main)
+
+``start`` registers the node's name with the host's EPMD (port ``epmd_port``, else
+``ERL_EPMD_PORT``, else 4369); when no EPMD answers, the node serves the names itself
+(an EPMD-compatible name server inside this node, gone when it stops: see
+``otp.dist._epmd``). The cookie comes from ``cookie``, else from ``cookie_file``, else
+from ``~/.erlang.cookie`` (created with a random value, mode 0400, when missing).
+
+Security: the cookie authenticates, but nothing is encrypted without TLS. ``start``
+refuses to listen on an address that is not loopback unless ``tls`` is given (or
+``insecure=True`` says you know). A wrong cookie is refused without a hint to the peer
+and logged here.
+
+Failure semantics: a peer that cannot be reached makes ``connect`` return False and
+``ping`` return ``"pang"``; a connection that drops (peer gone, silent for
+``net_ticktime`` seconds, or sending garbage) is closed alone, and links and monitors
+across it fire with ``noconnection``.
+"""
+
+from otp.dist._etf_types import (
+    Atom,
+    BadTerm,
+    BitBinary,
+    ForeignException,
+    Fun,
+    ImproperList,
+    NotSendable,
+    Port,
+    register_type,
+)
+from otp.dist._net_kernel import connect, disconnect, nodes, ping, start, stop
+from otp.dist._net_kernel import node as node
+
+__all__ = [
+    "Atom",
+    "BadTerm",
+    "BitBinary",
+    "ForeignException",
+    "Fun",
+    "ImproperList",
+    "NotSendable",
+    "Port",
+    "connect",
+    "disconnect",
+    "node",
+    "nodes",
+    "ping",
+    "register_type",
+    "start",
+    "stop",
+]
