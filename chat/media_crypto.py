@@ -100,23 +100,24 @@ class MediaSecret:
         return self.size + TAG_SIZE
 
     def to_fields(self) -> dict[str, Any]:
-        """The secret as media-message fields (``enc``, ``key``, ``nonce``, ``sha256``,
-        ``size``)."""
-        return {"enc": SCHEME, "key": self.key, "nonce": self.nonce,
-                "sha256": self.sha256, "size": self.size}
+        """The secret as fields of a media record (docs/protocol.md, "The media
+        message"): ``enc``, ``key``, ``iv``, ``plain_sha256`` — opaque to the server —
+        and ``size``, the ciphertext's."""
+        return {"enc": SCHEME, "key": self.key, "iv": self.nonce,
+                "plain_sha256": self.sha256, "size": self.ciphertext_size}
 
     @classmethod
     def from_fields(cls, f: dict[str, Any]) -> MediaSecret:
-        """The secret from a media message's fields; ``MediaError`` if they are not one."""
+        """The secret from a media record; ``MediaError("bad_key")`` if it holds none."""
         if f.get("enc", SCHEME) != SCHEME:
             raise MediaError("bad_key", f"expected media encrypted with {SCHEME}, got "
                                         f"{f.get('enc')!r}")
         try:
-            return cls(bytes(f["key"]), bytes(f["nonce"]), bytes(f["sha256"]),
-                       int(f["size"]))
+            return cls(bytes(f["key"]), bytes(f["iv"]), bytes(f["plain_sha256"]),
+                       int(f["size"]) - TAG_SIZE)
         except (KeyError, TypeError, ValueError) as e:
-            raise MediaError("bad_key", f"the media message lacks a usable key, nonce, "
-                                        f"sha256 or size: {e!r}") from None
+            raise MediaError("bad_key", f"the media record lacks a usable key, iv, "
+                                        f"plain_sha256 or size: {e!r}") from None
 
 
 def _cipher(key: bytes, nonce: bytes, tag: bytes | None = None) -> Cipher[modes.GCM]:
@@ -137,6 +138,14 @@ class EncryptingReader:
         self.key = key or os.urandom(KEY_SIZE)
         self.nonce = nonce or os.urandom(NONCE_SIZE)
         self._secret: MediaSecret | None = None
+        self._ct_hash = hashlib.sha256()
+
+    @property
+    def ciphertext_sha256(self) -> str:
+        """The lowercase hex SHA-256 of the ciphertext (the server's media id), once the
+        iteration is over."""
+        _ = self.secret
+        return self._ct_hash.hexdigest()
 
     @property
     def ciphertext_size(self) -> int | None:
@@ -161,13 +170,16 @@ class EncryptingReader:
                 raise MediaError("bad_size", f"the file grew while it was read: expected "
                                              f"{self.size} bytes, got more")
             h.update(block)
-            yield enc.update(block)
+            out = enc.update(block)
+            self._ct_hash.update(out)
+            yield out
         if self.size is not None and n != self.size:
             raise MediaError("bad_size", f"the file changed while it was read: expected "
                                          f"{self.size} bytes, got {n}")
-        last = enc.finalize()
+        last = enc.finalize() + enc.tag
+        self._ct_hash.update(last)
         self._secret = MediaSecret(self.key, self.nonce, h.digest(), n)
-        yield last + enc.tag
+        yield last
 
 
 def encrypt_stream(src: BinaryIO, write: Callable[[bytes], Any], *,
@@ -185,9 +197,12 @@ class Decryptor:
     ``MediaIntegrityError`` if any is wrong. Until ``finish`` returns, what was written
     is *unverified*: write it somewhere temporary (``decrypt_file`` does)."""
 
-    def __init__(self, secret: MediaSecret, write: Callable[[bytes], Any]) -> None:
+    def __init__(self, secret: MediaSecret, write: Callable[[bytes], Any], *,
+                 ciphertext_sha256: str | None = None) -> None:
         self.secret = secret
         self.write = write
+        self.ciphertext_sha256 = ciphertext_sha256
+        self._ct_hash = hashlib.sha256()
         self._dec = _cipher(secret.key, secret.nonce).decryptor()
         self._hash = hashlib.sha256()
         self._tail = b""  # the last TAG_SIZE bytes seen: maybe the tag
@@ -195,6 +210,7 @@ class Decryptor:
 
     def feed(self, data: bytes) -> None:
         self._n += len(data)
+        self._ct_hash.update(data)
         if self._n > self.secret.ciphertext_size:
             raise MediaIntegrityError("bad_size", f"expected {self.secret.ciphertext_size} "
                                                   "bytes of ciphertext, got more")
@@ -211,6 +227,10 @@ class Decryptor:
         if self._n != self.secret.ciphertext_size:
             raise MediaIntegrityError("bad_size", f"expected {self.secret.ciphertext_size} "
                                                   f"bytes of ciphertext, got {self._n}")
+        if (self.ciphertext_sha256 is not None
+                and self._ct_hash.hexdigest() != self.ciphertext_sha256.lower()):
+            raise MediaIntegrityError("bad_hash", "the downloaded ciphertext's SHA-256 is "
+                                                  "not the media id the sender named")
         try:
             out = self._dec.finalize_with_tag(self._tail)
         except InvalidTag:

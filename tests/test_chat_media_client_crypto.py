@@ -128,6 +128,7 @@ def test_media_secret_travels_as_message_fields() -> None:
     s = encrypt_stream(io.BytesIO(b"abc"), lambda b: None)
     f = s.to_fields()
     assert f["enc"] == "aes-256-gcm"
+    assert f["size"] == 3 + TAG_SIZE  # the ciphertext's, as the server checks it
     assert MediaSecret.from_fields(f) == s
     with pytest.raises(MediaError, match="bad_key"):
         MediaSecret.from_fields({**f, "key": b"short"})
@@ -135,6 +136,21 @@ def test_media_secret_travels_as_message_fields() -> None:
         MediaSecret.from_fields({**f, "enc": "rot13"})
     with pytest.raises(MediaError, match="bad_key"):
         MediaSecret.from_fields({"enc": "aes-256-gcm"})
+
+
+def test_media_ciphertext_hash_is_checked_when_given() -> None:
+    ct = io.BytesIO()
+    r = EncryptingReader(io.BytesIO(b"abc"))
+    for b in r:
+        ct.write(b)
+    assert r.ciphertext_sha256 == hashlib.sha256(ct.getvalue()).hexdigest()
+    d = Decryptor(r.secret, lambda b: None, ciphertext_sha256=r.ciphertext_sha256)
+    d.feed(ct.getvalue())
+    d.finish()
+    d = Decryptor(r.secret, lambda b: None, ciphertext_sha256="0" * 64)
+    d.feed(ct.getvalue())
+    with pytest.raises(MediaIntegrityError, match="bad_hash"):
+        d.finish()
 
 
 def test_media_encrypting_reader_refuses_a_file_that_changed_size() -> None:
