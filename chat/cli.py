@@ -481,6 +481,8 @@ class _Bar:
         self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:  # (the upload: the file plus the 16-byte tag)
+            self.bar.total = total
         self.bar.update(done - self.done)
         self.done = done
 
