@@ -528,7 +528,7 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         if not 1 <= len(cmid) <= 64:
             raise ProtocolError("bad_request", f"send: field 'cmid': expected 1 to 64 "
                                                f"characters, got {len(cmid)}", rid)
-        if f["kind"] is not None or body.__class__ is dict:
+        if (f["kind"] is not None and f["kind"] != "text") or body.__class__ is dict:
             return _send_media(c, rid, to, cmid, body, f["kind"])
         n = len(body)
         mb = c.ctx.max_body

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from chat import media, media_store
-from chat.client import ChatError
-from chat_helpers import client_tls, running_chat
+from chat.client import ChatError, Client
+from tests.chat_helpers import ServerProcess, client_tls, running_chat
 
 pytestmark = pytest.mark.otp(clock="real")
 
@@ -254,6 +254,10 @@ def test_media_record_checks_thumbnail_base64_and_cap_and_fields(node, tmp_path)
             with pytest.raises(ChatError) as e:
                 alice.request("send", to=BOB, cmid="k", **bad)
             assert e.value.code == "bad_request"
+        # kind "text" is a text message, as without a kind
+        alice.request("send", to=BOB, cmid="t", kind="text", body="plain")
+        assert any(e.get("body") == "plain" and "kind" not in e for e in bob.wait_for(
+            lambda evs: any(e.get("t") == "msg" for e in evs)))
         # nothing of the refused ones reached Bob; a good one does
         alice.request("send", to=BOB, cmid="ok", kind="media",
                       body=record(up, thumbnail="QUFB" * 21))
@@ -438,3 +442,43 @@ def test_media_requests_without_a_media_section_are_unavailable(node, tmp_path):
             with pytest.raises(ChatError) as e:
                 alice.request(t, **f)
             assert e.value.code == "unavailable"
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+
+
+@pytest.mark.otp(clock="real", timeout=120)
+def test_media_sigkill_during_an_upload_leaves_no_partial_blob(node, tmp_path):
+    """The whole server killed (SIGKILL) while an upload streams: after the restart,
+    what was acknowledged (201) is whole and downloadable; the interrupted upload
+    left nothing, on disk or served."""
+    srv = ServerProcess(tmp_path, media={"port": 0})
+    port = srv.start()
+    try:
+        c = Client("127.0.0.1", port, auto_reconnect=False)
+        c.connect()
+        key = c.provision("t", [ALICE])[0]
+        c.login(ALICE, key)
+        done = upload(c, b"acknowledged before the kill")
+        slot = c.request("media_upload", size=1_000_000)
+        s = raw_upload(slot["url"], slot["token"], 1_000_000)
+        s.sendall(b"p" * 400_000)
+        tmp = tmp_path / "data" / "media" / "tmp"
+        wait_until(lambda: any(p.stat().st_size > 0 for p in tmp.iterdir()))
+        c.close()
+        srv.kill()
+        s.close()
+        port = srv.start()
+        assert_no_partial_blob(tmp_path, expect=1)
+        c = Client("127.0.0.1", port, auto_reconnect=False)
+        c.connect()
+        c.login(ALICE, key)
+        d = c.request("media_download", media=done["media"])
+        assert req("GET", d["url"], d["token"])[2] == b"acknowledged before the kill"
+        half = hashlib.sha256(b"p" * 400_000).hexdigest()
+        with pytest.raises(ChatError) as e:
+            c.request("media_download", media=half)
+        assert e.value.code == "unknown_media"
+        c.close()
+    finally:
+        srv.kill()
