@@ -220,7 +220,7 @@ def describe(e: ChatError, *, phone: str | None = None, server: str = "") -> str
             cap = f.get("max_size")
             return (f"the file is too large for the server (media_too_large)"
                     f"{f': it takes at most {_size(int(cap))}' if cap is not None else ''}")
-        case "unavailable" if "media" in msg.lower():
+        case "unavailable" if "no media endpoint" in msg:
             return f"{server} does not take photos or files (unavailable): {msg}"
         case "unknown_media":
             return f"the server no longer has that file (unknown_media): {msg or 'deleted'}"

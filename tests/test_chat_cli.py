@@ -431,3 +431,25 @@ def test_cli_listen_does_not_keep_a_tampered_file(node, tmp_path, monkeypatch):
         assert f"[{A}] sent a.bin" in r.output
         assert "✗ not saved (bad_hash)" in r.output
         assert not pics.exists() or list(pics.iterdir()) == []
+
+
+def test_cli_send_file_to_a_server_without_media_says_so_in_one_line(node, tmp_path,
+                                                                      monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):  # no media section
+        (tmp_path / "a.txt").write_text("hello")
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "a.txt")])
+        assert r.exit_code == 1, r.output
+        assert "does not take photos or files (unavailable)" in r.output
+        assert "Traceback" not in r.output
+
+
+def test_cli_send_file_too_large_for_the_server_says_its_limit(node, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path, media={"host": "127.0.0.1", "port": 0,
+                                       "max_size": 2000}) as srv:
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        register_both(srv, server)
+        (tmp_path / "big.bin").write_bytes(os.urandom(5000))
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "big.bin")])
+        assert r.exit_code == 1, r.output
+        assert "too large for the server (media_too_large): it takes at most 2.0 kB" in r.output
