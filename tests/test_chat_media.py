@@ -195,6 +195,30 @@ def test_media_blob_is_deleted_once_every_recipient_acknowledged_it(node, tmp_pa
         assert e.value.code == "unknown_media"
 
 
+def test_media_message_to_an_offline_recipient_is_queued_in_order_with_text(
+        node, tmp_path):
+    with running_chat(tmp_path, media=media_cfg()) as srv:
+        alice, bob = srv.user(ALICE), srv.user(BOB)
+        key = bob.key
+        bob.close()
+        up = upload(alice, b"sent while Bob is away")
+        alice.send(BOB, "one")
+        mid = alice.request("send", to=BOB, cmid="two", kind="media", body=record(up))["mid"]
+        alice.send(BOB, "three")
+        alice.wait_for(lambda evs: any(e.get("type") == "sent" and e["mid"] == mid
+                                       for e in evs))
+        bob = srv.client()
+        bob.login(BOB, key)
+        evs = bob.wait_for(lambda evs: sum(e.get("t") == "msg" for e in evs) >= 3)
+        msgs = [e for e in evs if e.get("t") == "msg"]
+        assert [m.get("kind", "text") for m in msgs] == ["text", "media", "text"]
+        assert [m["body"] for m in msgs][::2] == ["one", "three"]
+        d = msgs[1]["download"]
+        assert req("GET", d["url"], d["token"])[2] == b"sent while Bob is away"
+        alice.wait_for(lambda evs: any(e.get("type") == "delivered" and e["mid"] == mid
+                                       for e in evs))
+
+
 def test_media_same_bytes_uploaded_twice_are_stored_once(node, tmp_path):
     with running_chat(tmp_path, media=media_cfg()) as srv:
         alice, bob = srv.user(ALICE), srv.user(BOB)
