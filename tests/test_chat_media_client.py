@@ -170,3 +170,39 @@ def test_media_streams_a_large_file_with_bounded_chunks(node, tmp_path):
         assert item is not None and item.mime == "video/mp4"
         got = bob.download(item, str(tmp_path / "got.mp4"))
         assert sha(Path(got).read_bytes()) == sha(src.read_bytes())
+
+
+def test_media_download_renews_a_token_the_endpoint_refuses(node, tmp_path):
+    with pair(tmp_path) as (alice, bob):
+        src = tmp_path / "a.bin"
+        src.write_bytes(os.urandom(10_000))
+        alice.send_media(B, str(src))
+        item = Client.media_item(media_event(bob))
+        assert item is not None
+        stale = MediaItem(**{**item.__dict__, "token": "not-a-token"})
+        got = bob.download(stale, str(tmp_path / "got.bin"))
+        assert Path(got).read_bytes() == src.read_bytes()
+
+
+def test_media_item_of_a_text_message_is_none_and_a_bad_record_is_refused() -> None:
+    assert Client.media_item({"t": "msg", "mid": "m", "from": A, "body": "hi"}) is None
+    assert Client.media_item({"t": "receipt", "type": "sent", "mid": "m"}) is None
+    with pytest.raises(MediaError) as e:
+        Client.media_item({"t": "msg", "mid": "m", "from": A, "kind": "media",
+                           "body": {"media": "ab" * 32, "size": 100}})
+    assert e.value.code == "bad_key"
+
+
+def test_media_sender_file_names_cannot_leave_the_media_directory(node, tmp_path):
+    with pair(tmp_path) as (alice, bob):
+        src = tmp_path / "x.txt"
+        src.write_text("x")
+        alice.send_media(B, str(src))
+        ev = media_event(bob)
+        ev["body"]["name"] = "../../.bashrc"  # what a hostile sender could say
+        item = Client.media_item(ev)
+        assert item is not None and item.name == "bashrc"
+        out = tmp_path / "in"
+        out.mkdir()
+        assert bob.download(item, str(out), ack=False) == str(out / "bashrc")
+        assert bob.download(item, str(out)) == str(out / "bashrc (2)")  # never overwritten
