@@ -174,3 +174,8 @@ def check_production(cfg: ChatConfig) -> None:
     if cfg.admin_token:
         raise ConfigError("admin_token: expected unset in production (it enables "
                           "provisioning users without SMS), got a token")
+    m = cfg.media
+    if m is not None and m.public_url is None and m.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(f"media.public_url: expected the URL devices reach the media "
+                          f"endpoint at (media.host {m.host!r} listens on every address, "
+                          f"so it names none), got none")

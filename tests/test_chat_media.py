@@ -506,3 +506,14 @@ def test_media_sigkill_during_an_upload_leaves_no_partial_blob(node, tmp_path):
         c.close()
     finally:
         srv.kill()
+
+
+def test_media_production_config_with_a_wildcard_host_needs_a_public_url():
+    from chat.config import check_production, parse_config
+    from otp.errors import ConfigError
+
+    base = {"env": "prod", "sms": {"adapter": "http", "url": "https://sms"}}
+    with pytest.raises(ConfigError, match=r"media\.public_url"):
+        check_production(parse_config({**base, "media": {"host": "0.0.0.0"}}))
+    check_production(parse_config({**base, "media": {"host": "0.0.0.0",
+                                                     "public_url": "https://chat:5224"}}))
