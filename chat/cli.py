@@ -613,7 +613,8 @@ commands:
   contacts +PHONE...      which of these numbers are registered
   help                    this list
   quit                    leave (or Ctrl-D)
-messages and receipts that arrived are shown before each prompt"""
+messages and receipts that arrived are shown before each prompt; photos and files
+are saved into the media directory (--media-dir), with a line saying where"""
 
 
 def _presence_lines(p: dict[str, Any], asked: list[str]) -> list[str]:
@@ -635,7 +636,8 @@ def _presence_lines(p: dict[str, Any], asked: list[str]) -> list[str]:
     return lines
 
 
-def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
+def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str,
+                save_to: str | None = None) -> bool:
     """Run one shell line; False to leave."""
     cmd, _, rest = line.partition(" ")
     match cmd:
@@ -661,7 +663,7 @@ def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
                 return True
             click.echo(f"stored as {c.send(to, text).mid}")
         case "poll":
-            _show_all(store, c.poll(1.0))
+            _show_all(store, c.poll(1.0), c=c, save_to=save_to)
         case "presence":
             asked = [normalise_phone(p) for p in rest.split()]
             if not asked:
@@ -682,20 +684,24 @@ def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
 
 
 @main.command()
+@click.option("--media-dir", type=click.Path(file_okay=False), envvar="CHAT_MEDIA_DIR",
+              help="where to save received photos and files (as for listen)")
 @click.pass_obj
-def shell(obj: _Ctx) -> None:
-    """Interactive: send, poll, presence, contacts, help, quit."""
+def shell(obj: _Ctx, media_dir: str | None) -> None:
+    """Interactive: send, poll, presence, contacts, help, quit. Received photos and
+    files are saved as by listen."""
     c, store = obj.session(reconnect_attempts=3)
+    save_to = media_dir or default_media_dir(c.phone or "", obj.server)
     with c:
         click.echo(f"logged in as {c.phone} on {obj.server}; type help for the commands")
         pending = store.unshown()
         while True:
             try:
                 if c.sock is not None:  # (after a lost connection: at the next command)
-                    _show_all(store, pending + c.poll(0.0))
+                    _show_all(store, pending + c.poll(0.0), c=c, save_to=save_to)
                     pending = []
                 line = input("chat> ").strip()
-                if not _shell_line(obj, c, store, line):
+                if not _shell_line(obj, c, store, line, save_to):
                     break
             except (EOFError, KeyboardInterrupt):
                 click.echo()

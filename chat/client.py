@@ -186,7 +186,8 @@ class MediaItem:
             thumb_bytes = base64.b64decode(thumb, validate=True) if thumb else None
         except (ValueError, TypeError):
             thumb_bytes = None
-        dl = ev.get("download") if isinstance(ev.get("download"), dict) else {}
+        raw = ev.get("download")
+        dl: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return cls(mid=str(ev["mid"]), sender=str(ev.get("from", "")),
                    media_id=rec["media"], secret=MediaSecret.from_fields(rec),
                    name=_safe_name(str(rec.get("name", ""))),

@@ -66,9 +66,9 @@ def make_thumbnail(src: str | BinaryIO, *, side: int = THUMB_SIDE,
             with im:
                 width, height = im.size
                 im.draft("RGB", (side * 2, side * 2))  # JPEG: decode at a reduced scale
-                im = ImageOps.exif_transpose(im)
-                im.thumbnail((side, side))
-                rgb = im.convert("RGB")
+                small = ImageOps.exif_transpose(im)
+                small.thumbnail((side, side))
+                rgb = small.convert("RGB")
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise MediaError("image_too_large", f"refusing to decode the image: {e}") from None
         except (OSError, ValueError, SyntaxError) as e:

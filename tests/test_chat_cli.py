@@ -453,3 +453,17 @@ def test_cli_send_file_too_large_for_the_server_says_its_limit(node, tmp_path, m
         r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "big.bin")])
         assert r.exit_code == 1, r.output
         assert "too large for the server (media_too_large): it takes at most 2.0 kB" in r.output
+
+
+def test_cli_shell_saves_received_media_like_listen(node, tmp_path, monkeypatch):
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "a.txt").write_text("the agenda")
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "a.txt")])
+        assert r.exit_code == 0, r.output
+        inbox = tmp_path / "inbox"
+        monkeypatch.setenv("CHAT_MEDIA_DIR", str(inbox))
+        r = invoke_shell(server, B, "poll\n", "quit\n")
+        assert r.exit_code == 0, r.output
+        assert f"[{A}] sent a.txt (text/plain, 10 bytes)" in r.output
+        assert f"  saved to {inbox / 'a.txt'}" in r.output
+        assert (inbox / "a.txt").read_text() == "the agenda"
