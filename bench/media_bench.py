@@ -20,8 +20,9 @@ endpoint on a free port. Users come from ``admin_provision``.
 - Latency under uploads: 200 online users send 1:1 at 2 000 msgs/s
   (``bench/chat_load.py``'s traffic mode, in its own process) for one step without
   uploads (the baseline, printed) and one step while 10 devices upload 20 MB files
-  back to back (threads of this process); the p99 send→receive latency of the second
-  step is reported.
+  back to back (threads of this process: greenlets under the harness, which patches
+  it as for every chat workload); the p99 send→receive latency of the second step is
+  reported.
 """
 
 from __future__ import annotations
