@@ -475,7 +475,7 @@ class _Bar:
     def __init__(self, name: str, total: int, force: bool | None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000,
                         desc=name, file=sys.stderr, leave=True,
                         disable=None if force is None else not force)
         self.done = 0

@@ -3,8 +3,8 @@
 Pillow's decompression-bomb guard stays on (``Image.MAX_IMAGE_PIXELS``, 89 478 485
 pixels by default): an image with more pixels than that is refused with
 ``MediaError("image_too_large")`` rather than decoded — Pillow itself only warns up to
-twice the limit; here the warning is an error too. A file that is not an image Pillow
-reads gets no thumbnail (``None``).
+twice the limit; here the warning is an error too. A file that is not an image in one
+of ``FORMATS`` gets no thumbnail (``None``).
 
 ::
 
@@ -29,8 +29,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from chat.media_crypto import MediaError
 
-__all__ = ["MAX_THUMB_BYTES", "THUMB_SIDE", "Thumbnail", "make_thumbnail"]
+__all__ = ["FORMATS", "MAX_THUMB_BYTES", "THUMB_SIDE", "Thumbnail", "make_thumbnail"]
 
+#: the image formats given a thumbnail (photos; never e.g. EPS, which Pillow renders
+#: through Ghostscript)
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 #: the thumbnail's longer side, in pixels
 THUMB_SIDE = 96
 #: a thumbnail travels inside the message: at most this many bytes
@@ -55,7 +58,7 @@ def make_thumbnail(src: str | BinaryIO, *, side: int = THUMB_SIDE,
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(src)
+            im = Image.open(src, formats=FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise MediaError("image_too_large",
                              f"refusing to decode the image: {e} (at most "

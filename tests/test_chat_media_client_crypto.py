@@ -4,6 +4,7 @@ streaming keeps memory bounded, and images beyond Pillow's pixel limit are refus
 
 from __future__ import annotations
 
+import doctest
 import hashlib
 import io
 import os
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from chat import media_crypto, thumbnail
 from chat.media_crypto import (
     TAG_SIZE,
     Decryptor,
@@ -243,3 +245,20 @@ def test_thumbnail_refuses_an_image_between_the_limit_and_twice_it(tmp_path: Pat
     p.write_bytes(png_claiming(side, side))
     with pytest.raises(MediaError, match="image_too_large"):
         make_thumbnail(str(p))
+
+
+def test_thumbnail_is_made_only_for_photo_formats(tmp_path: Path) -> None:
+    p = tmp_path / "drawing.eps"
+    p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 50 50\n")
+    assert make_thumbnail(str(p)) is None  # never handed to Ghostscript
+    for fmt in ("PNG", "GIF", "BMP", "WEBP", "TIFF"):
+        q = tmp_path / f"x.{fmt.lower()}"
+        Image.new("RGB", (50, 50), "blue").save(q, fmt)
+        t = make_thumbnail(str(q))
+        assert t is not None and (t.width, t.height) == (50, 50), fmt
+
+
+@pytest.mark.parametrize("module", [media_crypto, thumbnail], ids=lambda m: m.__name__)
+def test_media_module_docstring_examples_run(module: object) -> None:
+    res = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert res.attempted > 0 and res.failed == 0
