@@ -569,6 +569,9 @@ class Client:
 
     # ---------------------------------------------------------------- media
 
+    #: tries of one upload while the media endpoint answers ``busy`` (see send_media)
+    upload_attempts = 3
+
     def send_media(self, to: str, path: str, *, caption: str = "",
                    progress: Progress | None = None, mime: str | None = None,
                    cmid: str | None = None) -> SendResult:
@@ -578,9 +581,11 @@ class Client:
         is sent), an upload slot from ``media_upload``, the ciphertext streamed to it
         (``progress(done, total)`` as it goes), then the message: its record names the
         media and holds the key, IV and plaintext SHA-256. The server never sees the
-        plaintext (but see chat/README.md, "Media encryption": it relays the message
-        that holds the key). ``ChatError`` ``media_too_large`` and the other refusals
-        of docs/protocol.md, "Media"; ``MediaError`` when the upload fails."""
+        plaintext (but see docs/media.md, "Media encryption": it relays the message
+        that holds the key). An endpoint that is ``busy`` is tried again after its
+        ``Retry-After`` (at most ``upload_attempts`` times in all). ``ChatError``
+        ``media_too_large`` and the other refusals of docs/protocol.md, "Media";
+        ``MediaError`` when the upload fails."""
         from chat.thumbnail import make_thumbnail  # (Pillow: only for media)
 
         size = os.path.getsize(path)
@@ -588,10 +593,17 @@ class Client:
         thumb = make_thumbnail(path)
         total = size + TAG_SIZE
         slot = self.request("media_upload", size=total)
-        with open(path, "rb") as f:
-            reader = EncryptingReader(f, size)
-            got = _http_upload(str(slot["url"]), str(slot["token"]), reader, total,
-                               self.timeout, progress, tls=self.tls)
+        for attempt in range(1, self.upload_attempts + 1):
+            with open(path, "rb") as f:
+                reader = EncryptingReader(f, size)  # (a fresh key each attempt)
+                try:
+                    got = _http_upload(str(slot["url"]), str(slot["token"]), reader, total,
+                                       self.timeout, progress, tls=self.tls)
+                    break
+                except MediaError as e:
+                    if e.code != "busy" or attempt == self.upload_attempts:
+                        raise
+                    _wait(min(e.retry_after or 1.0, 30.0))
         media_id = reader.ciphertext_sha256
         if got.get("media") != media_id:
             raise MediaError("upload_failed", f"the server stored the upload as "
@@ -728,6 +740,11 @@ def key_path(phone: str, server: str | None = None) -> str:
     return os.path.join(key_dir(server), phone.lstrip("+") + ".key")
 
 
+def _wait(seconds: float) -> None:
+    """The pause before an upload is tried again (its own name: tests replace it)."""
+    time.sleep(seconds)
+
+
 def _unique(path: str) -> str:
     """``path``, or ``name (2).ext`` ... if it exists."""
     root, ext = os.path.splitext(path)
@@ -760,8 +777,13 @@ def _http_error(what: str, url: str, resp: http.client.HTTPResponse) -> MediaErr
         code, msg = str(j["error"]), str(j.get("message", ""))
     except (ValueError, KeyError, TypeError):
         code, msg = f"http_{resp.status}", raw.decode("utf-8", "replace").strip()
-    return MediaError(code, f"{what} {url}: {resp.status} {resp.reason}"
-                            f"{': ' + msg if msg else ''}")
+    err = MediaError(code, f"{what} {url}: {resp.status} {resp.reason}"
+                           f"{': ' + msg if msg else ''}")
+    try:
+        err.retry_after = float(resp.getheader("Retry-After") or "") or None
+    except ValueError:
+        pass
+    return err
 
 
 def _http_upload(url: str, token: str, body: Any, total: int, timeout: float,

@@ -65,6 +65,8 @@ class MediaError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        #: seconds to wait before trying again, when the server said (``busy``)
+        self.retry_after: float | None = None
 
 
 class MediaIntegrityError(MediaError):

@@ -206,3 +206,37 @@ def test_media_sender_file_names_cannot_leave_the_media_directory(node, tmp_path
         out.mkdir()
         assert bob.download(item, str(out), ack=False) == str(out / "bashrc")
         assert bob.download(item, str(out)) == str(out / "bashrc (2)")  # never overwritten
+
+
+def test_media_upload_waits_out_a_busy_endpoint_and_tries_again(node, tmp_path,
+                                                               monkeypatch):
+    import socket
+    import urllib.parse
+
+    import chat.client as client_mod
+    from otp.process import sleep as proc_sleep
+
+    with running_chat(tmp_path, media={**MEDIA, "max_uploads": 1, "retry_after": 2}) as srv:
+        alice, bob = srv.user(A), srv.user(B)
+        slot = alice.request("media_upload", size=1000)
+        u = urllib.parse.urlsplit(slot["url"])
+        stall = socket.create_connection((u.hostname, u.port))  # the one upload running
+        stall.sendall(f"POST {u.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      f"{slot['token']}\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 10)
+        waits: list[float] = []
+
+        def waiting(seconds: float) -> None:  # the client's wait: end the stalled upload
+            waits.append(seconds)
+            stall.close()
+            proc_sleep(0.05)  # (the server notices the close; else the client waits again)
+
+        monkeypatch.setattr(client_mod, "_wait", waiting)
+        monkeypatch.setattr(Client, "upload_attempts", 100)
+        src = tmp_path / "a.bin"
+        src.write_bytes(os.urandom(5000))
+        alice.send_media(B, str(src))
+        assert waits and waits[0] == 2.0  # the endpoint's Retry-After
+        item = Client.media_item(media_event(bob))
+        assert item is not None
+        assert Path(bob.download(item, str(tmp_path / "b.bin"))).read_bytes() == \
+            src.read_bytes()  # fmt: skip
