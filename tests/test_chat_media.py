@@ -517,3 +517,20 @@ def test_media_production_config_with_a_wildcard_host_needs_a_public_url():
         check_production(parse_config({**base, "media": {"host": "0.0.0.0"}}))
     check_production(parse_config({**base, "media": {"host": "0.0.0.0",
                                                      "public_url": "https://chat:5224"}}))
+
+
+def test_media_endpoint_killed_is_restarted_by_the_chat_supervisor(node, tmp_path):
+    from otp.process import Down, exit, monitor, whereis
+    from otp.testing import assert_receive
+
+    with running_chat(tmp_path, media=media_cfg()) as srv:
+        alice = srv.user(ALICE)
+        up = upload(alice, b"kept across the restart")
+        old = whereis(media.HTTP)
+        ref = monitor(old)
+        exit(old, "kill")
+        assert_receive(Down(ref=ref, pid=old, reason="killed"))
+        wait_until(lambda: whereis(media.HTTP) not in (None, old))
+        d = alice.request("media_download", media=up["media"])  # the chat session lives on
+        assert req("GET", d["url"], d["token"])[2] == b"kept across the restart"
+        assert upload(alice, b"and uploads go on")["size"] == 17
