@@ -145,7 +145,8 @@ def bench_p99(size: int, uploads: int, rate: int, users: int, step_s: float,
               file=sys.stderr)
     print(f"chat_media_p99: {users} users at {rate} msgs/s: p99 {base['p99_ms']:.1f} ms "
           f"without uploads, {loaded['p99_ms']:.1f} ms with {uploads} uploads of "
-          f"{size / MB:.0f} MB streaming ({done[0]} finished; delivered "
+          f"{size / MB:.0f} MB streaming (p50 {loaded['p50_ms']:.1f}, p90 "
+          f"{loaded['p90_ms']:.1f} ms; {done[0]} finished; delivered "
           f"{loaded['received']}/{loaded['offered']})", file=sys.stderr)
     return {"p99_ms": loaded["p99_ms"], "base_p99_ms": base["p99_ms"],
             "received": loaded["received"], "uploads_done": done[0]}

@@ -49,6 +49,7 @@ import secrets
 import socket
 import ssl
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ from otp.process import (
     spawn,
     spawn_link,
     trap_exit,
+    yield_now,
 )
 from otp.process import now as _now
 from otp.process import self as _self
@@ -99,6 +101,15 @@ HTTP = "chat.media.http"
 #: record)`` (a tuple, immutable, and never a text body: those are ``str`` or ``bytes``)
 MEDIA_TAG = "media"
 CHUNK = 64 * 1024
+#: an upload's body is read off its socket in pieces of READ bytes (the process yields
+#: between pieces) and goes to disk BATCH bytes at a time: one thread-pool job that
+#: hashes and writes them, so neither SHA-256 nor a write stalled by the disk ever runs
+#: on the node's thread
+READ = 256 * 1024
+BATCH = 1024 * 1024
+#: thread-pool jobs of the media endpoint at once (the pool has ~10 threads; the rest
+#: stay free for the message store's commits)
+DISK_JOBS = 3
 MAX_CAPTION = 4096
 MAX_MIME = 255
 log = logging.getLogger("chat.media")
@@ -336,8 +347,21 @@ class _Cancel:
     pass
 
 
+@dataclass(frozen=True)
+class _Disk:
+    """Ask for one of the ``DISK_JOBS`` thread-pool turns (answered when one is free)."""
+
+    pid: Any
+
+
+@dataclass(frozen=True)
+class _DiskDone:
+    pid: Any
+
+
 class _Http:
-    __slots__ = ("acceptor", "active", "host", "max", "port", "server", "sock")
+    __slots__ = ("acceptor", "active", "disk", "disk_wait", "host", "max", "port",
+                 "server", "sock")
 
 
 class MediaHttp(GenServer):
@@ -358,6 +382,8 @@ class MediaHttp(GenServer):
         st.host, st.port = sock.getsockname()[:2]
         st.active = set()
         st.max = cfg.max_uploads
+        st.disk = {}  # pid -> disk turns it holds
+        st.disk_wait = deque()  # (pid, from_) waiting for a turn
         scheme = "https" if tls is not None else "http"
         base = (cfg.public_url or f"{scheme}://{st.host}:{st.port}").rstrip("/")
         ctx = MediaCtx(cfg, root, _load_key(root), base)
@@ -377,6 +403,12 @@ class MediaHttp(GenServer):
                     return Reply(False, st)
                 st.active.add(pid)
                 return Reply(True, st)
+            case _Disk(pid):
+                if sum(st.disk.values()) < DISK_JOBS:
+                    st.disk[pid] = st.disk.get(pid, 0) + 1
+                    return Reply(True, st)
+                st.disk_wait.append((pid, from_))
+                return NoReply(st)
             case "address":
                 return Reply((st.host, st.port), st)
             case "uploads":
@@ -387,6 +419,9 @@ class MediaHttp(GenServer):
         if isinstance(request, _Release):
             st.active.discard(request.pid)
             return NoReply(st)
+        if isinstance(request, _DiskDone):
+            _disk_release(st, request.pid)
+            return NoReply(st)
         return super().handle_cast(request, st)
 
     def handle_info(self, msg: Any, st: _Http) -> Any:
@@ -394,12 +429,46 @@ class MediaHttp(GenServer):
             if msg.pid == st.acceptor:
                 return Stop(("acceptor_down", msg.reason), st)
             st.active.discard(msg.pid)  # a connection ended (mid-upload or not)
+            while st.disk.get(msg.pid):
+                _disk_release(st, msg.pid)
+            st.disk_wait = deque(w for w in st.disk_wait if w[0] != msg.pid)
             return NoReply(st)
         return super().handle_info(msg, st)
 
     def terminate(self, reason: Any, st: _Http) -> None:
         _CTX.set(None)
         st.sock.close()
+
+
+def _disk_release(st: _Http, pid: Any) -> None:
+    n = st.disk.get(pid, 0)
+    if n <= 1:
+        st.disk.pop(pid, None)
+    else:
+        st.disk[pid] = n - 1
+    if st.disk_wait and sum(st.disk.values()) < DISK_JOBS:
+        nxt, from_ = st.disk_wait.popleft()
+        st.disk[nxt] = st.disk.get(nxt, 0) + 1
+        gen_server.reply(from_, True)
+
+
+def _on_disk(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the node's thread pool, at most ``DISK_JOBS`` of the endpoint's
+    at once (the caller waits for a turn: its upload's socket then fills, and the client
+    slows down)."""
+    me = _self()
+    gen_server.call(HTTP, _Disk(me), None)
+    try:
+        return run_in_thread(fn, *args)
+    finally:
+        gen_server.cast(HTTP, _DiskDone(me))
+
+
+def _hash_write(h: Any, f: Any, pieces: list[bytes]) -> None:
+    """(In a pool thread.) SHA-256 and the write both release the GIL: the node runs."""
+    for data in pieces:
+        h.update(data)
+        f.write(data)
 
 
 def _load_key(root: str) -> bytes:
@@ -581,8 +650,7 @@ class _App:
         try:
             with os.fdopen(fd, "wb") as f:
                 mid, size = self._receive(environ, f, length, start)
-                f.flush()
-                run_in_thread(os.fsync, f.fileno())
+                _on_disk(_flush_sync, f)
             send(wd, _Cancel())
             status = media_store.call(media_store.Put(tmp, mid, size, phone))
             body = {"media": mid, "sha256": mid, "size": size,
@@ -600,8 +668,17 @@ class _App:
         inp = environ["wsgi.input"]
         h = hashlib.sha256()
         got = 0
+        pieces: list[bytes] = []
+        held = 0  # bytes in pieces
         while length is None or got < length:
-            want = CHUNK if length is None else min(CHUNK, length - got)
+            if held >= BATCH:
+                _on_disk(_hash_write, h, f, pieces)
+                pieces, held = [], 0
+            else:
+                # The socket nearly always has data for a fast client: its reads never
+                # block, so this process would hold the node for the whole body.
+                yield_now()
+            want = READ if length is None else min(READ, length - got)
             try:
                 data = inp.read(want)
             except (OSError, ValueError) as e:
@@ -624,8 +701,10 @@ class _App:
                 _skip_body(environ)
                 raise _HttpError(413, "too_large", f"expected at most {cfg.max_size} "
                                                    f"bytes, got more; nothing was kept")
-            h.update(data)
-            f.write(data)
+            pieces.append(data)
+            held += len(data)
+        if pieces:
+            _on_disk(_hash_write, h, f, pieces)
         if got == 0:
             raise _HttpError(400, "bad_request", "expected a body of 1 byte or more, got "
                                                  "an empty one")
@@ -670,6 +749,11 @@ class _App:
         headers.append(("Content-Length", str(n)))
         start_response(_STATUS[status], headers)
         return _stream(f, first, n)
+
+
+def _flush_sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:

@@ -484,9 +484,10 @@ def test_media_sigkill_during_an_upload_leaves_no_partial_blob(node, tmp_path):
         key = c.provision("t", [ALICE])[0]
         c.login(ALICE, key)
         done = upload(c, b"acknowledged before the kill")
-        slot = c.request("media_upload", size=1_000_000)
-        s = raw_upload(slot["url"], slot["token"], 1_000_000)
-        s.sendall(b"p" * 400_000)
+        part = media.BATCH + 400_000  # more than one batch: some of it is on disk
+        slot = c.request("media_upload", size=2 * part)
+        s = raw_upload(slot["url"], slot["token"], 2 * part)
+        s.sendall(b"p" * part)
         tmp = tmp_path / "data" / "media" / "tmp"
         wait_until(lambda: any(p.stat().st_size > 0 for p in tmp.iterdir()))
         c.close()
@@ -499,7 +500,7 @@ def test_media_sigkill_during_an_upload_leaves_no_partial_blob(node, tmp_path):
         c.login(ALICE, key)
         d = c.request("media_download", media=done["media"])
         assert req("GET", d["url"], d["token"])[2] == b"acknowledged before the kill"
-        half = hashlib.sha256(b"p" * 400_000).hexdigest()
+        half = hashlib.sha256(b"p" * part).hexdigest()
         with pytest.raises(ChatError) as e:
             c.request("media_download", media=half)
         assert e.value.code == "unknown_media"
