@@ -71,6 +71,7 @@ from otp.process import (
     monitor,
     receive,
     send,
+    send_after,
     sleep,
     spawn,
     spawn_link,
@@ -110,6 +111,18 @@ BATCH = 1024 * 1024
 #: thread-pool jobs of the media endpoint at once (the pool has ~10 threads; the rest
 #: stay free for the message store's commits)
 DISK_JOBS = 3
+#: Pacing: the bytes per second the uploads of the endpoint may take in, all together,
+#: adapt to the node's load. Every TICK seconds while uploads run, the endpoint looks at
+#: how late its own timer fired: later than LAG, and the node is short of CPU (chat is
+#: queueing), so the rate halves (down to MIN_RATE); on time, and it grows by RATE_STEP
+#: (up to MAX_RATE). An upload waits for its share before each BATCH goes to disk, so
+#: its socket fills and its client slows down: uploads take what chat leaves.
+TICK = 0.02
+LAG = 0.005
+MIN_RATE = 2e6
+MAX_RATE = 1e9
+START_RATE = 256e6
+RATE_STEP = 2e6
 MAX_CAPTION = 4096
 MAX_MIME = 255
 log = logging.getLogger("chat.media")
@@ -349,9 +362,16 @@ class _Cancel:
 
 @dataclass(frozen=True)
 class _Disk:
-    """Ask for one of the ``DISK_JOBS`` thread-pool turns (answered when one is free)."""
+    """Ask for one of the ``DISK_JOBS`` thread-pool turns, for ``size`` bytes of upload
+    (answered when a turn is free and the pacing allows ``size`` more bytes)."""
 
     pid: Any
+    size: int
+
+
+@dataclass(frozen=True)
+class _Tick:
+    pass
 
 
 @dataclass(frozen=True)
@@ -360,8 +380,8 @@ class _DiskDone:
 
 
 class _Http:
-    __slots__ = ("acceptor", "active", "disk", "disk_wait", "host", "max", "port",
-                 "server", "sock")
+    __slots__ = ("acceptor", "active", "disk", "disk_wait", "due", "filled", "host", "max",
+                 "port", "rate", "server", "sock", "tokens")
 
 
 class MediaHttp(GenServer):
@@ -383,7 +403,11 @@ class MediaHttp(GenServer):
         st.active = set()
         st.max = cfg.max_uploads
         st.disk = {}  # pid -> disk turns it holds
-        st.disk_wait = deque()  # (pid, from_) waiting for a turn
+        st.disk_wait = deque()  # (pid, size, from_) waiting for a turn
+        st.rate = START_RATE  # bytes/s (see TICK)
+        st.tokens = 0.0  # bytes the uploads may still take in now (negative: owed)
+        st.filled = _now()
+        st.due = None  # when the pacing timer is due; None: not running
         scheme = "https" if tls is not None else "http"
         base = (cfg.public_url or f"{scheme}://{st.host}:{st.port}").rstrip("/")
         ctx = MediaCtx(cfg, root, _load_key(root), base)
@@ -403,11 +427,9 @@ class MediaHttp(GenServer):
                     return Reply(False, st)
                 st.active.add(pid)
                 return Reply(True, st)
-            case _Disk(pid):
-                if sum(st.disk.values()) < DISK_JOBS:
-                    st.disk[pid] = st.disk.get(pid, 0) + 1
-                    return Reply(True, st)
-                st.disk_wait.append((pid, from_))
+            case _Disk(pid, size):
+                st.disk_wait.append((pid, size, from_))
+                _grant(st)
                 return NoReply(st)
             case "address":
                 return Reply((st.host, st.port), st)
@@ -425,13 +447,16 @@ class MediaHttp(GenServer):
         return super().handle_cast(request, st)
 
     def handle_info(self, msg: Any, st: _Http) -> Any:
+        if isinstance(msg, _Tick):
+            _pace(st)
+            return NoReply(st)
         if isinstance(msg, Exit):
             if msg.pid == st.acceptor:
                 return Stop(("acceptor_down", msg.reason), st)
             st.active.discard(msg.pid)  # a connection ended (mid-upload or not)
+            st.disk_wait = deque(w for w in st.disk_wait if w[0] != msg.pid)
             while st.disk.get(msg.pid):
                 _disk_release(st, msg.pid)
-            st.disk_wait = deque(w for w in st.disk_wait if w[0] != msg.pid)
             return NoReply(st)
         return super().handle_info(msg, st)
 
@@ -446,10 +471,38 @@ def _disk_release(st: _Http, pid: Any) -> None:
         st.disk.pop(pid, None)
     else:
         st.disk[pid] = n - 1
-    if st.disk_wait and sum(st.disk.values()) < DISK_JOBS:
-        nxt, from_ = st.disk_wait.popleft()
-        st.disk[nxt] = st.disk.get(nxt, 0) + 1
+    _grant(st)
+
+
+def _refill(st: _Http) -> None:
+    t = _now()
+    st.tokens = min(st.tokens + st.rate * (t - st.filled), st.rate * TICK + BATCH)
+    st.filled = t
+
+
+def _grant(st: _Http) -> None:
+    """Give disk turns to the waiting uploads, in order, while there are turns and the
+    pacing allows; start the pacing timer while some wait."""
+    _refill(st)
+    while st.disk_wait and sum(st.disk.values()) < DISK_JOBS and st.tokens >= 0:
+        pid, size, from_ = st.disk_wait.popleft()
+        st.tokens -= size
+        st.disk[pid] = st.disk.get(pid, 0) + 1
         gen_server.reply(from_, True)
+    if st.disk_wait and st.due is None:
+        st.due = _now() + TICK
+        send_after(TICK, _self(), _Tick())
+
+
+def _pace(st: _Http) -> None:
+    """The pacing timer: adapt the rate to how late it fired, then grant."""
+    late = _now() - (st.due if st.due is not None else _now())
+    st.due = None
+    if late > LAG:
+        st.rate = max(MIN_RATE, st.rate / 2)
+    else:
+        st.rate = min(MAX_RATE, st.rate + RATE_STEP)
+    _grant(st)
 
 
 def _on_disk(fn: Callable[..., Any], *args: Any) -> Any:
@@ -457,7 +510,8 @@ def _on_disk(fn: Callable[..., Any], *args: Any) -> Any:
     at once (the caller waits for a turn: its upload's socket then fills, and the client
     slows down)."""
     me = _self()
-    gen_server.call(HTTP, _Disk(me), None)
+    size = sum(len(p) for p in args[2]) if fn is _hash_write else 0
+    gen_server.call(HTTP, _Disk(me, size), None)
     try:
         return run_in_thread(fn, *args)
     finally:
