@@ -4,11 +4,10 @@ connection, the tokens that authorise them, and the checks of the ``media`` mess
 docs/protocol.md ("Media") is the specification. The pieces::
 
     chat.media.store   (chat.media_store) blobs on disk + their records, the sweep
-    chat.media.http    a gen_server owning the listening socket and a pywsgi
-                       ``WSGIServer`` (its HTTP parser and handler, never its own
-                       accept loop) ── acceptor (linked, blocks in accept)
+    chat.media.http    a gen_server owning the listening socket, serving this module's
+                       WSGI app with ``otp.httpd`` ── acceptor (linked, blocks in accept)
                            └── one process per HTTP connection (linked to chat.media.http),
-                               running pywsgi's handler and this module's WSGI app
+                               running the HTTP handler and the WSGI app
 
 Every HTTP connection is a process of the node, like a chat connection: the WSGI app
 runs in it and talks to ``chat.media.store`` with ``gen_server.call``; its socket is
@@ -54,27 +53,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import gevent.pywsgi as pywsgi  # the HTTP server (its parser and handler)
 import msgpack
 
 from chat import media_store
 from chat.config import MediaConfig
 from chat.media_store import Access, Ack, Reference, blob_path, is_media_id, wall
 from chat.protocol import ProtocolError
-from otp import gen_server
+from otp import gen_server, httpd
 from otp.gen_server import GenServer, NoReply, Ok, Reply, Stop
 from otp.node import NodeVar
 from otp.process import (
     Down,
     Exit,
-    link,
     monitor,
     receive,
     send,
     send_after,
-    sleep,
     spawn,
-    spawn_link,
     trap_exit,
     yield_now,
 )
@@ -385,7 +380,7 @@ class _Http:
 
 
 class MediaHttp(GenServer):
-    """Owns the listening socket, the pywsgi server object and the upload slots; traps
+    """Owns the listening socket, the ``otp.httpd`` server and the upload slots; traps
     exits (its connections are linked to it: their ends free their slots, and its
     stop ends them)."""
 
@@ -411,12 +406,14 @@ class MediaHttp(GenServer):
         scheme = "https" if tls is not None else "http"
         base = (cfg.public_url or f"{scheme}://{st.host}:{st.port}").rstrip("/")
         ctx = MediaCtx(cfg, root, _load_key(root), base)
-        st.server = pywsgi.WSGIServer(
-            sock, _App(ctx), handler_class=_Handler,
-            log=logging.getLogger("chat.media.access"), error_log=log,
+        # Every socket wait is bounded (a keep-alive connection that says nothing, a TLS
+        # handshake that never ends); the whole of an upload's body by the watchdog.
+        st.server = httpd.serve(
+            sock, _App(ctx), tls=tls, timeout=min(cfg.upload_timeout, 60.0),
+            access_log=logging.getLogger("chat.media.access"), error_log=log,
             environ={"SERVER_NAME": st.host, "SERVER_PORT": str(st.port),
                      "wsgi.url_scheme": scheme})
-        st.acceptor = spawn_link(_acceptor, sock, tls, st.server, _self(), cfg)
+        st.acceptor = st.server.acceptor
         _CTX.set(ctx)
         return Ok(st)
 
@@ -462,6 +459,7 @@ class MediaHttp(GenServer):
 
     def terminate(self, reason: Any, st: _Http) -> None:
         _CTX.set(None)
+        st.server.stop()
         st.sock.close()
 
 
@@ -563,52 +561,6 @@ def uploads_running() -> int:
     return int(gen_server.call(HTTP, "uploads"))
 
 
-def _acceptor(sock: socket.socket, tls: ssl.SSLContext | None, server: Any, owner: Any,
-              cfg: MediaConfig) -> None:
-    while True:
-        try:
-            conn, addr = sock.accept()
-        except OSError as e:
-            log.warning("media: accept failed: %s", e)
-            sleep(0.05)
-            continue
-        spawn(_conn_main, conn, addr, tls, server, owner, cfg)
-
-
-def _conn_main(conn: socket.socket, addr: Any, tls: ssl.SSLContext | None, server: Any,
-               owner: Any, cfg: MediaConfig) -> None:
-    try:
-        link(owner)
-    except Exception:  # the endpoint is stopping
-        conn.close()
-        return
-    # Every socket wait is bounded (a keep-alive connection that says nothing, a TLS
-    # handshake that never ends); the whole of an upload's body by the watchdog.
-    conn.settimeout(min(cfg.upload_timeout, 60.0))
-    try:
-        if tls is not None:
-            try:
-                conn = tls.wrap_socket(conn, server_side=True)
-            except (OSError, ValueError) as e:
-                log.info("media: TLS handshake with %s failed: %s", addr, e)
-                return
-        server.handle(conn, addr)
-    finally:
-        try:
-            conn.close()
-        except OSError:
-            pass
-
-
-class _Handler(pywsgi.WSGIHandler):
-    """pywsgi's handler, giving the app the connection's socket (for the watchdog)."""
-
-    def get_environ(self) -> Any:
-        env = super().get_environ()
-        env["chat.socket"] = self.socket
-        return env
-
-
 def _watchdog(conn_pid: Any, sock: Any, timeout: float) -> None:
     """Cut the read side of an upload that outlives ``timeout``: the blocked read
     returns, and the upload is answered 408 (a client trickling bytes would otherwise
@@ -698,7 +650,7 @@ class _App:
             raise _HttpError(503, "busy", f"{cfg.max_uploads} uploads are running: try "
                                           f"again later",
                              (("Retry-After", str(max(1, round(cfg.retry_after)))),))
-        wd = spawn(_watchdog, me, environ.get("chat.socket"), cfg.upload_timeout)
+        wd = spawn(_watchdog, me, environ.get(httpd.SOCKET_KEY), cfg.upload_timeout)
         start = _now()
         fd, tmp = tempfile.mkstemp(prefix="up-", dir=os.path.join(ctx.root, "tmp"))
         try:
@@ -866,17 +818,9 @@ def _token(environ: dict[str, Any]) -> str | None:
 
 
 def _skip_body(environ: dict[str, Any]) -> None:
-    """Answer without reading (the rest of) the body: the connection is closed after
-    the response (``Connection: close``) instead of pywsgi reading and discarding what
-    is left of it (a refused 100 MB upload must not be read)."""
-    inp = environ.get("wsgi.input")
-    if inp is not None:
-        try:
-            inp.content_length = inp.position
-            inp.chunked_input = False
-        except AttributeError:
-            pass
-    environ["chat.close"] = True
+    """Answer without reading (the rest of) the body (a refused 100 MB upload must not
+    be read): the error response closes the connection."""
+    httpd.finish_early(environ)
 
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any],

@@ -38,8 +38,11 @@ I/O and threads (what the public ``otp.net`` and ``otp.threads`` present):
 ``active_socket``/``is_active_socket``/``set_socket_owner``/``close_socket`` (the
 socket driver: a socket's data read by the hub and sent to its owner as messages),
 ``run_in_thread`` (the hub's thread pool), ``start_os_thread``/``OSEvent``/``OSLock``/
-``get_os_ident`` (real OS threads, whatever the monkey-patching), and the clocks
-``Clock`` (the protocol a node's clock follows) and ``RealClock``.
+``get_os_ident`` (real OS threads, whatever the monkey-patching), the clocks
+``Clock`` (the protocol a node's clock follows) and ``RealClock``, and what the public
+``otp.httpd`` presents: ``wsgi_handler`` (an HTTP/1.1 parser and WSGI handler for one
+connected socket, run in the calling process), ``wsgi_finish_early`` and
+``SOCKET_KEY``.
 
 Failure semantics: these functions raise ``NodeError`` outside a running node and
 ``NotInProcess`` where a process is required, as the public API does. A hook given to
@@ -60,6 +63,7 @@ from typing import Any
 # MockClock (otp.testing), ProcessInfo and the values (otp, otp.process), patch (otp).
 from otp._core.clock import Clock, RealClock
 from otp._core.clock import MockClock as MockClock
+from otp._core.httpd import SOCKET_KEY, wsgi_finish_early, wsgi_handler
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -94,6 +98,7 @@ __all__ = [
     "CALL_TIMEOUT",
     "NO_DEFAULT",
     "RUNNING",
+    "SOCKET_KEY",
     "Clock",
     "Node",
     "NodeVar",
@@ -119,6 +124,8 @@ __all__ = [
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",
+    "wsgi_finish_early",
+    "wsgi_handler",
 ]
 
 

@@ -1,7 +1,5 @@
 """chat/ is built only on otp's public API: no otp._core, no private otp modules, no
-gevent or greenlet (the stdlib socket/ssl are cooperative after otp.patch()), except
-gevent's WSGI server, ``gevent.pywsgi``: the media endpoint's HTTP parser and handler
-(chat/media.py runs them in processes of the node, on its cooperative sockets)."""
+gevent or greenlet (the stdlib socket/ssl are cooperative after otp.patch())."""
 
 from __future__ import annotations
 
@@ -13,9 +11,7 @@ import pytest
 CHAT = pathlib.Path(__file__).resolve().parent.parent / "chat"
 PUBLIC = {"otp", "otp.process", "otp.node", "otp.errors", "otp.threads", "otp.gen_server",
           "otp.supervisor", "otp.application", "otp.config", "otp.logger", "otp.tables",
-          "otp.sys", "otp.net", "otp.serve"}
-#: libraries of the gevent family chat may use (a server library, not the hub)
-ALLOWED = {"gevent.pywsgi"}
+          "otp.sys", "otp.net", "otp.serve", "otp.httpd"}
 
 
 def _imports(path: pathlib.Path):
@@ -34,6 +30,6 @@ def _imports(path: pathlib.Path):
 @pytest.mark.parametrize("path", sorted(CHAT.glob("*.py")), ids=lambda p: p.name)
 def test_chat_imports_only_the_public_otp_api(path):
     bad = [m for m in _imports(path)
-           if (m.split(".")[0] in ("gevent", "greenlet") and m not in ALLOWED)
+           if m.split(".")[0] in ("gevent", "greenlet")
            or (m.split(".")[0] == "otp" and m not in PUBLIC)]
     assert bad == [], f"{path.name} imports non-public modules: {bad}"

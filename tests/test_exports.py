@@ -152,19 +152,13 @@ def _applications() -> list[pathlib.Path]:
     return sorted((ROOT / "chat").glob("*.py")) + sorted((ROOT / "examples").glob("*.py"))
 
 
-#: the one module of the gevent family applications may import: gevent's WSGI server
-#: (an HTTP parser and handler; chat/media.py runs it in processes of the node, on their
-#: cooperative sockets, never its own accept loop or greenlets)
-APP_LIBRARIES = {"gevent.pywsgi"}
-
-
 @pytest.mark.parametrize("path", _applications(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_applications_import_only_public_otp_modules(path):
     bad = sorted(
         {
             m
             for m in _imports(path)
-            if (_is_kernel(m) and m not in APP_LIBRARIES)
+            if _is_kernel(m)
             or (
                 _top(m) == "otp"
                 and (any(part.startswith("_") for part in m.split(".")) or m == "otp.lowlevel")
