@@ -535,3 +535,51 @@ def test_media_endpoint_killed_is_restarted_by_the_chat_supervisor(node, tmp_pat
         d = alice.request("media_download", media=up["media"])  # the chat session lives on
         assert req("GET", d["url"], d["token"])[2] == b"kept across the restart"
         assert upload(alice, b"and uploads go on")["size"] == 17
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_media_upload_of_several_disk_batches_is_kept_whole(node, tmp_path, chunked):
+    """An upload's body goes to disk a batch at a time (in the thread pool): one of
+    several batches and a partial last one is named by the hash of all its bytes."""
+    with running_chat(tmp_path, media=media_cfg()) as srv:
+        alice = srv.user(ALICE)
+        data = os.urandom(2 * media.BATCH + 12_345)
+        slot = alice.request("media_upload", size=len(data))
+        c = conn(slot["url"])
+        try:
+            hs = {"Authorization": f"Bearer {slot['token']}"}
+            if chunked:
+                pieces = (data[i:i + 300_000] for i in range(0, len(data), 300_000))
+                c.request("POST", "/media", body=pieces, headers=hs, encode_chunked=True)
+            else:
+                c.request("POST", "/media", body=data, headers=hs)
+            r = c.getresponse()
+            up = json.loads(r.read())
+            assert r.status == 201, up
+        finally:
+            c.close()
+        assert (up["media"], up["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert_no_partial_blob(tmp_path, expect=1)
+
+
+def test_media_pacing_halves_the_upload_rate_when_the_node_is_late_and_grows_it_on_time(
+        node):
+    """Uploads take what chat leaves: the pacing timer fired late (the node is short of
+    CPU) halves their combined rate; on time, the rate grows by a step."""
+    from collections import deque
+
+    from otp.process import now
+
+    st = media._Http()
+    st.rate, st.tokens, st.filled = 64e6, 0.0, now()
+    st.disk, st.disk_wait = {}, deque()
+    st.due = now() - 10 * media.LAG  # fired late
+    media._pace(st)
+    assert st.rate == 32e6 and st.due is None
+    st.due = now()
+    media._pace(st)
+    assert st.rate == 32e6 + media.RATE_STEP
+    st.rate = media.MIN_RATE
+    st.due = now() - 10 * media.LAG
+    media._pace(st)
+    assert st.rate == media.MIN_RATE
