@@ -109,9 +109,10 @@ DISK_JOBS = 3
 #: Pacing: the bytes per second the uploads of the endpoint may take in, all together,
 #: adapt to the node's load. Every TICK seconds while uploads run, the endpoint looks at
 #: how late its own timer fired: later than LAG, and the node is short of CPU (chat is
-#: queueing), so the rate halves (down to MIN_RATE); on time, and it grows by RATE_STEP
-#: (up to MAX_RATE). An upload waits for its share before each BATCH goes to disk, so
-#: its socket fills and its client slows down: uploads take what chat leaves.
+#: queueing), so the rate halves (down to MIN_RATE); on time while uploads wait for
+#: their share, and it grows by RATE_STEP (up to MAX_RATE). An upload waits for its
+#: share before each BATCH goes to disk, so its socket fills and its client slows
+#: down: uploads take what chat leaves.
 TICK = 0.02
 LAG = 0.005
 MIN_RATE = 2e6
@@ -423,6 +424,7 @@ class MediaHttp(GenServer):
                 if len(st.active) >= st.max:
                     return Reply(False, st)
                 st.active.add(pid)
+                _tick(st)
                 return Reply(True, st)
             case _Disk(pid, size):
                 st.disk_wait.append((pid, size, from_))
@@ -487,18 +489,25 @@ def _grant(st: _Http) -> None:
         st.tokens -= size
         st.disk[pid] = st.disk.get(pid, 0) + 1
         gen_server.reply(from_, True)
-    if st.disk_wait and st.due is None:
+    _tick(st)
+
+
+def _tick(st: _Http) -> None:
+    """Keep the pacing timer running while uploads run."""
+    if st.due is None and (st.active or st.disk or st.disk_wait):
         st.due = _now() + TICK
         send_after(TICK, _self(), _Tick())
 
 
 def _pace(st: _Http) -> None:
-    """The pacing timer: adapt the rate to how late it fired, then grant."""
+    """The pacing timer: adapt the rate to how late it fired, then grant. The rate
+    grows only while it holds uploads back (else it would climb unchecked while they
+    were slow for another reason)."""
     late = _now() - (st.due if st.due is not None else _now())
     st.due = None
     if late > LAG:
         st.rate = max(MIN_RATE, st.rate / 2)
-    else:
+    elif st.disk_wait:
         st.rate = min(MAX_RATE, st.rate + RATE_STEP)
     _grant(st)
 

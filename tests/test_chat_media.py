@@ -565,21 +565,28 @@ def test_media_upload_of_several_disk_batches_is_kept_whole(node, tmp_path, chun
 def test_media_pacing_halves_the_upload_rate_when_the_node_is_late_and_grows_it_on_time(
         node):
     """Uploads take what chat leaves: the pacing timer fired late (the node is short of
-    CPU) halves their combined rate; on time, the rate grows by a step."""
+    CPU) halves their combined rate; on time while it holds uploads back, the rate grows
+    by a step."""
     from collections import deque
 
     from otp.process import now
 
     st = media._Http()
     st.rate, st.tokens, st.filled = 64e6, 0.0, now()
-    st.disk, st.disk_wait = {}, deque()
+    st.disk, st.disk_wait, st.active = {}, deque(), set()
     st.due = now() - 10 * media.LAG  # fired late
     media._pace(st)
     assert st.rate == 32e6 and st.due is None
     st.due = now()
     media._pace(st)
+    assert st.rate == 32e6  # on time, but no upload is held back: unchanged
+    st.tokens = -1e18  # one upload waits for its share
+    st.disk_wait.append(("pid", media.BATCH, None))
+    st.due = now()
+    media._pace(st)
     assert st.rate == 32e6 + media.RATE_STEP
     st.rate = media.MIN_RATE
+    st.active = set()
     st.due = now() - 10 * media.LAG
     media._pace(st)
     assert st.rate == media.MIN_RATE
