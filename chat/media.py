@@ -113,8 +113,8 @@ DISK_JOBS = 3
 #: their share, and it grows by RATE_STEP (up to MAX_RATE). An upload waits for its
 #: share before each BATCH goes to disk, so its socket fills and its client slows
 #: down: uploads take what chat leaves.
-TICK = 0.02
-LAG = 0.005
+TICK = 0.01
+LAG = 0.003
 MIN_RATE = 2e6
 MAX_RATE = 1e9
 START_RATE = 256e6
