@@ -71,12 +71,19 @@ SPECS: dict[str, Spec] = {
         Spec("dist_codec", "codec_time", "us/message", 200_000,
              "encode then decode a chat-sized message in the External Term Format "
              "(a tuple of strs, ints, a 200-byte body, a Pid); floor: msgpack"),
+        Spec("chat_media", "upload_rate", "MB/s", 20,
+             "send_media of an n MB file: encrypt (AES-256-GCM), upload, message stored"),
+        Spec("chat_media_download", "download_rate", "MB/s", 20,
+             "download of an n MB media file: fetch, verify, decrypt, atomic write"),
+        Spec("chat_media_p99", "p99_latency_uploading", "ms", 20,
+             "chat p99 at 2 000 msgs/s (200 users) while 10 devices upload n MB files"),
     ]
 }
 
 #: ``make bench ONLY=chat`` / ``ONLY=table``: a group name stands for its workloads.
 GROUPS: dict[str, list[str]] = {
     "chat": [n for n in SPECS if n.startswith("chat_")],
+    "chat_media": ["chat_media", "chat_media_download", "chat_media_p99"],
     "table": [n for n in SPECS if n.startswith("table_")],
     "tables": [n for n in SPECS if n.startswith("table_")],
 }

@@ -73,6 +73,12 @@ def _start(args: argparse.Namespace, _config: Any) -> None:
     host, port = connection.address()
     scheme = "tls" if cfg.listen.tls else "tcp"
     print(f"chat server listening on {scheme}://{host}:{port} (pid {os.getpid()})", flush=True)
+    if cfg.media is not None:
+        from chat import media
+
+        mhost, mport = media.address()
+        mscheme = "https" if cfg.listen.tls else "http"
+        print(f"media endpoint on {mscheme}://{mhost}:{mport}/media", flush=True)
     print(f"data directory: {os.path.abspath(cfg.data_dir)}", flush=True)
     if cfg.sms.adapter == "console":
         print("PINs appear in this terminal, as 'PIN for +...: 123456' lines", flush=True)

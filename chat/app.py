@@ -10,6 +10,8 @@
     ├── (resume)            starts every user with something to forward (C8; no process)
     ├── chat.conns          what every connection process links to; on a graceful stop
     │                       it sends each connection the closing error ``shutdown``
+    ├── chat.media.store    media blobs and their records, the sweep (``media:`` only)
+    ├── chat.media.http     the HTTP(S) media endpoint, one process per connection
     └── chat.listener       accepts connections (plain TCP or TLS)
 
 ``rest_for_one``: if the store restarts, everything after it restarts too (they hold
@@ -39,7 +41,7 @@ import socket
 import ssl
 from typing import Any
 
-from chat import connection, registration, store, users
+from chat import connection, media, media_store, registration, store, users
 from chat.config import ChatConfig, check_production
 from chat.gateways import PushGateway, SmsGateway, make_push, make_sms
 from otp import supervisor
@@ -93,7 +95,7 @@ class ChatSup(Supervisor):
             max_bad_frames=lim.max_bad_frames, send_buffer=lim.send_buffer,
             admin_token=cfg.admin_token,
         )
-        return SupFlags(strategy="rest_for_one", intensity=3, period=5.0), [
+        children = [
             ChildSpec(id="store", start=(store.start_link, (backend,))),
             ChildSpec(id="keys", start=(users.load_key, ())),
             ChildSpec(id="registration",
@@ -101,10 +103,19 @@ class ChatSup(Supervisor):
             ChildSpec(id="users", start=(_start_users, ()), type="supervisor"),
             ChildSpec(id="resume", start=(users.resume, ())),
             ChildSpec(id="conns", start=(connection.start_conns, ())),
-            ChildSpec(id="listener", start=(connection.start_listener,
-                                            (cfg.listen.host, cfg.listen.port,
-                                             cfg.listen.backlog, tls, ctx))),
         ]
+        if cfg.media is not None:
+            m = cfg.media
+            children += [
+                ChildSpec(id="media_store", start=(media_store.start_link, (
+                    os.path.join(cfg.data_dir, "media"), m.retention, m.unreferenced_grace,
+                    m.sweep_interval))),
+                ChildSpec(id="media_http", start=(media.start_http, (m, cfg.data_dir, tls))),
+            ]
+        children.append(ChildSpec(id="listener", start=(connection.start_listener,
+                                                         (cfg.listen.host, cfg.listen.port,
+                                                          cfg.listen.backlog, tls, ctx))))
+        return SupFlags(strategy="rest_for_one", intensity=3, period=5.0), children
 
 
 def start(cfg: ChatConfig, *, sms: SmsGateway | None = None,
@@ -132,7 +143,12 @@ def check_startable(cfg: ChatConfig) -> None:
                     f"chat listen.tls.{key}: cannot read the TLS {key} {path}: {e.strerror} "
                     f"(point listen.tls.{key} at it in the config, or set "
                     f"OTP_CHAT__LISTEN__TLS__{key.upper()})") from None
-    host, port = cfg.listen.host, cfg.listen.port
+    _probe("listen", cfg.listen.host, cfg.listen.port)
+    if cfg.media is not None:
+        _probe("media", cfg.media.host, cfg.media.port)
+
+
+def _probe(section: str, host: str, port: int) -> None:
     if port == 0:
         return  # any free port
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -141,9 +157,9 @@ def check_startable(cfg: ChatConfig) -> None:
         probe.bind((host, port))
     except OSError as e:
         raise ConfigError(
-            f"chat listen.host/listen.port: cannot listen on {host}:{port}: {e.strerror} "
-            f"(another server there? choose another listen.port in the config, or set "
-            f"OTP_CHAT__LISTEN__PORT)") from None
+            f"chat {section}.host/{section}.port: cannot listen on {host}:{port}: "
+            f"{e.strerror} (another server there? choose another {section}.port in the "
+            f"config, or set OTP_CHAT__{section.upper()}__PORT)") from None
     finally:
         probe.close()
 

@@ -1,11 +1,18 @@
-"""``chat-client``: the command-line chat client (register | verify | send | listen | shell).
+"""``chat-client``: the command-line chat client (register | verify | send | send-file |
+listen | shell).
 
 ::
 
     chat-client register +14155550100              # the PIN arrives by SMS / in the server log
     chat-client verify +14155550100 123456          # stores the device key (mode 0600)
     chat-client --as +14155550100 send +14155550111 "hello"
+    chat-client --as +14155550100 send-file +14155550111 photo.jpg --caption "the view"
     chat-client --as +14155550111 listen            # prints messages and receipts as they come
+
+``send-file`` encrypts the file on the device (AES-256-GCM, a fresh key; only ciphertext
+is uploaded) with a progress bar on stderr; ``listen`` downloads, checks and decrypts
+received files into ``--media-dir`` (``$CHAT_MEDIA_DIR``; default ``<digits>-media/``
+beside the device's key) and prints where each one was saved.
 
 Device keys live in ``$XDG_CONFIG_HOME/chat-client/<host>:<port>/<digits>.key`` (default
 ``~/.config``; one directory per server, so one number registered on two servers has two
@@ -48,10 +55,12 @@ from chat.client import (
     ChatError,
     Client,
     DeviceStore,
+    MediaItem,
     key_dir,
     key_path,
     normalise_phone,
 )
+from chat.media_crypto import MediaError
 
 __all__ = ["main"]
 
@@ -118,6 +127,20 @@ def _migrate(phone: str, server: str) -> None:
 def store_path(phone: str, server: str) -> str:
     """The device's record of what it received, beside its key."""
     return key_path(phone, server)[: -len(".key")] + ".db"
+
+
+def default_media_dir(phone: str, server: str) -> str:
+    """Where ``listen`` saves received media by default: ``<digits>-media/`` beside the
+    device's key and store."""
+    return key_path(phone, server)[: -len(".key")] + "-media"
+
+
+def _size(n: int) -> str:
+    """``2_100_000`` -> ``'2.1 MB'``."""
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _keys_in(d: str) -> set[str]:
@@ -193,6 +216,14 @@ def describe(e: ChatError, *, phone: str | None = None, server: str = "") -> str
         case "cmid_reused":
             return (f"the server already holds a different message with this client id "
                     f"(cmid_reused): {msg}; send it again")
+        case "media_too_large":
+            cap = f.get("max_size")
+            return (f"the file is too large for the server (media_too_large)"
+                    f"{f': it takes at most {_size(int(cap))}' if cap is not None else ''}")
+        case "unavailable" if "no media endpoint" in msg:
+            return f"{server} does not take photos or files (unavailable): {msg}"
+        case "unknown_media":
+            return f"the server no longer has that file (unknown_media): {msg or 'deleted'}"
         case "closed":
             return f"lost the connection to {server}: {msg}"
     return f"{msg} ({code})" if msg else code
@@ -270,6 +301,14 @@ def _receipt_line(ev: dict[str, Any]) -> str:
 
 def _msg_line(ev: dict[str, Any]) -> str:
     body = ev["body"]
+    if ev.get("kind") == "media":
+        try:
+            m = Client.media_item(ev)
+        except MediaError as e:
+            return f"[{ev['from']}] (a media message this client cannot read: {e.message})"
+        assert m is not None
+        caption = f": {m.caption}" if m.caption else ""
+        return f"[{ev['from']}] sent {m.name} ({m.mime}, {_size(m.size)}){caption}"
     text = body if isinstance(body, str) else f"<{len(body)} bytes>"
     return f"[{ev['from']}] {text}"
 
@@ -303,14 +342,37 @@ def present(store: DeviceStore, evs: list[dict[str, Any]]) -> list[tuple[dict[st
     return shown
 
 
-def _show_all(store: DeviceStore, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Print what ``present`` keeps; returns the messages shown."""
+def _show_all(store: DeviceStore, evs: list[dict[str, Any]], *, c: Client | None = None,
+              save_to: str | None = None) -> list[dict[str, Any]]:
+    """Print what ``present`` keeps; returns the messages shown. With ``c`` and
+    ``save_to``, media messages are downloaded, checked and decrypted into ``save_to``."""
     msgs = []
     for ev, line in present(store, evs):
         click.echo(line)
         if ev.get("t") == "msg":
             msgs.append(ev)
+            if c is not None and save_to is not None and ev.get("kind") == "media":
+                _save_media(c, ev, save_to)
     return msgs
+
+
+def _save_media(c: Client, ev: dict[str, Any], save_to: str) -> str | None:
+    """Download a media message into ``save_to``; says where, or why not (a file that
+    fails its checks is not kept, and is not acknowledged to the server)."""
+    try:
+        item = MediaItem.from_event(ev)
+        os.makedirs(save_to, mode=0o700, exist_ok=True)
+        path = c.download(item, save_to)
+    except MediaError as e:
+        click.echo(f"  ✗ not saved ({e.code}): {e.message}", err=True)
+        return None
+    except ChatError as e:
+        if isinstance(e, ChatClosed):
+            raise
+        click.echo(f"  ✗ not saved: {describe(e)}", err=True)
+        return None
+    click.echo(f"  saved to {path}")
+    return path
 
 
 @click.group()
@@ -377,29 +439,91 @@ def send(obj: _Ctx, to: str, text: str, wait: bool) -> None:
         _check_body(c, text)
         r = obj.call(lambda: c.send(to, text), c.phone)
         click.echo(f"stored by the server as {r.mid}")
-        if not wait:
-            return
-        # (what else arrives meanwhile stays unshown in the device's store, for the
-        # next listen or shell)
+        if wait:
+            _await_receipts(obj, c, store, r.mid)
 
-        def mine(kind: str, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [e for e in evs if e.get("type") == kind and e["mid"] == r.mid]
 
+def _await_receipts(obj: _Ctx, c: Client, store: DeviceStore, mid: str) -> None:
+    """Wait for message ``mid``'s ``sent`` receipt (and ``delivered``, if it comes at
+    once) and say so. What else arrives meanwhile stays unshown in the device's store,
+    for the next listen or shell."""
+
+    def mine(kind: str, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in evs if e.get("type") == kind and e["mid"] == mid]
+
+    try:
+        evs = c.wait_for(lambda evs: bool(mine("sent", evs)), timeout=10.0)
+    except ChatError as e:
+        raise _fail(e, phone=c.phone, server=obj.server) from None
+    except TimeoutError:
+        click.echo("(no 'sent' receipt yet; it will come at your next login)")
+        return
+    click.echo("sent ✓")
+    store.mark_shown(mine("sent", evs))
+    # A connected recipient's device acknowledges at once: "delivered" comes
+    # with "sent" (or just after it); an offline one's comes at a later login.
+    dlv = mine("delivered", evs) or mine("delivered", obj.call(lambda: c.poll(0.5)))
+    if dlv:
+        click.echo("delivered ✓✓")
+        store.mark_shown(dlv)
+
+
+class _Bar:
+    """A progress bar on stderr (tqdm; none when stderr is not a terminal, unless
+    ``force``)."""
+
+    def __init__(self, name: str, total: int, force: bool | None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000,
+                        desc=name, file=sys.stderr, leave=True,
+                        disable=None if force is None else not force)
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:  # (the upload: the file plus the 16-byte tag)
+            self.bar.total = total
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@main.command("send-file")
+@click.argument("to")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--caption", default="", help="text shown with the photo or file")
+@click.option("--progress/--no-progress", default=None,
+              help="show a progress bar (default: when stderr is a terminal)")
+@click.option("--wait/--no-wait", default=True, help="wait for the 'sent' receipt")
+@click.pass_obj
+def send_file(obj: _Ctx, to: str, path: str, caption: str, progress: bool | None,
+              wait: bool) -> None:
+    """Send the photo or file at PATH to the number TO, end-to-end encrypted.
+
+    The file is encrypted on this device with a fresh key (AES-256-GCM) and only the
+    ciphertext is uploaded; the key travels in the message to TO, whose `listen`
+    downloads, checks and decrypts it. An image gets a thumbnail; an image too large
+    to decode safely (a decompression bomb) is refused."""
+    to = _phone(to)
+    c, store = obj.session()
+    with c:
+        size = os.path.getsize(path)
+        name = os.path.basename(path)
+        click.echo(f"encrypting and uploading {name} ({_size(size)})")
+        bar = _Bar(name, size, progress)
         try:
-            evs = c.wait_for(lambda evs: bool(mine("sent", evs)), timeout=10.0)
-        except ChatError as e:
-            raise _fail(e, phone=c.phone, server=obj.server) from None
-        except TimeoutError:
-            click.echo("(no 'sent' receipt yet; it will come at your next login)")
-            return
-        click.echo("sent ✓")
-        store.mark_shown(mine("sent", evs))
-        # A connected recipient's device acknowledges at once: "delivered" comes
-        # with "sent" (or just after it); an offline one's comes at a later login.
-        dlv = mine("delivered", evs) or mine("delivered", obj.call(lambda: c.poll(0.5)))
-        if dlv:
-            click.echo("delivered ✓✓")
-            store.mark_shown(dlv)
+            r = obj.call(lambda: c.send_media(to, path, caption=caption, progress=bar),
+                         c.phone)
+        except MediaError as e:
+            raise click.ClickException(f"{name} was not sent ({e.code}): {e.message}"
+                                       ) from None
+        finally:
+            bar.close()
+        click.echo(f"stored by the server as {r.mid}")
+        if wait:
+            _await_receipts(obj, c, store, r.mid)
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -432,8 +556,11 @@ def _reconnect(obj: _Ctx, c: Client, why: ChatError) -> None:
 @click.option("--read/--no-read", default=True, show_default=True,
               help="send a read receipt for each message shown (the sender sees it read)")
 @click.option("--count", type=int, default=0, help="stop after this many messages")
+@click.option("--media-dir", type=click.Path(file_okay=False), envvar="CHAT_MEDIA_DIR",
+              help="where to save received photos and files (default: beside the "
+                   "device's store, <digits>-media/; or $CHAT_MEDIA_DIR)")
 @click.pass_obj
-def listen(obj: _Ctx, read: bool, count: int) -> None:
+def listen(obj: _Ctx, read: bool, count: int, media_dir: str | None) -> None:
     """Print messages and receipts as they arrive (Ctrl-C to stop).
 
     Each message shown is reported read to its sender (a read receipt) unless
@@ -441,8 +568,10 @@ def listen(obj: _Ctx, read: bool, count: int) -> None:
     state once. Ctrl-C or SIGTERM stops it (exit status 0). If the server goes
     away, listen says so and keeps trying to reconnect, with back-off; if another
     session of this number logs in, or the number is registered on another device,
-    it stops with exit status 3."""
+    it stops with exit status 3. Received photos and files are downloaded, checked
+    and decrypted into --media-dir, and the line after the message says where."""
     c, store = obj.session(auto_reconnect=False)
+    save_to = media_dir or default_media_dir(c.phone or "", obj.server)
     old = signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: exit 0
     click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, old))
     n = 0
@@ -458,7 +587,8 @@ def listen(obj: _Ctx, read: bool, count: int) -> None:
                         unread.pop(0)
                     if count and n >= count:
                         break
-                    shown = _show_all(store, evs or c.poll(timeout=30.0))
+                    shown = _show_all(store, evs or c.poll(timeout=30.0), c=c,
+                                      save_to=save_to)
                     evs = []
                     n += len(shown)
                     if read:
@@ -483,7 +613,8 @@ commands:
   contacts +PHONE...      which of these numbers are registered
   help                    this list
   quit                    leave (or Ctrl-D)
-messages and receipts that arrived are shown before each prompt"""
+messages and receipts that arrived are shown before each prompt; photos and files
+are saved into the media directory (--media-dir), with a line saying where"""
 
 
 def _presence_lines(p: dict[str, Any], asked: list[str]) -> list[str]:
@@ -505,7 +636,8 @@ def _presence_lines(p: dict[str, Any], asked: list[str]) -> list[str]:
     return lines
 
 
-def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
+def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str,
+                save_to: str | None = None) -> bool:
     """Run one shell line; False to leave."""
     cmd, _, rest = line.partition(" ")
     match cmd:
@@ -531,7 +663,7 @@ def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
                 return True
             click.echo(f"stored as {c.send(to, text).mid}")
         case "poll":
-            _show_all(store, c.poll(1.0))
+            _show_all(store, c.poll(1.0), c=c, save_to=save_to)
         case "presence":
             asked = [normalise_phone(p) for p in rest.split()]
             if not asked:
@@ -552,20 +684,24 @@ def _shell_line(obj: _Ctx, c: Client, store: DeviceStore, line: str) -> bool:
 
 
 @main.command()
+@click.option("--media-dir", type=click.Path(file_okay=False), envvar="CHAT_MEDIA_DIR",
+              help="where to save received photos and files (as for listen)")
 @click.pass_obj
-def shell(obj: _Ctx) -> None:
-    """Interactive: send, poll, presence, contacts, help, quit."""
+def shell(obj: _Ctx, media_dir: str | None) -> None:
+    """Interactive: send, poll, presence, contacts, help, quit. Received photos and
+    files are saved as by listen."""
     c, store = obj.session(reconnect_attempts=3)
+    save_to = media_dir or default_media_dir(c.phone or "", obj.server)
     with c:
         click.echo(f"logged in as {c.phone} on {obj.server}; type help for the commands")
         pending = store.unshown()
         while True:
             try:
                 if c.sock is not None:  # (after a lost connection: at the next command)
-                    _show_all(store, pending + c.poll(0.0))
+                    _show_all(store, pending + c.poll(0.0), c=c, save_to=save_to)
                     pending = []
                 line = input("chat> ").strip()
-                if not _shell_line(obj, c, store, line):
+                if not _shell_line(obj, c, store, line, save_to):
                     break
             except (EOFError, KeyboardInterrupt):
                 click.echo()

@@ -45,18 +45,34 @@ time. Not thread-safe: use one ``Client`` per thread.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
+import mimetypes
 import os
+import re
 import socket
 import sqlite3
 import ssl
 import time
+import urllib.parse
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
 
+from chat.media_crypto import (
+    CHUNK,
+    TAG_SIZE,
+    Decryptor,
+    EncryptingReader,
+    MediaError,
+    MediaSecret,
+    atomic_writer,
+)
 from chat.protocol import (
     CLOSING_CODES,
     DEFAULT_MAX_FRAME,
@@ -67,8 +83,12 @@ from chat.protocol import (
     is_phone,
 )
 
-__all__ = ["RECEIPT_RANK", "ChatClosed", "ChatError", "Client", "DeviceStore", "MemorySeen",
-           "Seen", "SendResult", "key_dir", "key_path", "normalise_phone"]
+__all__ = ["RECEIPT_RANK", "ChatClosed", "ChatError", "Client", "DeviceStore", "MediaItem",
+           "MemorySeen", "Progress", "Seen", "SendResult", "key_dir", "key_path",
+           "normalise_phone"]
+
+#: ``progress(done, total)``: bytes of a media transfer done so far, of ``total``
+Progress = Callable[[int, int], None]
 
 #: a message's receipts in the order its states follow each other (a later one implies
 #: the earlier ones)
@@ -120,6 +140,61 @@ def event_key(ev: dict[str, Any]) -> str:
     if ev["t"] == "msg":
         return "m:" + str(ev["mid"])
     return f"r:{ev['type']}:{ev['mid']}"
+
+
+def _safe_name(name: str) -> str:
+    """A file name from what a sender said its file was called: no directories, no
+    leading dots, no control characters; ``media`` if nothing is left."""
+    base = os.path.basename(name.replace("\\", "/"))
+    base = re.sub(r"[\x00-\x1f\x7f/]", "_", base).lstrip(".").strip()
+    return base[:120] or "media"
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """A received media message (``Client.media_item(ev)``): the server's media id, the
+    secret that decrypts it, what the sender said about the file, and where to download
+    it (``url`` and ``token``, which expire: ``Client.download`` asks for fresh ones)."""
+
+    mid: str
+    sender: str
+    media_id: str
+    secret: MediaSecret
+    name: str
+    mime: str
+    caption: str
+    thumbnail: bytes | None
+    url: str | None = None
+    token: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Of the plaintext, in bytes."""
+        return self.secret.size
+
+    @classmethod
+    def from_event(cls, ev: dict[str, Any]) -> MediaItem:
+        """``MediaError("not_media")`` if ``ev`` is not a media message, ``bad_key`` if
+        its record holds no usable secret."""
+        rec = ev.get("body") if ev.get("t") == "msg" and ev.get("kind") == "media" else None
+        if not isinstance(rec, dict) or not isinstance(rec.get("media"), str):
+            raise MediaError("not_media", f"expected a media message (a msg of kind media "
+                                          f"whose body names a media id), got "
+                                          f"{str(ev)[:200]}")
+        thumb = rec.get("thumbnail")
+        try:
+            thumb_bytes = base64.b64decode(thumb, validate=True) if thumb else None
+        except (ValueError, TypeError):
+            thumb_bytes = None
+        raw = ev.get("download")
+        dl: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        return cls(mid=str(ev["mid"]), sender=str(ev.get("from", "")),
+                   media_id=rec["media"], secret=MediaSecret.from_fields(rec),
+                   name=_safe_name(str(rec.get("name", ""))),
+                   mime=str(rec.get("mime") or "application/octet-stream"),
+                   caption=str(rec.get("caption") or ""), thumbnail=thumb_bytes,
+                   url=str(dl["url"]) if dl.get("url") else None,
+                   token=str(dl["token"]) if dl.get("token") else None)
 
 
 class Seen(Protocol):
@@ -492,6 +567,108 @@ class Client:
             pass
         self.close()
 
+    # ---------------------------------------------------------------- media
+
+    #: tries of one upload while the media endpoint answers ``busy`` (see send_media)
+    upload_attempts = 3
+
+    def send_media(self, to: str, path: str, *, caption: str = "",
+                   progress: Progress | None = None, mime: str | None = None,
+                   cmid: str | None = None) -> SendResult:
+        """Send the file at ``path`` to ``to`` as a media message, end-to-end encrypted
+        (chat.media_crypto: AES-256-GCM, a fresh key): a thumbnail if it is an image
+        (``MediaError("image_too_large")`` for one beyond Pillow's pixel limit: nothing
+        is sent), an upload slot from ``media_upload``, the ciphertext streamed to it
+        (``progress(done, total)`` as it goes), then the message: its record names the
+        media and holds the key, IV and plaintext SHA-256. The server never sees the
+        plaintext (but see docs/media.md, "Media encryption": it relays the message
+        that holds the key). An endpoint that is ``busy`` is tried again after its
+        ``Retry-After`` (at most ``upload_attempts`` times in all). ``ChatError``
+        ``media_too_large`` and the other refusals of docs/protocol.md, "Media";
+        ``MediaError`` when the upload fails."""
+        from chat.thumbnail import make_thumbnail  # (Pillow: only for media)
+
+        size = os.path.getsize(path)
+        mime = mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        thumb = make_thumbnail(path)
+        total = size + TAG_SIZE
+        slot = self.request("media_upload", size=total)
+        for attempt in range(1, self.upload_attempts + 1):
+            with open(path, "rb") as f:
+                reader = EncryptingReader(f, size)  # (a fresh key each attempt)
+                try:
+                    got = _http_upload(str(slot["url"]), str(slot["token"]), reader, total,
+                                       self.timeout, progress, tls=self.tls)
+                    break
+                except MediaError as e:
+                    if e.code != "busy" or attempt == self.upload_attempts:
+                        raise
+                    _wait(min(e.retry_after or 1.0, 30.0))
+        media_id = reader.ciphertext_sha256
+        if got.get("media") != media_id:
+            raise MediaError("upload_failed", f"the server stored the upload as "
+                                              f"{got.get('media')!r}, expected {media_id}")
+        record: dict[str, Any] = {"media": media_id, "sha256": media_id,
+                                  **reader.secret.to_fields(), "mime": mime,
+                                  "name": os.path.basename(path)}
+        if caption:
+            record["caption"] = caption
+        if thumb is not None:
+            record["thumbnail"] = base64.b64encode(thumb.data).decode("ascii")
+            record["width"], record["height"] = thumb.width, thumb.height
+        cmid = cmid or uuid.uuid4().hex
+        r = self.request("send", to=to, cmid=cmid, kind="media", body=record)
+        return SendResult(r["mid"], r["ts"], cmid)
+
+    @staticmethod
+    def media_item(ev: dict[str, Any]) -> MediaItem | None:
+        """The media of a pushed message, ``None`` for a text message or a receipt."""
+        if ev.get("t") != "msg" or ev.get("kind") != "media":
+            return None
+        return MediaItem.from_event(ev)
+
+    def download(self, item: MediaItem | dict[str, Any], dest: str, *,
+                 progress: Progress | None = None, ack: bool = True) -> str:
+        """Download a received media item, check it (its SHA-256 against the media id,
+        the GCM tag, the size, the plaintext SHA-256) and decrypt it into ``dest`` (a
+        directory: the sender's file name, made safe and unique, inside it). The file
+        appears atomically and only if it checks out (``MediaIntegrityError``
+        otherwise: nothing is written). Then, if ``ack``, ``media_ack``: the server may
+        delete its copy. A download token that expired is renewed with
+        ``media_download``. Returns the path written."""
+        if not isinstance(item, MediaItem):
+            item = MediaItem.from_event(item)
+        if os.path.isdir(dest):
+            dest = _unique(os.path.join(dest, item.name))
+        url, token = item.url, item.token
+        for attempt in range(2):
+            if url is None or token is None or attempt:
+                fresh = self.request("media_download", media=item.media_id)
+                url, token = str(fresh["url"]), str(fresh["token"])
+            out, commit, abort = atomic_writer(dest)
+            try:
+                d = Decryptor(item.secret, out.write, ciphertext_sha256=item.media_id)
+                _http_download(url, token, d.feed, item.secret.ciphertext_size,
+                               self.timeout, progress, tls=self.tls)
+                d.finish()
+                commit()
+                break
+            except MediaError as e:
+                abort()
+                if attempt or e.code not in ("token_expired", "bad_token"):
+                    raise
+            except BaseException:
+                abort()
+                raise
+        if ack:
+            self.media_ack([item.media_id])
+        return dest
+
+    def media_ack(self, media_ids: list[str]) -> None:
+        """Tell the server this device has these media (checked): it deletes a blob
+        once every recipient said so."""
+        self.request("media_ack", media=list(media_ids))
+
     # ---------------------------------------------------------------- events
 
     def poll(self, timeout: float = 0.0, *, ack: bool = True, max_events: int = 10_000,
@@ -561,3 +738,103 @@ def key_dir(server: str | None = None) -> str:
 def key_path(phone: str, server: str | None = None) -> str:
     """The file of ``phone``'s device key for ``server`` (see ``key_dir``)."""
     return os.path.join(key_dir(server), phone.lstrip("+") + ".key")
+
+
+def _wait(seconds: float) -> None:
+    """The pause before an upload is tried again (its own name: tests replace it)."""
+    time.sleep(seconds)
+
+
+def _unique(path: str) -> str:
+    """``path``, or ``name (2).ext`` ... if it exists."""
+    root, ext = os.path.splitext(path)
+    n = 2
+    while os.path.exists(path):
+        path = f"{root} ({n}){ext}"
+        n += 1
+    return path
+
+
+def _http_conn(url: str, timeout: float, tls: ssl.SSLContext | None
+               ) -> tuple[http.client.HTTPConnection, str]:
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise MediaError("bad_url", f"expected an http(s) URL for the media, got {url!r}")
+    target = u.path or "/"
+    if u.query:
+        target += "?" + u.query
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                           context=tls), target
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout), target
+
+
+def _http_error(what: str, url: str, resp: http.client.HTTPResponse) -> MediaError:
+    """The endpoint's JSON error (``{"error", "message"}``) as a ``MediaError``."""
+    raw = resp.read(4096)
+    try:
+        j = json.loads(raw)
+        code, msg = str(j["error"]), str(j.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        code, msg = f"http_{resp.status}", raw.decode("utf-8", "replace").strip()
+    err = MediaError(code, f"{what} {url}: {resp.status} {resp.reason}"
+                           f"{': ' + msg if msg else ''}")
+    try:
+        err.retry_after = float(resp.getheader("Retry-After") or "") or None
+    except ValueError:
+        pass
+    return err
+
+
+def _http_upload(url: str, token: str, body: Any, total: int, timeout: float,
+                 progress: Progress | None, *, tls: ssl.SSLContext | None = None
+                 ) -> dict[str, Any]:
+    """POST the chunks of ``body`` (``total`` bytes) to ``url``; the endpoint's JSON."""
+    conn, target = _http_conn(url, timeout, tls)
+    done = 0
+
+    def chunks() -> Any:
+        nonlocal done
+        for block in body:
+            yield block
+            done += len(block)
+            if progress is not None:
+                progress(done, total)
+
+    try:
+        conn.request("POST", target, body=chunks(), encode_chunked=False,
+                     headers={"Authorization": f"Bearer {token}",
+                              "Content-Length": str(total),
+                              "Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        if resp.status not in (200, 201):
+            raise _http_error("upload to", url, resp)
+        return dict(json.loads(resp.read()))
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        if isinstance(e, MediaError):
+            raise
+        raise MediaError("upload_failed", f"upload to {url} failed: {e}") from None
+    finally:
+        conn.close()
+
+
+def _http_download(url: str, token: str, sink: Callable[[bytes], Any], total: int,
+                   timeout: float, progress: Progress | None, *,
+                   tls: ssl.SSLContext | None = None) -> None:
+    """GET ``url``'s body into ``sink``, in chunks."""
+    conn, target = _http_conn(url, timeout, tls)
+    try:
+        conn.request("GET", target, headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise _http_error("download of", url, resp)
+        done = 0
+        while block := resp.read(CHUNK):
+            sink(block)
+            done += len(block)
+            if progress is not None:
+                progress(done, total)
+    except (OSError, http.client.HTTPException) as e:
+        raise MediaError("download_failed", f"download of {url} failed: {e}") from None
+    finally:
+        conn.close()

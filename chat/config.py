@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from otp.errors import ConfigError
 
-__all__ = ["ChatConfig", "check_production", "load_config", "parse_config"]
+__all__ = ["ChatConfig", "MediaConfig", "check_production", "load_config", "parse_config"]
 
 
 class _Model(BaseModel):
@@ -85,6 +85,26 @@ class UsersConfig(_Model):
     retry_max: float = Field(10.0, gt=0)
 
 
+class MediaConfig(_Model):
+    """The HTTP media endpoint (docs/protocol.md, "Media"): uploads beside the chat
+    connection. It speaks TLS when the chat listener does (same certificate)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5281, ge=0, le=65535)
+    #: the base URL given to devices (e.g. behind a proxy); default http(s)://host:port
+    public_url: str | None = None
+    max_size: int = Field(100 * 1024 * 1024, ge=1)  # bytes of one upload
+    max_uploads: int = Field(16, ge=1)  # uploads at once; more get 503 + Retry-After
+    retry_after: float = Field(5.0, ge=0)  # the Retry-After of that 503, seconds
+    upload_timeout: float = Field(300.0, gt=0)  # seconds an upload's body may take
+    token_ttl: float = Field(3600.0, gt=0)  # seconds an upload/download token is valid
+    retention: float = Field(30 * 86400.0, gt=0)  # a blob lives at most this long
+    #: a blob no message names is deleted this long after its upload
+    unreferenced_grace: float = Field(3600.0, gt=0)
+    sweep_interval: float = Field(60.0, gt=0)  # seconds between sweeps for expired blobs
+    thumbnail_max: int = Field(8192, ge=0)  # bytes of a decoded thumbnail
+
+
 class ChatConfig(_Model):
     env: Literal["dev", "prod", "test"] = "dev"
     data_dir: str = "var/chat"
@@ -94,6 +114,8 @@ class ChatConfig(_Model):
     sms: GatewayConfig = GatewayConfig(adapter="console")
     push: GatewayConfig = GatewayConfig(adapter="log")
     users: UsersConfig = UsersConfig()
+    #: the media endpoint; None (no ``media:`` section): media requests are unavailable
+    media: MediaConfig | None = None
     admin_token: str | None = None
     #: sqlite synchronous mode for the message store: FULL (fsync each group commit)
     #: is the only safe choice in production; OFF is for throwaway test data.
@@ -152,3 +174,8 @@ def check_production(cfg: ChatConfig) -> None:
     if cfg.admin_token:
         raise ConfigError("admin_token: expected unset in production (it enables "
                           "provisioning users without SMS), got a token")
+    m = cfg.media
+    if m is not None and m.public_url is None and m.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(f"media.public_url: expected the URL devices reach the media "
+                          f"endpoint at (media.host {m.host!r} listens on every address, "
+                          f"so it names none), got none")

@@ -45,7 +45,7 @@ from typing import Any
 
 import msgpack
 
-from chat import faults, registration, store, users
+from chat import faults, media, registration, store, users
 from chat.protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,
@@ -365,8 +365,11 @@ def _loop(c: _Conn) -> None:
                 rcpts = c.rcpts
                 for seq, peer, kind, p in msg[1]:
                     if kind == "msg":
-                        out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
-                                    "cmid": p[1], "body": p[2], "ts": p[3]})
+                        if p[2].__class__ is tuple:  # a media message (chat.media)
+                            out.append(_media_push(c, seq, peer, p))
+                        else:
+                            out.append({"t": "msg", "id": seq, "mid": p[0], "from": peer,
+                                        "cmid": p[1], "body": p[2], "ts": p[3]})
                     else:
                         out.append({"t": "receipt", "id": seq, "type": p[0], "mid": p[1],
                                     "peer": p[2], "ts": p[3]})
@@ -401,6 +404,15 @@ def _loop(c: _Conn) -> None:
                     raise _Closing("idle_timeout", f"nothing received for "
                                                    f"{c.ctx.idle_timeout:g} s")
                 send_after(left, _self(), ("chat.idle_check",))
+
+
+def _media_push(c: _Conn, seq: int, peer: str, p: Any) -> dict[str, Any]:
+    """The push of a media message: its record, and a download token for this
+    session's user (docs/protocol.md, "The media message")."""
+    assert c.phone is not None
+    rec, download = media.push_fields(c.phone, p[2])
+    return {"t": "msg", "id": seq, "mid": p[0], "from": peer, "cmid": p[1],
+            "kind": "media", "body": rec, "ts": p[3], "download": download}
 
 
 def _this() -> Any:
@@ -516,6 +528,8 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         if not 1 <= len(cmid) <= 64:
             raise ProtocolError("bad_request", f"send: field 'cmid': expected 1 to 64 "
                                                f"characters, got {len(cmid)}", rid)
+        if (f["kind"] is not None and f["kind"] != "text") or body.__class__ is dict:
+            return _send_media(c, rid, to, cmid, body, f["kind"])
         n = len(body)
         mb = c.ctx.max_body
         # The limit is in bytes, a str's UTF-8 ones (encoded only when it may matter:
@@ -555,12 +569,55 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         phones = tuple(p for p in f["phones"] if is_phone(p))
         _limit(c, rid, "contacts", len(phones))
         return _ok(rid, registered=list(store.read(("registered", phones))))
+    if t == "media_upload":
+        return _ok(rid, **_media_call(rid, media.upload_slot, c.phone, f["size"]))
+    if t == "media_download":
+        return _ok(rid, **_media_call(rid, media.download_slot, c.phone, f["media"]))
+    if t == "media_ack":
+        _media_call(rid, media.ack, c.phone, f["media"])
+        return _ok(rid)
     if t == "bye":
         raise _Closing(None, "bye", [_ok(rid)])
     if t in ("register", "verify", "login", "admin_provision"):
         raise ProtocolError("already_authenticated", f"{t!r} is not allowed in a session",
                             rid)
     raise ProtocolError("unknown_type", f"unexpected request {t!r}", rid)
+
+
+def _send_media(c: _Conn, rid: int, to: str, cmid: str, body: Any,
+                kind: str | None) -> dict[str, Any]:
+    """A ``send`` of kind ``media`` (docs/protocol.md, "The media message"): the record
+    is checked, the blob's recipient recorded, and the message goes down the text path
+    with the packed record as its body (receipts, queueing, order, resends as text)."""
+    if kind not in (None, "text", "media"):
+        raise ProtocolError("bad_request", f"send: field 'kind': expected 'text' or "
+                                           f"'media', got {kind!r:.40}", rid)
+    if kind != "media":
+        raise ProtocolError("bad_request", "send: field 'body': expected str or bin for "
+                                           "kind 'text', got map", rid)
+    if not is_phone(to):
+        raise ProtocolError("invalid_phone", f"send: field 'to': expected an E.164 "
+                                             f"number like +14155550100, got {to!r:.40}",
+                            rid)
+    assert c.phone is not None
+    packed = _media_call(rid, media.check_record, body, c.phone, to, c.ctx.max_body)
+    r = _user_call(c, ("send", to, cmid, packed))
+    if r[0] == "error":
+        raise ProtocolError(r[1], r[2], rid, **dict(r[3] if len(r) > 3 else ()))
+    return _ok(rid, mid=r[1], ts=r[2])
+
+
+def _media_call(rid: int, fn: Any, *args: Any) -> Any:
+    """A media operation; its ``ProtocolError`` answers request ``rid``, and the media
+    store being down (restarting) is ``unavailable``."""
+    try:
+        return fn(*args)
+    except ProtocolError as e:
+        e.id = rid
+        raise
+    except CallError:
+        raise ProtocolError("unavailable", "the media store is restarting; try again",
+                            rid) from None
 
 
 def _key_ok(phone: str, key_hash: bytes) -> bool:

@@ -55,8 +55,13 @@ def _tag(key: bytes, r: bytes, sender: str, recipient: str) -> bytes:
                    digest_size=6).digest()
 
 
-def _fp(key: bytes, recipient: str, body: str | bytes) -> bytes:
-    kind, data = (b"s", body.encode()) if body.__class__ is str else (b"b", body)
+def _fp(key: bytes, recipient: str, body: str | bytes | tuple[str, bytes]) -> bytes:
+    if body.__class__ is str:
+        kind, data = b"s", body.encode()  # type: ignore[union-attr]
+    elif body.__class__ is tuple:  # a media message: (tag, packed record), chat.media
+        kind, data = b"m", body[1]  # type: ignore[assignment]
+    else:
+        kind, data = b"b", body  # type: ignore[assignment]
     return blake2b(b"body\0%s\0%s" % (recipient.encode(), kind) + data,  # type: ignore[operator]
                    key=key, digest_size=6).digest()
 

@@ -239,7 +239,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "register": {"phone": _STR},
     "verify": {"phone": _STR, "pin": _STR},
     "login": {"phone": _STR, "key": _BIN},
-    "send": {"to": _STR, "cmid": _STR, "body": (_STR, _BIN)},
+    # (a media send's body is a map: kind "media"; chat.media checks the record)
+    "send": {"to": _STR, "cmid": _STR, "body": (_STR, _BIN, dict), "kind": _Optional(_STR)},
     "ack": {"ids": _ListOf(int, 4096)},
     "read": {"from": _STR, "mids": _ListOf(str, 4096)},
     "presence": {"phones": _ListOf(str, 100)},
@@ -247,11 +248,15 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "privacy": {"hide_presence": _BOOL},
     "bye": {},
     "admin_provision": {"token": _STR, "phones": _ListOf(str, 1000)},
+    "media_upload": {"size": _INT},
+    "media_download": {"media": _STR},
+    "media_ack": {"media": _ListOf(str, 256)},
 }
 
 
 def _kind_name(kind: Any) -> str:
-    names = {str: "str", int: "int", bytes: "bin", bool: "bool", float: "float"}
+    names = {str: "str", int: "int", bytes: "bin", bool: "bool", float: "float",
+             dict: "map"}
     if isinstance(kind, tuple):
         return " or ".join(_kind_name(k) for k in kind)
     if isinstance(kind, _ListOf):
@@ -298,8 +303,9 @@ def validate_request(msg: dict[str, Any]) -> Request:
         to, cmid, body = msg.get("to"), msg.get("cmid"), msg.get("body")
         if (rid.__class__ is int and 0 <= rid < MAX_ID and to.__class__ is str
                 and cmid.__class__ is str
-                and (body.__class__ is str or body.__class__ is bytes)):
-            return Request(t, rid, {"to": to, "cmid": cmid, "body": body})
+                and (body.__class__ is str or body.__class__ is bytes)
+                and msg.get("kind") is None):
+            return Request(t, rid, {"to": to, "cmid": cmid, "body": body, "kind": None})
     rid = msg.get("id")
     if rid is None and t in UNANSWERED:
         pass

@@ -38,8 +38,11 @@ I/O and threads (what the public ``otp.net`` and ``otp.threads`` present):
 ``active_socket``/``is_active_socket``/``set_socket_owner``/``close_socket`` (the
 socket driver: a socket's data read by the hub and sent to its owner as messages),
 ``run_in_thread`` (the hub's thread pool), ``start_os_thread``/``OSEvent``/``OSLock``/
-``get_os_ident`` (real OS threads, whatever the monkey-patching), and the clocks
-``Clock`` (the protocol a node's clock follows) and ``RealClock``.
+``get_os_ident`` (real OS threads, whatever the monkey-patching), the clocks
+``Clock`` (the protocol a node's clock follows) and ``RealClock``, and what the public
+``otp.httpd`` presents: ``wsgi_handler`` (an HTTP/1.1 parser and WSGI handler for one
+connected socket, run in the calling process), ``wsgi_finish_early`` and
+``SOCKET_KEY``.
 
 Failure semantics: these functions raise ``NodeError`` outside a running node and
 ``NotInProcess`` where a process is required, as the public API does. A hook given to
@@ -70,6 +73,7 @@ from otp._core.dist import (
 )
 from otp._core.dist import NodeDown as NodeDown
 from otp._core.fastpath import receive, send
+from otp._core.httpd import SOCKET_KEY, wsgi_finish_early, wsgi_handler
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -105,6 +109,7 @@ __all__ = [
     "NO_DEFAULT",
     "REQUEST_TIMEOUT",
     "RUNNING",
+    "SOCKET_KEY",
     "Clock",
     "DistHook",
     "Node",
@@ -137,6 +142,8 @@ __all__ = [
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",
+    "wsgi_finish_early",
+    "wsgi_handler",
 ]
 
 

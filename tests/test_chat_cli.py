@@ -337,3 +337,133 @@ def test_python_m_chat_on_a_busy_port_says_so_in_one_line(tmp_path):
         f"chat server: cannot start: chat listen.host/listen.port: cannot listen on "
         f"127.0.0.1:{port}: Address already in use (another server there? choose another "
         f"listen.port in the config, or set OTP_CHAT__LISTEN__PORT)"], res.stderr
+
+
+# ---------------------------------------------------------------- photos and files
+
+
+@contextmanager
+def media_cli_chat(tmp_path, monkeypatch):
+    """``cli_chat`` with the server's media endpoint on."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.delenv("CHAT_MEDIA_DIR", raising=False)
+    with running_chat(tmp_path, media={"host": "127.0.0.1", "port": 0}) as srv:
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        register_both(srv, server)
+        yield srv, server
+
+
+def _photo(path):
+    from PIL import Image
+
+    Image.effect_noise((640, 480), 40).convert("RGB").save(path, "JPEG")
+    return path.read_bytes()
+
+
+def test_cli_send_file_then_listen_saves_the_decrypted_photo(node, tmp_path, monkeypatch):
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        data = _photo(tmp_path / "beach.jpg")
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "beach.jpg"),
+                       "--caption", "the beach", "--no-progress"])
+        assert r.exit_code == 0, r.output
+        assert "encrypting and uploading beach.jpg" in r.output
+        assert "stored by the server as" in r.output and "sent ✓" in r.output
+        pics = tmp_path / "pics"
+        r = run(main, [*server, "--as", B, "listen", "--count", "1", "--media-dir", str(pics)])
+        assert r.exit_code == 0, r.output
+        assert f"[{A}] sent beach.jpg (image/jpeg, " in r.output
+        assert ": the beach" in r.output
+        assert f"  saved to {pics / 'beach.jpg'}" in r.output
+        assert (pics / "beach.jpg").read_bytes() == data
+
+
+def test_cli_listen_saves_media_beside_the_device_store_by_default(node, tmp_path,
+                                                                   monkeypatch):
+    from chat.cli import default_media_dir
+
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 not really\n" * 100)
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "report.pdf")])
+        assert r.exit_code == 0, r.output
+        r = run(main, [*server, "--as", B, "listen", "--count", "1"])
+        assert r.exit_code == 0, r.output
+        where = default_media_dir(B, server[1])
+        assert os.path.dirname(where) == os.path.dirname(store_path(B, server[1]))
+        assert f"  saved to {os.path.join(where, 'report.pdf')}" in r.output
+        assert stat.S_IMODE(os.stat(where).st_mode) == 0o700
+
+
+def test_cli_send_file_shows_a_progress_bar_when_asked(node, tmp_path, monkeypatch):
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "big.bin").write_bytes(os.urandom(2_000_000))
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "big.bin"),
+                       "--progress", "--no-wait"])
+        assert r.exit_code == 0, r.output
+        assert "big.bin" in r.stderr and "100%" in r.stderr, r.stderr
+
+
+def test_cli_send_file_refuses_a_decompression_bomb_in_one_line(node, tmp_path, monkeypatch):
+    from tests.test_chat_media_client_crypto import png_claiming
+
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "bomb.png"),
+                       "--no-progress"])
+        assert r.exit_code == 1, r.output
+        assert "bomb.png was not sent (image_too_large)" in r.output
+        assert "Traceback" not in r.output
+        assert "stored by the server" not in r.output
+
+
+def test_cli_listen_does_not_keep_a_tampered_file(node, tmp_path, monkeypatch):
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "a.bin").write_bytes(os.urandom(50_000))
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "a.bin")])
+        assert r.exit_code == 0, r.output
+        for blob in (tmp_path / "data" / "media" / "blobs").rglob("*"):
+            if blob.is_file():
+                raw = bytearray(blob.read_bytes())
+                raw[10] ^= 1
+                blob.write_bytes(bytes(raw))
+        pics = tmp_path / "pics"
+        r = run(main, [*server, "--as", B, "listen", "--count", "1", "--media-dir", str(pics)])
+        assert r.exit_code == 0, r.output
+        assert f"[{A}] sent a.bin" in r.output
+        assert "✗ not saved (bad_hash)" in r.output
+        assert not pics.exists() or list(pics.iterdir()) == []
+
+
+def test_cli_send_file_to_a_server_without_media_says_so_in_one_line(node, tmp_path,
+                                                                      monkeypatch):
+    with cli_chat(tmp_path, monkeypatch) as (_srv, server):  # no media section
+        (tmp_path / "a.txt").write_text("hello")
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "a.txt")])
+        assert r.exit_code == 1, r.output
+        assert "does not take photos or files (unavailable)" in r.output
+        assert "Traceback" not in r.output
+
+
+def test_cli_send_file_too_large_for_the_server_says_its_limit(node, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    with running_chat(tmp_path, media={"host": "127.0.0.1", "port": 0,
+                                       "max_size": 2000}) as srv:
+        server = ["--server", f"{srv.host}:{srv.port}"]
+        register_both(srv, server)
+        (tmp_path / "big.bin").write_bytes(os.urandom(5000))
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "big.bin")])
+        assert r.exit_code == 1, r.output
+        assert "too large for the server (media_too_large): it takes at most 2.0 kB" in r.output
+
+
+def test_cli_shell_saves_received_media_like_listen(node, tmp_path, monkeypatch):
+    with media_cli_chat(tmp_path, monkeypatch) as (_srv, server):
+        (tmp_path / "a.txt").write_text("the agenda")
+        r = run(main, [*server, "--as", A, "send-file", B, str(tmp_path / "a.txt")])
+        assert r.exit_code == 0, r.output
+        inbox = tmp_path / "inbox"
+        monkeypatch.setenv("CHAT_MEDIA_DIR", str(inbox))
+        r = invoke_shell(server, B, "poll\n", "quit\n")
+        assert r.exit_code == 0, r.output
+        assert f"[{A}] sent a.txt (text/plain, 10 bytes)" in r.output
+        assert f"  saved to {inbox / 'a.txt'}" in r.output
+        assert (inbox / "a.txt").read_text() == "the agenda"

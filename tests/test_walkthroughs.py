@@ -89,11 +89,15 @@ def block_with(doc: Path, needle: str) -> list[str]:
     return [ln for b in blocks[i:i + 3] for ln in b.splitlines()]
 
 
-def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal.SIGINT
+def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal.SIGINT,
+                    *, until: str = r"^\[\+\d+\] ", home: Path | None = None
                     ) -> tuple[dict[str, str], str]:
     """Run the ``chat-client`` lines; returns each listening number's output (after
-    ``stop``: Ctrl-C's SIGINT, or SIGTERM) and the other commands' output, joined."""
+    ``stop``: Ctrl-C's SIGINT, or SIGTERM, once it shows ``until``) and the other
+    commands' output, joined. ``home``: ``$HOME``, and what ``~/`` stands for."""
     e = client_env(tmp, srv.port)
+    if home is not None:
+        e["HOME"] = str(home)
     listeners: dict[str, tuple[subprocess.Popen[str], Path]] = {}
     out = []
     try:
@@ -103,6 +107,8 @@ def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal
             if not cmd.startswith("chat-client"):
                 continue  # make run (the fixture's server), . .venv/bin/activate
             argv = shlex.split(cmd)
+            if home is not None:
+                argv = [str(home / a[2:]) if a.startswith("~/") else a for a in argv]
             if argv[1] == "verify":
                 argv[3] = srv.pin(argv[2])  # "use the PIN you saw"
             if "listen" in argv:
@@ -118,7 +124,7 @@ def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal
                                  timeout=DEADLINE)
             assert res.returncode == 0, f"{cmd}: {res.stdout}{res.stderr}"
             out.append(res.stdout)
-        return {who: _stop_listener(proc, path, stop) for who, (proc, path) in
+        return {who: _stop_listener(proc, path, stop, until) for who, (proc, path) in
                 listeners.items()}, \
             "".join(out)  # fmt: skip
     finally:
@@ -128,10 +134,10 @@ def run_walkthrough(lines: list[str], srv: Server, tmp: Path, stop: int = signal
                 proc.wait()
 
 
-def _stop_listener(proc: subprocess.Popen[str], path: Path, stop: int) -> str:
-    """Once the listener showed a message (or at the deadline), stop it: exit status 0."""
+def _stop_listener(proc: subprocess.Popen[str], path: Path, stop: int, until: str) -> str:
+    """Once the listener showed ``until`` (or at the deadline), stop it: exit status 0."""
     end = time.monotonic() + DEADLINE
-    while time.monotonic() < end and not re.search(r"^\[\+\d+\] ", path.read_text(), re.M):
+    while time.monotonic() < end and not re.search(until, path.read_text(), re.M):
         time.sleep(0.05)
     proc.send_signal(stop)
     assert proc.wait(DEADLINE) == 0, path.read_text()
@@ -152,3 +158,25 @@ def test_chat_readme_walkthrough_runs_as_written(server: Server, tmp_path: Path)
     assert "[+14155550100] hi Bob" in listened["+14155550111"]
     assert re.search(r"stored as [A-Za-z0-9_-]{16,}", out), out  # an opaque message id
     assert "Traceback" not in out
+
+
+def test_readme_two_users_exchange_a_photo_runs_as_written(server: Server,
+                                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    home = tmp_path / "home"
+    (home / "Pictures").mkdir(parents=True)
+    photo = home / "Pictures" / "beach.jpg"
+    Image.effect_noise((800, 600), 40).convert("RGB").save(photo, quality=90)
+    first = block_with(REPO / "README.md", "chat-client register +14155550100")
+    setup = [ln for ln in first if " register " in ln or " verify " in ln]
+    lines = block_with(REPO / "README.md", "send-file")
+    lines = lines[: next(i for i, ln in enumerate(lines) if "send-file" in ln) + 1]
+    listened, out = run_walkthrough(setup + lines, server, tmp_path,
+                                    until=r"^  saved to ", home=home)
+    bob = listened["+14155550111"]
+    assert "[+14155550100] sent beach.jpg (image/jpeg" in bob and ": the beach" in bob, bob
+    saved = Path(re.search(r"^  saved to (.+)$", bob, re.M).group(1))  # type: ignore[union-attr]
+    assert saved == home / "Pictures" / "chat" / "beach.jpg"
+    assert saved.read_bytes() == photo.read_bytes()
+    assert "sent ✓" in out

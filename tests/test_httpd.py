@@ -1,0 +1,115 @@
+"""otp.httpd: a WSGI application served on a socket the caller owns, every connection a
+process linked to the owner, fetched over 127.0.0.1 with urllib."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from otp import httpd
+from otp.process import Down, Exit, is_alive, monitor, receive, self, spawn, trap_exit
+from otp.process import exit as exit_
+
+pytestmark = pytest.mark.otp(clock="real")
+
+
+def listener() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+def get(server: httpd.HttpServer, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+    host, port = server.address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", data, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_httpd_serves_a_wsgi_app_in_a_process_per_connection(node):
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((self(), environ["PATH_INFO"], environ[httpd.SOCKET_KEY] is not None,
+                     environ["X_EXTRA"]))
+        body = environ["wsgi.input"].read() or environ["PATH_INFO"].encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    sock = listener()
+    server = httpd.serve(sock, app, environ={"X_EXTRA": "yes"})
+    assert get(server, "/a") == (200, b"/a")
+    assert get(server, "/b", b"posted") == (200, b"posted")
+    assert [s[1:] for s in seen] == [("/a", True, "yes"), ("/b", True, "yes")]
+    assert seen[0][0] != self() and seen[0][0] != seen[1][0]  # a process each
+    server.stop()
+    sock.close()
+
+
+def test_httpd_app_exception_is_answered_500_and_the_server_goes_on(node):
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("boom")
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    sock = listener()
+    server = httpd.serve(sock, app)
+    assert get(server, "/boom")[0] == 500
+    assert get(server, "/fine") == (200, b"ok")
+    server.stop()
+    sock.close()
+
+
+def test_httpd_stop_ends_the_acceptor_without_an_exit_to_the_owner(node):
+    trap_exit(True)
+    sock = listener()
+    server = httpd.serve(sock, lambda e, sr: [])
+    acceptor = server.acceptor
+    ref = monitor(acceptor)
+    server.stop()
+    assert receive(lambda m: isinstance(m, Down) and m.ref == ref, 5.0).reason == "killed"
+    assert receive(lambda m: isinstance(m, Exit) and m.pid == acceptor, 0,
+                   default=None) is None  # unlinked first: no exit signal
+    sock.close()
+
+
+def test_httpd_owner_exit_ends_the_acceptor(node):
+    got: list[Any] = []
+
+    def owner() -> None:
+        sock = listener()
+        got.append(httpd.serve(sock, lambda e, sr: []).acceptor)
+        receive()  # until killed
+
+    pid = spawn(owner)
+    while not got:
+        receive(None, 0.01, default=None)
+    ref = monitor(got[0])
+    exit_(pid, "kill")
+    msg = receive(lambda m: isinstance(m, Down) and m.ref == ref, 5.0)
+    assert msg.reason == "killed" and not is_alive(got[0])
+
+
+def test_httpd_timeout_must_be_positive(node):
+    sock = listener()
+    with pytest.raises(ValueError, match="timeout: expected seconds > 0, got 0"):
+        httpd.serve(sock, lambda e, sr: [], timeout=0)
+    sock.close()
+
+
+def test_the_module_example_runs(capsys):
+    doc = httpd.__doc__
+    assert doc is not None
+    start = doc.index("    import otp\n")
+    end = doc.index("\n", doc.index("print(otp.run(main))")) + 1
+    exec(compile(textwrap.dedent(doc[start:end]), "otp.httpd docstring", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("hello /world")
