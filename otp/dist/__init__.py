@@ -35,6 +35,8 @@ Failure semantics: a peer that cannot be reached makes ``connect`` return False 
 across it fire with ``noconnection``.
 """
 
+from typing import Any
+
 from otp.dist._etf_types import (
     Atom,
     BadTerm,
@@ -46,8 +48,21 @@ from otp.dist._etf_types import (
     Port,
     register_type,
 )
-from otp.dist._net_kernel import connect, disconnect, nodes, ping, start, stop
+from otp.dist._net_kernel import connect, disconnect, nodes, ping, stop
 from otp.dist._net_kernel import node as node
+from otp.dist._net_kernel import start as _start_kernel
+
+
+def start(name: str, **options: Any) -> str:
+    """Make the running node distributed (see ``otp.dist._net_kernel.start`` for the
+    options), then start the cluster services every distributed node runs: ``rex``
+    (``otp.rpc``). Returns the node's full name."""
+    full = _start_kernel(name, **options)
+    from otp import rpc
+
+    rpc.start_server()
+    return full
+
 
 __all__ = [
     "Atom",
