@@ -24,6 +24,10 @@ its name; connections to other nodes are made on first use::
 ``otp.dist._epmd``). The cookie comes from ``cookie``, else from ``cookie_file``, else
 from ``~/.erlang.cookie`` (created with a random value, mode 0400, when missing).
 
+A node joins a cluster through seed nodes: ``join(["a@host", "b@host"])`` connects to
+each (retrying with back-off while one is down) and then to every node the seed knows,
+so that the nodes form a full mesh (``otp.dist._seeds``).
+
 Security: the cookie authenticates, but nothing is encrypted without TLS. ``start``
 refuses to listen on an address that is not loopback unless ``tls`` is given (or
 ``insecure=True`` says you know). A wrong cookie is refused without a hint to the peer
@@ -51,6 +55,7 @@ from otp.dist._etf_types import (
 from otp.dist._net_kernel import connect, disconnect, nodes, ping, stop
 from otp.dist._net_kernel import node as node
 from otp.dist._net_kernel import start as _start_kernel
+from otp.dist._seeds import join, members_of
 
 
 def start(name: str, **options: Any) -> str:
@@ -77,6 +82,8 @@ __all__ = [
     "Port",
     "connect",
     "disconnect",
+    "join",
+    "members_of",
     "node",
     "nodes",
     "ping",
