@@ -294,6 +294,8 @@ def status(r: _Root, as_json: bool) -> None:
     click.echo(f"  uptime        {st['uptime']} s")
     click.echo(f"  applications  {', '.join(f'{a} {v}' for a, v in st['applications'])}")
     click.echo(f"  processes     {st['processes']}")
+    if st.get("nodes") is not None:
+        click.echo(f"  nodes         {', '.join(st['nodes']) or '(none connected)'}")
     if rss is not None:
         click.echo(f"  memory (rss)  {rss / 1e6:.1f} MB")
     if st.get("config"):
