@@ -58,11 +58,11 @@ from otp.process import (
     monitor,
     node,
     nodes,
-    self,
     send,
     send_after,
     whereis,
 )
+from otp.process import self as _me
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -194,7 +194,7 @@ class _Scope(GenServer):
         elif cls is Discover:
             peer = _learn(st, msg.scope)
             if peer is not None:
-                send(msg.scope, Sync(self_pid(), _local_sync(st)))
+                send(msg.scope, Sync(_me(), _local_sync(st)))
         elif cls is Sync:
             peer = _learn(st, msg.scope)
             if peer is not None:
@@ -221,18 +221,14 @@ class _Scope(GenServer):
         return NoReply(st)
 
 
-def self_pid() -> Pid:
-    return self()
-
-
 def _poll(st: _State) -> None:
     up = set(nodes())
     st.asked &= up
     for n in up:
         if n not in st.peers and n not in st.asked:
             st.asked.add(n)
-            send((st.name, n), Discover(self()))
-    send_after(POLL_INTERVAL, self(), "$pg_poll")
+            send((st.name, n), Discover(_me()))
+    send_after(POLL_INTERVAL, _me(), "$pg_poll")
 
 
 def _learn(st: _State, scope: Any) -> _Peer | None:
@@ -246,7 +242,9 @@ def _learn(st: _State, scope: Any) -> _Peer | None:
     peer = _Peer(scope, monitor(scope))
     st.peers[scope.node] = peer
     st.asked.discard(scope.node)
-    send(scope, Discover(self()))
+    # ask for its memberships and give ours (it may still believe it knows this node)
+    send(scope, Discover(_me()))
+    send(scope, Sync(_me(), _local_sync(st)))
     return peer
 
 
@@ -291,7 +289,7 @@ def _join(st: _State, group: Any, pids: tuple[Pid, ...]) -> bool:
             st.members[p] = entry
         entry[1].append(group)
     st.local.setdefault(group, []).extend(pids)
-    _broadcast(st, PeerJoin(self(), group, pids))
+    _broadcast(st, PeerJoin(_me(), group, pids))
     _notify(st, Join, group, pids)
     return True
 
@@ -307,7 +305,7 @@ def _leave(st: _State, group: Any, pids: tuple[Pid, ...]) -> bool:
             demonitor(ref, flush=True)
             del st.members[p]
     _drop(st.local, group, left)
-    _broadcast(st, PeerLeave(self(), (group,), tuple(left)))
+    _broadcast(st, PeerLeave(_me(), (group,), tuple(left)))
     _notify(st, Leave, group, left)
     return True
 
@@ -323,7 +321,7 @@ def _down(st: _State, d: Down) -> None:
             times = groups.count(g)
             _drop(st.local, g, [target] * times)
             _notify(st, Leave, g, [target] * times)
-        _broadcast(st, PeerLeave(self(), tuple(groups), (target,)))
+        _broadcast(st, PeerLeave(_me(), tuple(groups), (target,)))
         return
     for n, peer in list(st.peers.items()):
         if peer.ref == d.ref:
@@ -393,7 +391,7 @@ def monitor_scope(*, scope: str = DEFAULT_SCOPE) -> tuple[Ref, dict[Any, list[Pi
     """Subscribe the calling process to the scope's changes: returns ``(ref, groups)``
     (group -> members now); ``Join(ref, group, pids)`` and ``Leave(ref, group, pids)``
     messages follow, in order, for every change after that."""
-    ref, groups = _call(scope, ("monitor", self()))
+    ref, groups = _call(scope, ("monitor", _me()))
     return ref, groups
 
 

@@ -61,13 +61,14 @@ from otp.dist._seeds import join, members_of
 def start(name: str, **options: Any) -> str:
     """Make the running node distributed (see ``otp.dist._net_kernel.start`` for the
     options), then start the cluster services every distributed node runs: ``rex``
-    (``otp.rpc``) and the default ``pg`` scope (``otp.pg``). Returns the node's full
-    name."""
+    (``otp.rpc``), the default ``pg`` scope (``otp.pg``) and the ``global_names``
+    server (``otp.global_names``). Returns the node's full name."""
     full = _start_kernel(name, **options)
-    from otp import pg, rpc
+    from otp import global_names, pg, rpc
 
     rpc.start_server()
     pg.start_scope()
+    global_names.start_server()
     return full
 
 
