@@ -1,6 +1,7 @@
 """Cluster-wide names (Erlang's ``global``; the module is ``otp.global_names`` because
 ``global`` is a Python keyword): a name registered here is seen, and held by the same
-process, on every connected node.
+process, on every connected otpy node (BEAM nodes' ``global`` is not joined: an otpy
+node is a hidden node to them).
 
 Every distributed node runs a name server registered as ``global_names`` (started by
 ``otp.dist.start``); each keeps a copy of the whole table.
@@ -30,7 +31,7 @@ How the table stays consistent (no locks):
 - The server of the node a holder runs on monitors it: when the holder ends, its name
   is dropped there and on every connected node. When a node is lost, the names held by
   its processes are dropped everywhere.
-- When two nodes meet (they look at ``nodes()`` every 0.2 s), each sends the other the
+- When two otpy nodes meet (they look at the connected nodes every 0.2 s), each sends the other the
   names its own processes hold. A name held by different processes on the two sides
   (registered on both while they were apart) is resolved the same way on both: the
   process on the node with the lower name keeps it; the other is killed (exit reason
@@ -50,6 +51,7 @@ from otp import gen_server
 from otp.dist._etf_types import register_type
 from otp.errors import BadArg
 from otp.gen_server import GenServer, NoReply, Ok, Reply
+from otp.pg import otpy_nodes
 from otp.process import (
     Down,
     Pid,
@@ -57,7 +59,6 @@ from otp.process import (
     demonitor,
     monitor,
     node,
-    nodes,
     send_after,
     whereis,
 )
@@ -215,7 +216,7 @@ def _merge(st: _State, name: Any, pid: Pid) -> None:
 
 
 def _poll(st: _State) -> None:
-    up = set(nodes())
+    up = otpy_nodes()
     st.asked &= up
     for n in up:
         if n not in st.peers and n not in st.asked:
@@ -283,7 +284,7 @@ def register_name(name: Any, pid: Pid) -> bool:
         raise BadArg(f"register_name expects a Pid, got {pid!r}")
     if not gen_server.call(SERVER, ("record", name, pid), None):
         return False
-    others = [n for n in nodes()]
+    others = sorted(otpy_nodes())
     replies, _bad = gen_server.multi_call(others, SERVER, ("record", name, pid), 5.0)
     if all(ok for _, ok in replies):
         return True

@@ -7,8 +7,9 @@ node, and ``start_scope(name)`` starts another (on a node that is not distribute
 the groups are then this node's alone). Scopes of the same name on connected nodes
 keep each other up to date:
 
-- when a scope learns of a node (it looks at ``nodes()`` every 0.2 s, and answers a
-  peer that finds it first), it sends a ``Discover`` there; each side monitors the
+- when a scope learns of an otpy node (it looks at the connected nodes every 0.2 s,
+  and answers a peer that finds it first; BEAM nodes are left alone: their own ``pg``
+  would not understand ours), it sends a ``Discover`` there; each side monitors the
   other's scope and sends it its local memberships (``Sync``);
 - a join or leave on one node is sent to every peer scope (``Join``/``Leave``), in
   order behind the ``Sync``;
@@ -48,7 +49,7 @@ from typing import Any, NamedTuple
 
 from otp import gen_server
 from otp.dist._etf_types import register_type
-from otp.errors import BadArg
+from otp.errors import BadArg, NodeError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
     Down,
@@ -57,7 +58,6 @@ from otp.process import (
     demonitor,
     monitor,
     node,
-    nodes,
     send,
     send_after,
     whereis,
@@ -221,8 +221,20 @@ class _Scope(GenServer):
         return NoReply(st)
 
 
+def otpy_nodes() -> set[str]:
+    """The connected nodes that are otpy nodes (BEAM nodes run no otpy scopes: their
+    own ``pg`` would not understand ours)."""
+    from otp.dist import _net_kernel
+
+    try:
+        conns = _net_kernel.state().conns
+    except NodeError:
+        return set()
+    return {peer for peer, c in list(conns.items()) if c.up and c.otpy}
+
+
 def _poll(st: _State) -> None:
-    up = set(nodes())
+    up = otpy_nodes()
     st.asked &= up
     for n in up:
         if n not in st.peers and n not in st.asked:
