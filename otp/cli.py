@@ -429,6 +429,25 @@ def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
             return
 
 
+@click.command("node")
+@click.option("--name", required=True, help="the node's name, e.g. a@127.0.0.1")
+@click.option("--cookie", default=None, help="the cookie (else --cookie-file, else "
+              "~/.erlang.cookie)")
+@click.option("--cookie-file", default=None, type=click.Path(exists=True))
+@click.option("--seed", "seeds", multiple=True, help="join a cluster through this node "
+              "(repeatable)")
+@click.option("--epmd-port", default=None, type=int,
+              help="EPMD's port (else $ERL_EPMD_PORT, else 4369)")
+def node(name: str, cookie: str | None, cookie_file: str | None, seeds: tuple[str, ...],
+         epmd_port: int | None) -> None:
+    """A distributed node with a shell on this terminal (otp.node_shell)."""
+    from otp.node_shell import run_shell
+
+    sys.path.insert(0, ".")
+    run_shell(name, cookie=cookie, cookie_file=cookie_file, seeds=seeds,
+              epmd_port=epmd_port)
+
+
 def release_main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
     """What ``bin/<name>`` runs (``bin/boot.py`` sets ``$OTP_RELEASE_ROOT``)."""
     release.main(args=argv, prog_name=prog_name)
