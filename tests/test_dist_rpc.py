@@ -92,3 +92,22 @@ def test_erlang_call_to_rex_reaches_otpy_rex(cluster):
     assert bad == ("badrpc", ("EXIT", b"ValueError: math domain error"))
     # OTP 25's rpc:call goes through erpc (a spawn request), which otpy refuses
     assert e.eval(f"rpc:call('{a.name}', erlang, node, []).") == ("badrpc", "notsup")
+
+
+def test_ref_names_module_level_functions_and_refuses_the_rest():
+    import os.path
+
+    from otp import rpc
+    from otp.errors import BadArg
+
+    assert rpc.ref(os.path.join) == "posixpath:join"
+    assert rpc.ref("math:floor") == "math:floor"
+    for bad in (lambda: 1, "no_colon", "m:", ":f", 42):
+        with pytest.raises(BadArg):
+            rpc.ref(bad)
+
+    def nested():
+        return 1
+
+    with pytest.raises(BadArg, match="module-level"):
+        rpc.ref(nested)
