@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from otp import gen_server
-from otp.dist._etf_types import register_type
+from otp.dist import register_type
 from otp.errors import BadArg
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.pg import otpy_nodes
