@@ -7,6 +7,8 @@ wait on conditions (a node's own loop until its ``nodes()`` holds), never on sle
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,21 @@ def test_beam_seed_is_asked_through_rex(tmp_path):
         b.exec("dist.join([E])", E=e.name)
         # e knew a: b connects to it too
         assert b.eval("wait_nodes(lambda ns: len(ns) == 2)") == sorted([a.name, e.name])
+
+
+def test_node_shell_joins_through_its_seed(tmp_path):
+    # python -m otp node --seed: the shell's node joins at start (the README's cluster)
+    with Cluster(tmp_path) as c:
+        a = c.otpy("a")
+        a.exec("dist.join([])")
+        lines = (
+            "while A not in dist.nodes(): receive(timeout=0.05, default=None)\n\n"
+            "dist.nodes()\n"
+        ).replace("A", repr(a.name))
+        out = subprocess.run(
+            [sys.executable, "-m", "otp", "node", "--name", "s@127.0.0.1", "--cookie",
+             c.cookie, "--seed", a.name, "--epmd-port", str(c.epmd_port)],
+            input=lines, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"[{a.name!r}]" in out.stdout, out.stdout + out.stderr
