@@ -27,7 +27,7 @@ from bench.registry import GROUPS, SPECS, SYSTEMS, Registry, Spec, build, na_rea
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.jsonl"
-REFERENCES = ("gevent", "greenlet", "dict", "sqlite")  # ratio columns
+REFERENCES = ("gevent", "greenlet", "dict", "sqlite", "erl")  # ratio columns
 
 
 @dataclass
@@ -117,7 +117,7 @@ def render(spec: Spec, cells: dict[str, Cell], systems: list[str]) -> str:
     out = [f"\n{spec.name} — {spec.what}",
            f"  [{spec.unit}, {direction}; ×ref = times better than ref, >1 = better]"]
     header = (f"  {'system':<13}{'median':>10}  {'unit':<14}{'n':>9}"
-              f"{'×gevent':>9}{'×greenlet':>11}{'×dict':>8}{'×sqlite':>9}   rounds")
+              f"{'×gevent':>9}{'×greenlet':>11}{'×dict':>8}{'×sqlite':>9}{'×erl':>7}   rounds")
     out.append(header)
     out.append("  " + "-" * (len(header) - 2))
     refs = {r: cells[r].median if r in cells else None for r in REFERENCES}
@@ -140,7 +140,7 @@ def render(spec: Spec, cells: dict[str, Cell], systems: list[str]) -> str:
             rounds += f"  ({failed} failed: {cell.errors[0]})"
         ratio_text = "".join(
             f"{(f'{r:.2f}' if r is not None else '—'):>{width}}"
-            for r, width in zip(ratios, (9, 11, 8, 9), strict=True)
+            for r, width in zip(ratios, (9, 11, 8, 9, 7), strict=True)
         )
         out.append(f"  {system:<13}{fmt(med):>10}  {spec.unit:<14}{ok_outcomes[-1].n:>9}"
                    f"{ratio_text}   {rounds}")

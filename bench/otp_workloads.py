@@ -278,6 +278,16 @@ def _dist_codec(n: int) -> Result:
     return dist_codec(n)
 
 
+def _dist_pair(name: str) -> Workload:
+    def run(n: int) -> Result:
+        from bench.dist_workloads import OTPY_PAIR_WORKLOADS
+
+        return OTPY_PAIR_WORKLOADS[name](n)
+
+    run.__name__ = name
+    return run
+
+
 WORKLOADS: dict[str, Workload] = {
     "table_dirty_write": _patched("table_dirty_write", "bench.tables_quick"),
     "table_tx_write": _patched("table_tx_write", "bench.tables_quick"),
@@ -298,4 +308,7 @@ WORKLOADS: dict[str, Workload] = {
     "many_clients": many_clients,
     "restart": restart,
     "dist_codec": _dist_codec,
+    "dist_ping_pong": _dist_pair("dist_ping_pong"),
+    "dist_call": _dist_pair("dist_call"),
+    "dist_throughput": _dist_pair("dist_throughput"),
 }

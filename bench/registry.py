@@ -77,6 +77,15 @@ SPECS: dict[str, Spec] = {
              "download of an n MB media file: fetch, verify, decrypt, atomic write"),
         Spec("chat_media_p99", "p99_latency_uploading", "ms", 20,
              "chat p99 at 2 000 msgs/s (200 users) while 10 devices upload n MB files"),
+        Spec("dist_ping_pong", "round_trip_time", "us/round_trip", 20_000,
+             "a process on one node and one on another (two OS processes) exchange "
+             "n request/response messages; bar: >= 0.5x erl <-> erl"),
+        Spec("dist_call", "call_time", "us/call", 20_000,
+             "n sequential gen_server calls to a counter server on another node; "
+             "bar: >= 0.5x erl <-> erl"),
+        Spec("dist_throughput", "send_rate", "msgs/s", 200_000,
+             "n pipelined one-way messages to a process on another node, then one "
+             "sync round trip; bar: >= 0.5x erl <-> erl"),
     ]
 }
 
@@ -86,6 +95,7 @@ GROUPS: dict[str, list[str]] = {
     "chat_media": ["chat_media", "chat_media_download", "chat_media_p99"],
     "table": [n for n in SPECS if n.startswith("table_")],
     "tables": [n for n in SPECS if n.startswith("table_")],
+    "dist": [n for n in SPECS if n.startswith("dist_")],
 }
 
 
@@ -96,6 +106,7 @@ class System:
     monkey_patch: bool = False  # worker runs gevent.monkey.patch_all() before importing
     label: str = ""
     attr: str = "WORKLOADS"  # the module's dict of workloads
+    unavailable: str = "UNAVAILABLE"  # the module's reason for n/a (None: available)
 
 
 # Order = column order in the tables; "gevent" and "greenlet" are the ratio references.
@@ -111,6 +122,9 @@ SYSTEMS: dict[str, System] = {
                label="raw sqlite, 100 commits per fsync"),
         System("msgpack", "bench.dist_workloads", attr="MSGPACK_WORKLOADS",
                label="msgpack encode+decode"),
+        System("erl", "bench.dist_workloads", attr="ERL_WORKLOADS",
+               unavailable="ERL_UNAVAILABLE",
+               label="two erl nodes (compiled loops), when erl is installed"),
         System("pykka", "bench.floor_pykka", label="Pykka, threads"),
         System("pykka_gevent", "bench.floor_pykka", monkey_patch=True,
                label="Pykka, gevent monkey-patched"),
@@ -146,7 +160,7 @@ def build(systems: list[str] | None = None) -> Registry:
         except Exception as exc:  # a half-written system must not stop the floors
             broken[name] = f"import {system.module}: {type(exc).__name__}: {exc}"
             continue
-        reason = getattr(module, "UNAVAILABLE", None)
+        reason = getattr(module, system.unavailable, None)
         if reason:
             unavailable[name] = reason
         for workload, fn in getattr(module, system.attr).items():

@@ -125,9 +125,10 @@ def serve(apps: tuple[str, ...], config_paths: tuple[str, ...], name: str,
 
 
 def _add_release_commands() -> None:
-    from otp.cli import release
+    from otp.cli import node, release
 
     cli.add_command(release)
+    cli.add_command(node)
 
 
 _add_release_commands()

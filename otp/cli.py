@@ -294,6 +294,8 @@ def status(r: _Root, as_json: bool) -> None:
     click.echo(f"  uptime        {st['uptime']} s")
     click.echo(f"  applications  {', '.join(f'{a} {v}' for a, v in st['applications'])}")
     click.echo(f"  processes     {st['processes']}")
+    if st.get("nodes") is not None:
+        click.echo(f"  nodes         {', '.join(st['nodes']) or '(none connected)'}")
     if rss is not None:
         click.echo(f"  memory (rss)  {rss / 1e6:.1f} MB")
     if st.get("config"):
@@ -425,6 +427,25 @@ def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
             time.sleep(interval)
         except KeyboardInterrupt:
             return
+
+
+@click.command("node")
+@click.option("--name", required=True, help="the node's name, e.g. a@127.0.0.1")
+@click.option("--cookie", default=None, help="the cookie (else --cookie-file, else "
+              "~/.erlang.cookie)")
+@click.option("--cookie-file", default=None, type=click.Path(exists=True))
+@click.option("--seed", "seeds", multiple=True, help="join a cluster through this node "
+              "(repeatable)")
+@click.option("--epmd-port", default=None, type=int,
+              help="EPMD's port (else $ERL_EPMD_PORT, else 4369)")
+def node(name: str, cookie: str | None, cookie_file: str | None, seeds: tuple[str, ...],
+         epmd_port: int | None) -> None:
+    """A distributed node with a shell on this terminal (otp.node_shell)."""
+    from otp.node_shell import run_shell
+
+    sys.path.insert(0, ".")
+    run_shell(name, cookie=cookie, cookie_file=cookie_file, seeds=seeds,
+              epmd_port=epmd_port)
 
 
 def release_main(argv: list[str] | None = None, prog_name: str | None = None) -> None:

@@ -553,6 +553,12 @@ def _node_name() -> str:
     return current_node().name
 
 
+def _connected_nodes() -> list[str]:
+    from otp import dist
+
+    return dist.nodes()
+
+
 def _rss() -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -590,6 +596,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             "version": current,
             "booted": spec.version,
             "node": _node_name(),
+            "nodes": _connected_nodes(),
             "pid": os.getpid(),
             "uptime": round(time.time() - boot_started, 1),
             "applications": [[a.name, a.vsn] for a in application.which_applications()],

@@ -22,6 +22,7 @@ What ``run`` does, in order:
 3. on a fresh node, in its first process (registered as ``otp.serve``): loads the
    config files (``otp.config.load``), hands them to ``otp.application.configure``,
    calls ``start(config)``, then applies the node's GC settings (below);
+   (distribution, when ``node.dist.name`` is set, starts just before ``start``);
 4. waits for the stop: a signal, or ``serve.stop()`` from any process of the node (a
    release's ``stop`` command). Any other message the serving process gets goes to
    ``on_message(msg)``, which returns True to stop;
@@ -37,6 +38,25 @@ The node's own settings are the ``node:`` section of the config files (like the
 
 A long-running server that makes few reference cycles pauses far less with fewer,
 cheaper collector passes; ``gc=`` gives the settings used when the config has none.
+
+Distribution (``otp.dist``) starts before ``start(config)`` when ``node.dist.name`` is
+set; the node then joins its seeds (``otp.dist.join``: connects to them, retrying with
+back-off while one is down, and to every node they know)::
+
+    node:
+      dist:
+        name: chat1@10.0.0.5            # name@host; the node's name from now on
+        cookie_file: /etc/chat/cookie   # mode 0400 (else ~/.erlang.cookie)
+        listen: 10.0.0.5                # the address to listen on (a free port)
+        epmd_port: 4369                 # optional (else ERL_EPMD_PORT, else 4369)
+        seeds: [chat2@10.0.0.6, chat3@10.0.0.7]
+        tls:                            # required to listen on a non-loopback address
+          certfile: /etc/chat/tls/node.pem
+          keyfile: /etc/chat/tls/node.key
+          cafile: /etc/chat/tls/ca.pem  # peers must present a certificate it signed
+
+``insecure: true`` listens off loopback without TLS (a trusted network only);
+``net_ticktime`` (seconds) and ``hidden`` are ``otp.dist.start``'s.
 
 Failure semantics: a start that fails (a config error, an application that does not
 start, an address in use, a missing file) prints one line ``<label>: cannot start:
@@ -55,6 +75,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +83,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["NAME", "GcSettings", "apply_gc", "node_settings", "run", "stop", "why"]
+__all__ = [
+    "NAME",
+    "DistSettings",
+    "GcSettings",
+    "TlsFiles",
+    "apply_gc",
+    "dist_settings",
+    "node_settings",
+    "run",
+    "start_dist",
+    "stop",
+    "why",
+]
 
 #: the serving process's registered name
 NAME = "otp.serve"
@@ -83,19 +116,53 @@ class GcSettings(_Model):
     freeze: bool = False
 
 
+class TlsFiles(_Model):
+    """TLS for the distribution (``node.dist.tls``): this node's certificate chain and
+    key, and the CA that signs its peers' certificates (both directions verified)."""
+
+    certfile: str
+    keyfile: str
+    cafile: str | None = None  # None: the system's CAs
+
+
+class DistSettings(_Model):
+    """The node's distribution (``node.dist`` in the config; see the module doc)."""
+
+    name: str | None = None  # None: not distributed
+    cookie_file: str | None = None
+    listen: str = "127.0.0.1"
+    epmd_port: int | None = None
+    seeds: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
+    insecure: bool = False
+    hidden: bool = False
+    net_ticktime: float = 60.0
+
+
 class _NodeSettings(_Model):
     gc: GcSettings | None = None
+    dist: DistSettings | None = None
 
 
 def node_settings(config: Any) -> GcSettings | None:
     """The GC settings of the ``node:`` section of ``config`` (an ``otp.config.Config``),
     None if it has none. ``ConfigError`` naming the file for a bad value."""
+    return _node(config).gc
+
+
+def dist_settings(config: Any) -> DistSettings | None:
+    """The distribution settings of the ``node:`` section of ``config``, None if it has
+    none. ``ConfigError`` naming the file for a bad value."""
+    return _node(config).dist
+
+
+def _node(config: Any) -> _NodeSettings:
     from otp.errors import ConfigError
 
     settings = config.settings("node") if config is not None else {}
     data = {k: s.value for k, s in settings.items()}
     try:
-        return _NodeSettings.model_validate(data).gc
+        return _NodeSettings.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
@@ -103,6 +170,45 @@ def node_settings(config: Any) -> GcSettings | None:
             else "config"  # fmt: skip
         raise ConfigError(f"{where}: node.{'.'.join(str(x) for x in loc)}: {err['msg']} "
                           f"(got {err.get('input')!r:.60})") from None
+
+
+def _tls_contexts(files: TlsFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(files.certfile, files.keyfile)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_cert_chain(files.certfile, files.keyfile)
+    client.check_hostname = False  # peers are named by node name, not host name
+    if files.cafile is not None:
+        server.load_verify_locations(files.cafile)
+        client.load_verify_locations(files.cafile)
+    else:
+        server.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        client.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
+def start_dist(settings: DistSettings | None) -> str | None:
+    """Inside a process: make this node distributed as ``settings`` say and join its
+    seeds; returns the node's full name (None, doing nothing, when no ``name`` is set).
+    Raises what ``otp.dist.start`` raises; ``OSError`` for an unreadable TLS file."""
+    if settings is None or settings.name is None:
+        return None
+    from otp import dist
+
+    full = dist.start(
+        settings.name,
+        cookie_file=settings.cookie_file,
+        tls=_tls_contexts(settings.tls) if settings.tls is not None else None,
+        listen=settings.listen,
+        epmd_port=settings.epmd_port,
+        insecure=settings.insecure,
+        hidden=settings.hidden,
+        net_ticktime=settings.net_ticktime,
+    )
+    dist.join(settings.seeds)
+    return full
 
 
 def apply_gc(settings: GcSettings | None) -> None:
@@ -203,13 +309,19 @@ def _serve(start: Callable[[Any], object], config_paths: list[str], gc: GcSettin
            wake: socket.socket) -> None:
     import otp.config
     from otp import application
+    from otp.errors import ConfigError, OTPError
     from otp.process import receive, register, self, spawn_link
 
     me = self()
     register(NAME, me)
     config = otp.config.load(*config_paths) if config_paths else None
     settings = node_settings(config)
+    distribution = dist_settings(config)
     application.configure(config)
+    try:
+        start_dist(distribution)
+    except OTPError as e:  # a name taken, a bad option: said as a start failure
+        raise ConfigError(f"node.dist: {e}") from e
     start(config)
     apply_gc(settings if settings is not None else gc)
     spawn_link(_wake_reader, wake, me)

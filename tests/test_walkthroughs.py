@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,3 +182,102 @@ def test_readme_two_users_exchange_a_photo_runs_as_written(server: Server,
     assert saved == home / "Pictures" / "chat" / "beach.jpg"
     assert saved.read_bytes() == photo.read_bytes()
     assert "sent ✓" in out
+
+
+# --- "A cluster: two nodes and an Erlang one" (README) ---------------------------------
+
+CLUSTER = "## A cluster: two nodes and an Erlang one"
+_PROMPT = re.compile(r"^(?:([\w.]+@[\d.]+)> |\((\w+@[\d.]+)\)\d+> )(.*)$")
+
+
+def _cluster_blocks() -> list[list[str]]:
+    """The section's ```text blocks, as lists of lines."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(CLUSTER, 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0].strip("\n").splitlines()
+            for b in section.split("```text\n")[1:]]
+
+
+class Terminal:
+    """A command of the walkthrough with its stdin piped, its output read as it comes."""
+
+    def __init__(self, command: str, env: dict[str, str], tmp: Path) -> None:
+        argv = shlex.split(command)
+        if argv[0] == ".venv/bin/python":
+            argv[0] = sys.executable
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        self.out = b""
+        self.seen = 0  # what earlier expectations consumed
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def expect(self, text: str) -> None:
+        assert self.proc.stdout is not None
+        end = time.monotonic() + DEADLINE
+        while (at := self.out.find(text.encode(), self.seen)) < 0:
+            if time.monotonic() > end:
+                raise AssertionError(f"no {text!r} in {self.out.decode(errors='replace')}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError(f"ended before {text!r}: {self.out.decode()}")
+                self.out += chunk
+        self.seen = at + len(text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # Ctrl-D
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def test_readme_cluster_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    from otp.testing_dist import free_port, start_epmd
+
+    blocks = _cluster_blocks()
+    assert len(blocks) == 5, blocks
+    have_erl = shutil.which("erl") is not None
+    port = free_port()
+    epmd = start_epmd(port, tmp_path)
+    env = dict(os.environ, ERL_EPMD_PORT=str(port), HOME=str(tmp_path))
+    terminals: dict[str, Terminal] = {}
+    try:
+        for i, block in enumerate(blocks):
+            if i == 2:  # "Stop the first node (Ctrl-D in its terminal)"
+                terminals["a@127.0.0.1"].close()
+            if block[0].startswith("$ erl") and not have_erl:
+                break  # the Erlang part, and the otpy side of it
+            term: Terminal | None = None
+            if block[0].startswith("$ "):
+                term = Terminal(block[0][2:], env, tmp_path)
+                block = block[1:]
+            for line in block:
+                m = _PROMPT.match(line)
+                if m:
+                    name = m.group(1) or m.group(2)
+                    if term is not None:
+                        terminals[name] = term
+                    term = terminals[name]
+                    term.send(m.group(3))
+                elif line.startswith("..."):
+                    assert term is not None
+                    term.send(line[4:])
+                else:
+                    assert term is not None
+                    term.expect(line)
+    finally:
+        for t in terminals.values():
+            t.close()
+        if epmd is not None:
+            epmd.kill()
+    if not have_erl:
+        pytest.skip("erl is not installed: the Erlang node's part was not run")

@@ -24,6 +24,10 @@ its name; connections to other nodes are made on first use::
 ``otp.dist._epmd``). The cookie comes from ``cookie``, else from ``cookie_file``, else
 from ``~/.erlang.cookie`` (created with a random value, mode 0400, when missing).
 
+A node joins a cluster through seed nodes: ``join(["a@host", "b@host"])`` connects to
+each (retrying with back-off while one is down) and then to every node the seed knows,
+so that the nodes form a full mesh (``otp.dist._seeds``).
+
 Security: the cookie authenticates, but nothing is encrypted without TLS. ``start``
 refuses to listen on an address that is not loopback unless ``tls`` is given (or
 ``insecure=True`` says you know). A wrong cookie is refused without a hint to the peer
@@ -34,6 +38,8 @@ Failure semantics: a peer that cannot be reached makes ``connect`` return False 
 ``net_ticktime`` seconds, or sending garbage) is closed alone, and links and monitors
 across it fire with ``noconnection``.
 """
+
+from typing import Any
 
 from otp.dist._etf_types import (
     Atom,
@@ -46,8 +52,25 @@ from otp.dist._etf_types import (
     Port,
     register_type,
 )
-from otp.dist._net_kernel import connect, disconnect, nodes, ping, start, stop
+from otp.dist._net_kernel import connect, disconnect, nodes, ping, stop
 from otp.dist._net_kernel import node as node
+from otp.dist._net_kernel import start as _start_kernel
+from otp.dist._seeds import join, members_of
+
+
+def start(name: str, **options: Any) -> str:
+    """Make the running node distributed (see ``otp.dist._net_kernel.start`` for the
+    options), then start the cluster services every distributed node runs: ``rex``
+    (``otp.rpc``), the default ``pg`` scope (``otp.pg``) and the ``global_names``
+    server (``otp.global_names``). Returns the node's full name."""
+    full = _start_kernel(name, **options)
+    from otp import global_names, pg, rpc
+
+    rpc.start_server()
+    pg.start_scope()
+    global_names.start_server()
+    return full
+
 
 __all__ = [
     "Atom",
@@ -60,6 +83,8 @@ __all__ = [
     "Port",
     "connect",
     "disconnect",
+    "join",
+    "members_of",
     "node",
     "nodes",
     "ping",
