@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,12 +115,16 @@ def erl_eval(name: str, cookie: str, epmd_port: int, expr: str, timeout: float =
 @contextlib.contextmanager
 def otpy_child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     """An otpy node in its own OS process, running ``code`` (``python -c``) with
-    ``args``; stdin/stdout are pipes (text) for scripting it; killed at the end."""
-    p = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=str(ROOT), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        yield p
-    finally:
-        _kill(p)
+    ``args``; stdin/stdout are pipes (text) for scripting it; killed at the end. What
+    it wrote on stderr is printed when the test fails (pytest shows captured output)."""
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-c", code, *args], cwd=str(ROOT), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
+        try:
+            yield p
+        finally:
+            _kill(p)
+            err.seek(0)
+            print(f"--- stderr of the node {args[:1]}:\n{err.read()}")
