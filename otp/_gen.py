@@ -50,6 +50,7 @@ from otp.process import (
     Ref,
     alias,
     demonitor,
+    is_alive,
     make_ref,
     monitor,
     receive,
@@ -146,6 +147,45 @@ def unregister_name(name: Any) -> None:
         return
     if whereis(name) == _self():
         unregister(name)
+
+
+def init_callback(cls: type, arg: Any, name: Any) -> tuple[Pid, type, Any, Any]:
+    """The start shared by the behaviours' processes (``gen:init_it``): register
+    ``name`` (a taken one ends the start with ``already_started``), take the newest
+    loaded version of ``cls`` (a process started after its module was reloaded runs
+    the new code, A7), make the callback object and run its ``init(arg)``. Returns
+    ``(pid, cls, callback, init's return)``; an exception from ``init`` frees the name
+    and propagates (proc_lib reports the failed start)."""
+    from otp import code, proc_lib
+
+    me = _self()
+    cls = code.current(cls)
+    holder = register_name(name, me)
+    if holder is not None:
+        proc_lib.init_fail(("already_started", holder), "normal")
+    try:
+        cb = cls()
+        return me, cls, cb, cb.init(arg)
+    except BaseException:
+        if is_alive(me):
+            unregister_name(name)
+        raise
+
+
+def init_not_ok(name: Any, r: Any, ignore: type[Any], stop: type[Any], bad_label: str) -> None:
+    """End a start whose ``init`` did not return ok: ``ignore`` -> the starter gets
+    None; ``stop`` -> it fails with the record's reason; anything else -> it fails with
+    ``(bad_label, r)``. The name is freed first in each case."""
+    from otp import proc_lib
+
+    unregister_name(name)
+    if r.__class__ is ignore:
+        proc_lib.init_ack(None)
+    elif r.__class__ is stop:
+        proc_lib.init_fail(r.reason, r.reason)
+    else:
+        reason = (bad_label, r)
+        proc_lib.init_fail(reason, reason)
 
 
 def check_name(name: Any) -> None:

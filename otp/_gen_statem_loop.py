@@ -58,7 +58,6 @@ from otp.gen_statem import (
 from otp.lowlevel import getcurrent
 from otp.proc_lib import ReportedExit, is_clean_exit
 from otp.process import Exit, Pid, cancel_timer, is_alive, send_after
-from otp.process import self as _self
 
 report_log = logging.getLogger("otp.report")
 
@@ -198,42 +197,19 @@ def _new_class(cb: GenStatem, module: Any) -> type[GenStatem]:
 
 
 def init_it(cls: type[GenStatem], arg: Any, name: Any, parent: Pid | None) -> None:
-
-    me = _self()
-    # A machine started after its module was reloaded runs the new code (A7).
-    cls = code.current(cls)
-    holder = _gen.register_name(name, me)
-    if holder is not None:
-        proc_lib.init_fail(("already_started", holder), "normal")
-    r: Any
+    me, cls, cb, r = _gen.init_callback(cls, arg, name)
+    if r.__class__ is not Ok:
+        _gen.init_not_ok(name, r, Ignore, Stop, "bad_return_from_init")
+        return
+    m = _Machine(cb, name, parent, me)
+    m.state, m.data = r.state, r.data
+    proc_lib.init_ack(me)
+    code.register_process(me, cls)
     try:
-        cb = cls()
-        r = cb.init(arg)
-    except BaseException:
-        if is_alive(me):
-            _gen.unregister_name(name)
-        raise
-    rc = r.__class__
-    if rc is Ok:
-        m = _Machine(cb, name, parent, me)
-        m.state, m.data = r.state, r.data
-        proc_lib.init_ack(me)
-        code.register_process(me, cls)
-        try:
-            _first(m, r.actions)
-            _loop(m)
-        finally:
-            code.unregister_process(me)
-    elif rc is Ignore:
-        _gen.unregister_name(name)
-        proc_lib.init_ack(None)
-    elif rc is Stop:
-        _gen.unregister_name(name)
-        proc_lib.init_fail(r.reason, r.reason)
-    else:
-        _gen.unregister_name(name)
-        reason = ("bad_return_from_init", r)
-        proc_lib.init_fail(reason, reason)
+        _first(m, r.actions)
+        _loop(m)
+    finally:
+        code.unregister_process(me)
 
 
 def _first(m: _Machine, actions: Any) -> None:
@@ -334,18 +310,8 @@ def _transition(m: _Machine, ev: tuple[Any, Any], r: Any) -> None:
     repeat = False
     if rc is NextState:
         state, data, actions = r
-    elif rc is KeepState:
-        data, actions = r
-    elif rc is KeepStateAndData:
-        data, actions = m.data, r.actions
-    elif rc is RepeatState:
-        data, actions = r
-        repeat = True
-    elif rc is RepeatStateAndData:
-        data, actions = m.data, r.actions
-        repeat = True
     else:
-        _stop_or_bad(m, r, "bad_return_from_state_function")
+        data, actions, repeat = _kept(m, r, rc, "bad_return_from_state_function")
     timeouts: list[tuple[Any, Any, Any]] = []
     nexts: list[tuple[Any, Any]] = []
     postpone = _actions(m, actions, timeouts, nexts, "bad_action_from_state_function")
@@ -386,22 +352,27 @@ def _enter(m: _Machine, old: Any, timeouts: list[tuple[Any, Any, Any]]) -> None:
             if not same:
                 _terminate(m, ("bad_state_enter_return_from_state_function", r), None)
             data, actions = r.data, r.actions
-        elif rc is KeepState:
-            data, actions = r
-        elif rc is KeepStateAndData:
-            data, actions = m.data, r.actions
-        elif rc is RepeatState:
-            data, actions = r
-            repeat = True
-        elif rc is RepeatStateAndData:
-            data, actions = m.data, r.actions
-            repeat = True
         else:
-            _stop_or_bad(m, r, "bad_state_enter_return_from_state_function")
+            data, actions, repeat = _kept(m, r, rc, "bad_state_enter_return_from_state_function")
         _actions(m, actions, timeouts, None, "bad_state_enter_action_from_state_function")
         m.data = data
         if not repeat:
             return
+
+
+def _kept(m: _Machine, r: Any, rc: type, bad: str) -> tuple[Any, Any, bool]:
+    """``(data, actions, repeat)`` of a return that keeps the state (``KeepState``,
+    ``KeepStateAndData``, ``RepeatState``, ``RepeatStateAndData``); any other return
+    stops the machine (``Stop``...) or is a bad return labelled ``bad``."""
+    if rc is KeepState:
+        return r.data, r.actions, False
+    if rc is KeepStateAndData:
+        return m.data, r.actions, False
+    if rc is RepeatState:
+        return r.data, r.actions, True
+    if rc is RepeatStateAndData:
+        return m.data, r.actions, True
+    _stop_or_bad(m, r, bad)
 
 
 def _stop_or_bad(m: _Machine, r: Any, bad: str) -> NoReturn:

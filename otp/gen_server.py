@@ -545,41 +545,18 @@ class _Server:
 
 
 def _init_it(cls: type[GenServer], arg: Any, name: Any, parent: Pid | None) -> None:
-    me = _self()
-    # A server started after its module was reloaded runs the new code, as an Erlang
-    # process spawned after a load runs the current module; running servers keep their
-    # class until otp.sys.change_code (A7).
-    cls = code.current(cls)
-    holder = _gen.register_name(name, me)
-    if holder is not None:
-        proc_lib.init_fail(("already_started", holder), "normal")
-    r: Any
+    # Running servers keep their class until otp.sys.change_code (A7).
+    me, cls, cb, r = _gen.init_callback(cls, arg, name)
+    if r.__class__ is not Ok:
+        _gen.init_not_ok(name, r, Ignore, Stop, "bad_return_value")
+        return
+    proc_lib.init_ack(me)
+    srv = _Server(cb, name, parent, me)
+    code.register_process(me, cls)
     try:
-        cb = cls()
-        r = cb.init(arg)
-    except BaseException:
-        if is_alive(me):
-            _gen.unregister_name(name)
-        raise
-    rc = r.__class__
-    if rc is Ok:
-        proc_lib.init_ack(me)
-        srv = _Server(cb, name, parent, me)
-        code.register_process(me, cls)
-        try:
-            _loop(srv, r.state, r.action)
-        finally:
-            code.unregister_process(me)
-    elif rc is Ignore:
-        _gen.unregister_name(name)
-        proc_lib.init_ack(None)
-    elif rc is Stop:
-        _gen.unregister_name(name)
-        proc_lib.init_fail(r.reason, r.reason)
-    else:
-        _gen.unregister_name(name)
-        reason = ("bad_return_value", r)
-        proc_lib.init_fail(reason, reason)
+        _loop(srv, r.state, r.action)
+    finally:
+        code.unregister_process(me)
 
 
 _TIMEOUT: Any = object()
