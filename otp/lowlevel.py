@@ -37,6 +37,8 @@ The kernel objects:
 I/O and threads (what the public ``otp.net`` and ``otp.threads`` present):
 ``active_socket``/``is_active_socket``/``set_socket_owner``/``close_socket`` (the
 socket driver: a socket's data read by the hub and sent to its owner as messages),
+``set_packet_handler`` (a protocol driver takes each packet in the hub instead) and
+``socket_writer``/``SocketWriter`` (writes queued and sent from the hub, never blocking),
 ``run_in_thread`` (the hub's thread pool), ``start_os_thread``/``OSEvent``/``OSLock``/
 ``get_os_ident`` (real OS threads, whatever the monkey-patching), the clocks
 ``Clock`` (the protocol a node's clock follows) and ``RealClock``, and what the public
@@ -77,10 +79,13 @@ from otp._core.httpd import SOCKET_KEY, wsgi_finish_early, wsgi_handler
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
+    SocketWriter,
     active_socket,
     close_socket,
     is_active_socket,
+    set_packet_handler,
     set_socket_owner,
+    socket_writer,
 )
 from otp._core.node import _MISSING as NO_DEFAULT
 from otp._core.node import (
@@ -120,6 +125,7 @@ __all__ = [
     "ProcessVar",
     "RealClock",
     "Remote",
+    "SocketWriter",
     "active_socket",
     "cancel_on_exit",
     "check_immutable",
@@ -138,8 +144,10 @@ __all__ = [
     "remote",
     "run_in_thread",
     "send",
+    "set_packet_handler",
     "set_reason_to_wire",
     "set_socket_owner",
+    "socket_writer",
     "spawn_process",
     "start_os_thread",
     "wsgi_finish_early",

@@ -13,6 +13,7 @@ import _socket
 import errno
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -25,7 +26,15 @@ from otp._core.node import Node, Process, current_node, getcurrent
 from otp._core.values import Pid
 from otp.errors import BadArg, NotInProcess
 
-__all__ = ["active_socket", "close_socket", "is_active_socket", "set_socket_owner"]
+__all__ = [
+    "SocketWriter",
+    "active_socket",
+    "close_socket",
+    "is_active_socket",
+    "set_packet_handler",
+    "set_socket_owner",
+    "socket_writer",
+]
 
 _HEADER = struct.Struct(">I")
 _READ = 65536
@@ -54,6 +63,7 @@ class _Active:
         "count",
         "ended",
         "event",
+        "handler",
         "node",
         "on_exit",
         "owner",
@@ -79,6 +89,7 @@ class _Active:
         self.event: Event | None = None  # wakes that greenlet when re-armed
         self.raw = _raw(sock)
         self.on_exit = self._owner_ended
+        self.handler: Any = None  # packets go to handler(body) instead of the owner
 
     def armed(self) -> bool:
         """Messages may still be delivered (the active count is not spent)."""
@@ -174,6 +185,7 @@ class _Active:
             size = self.size
             unpack = _HEADER.unpack_from
             copy = data.__class__ is not bytes  # a slice of bytes is bytes already
+            handler = self.handler
             while count is True or count > 0:
                 if end - pos < 4:
                     break
@@ -186,8 +198,14 @@ class _Active:
                 if nxt > end:
                     break
                 body = data[pos + 4 : nxt]
-                deliver(owner, ("tcp", sock, bytes(body) if copy else body))
-                pos = nxt
+                if handler is not None:
+                    pos = nxt
+                    handler(bytes(body) if copy else body)
+                    if self.ended or _socks.get(sock) is not self:
+                        return -1  # the handler closed the socket
+                else:
+                    deliver(owner, ("tcp", sock, bytes(body) if copy else body))
+                    pos = nxt
                 if count is not True:
                     count -= 1
         self.count = count
@@ -327,6 +345,152 @@ def is_active_socket(sock: Any) -> bool:
     """Whether the node is reading ``sock`` for its owner now (count left)."""
     st = _socks.get(sock)
     return st is not None and st.armed()
+
+
+def set_packet_handler(sock: Any, handler: Callable[[bytes], None] | None) -> None:
+    """Hand each packet of the active socket ``sock`` (``packet=4``) to
+    ``handler(body)`` as it is read, instead of sending ``("tcp", sock, body)`` to the
+    owner; ``tcp_closed``/``tcp_error``/``tcp_passive`` still go to the owner. The
+    handler runs in the hub (or the socket's internal reader, for TLS): it must not
+    block, switch or raise. This is how a protocol driver (the distribution's
+    connections) takes packets without a process switch each. ``None`` goes back to
+    messages."""
+    st = _socks.get(sock)
+    if st is None:
+        raise BadArg(f"set_packet_handler: {sock!r} is not an active socket")
+    st.handler = handler
+
+
+class SocketWriter:
+    """Writes to a plain TCP socket from any greenlet or hub callback without ever
+    blocking: ``write(data)`` queues, and the queue goes out in one ``send`` at the
+    end of the hub's current turn (so that many small writes in one turn make one
+    system call), at once when it passes ``flush_at`` bytes, and under an I/O watcher
+    while the socket's buffers are full. A failed send calls ``on_error(reason)`` once
+    (from the hub) and drops what was queued.
+
+    ``pending()``: bytes queued and not yet written (a sender may use it to apply
+    back-pressure)."""
+
+    __slots__ = (
+        "_err",
+        "_failed",
+        "_loop",
+        "_out",
+        "_queued",
+        "_raw",
+        "_rest",
+        "_sched",
+        "_watcher",
+        "flush_at",
+    )
+
+    def __init__(
+        self, node: Node, raw: Any, on_error: Callable[[str], None], flush_at: int = 65536
+    ) -> None:
+        self._loop = node.hub.loop
+        self._raw = raw
+        self._err = on_error
+        self._out: list[bytes] = []
+        self._queued = 0
+        self._rest: memoryview | None = None  # what a partial send left, written first
+        self._sched = False
+        self._watcher: Any = None
+        self._failed = False
+        self.flush_at = flush_at
+
+    def pending(self) -> int:
+        rest = self._rest
+        return self._queued + (len(rest) if rest is not None else 0)
+
+    def write(self, data: bytes) -> None:
+        if self._failed:
+            return
+        self._out.append(data)
+        self._queued += len(data)
+        if self._queued >= self.flush_at and self._rest is None:
+            self._flush()
+        elif not self._sched:
+            self._sched = True
+            self._loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        self._sched = False
+        if self._failed or self._rest is not None:
+            return  # the watcher writes the rest, then the queue
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._queued = 0
+        self._send(memoryview(data))
+
+    def _send(self, view: memoryview) -> None:
+        try:
+            n = self._raw.send(view, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except Exception as e:  # OSError: the connection is gone
+            self._fail(_reason(e))
+            return
+        if n < len(view):
+            self._rest = view[n:]
+            if self._watcher is None:
+                self._watcher = self._loop.io(self._raw.fileno(), 2)
+            if not self._watcher.active:
+                self._watcher.start(self._writable)
+        else:
+            self._rest = None
+
+    def _writable(self) -> None:
+        rest = self._rest
+        if rest is None or self._failed:
+            self._stop_watcher()
+            return
+        self._rest = None
+        self._send(rest)
+        if self._rest is None:
+            self._stop_watcher()
+            if self._out:
+                self._flush()
+
+    def _stop_watcher(self) -> None:
+        w = self._watcher
+        if w is not None and w.active:
+            w.stop()
+
+    def _fail(self, reason: str) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self._out.clear()
+        self._queued = 0
+        self._rest = None
+        self.close()
+        try:
+            self._err(reason)
+        except Exception:  # the hub must never see one
+            pass
+
+    def close(self) -> None:
+        """Stop writing (what is queued is dropped)."""
+        self._failed = True
+        w, self._watcher = self._watcher, None
+        if w is not None:
+            w.stop()
+            w.close()
+
+
+def socket_writer(sock: Any, on_error: Callable[[str], None]) -> SocketWriter | None:
+    """A ``SocketWriter`` for ``sock`` when the hub can write it directly (a plain TCP
+    socket), else None (TLS: write it from a process with ``sendall``)."""
+    if isinstance(sock, _StdSSLSocket):
+        return None
+    raw = _raw(sock)
+    if raw is None:
+        return None
+    return SocketWriter(current_node(), raw, on_error)
 
 
 def set_socket_owner(sock: Any, pid: Pid) -> None:

@@ -7,14 +7,16 @@ queued and goes out, in order, as soon as it does. The connection's process runs
 handshake (``otp.dist._handshake``), then:
 
 - **reads**: the node's socket driver (``otp.net``, 4-byte framing, packets above
-  ``max_packet`` refused) delivers each packet to the process, which decodes it
-  (``112`` pass-through, then the control term and the optional message term, each
-  after the version byte 131) and calls ``otp.dist._control.dispatch(node, conn, ctrl,
-  payload)``: one reader per connection, so control messages are dispatched in the
-  order they were sent;
-- **writes**: ``send_control`` encodes into the connection's queue and wakes the
-  process, which writes the queue out in order (a sender never blocks, even from a
-  process's death procedure);
+  ``max_packet`` refused) hands each packet, as it reads it, to ``_packet`` (in the
+  hub, no process switch), which decodes it (``112`` pass-through, then the control
+  term and the optional message term, each after the version byte 131) and calls
+  ``otp.dist._control.dispatch(node, conn, ctrl, payload)``: one reader per
+  connection, so control messages are dispatched in the order they were sent; every
+  operation there only delivers or signals, never blocks;
+- **writes**: ``send_control`` encodes the frame in the sender and queues it on the
+  hub's writer (``otp.lowlevel.socket_writer``), which sends what a hub turn queued in
+  one system call (a sender never blocks, even from a process's death procedure). A
+  TLS socket, which the hub cannot write, is written by the connection's process;
 - **ticks**: every ``net_ticktime / 4`` seconds a 0-length packet goes out if nothing
   else did; a peer heard from not at all for four such intervals (``net_ticktime``) is
   declared down (Erlang's ``net_tick_timeout``).
@@ -29,9 +31,9 @@ greater keeps its own attempt; the other one's attempt gets ``nok`` and its acce
 side takes over the pending connection (``ok_simultaneous``), so exactly one connection
 results and whatever was queued on either attempt goes out on it.
 
-A limitation: ticks are sent by the connection's process, so a process stuck writing to
-a peer that stopped reading (its socket buffers full) sends no ticks; the peer's own
-tick timeout ends the connection then.
+A limitation: nothing bounds what is queued for a peer that stopped reading (its
+socket buffers full): senders never block (Erlang suspends them on a busy
+distribution port); the tick timeout ends such a connection within ``net_ticktime``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from typing import Any, NamedTuple
 from otp import net
 from otp.dist import _epmd
 from otp.dist import _handshake as hs
-from otp.lowlevel import Node, Process, getcurrent
+from otp.dist._etf import decode, encode
+from otp.lowlevel import Node, Process, getcurrent, set_packet_handler, socket_writer
 from otp.process import receive, send_after, spawn
 
 __all__ = ["NO_PAYLOAD", "Connection", "DistState", "connection"]
@@ -59,6 +62,8 @@ _NO_PAYLOAD = NO_PAYLOAD  # the name other modules may know it by
 
 _PASS_THROUGH = 112
 _VERSION = 131
+_HEAD = bytes((_PASS_THROUGH, _VERSION))
+_VERSION_BYTE = bytes((_VERSION,))
 _TICK = b"\0\0\0\0"
 
 
@@ -71,6 +76,18 @@ class Wake(NamedTuple):
 
 class Tick(NamedTuple):
     """Time to check the peer is alive and to tick it."""
+
+
+class Broken(NamedTuple):
+    """The socket driver read garbage from the peer: close the connection."""
+
+    reason: str
+
+
+class WriteFailed(NamedTuple):
+    """The hub's write to the socket failed."""
+
+    reason: str
 
 
 class Superseded(NamedTuple):
@@ -134,7 +151,9 @@ class Connection:
         self.creation = 0
         self.proc: Process | None = None
         self.sock: Any = None
-        self.out: list[bytes] = []  # encoded frames to write (once up)
+        self.out: list[bytes] = []  # encoded frames to write (once up, TLS)
+        self.writer: Any = None  # the hub's writer (once up, plain TCP)
+        self.broken = False  # garbage was read: the process is closing the connection
         self.queued: list[tuple[Any, Any]] = []  # (ctrl, payload) sent before up
         self.waiters: list[Process] = []
         self.woken = False
@@ -158,24 +177,31 @@ class Connection:
         if not self.up:
             self.queued.append((ctrl, payload))
             return
+        w = self.writer
+        if w is not None:
+            w.write(self._frame(ctrl, payload))
+            self.wrote_since_tick = True
+            return
         self.out.append(self._frame(ctrl, payload))
         self._wake()
 
     def _frame(self, ctrl: Any, payload: Any) -> bytes:
-        from otp.dist._etf import encode
-
-        parts = [b"", bytes([_PASS_THROUGH, _VERSION]), encode(ctrl, otpy=self.otpy)]
-        if payload is not NO_PAYLOAD:
-            parts.append(bytes([_VERSION]))
-            parts.append(encode(payload, otpy=self.otpy))
-        n = sum(len(p) for p in parts)
+        otpy = self.otpy
+        if payload is NO_PAYLOAD:
+            body = encode(ctrl, otpy=otpy)
+            n = len(body) + 2
+            data = b"".join((n.to_bytes(4, "big"), _HEAD, body))
+        else:
+            body = encode(ctrl, otpy=otpy)
+            msg = encode(payload, otpy=otpy)
+            n = len(body) + len(msg) + 3
+            data = b"".join((n.to_bytes(4, "big"), _HEAD, body, _VERSION_BYTE, msg))
         if n > self.state.max_packet:
             raise hs.HandshakeError(
                 f"a control message to {self.peer} of {n} bytes exceeds the packet size "
                 f"cap of {self.state.max_packet} bytes"
             )
-        parts[0] = n.to_bytes(4, "big")
-        return b"".join(parts)
+        return data
 
     def _wake(self) -> None:
         p = self.proc
@@ -197,6 +223,9 @@ class Connection:
         if st.conns.get(self.peer) is self:
             del st.conns[self.peer]
         sock, self.sock = self.sock, None
+        w, self.writer = self.writer, None
+        if w is not None:
+            w.close()
         if sock is not None:
             net.close(sock)
         p = self.proc
@@ -230,10 +259,22 @@ class Connection:
             try:
                 self.out.append(self._frame(ctrl, payload))
             except Exception as e:  # queued before the mapping was known: report, go on
-                log.warning("dropped a control message to %s that cannot be encoded: %s",
-                            self.peer, e)
-        self.up = True
+                log.warning(
+                    "dropped a control message to %s that cannot be encoded: %s", self.peer, e
+                )
         net.active(sock, True, packet=4, packet_size=st.max_packet)
+        # Packets are decoded and dispatched as the socket driver reads them; a plain
+        # TCP socket is also written by the hub (queued, sent once per hub turn), so a
+        # message crosses with no switch to this process. A TLS socket is written by
+        # this process (``sendall``).
+        writer = socket_writer(sock, self._write_failed)
+        if writer is not None:
+            if self.out:
+                writer.write(b"".join(self.out))
+                self.out.clear()
+            self.writer = writer
+        set_packet_handler(sock, self._packet)
+        self.up = True
         interval = st.net_ticktime / 4
         me = getcurrent()
         send_after(interval, me.pid, Tick())
@@ -257,6 +298,13 @@ class Connection:
             if self.closed:
                 return
             match msg:
+                case Broken(reason):
+                    log.warning("connection to %s closed: %s", self.peer, reason)
+                    self.close(reason)
+                    return
+                case WriteFailed(reason):
+                    self.close(f"write failed: {reason}")
+                    return
                 case ("tcp", s, data) if s is sock:
                     self.read_since_tick = True
                     if data:
@@ -276,20 +324,24 @@ class Connection:
                     if not self.read_since_tick:
                         self.missed += 1
                         if self.missed >= 4:
-                            log.warning("node %s not responding: connection removed "
-                                        "(net_tick_timeout)", self.peer)
+                            log.warning(
+                                "node %s not responding: connection removed (net_tick_timeout)",
+                                self.peer,
+                            )
                             self.close("net_tick_timeout")
                             return
                     else:
                         self.missed = 0
                     self.read_since_tick = False
                     if not self.wrote_since_tick:
-                        self.out.append(_TICK)
+                        if self.writer is not None:
+                            self.writer.write(_TICK)
+                        else:
+                            self.out.append(_TICK)
                     self.wrote_since_tick = False
                     send_after(interval, me.pid, Tick())
                 case _:
-                    log.info("connection to %s: unexpected message %r dropped",
-                             self.peer, msg)
+                    log.info("connection to %s: unexpected message %r dropped", self.peer, msg)
 
     def _write(self, sock: Any) -> None:
         data = b"".join(self.out)
@@ -303,10 +355,31 @@ class Connection:
         if data != _TICK:  # a tick alone does not count: the next one is still due
             self.wrote_since_tick = True
 
+    # --- the hub's side (plain TCP) ------------------------------------------------------
+
+    def _packet(self, data: bytes) -> None:
+        """One packet, as the socket driver reads it (in the hub, or the TLS reader):
+        decoded and dispatched at once, in order, with no switch to this process (every
+        control operation only delivers or signals, never blocks). Garbage goes to the
+        process, which closes the connection; nothing after it is read."""
+        self.read_since_tick = True
+        if not data or self.broken:
+            return  # a tick
+        p = self.proc
+        if p is None or p.dead or self.closed:
+            return
+        reason = self._received(self.state.node, data)
+        if reason is not None:
+            self.broken = True
+            self.state.node.deliver(p, Broken(reason))
+
+    def _write_failed(self, reason: str) -> None:
+        p = self.proc
+        if p is not None and not p.dead:
+            self.state.node.deliver(p, WriteFailed(reason))
+
     def _received(self, node: Node, data: bytes) -> str | None:
         """Decode and dispatch one packet; returns why to close, or None."""
-        from otp.dist._etf import decode
-
         if len(data) < 3 or data[0] != _PASS_THROUGH or data[1] != _VERSION:
             return f"garbage from the peer: a packet starting {bytes(data[:8])!r}"
         try:
@@ -336,13 +409,19 @@ class Connection:
 # --- the kernel side's entry points (otp.dist._control), with a minimal fallback -------
 
 
+_DISPATCH: list[Callable[..., None]] = []
+
+
 def _dispatch() -> Callable[..., None]:
+    if _DISPATCH:
+        return _DISPATCH[0]
     try:
         from otp.dist import _control
     except ImportError:
         from otp.dist._net_kernel import fallback_dispatch
 
         return fallback_dispatch
+    _DISPATCH.append(_control.dispatch)
     return _control.dispatch
 
 
