@@ -32,8 +32,8 @@ function that failed there gives a ``BadRpc`` in ``results``.
 From Erlang, a call to ``rex`` (``gen_server:call({rex, OtpyNode}, {call, M, F, A,
 GroupLeader})``, what ``rpc:call`` sent before OTP 23) is answered, and a
 ``{cast, M, F, A, GroupLeader}`` cast is applied. OTP 23 and later make
-``rpc:call``/``rpc:cast`` with ``erpc`` (a spawn request), which otpy refuses:
-``rpc:call(OtpyNode, ...)`` answers ``{badrpc, notsup}``. What a BEAM caller may
+``rpc:call``/``rpc:cast`` with ``erpc`` (a spawn request of ``erpc:execute_call``),
+which is served the same way (``otp.dist._control``). What a BEAM caller may
 call: ``erlang:node/0``, ``erlang:nodes/0``, ``erlang:is_alive/0``,
 ``erlang:registered/0`` (the node's registered names, as atoms),
 ``erlang:whereis/1``, and any Python module-level function as

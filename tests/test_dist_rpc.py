@@ -90,8 +90,30 @@ def test_erlang_call_to_rex_reaches_otpy_rex(cluster):
     assert bad[:2] == ("badrpc", ("EXIT", ("undef", [("erlang", "halt", [], [])])))[:2]
     bad = e.eval(_rex(a.name, "math", "sqrt", "[-1]"))
     assert bad == ("badrpc", ("EXIT", b"ValueError: math domain error"))
-    # OTP 25's rpc:call goes through erpc (a spawn request), which otpy refuses
-    assert e.eval(f"rpc:call('{a.name}', erlang, node, []).") == ("badrpc", "notsup")
+
+
+@pytest.mark.skipif(shutil.which("erl") is None, reason="erl is not installed")
+def test_erlang_rpc_call_and_erpc_through_a_spawn_request_are_answered(cluster):
+    a = cluster.otpy("a")
+    e = cluster.erl("e")
+    a.exec("register('named', spawn(receive))")
+    # OTP 23+'s rpc:call/erpc:call spawn erpc:execute_call on the node (SPAWN_REQUEST)
+    assert e.eval(f"rpc:call('{a.name}', erlang, node, []).") == a.name
+    assert e.eval(f"erpc:call('{a.name}', operator, add, [40, 2]).") == 42
+    assert "named" in e.eval(f"rpc:call('{a.name}', erlang, registered, []).")
+    bad = e.eval(f"rpc:call('{a.name}', erlang, halt, []).")
+    assert bad[0] == "badrpc" and bad[1][0] == "EXIT" and bad[1][1][0] == "undef"
+    bad = e.eval(f"rpc:call('{a.name}', math, sqrt, [-1]).")
+    assert bad == ("badrpc", ("EXIT", (b"ValueError: math domain error", [])))
+    caught = e.eval(f"catch erpc:call('{a.name}', nomodule, nofun, []).")
+    assert caught[0] == "EXIT" and caught[1][0] == ("exception", "undef", [])
+    # erpc:cast runs it with no answer; a spawn of any other function is refused
+    assert e.eval(f"erpc:cast('{a.name}', logging, info, [<<\"from erl\">>]).") == "ok"
+    refused = e.eval(
+        f"Ref = spawn_request('{a.name}', lists, seq, [1, 2], [monitor]), "
+        "receive {spawn_reply, Ref, error, R} -> R after 5000 -> timeout end."
+    )
+    assert refused == "notsup"
 
 
 def test_ref_names_module_level_functions_and_refuses_the_rest():

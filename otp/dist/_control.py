@@ -22,7 +22,9 @@ MONITOR_P / DEMONITOR_P                 a remote process (de)monitors a local on
                                         a dead target answers MONITOR_P_EXIT ``noproc``
 MONITOR_P_EXIT, PAYLOAD_MONITOR_P_EXIT  the watcher here gets ``Down(ref, target,
                                         reason)``
-SPAWN_REQUEST (and ``_TT``)             refused: SPAWN_REPLY with ``notsup``
+SPAWN_REQUEST (and ``_TT``)             ``erpc:execute_call``/``execute_cast`` run
+                                        (``otp.rpc``'s rules); anything else refused:
+                                        SPAWN_REPLY with ``notsup``
 anything else                           logged and ignored
 =====================================  ================================================
 
@@ -137,7 +139,7 @@ def dispatch(node: Node, conn: Any, ctrl: tuple[Any, ...], payload: Any = NO_PAY
         elif op == PAYLOAD_MONITOR_P_EXIT:
             r.incoming_monitor_exit(ctrl[3], reason_from_wire(payload))
         elif op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
-            _refuse_spawn(node, conn, ctrl)
+            _spawn_request(node, conn, ctrl, payload)
         elif op == GROUP_LEADER:
             pass  # otpy has no group leaders
         else:
@@ -145,6 +147,68 @@ def dispatch(node: Node, conn: Any, ctrl: tuple[Any, ...], payload: Any = NO_PAY
     except (IndexError, TypeError, AttributeError) as e:
         # A malformed control tuple must not stop the reader (the rest still count).
         log.warning("ignored a malformed distribution control message %r: %s", ctrl, e)
+
+
+_ERPC = Atom("erpc")
+_EXECUTE_CALL = Atom("execute_call")
+_EXECUTE_CAST = Atom("execute_cast")
+_LINK, _MONITOR = Atom("link"), Atom("monitor")
+
+
+def _spawn_request(node: Node, conn: Any, ctrl: tuple[Any, ...], payload: Any) -> None:
+    """SPAWN_REQUEST: what Erlang's ``erpc`` (and so ``rpc:call``/``rpc:cast`` since
+    OTP 23) sends is served: ``erpc:execute_call(Ref, M, F, A)`` runs ``M:F(A)`` under
+    the rules of ``otp.rpc`` (its allow-list for ``erlang``, any module-level Python
+    function) in a new process whose exit reason carries the answer, as ``erpc``'s own
+    process does; ``execute_cast`` the same without an answer. Any other entry point is
+    refused with ``notsup`` (otpy runs no Erlang code)."""
+    req_id, from_pid, mfa = ctrl[1], ctrl[2], ctrl[4]
+    opts = ctrl[5] if isinstance(ctrl[5], list) else []
+    args = payload if isinstance(payload, list) else None
+    entry = mfa[:2] if isinstance(mfa, tuple) and len(mfa) == 3 else None
+    fn: Any = None
+    if entry == (_ERPC, _EXECUTE_CALL) and args is not None and len(args) == 4:
+        fn = _erpc_call
+    elif entry == (_ERPC, _EXECUTE_CAST) and args is not None and len(args) == 3:
+        fn = _erpc_cast
+    if fn is None or args is None:
+        _refuse_spawn(node, conn, ctrl)
+        return
+    p = node.spawn(fn, tuple(args), log_crash=False)
+    r = _remote(node)
+    flags = 0
+    for opt in opts:
+        if opt == _LINK:
+            r.incoming_link(from_pid, p.pid)
+            flags |= 1
+        elif opt == _MONITOR or (isinstance(opt, tuple) and opt[:1] == (_MONITOR,)):
+            r.incoming_monitor(from_pid, p.pid, req_id)
+            flags |= 2
+    conn.send_control((SPAWN_REPLY, req_id, from_pid, flags, p.pid))
+
+
+def _erpc_answer(m: Any, f: Any, a: Any) -> tuple[Any, ...]:
+    from otp.rpc import _apply_beam
+
+    value = _apply_beam(m, f, a)
+    if value.__class__ is tuple and len(value) == 2 and value[0] == Atom("badrpc"):
+        why = value[1]
+        if why.__class__ is tuple and len(why) == 2 and why[0] == Atom("EXIT"):
+            why = why[1]
+        if why.__class__ is tuple and why[:1] == (Atom("undef"),):
+            return (Atom("error"), Atom("undef"), [])
+        return (Atom("error"), why, [])
+    return (Atom("return"), value)
+
+
+def _erpc_call(ref: Any, m: Any, f: Any, a: Any) -> None:
+    from otp.process import exit as _exit
+
+    _exit((ref, *_erpc_answer(m, f, a)))
+
+
+def _erpc_cast(m: Any, f: Any, a: Any) -> None:
+    _erpc_answer(m, f, a)
 
 
 def _refuse_spawn(node: Node, conn: Any, ctrl: tuple[Any, ...]) -> None:

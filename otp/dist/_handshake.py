@@ -103,7 +103,7 @@ REQUIRED = (
 )
 FLAGS = (
     MANDATORY_25 | MANDATORY_26 | DFLAG_DIST_MONITOR | DFLAG_DIST_MONITOR_NAME
-    | DFLAG_ALIAS | DFLAG_OTPY
+    | DFLAG_ALIAS | DFLAG_SPAWN | DFLAG_OTPY
 )
 
 STATUSES = ("ok", "ok_simultaneous", "nok", "not_allowed", "alive")
