@@ -31,7 +31,7 @@ How the table stays consistent (no locks):
 - The server of the node a holder runs on monitors it: when the holder ends, its name
   is dropped there and on every connected node. When a node is lost, the names held by
   its processes are dropped everywhere.
-- When two otpy nodes meet (they look at the connected nodes every 0.2 s), each sends the other the
+- When two otpy nodes meet (a ``NodeUp`` from ``otp.dist.monitor_nodes``), each sends the other the
   names its own processes hold. A name held by different processes on the two sides
   (registered on both while they were apart) is resolved the same way on both: the
   process on the node with the lower name keeps it; the other is killed (exit reason
@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from otp import gen_server
-from otp.dist import register_type
+from otp.dist import NodeDown, NodeUp, register_type
 from otp.errors import BadArg
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.pg import otpy_nodes
@@ -59,7 +59,6 @@ from otp.process import (
     demonitor,
     monitor,
     node,
-    send_after,
     whereis,
 )
 from otp.process import exit as exit_process
@@ -79,7 +78,6 @@ __all__ = [
 SERVER = "global_names"
 
 #: How often a server looks for newly connected nodes, in seconds.
-POLL_INTERVAL = 0.2
 
 
 @register_type(name="otp.global_names.Discover")
@@ -142,7 +140,8 @@ def _broadcast(st: _State, msg: Any) -> None:
 class _Server(GenServer):
     def init(self, arg: Any) -> Ok:
         st = _State()
-        _poll(st)
+        _watch_nodes()
+        _discover(st)
         return Ok(st)
 
     def handle_call(self, request: Any, from_: Any, st: _State) -> Any:
@@ -181,8 +180,10 @@ class _Server(GenServer):
                 _sync(st, msg.server.node, msg.names)
         elif cls is Drop:
             _drop(st, msg.name, msg.pid)
-        elif msg == "$global_poll":
-            _poll(st)
+        elif cls is NodeUp:
+            _discover(st)
+        elif cls is NodeDown:
+            st.asked.discard(msg.node)
         return NoReply(st)
 
 
@@ -215,14 +216,21 @@ def _merge(st: _State, name: Any, pid: Pid) -> None:
             exit_process(held, "kill")
 
 
-def _poll(st: _State) -> None:
+def _watch_nodes() -> None:
+    # Node-up events tell the server when another node connects (and a node that
+    # becomes distributed later still sends them).
+    from otp.dist import monitor_nodes
+
+    monitor_nodes(True)
+
+
+def _discover(st: _State) -> None:
     up = otpy_nodes()
     st.asked &= up
     for n in up:
         if n not in st.peers and n not in st.asked:
             st.asked.add(n)
             send_message((SERVER, n), Discover(_me()))
-    send_after(POLL_INTERVAL, _me(), "$global_poll")
 
 
 def _learn(st: _State, server: Any) -> bool:

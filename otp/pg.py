@@ -7,7 +7,7 @@ node, and ``start_scope(name)`` starts another (on a node that is not distribute
 the groups are then this node's alone). Scopes of the same name on connected nodes
 keep each other up to date:
 
-- when a scope learns of an otpy node (it looks at the connected nodes every 0.2 s,
+- when a scope learns of an otpy node (a ``NodeUp`` from ``otp.dist.monitor_nodes``,
   and answers a peer that finds it first; BEAM nodes are left alone: their own ``pg``
   would not understand ours), it sends a ``Discover`` there; each side monitors the
   other's scope and sends it its local memberships (``Sync``);
@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from otp import gen_server
-from otp.dist import register_type
+from otp.dist import NodeDown, NodeUp, register_type
 from otp.errors import BadArg, NodeError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
@@ -59,7 +59,6 @@ from otp.process import (
     monitor,
     node,
     send,
-    send_after,
     whereis,
 )
 from otp.process import self as _me
@@ -82,7 +81,6 @@ __all__ = [
 DEFAULT_SCOPE = "pg"
 
 #: How often a scope looks for newly connected nodes, in seconds.
-POLL_INTERVAL = 0.2
 
 
 class Join(NamedTuple):
@@ -161,7 +159,8 @@ def _pids(pids: Any) -> tuple[Pid, ...]:
 class _Scope(GenServer):
     def init(self, name: str) -> Ok:
         st = _State(name)
-        _poll(st)
+        _watch_nodes()
+        _discover(st)
         return Ok(st)
 
     def handle_call(self, request: Any, from_: Any, st: _State) -> Any:
@@ -216,8 +215,10 @@ class _Scope(GenServer):
                 for g in msg.groups:
                     _drop(peer.groups, g, msg.pids)
                     _notify(st, Leave, g, msg.pids)
-        elif msg == "$pg_poll":
-            _poll(st)
+        elif cls is NodeUp:
+            _discover(st)
+        elif cls is NodeDown:
+            st.asked.discard(msg.node)
         return NoReply(st)
 
 
@@ -233,14 +234,21 @@ def otpy_nodes() -> set[str]:
     return {peer for peer, c in list(conns.items()) if c.up and c.otpy}
 
 
-def _poll(st: _State) -> None:
+def _watch_nodes() -> None:
+    # Node-up events tell the server when another node connects (and a node that
+    # becomes distributed later still sends them).
+    from otp.dist import monitor_nodes
+
+    monitor_nodes(True)
+
+
+def _discover(st: _State) -> None:
     up = otpy_nodes()
     st.asked &= up
     for n in up:
         if n not in st.peers and n not in st.asked:
             st.asked.add(n)
             send((st.name, n), Discover(_me()))
-    send_after(POLL_INTERVAL, _me(), "$pg_poll")
 
 
 def _learn(st: _State, scope: Any) -> _Peer | None:

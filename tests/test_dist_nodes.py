@@ -252,3 +252,37 @@ def test_a_remote_call_fails_with_the_servers_exit_reason_or_noconnection(ab):
     b.kill()
     got = a.eval("probe_wait(lambda m: m[:1] == ('called',))", timeout=30)
     assert got[1][0] == "error"
+
+
+def test_monitor_nodes_reports_node_up_and_down_once_per_subscription(cluster):
+    a = cluster.otpy("a")
+    a.exec(HELPERS)
+    a.exec("P = start_probe()")
+    a.exec(
+        "from otp.dist import monitor_nodes\n"
+        "def node_events(times):\n"
+        "    for _ in range(times):\n"
+        "        monitor_nodes(True)\n"
+        "    send('probe', ('subscribed', times))\n"
+        "    got = [receive() for _ in range(2 * times)]\n"
+        "    send('probe', ('events', times, [(type(m).__name__, m.node) for m in got]))\n"
+        "    send('probe', ('then', times, receive(timeout=0.2, default=None)))\n"
+        "spawn(node_events, 1); spawn(node_events, 2)\n"
+        "def quitter():\n"
+        "    monitor_nodes(True); monitor_nodes(False)\n"
+        "    send('probe', ('subscribed', 0))\n"
+        "    receive(lambda m: m == 'report')\n"
+        "    send('probe', ('then', 0, receive(timeout=0, default=None)))\n"
+        "Q = spawn(quitter)"
+    )
+    for times in (0, 1, 2):
+        a.eval(f"probe_wait(lambda m: m == ('subscribed', {times}))")
+    b = cluster.otpy("b")
+    assert b.eval("dist.ping(A)", A=a.name) == "pong"
+    b.kill()
+    for times in (1, 2):
+        got = a.eval(f"probe_wait(lambda m: m[:2] == ('events', {times}))", timeout=30)[2]
+        assert got == [("NodeUp", b.name)] * times + [("NodeDown", b.name)] * times
+        assert a.eval(f"probe_wait(lambda m: m[:2] == ('then', {times}))")[2] is None
+    a.exec("send(Q, 'report')")
+    assert a.eval("probe_wait(lambda m: m[:2] == ('then', 0))")[2] is None

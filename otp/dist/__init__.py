@@ -33,6 +33,10 @@ refuses to listen on an address that is not loopback unless ``tls`` is given (or
 ``insecure=True`` says you know). A wrong cookie is refused without a hint to the peer
 and logged here.
 
+``monitor_nodes()`` subscribes the calling process to ``NodeUp(node)`` and
+``NodeDown(node)`` messages as connections come and go (Erlang's
+``net_kernel:monitor_nodes``).
+
 Failure semantics: a peer that cannot be reached makes ``connect`` return False and
 ``ping`` return ``"pang"``; a connection that drops (peer gone, silent for
 ``net_ticktime`` seconds, or sending garbage) is closed alone, and links and monitors
@@ -52,10 +56,11 @@ from otp.dist._etf_types import (
     Port,
     register_type,
 )
-from otp.dist._net_kernel import connect, disconnect, nodes, ping, stop
+from otp.dist._net_kernel import NodeUp, connect, disconnect, monitor_nodes, nodes, ping, stop
 from otp.dist._net_kernel import node as node
 from otp.dist._net_kernel import start as _start_kernel
 from otp.dist._seeds import join, members_of
+from otp.lowlevel import NodeDown
 
 
 def start(name: str, **options: Any) -> str:
@@ -79,12 +84,15 @@ __all__ = [
     "ForeignException",
     "Fun",
     "ImproperList",
+    "NodeDown",
+    "NodeUp",
     "NotSendable",
     "Port",
     "connect",
     "disconnect",
     "join",
     "members_of",
+    "monitor_nodes",
     "node",
     "nodes",
     "ping",

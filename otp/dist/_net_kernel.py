@@ -18,11 +18,22 @@ from otp.dist._conn import Connection, ConnResult, DistState, connection
 from otp.dist._cookie import resolve_cookie
 from otp.dist._etf_types import Atom
 from otp.errors import BadArg, NodeError, NotInProcess
-from otp.lowlevel import Node, NodeVar, Process, current_node, getcurrent
+from typing import NamedTuple
+
+from otp.lowlevel import Node, NodeDown, NodeVar, Process, current_node, getcurrent
+from otp.lowlevel import on_exit as _on_exit
 from otp.process import Pid, Ref, make_ref, receive, register, spawn
 from otp.process import exit as exit_process
 
-__all__ = ["DistHookImpl", "fallback_dispatch", "start", "state", "stop"]
+__all__ = [
+    "DistHookImpl",
+    "NodeUp",
+    "fallback_dispatch",
+    "monitor_nodes",
+    "start",
+    "state",
+    "stop",
+]
 
 log = logging.getLogger("otp.dist")
 
@@ -34,6 +45,57 @@ MONITOR_P, DEMONITOR_P, MONITOR_P_EXIT = 19, 20, 21
 ALIAS_SEND, UNLINK_ID, UNLINK_ID_ACK = 33, 35, 36
 _DFLAG_ALIAS = 1 << 35
 _DFLAG_UNLINK_ID = 0x2000000
+
+
+class NodeUp(NamedTuple):
+    """What ``monitor_nodes`` delivers when a connection to ``node`` comes up: Erlang's
+    ``{nodeup, Node}`` (``NodeDown(node)`` when it goes)."""
+
+    node: str
+
+
+# The processes that called monitor_nodes(True): process -> how many times (each
+# subscription gets its own copy of every event, as in Erlang).
+_NODE_WATCHERS: NodeVar[dict[Process, int]] = NodeVar("otp.dist.node_watchers", factory=dict)
+
+
+def monitor_nodes(flag: bool = True) -> None:
+    """Subscribe the calling process to node status changes (Erlang's
+    ``net_kernel:monitor_nodes``): ``NodeUp(node)`` when a connection to another node
+    is set up, ``NodeDown(node)`` when one that was up is lost. Calling it ``n`` times
+    gives ``n`` messages per event; ``flag=False`` ends every subscription of the
+    caller. Works before ``start`` too: events flow once the node is distributed.
+    A subscription ends with its process."""
+    me = _me("otp.dist.monitor_nodes")
+    watchers = _NODE_WATCHERS.get()
+    if not flag:
+        watchers.pop(me, None)
+        return
+    if me not in watchers:
+        watchers[me] = 0
+
+        def gone(p: Process = me, w: dict[Process, int] = watchers) -> None:
+            w.pop(p, None)
+
+        _on_exit(me, gone)
+    watchers[me] += 1
+
+
+def _node_event(node: Node, what: str, peer: str) -> None:
+    if what == "up":
+        msg: Any = NodeUp(peer)
+    elif what == "down":
+        msg = NodeDown(peer)
+    else:
+        return  # an attempt that failed: the node was never up
+    try:
+        watchers = _NODE_WATCHERS.get()
+    except Exception:  # not inside the node any more (it is stopping)
+        return
+    for p, n in list(watchers.items()):
+        if not p.dead:
+            for _ in range(n):
+                node.deliver(p, msg)
 
 
 class _Started:
@@ -125,12 +187,19 @@ def start(
         raise BadArg(f"otp.dist.start expects net_ticktime > 0 (seconds), got {net_ticktime!r}")
     the_cookie = resolve_cookie(cookie, cookie_file)
     st = DistState(
-        node=node, name=full, cookie=the_cookie, creation=0, hidden=hidden, listen=listen,
-        epmd_port=_epmd.resolve_port(epmd_port), net_ticktime=float(net_ticktime),
+        node=node,
+        name=full,
+        cookie=the_cookie,
+        creation=0,
+        hidden=hidden,
+        listen=listen,
+        epmd_port=_epmd.resolve_port(epmd_port),
+        net_ticktime=float(net_ticktime),
         max_packet=max_packet,
     )
     if tls is not None:
         st.tls_server, st.tls_client = tls
+    st.observers.append(lambda what, peer: _node_event(node, what, peer))
     started = _Started(st)
     try:
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -156,8 +225,13 @@ def start(
     started.net_kernel = nk
     started.procs.append(nk)
     node.dist = DistHookImpl(st)
-    log.info("distribution started: %s listening on %s:%d (EPMD port %d)",
-             full, listen, st.port, st.epmd_port)
+    log.info(
+        "distribution started: %s listening on %s:%d (EPMD port %d)",
+        full,
+        listen,
+        st.port,
+        st.epmd_port,
+    )
     del me
     return full
 
@@ -282,8 +356,10 @@ def ping(node: str) -> str:
         (Atom("$gen_call"), (me.pid, ref), (Atom("is_auth"), Atom(st.name))),
     )
     got = receive(
-        lambda m: (m.__class__ is tuple and len(m) == 2 and m[0] == ref)
-        or (m.__class__ is ConnResult and m.peer == node),
+        lambda m: (
+            (m.__class__ is tuple and len(m) == 2 and m[0] == ref)
+            or (m.__class__ is ConnResult and m.peer == node)
+        ),
         timeout=st.net_ticktime,
         default=None,
     )
@@ -411,8 +487,7 @@ class DistHookImpl:
         self._conn(to_pid.node).send_control((EXIT, from_pid, to_pid, _wire(reason)))
 
     def exit2(self, from_pid: Pid | None, to_pid: Pid, reason: Any) -> None:
-        self._conn(to_pid.node).send_control(
-            (EXIT2, self._from(from_pid), to_pid, _wire(reason)))
+        self._conn(to_pid.node).send_control((EXIT2, self._from(from_pid), to_pid, _wire(reason)))
 
     def monitor(self, from_pid: Pid, target: Pid | str, node: str, ref: Ref) -> None:
         t = Atom(target) if isinstance(target, str) else target
