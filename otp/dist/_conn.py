@@ -251,6 +251,10 @@ class Connection:
         st = self.state
         self.sock = sock
         sock.settimeout(None)
+        try:  # as Erlang's inet_tcp_dist does: a small packet goes at once, no Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.flags = flags
         self.creation = creation
         self.otpy = bool(flags & hs.DFLAG_OTPY)
