@@ -57,12 +57,15 @@ def _watch() -> None:
     _net_kernel.state().observers.append(lambda what, peer: send(me, (what, peer)))
 
 
-@pytest.mark.parametrize("junk", [
-    b"\x00\x00\x00\x03abc",                    # not a pass-through packet
-    b"\x00\x00\x00\x04p\x83\xff\xff",          # a malformed term
-    b"\x00\x00\x00\x04p\x83a\x01",             # a control message that is not a tuple
-    b"\x7f\xff\xff\xff",                       # longer than the packet cap
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x00\x00\x00\x03abc",  # not a pass-through packet
+        b"\x00\x00\x00\x04p\x83\xff\xff",  # a malformed term
+        b"\x00\x00\x00\x04p\x83a\x01",  # a control message that is not a tuple
+        b"\x7f\xff\xff\xff",  # longer than the packet cap
+    ],
+)
 def test_garbage_from_a_peer_closes_that_connection_only(junk):
     def main():
         dist.start(ME, cookie="sesame", epmd_port=free_port(), max_packet=4096)
@@ -169,10 +172,13 @@ def test_a_peer_silent_for_net_ticktime_is_declared_down(caplog):
         dist.start(ME, cookie="sesame", epmd_port=epmd_port, net_ticktime=2)
         try:
             _watch()
-            with erl_child("e1@127.0.0.1", "sesame", epmd_port,
-                           "-kernel", "net_ticktime", "2") as erl:
-                wait_for(lambda: _epmd.port_please("e1", "127.0.0.1", epmd_port=epmd_port),
-                         "erl to register")
+            with erl_child(
+                "e1@127.0.0.1", "sesame", epmd_port, "-kernel", "net_ticktime", "2"
+            ) as erl:
+                wait_for(
+                    lambda: _epmd.port_please("e1", "127.0.0.1", epmd_port=epmd_port),
+                    "erl to register",
+                )
                 assert dist.ping("e1@127.0.0.1") == "pong"
                 os.kill(erl.pid, signal.SIGSTOP)
                 return receive(("down", "e1@127.0.0.1"), timeout=30)
@@ -195,13 +201,18 @@ def _accept_by_hand(lsock: socket.socket, cookie: str) -> socket.socket:
     return s
 
 
-def _packets(s: socket.socket, n: int) -> list[bytes]:
+def _packets(s: socket.socket, n: int, *, only_op: int | None = None) -> list[bytes]:
+    """The next ``n`` packets read from ``s`` (ticks skipped; with ``only_op``, only
+    control messages with that operation: the node's own services talk too)."""
+    from otp.dist._etf import decode
+
     buf, out = b"", []
     while len(out) < n:
         while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
             size = int.from_bytes(buf[:4], "big")
-            if size:  # not a tick
-                out.append(buf[4 : 4 + size])
+            body = buf[4 : 4 + size]
+            if size and (only_op is None or decode(body, 2, otpy=False)[0][0] == only_op):
+                out.append(body)
             buf = buf[4 + size :]
         if len(out) < n:
             chunk = s.recv(4096)
@@ -228,7 +239,7 @@ def test_control_messages_sent_before_the_connection_is_up_go_out_in_order_frame
                 conn.send_control((2, Atom(""), me), i)
             s = _accept_by_hand(lsock, "sesame")
             got = []
-            for packet in _packets(s, 10):
+            for packet in _packets(s, 10, only_op=2):
                 assert packet[:2] == b"p\x83"
                 ctrl, pos = decode(packet, 2, otpy=False)
                 assert ctrl == (2, "", me) and packet[pos] == 131
@@ -332,10 +343,27 @@ otp.run(main, name=name)
 def test_tls_distribution_between_two_otpy_nodes(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     epmd_port = str(free_port())
     a, b = "ta@127.0.0.1", "tb@127.0.0.1"
