@@ -35,6 +35,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import operator
+import os
 import struct
 import typing
 from collections.abc import Callable
@@ -323,7 +324,7 @@ def _enc_map(t: dict[Any, Any], out: bytearray, otpy: bool) -> None:
     items: Any = t.items()
     if not otpy and 1 < len(t) <= 32:
         # term_to_binary writes a small map (<= 32 keys) in key order.
-        items = sorted(items, key=_order_of_pair)
+        items = _sorted_items(t)
     for k, v in items:
         try:
             _enc(k, out, otpy)
@@ -392,6 +393,19 @@ def _enc_exception(exc: BaseException, out: bytearray, otpy: bool) -> None:
 
 def _enc_tuple_head(n: int) -> bytes:
     return _TUPLE_HEADS[n] if n < 256 else _u8u32(LARGE_TUPLE, n)
+
+
+def _enc_one(t: Any, otpy: bool) -> bytearray:
+    """The bytes of one value by the Python encoder (the accelerator hands it what it
+    does not encode itself)."""
+    out = bytearray()
+    _enc(t, out, otpy)
+    return out
+
+
+def _sorted_items(t: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """A small map's pairs in the key order term_to_binary writes them."""
+    return sorted(t.items(), key=_order_of_pair)
 
 
 def _sendable_or_repr(v: Any, otpy: bool) -> Any:
@@ -800,6 +814,7 @@ def _dec_pid(d: bytes, pos: int) -> tuple[Pid, int]:
 
 
 def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
+    start = pos
     n = _unpack_u32(d, pos + 1)[0]
     pos += 5
     if n > len(d) - pos:
@@ -815,7 +830,13 @@ def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     tail, pos = _dec(d, pos, otpy)
     if tail.__class__ is list:  # a non-canonical [a | [b]]: still a proper list
         return items + tail, pos
-    return ImproperList(items, tail), pos
+    return _improper(items, tail, start), pos
+
+
+def _improper(items: list[Any], tail: Any, start: int) -> ImproperList:
+    if not items and tail.__class__ is not ImproperList:
+        raise BadTerm(f"a list at offset {start} has no elements before its tail {tail!r}")
+    return ImproperList(items, tail)
 
 
 def _dec_map(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
@@ -839,12 +860,19 @@ def _dec_map(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     if not otpy:
         struct_name = out.get("__struct__")
         if struct_name.__class__ is Atom:
-            cls = _BY_NAME.get(struct_name)
-            if cls is not None and not issubclass(cls, BaseException):
-                return _build_struct(cls, struct_name, out), pos
-            if out.get("__exception__") is True:
-                return ForeignException(struct_name, (out.get("message"),), {}), pos
+            return _map_struct(out, struct_name), pos
     return out, pos
+
+
+def _map_struct(out: dict[Any, Any], struct_name: Atom) -> Any:
+    """A BEAM map with ``__struct__``: the registered class it names, an Elixir
+    exception, or the map itself."""
+    cls = _BY_NAME.get(struct_name)
+    if cls is not None and not issubclass(cls, BaseException):
+        return _build_struct(cls, struct_name, out)
+    if out.get("__exception__") is True:
+        return ForeignException(struct_name, (out.get("message"),), {})
+    return out
 
 
 _STR_FIELDS: dict[type, frozenset[str]] = {}
@@ -991,3 +1019,24 @@ from otp.dist._etf_types import register_type as _register  # noqa: E402
 for _cls, _name in ((Down, "otp.Down"), (Exit, "otp.Exit"), (TimerTimeout, "otp.TimerTimeout")):
     if _cls not in _BY_CLASS:
         _register(_cls, name=_name)
+
+
+# --- the C accelerator -------------------------------------------------------------------
+# otp/dist/_etf_accel.c: the same codec in C for the common values, handing the rest to
+# the functions above (which stay the reference). Built when the package is installed
+# with a C compiler; without it, or with OTPY_PURE_ETF=1 in the environment, the Python
+# functions are the codec. ACCELERATED says which one ``encode``/``decode`` are.
+
+_py_encode = encode
+_py_decode = decode
+ACCELERATED = False
+if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
+    try:
+        from otp.dist import _etf_accel
+    except ImportError:  # built without a compiler: the Python codec
+        pass
+    else:
+        _etf_accel.setup(globals())
+        encode = _etf_accel.encode  # noqa: F811
+        decode = _etf_accel.decode  # noqa: F811
+        ACCELERATED = True
