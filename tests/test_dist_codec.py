@@ -1,4 +1,5 @@
-"""The External Term Format codec (otp.dist._etf): every tag both ways, the otpy and the
+"""The External Term Format codec (otp.dist._etf), both implementations (the C
+accelerator and the Python reference): every tag both ways, the otpy and the
 BEAM mappings of docs/distribution.md ("Value mapping"), refusals at encode naming the
 place in the term, and malformed input failing with BadTerm only."""
 
@@ -28,6 +29,10 @@ from otp.dist._etf_types import (
     register_type,
 )
 from otp.lowlevel import Down, Pid, Ref
+from tests.etf_codecs import codec_fixture
+
+# Every test runs under the C accelerator and the Python codec.
+codec = codec_fixture(__name__)
 
 
 def roundtrip(value: Any, *, otpy: bool = True) -> Any:

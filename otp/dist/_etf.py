@@ -1037,6 +1037,6 @@ if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
         pass
     else:
         _etf_accel.setup(globals())
-        encode = _etf_accel.encode  # noqa: F811
-        decode = _etf_accel.decode  # noqa: F811
+        encode = _etf_accel.encode
+        decode = _etf_accel.decode
         ACCELERATED = True

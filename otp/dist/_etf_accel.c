@@ -141,34 +141,25 @@ static void not_sendable(PyObject *reason, PyObject *value) {
     }
 }
 
-/* While a NotSendable unwinds through a container, record the place: exc.steps += [step]
- * (the step reference is stolen). Other exceptions pass untouched. */
-static void add_step(PyObject *step) {
-    if (!step || !PyErr_ExceptionMatches(NotSendable)) {
-        Py_XDECREF(step);
-        return;
-    }
+/* While a NotSendable unwinds through a container, record the place: exc.steps += [step],
+ * the step being index i (fmt NULL) or fmt % repr(key). Other exceptions pass untouched. */
+static void add_step(Py_ssize_t i, const char *fmt, PyObject *key) {
+    if (!PyErr_ExceptionMatches(NotSendable)) return;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    PyObject *steps = value ? PyObject_GetAttr(value, s_steps) : NULL;
-    if (steps) {
-        if (PyList_Check(steps) && PyList_Append(steps, step) == 0) {
-            Py_DECREF(steps);
-            Py_DECREF(step);
-            PyErr_Restore(type, value, tb);
-            return;
-        }
-        Py_DECREF(steps);
-    }
-    Py_DECREF(step);
-    if (PyErr_Occurred()) { /* the step could not be added: report that instead */
+    PyObject *step = fmt ? PyUnicode_FromFormat(fmt, key) : PyLong_FromSsize_t(i);
+    PyObject *steps = step && value ? PyObject_GetAttr(value, s_steps) : NULL;
+    int ok = steps && PyList_Check(steps) && PyList_Append(steps, step) == 0;
+    Py_XDECREF(steps);
+    Py_XDECREF(step);
+    if (ok || !PyErr_Occurred()) {
+        PyErr_Restore(type, value, tb);
+    } else { /* the step could not be made (a failing repr): that error instead */
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);
-        return;
     }
-    PyErr_Restore(type, value, tb);
 }
 
 static int enc(Enc *e, PyObject *t, int depth);
@@ -256,7 +247,7 @@ static int enc_items(Enc *e, PyObject *seq, int depth) {
         int r = enc(e, item, depth);
         Py_DECREF(item);
         if (r < 0) {
-            add_step(PyLong_FromSsize_t(i));
+            add_step(i, NULL, NULL);
             return -1;
         }
     }
@@ -376,11 +367,11 @@ static int enc_list(Enc *e, PyObject *t, int depth) {
 
 static int enc_pair(Enc *e, PyObject *k, PyObject *v, int depth) {
     if (enc(e, k, depth) < 0) {
-        add_step(PyUnicode_FromFormat(" key %R", k));
+        add_step(0, " key %R", k);
         return -1;
     }
     if (enc(e, v, depth) < 0) {
-        add_step(PyUnicode_FromFormat("[%R]", k));
+        add_step(0, "[%R]", k);
         return -1;
     }
     return 0;
