@@ -7,7 +7,6 @@ The whole of tests/test_dist_codec.py also runs under both implementations."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import os
@@ -142,9 +141,10 @@ _any_terms = st.recursive(
         st.lists(st.integers(0, 256), max_size=4),
         st.lists(c, max_size=4).map(tuple),
         st.dictionaries(_hashable, c, max_size=33),
-        st.dictionaries(st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c,
-                        max_size=3),
-    ),  # fmt: skip
+        st.dictionaries(
+            st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
+        ),
+    ),
     max_leaves=20,
 )
 
@@ -271,12 +271,12 @@ def test_a_list_with_no_elements_before_a_tail_is_a_bad_term():
 # --- reference counting ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
 class _Shared:
-    atom: Atom = Atom("leak_check_atom")
-    text: str = "leak check text é"
-    raw: bytes = b"leak check raw"
-    node: str = "leak@check"
+    def __init__(self) -> None:
+        self.atom = Atom("leak_check_atom")
+        self.text = "leak check text é"
+        self.raw = b"leak check raw"
+        self.node = "leak@check"
 
 
 def _leak_workload(shared: _Shared) -> Callable[[], None]:
