@@ -25,8 +25,7 @@ from hypothesis import strategies as st
 from otp.dist import _etf
 from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable
 from otp.lowlevel import Pid, Ref
-from tests.etf_codecs import NOT_BUILT, codecs
-from tests.test_dist_codec import _hashable, _leaves, _terms
+from tests.etf_codecs import NOT_BUILT, _hashable, _leaves, _terms, codecs
 
 _C = codecs()["c"]
 _PY = codecs()["python"]
