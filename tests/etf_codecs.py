@@ -78,6 +78,18 @@ class Pair(NamedTuple):
     right: Any
 
 
+@register_type(name="test.One")
+@dataclasses.dataclass(frozen=True)
+class One:
+    x: Any
+
+
+@register_type(name="test.Empty")
+@dataclasses.dataclass(frozen=True)
+class Empty:
+    pass
+
+
 # Atoms that arrive as something else, or head otpy's tagged forms.
 RESERVED = ("true", "false", "nil", "$otpy_bytes", "$otpy_rec", "$otpy_exc")
 _nodes = st.sampled_from(["a@h", "b@host.example", "nonode@nohost"])

@@ -7,6 +7,7 @@ The whole of tests/test_dist_codec.py also runs under both implementations."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import os
@@ -23,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otp.dist import _etf
-from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable
+from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
 from otp.lowlevel import Pid, Ref
-from tests.etf_codecs import NOT_BUILT, _hashable, _leaves, _terms, codecs
+from tests.etf_codecs import NOT_BUILT, Empty, Msg, One, Pair, _hashable, _leaves, _terms, codecs
 
 _C = codecs()["c"]
 _PY = codecs()["python"]
@@ -143,6 +144,10 @@ _any_terms = st.recursive(
         st.dictionaries(
             st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
         ),
+        st.builds(Pair, c, c),
+        st.builds(Msg, c, c, c),
+        st.builds(One, c),
+        st.just(Empty()),
     ),
     max_leaves=20,
 )
@@ -336,3 +341,22 @@ def test_no_memory_grows_over_many_calls():
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes more after 2000 rounds"
+
+
+# --- registered records: the accelerator encodes them from the registry's current state ----
+
+
+def test_a_renamed_record_class_is_encoded_under_its_new_name():
+    @dataclasses.dataclass(frozen=True)
+    class Renamed:
+        a: int
+        b: str
+
+    register_type(Renamed, name="test.renamed_before")
+    before = encode_both(Renamed(1, "x"), True)
+    register_type(Renamed, name="test.renamed_after")
+    for otpy in BOTH:
+        data = encode_both(Renamed(1, "x"), otpy)
+        assert data is not None and b"test.renamed_after" in data
+        assert decode_both(data, otpy=otpy)[0] == "ok"
+    assert before is not None and b"test.renamed_before" in before

@@ -420,6 +420,9 @@ def _sendable_or_repr(v: Any, otpy: bool) -> Any:
 # ETF-only values, exceptions. Built on first use; emptied when the registry changes.
 _Enc = Callable[[Any, bytearray, bool], None]
 _CLASS_ENC: dict[type, _Enc] = {}
+# What a registered record's encoder works from, for the accelerator to encode records
+# itself: class -> (head, get, map_head, keyed, name_bytes, names) of _record_encoder.
+_RECORD_SPECS: dict[type, tuple[Any, ...]] = {}
 _FIXED_ENC: dict[type, _Enc] = {
     ImproperList: _enc_improper,
     BitBinary: _enc_bitbinary,
@@ -431,6 +434,7 @@ _FIXED_ENC: dict[type, _Enc] = {
 def _reset_class_encoders() -> None:
     _CLASS_ENC.clear()
     _CLASS_ENC.update(_FIXED_ENC)
+    _RECORD_SPECS.clear()
     _RECORD_DEC.clear()
     _RECORD_DEC[_BYTES_TAG] = _dec_bytes_record
     _RECORD_DEC[_EXC_TAG] = _dec_exc_record
@@ -479,6 +483,7 @@ def _record_encoder(name: str, cls: type) -> _Enc:
     map_head = _u8u32(MAP, n + 1)
     name_bytes = _atom_bytes(name)
     keyed = [(_atom_bytes(k), i) for k, i in keys]
+    _RECORD_SPECS[cls] = (head, get, map_head, keyed, name_bytes, names)
 
     def encode_record(v: Any, out: bytearray, otpy: bool) -> None:
         values = get(v)

@@ -51,7 +51,7 @@
 static PyTypeObject *Atom_T, *Pid_T, *Ref_T;
 static PyObject *NotSendable, *BadTerm, *StructError;
 static PyObject *ATOM_BYTES, *PID_HEADS, *CREATIONS, *ATOMS, *LATIN1_ATOMS, *PIDS,
-    *RECORD_DEC, *RESERVED;
+    *RECORD_DEC, *RESERVED, *RECORD_SPECS;
 static PyObject *f_atom_bytes, *f_pid_head, *f_enc_one, *f_sorted_items, *f_dec_one,
     *f_improper, *f_map_struct, *f_py_decode, *f_py_encode;
 static PyObject *TRUE_B, *FALSE_B, *NIL_B, *BYTES_HEAD;
@@ -423,6 +423,58 @@ static int enc_map(Enc *e, PyObject *t, int depth) {
     return 0;
 }
 
+/* A registered record, as encode_record of _etf._record_encoder writes it, from the
+ * spec (head, get, map_head, keyed, name_bytes, names) that function made. */
+static int enc_record(Enc *e, PyObject *t, PyObject *spec, int depth) {
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 6) return enc_python(e, t);
+    Py_INCREF(spec); /* user code may run (a getter) and the registry change meanwhile */
+    int r = -1;
+    PyObject *head = PyTuple_GET_ITEM(spec, 0), *get = PyTuple_GET_ITEM(spec, 1),
+             *map_head = PyTuple_GET_ITEM(spec, 2), *keyed = PyTuple_GET_ITEM(spec, 3),
+             *name_bytes = PyTuple_GET_ITEM(spec, 4), *names = PyTuple_GET_ITEM(spec, 5);
+    PyObject *values = PyObject_CallOneArg(get, t);
+    if (!values) goto done;
+    if (!PyTuple_Check(values) || !PyTuple_Check(names) || !PyList_CheckExact(keyed) ||
+        PyTuple_GET_SIZE(values) > PyTuple_GET_SIZE(names)) {
+        PyErr_Format(PyExc_TypeError, "a record spec does not fit its values: %R", spec);
+        goto done;
+    }
+    if (e->otpy) {
+        if (put_obj(e, head) < 0) goto done;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(values); j++) {
+            if (enc(e, PyTuple_GET_ITEM(values, j), depth) < 0) {
+                add_step(0, ".%U", PyTuple_GET_ITEM(names, j));
+                goto done;
+            }
+        }
+    } else {
+        if (put_obj(e, map_head) < 0) goto done;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(keyed); k++) {
+            PyObject *pair = PyList_GET_ITEM(keyed, k);
+            Py_ssize_t i;
+            if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                ((i = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1))) == -1 && PyErr_Occurred()) ||
+                i >= PyTuple_GET_SIZE(values)) {
+                if (!PyErr_Occurred())
+                    PyErr_Format(PyExc_TypeError, "a record spec does not fit: %R", spec);
+                goto done;
+            }
+            if (put_obj(e, PyTuple_GET_ITEM(pair, 0)) < 0) goto done;
+            if (i < 0) {
+                if (put_obj(e, name_bytes) < 0) goto done;
+            } else if (enc(e, PyTuple_GET_ITEM(values, i), depth) < 0) {
+                add_step(0, ".%U", PyTuple_GET_ITEM(names, i));
+                goto done;
+            }
+        }
+    }
+    r = 0;
+done:
+    Py_XDECREF(values);
+    Py_DECREF(spec);
+    return r;
+}
+
 static int enc(Enc *e, PyObject *t, int depth) {
     PyTypeObject *cls = Py_TYPE(t);
     if (cls == &PyUnicode_Type) return enc_str(e, t);
@@ -486,7 +538,10 @@ static int enc(Enc *e, PyObject *t, int depth) {
         return 0;
     }
     if (cls == Ref_T) return enc_ref(e, t);
-    return enc_python(e, t);
+    PyObject *spec = PyDict_GetItemWithError(RECORD_SPECS, (PyObject *)cls);
+    if (spec) return enc_record(e, t, spec, depth);
+    if (PyErr_Occurred()) return -1;
+    return enc_python(e, t); /* the first of a registered class makes its spec */
 }
 
 /* Whether the keywords of a fastcall are only otpy=... */
@@ -1215,6 +1270,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED(PIDS, "_PIDS");
     NEED(RECORD_DEC, "_RECORD_DEC");
     NEED(RESERVED, "_RESERVED");
+    NEED(RECORD_SPECS, "_RECORD_SPECS");
     NEED(f_atom_bytes, "_atom_bytes");
     NEED(f_pid_head, "_pid_head");
     NEED(f_enc_one, "_enc_one");
@@ -1228,7 +1284,8 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED(FALSE_B, "_FALSE");
     NEED(NIL_B, "_NILATOM");
     NEED(BYTES_HEAD, "_BYTES_HEAD");
-    PyObject *dicts[] = {ATOM_BYTES, PID_HEADS, CREATIONS, ATOMS, LATIN1_ATOMS, PIDS, RECORD_DEC};
+    PyObject *dicts[] = {ATOM_BYTES, PID_HEADS, CREATIONS, ATOMS,
+                         LATIN1_ATOMS, PIDS, RECORD_DEC, RECORD_SPECS};
     for (size_t i = 0; i < sizeof dicts / sizeof dicts[0]; i++) {
         if (!PyDict_CheckExact(dicts[i])) {
             PyErr_SetString(PyExc_TypeError, "setup: the codec's caches must be dicts");
