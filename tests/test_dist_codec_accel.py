@@ -289,10 +289,13 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
     pid = Pid(shared.node, 7, 1)
     msg = (shared.atom, shared.text, shared.raw, pid, [1, 2, 300], {"k": (shared.text, 2**70)},
            1.5, None, True, Ref(shared.node, 5), Ref(shared.node, 2**120), -(2**40), [9] * 3,
-           ImproperList([shared.atom], shared.text), ValueError(shared.text))  # fmt: skip
+           ImproperList([shared.atom], shared.text), ValueError(shared.text),
+           Msg(shared.text, shared.raw, 3), Pair(1, shared.atom), One(shared.text))  # fmt: skip
     data = enc(msg)
     bad = [data[:cut] for cut in range(0, len(data), 7)]
-    unsendable = [shared.text, {shared.atom: [shared.raw, lambda: 1]}]
+    bad.append(enc((Atom("test.Checked"), -1)).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1))
+    bad.append(enc((Atom("$otpy_rec"), Atom("test.Checked"), 1, 2), otpy=False))
+    unsendable = [shared.text, {shared.atom: [shared.raw, lambda: 1]}, Msg(shared.text, {1}, 1)]
 
     def run() -> None:
         dec(enc(msg))
@@ -360,3 +363,27 @@ def test_a_renamed_record_class_is_encoded_under_its_new_name():
         assert data is not None and b"test.renamed_after" in data
         assert decode_both(data, otpy=otpy)[0] == "ok"
     assert before is not None and b"test.renamed_before" in before
+
+
+@register_type(name="test.Checked")
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
+
+
+def test_records_decode_the_same_or_fail_the_same():
+    assert _C is not None
+    good = _C[0](Checked(1))
+    assert decode_both(good)[1][0] == Checked(1)
+    bad = _C[0]((Atom("test.Checked"), -1), otpy=False).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1)
+    outcome = decode_both(bad)
+    assert outcome[1] is BadTerm and "does not build a Checked: n must be >= 0" in outcome[2]
+    for items in ((), ("x",), ("a", "b"), (1, 2, 3)):
+        data = _C[0]((Atom("$otpy_rec"), Atom("test.Checked"), *items), otpy=False)
+        decode_both(data)
+        decode_both(_C[0]((Atom("$otpy_rec"), *items), otpy=False))
+        decode_both(_C[0]((Atom("$otpy_bytes"), *items), otpy=False))

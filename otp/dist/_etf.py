@@ -440,9 +440,11 @@ def _reset_class_encoders() -> None:
     _RECORD_DEC[_EXC_TAG] = _dec_exc_record
     _RECORD_DEC[_REC_TAG] = _dec_record
     _RECORD_BUILD.clear()
+    _RECORD_CLASSES.clear()
     for name, cls in _BY_NAME.items():
         if not issubclass(cls, BaseException):
             _RECORD_BUILD[name] = _record_decoder(name, cls)
+            _RECORD_CLASSES[name] = (cls, len(_field_names(cls)) + 2)
 
 
 def _class_encoder(t: Any) -> _Enc:
@@ -919,6 +921,8 @@ def _build_struct(cls: type, name: str, fields: dict[Any, Any]) -> Any:
 _Dec = Callable[[list[Any]], Any]
 _RECORD_DEC: dict[str, _Dec] = {}  # the reserved tags heading a tuple
 _RECORD_BUILD: dict[str, _Dec] = {}  # registered name -> builder from the record's items
+# registered name -> (class, items in its record), for the accelerator to build records
+_RECORD_CLASSES: dict[str, tuple[type, int]] = {}
 
 
 def _dec_record(items: list[Any]) -> Any:

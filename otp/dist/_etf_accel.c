@@ -51,9 +51,10 @@
 static PyTypeObject *Atom_T, *Pid_T, *Ref_T;
 static PyObject *NotSendable, *BadTerm, *StructError;
 static PyObject *ATOM_BYTES, *PID_HEADS, *CREATIONS, *ATOMS, *LATIN1_ATOMS, *PIDS,
-    *RECORD_DEC, *RESERVED, *RECORD_SPECS;
+    *RECORD_DEC, *RESERVED, *RECORD_SPECS, *RECORD_CLASSES;
 static PyObject *f_atom_bytes, *f_pid_head, *f_enc_one, *f_sorted_items, *f_dec_one,
-    *f_improper, *f_map_struct, *f_py_decode, *f_py_encode;
+    *f_improper, *f_map_struct, *f_py_decode, *f_py_encode, *f_dec_record,
+    *f_dec_bytes_record;
 static PyObject *TRUE_B, *FALSE_B, *NIL_B, *BYTES_HEAD;
 static PyObject *s_steps, *s_struct;
 static PyObject *SMALL_INTS[256];
@@ -871,6 +872,41 @@ static PyObject *dec_binary(Dec *x, Py_ssize_t *pos, int otpy) {
     return PyBytes_FromStringAndSize(s, end - start);
 }
 
+static PyObject NOT_HANDLED_OBJ; /* a marker, never a real object */
+#define NOT_HANDLED (&NOT_HANDLED_OBJ)
+
+/* {'$otpy_rec', Name, Field1, ...} of a registered class, as _dec_record and the builder
+ * of _record_decoder make it; NOT_HANDLED for what they raise about (they say why). */
+static PyObject *dec_record(PyObject *t) {
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    if (n < 2 || !Py_IS_TYPE(PyTuple_GET_ITEM(t, 1), Atom_T)) return Py_NewRef(t);
+    PyObject *name = PyTuple_GET_ITEM(t, 1);
+    PyObject *spec = PyDict_GetItemWithError(RECORD_CLASSES, name);
+    if (!spec) return PyErr_Occurred() ? NULL : NOT_HANDLED;
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 2) return NOT_HANDLED;
+    Py_ssize_t want = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+    if (want == -1 && PyErr_Occurred()) return NULL;
+    if (want != n) return NOT_HANDLED;
+    PyObject *cls = Py_NewRef(PyTuple_GET_ITEM(spec, 0));
+    PyObject *r = PyObject_Vectorcall(cls, &PyTuple_GET_ITEM(t, 2), n - 2, NULL);
+    if (!r && PyErr_ExceptionMatches(PyExc_Exception)) { /* the class's own checks */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *qualname = PyObject_GetAttrString(cls, "__qualname__");
+        if (qualname) {
+            bad_term(PyUnicode_FromFormat("a %U record does not build a %S: %S", name, qualname,
+                                          value ? value : Py_None));
+            Py_DECREF(qualname);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    Py_DECREF(cls);
+    return r;
+}
+
 static PyObject *dec_tuple(Dec *x, Py_ssize_t *pos, int otpy, int tag, int depth) {
     Py_ssize_t p = *pos, n;
     if (tag == SMALL_TUPLE) {
@@ -900,6 +936,19 @@ static PyObject *dec_tuple(Dec *x, Py_ssize_t *pos, int otpy, int tag, int depth
     *pos = p;
     if (otpy && n && Py_IS_TYPE(PyTuple_GET_ITEM(t, 0), Atom_T)) {
         PyObject *build = PyDict_GetItemWithError(RECORD_DEC, PyTuple_GET_ITEM(t, 0));
+        if (build == f_dec_bytes_record && n == 2) { /* {'$otpy_bytes', Binary}: bytes */
+            PyObject *b = PyTuple_GET_ITEM(t, 1);
+            b = PyUnicode_CheckExact(b) ? PyUnicode_AsUTF8String(b) : Py_NewRef(b);
+            Py_DECREF(t);
+            return b;
+        }
+        if (build == f_dec_record) {
+            PyObject *r = dec_record(t);
+            if (r != NOT_HANDLED) {
+                Py_DECREF(t);
+                return r;
+            }
+        }
         if (build) {
             Py_INCREF(build);
             PyObject *items = PySequence_List(t);
@@ -1271,6 +1320,9 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED(RECORD_DEC, "_RECORD_DEC");
     NEED(RESERVED, "_RESERVED");
     NEED(RECORD_SPECS, "_RECORD_SPECS");
+    NEED(RECORD_CLASSES, "_RECORD_CLASSES");
+    NEED(f_dec_record, "_dec_record");
+    NEED(f_dec_bytes_record, "_dec_bytes_record");
     NEED(f_atom_bytes, "_atom_bytes");
     NEED(f_pid_head, "_pid_head");
     NEED(f_enc_one, "_enc_one");
@@ -1285,7 +1337,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED(NIL_B, "_NILATOM");
     NEED(BYTES_HEAD, "_BYTES_HEAD");
     PyObject *dicts[] = {ATOM_BYTES, PID_HEADS, CREATIONS, ATOMS,
-                         LATIN1_ATOMS, PIDS, RECORD_DEC, RECORD_SPECS};
+                         LATIN1_ATOMS, PIDS, RECORD_DEC, RECORD_SPECS, RECORD_CLASSES};
     for (size_t i = 0; i < sizeof dicts / sizeof dicts[0]; i++) {
         if (!PyDict_CheckExact(dicts[i])) {
             PyErr_SetString(PyExc_TypeError, "setup: the codec's caches must be dicts");
