@@ -216,6 +216,7 @@ _SEEDS = [
         [Ref("a@h", 7), ImproperList([Atom("alias")], Ref("x@h", 2**100)), [[], ()]],
         {Atom("a"): {"b": [1, 2, 3]}, 2**70: -(2**3000)},
         ValueError("bad", 1),
+        (Msg("a", b"\x00\xff", 3), Pair(1, One("x")), Empty(), b"raw"),
     )
 ]
 

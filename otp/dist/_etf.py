@@ -38,6 +38,7 @@ import operator
 import os
 import struct
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -1045,7 +1046,16 @@ if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
     except ImportError:  # built without a compiler: the Python codec
         pass
     else:
-        _etf_accel.setup(globals())
-        encode = _etf_accel.encode
-        decode = _etf_accel.decode
-        ACCELERATED = True
+        try:
+            _etf_accel.setup(globals())
+        except (RuntimeError, TypeError) as exc:  # a build older than this file
+            warnings.warn(
+                f"otp.dist._etf_accel does not fit otp.dist._etf ({exc}): using the Python "
+                "codec; rebuild it (make venv, or pip install -e .)",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+        else:
+            encode = _etf_accel.encode
+            decode = _etf_accel.decode
+            ACCELERATED = True
