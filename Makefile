@@ -21,8 +21,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 .PHONY: venv run demo lint test soak bench clean distclean
 
-# The venv is rebuilt (re-installed) whenever pyproject.toml changes.
-$(STAMP): pyproject.toml
+# The venv is rebuilt (re-installed) whenever pyproject.toml or the C accelerator changes.
+$(STAMP): pyproject.toml setup.py otp/dist/_etf_accel.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'

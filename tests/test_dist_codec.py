@@ -1,4 +1,5 @@
-"""The External Term Format codec (otp.dist._etf): every tag both ways, the otpy and the
+"""The External Term Format codec (otp.dist._etf), both implementations (the C
+accelerator and the Python reference): every tag both ways, the otpy and the
 BEAM mappings of docs/distribution.md ("Value mapping"), refusals at encode naming the
 place in the term, and malformed input failing with BadTerm only."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,10 @@ from otp.dist._etf_types import (
     register_type,
 )
 from otp.lowlevel import Down, Pid, Ref
+from tests.etf_codecs import Msg, Pair, _terms, codec_fixture
+
+# Every test runs under the C accelerator and the Python codec.
+codec = codec_fixture(__name__)
 
 
 def roundtrip(value: Any, *, otpy: bool = True) -> Any:
@@ -295,20 +300,6 @@ def test_funs_decode_to_opaque_values_that_reencode_identically():
 # --- registered records -----------------------------------------------------------------
 
 
-@register_type(name="test.Msg")
-@dataclasses.dataclass(frozen=True)
-class Msg:
-    sender: str
-    body: bytes
-    n: int = 0
-
-
-@register_type
-class Pair(NamedTuple):
-    left: Any
-    right: Any
-
-
 @dataclasses.dataclass(frozen=True)
 class Unregistered:
     x: int
@@ -483,39 +474,7 @@ def test_decode_accepts_memoryview_and_offset():
 
 # --- property: otpy <-> otpy is lossless -------------------------------------------------
 
-# Atoms that arrive as something else, or head otpy's tagged forms.
-RESERVED = ("true", "false", "nil", "$otpy_bytes", "$otpy_rec", "$otpy_exc")
-_nodes = st.sampled_from(["a@h", "b@host.example", "nonode@nohost"])
-_leaves = st.one_of(
-    st.integers(),
-    st.integers(min_value=-(2**2100), max_value=2**2100),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
-    st.binary(max_size=20),
-    st.booleans(),
-    st.none(),
-    st.text(max_size=10).map(Atom).filter(lambda a: a not in RESERVED),
-    st.builds(Pid, _nodes, st.integers(0, 2**40), st.integers(0, 2**32 - 1)),
-    st.builds(Ref, _nodes, st.integers(0, 2**96 - 1)),
-    st.builds(BitBinary, st.binary(min_size=1, max_size=5), st.integers(1, 7)),
-)
-_hashable = st.recursive(_leaves, lambda c: st.lists(c, max_size=4).map(tuple), max_leaves=8)
-_terms = st.recursive(
-    _leaves,
-    lambda c: st.one_of(
-        st.lists(c, max_size=5),
-        st.lists(c, max_size=5).map(tuple),
-        st.dictionaries(_hashable, c, max_size=4),
-        st.builds(
-            ImproperList,
-            st.lists(c, min_size=1, max_size=3),
-            _hashable.filter(lambda t: not isinstance(t, list)),
-        ),
-        st.builds(Pair, c, c),
-        st.builds(Msg, st.text(max_size=5), st.binary(max_size=5), st.integers()),
-    ),
-    max_leaves=30,
-)
+# The term strategies are in tests/etf_codecs.py (shared with test_dist_codec_accel).
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

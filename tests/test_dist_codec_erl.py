@@ -24,6 +24,10 @@ from hypothesis import strategies as st
 from otp.dist import Atom, BitBinary, Fun, ImproperList, Port, register_type
 from otp.dist._etf import decode, encode
 from otp.lowlevel import Pid, Ref
+from tests.etf_codecs import codec_fixture
+
+# Every test runs under the C accelerator and the Python codec.
+codec = codec_fixture(__name__)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("erl") is None, reason="no erl on PATH: install erlang-base to run these"

@@ -35,8 +35,10 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import operator
+import os
 import struct
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -323,7 +325,7 @@ def _enc_map(t: dict[Any, Any], out: bytearray, otpy: bool) -> None:
     items: Any = t.items()
     if not otpy and 1 < len(t) <= 32:
         # term_to_binary writes a small map (<= 32 keys) in key order.
-        items = sorted(items, key=_order_of_pair)
+        items = _sorted_items(t)
     for k, v in items:
         try:
             _enc(k, out, otpy)
@@ -394,6 +396,19 @@ def _enc_tuple_head(n: int) -> bytes:
     return _TUPLE_HEADS[n] if n < 256 else _u8u32(LARGE_TUPLE, n)
 
 
+def _enc_one(t: Any, otpy: bool) -> bytearray:
+    """The bytes of one value by the Python encoder (the accelerator hands it what it
+    does not encode itself)."""
+    out = bytearray()
+    _enc(t, out, otpy)
+    return out
+
+
+def _sorted_items(t: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """A small map's pairs in the key order term_to_binary writes them."""
+    return sorted(t.items(), key=_order_of_pair)
+
+
 def _sendable_or_repr(v: Any, otpy: bool) -> Any:
     try:
         _enc(v, bytearray(), otpy)
@@ -406,6 +421,9 @@ def _sendable_or_repr(v: Any, otpy: bool) -> Any:
 # ETF-only values, exceptions. Built on first use; emptied when the registry changes.
 _Enc = Callable[[Any, bytearray, bool], None]
 _CLASS_ENC: dict[type, _Enc] = {}
+# What a registered record's encoder works from, for the accelerator to encode records
+# itself: class -> (head, get, map_head, keyed, name_bytes, names) of _record_encoder.
+_RECORD_SPECS: dict[type, tuple[Any, ...]] = {}
 _FIXED_ENC: dict[type, _Enc] = {
     ImproperList: _enc_improper,
     BitBinary: _enc_bitbinary,
@@ -417,14 +435,17 @@ _FIXED_ENC: dict[type, _Enc] = {
 def _reset_class_encoders() -> None:
     _CLASS_ENC.clear()
     _CLASS_ENC.update(_FIXED_ENC)
+    _RECORD_SPECS.clear()
     _RECORD_DEC.clear()
     _RECORD_DEC[_BYTES_TAG] = _dec_bytes_record
     _RECORD_DEC[_EXC_TAG] = _dec_exc_record
     _RECORD_DEC[_REC_TAG] = _dec_record
     _RECORD_BUILD.clear()
+    _RECORD_CLASSES.clear()
     for name, cls in _BY_NAME.items():
         if not issubclass(cls, BaseException):
             _RECORD_BUILD[name] = _record_decoder(name, cls)
+            _RECORD_CLASSES[name] = (cls, len(_field_names(cls)) + 2)
 
 
 def _class_encoder(t: Any) -> _Enc:
@@ -465,6 +486,7 @@ def _record_encoder(name: str, cls: type) -> _Enc:
     map_head = _u8u32(MAP, n + 1)
     name_bytes = _atom_bytes(name)
     keyed = [(_atom_bytes(k), i) for k, i in keys]
+    _RECORD_SPECS[cls] = (head, get, map_head, keyed, name_bytes, names)
 
     def encode_record(v: Any, out: bytearray, otpy: bool) -> None:
         values = get(v)
@@ -800,6 +822,7 @@ def _dec_pid(d: bytes, pos: int) -> tuple[Pid, int]:
 
 
 def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
+    start = pos
     n = _unpack_u32(d, pos + 1)[0]
     pos += 5
     if n > len(d) - pos:
@@ -815,7 +838,13 @@ def _dec_list(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     tail, pos = _dec(d, pos, otpy)
     if tail.__class__ is list:  # a non-canonical [a | [b]]: still a proper list
         return items + tail, pos
-    return ImproperList(items, tail), pos
+    return _improper(items, tail, start), pos
+
+
+def _improper(items: list[Any], tail: Any, start: int) -> ImproperList:
+    if not items and tail.__class__ is not ImproperList:
+        raise BadTerm(f"a list at offset {start} has no elements before its tail {tail!r}")
+    return ImproperList(items, tail)
 
 
 def _dec_map(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
@@ -839,12 +868,19 @@ def _dec_map(d: bytes, pos: int, otpy: bool) -> tuple[Any, int]:
     if not otpy:
         struct_name = out.get("__struct__")
         if struct_name.__class__ is Atom:
-            cls = _BY_NAME.get(struct_name)
-            if cls is not None and not issubclass(cls, BaseException):
-                return _build_struct(cls, struct_name, out), pos
-            if out.get("__exception__") is True:
-                return ForeignException(struct_name, (out.get("message"),), {}), pos
+            return _map_struct(out, struct_name), pos
     return out, pos
+
+
+def _map_struct(out: dict[Any, Any], struct_name: Atom) -> Any:
+    """A BEAM map with ``__struct__``: the registered class it names, an Elixir
+    exception, or the map itself."""
+    cls = _BY_NAME.get(struct_name)
+    if cls is not None and not issubclass(cls, BaseException):
+        return _build_struct(cls, struct_name, out)
+    if out.get("__exception__") is True:
+        return ForeignException(struct_name, (out.get("message"),), {})
+    return out
 
 
 _STR_FIELDS: dict[type, frozenset[str]] = {}
@@ -886,6 +922,8 @@ def _build_struct(cls: type, name: str, fields: dict[Any, Any]) -> Any:
 _Dec = Callable[[list[Any]], Any]
 _RECORD_DEC: dict[str, _Dec] = {}  # the reserved tags heading a tuple
 _RECORD_BUILD: dict[str, _Dec] = {}  # registered name -> builder from the record's items
+# registered name -> (class, items in its record), for the accelerator to build records
+_RECORD_CLASSES: dict[str, tuple[type, int]] = {}
 
 
 def _dec_record(items: list[Any]) -> Any:
@@ -991,3 +1029,33 @@ from otp.dist._etf_types import register_type as _register  # noqa: E402
 for _cls, _name in ((Down, "otp.Down"), (Exit, "otp.Exit"), (TimerTimeout, "otp.TimerTimeout")):
     if _cls not in _BY_CLASS:
         _register(_cls, name=_name)
+
+
+# --- the C accelerator -------------------------------------------------------------------
+# otp/dist/_etf_accel.c: the same codec in C for the common values, handing the rest to
+# the functions above (which stay the reference). Built when the package is installed
+# with a C compiler; without it, or with OTPY_PURE_ETF=1 in the environment, the Python
+# functions are the codec. ACCELERATED says which one ``encode``/``decode`` are.
+
+_py_encode = encode
+_py_decode = decode
+ACCELERATED = False
+if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
+    try:
+        from otp.dist import _etf_accel
+    except ImportError:  # built without a compiler: the Python codec
+        pass
+    else:
+        try:
+            _etf_accel.setup(globals())
+        except (RuntimeError, TypeError) as exc:  # a build older than this file
+            warnings.warn(
+                f"otp.dist._etf_accel does not fit otp.dist._etf ({exc}): using the Python "
+                "codec; rebuild it (make venv, or pip install -e .)",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+        else:
+            encode = _etf_accel.encode
+            decode = _etf_accel.decode
+            ACCELERATED = True

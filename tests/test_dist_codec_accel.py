@@ -1,0 +1,390 @@
+"""The C accelerator of the External Term Format codec (otp/dist/_etf_accel.c) against
+the Python reference (otp/dist/_etf.py): the same bytes for every term, the same values
+back (same types all the way down), the same errors (class, message, place in the term)
+for what cannot be sent and for malformed or hostile input, and no reference leaks.
+
+The whole of tests/test_dist_codec.py also runs under both implementations."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otp.dist import _etf
+from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
+from otp.lowlevel import Pid, Ref
+from tests.etf_codecs import NOT_BUILT, Empty, Msg, One, Pair, _hashable, _leaves, _terms, codecs
+
+_C = codecs()["c"]
+_PY = codecs()["python"]
+assert _PY is not None
+
+pytestmark = pytest.mark.skipif(_C is None, reason=NOT_BUILT)
+
+BOTH = [True, False]  # otpy=True (between otpy nodes), otpy=False (BEAM)
+
+
+def alike(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down; exceptions (decoded exit reasons)
+    compare by class, args and attributes."""
+    if a.__class__ is not b.__class__:
+        return False
+    if isinstance(a, BaseException):
+        return alike(a.args, b.args) and alike(
+            getattr(a, "__dict__", {}), getattr(b, "__dict__", {})
+        )
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(alike(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            any(alike(k, k2) for k2 in b) and alike(v, b[k]) for k, v in a.items()
+        )
+    if isinstance(a, float):
+        if math.isnan(a):
+            return math.isnan(b)
+        return struct.pack(">d", a) == struct.pack(">d", b)
+    if isinstance(a, ImproperList):
+        return alike(a.items, b.items) and alike(a.tail, b.tail)
+    return bool(a == b)
+
+
+def outcome(f: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    try:
+        return ("ok", f(*args, **kwargs))
+    except Exception as exc:
+        return ("error", exc.__class__, str(exc), getattr(exc, "steps", None))
+
+
+def assert_same_outcome(c: tuple[Any, ...], py: tuple[Any, ...]) -> None:
+    if c[0] == "ok" and py[0] == "ok":
+        assert alike(c[1], py[1]), (c, py)
+    else:
+        assert c == py
+
+
+def encode_both(term: Any, otpy: bool) -> bytes | None:
+    assert _C is not None
+    c = outcome(_C[0], term, otpy=otpy)
+    py = outcome(_PY[0], term, otpy=otpy)
+    assert_same_outcome(c, py)
+    return c[1] if c[0] == "ok" else None
+
+
+def decode_both(data: bytes, pos: int = 0, otpy: bool = True) -> tuple[Any, ...]:
+    assert _C is not None
+    c = outcome(_C[1], data, pos, otpy=otpy)
+    py = outcome(_PY[1], data, pos, otpy=otpy)
+    assert_same_outcome(c, py)
+    return c
+
+
+# --- which codec runs -----------------------------------------------------------------
+
+
+def _accelerated(env: dict[str, str]) -> str:
+    code = "import otp.dist._etf as e; print(e.ACCELERATED, e.encode.__module__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+        text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_the_accelerator_is_used_when_built_and_otpy_pure_etf_keeps_the_python_codec():
+    assert _accelerated({"OTPY_PURE_ETF": ""}) == "True otp.dist._etf_accel"
+    assert _accelerated({"OTPY_PURE_ETF": "1"}) == "False otp.dist._etf"
+
+
+# --- differential: every term, both mappings -----------------------------------------------
+
+# Values that cannot cross, placed anywhere in a term: the refusal must be the same.
+_unsendable = st.sampled_from(
+    [
+        math.nan,
+        math.inf,
+        lambda: 1,
+        {1, 2},
+        bytearray(b"x"),
+        Atom("a" * 256),
+        (Atom("$otpy_rec"), 1),
+        (Atom("$otpy_bytes"), b""),
+        Pid("a@h", 2**64, 0),
+        Pid("a@h", -1, 0),
+        Pid("a@h", 1, 2**32),
+        Ref("a@h", -5),
+        "\ud800",  # a lone surrogate: str.encode() refuses it
+        object(),
+    ]
+)
+_ints = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, 2**63, -(2**63),
+                     -(2**63) - 1, 2**64 - 1, 2**64, -(2**64), 255, 256, -1]),
+)  # fmt: skip
+_any_terms = st.recursive(
+    st.one_of(_leaves, _ints, _unsendable, st.builds(Ref, st.just("a@h"), st.integers(0, 2**200))),
+    lambda c: st.one_of(
+        st.lists(c, max_size=4),
+        st.lists(st.integers(0, 256), max_size=4),
+        st.lists(c, max_size=4).map(tuple),
+        st.dictionaries(_hashable, c, max_size=33),
+        st.dictionaries(
+            st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
+        ),
+        st.builds(Pair, c, c),
+        st.builds(Msg, c, c, c),
+        st.builds(One, c),
+        st.just(Empty()),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_terms, st.sampled_from(BOTH))
+def test_every_term_encodes_to_the_same_bytes_and_decodes_to_the_same_value(term, otpy):
+    data = encode_both(term, otpy)
+    assert data is not None
+    decode_both(data, otpy=otpy)
+    decode_both(data, otpy=not otpy)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_any_terms, st.sampled_from(BOTH))
+def test_any_term_gives_the_same_bytes_or_the_same_refusal(term, otpy):
+    data = encode_both(term, otpy)
+    if data is not None:
+        decode_both(data, otpy=otpy)
+
+
+def test_refusals_name_the_same_place_in_the_term():
+    for term in (
+        [1, {"k": (2, [3, lambda: 4])}],
+        {(1, 2): {Atom("x"): [math.nan]}},
+        {frozenset(): 1},
+        ImproperList([1, 2], {3}),
+    ):
+        for otpy in BOTH:
+            assert encode_both(term, otpy) is None
+    assert encode_both((1, (2, (Atom("$otpy_exc"), 1))), True) is None  # reserved
+
+
+def test_deep_nesting_is_refused_by_both():
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    assert encode_both(deep, True) is None
+    data = bytes([108, 0, 0, 0, 1]) * 100_000 + bytes([106])
+    assert decode_both(data)[0] == "error"
+
+
+def test_decode_takes_what_the_python_decode_takes():
+    data = b"\x00" + _PY[0]((Atom("ok"), "x"))
+    for args, kwargs in (
+        ((bytearray(data), 1), {}),
+        ((memoryview(data), 1), {}),
+        ((data,), {"pos": 1}),
+        ((data, 1), {"otpy": False}),
+        ((data, -5), {}),
+        ((data, 99), {}),
+    ):
+        assert _C is not None
+        assert_same_outcome(outcome(_C[1], *args, **kwargs), outcome(_PY[1], *args, **kwargs))
+
+
+# --- hostile input: never a crash, the same outcome ----------------------------------------
+
+_SEEDS = [
+    _PY[0](t, otpy=o)
+    for o in BOTH
+    for t in (
+        (Atom("ok"), "body", [1, 2000], {"k": 2**80}, Pid("a@h", 1, 2), 1.5, b"\xff"),
+        (22, Pid("a@h", 1, 2), Pid("b@h", 3, 4)),
+        [Ref("a@h", 7), ImproperList([Atom("alias")], Ref("x@h", 2**100)), [[], ()]],
+        {Atom("a"): {"b": [1, 2, 3]}, 2**70: -(2**3000)},
+        ValueError("bad", 1),
+        (Msg("a", b"\x00\xff", 3), Pair(1, One("x")), Empty(), b"raw"),
+    )
+]
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(4)
+        i = rng.randrange(len(b) + 1)
+        if op == 0 and b:
+            b[min(i, len(b) - 1)] = rng.randrange(256)
+        elif op == 1:
+            b.insert(i, rng.choice([0, 1, 3, 106, 107, 108, 109, 110, 116, 119, 255]))
+        elif op == 2:
+            del b[i : i + rng.randint(1, 4)]
+        else:
+            b[i:i] = struct.pack(">I", rng.choice([0, 1, 2**31, 2**32 - 1]))
+    return bytes(b)
+
+
+def _fuzz_one(data: bytes, otpy: bool) -> None:
+    c = decode_both(data, otpy=otpy)
+    if c[0] == "error":
+        assert issubclass(c[1], BadTerm), c
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from(BOTH))
+def test_random_bytes_decode_the_same_or_fail_the_same(data, otpy):
+    _fuzz_one(data, otpy)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(_SEEDS), st.randoms(use_true_random=False), st.sampled_from(BOTH))
+def test_mutated_terms_decode_the_same_or_fail_the_same(seed, rng, otpy):
+    _fuzz_one(_mutate(rng, seed), otpy)
+
+
+def test_every_truncation_and_byte_flip_of_the_seeds_fails_the_same():
+    rng = random.Random(1234)
+    for seed in _SEEDS:
+        for cut in range(len(seed)):
+            for otpy in BOTH:
+                _fuzz_one(seed[:cut], otpy)
+        for i in range(len(seed)):
+            flipped = bytearray(seed)
+            flipped[i] = rng.randrange(256)
+            _fuzz_one(bytes(flipped), True)
+
+
+def test_a_list_with_no_elements_before_a_tail_is_a_bad_term():
+    data = bytes.fromhex("6c000000006101")
+    c = decode_both(data)
+    assert c[1] is BadTerm and "no elements before its tail" in c[2]
+
+
+# --- reference counting ------------------------------------------------------------------------
+
+
+class _Shared:
+    def __init__(self) -> None:
+        self.atom = Atom("leak_check_atom")
+        self.text = "leak check text é"
+        self.raw = b"leak check raw"
+        self.node = "leak@check"
+
+
+def _leak_workload(shared: _Shared) -> Callable[[], None]:
+    assert _C is not None
+    enc, dec = _C
+    pid = Pid(shared.node, 7, 1)
+    msg = (shared.atom, shared.text, shared.raw, pid, [1, 2, 300], {"k": (shared.text, 2**70)},
+           1.5, None, True, Ref(shared.node, 5), Ref(shared.node, 2**120), -(2**40), [9] * 3,
+           ImproperList([shared.atom], shared.text), ValueError(shared.text),
+           Msg(shared.text, shared.raw, 3), Pair(1, shared.atom), One(shared.text))  # fmt: skip
+    data = enc(msg)
+    bad = [data[:cut] for cut in range(0, len(data), 7)]
+    bad.append(enc((Atom("test.Checked"), -1)).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1))
+    bad.append(enc((Atom("$otpy_rec"), Atom("test.Checked"), 1, 2), otpy=False))
+    unsendable = [shared.text, {shared.atom: [shared.raw, lambda: 1]}, Msg(shared.text, {1}, 1)]
+
+    def run() -> None:
+        dec(enc(msg))
+        dec(enc(msg, otpy=False), otpy=False)
+        dec(bytearray(data))
+        for b in bad:
+            try:
+                dec(b)
+            except BadTerm:
+                pass
+        try:
+            enc(unsendable)
+        except NotSendable:
+            pass
+
+    return run
+
+
+def test_no_reference_is_leaked_on_success_or_failure():
+    shared = _Shared()
+    run = _leak_workload(shared)
+    for _ in range(20):  # the caches fill
+        run()
+    cached_atom = _etf._ATOMS[shared.atom.encode()]
+    watched = [shared.atom, shared.text, shared.raw, shared.node, cached_atom]
+    gc.collect()
+    before = [sys.getrefcount(o) for o in watched]
+    for _ in range(500):
+        run()
+    gc.collect()
+    assert [sys.getrefcount(o) for o in watched] == before
+
+
+def test_no_memory_grows_over_many_calls():
+    run = _leak_workload(_Shared())
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            run()
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            run()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes more after 2000 rounds"
+
+
+# --- registered records: the accelerator encodes them from the registry's current state ----
+
+
+def test_a_renamed_record_class_is_encoded_under_its_new_name():
+    @dataclasses.dataclass(frozen=True)
+    class Renamed:
+        a: int
+        b: str
+
+    register_type(Renamed, name="test.renamed_before")
+    before = encode_both(Renamed(1, "x"), True)
+    register_type(Renamed, name="test.renamed_after")
+    for otpy in BOTH:
+        data = encode_both(Renamed(1, "x"), otpy)
+        assert data is not None and b"test.renamed_after" in data
+        assert decode_both(data, otpy=otpy)[0] == "ok"
+    assert before is not None and b"test.renamed_before" in before
+
+
+@register_type(name="test.Checked")
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
+
+
+def test_records_decode_the_same_or_fail_the_same():
+    assert _C is not None
+    good = _C[0](Checked(1))
+    assert decode_both(good)[1][0] == Checked(1)
+    bad = _C[0]((Atom("test.Checked"), -1), otpy=False).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1)
+    outcome = decode_both(bad)
+    assert outcome[1] is BadTerm and "does not build a Checked: n must be >= 0" in outcome[2]
+    for items in ((), ("x",), ("a", "b"), (1, 2, 3)):
+        data = _C[0]((Atom("$otpy_rec"), Atom("test.Checked"), *items), otpy=False)
+        decode_both(data)
+        decode_both(_C[0]((Atom("$otpy_rec"), *items), otpy=False))
+        decode_both(_C[0]((Atom("$otpy_bytes"), *items), otpy=False))
