@@ -41,9 +41,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from otp import _gen_dist
 from otp.dist._etf_types import ImproperList
 from otp.errors import BadArg, CallError, CallTimeout, NameTaken, NoProc, NotInProcess
-from otp.lowlevel import REQUEST_TIMEOUT, RUNNING, Process, current_node, getcurrent
+from otp.lowlevel import (
+    REQUEST_TIMEOUT,
+    RUNNING,
+    Process,
+    check_name_node,
+    current_node,
+    getcurrent,
+)
 from otp.process import (
     Down,
     Pid,
@@ -225,7 +233,6 @@ def reply(from_: From, value: Any, check: bool = True) -> None:
         node.send_alias(from_[0], a.id, Response(a, value), check)
     else:
         # A caller of another node ([alias | Ref], or an old-style Ref tag): slow path.
-        from otp import _gen_dist
 
         if not _gen_dist.reply(from_, value):
             raise BadArg(f"reply expects the from_ handed to handle_call, got {from_!r}")
@@ -267,7 +274,6 @@ def make_call(label: str) -> CallFn:
         if value is REQUEST_TIMEOUT:
             raise CallTimeout(server, request, timeout)
         if pid.node != me.node.name:  # not a local process: a call to another node
-            from otp import _gen_dist
 
             return _gen_dist.call(label, pid, request, timeout)
         raise CallError(value, server, request)
@@ -277,9 +283,6 @@ def make_call(label: str) -> CallFn:
 
 def _call_pair(label: str, server: Any, request: Any, timeout: float | None) -> Any:
     """A call to ``(name, node)``: local if ``node`` is this one, else across."""
-    from otp import _gen_dist
-    from otp.lowlevel import check_name_node
-
     name, node = check_name_node(server, "call")
     if node == current_node().name:
         return make_call(label)(name, request, timeout)
@@ -444,7 +447,6 @@ def send_request(server: Pid | str | Via, request: Any, label: str = CALL) -> Re
     if server.__class__ is tuple or (
         server.__class__ is Pid and server.node != current_node().name
     ):  # a server of another node: its answer is ([alias | A], reply)
-        from otp import _gen_dist
 
         mref, a = _gen_dist.start_request(label, server, request)
         return ReqId(a, mref, server, request)

@@ -41,6 +41,7 @@ from otp.process import (
 
 ALIAS = Atom("alias")
 _TIMEOUT: Any = object()
+_LABELS = {label: Atom(label) for label in ("$gen_call", "$system")}
 
 
 def is_remote(server: Any, node_name: str) -> bool:
@@ -89,7 +90,10 @@ def _start(label: str, server: Any, request: Any) -> tuple[Ref, Ref]:
     mref = monitor(server)
     a = alias(reply=True)
     _remote(me.node).export_alias(me, a)
-    _send_quietly(server, (Atom(label), (me.pid, _tagged(a)), request))
+    tag = _LABELS.get(label)
+    if tag is None:
+        tag = Atom(label)
+    _send_quietly(server, (tag, (me.pid, _tagged(a)), request))
     return a, mref
 
 
