@@ -42,6 +42,8 @@ API (OTP's names):
 ``versions(module)``             ``[Version(...)]``: current first, then old
 ``modified_modules()``           tracked modules whose source changed on disk since
                                  they were loaded (mtime, then sha256)
+``reinstate(module)``            the old version current again, the current one old
+``old_is(module, file)``         whether the old version came from ``file``'s source
 ``current(cls)``                 the newest loaded version of a class (module +
                                  qualname); what a behaviour starts
 ``processes_running(m, old)``    the behaviour processes running the current (old)
@@ -120,10 +122,12 @@ __all__ = [
     "is_loaded",
     "load",
     "modified_modules",
+    "old_is",
     "process_class",
     "processes_running",
     "purge",
     "register_process",
+    "reinstate",
     "replace_path",
     "soft_purge",
     "unregister_process",
@@ -612,6 +616,37 @@ def replace_path(old: str | os.PathLike[str], new: str | os.PathLike[str]) -> li
             moved.append(name)
     importlib.invalidate_caches()
     return sorted(moved)
+
+
+def old_is(module: str | ModuleType, file: str | os.PathLike[str]) -> bool:
+    """True if the old version of ``module`` was loaded from a source identical (by
+    sha256) to ``file``: loading ``file`` would bring back the version that is old
+    now, which ``reinstate`` does without a third version (and without purging the
+    processes that still run it)."""
+    name = _check_name(module)
+    entry = _table.get(name)
+    if entry is None or entry.old is None or entry.old.sha256 is None:
+        return False
+    sha, _ = _source_info(os.fspath(file))
+    return sha == entry.old.sha256
+
+
+def reinstate(module: str | ModuleType) -> ModuleType:
+    """Make the old version of ``module`` current again, the current one old (a
+    downgrade after an upgrade that only loaded the module: the processes that kept
+    running the old version run the current one again, nobody is purged). Returns the
+    module now current. ``CodeError`` if there is no old version."""
+    name = _check_name(module)
+    entry = _table.get(name)
+    if entry is None or entry.old is None or entry.current is None:
+        raise CodeError(f"cannot reinstate {name}: it has no old and current version")
+    entry.current, entry.old = entry.old, entry.current
+    mod = entry.current.module
+    sys.modules[name] = mod
+    parent, _, child = name.rpartition(".")
+    if parent and parent in sys.modules:
+        setattr(sys.modules[parent], child, mod)
+    return mod
 
 
 # --------------------------------------------------------------------------- undo

@@ -127,15 +127,18 @@ reshapes the supervision tree is a ``restart_application``, not a series of upda
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
@@ -146,6 +149,7 @@ from otp import sys as otp_sys
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
 from otp.process import Pid, is_alive, whereis
+from otp.process import exit as exit_process
 from otp.release import (
     AppEntry,
     ReleaseError,
@@ -164,6 +168,7 @@ __all__ = [
     "current",
     "downgrade",
     "install",
+    "last_upgrade",
     "make_permanent",
     "permanent",
     "unpack",
@@ -171,6 +176,8 @@ __all__ = [
 ]
 
 Status = Literal["permanent", "current", "unpacked", "old"]
+
+log = logging.getLogger("otp.release_handler")
 
 
 
@@ -415,6 +422,10 @@ class _Plan:
     direction: str  # "up" | "down"
     steps: list[Instruction]
 
+    @property
+    def word(self) -> str:
+        return "upgrade" if self.direction == "up" else "downgrade"
+
 
 def _plan(root: Path, vsn: str, direction: str) -> _Plan:
     if not isinstance(vsn, str) or not vsn:
@@ -483,7 +494,7 @@ def _check_module(plan: _Plan, module: str, where: str) -> None:
             f"{where}: module {module} does not compile: {e.filename}, line {e.lineno}: {e.msg}"
         ) from e
     old = code.processes_running(module, old=True)
-    if old:
+    if old and not code.old_is(module, path):
         # Loading it again purges that old version (A3): those processes would be killed.
         raise ReleaseError(
             f"{where}: {len(old)} process(es) still run the old version of {module} "
@@ -549,6 +560,8 @@ class _Run:
     plan: _Plan
     undo: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
+    doomed: list[Pid] = field(default_factory=list)  # killed once the rollback is over
+    log: list[str] = field(default_factory=list)  # what was done, for last_upgrade
 
     def do(self, what: str, undo: Callable[..., Any]) -> None:
         self.undo.append((what, undo))
@@ -588,24 +601,24 @@ def _load(run: _Run, module: str) -> None:
     if module in run.loaded:
         return
     snap = code._snapshot(module)
-    code.load(module)
+    file = _module_file(run.plan.root, run.plan.new, module)
+    if file is not None and code.old_is(module, file):
+        # The version to load is the one kept as old (going back after an upgrade, or
+        # up again after a downgrade): it becomes current again, so the processes
+        # that never left it (a load_module upgrade) keep running, none is purged.
+        code.reinstate(module)
+        how = "reinstate the kept version of"
+    else:
+        code.load(module)
+        how = "load"
     run.loaded.add(module)
-    run.do(f"load {module}", lambda: code._restore(snap))
+    run.do(f"{how} {module}", lambda: code._restore(snap))
+    _log_step(run, f"{how} {module}")
 
 
 def _app_of(spec: ReleaseSpec, module: str) -> str | None:
     top = module.split(".")[0]
     return top if top in _app_versions(spec) else None
-
-
-def _suspend_all(pids: list[Pid]) -> None:
-    for pid in pids:
-        otp_sys.suspend(pid)
-
-
-def _resume_all(pids: list[Pid]) -> None:
-    for pid in pids:
-        otp_sys.resume(pid)
 
 
 def _switch_class(pid: Pid, cls: type) -> None:
@@ -631,21 +644,6 @@ def _named_server(plan: _Plan, target: str) -> Pid | None:
     return pid if mod == target or mod.startswith(target + ".") else None
 
 
-def _suspend_live(pids: list[Pid]) -> list[Pid]:
-    """Suspend ``pids``; returns those suspended (a process that exited since it was
-    listed -- a user process stopping when idle -- has nothing to move)."""
-    done = []
-    for pid in pids:
-        try:
-            otp_sys.suspend(pid)
-        except CallError:
-            if is_alive(pid):
-                raise
-            continue
-        done.append(pid)
-    return done
-
-
 def _update(run: _Run, target: str, extra: Any) -> None:
     plan = run.plan
     pid = _named_server(plan, target)
@@ -669,14 +667,14 @@ def _update(run: _Run, target: str, extra: Any) -> None:
     else:
         app = _app_of(plan.new, module)
         down: Any = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
-        # The current (newer) code migrates down before the older module loads, so a
-        # process may start on the newer code in between: a second pass moves those.
-        pids = named if named is not None else code.processes_running(module)
-        _move_down(run, pids, module, down, extra)
+        # The older module loads first (processes that start from now on run it), then
+        # the processes still on the newer code move back one at a time; the newer
+        # code's classes stay reachable through each process's class.
+        newer = _classes(named if named is not None else code.processes_running(module))
+        _load(run, module)
         if named is None:
-            late = code.processes_running(module, old=True)
-            if late:
-                _move_down(run, late, module, down, extra)
+            newer.update(_classes(code.processes_running(module, old=True)))
+        _move_down(run, list(newer), module, down, extra, newer)
 
 
 def _classes(pids: list[Pid]) -> dict[Pid, type]:
@@ -688,43 +686,135 @@ def _classes(pids: list[Pid]) -> dict[Pid, type]:
     return classes
 
 
+@dataclass
+class _Moved:
+    """The processes one ``update`` moved so far, each with the class it ran before
+    and what undoes its migration (the reverse ``code_change``)."""
+
+    module: str
+    back: Any  # the old_vsn that migrates a moved process back (see _undo_moves)
+    extra: Any
+    done: list[tuple[Pid, type, type]] = field(default_factory=list)  # pid, from, to
+
+
+def _one(pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type] | None:
+    """Move one process: suspend it, keep a copy of its state (only while it is
+    suspended), run ``change``, resume it. Returns (class before, class after), or
+    None when the process exited before it was suspended. On failure the process is
+    put back on its class and the copied state, resumed, and the error raised."""
+    try:
+        otp_sys.suspend(pid)
+    except CallError:
+        if is_alive(pid):
+            raise
+        return None
+    try:
+        before = code.process_class(pid)
+        if before is None:  # exited meanwhile
+            return None
+        snapshot = otp_sys.get_state(pid)
+        try:
+            change(pid)
+        except BaseException:
+            with _suppress_dead(pid):
+                _restore_process(pid, before, snapshot)
+            raise
+        after = code.process_class(pid) or before
+        return before, after
+    finally:
+        with _suppress_dead(pid):
+            otp_sys.resume(pid)
+
+
+@contextmanager
+def _suppress_dead(pid: Pid) -> Iterator[None]:
+    """A system call to a process that has exited meanwhile is not an error."""
+    try:
+        yield
+    except CallError:
+        if is_alive(pid):
+            raise
+
+
 def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: Any) -> None:
-    classes = _classes(_suspend_live(pids))
-    suspended = list(classes)
-    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
-    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
-    for pid in suspended:
+    """Move ``pids`` to ``new_module`` one process at a time: each is suspended only
+    for its own ``code_change`` (no device waits for the others). The undo migrates
+    the processes moved so far back with the new code's ``code_change(("down",
+    old_vsn), ...)`` and their old class, one at a time too."""
+    moved = _Moved(new_module.__name__, ("down", old_vsn), extra)
+    run.do(f"update {moved.module} ({old_vsn} -> new)", lambda: _undo_moves(run, moved))
+
+    def change(pid: Pid) -> None:
         otp_sys.change_code(pid, new_module, old_vsn, extra)
-        run.do(f"change_code {pid!r}",
-               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-    _resume_all(suspended)
-    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
+
+    for pid in pids:
+        r = _one(pid, change)
+        if r is not None:
+            moved.done.append((pid, *r))
+    _log_step(run, f"update {moved.module}: {len(moved.done)} process(es) moved to the new "
+                   f"code one at a time")
 
 
-def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any) -> None:
-    classes = _classes(_suspend_live(pids))
-    suspended = list(classes)
-    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
-    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
-    for pid in suspended:
-        # The current (newer) code knows both state shapes: it migrates down.
-        otp_sys.change_code(pid, classes[pid], down, extra)
-        run.do(f"change_code {pid!r} {down}",
-               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-    _load(run, module)
-    new_module = sys.modules[module]
-    for pid in suspended:
-        cls = code._lookup(new_module, classes[pid].__qualname__)
-        if not isinstance(cls, type):
+def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
+               newer: dict[Pid, type]) -> None:
+    """Move ``pids`` (running the newer code, ``newer[pid]``) back to the older
+    version of ``module`` (loaded already, current): per process, the newer class's
+    ``code_change(down, ...)`` then the older class. The undo runs the newer class's
+    ``code_change(down[1], ...)`` (up again)."""
+    older = sys.modules[module]
+    moved = _Moved(module, down[1], extra)
+    run.do(f"update {module} (back to {down[1]})", lambda: _undo_moves(run, moved))
+
+    for pid in pids:
+        cls_newer = newer.get(pid) or code.process_class(pid)
+        if cls_newer is None:
+            continue
+        cls_older = code._lookup(older, cls_newer.__qualname__)
+        if not isinstance(cls_older, type):
             raise ReleaseError(
                 f"module {module} of release {run.plan.new.version} has no class "
-                f"{classes[pid].__qualname__} for {pid!r}"
+                f"{cls_newer.__qualname__} for {pid!r}"
             )
-        _switch_class(pid, cls)
-        run.do(f"switch {pid!r} to {cls!r}",
-               lambda p=pid: _switch_class(p, classes[p]))  # fmt: skip
-    _resume_all(suspended)
-    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
+
+        def change(p: Pid, n: type = cls_newer, o: type = cls_older) -> None:
+            # The newer code knows both state shapes: it migrates down, then the
+            # process takes the older class without another migration.
+            otp_sys.change_code(p, n, down, extra)
+            _switch_class(p, o)
+
+        r = _one(pid, change)
+        if r is not None:
+            moved.done.append((pid, *r))
+    _log_step(run, f"update {module}: {len(moved.done)} process(es) moved back one at a time")
+
+
+def _undo_moves(run: _Run, moved: _Moved) -> None:
+    """Roll back the processes an ``update`` moved, newest first, one at a time: the
+    class they run now migrates the state back (``code_change(moved.back, ...)``),
+    then they take their class of before. A process whose reverse migration fails
+    cannot be trusted with either state: it is killed once the rollback is over (its
+    supervisor restarts it on the old code) and the problem reported."""
+    problems = []
+    for pid, before, after in reversed(moved.done):
+        if not is_alive(pid):
+            continue
+
+        def back(p: Pid, b: type = before, a: type = after) -> None:
+            otp_sys.change_code(p, a, moved.back, moved.extra)
+            _switch_class(p, b)
+
+        try:
+            _one(pid, back)
+        except Exception as e:
+            run.doomed.append(pid)
+            problems.append(f"{pid!r}: {e!r}")
+    moved.done.clear()
+    if problems:
+        raise ReleaseError(
+            f"the reverse code_change of {moved.module} failed for {len(problems)} "
+            f"process(es), killed so that their supervisors restart them on the old "
+            f"code: {'; '.join(problems[:5])}"
+        )
 
 
 def _restart_application(run: _Run, app: str) -> None:
@@ -821,9 +911,53 @@ def _rollback(run: _Run) -> list[str]:
     for what, fn in reversed(run.undo):
         try:
             fn()
+            _log_step(run, f"rolled back: {what}")
         except Exception as e:
             problems.append(f"undo of {what!r} failed: {e!r}")
+            _log_step(run, f"rollback of {what!r} failed: {e!r}", logging.ERROR)
+    for pid in run.doomed:
+        exit_process(pid, "kill")
     return problems
+
+
+class UpgradeRecord(NamedTuple):
+    """The last install or downgrade on a root, from ``last_upgrade``: what an
+    operator reads in ``bin/<name> status``."""
+
+    word: str  # "upgrade" | "downgrade"
+    from_vsn: str
+    to_vsn: str
+    outcome: str  # "ok" | "rolled back" | "running"
+    at: float  # time.time() when it started
+    seconds: float
+    steps: tuple[str, ...]  # the plan, then what was done (and undone)
+    error: str | None = None
+
+
+# resolved root -> the last install/downgrade there (this OS process)
+_history: dict[str, UpgradeRecord] = {}
+
+
+def last_upgrade(root: str | os.PathLike[str]) -> UpgradeRecord | None:
+    """The last install or downgrade this node ran on ``root``, None if none."""
+    return _history.get(_key(Path(root)))
+
+
+def _log_step(run: _Run, text: str, level: int = logging.INFO) -> None:
+    run.log.append(text)
+    log.log(level, "%s %s -> %s: %s", run.plan.word, run.plan.old.version,
+            run.plan.new.version, text)
+
+
+def _set_app_versions(spec: ReleaseSpec) -> None:
+    """The running applications' descriptors say the versions of ``spec`` (what
+    ``which_applications`` and ``status`` show): an application upgraded by
+    instructions keeps running the ``AppSpec`` it started with otherwise."""
+    table = application._table()
+    for app in spec.applications:
+        old = table.specs.get(app.name)
+        if old is not None and old.vsn != app.version:
+            table.specs[app.name] = dataclasses.replace(old, vsn=app.version)
 
 
 def _execute(root: Path, vsn: str, direction: str) -> str:
@@ -831,6 +965,11 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
         plan = _plan(root, vsn, direction)
         from_vsn = plan.old.version
         run = _Run(plan)
+        t0, wall = time.monotonic(), time.time()
+        word = plan.word
+        log.info("%s of %s from %s to %s: plan %s", word, plan.old.name, from_vsn, vsn,
+                 [list(step[:2]) for step in plan.steps] or "(no instructions)")
+        run.log.append(f"plan: {[list(step[:2]) for step in plan.steps]}")
         saved_path = list(sys.path)
         at: Any = "switching the code path"
         try:
@@ -843,16 +982,21 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
             at = "starting the applications the new release adds"
             _start_added(run)
         except Exception as e:
+            where = f"instruction {at[0]} {list(at[1][:2])}" if isinstance(at, tuple) else at
+            _log_step(run, f"failed at {where}: {e!r}; rolling back", logging.ERROR)
             problems = _rollback(run)
             sys.path[:] = saved_path
-            word = "upgrade" if direction == "up" else "downgrade"
-            where = f"instruction {at[0]} {list(at[1][:2])}" if isinstance(at, tuple) else at
+            msg = (f"{word} of {plan.old.name} from {from_vsn} to {vsn} failed at {where}: "
+                   f"{e}; rolled back, {from_vsn} is still running"
+                   + (f" (rollback problems: {'; '.join(problems)})" if problems else ""))
+            log.error("%s", msg)
+            _history[_key(root)] = UpgradeRecord(
+                word, from_vsn, vsn, "rolled back", wall, time.monotonic() - t0,
+                tuple(run.log), msg)
             raise UpgradeError(
-                f"{word} of {plan.old.name} from {from_vsn} to {vsn} failed at {where}: "
-                f"{e}; rolled back, {from_vsn} is still running"
-                + (f" (rollback problems: {'; '.join(problems)})" if problems else ""),
-                from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
+                msg, from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
             ) from e  # fmt: skip
+        _set_app_versions(plan.new)
         status = dict(which_releases(root))
         changes = {}
         if status.get(from_vsn) != "permanent":
@@ -864,6 +1008,11 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
                 changes[v] = "unpacked"
         _set_status(root, changes)
         _running[_key(root)] = vsn
+        took = time.monotonic() - t0
+        log.info("%s of %s from %s to %s done in %.2f s", word, plan.old.name, from_vsn,
+                 vsn, took)
+        _history[_key(root)] = UpgradeRecord(word, from_vsn, vsn, "ok", wall, took,
+                                             tuple(run.log))
         return from_vsn
 
 
