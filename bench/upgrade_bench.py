@@ -128,15 +128,17 @@ class Starter:
             self.started.append((t0, time.perf_counter()))
 
 
-def _longest(devices: list[Device], start: float, end: float) -> tuple[float, int]:
-    """The longest send round trip overlapping [start, end], and the sends inside."""
-    worst, n = 0.0, 0
+def _longest(devices: list[Device], start: float, end: float) -> tuple[float, int, float]:
+    """The longest send round trip overlapping [start, end], the sends inside, and
+    when (seconds after ``start``) that longest one began."""
+    worst, n, when = 0.0, 0, 0.0
     for d in devices:
         for t0, t1 in d.sends:
             if t1 >= start and t0 <= end:
-                worst = max(worst, t1 - t0)
+                if t1 - t0 > worst:
+                    worst, when = t1 - t0, t0 - start
                 n += 1
-    return worst, n
+    return worst, n, when
 
 
 def _gap(devices: list[Device], start: float, end: float) -> float:
@@ -221,6 +223,16 @@ def main() -> None:
             node.cmd("rpc", "import types; otp.gen_server.copy = "
                             "types.SimpleNamespace(deepcopy=lambda x, memo=None: x)")
 
+        # the node's cyclic-GC passes longer than 20 ms (they pause every process)
+        node.cmd("rpc", "import gc, time\n"
+                        "_gcs = otp._bench_gc = []\n"
+                        "_t = [0.0]\n"
+                        "def _cb(phase, info):\n"
+                        "    if phase == 'start':\n"
+                        "        _t[0] = time.perf_counter()\n"
+                        "    elif time.perf_counter() - _t[0] > 0.02:\n"
+                        "        _gcs.append((info['generation'], round(time.perf_counter() - _t[0], 3)))\n"
+                        "gc.callbacks.append(_cb)")
         figures: dict[str, Any] = {}
         for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
             time.sleep(args.settle)
@@ -241,7 +253,13 @@ def main() -> None:
                 "sum(1 for p in otp.code.processes_running('chat.users') "
                 "if hasattr(otp.sys.get_state(p), 'upgraded_from'))")
             left_old = node.rpc("len(otp.code.processes_running('chat.users', old=True))")
-            worst, sends = _longest(devices, t0, t1)
+            worst, sends, when = _longest(devices, t0, t1)
+            steps = node.rpc(f"otp.release_handler.last_upgrade({str(root)!r}).steps")
+            gcs = node.rpc("otp._bench_gc[:], otp._bench_gc.clear()")[0]
+            print(f"{op}: cyclic-GC passes over 20 ms in the node: {gcs}")
+            print(f"{op}: longest round trip began {when:.2f} s after the request; steps:")
+            for step in steps:
+                print(f"    {step}")
             figures[op] = (inside, t1 - t0, worst, _gap(devices, t0, t1), sends, migrated,
                            left_old)
         time.sleep(args.settle)

@@ -128,14 +128,16 @@ reshapes the supervision tree is a ``restart_application``, not a series of upda
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -148,7 +150,7 @@ from otp import application, code
 from otp import sys as otp_sys
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
-from otp.process import Pid, is_alive, whereis
+from otp.process import Pid, is_alive, now, sleep, whereis
 from otp.process import exit as exit_process
 from otp.release import (
     AppEntry,
@@ -160,17 +162,21 @@ from otp.release import (
 )
 
 __all__ = [
+    "DryRun",
     "ReleaseError",
     "UpgradeError",
+    "UpgradeRecord",
     "boot",
     "boot_version",
     "check_install",
     "current",
     "downgrade",
+    "dry_run",
     "install",
     "last_upgrade",
     "make_permanent",
     "permanent",
+    "remove",
     "unpack",
     "which_releases",
 ]
@@ -362,11 +368,16 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
             )
         if (base / "MANIFEST").is_file():
             _bundle.check_manifest(base, str(src))
+        _instr.check_entries(spec, f"bundle {src}, releases/{vsn}/release.yaml")
         known = dict(which_releases(r))
         if vsn in known or (r / "releases" / vsn).exists():
-            raise ReleaseError(
-                f"release {vsn} is already in {root} ({known.get(vsn, 'a directory')})"
-            )
+            state = known.get(vsn, "a directory without a RELEASES entry")
+            how = (f"`bin/{spec.name} remove {vsn}` (otp.release_handler.remove) deletes "
+                   f"it, then unpack again to replace it"
+                   if known.get(vsn) in ("unpacked", "old") or vsn not in known else
+                   f"it is {state}: upgrade or downgrade to another release first, "
+                   f"then remove it to replace it; or give the new bundle a new version")
+            raise ReleaseError(f"release {vsn} is already in {root} ({state}): {how}")
         copies: list[tuple[Path, Path]] = []
         for app in spec.applications:
             rel = spec.lib.get(app.name, f"lib/{app.name}-{app.version}")
@@ -405,6 +416,46 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
     entries.append({"version": vsn, "status": "unpacked"})
     _write(r, entries)
     return vsn
+
+
+def remove(root: str | os.PathLike[str], vsn: str) -> list[str]:
+    """Delete release ``vsn`` from ``root`` (OTP's ``remove_release``): its
+    ``releases/<vsn>/`` and the lib dirs no other release of the root uses, and its
+    ``RELEASES`` entry. Refused for the running release and the permanent one.
+    Returns the directories deleted (relative to the root)."""
+    r = Path(root)
+    status = dict(which_releases(r))
+    vdir = r / "releases" / vsn
+    if vsn not in status and not vdir.exists():
+        raise ReleaseError(f"release {vsn} is not in {root} (releases: {sorted(status)})")
+    running = None
+    with suppress(ReleaseError):
+        running = current(r)
+    if vsn == running or status.get(vsn) in ("permanent", "current"):
+        raise ReleaseError(
+            f"release {vsn} is {'running' if vsn == running else status[vsn]} in {root}: "
+            f"only an unpacked or old release can be removed (upgrade or downgrade to "
+            f"another release, and make it permanent, first)"
+        )
+    used: set[str] = set()
+    for other in status:
+        if other != vsn and (r / "releases" / other / "release.yaml").is_file():
+            used.update(_spec(r, other).lib.values())
+    mine: set[str] = set()
+    if (vdir / "release.yaml").is_file():
+        mine = set(_spec(r, vsn).lib.values())
+    gone = []
+    for rel in sorted(mine - used):
+        d = r / rel
+        if d.is_dir() and d.resolve().is_relative_to(r.resolve()):
+            shutil.rmtree(d)
+            gone.append(rel)
+    if vdir.exists():
+        shutil.rmtree(vdir)
+        gone.append(f"releases/{vsn}")
+    _write(r, [e for e in _read(r) if e["version"] != vsn])
+    log.info("release %s removed from %s: %s", vsn, r, gone)
+    return gone
 
 
 # ------------------------------------------------------------------------ instructions
@@ -562,6 +613,7 @@ class _Run:
     loaded: set[str] = field(default_factory=set)
     doomed: list[Pid] = field(default_factory=list)  # killed once the rollback is over
     log: list[str] = field(default_factory=list)  # what was done, for last_upgrade
+    t0: float = field(default_factory=time.monotonic)
 
     def do(self, what: str, undo: Callable[..., Any]) -> None:
         self.undo.append((what, undo))
@@ -600,6 +652,7 @@ def _switch_paths(run: _Run) -> None:
 def _load(run: _Run, module: str) -> None:
     if module in run.loaded:
         return
+    _log_step(run, f"loading {module}")
     snap = code._snapshot(module)
     file = _module_file(run.plan.root, run.plan.new, module)
     if file is not None and code.old_is(module, file):
@@ -747,6 +800,8 @@ def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: A
     def change(pid: Pid) -> None:
         otp_sys.change_code(pid, new_module, old_vsn, extra)
 
+    _log_step(run, f"update {moved.module}: moving {len(pids)} process(es)")
+
     for pid in pids:
         r = _one(pid, change)
         if r is not None:
@@ -764,6 +819,7 @@ def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
     older = sys.modules[module]
     moved = _Moved(module, down[1], extra)
     run.do(f"update {module} (back to {down[1]})", lambda: _undo_moves(run, moved))
+    _log_step(run, f"update {module}: moving {len(pids)} process(es) back")
 
     for pid in pids:
         cls_newer = newer.get(pid) or code.process_class(pid)
@@ -944,7 +1000,7 @@ def last_upgrade(root: str | os.PathLike[str]) -> UpgradeRecord | None:
 
 
 def _log_step(run: _Run, text: str, level: int = logging.INFO) -> None:
-    run.log.append(text)
+    run.log.append(f"+{time.monotonic() - run.t0:.3f} s {text}")
     log.log(level, "%s %s -> %s: %s", run.plan.word, run.plan.old.version,
             run.plan.new.version, text)
 
@@ -1016,13 +1072,162 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
         return from_vsn
 
 
-def install(root: str | os.PathLike[str], vsn: str) -> str:
+def install(root: str | os.PathLike[str], vsn: str, *,
+            health: Callable[[], bool] | None = None, within: float = 30.0,
+            interval: float = 1.0) -> str:
     """Upgrade the running node from the current release to ``vsn`` (which becomes
     ``current``; ``make_permanent`` to keep it across restarts). Returns the version
     upgraded from. ``ReleaseError`` before anything changed (see ``check_install``);
     ``UpgradeError`` when a step failed and everything was rolled back. Runs in a
-    process of the node."""
-    return _execute(Path(root), vsn, "up")
+    process of the node.
+
+    ``health``: once installed, the upgrade stands only if ``health()`` returns true
+    (it is called every ``interval`` seconds, at most ``within`` seconds of the node's
+    clock); if it never does (false, or an exception), the node is downgraded back to
+    the version it left and ``UpgradeError`` says so."""
+    r = Path(root)
+    from_vsn = _execute(r, vsn, "up")
+    if health is not None:
+        _health_gate(r, vsn, from_vsn, health, within, interval)
+    return from_vsn
+
+
+def _health_gate(root: Path, vsn: str, from_vsn: str, health: Callable[[], bool],
+                 within: float, interval: float) -> None:
+    deadline = now() + within
+    tries, last = 0, "not run"
+    while True:
+        tries += 1
+        try:
+            ok = bool(health())
+            last = "it returned false"
+        except Exception as e:
+            ok, last = False, f"it raised {e!r}"
+        if ok:
+            log.info("upgrade to %s: healthy after %d check(s)", vsn, tries)
+            rec = _history.get(_key(root))
+            if rec is not None:
+                _history[_key(root)] = rec._replace(
+                    steps=(*rec.steps, f"health check passed after {tries} tries"))
+            return
+        left = deadline - now()
+        if left <= 0:
+            break
+        sleep(min(interval, left))
+    why = f"health check failed {tries} time(s) within {within:g} s ({last})"
+    log.error("upgrade to %s: %s; rolling back to %s", vsn, why, from_vsn)
+    try:
+        _execute(root, from_vsn, "down")
+    except Exception as e:
+        raise UpgradeError(
+            f"upgrade to {vsn}: {why}; the rollback to {from_vsn} failed too: {e}",
+            from_vsn=from_vsn, to_vsn=vsn, step="health check",
+            rollback_problems=[str(e)]) from e  # fmt: skip
+    _history[_key(root)] = _history[_key(root)]._replace(
+        word="upgrade", from_vsn=from_vsn, to_vsn=vsn, outcome="rolled back",
+        error=why)  # fmt: skip
+    raise UpgradeError(f"upgrade to {vsn}: {why}; rolled back, {from_vsn} is running",
+                       from_vsn=from_vsn, to_vsn=vsn, step="health check")
+
+
+class DryRun(NamedTuple):
+    """What ``dry_run`` found: the instructions, how many process states were
+    migrated on copies, and the failures (empty: the upgrade would go through)."""
+
+    word: str
+    from_vsn: str
+    to_vsn: str
+    steps: tuple[Instruction, ...]
+    processes: int
+    failures: tuple[str, ...]
+
+
+def _isolated(plan: _Plan, module: str) -> Any:
+    """The new version of ``module`` run in a module object of its own, without
+    touching the code table: ``sys.modules`` has it only while its code runs."""
+    path = _module_file(plan.root, plan.new, module)
+    if path is None:
+        raise ReleaseError(f"module {module} is not in release {plan.new.version}")
+    mod = types.ModuleType(module)
+    mod.__file__ = str(path)
+    if path.name == "__init__.py":
+        mod.__path__ = [str(path.parent)]
+    mod.__package__ = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    prev = sys.modules.get(module)
+    sys.modules[module] = mod
+    try:
+        exec(compile(path.read_bytes(), str(path), "exec", dont_inherit=True), mod.__dict__)
+    finally:
+        if prev is not None:
+            sys.modules[module] = prev
+        else:
+            sys.modules.pop(module, None)
+    return mod
+
+
+def _code_change_copy(cb: Any, vsn: Any, state: Any, extra: Any) -> Any:
+    params = inspect.signature(cb.code_change).parameters
+    if len(params) == 4 and isinstance(state, tuple) and len(state) == 2:  # gen_statem
+        return cb.code_change(vsn, state[0], state[1], extra)
+    return cb.code_change(vsn, state, extra)
+
+
+def dry_run(root: str | os.PathLike[str], vsn: str, direction: str = "up") -> DryRun:
+    """Check an upgrade (``direction="down"``: a downgrade) to ``vsn`` without
+    changing the node: ``check_install``'s checks, then every ``update`` runs its
+    ``code_change`` on a copy of each live state (``get_state``; the processes keep
+    running, nothing is suspended or loaded). The new version of an updated module
+    is run apart from the code table to get its classes (its module-level code runs
+    once). Returns a ``DryRun`` listing each failing process and why."""
+    if direction not in ("up", "down"):
+        raise ReleaseError(f"direction expects 'up' or 'down', got {direction!r}")
+    plan = _plan(Path(root), vsn, direction)
+    failures: list[str] = []
+    n = 0
+    for i, step in enumerate(plan.steps):
+        if step[0] != "update":
+            continue
+        target, extra = step[1], step[2]["extra"]
+        pid = _named_server(plan, target)
+        named_cls = code.process_class(pid) if pid is not None else None
+        module = named_cls.__module__ if named_cls is not None else target
+        pids = [pid] if pid is not None else code.processes_running(module)
+        if direction == "up":
+            app = _app_of(plan.old, module)
+            vsn_arg: Any = _app_versions(plan.old)[app] if app else plan.old.version
+            try:
+                newer: Any = _isolated(plan, module)
+            except Exception as e:
+                failures.append(f"instruction {i} [update, {target}]: the new {module} "
+                                f"does not load: {e!r}")  # fmt: skip
+                continue
+        else:
+            app = _app_of(plan.new, module)
+            vsn_arg = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
+            newer = None
+        for p in pids:
+            cls = code.process_class(p)
+            if cls is None:
+                continue
+            try:
+                state = otp_sys.get_state(p)
+            except CallError as e:
+                if is_alive(p):
+                    failures.append(f"instruction {i} [update, {target}]: {p!r}: cannot "
+                                    f"read its state: {e}")  # fmt: skip
+                continue
+            n += 1
+            try:
+                target_cls = cls if newer is None else code._lookup(newer, cls.__qualname__)
+                if not isinstance(target_cls, type):
+                    raise ReleaseError(f"the new {module} has no class {cls.__qualname__}")
+                _code_change_copy(target_cls(), vsn_arg, state, extra)
+            except Exception as e:
+                failures.append(f"instruction {i} [update, {target}]: {p!r} "
+                                f"({cls.__qualname__}): code_change raised {e!r}")  # fmt: skip
+    log.info("dry run of the %s from %s to %s: %d state(s) migrated on copies, %d "
+             "failure(s)", plan.word, plan.old.version, vsn, n, len(failures))
+    return DryRun(plan.word, plan.old.version, vsn, tuple(plan.steps), n, tuple(failures))
 
 
 def downgrade(root: str | os.PathLike[str], vsn: str) -> str:
