@@ -162,6 +162,9 @@ def main() -> None:
                     help="users whose process is started by a login during the run")
     ap.add_argument("--no-state-copy", action="store_true",
                     help="experiment: get_state hands over the state without a deep copy")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="the node keeps Python's GC thresholds (default: the production "
+                         "config's node.gc, thresholds [10000, 4, 1000] and freeze)")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of the node during each operation")
     args = ap.parse_args()
@@ -170,7 +173,8 @@ def main() -> None:
     pid = None
     devices: list[Device] = []
     try:
-        v1, v2 = build_bundles(base / "src", config(idle_stop=3600.0))
+        v1, v2 = build_bundles(base / "src", config(idle_stop=3600.0,
+                                                     node_gc=not args.default_gc))
         root = base / "rel"
         root.mkdir()
         with tarfile.open(v1) as tar:
@@ -255,6 +259,9 @@ def main() -> None:
             left_old = node.rpc("len(otp.code.processes_running('chat.users', old=True))")
             worst, sends, when = _longest(devices, t0, t1)
             steps = node.rpc(f"otp.release_handler.last_upgrade({str(root)!r}).steps")
+            susp = node.rpc(
+                f"otp.release_handler.last_upgrade({str(root)!r}).longest_suspension")
+            print(f"{op}: the longest any process was suspended: {susp * 1e3:.2f} ms")
             gcs = node.rpc("otp._bench_gc[:], otp._bench_gc.clear()")[0]
             print(f"{op}: cyclic-GC passes over 20 ms in the node: {gcs}")
             print(f"{op}: longest round trip began {when:.2f} s after the request; steps:")

@@ -3,6 +3,8 @@
 Conventions of ``mix release`` and relx::
 
     otp release build releases/chat.yaml --out _build   # -> _build/chat-0.1.0.tar.gz
+    otp release appup _build/chat-0.1.0.tar.gz releases/chat.yaml --write
+    otp release build releases/chat.yaml --upgrade-from _build/chat-0.1.0.tar.gz
 
     bin/chat start            foreground; Ctrl-C or SIGTERM stops gracefully
     bin/chat daemon           in the background (returns once it is up; log in run/)
@@ -114,10 +116,18 @@ pass_root = click.make_pass_decorator(_Root)
 @release.command()
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", default="_build", show_default=True, help="output directory")
-def build(spec: str, out: str) -> None:
+@click.option("--upgrade-from", "upgrade_from", multiple=True, metavar="OLD",
+              help="a bundle (or spec) of an earlier release: refuse to build unless the "
+                   "spec's upgrade from it names every module that changed")
+def build(spec: str, out: str, upgrade_from: tuple[str, ...]) -> None:
     """Build the release SPEC (releases/<name>.yaml) into OUT/<name>-<vsn>.tar.gz."""
     try:
         parsed = _release.load_spec(spec)
+        if upgrade_from:
+            from otp import release_appup
+
+            for old in upgrade_from:
+                release_appup.check(parsed, release_appup.diff(old, spec))
         existed = (Path(out) / f"{parsed.name}-{parsed.version}.tar.gz").exists()
         tarball = _release.build(spec, out)
     except _release.ReleaseError as e:
@@ -126,6 +136,32 @@ def build(spec: str, out: str) -> None:
     if existed:
         click.echo(f"(replaced the earlier {tarball.name}: a spec of another name "
                    "builds a bundle of its own)", err=True)
+
+
+@release.command()
+@click.argument("old")
+@click.argument("new", type=click.Path(exists=True))
+@click.option("--write", is_flag=True,
+              help="put the entry into NEW's upgrades (NEW must be a spec)")
+def appup(old: str, new: str, write: bool) -> None:
+    """Upgrade instructions from release OLD to NEW, generated from their modules.
+
+    OLD: a bundle (_build/chat-0.1.0.tar.gz), a bundle directory or a release root
+    (ROOT@VSN for one of its releases). NEW: the release spec (releases/chat.yaml) or a
+    bundle. Prints the upgrades entry for NEW's spec (--write: puts it there)."""
+    from otp import release_appup
+
+    try:
+        d = release_appup.diff(old, new)
+        entry = release_appup.generate_from(d, old, new)
+        text = release_appup.format_entry(entry, d)
+        if write:
+            release_appup.write_entry(new, text, d.from_vsn)
+    except _release.ReleaseError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(text, nl=False)
+    if write:
+        click.echo(f"(written to {new}: read and edit it, then build)", err=True)
 
 
 def _config_option(fn: Any) -> Any:

@@ -206,8 +206,11 @@ def build(
     ``check_versions`` compares each application's ``APP.vsn`` with the spec (importing
     the package). The tarball has no top directory: unpack it into the release root.
     """
+    from otp import _release_instructions
+
     spec_file = Path(spec_path)
     spec = load_spec(spec_file)
+    _release_instructions.check_entries(spec, str(spec_file))
     proj = _project_root(spec_file)
     entries = list(spec.applications)
     if not any(a.name == RUNTIME for a in entries):

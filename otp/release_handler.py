@@ -614,6 +614,7 @@ class _Run:
     doomed: list[Pid] = field(default_factory=list)  # killed once the rollback is over
     log: list[str] = field(default_factory=list)  # what was done, for last_upgrade
     t0: float = field(default_factory=time.monotonic)
+    longest: float = 0.0  # the longest time one process was suspended
 
     def do(self, what: str, undo: Callable[..., Any]) -> None:
         self.undo.append((what, undo))
@@ -750,11 +751,12 @@ class _Moved:
     done: list[tuple[Pid, type, type]] = field(default_factory=list)  # pid, from, to
 
 
-def _one(pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type] | None:
+def _one(run: _Run, pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type] | None:
     """Move one process: suspend it, keep a copy of its state (only while it is
     suspended), run ``change``, resume it. Returns (class before, class after), or
     None when the process exited before it was suspended. On failure the process is
     put back on its class and the copied state, resumed, and the error raised."""
+    t = time.perf_counter()
     try:
         otp_sys.suspend(pid)
     except CallError:
@@ -777,6 +779,7 @@ def _one(pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type] | None:
     finally:
         with _suppress_dead(pid):
             otp_sys.resume(pid)
+        run.longest = max(run.longest, time.perf_counter() - t)
 
 
 @contextmanager
@@ -803,7 +806,7 @@ def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: A
     _log_step(run, f"update {moved.module}: moving {len(pids)} process(es)")
 
     for pid in pids:
-        r = _one(pid, change)
+        r = _one(run, pid, change)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {moved.module}: {len(moved.done)} process(es) moved to the new "
@@ -838,7 +841,7 @@ def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
             otp_sys.change_code(p, n, down, extra)
             _switch_class(p, o)
 
-        r = _one(pid, change)
+        r = _one(run, pid, change)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {module}: {len(moved.done)} process(es) moved back one at a time")
@@ -860,7 +863,7 @@ def _undo_moves(run: _Run, moved: _Moved) -> None:
             _switch_class(p, b)
 
         try:
-            _one(pid, back)
+            _one(run, pid, back)
         except Exception as e:
             run.doomed.append(pid)
             problems.append(f"{pid!r}: {e!r}")
@@ -988,6 +991,7 @@ class UpgradeRecord(NamedTuple):
     seconds: float
     steps: tuple[str, ...]  # the plan, then what was done (and undone)
     error: str | None = None
+    longest_suspension: float = 0.0  # seconds, the longest any one process was suspended
 
 
 # resolved root -> the last install/downgrade there (this OS process)
@@ -1048,7 +1052,7 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
             log.error("%s", msg)
             _history[_key(root)] = UpgradeRecord(
                 word, from_vsn, vsn, "rolled back", wall, time.monotonic() - t0,
-                tuple(run.log), msg)
+                tuple(run.log), msg, run.longest)
             raise UpgradeError(
                 msg, from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
             ) from e  # fmt: skip
@@ -1065,10 +1069,10 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
         _set_status(root, changes)
         _running[_key(root)] = vsn
         took = time.monotonic() - t0
-        log.info("%s of %s from %s to %s done in %.2f s", word, plan.old.name, from_vsn,
-                 vsn, took)
+        log.info("%s of %s from %s to %s done in %.2f s (no process suspended longer "
+                 "than %.1f ms)", word, plan.old.name, from_vsn, vsn, took, run.longest * 1e3)
         _history[_key(root)] = UpgradeRecord(word, from_vsn, vsn, "ok", wall, took,
-                                             tuple(run.log))
+                                             tuple(run.log), None, run.longest)
         return from_vsn
 
 

@@ -64,7 +64,7 @@ upgrades:
 """
 
 
-def config(admin_token: str = "t", idle_stop: float = 600.0) -> str:
+def config(admin_token: str = "t", idle_stop: float = 600.0, node_gc: bool = False) -> str:
     """Dev settings, any free port, data inside the release root, the admin path on
     (users are provisioned without SMS), user processes that stay up."""
     return f"""\
@@ -78,7 +78,7 @@ chat:
   admin_token: {admin_token}
   users: {{idle_stop: {idle_stop}, retry_initial: 0.05, retry_max: 0.5}}
   limits: {{max_bad_frames: 1000}}
-"""
+""" + ("node:\n  gc: {thresholds: [10000, 4, 1000], freeze: true}\n" if node_gc else "")
 
 
 def _patch(text: str, old: str, new: str, what: str) -> str:
