@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--default-gc", action="store_true",
                     help="the node keeps Python's GC thresholds (default: the production "
                          "config's node.gc, thresholds [10000, 4, 1000] and freeze)")
+    ap.add_argument("--blocking", action="store_true",
+                    help="print the node's reports of a process holding the hub > 50 ms")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of the node during each operation")
     args = ap.parse_args()
@@ -236,10 +238,35 @@ def main() -> None:
                         "        _t[0] = time.perf_counter()\n"
                         "    elif time.perf_counter() - _t[0] > 0.02:\n"
                         "        _gcs.append((info['generation'], round(time.perf_counter() - _t[0], 3)))\n"
-                        "gc.callbacks.append(_cb)")
+                        "gc.callbacks.append(_cb)\n"
+                        # the hub's lag: a process asks to wake every 5 ms and records
+                        # how late it wakes (GC, a process holding the hub, the OS)
+                        "from otp.process import spawn, sleep\n"
+                        "otp._bench_lag = [0.0]\n"
+                        "def _lag():\n"
+                        "    while True:\n"
+                        "        t = time.perf_counter()\n"
+                        "        sleep(0.005)\n"
+                        "        otp._bench_lag[0] = max(otp._bench_lag[0], "
+                        "time.perf_counter() - t - 0.005)\n"
+                        "spawn(_lag)")
+        if args.blocking:
+            node.cmd("rpc", "from otp._core.fairness import BlockingMonitor\n"
+                            "from otp._core.node import current_node, Process\n"
+                            "n = current_node()\n"
+                            "n._fairness = BlockingMonitor(n.hub.loop, 0.05, "
+                            "Process.run.__code__)")
         figures: dict[str, Any] = {}
         for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
+            node.rpc("otp._bench_lag.__setitem__(0, 0.0), otp._bench_gc.clear()")
+            s0 = time.perf_counter()
             time.sleep(args.settle)
+            lag0 = node.rpc("otp._bench_lag[0], otp._bench_lag.__setitem__(0, 0.0)")[0]
+            gc0 = node.rpc("otp._bench_gc[:], otp._bench_gc.clear()")[0]
+            w0, _, _ = _longest(devices, s0, time.perf_counter())
+            print(f"before {op}, {args.settle} s of load: the hub's longest lag "
+                  f"{lag0 * 1e3:.1f} ms, longest send round trip {w0 * 1e3:.1f} ms, "
+                  f"cyclic-GC passes over 20 ms: {gc0}")
             t0 = time.perf_counter()
             run = f"otp.release_handler.{op}({str(root)!r}, {vsn!r})\n"
             if args.profile:
@@ -263,6 +290,11 @@ def main() -> None:
                 f"otp.release_handler.last_upgrade({str(root)!r}).longest_suspension")
             print(f"{op}: the longest any process was suspended: {susp * 1e3:.2f} ms")
             gcs = node.rpc("otp._bench_gc[:], otp._bench_gc.clear()")[0]
+            lag = node.rpc("otp._bench_lag[0], otp._bench_lag.__setitem__(0, 0.0)")[0]
+            slow = sum(1 for d in devices for a, b in d.sends
+                       if b >= t0 and a <= t1 and b - a > 0.1)
+            print(f"{op}: the hub's longest lag (a 5 ms sleep woken late): {lag * 1e3:.1f} "
+                  f"ms; sends slower than 100 ms: {slow}")
             print(f"{op}: cyclic-GC passes over 20 ms in the node: {gcs}")
             print(f"{op}: longest round trip began {when:.2f} s after the request; steps:")
             for step in steps:
@@ -294,6 +326,13 @@ def main() -> None:
                   f"acks {gap:.2f} s ({sends} sends overlapped); user processes on the "
                   f"0.2.0 state afterwards: {migrated}; left on the previous version of "
                   f"chat.users: {left_old}")
+        if args.blocking:
+            text = (root / "run" / "chat.log").read_text()
+            i = text.find("held the hub")
+            print("hub holds reported:", text.count("held the hub"))
+            while i >= 0 and text.count("held the hub", 0, i) < 4:
+                print(text[max(0, i - 200):i + 2500])
+                i = text.find("held the hub", i + 1)
         print(f"user processes started by logins during the run: {len(starter.started)} "
               f"(errors: {len(starter.errors)})")
         for d in devices:
