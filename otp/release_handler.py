@@ -615,7 +615,6 @@ class _Run:
     log: list[str] = field(default_factory=list)  # what was done, for last_upgrade
     t0: float = field(default_factory=time.monotonic)
     longest: float = 0.0  # the longest time one process was suspended
-    moved: int = 0
 
     def do(self, what: str, undo: Callable[..., Any]) -> None:
         self.undo.append((what, undo))
@@ -783,20 +782,6 @@ def _one(run: _Run, pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type
         run.longest = max(run.longest, time.perf_counter() - t)
 
 
-#: processes moved between two pauses of the release handler (see _pace)
-PACE_EVERY = 16
-PACE_SLEEP = 0.0005
-
-
-def _pace(run: _Run) -> None:
-    """Every ``PACE_EVERY`` processes moved, the release handler sleeps a moment: the
-    node's other work (sockets, timers, the processes just resumed) runs meanwhile,
-    instead of queueing behind thousands of migrations."""
-    run.moved += 1
-    if run.moved % PACE_EVERY == 0:
-        sleep(PACE_SLEEP)
-
-
 @contextmanager
 def _suppress_dead(pid: Pid) -> Iterator[None]:
     """A system call to a process that has exited meanwhile is not an error."""
@@ -822,7 +807,6 @@ def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: A
 
     for pid in pids:
         r = _one(run, pid, change)
-        _pace(run)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {moved.module}: {len(moved.done)} process(es) moved to the new "
@@ -858,7 +842,6 @@ def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
             _switch_class(p, o)
 
         r = _one(run, pid, change)
-        _pace(run)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {module}: {len(moved.done)} process(es) moved back one at a time")

@@ -94,9 +94,14 @@ USERS_TAIL = '''
 
 VSN = "0.2.0"
 _NEW_FIELDS = ("upgraded_from",)
+# the upgrade test's failing code_change: this user's, while the file is in the root
+POISON = "+14155550666"
+POISON_FILE = "poison-code-change"
 
 
 def _code_change(self: User, old_vsn: Any, s: Any, extra: Any) -> Any:
+    if s.phone == POISON and old_vsn == "0.1.0" and os.path.exists(POISON_FILE):
+        raise ValueError(f"cannot migrate {s.phone} ({POISON_FILE} exists)")
     values = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
               if f.name not in _NEW_FIELDS}
     if isinstance(old_vsn, tuple) and old_vsn[:1] == ("down",):
@@ -117,7 +122,7 @@ _State_0_1_0 = dataclasses.make_dataclass(
 
 
 def _users_v2(src: str) -> str:
-    src = _patch(src, "import logging\n", "import dataclasses\nimport logging\n",
+    src = _patch(src, "import logging\n", "import dataclasses\nimport logging\nimport os\n",
                  "users imports")
     src = _patch(src, "    last_push: float = -1e18\n",
                  "    last_push: float = -1e18\n    upgraded_from: Any = None\n", "users _State")
