@@ -56,7 +56,7 @@ def test_appup_writes_update_for_behaviours_and_load_module_for_libraries(tmp_pa
     assert text.startswith("# the rh_kv release\n")
     parsed = release.load_spec(spec)
     assert parsed.upgrades == [entry]
-    with pytest.raises(ReleaseError, match="has an upgrades entry from 1.0.0 already"):
+    with pytest.raises(ReleaseError, match=r"has an upgrades entry from 1\.0\.0 already"):
         release_appup.write_entry(spec, release_appup.format_entry(entry, d), "1.0.0")
 
 
@@ -71,7 +71,7 @@ def test_check_refuses_a_missing_empty_or_incomplete_upgrade(tmp_path):
     old = make_bundle(tmp_path, "1.0.0", SERVER_V1, "v1")
     spec = project(tmp_path)
     d = release_appup.diff(old, spec)
-    with pytest.raises(ReleaseError, match="no upgrade from 1.0.0.*otp release appup"):
+    with pytest.raises(ReleaseError, match=r"no upgrade from 1\.0\.0.*otp release appup"):
         release_appup.check(release.load_spec(spec), d)
     data = yaml.safe_load(spec.read_text())
     data["upgrades"] = [{"from": "1.0.0", "instructions": [["load_module", "rh_kv.util"]]}]

@@ -6,7 +6,9 @@ health gate. The ``rh_kv`` application of tests/test_release_handler.py is reuse
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 
 import pytest
 
@@ -15,16 +17,28 @@ from otp import release_handler as rh
 from otp import sys as otp_sys
 from otp.process import receive, register, send, spawn, whereis
 from otp.release import ReleaseError
-from tests.test_release_handler import (  # noqa: F401 - world is a fixture
-    SERVER_V1,
-    SERVER_V2,
-    UPDATE_2,
-    make_bundle,
-    running_v1,
-    world,
-)
+from tests.test_release_handler import SERVER_V2, UPDATE_2, make_bundle, running_v1
 
 N = 40
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Restores the code path, sys.modules and the code table after the test."""
+    path = list(sys.path)
+    try:
+        yield tmp_path
+    finally:
+        sys.path[:] = path
+        rh._running.clear()
+        rh._history.clear()
+        for name in list(sys.modules):
+            if name.startswith("rh_kv"):
+                del sys.modules[name]
+        for name in list(code._table):
+            if name.startswith("rh_kv"):
+                del code._table[name]
+        importlib.invalidate_caches()
 
 # SERVER_V2 whose code_change also asks the probe to count the suspended stores.
 SERVER_V2_PROBED = SERVER_V2.replace(
@@ -181,8 +195,6 @@ def test_dry_run_reports_a_failing_code_change_and_touches_nothing(node, world):
 
 
 def sys_module(name):
-    import sys
-
     return sys.modules[name]
 
 
