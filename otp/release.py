@@ -716,8 +716,11 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             check = _health_check(str(health), root)
         rh.install(str(root), vsn, health=check, within=float(req.get("within") or 30.0))
         rec = rh.last_upgrade(str(root))
-        took = (f" in {rec.seconds:.2f} s, no process suspended longer than "
-                f"{rec.longest_suspension * 1e3:.1f} ms") if rec is not None else ""
+        took = ""
+        if rec is not None:
+            took = f" in {rec.seconds:.2f} s" + (
+                f", no process suspended longer than {rec.longest_suspension * 1e3:.1f} ms"
+                if rec.longest_suspension else "")
         gate = f"; healthy ({health})" if health else ""
         if req.get("permanent", True):
             rh.make_permanent(str(root), vsn)

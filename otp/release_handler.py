@@ -18,6 +18,9 @@ A live upgrade, from a process of the running node (the CLI's ``bin/chat upgrade
     rh.install(root, vsn)           # applies them; rolls back on any failure
     rh.make_permanent(root, vsn)    # the next boot boots it (A6)
 
+docs/upgrades.md walks an operator through one, from making the new version to going
+back.
+
 API:
 
 ==============================  ======================================================
@@ -42,6 +45,14 @@ API:
 ``boot(root)``                  at node start: put the boot release's lib dirs on the
                                 path, forget a current release that was not made
                                 permanent (A6); returns its spec
+``install(root, vsn,            keep ``vsn`` only if ``health()`` is true within
+health=f, within=30)``          ``within`` seconds (node clock); else downgrade back
+``dry_run(root, vsn)``          every ``code_change`` on copies of the live states;
+                                a ``DryRun`` listing the failures; nothing touched
+``remove(root, vsn)``           delete an unpacked or old release (and the lib dirs
+                                no other release uses)
+``last_upgrade(root)``          ``UpgradeRecord``: the last install/downgrade, its
+                                plan, steps (timed), outcome, longest suspension
 ==============================  ======================================================
 
 Upgrade instructions live in the *new* release's ``release.yaml``, one entry per
@@ -63,7 +74,11 @@ release it can be upgraded from (OTP's appup/relup, per application)::
 What each instruction does:
 
 - ``load_module m``: ``otp.code.load(m)`` from the new lib dirs (m's old version is
-  kept as old; running servers keep their class).
+  kept as old; running servers keep their class; nobody is suspended). When the
+  version to load is the one kept as old -- going back after a ``load_module``
+  upgrade, or up again after that -- it is made current again (``otp.code.reinstate``)
+  instead of being loaded a third time, which would purge (kill) the processes that
+  never left it.
 - ``update t``: ``t`` is a registered name (the server registered under it) or a
   module (every ``gen_server`` running a class of it). A name that is both means
   the server only if it runs code of ``t`` (its class's module is ``t`` or inside
@@ -71,13 +86,14 @@ What each instruction does:
   processes *and* the registered name of their supervisor, which runs
   ``otp.supervisor`` (updating it would load a second ``otp.supervisor`` under
   every other supervisor). The module is loaded (once per install) -- processes
-  that start from then on run the new code -- then each process still running the
-  old version is suspended, ``otp.sys.change_code(pid, module, old_vsn, extra)``
-  runs the new class's ``code_change`` on its state, and the processes resume:
-  their next message runs the new code. A listed process that exited meanwhile (a
-  server stopping when idle) is skipped. ``old_vsn`` is the version the module's
-  application had in the release upgraded from (the release's version for a
-  module of no listed application).
+  that start from then on run the new code -- then the processes still running the
+  old version are moved **one at a time**: suspend, a copy of its state (``get_state``,
+  kept only while it is suspended), ``otp.sys.change_code(pid, module, old_vsn,
+  extra)`` (the new class's ``code_change``), resume. Each process is suspended only
+  for its own migration; the others keep serving. A listed process that exited
+  meanwhile (a server stopping when idle) is skipped. ``old_vsn`` is the version the
+  module's application had in the release upgraded from (the release's version for
+  a module of no listed application).
 - ``restart_application app``: stop it, load the new version of its package and of
   its loaded modules, start it again with the new ``APP`` spec (its release
   ``start_type``; ``load``: not started).
@@ -88,16 +104,18 @@ Downgrade (``downgrade(root, vsn)``) applies the ``down`` instructions of the cu
 release's entry ``from: vsn``, or else its instructions with ``add_module`` and
 ``delete_module`` swapped, in the *same* order (a module that did ``from pkg import
 util`` holds the util module present when it loaded: dependencies load first, both
-ways). ``update`` then runs the *current* class's ``code_change(("down",
-app_vsn), state, extra)`` -- the newer code knows both state shapes, as in Erlang --
-before the old module is loaded and the processes switched to its class.
+ways). ``update`` loads the older module first (processes that start from then on run
+it; during the downgrade ``sys.modules[m]`` is the older version), then moves the
+processes on the newer code back one at a time: the *newer* class's
+``code_change(("down", app_vsn), state, extra)`` -- the newer code knows both state
+shapes, as in Erlang -- then the older class.
 
 Before the instructions, the lib dirs of applications whose version changes are
 swapped on the code path (``otp.code.replace_path``), so modules load from the new
 release, and the applications the new release drops are stopped; after them, the
 applications it adds are started (OTP's ``add_application`` / ``remove_application``).
 An application that keeps running without a ``restart_application`` keeps the
-``AppSpec`` it started with (``which_applications`` shows its old ``vsn``).
+``AppSpec`` it started with, its ``vsn`` set to the new release's.
 
 Failure semantics:
 
@@ -107,15 +125,27 @@ Failure semantics:
 - ``install`` refuses a version that is not unpacked, the running version, and
   everything ``check_install`` finds, before touching anything.
 - A step that fails (a module that does not load, a ``code_change`` that raises, an
-  application that does not start) rolls back every step done so far, in reverse:
-  processes get their old class and state back (a snapshot taken by ``get_state``
-  before ``code_change``) and resume, modules their old version, the code path its
-  old directories, applications their old code. (``check_install`` refuses a module
+  application that does not start) rolls back every step done so far, in reverse.
+  The processes an ``update`` moved are migrated back one at a time by the class they
+  run now (``code_change(("down", old_vsn), ...)`` after an upgrade step,
+  ``code_change(old_vsn, ...)`` after a downgrade step) and take their old class
+  again -- so what they did on the new code since is kept, and no copy of every state
+  is made up front; the process whose ``code_change`` failed gets its copied state
+  back. A process whose reverse migration fails too is killed once the rollback is
+  over (its supervisor restarts it on the old code) and named in
+  ``rollback_problems``. Then modules get their old version, the code path its old
+  directories, applications their old code. (``check_install`` refuses a module
   whose *old* version some process still runs, as OTP's soft purge check does: the
   load would kill it, and a kill cannot be undone.) The release stays the old one and
   ``UpgradeError`` says which step failed and why (``__cause__``) and whether the
-  rollback itself met problems (``rollback_problems``). Messages a process handled
-  on the new code between its resume and a later step's failure are not undone.
+  rollback itself met problems (``rollback_problems``).
+- ``unpack`` refuses a bundle whose ``upgrades`` entry has no instructions (it would
+  be made permanent while changing no running code), and a version already in the
+  root (``remove`` it first to replace it).
+- Every install and downgrade logs its plan, each step, its outcome and its rollback
+  on the ``otp.release_handler`` logger (``run/<name>.log`` of a release node), and
+  ``last_upgrade`` keeps them for ``bin/<name> status``. After one, the running
+  applications' descriptors carry the new versions (``which_applications``).
 - Only one install or downgrade runs at a time per root.
 
 The root's files are read and written synchronously (the hub waits while a bundle is
@@ -128,26 +158,24 @@ reshapes the supervision tree is a ``restart_application``, not a series of upda
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import yaml
 
-from otp import _release_bundle as _bundle
+from otp import _release_dry_run as _dry
 from otp import _release_instructions as _instr
+from otp import _release_unpack as _unpack
 from otp import application, code
 from otp import sys as otp_sys
+from otp._release_dry_run import DryRun
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
 from otp.process import Pid, is_alive, now, sleep, whereis
@@ -344,78 +372,9 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
     Copies ``releases/<vsn>/`` and the ``lib/<app>-<vsn>/`` dirs it lacks (a lib dir
     already there must have the same contents); keeps the bundle's ``MANIFEST`` as
     ``releases/<vsn>/MANIFEST``. Into an empty root, ``bin/`` and ``MANIFEST`` are
-    copied too. ``ReleaseError`` (nothing written) for a bad bundle."""
-    r = Path(root)
-    src = Path(bundle)
-    with tempfile.TemporaryDirectory(prefix="otp-unpack-") as tmp:
-        if src.is_dir():
-            base = src
-        elif src.is_file():
-            base = _bundle.extract(src, Path(tmp))
-        else:
-            raise ReleaseError(f"no release bundle at {src}")
-        specs = sorted((base / "releases").glob("*/release.yaml"))
-        if len(specs) != 1:
-            raise ReleaseError(
-                f"bundle {src}: expected exactly one releases/<vsn>/release.yaml, found "
-                f"{[str(p.relative_to(base)) for p in specs] or 'none'}"
-            )
-        vsn = specs[0].parent.name
-        spec = load_spec(specs[0])
-        if spec.version != vsn:
-            raise ReleaseError(
-                f"bundle {src}: releases/{vsn}/release.yaml says version {spec.version!r}"
-            )
-        if (base / "MANIFEST").is_file():
-            _bundle.check_manifest(base, str(src))
-        _instr.check_entries(spec, f"bundle {src}, releases/{vsn}/release.yaml")
-        known = dict(which_releases(r))
-        if vsn in known or (r / "releases" / vsn).exists():
-            state = known.get(vsn, "a directory without a RELEASES entry")
-            how = (f"`bin/{spec.name} remove {vsn}` (otp.release_handler.remove) deletes "
-                   f"it, then unpack again to replace it"
-                   if known.get(vsn) in ("unpacked", "old") or vsn not in known else
-                   f"it is {state}: upgrade or downgrade to another release first, "
-                   f"then remove it to replace it; or give the new bundle a new version")
-            raise ReleaseError(f"release {vsn} is already in {root} ({state}): {how}")
-        copies: list[tuple[Path, Path]] = []
-        for app in spec.applications:
-            rel = spec.lib.get(app.name, f"lib/{app.name}-{app.version}")
-            s, d = base / rel, r / rel
-            if not s.is_dir():
-                raise ReleaseError(f"bundle {src}: application {app.name} has no {rel}/")
-            if d.exists():
-                if not _bundle.same_tree(s, d):
-                    raise ReleaseError(
-                        f"{d} is already unpacked with other contents than bundle {src} "
-                        f"has: give application {app.name} a new version"
-                    )
-            else:
-                copies.append((s, d))
-        copies.append((base / "releases" / vsn, r / "releases" / vsn))
-        if not (r / "bin").exists() and (base / "bin").is_dir():
-            copies.append((base / "bin", r / "bin"))
-        done: list[Path] = []
-        try:
-            for s, d in copies:
-                d.parent.mkdir(parents=True, exist_ok=True)
-                part = d.with_name(f".{d.name}.part")
-                shutil.rmtree(part, ignore_errors=True)
-                shutil.copytree(s, part, symlinks=False)
-                os.replace(part, d)
-                done.append(d)
-            if (base / "MANIFEST").is_file():
-                shutil.copy2(base / "MANIFEST", r / "releases" / vsn / "MANIFEST")
-                if not (r / "MANIFEST").exists():
-                    shutil.copy2(base / "MANIFEST", r / "MANIFEST")
-        except OSError as e:
-            for d in reversed(done):
-                shutil.rmtree(d, ignore_errors=True)
-            raise ReleaseError(f"unpacking {src} into {root} failed: {e}") from e
-    entries = _read(r)
-    entries.append({"version": vsn, "status": "unpacked"})
-    _write(r, entries)
-    return vsn
+    copied too. ``ReleaseError`` (nothing written) for a bad bundle, one whose
+    upgrade instructions are empty, or a version the root has already."""
+    return _unpack.unpack(root, bundle)
 
 
 def remove(root: str | os.PathLike[str], vsn: str) -> list[str]:
@@ -423,39 +382,7 @@ def remove(root: str | os.PathLike[str], vsn: str) -> list[str]:
     ``releases/<vsn>/`` and the lib dirs no other release of the root uses, and its
     ``RELEASES`` entry. Refused for the running release and the permanent one.
     Returns the directories deleted (relative to the root)."""
-    r = Path(root)
-    status = dict(which_releases(r))
-    vdir = r / "releases" / vsn
-    if vsn not in status and not vdir.exists():
-        raise ReleaseError(f"release {vsn} is not in {root} (releases: {sorted(status)})")
-    running = None
-    with suppress(ReleaseError):
-        running = current(r)
-    if vsn == running or status.get(vsn) in ("permanent", "current"):
-        raise ReleaseError(
-            f"release {vsn} is {'running' if vsn == running else status[vsn]} in {root}: "
-            f"only an unpacked or old release can be removed (upgrade or downgrade to "
-            f"another release, and make it permanent, first)"
-        )
-    used: set[str] = set()
-    for other in status:
-        if other != vsn and (r / "releases" / other / "release.yaml").is_file():
-            used.update(_spec(r, other).lib.values())
-    mine: set[str] = set()
-    if (vdir / "release.yaml").is_file():
-        mine = set(_spec(r, vsn).lib.values())
-    gone = []
-    for rel in sorted(mine - used):
-        d = r / rel
-        if d.is_dir() and d.resolve().is_relative_to(r.resolve()):
-            shutil.rmtree(d)
-            gone.append(rel)
-    if vdir.exists():
-        shutil.rmtree(vdir)
-        gone.append(f"releases/{vsn}")
-    _write(r, [e for e in _read(r) if e["version"] != vsn])
-    log.info("release %s removed from %s: %s", vsn, r, gone)
-    return gone
+    return _unpack.remove(root, vsn)
 
 
 # ------------------------------------------------------------------------ instructions
@@ -1134,48 +1061,6 @@ def _health_gate(root: Path, vsn: str, from_vsn: str, health: Callable[[], bool]
                        from_vsn=from_vsn, to_vsn=vsn, step="health check")
 
 
-class DryRun(NamedTuple):
-    """What ``dry_run`` found: the instructions, how many process states were
-    migrated on copies, and the failures (empty: the upgrade would go through)."""
-
-    word: str
-    from_vsn: str
-    to_vsn: str
-    steps: tuple[Instruction, ...]
-    processes: int
-    failures: tuple[str, ...]
-
-
-def _isolated(plan: _Plan, module: str) -> Any:
-    """The new version of ``module`` run in a module object of its own, without
-    touching the code table: ``sys.modules`` has it only while its code runs."""
-    path = _module_file(plan.root, plan.new, module)
-    if path is None:
-        raise ReleaseError(f"module {module} is not in release {plan.new.version}")
-    mod = types.ModuleType(module)
-    mod.__file__ = str(path)
-    if path.name == "__init__.py":
-        mod.__path__ = [str(path.parent)]
-    mod.__package__ = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    prev = sys.modules.get(module)
-    sys.modules[module] = mod
-    try:
-        exec(compile(path.read_bytes(), str(path), "exec", dont_inherit=True), mod.__dict__)
-    finally:
-        if prev is not None:
-            sys.modules[module] = prev
-        else:
-            sys.modules.pop(module, None)
-    return mod
-
-
-def _code_change_copy(cb: Any, vsn: Any, state: Any, extra: Any) -> Any:
-    params = inspect.signature(cb.code_change).parameters
-    if len(params) == 4 and isinstance(state, tuple) and len(state) == 2:  # gen_statem
-        return cb.code_change(vsn, state[0], state[1], extra)
-    return cb.code_change(vsn, state, extra)
-
-
 def dry_run(root: str | os.PathLike[str], vsn: str, direction: str = "up") -> DryRun:
     """Check an upgrade (``direction="down"``: a downgrade) to ``vsn`` without
     changing the node: ``check_install``'s checks, then every ``update`` runs its
@@ -1183,55 +1068,7 @@ def dry_run(root: str | os.PathLike[str], vsn: str, direction: str = "up") -> Dr
     running, nothing is suspended or loaded). The new version of an updated module
     is run apart from the code table to get its classes (its module-level code runs
     once). Returns a ``DryRun`` listing each failing process and why."""
-    if direction not in ("up", "down"):
-        raise ReleaseError(f"direction expects 'up' or 'down', got {direction!r}")
-    plan = _plan(Path(root), vsn, direction)
-    failures: list[str] = []
-    n = 0
-    for i, step in enumerate(plan.steps):
-        if step[0] != "update":
-            continue
-        target, extra = step[1], step[2]["extra"]
-        pid = _named_server(plan, target)
-        named_cls = code.process_class(pid) if pid is not None else None
-        module = named_cls.__module__ if named_cls is not None else target
-        pids = [pid] if pid is not None else code.processes_running(module)
-        if direction == "up":
-            app = _app_of(plan.old, module)
-            vsn_arg: Any = _app_versions(plan.old)[app] if app else plan.old.version
-            try:
-                newer: Any = _isolated(plan, module)
-            except Exception as e:
-                failures.append(f"instruction {i} [update, {target}]: the new {module} "
-                                f"does not load: {e!r}")  # fmt: skip
-                continue
-        else:
-            app = _app_of(plan.new, module)
-            vsn_arg = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
-            newer = None
-        for p in pids:
-            cls = code.process_class(p)
-            if cls is None:
-                continue
-            try:
-                state = otp_sys.get_state(p)
-            except CallError as e:
-                if is_alive(p):
-                    failures.append(f"instruction {i} [update, {target}]: {p!r}: cannot "
-                                    f"read its state: {e}")  # fmt: skip
-                continue
-            n += 1
-            try:
-                target_cls = cls if newer is None else code._lookup(newer, cls.__qualname__)
-                if not isinstance(target_cls, type):
-                    raise ReleaseError(f"the new {module} has no class {cls.__qualname__}")
-                _code_change_copy(target_cls(), vsn_arg, state, extra)
-            except Exception as e:
-                failures.append(f"instruction {i} [update, {target}]: {p!r} "
-                                f"({cls.__qualname__}): code_change raised {e!r}")  # fmt: skip
-    log.info("dry run of the %s from %s to %s: %d state(s) migrated on copies, %d "
-             "failure(s)", plan.word, plan.old.version, vsn, n, len(failures))
-    return DryRun(plan.word, plan.old.version, vsn, tuple(plan.steps), n, tuple(failures))
+    return _dry.dry_run(root, vsn, direction)
 
 
 def downgrade(root: str | os.PathLike[str], vsn: str) -> str:
