@@ -165,6 +165,9 @@ def main() -> None:
     ap.add_argument("--default-gc", action="store_true",
                     help="the node keeps Python's GC thresholds (default: the production "
                          "config's node.gc, thresholds [10000, 4, 1000] and freeze)")
+    ap.add_argument("--control", action="store_true",
+                    help="first, as a control, suspend/get_state/resume every user "
+                         "process once (no upgrade) and measure the same figures")
     ap.add_argument("--blocking", action="store_true",
                     help="print the node's reports of a process holding the hub > 50 ms")
     ap.add_argument("--profile", action="store_true",
@@ -237,7 +240,8 @@ def main() -> None:
                         "    if phase == 'start':\n"
                         "        _t[0] = time.perf_counter()\n"
                         "    elif time.perf_counter() - _t[0] > 0.02:\n"
-                        "        _gcs.append((info['generation'], round(time.perf_counter() - _t[0], 3)))\n"
+                        "        _gcs.append((info['generation'],\n"
+                        "                     round(time.perf_counter() - _t[0], 3)))\n"
                         "gc.callbacks.append(_cb)\n"
                         # the hub's lag: a process asks to wake every 5 ms and records
                         # how late it wakes (GC, a process holding the hub, the OS)
@@ -257,7 +261,10 @@ def main() -> None:
                             "n._fairness = BlockingMonitor(n.hub.loop, 0.05, "
                             "Process.run.__code__)")
         figures: dict[str, Any] = {}
-        for op, vsn in (("install", "0.2.0"), ("downgrade", "0.1.0")):
+        ops = [("install", "0.2.0"), ("downgrade", "0.1.0")]
+        if args.control:
+            ops.insert(0, ("control", ""))
+        for op, vsn in ops:
             node.rpc("otp._bench_lag.__setitem__(0, 0.0), otp._bench_gc.clear()")
             s0 = time.perf_counter()
             time.sleep(args.settle)
@@ -269,6 +276,9 @@ def main() -> None:
                   f"cyclic-GC passes over 20 ms: {gc0}")
             t0 = time.perf_counter()
             run = f"otp.release_handler.{op}({str(root)!r}, {vsn!r})\n"
+            if op == "control":  # the same number of system calls, no upgrade
+                run = ("for p in otp.code.processes_running('chat.users'):\n"
+                       "    otp.sys.suspend(p); otp.sys.get_state(p); otp.sys.resume(p)\n")
             if args.profile:
                 run = ("import cProfile, pstats, io\npr = cProfile.Profile()\npr.enable()\n"
                        + run + "pr.disable()\nout = io.StringIO()\n"
@@ -285,9 +295,9 @@ def main() -> None:
                 "if hasattr(otp.sys.get_state(p), 'upgraded_from'))")
             left_old = node.rpc("len(otp.code.processes_running('chat.users', old=True))")
             worst, sends, when = _longest(devices, t0, t1)
-            steps = node.rpc(f"otp.release_handler.last_upgrade({str(root)!r}).steps")
-            susp = node.rpc(
-                f"otp.release_handler.last_upgrade({str(root)!r}).longest_suspension")
+            rec = f"otp.release_handler.last_upgrade({str(root)!r})"
+            steps = node.rpc(f"{rec}.steps if {rec} else []")
+            susp = node.rpc(f"{rec}.longest_suspension if {rec} else 0.0")
             print(f"{op}: the longest any process was suspended: {susp * 1e3:.2f} ms")
             gcs = node.rpc("otp._bench_gc[:], otp._bench_gc.clear()")[0]
             lag = node.rpc("otp._bench_lag[0], otp._bench_lag.__setitem__(0, 0.0)")[0]
