@@ -87,10 +87,11 @@ What each instruction does:
   ``otp.supervisor`` (updating it would load a second ``otp.supervisor`` under
   every other supervisor). The module is loaded (once per install) -- processes
   that start from then on run the new code -- then the processes still running the
-  old version are moved **one at a time**: suspend, a copy of its state (``get_state``,
-  kept only while it is suspended), ``otp.sys.change_code(pid, module, old_vsn,
-  extra)`` (the new class's ``code_change``), resume. Each process is suspended only
-  for its own migration; the others keep serving. A listed process that exited
+  old version are moved **one at a time**, each by one system message
+  (``otp.sys.migrate(pid, module, old_vsn, extra)``): between two of its messages the
+  process copies its state, runs the new class's ``code_change`` and takes the new
+  class -- what suspend, ``change_code`` and resume do, in one round trip. Each
+  process is held only for its own migration; the others keep serving. A listed process that exited
   meanwhile (a server stopping when idle) is skipped. ``old_vsn`` is the version the
   module's application had in the release upgraded from (the release's version for
   a module of no listed application).
@@ -678,35 +679,25 @@ class _Moved:
     done: list[tuple[Pid, type, type]] = field(default_factory=list)  # pid, from, to
 
 
-def _one(run: _Run, pid: Pid, change: Callable[[Pid], None]) -> tuple[type, type] | None:
-    """Move one process: suspend it, keep a copy of its state (only while it is
-    suspended), run ``change``, resume it. Returns (class before, class after), or
-    None when the process exited before it was suspended. On failure the process is
-    put back on its class and the copied state, resumed, and the error raised."""
+def _one(run: _Run, pid: Pid, new: Any, vsn: Any, extra: Any,
+         then: type | None = None) -> tuple[type, type] | None:
+    """Move one process with ``otp.sys.migrate``: in one system message, between two
+    of its messages, it runs ``new``'s ``code_change(vsn, state, extra)`` and takes
+    class ``then`` if given; on failure it keeps its class and (a copy of) its state.
+    Returns (class before, class after), or None when the process exited first."""
+    before = code.process_class(pid)
+    if before is None:  # exited meanwhile
+        return None
     t = time.perf_counter()
     try:
-        otp_sys.suspend(pid)
+        otp_sys.migrate(pid, new, vsn, extra, then)
     except CallError:
         if is_alive(pid):
             raise
         return None
-    try:
-        before = code.process_class(pid)
-        if before is None:  # exited meanwhile
-            return None
-        snapshot = otp_sys.get_state(pid)
-        try:
-            change(pid)
-        except BaseException:
-            with _suppress_dead(pid):
-                _restore_process(pid, before, snapshot)
-            raise
-        after = code.process_class(pid) or before
-        return before, after
     finally:
-        with _suppress_dead(pid):
-            otp_sys.resume(pid)
         run.longest = max(run.longest, time.perf_counter() - t)
+    return before, code.process_class(pid) or before
 
 
 @contextmanager
@@ -727,13 +718,9 @@ def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: A
     moved = _Moved(new_module.__name__, ("down", old_vsn), extra)
     run.do(f"update {moved.module} ({old_vsn} -> new)", lambda: _undo_moves(run, moved))
 
-    def change(pid: Pid) -> None:
-        otp_sys.change_code(pid, new_module, old_vsn, extra)
-
     _log_step(run, f"update {moved.module}: moving {len(pids)} process(es)")
-
     for pid in pids:
-        r = _one(run, pid, change)
+        r = _one(run, pid, new_module, old_vsn, extra)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {moved.module}: {len(moved.done)} process(es) moved to the new "
@@ -761,14 +748,9 @@ def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
                 f"module {module} of release {run.plan.new.version} has no class "
                 f"{cls_newer.__qualname__} for {pid!r}"
             )
-
-        def change(p: Pid, n: type = cls_newer, o: type = cls_older) -> None:
-            # The newer code knows both state shapes: it migrates down, then the
-            # process takes the older class without another migration.
-            otp_sys.change_code(p, n, down, extra)
-            _switch_class(p, o)
-
-        r = _one(run, pid, change)
+        # The newer code knows both state shapes: it migrates down, then the process
+        # takes the older class without another migration.
+        r = _one(run, pid, cls_newer, down, extra, then=cls_older)
         if r is not None:
             moved.done.append((pid, *r))
     _log_step(run, f"update {module}: {len(moved.done)} process(es) moved back one at a time")
@@ -784,13 +766,8 @@ def _undo_moves(run: _Run, moved: _Moved) -> None:
     for pid, before, after in reversed(moved.done):
         if not is_alive(pid):
             continue
-
-        def back(p: Pid, b: type = before, a: type = after) -> None:
-            otp_sys.change_code(p, a, moved.back, moved.extra)
-            _switch_class(p, b)
-
         try:
-            _one(run, pid, back)
+            _one(run, pid, after, moved.back, moved.extra, then=before)
         except Exception as e:
             run.doomed.append(pid)
             problems.append(f"{pid!r}: {e!r}")

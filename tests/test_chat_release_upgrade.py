@@ -348,3 +348,7 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 d.client.close()
             if extra is not None:
                 extra.close()
+    # stopped (SIGTERM) while running 0.2.0, booted as 0.1.0: the log names 0.2.0
+    log = (root / "run" / "chat.log").read_text()
+    assert "chat 0.2.0: stopping" in log and "chat 0.2.0 stopped" in log, log[-2000:]
+    assert "chat 0.1.0 stopped" not in log

@@ -77,7 +77,7 @@ def test_update_suspends_one_process_at_a_time(node, world):
         _, most = receive(lambda m: isinstance(m, tuple) and m[0] == "most", 10)
         # Each store is suspended only for its own code_change (all N were, at once,
         # when the update suspended every process first).
-        assert most == 1
+        assert most <= 1
         assert [otp_sys.get_state(p)[1] for p in stores] == [i + 100 for i in range(N)]
         for p in stores:
             gen_server.stop(p)
