@@ -6,7 +6,9 @@ What 0.2.0 changes, and how it gets there live (its ``upgrades`` entry ``from: 0
 - ``chat.users``: the user process's state (``_State``) has a new field,
   ``upgraded_from``; ``code_change`` fills it going up ("0.1.0") and rebuilds the
   0.1.0 shape going down. The user process answers a new call, ``("version",)``, with
-  ``("0.2.0", upgraded_from)``.
+  ``("0.2.0", upgraded_from)``. Its ``code_change`` up raises for user ``POISON``
+  while a file ``POISON_FILE`` is in the release root (the node's directory): the
+  upgrade test's failure midway.
 - ``chat.protocol`` / ``chat.connection``: a new request type, ``version``
   (``{"t": "ok", "server": "chat/0.2.0", "user": "0.2.0", "migrated_from": ...}``),
   which 0.1.0 answers with ``unknown_type``. Connection processes (0.1.0's too) handle
