@@ -284,11 +284,16 @@ def main() -> None:
                        + run + "pr.disable()\nout = io.StringIO()\n"
                        "pstats.Stats(pr, stream=out).sort_stats('tottime').print_stats(25)\n"
                        "print(out.getvalue())\n")
-            out = node.cmd("rpc", "import time\nt = time.perf_counter()\n" + run
+            out = node.cmd("rpc", "import time\nt = time.perf_counter()\n"
+                           "c = time.process_time()\n" + run
+                           + "print(round((time.process_time() - c) / "
+                             "(time.perf_counter() - t), 2))\n"
                            + "print(time.perf_counter() - t)")
             if args.profile:
                 print(f"--- {op}\n{out}")
             inside = float(out.strip().splitlines()[-1])
+            print(f"{op}: the node's CPU time / wall time meanwhile: "
+                  f"{out.strip().splitlines()[-2]} (1.0: a core of its own)")
             t1 = time.perf_counter()
             migrated = node.rpc(
                 "sum(1 for p in otp.code.processes_running('chat.users') "

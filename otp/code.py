@@ -103,8 +103,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
-from otp.lowlevel import NodeVar
+from otp.errors import (  # noqa: F401 - re-exported
+    CodeError,
+    CodeLoadError,
+    NotInProcess,
+    NotPurged,
+    OTPError,
+)
+from otp.lowlevel import NodeVar, current_process, run_in_thread
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
 __all__ = [
@@ -300,6 +306,17 @@ def _find_spec(name: str) -> Any:
     raise CodeLoadError(f"cannot load {name}: no such module on {where}", name)
 
 
+def _compile(source: bytes, origin: str) -> Any:
+    """Compile a module's source in a thread of the pool when called from a process:
+    a large module takes long enough to compile that the node's other processes would
+    wait (the thread leaves them their turns)."""
+    try:
+        current_process("compile")
+    except NotInProcess:
+        return compile(source, origin, "exec", dont_inherit=True)
+    return run_in_thread(compile, source, origin, "exec", 0, True)
+
+
 def _exec_new(name: str) -> ModuleType:
     """Run a fresh copy of ``name`` from its source; sys.modules is as before on failure."""
     spec = _find_spec(name)
@@ -315,7 +332,7 @@ def _exec_new(name: str) -> ModuleType:
         try:
             with open(origin, "rb") as f:
                 source = f.read()
-            code_obj = compile(source, origin, "exec", dont_inherit=True)
+            code_obj = _compile(source, origin)
         except SyntaxError as e:
             raise CodeLoadError(
                 f"cannot load {name}: syntax error in {e.filename}, line {e.lineno}: {e.msg}",

@@ -467,7 +467,7 @@ def _check_module(plan: _Plan, module: str, where: str) -> None:
             f"({', '.join(str(_lib_dir(plan.root, plan.new, a)) for a in plan.new.applications)})"
         )
     try:
-        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        code._compile(path.read_bytes(), str(path))
     except SyntaxError as e:
         raise ReleaseError(
             f"{where}: module {module} does not compile: {e.filename}, line {e.lineno}: {e.msg}"
