@@ -1,23 +1,29 @@
 """Live upgrade of many user processes: how long it takes, and how long a device waits.
 
 A chat release 0.1.0 runs as a daemon (``bin/chat daemon``, built into a temporary
-directory like ``tests/test_chat_release_upgrade.py`` does); ``--users`` registered
-users each get a user process (the admin path's ``registration.provision``, then
-``users.ensure``, through ``bin/chat rpc``); ``--devices`` devices (this process,
-one thread each, the ``chat.client`` library) keep sending to each other in a ring.
-Then the release handler installs 0.2.0 (``tests/chat_v2_fixture.py``: ``update
-chat.users`` migrates every user process's state with ``code_change``) and
-downgrades back to 0.1.0, each timed inside the node. Each device records every
-send's round trip (send -> the server's ack); the figures are the longest round trip
-during each operation and before it::
+directory like ``tests/test_chat_release_upgrade.py`` does, with the production GC
+settings); ``--users`` registered users each get a user process (the admin path's
+``registration.provision``, then ``users.ensure``, through ``bin/chat rpc``);
+``--devices`` devices (this process, one thread each, the ``chat.client`` library) keep
+sending to each other in a ring. Then the release handler installs 0.2.0
+(``tests/chat_v2_fixture.py``: ``update chat.users`` migrates every user process's
+state with ``code_change``) and downgrades back to 0.1.0, each timed inside the node.
+Each device records every send's round trip (send -> the server's ack). Printed for
+each operation: the time in the node, the longest round trip a device saw, the
+longest any one process was held for its migration (the release handler's
+``last_upgrade``), each step's time, the node's cyclic-GC passes over 20 ms, its hub
+lag (how late a 5 ms sleep wakes) and its CPU share (below 1.0: the machine is
+busy)::
 
     .venv/bin/python bench/upgrade_bench.py                 # 10 000 user processes
     .venv/bin/python bench/upgrade_bench.py --users 2000 --devices 4
-    .venv/bin/python bench/upgrade_bench.py --profile          # where the node's time goes
+    .venv/bin/python bench/upgrade_bench.py --control       # + a run that upgrades nothing
+    .venv/bin/python bench/upgrade_bench.py --profile       # where the node's time goes
 
 ``--fresh N`` users log in during the run (their processes start while the release
-handler works); ``--no-state-copy`` measures the update without the deep copy that
-``otp.sys.get_state`` makes of each state for the rollback snapshot.
+handler works); ``--control`` first suspends, reads and resumes every user process
+once, upgrading nothing, for comparison; ``--blocking`` prints the node's reports of a
+process holding it over 50 ms; ``--default-gc`` keeps Python's GC thresholds.
 
 Not part of ``make test`` or ``python -m bench``.
 """
@@ -160,8 +166,6 @@ def main() -> None:
                     help="seconds of load before and between the operations")
     ap.add_argument("--fresh", type=int, default=3000,
                     help="users whose process is started by a login during the run")
-    ap.add_argument("--no-state-copy", action="store_true",
-                    help="experiment: get_state hands over the state without a deep copy")
     ap.add_argument("--default-gc", action="store_true",
                     help="the node keeps Python's GC thresholds (default: the production "
                          "config's node.gc, thresholds [10000, 4, 1000] and freeze)")
@@ -226,12 +230,6 @@ def main() -> None:
         time.sleep(args.settle)
         b1 = time.perf_counter()
         node.cmd("unpack", "0.2.0")
-        if args.no_state_copy:
-            # what the update costs without the deep copy get_state makes of every
-            # state (the release handler's rollback snapshot): this node only
-            node.cmd("rpc", "import types; otp.gen_server.copy = "
-                            "types.SimpleNamespace(deepcopy=lambda x, memo=None: x)")
-
         # the node's cyclic-GC passes longer than 20 ms (they pause every process)
         node.cmd("rpc", "import gc, time\n"
                         "_gcs = otp._bench_gc = []\n"
@@ -300,7 +298,8 @@ def main() -> None:
                 "if hasattr(otp.sys.get_state(p), 'upgraded_from'))")
             left_old = node.rpc("len(otp.code.processes_running('chat.users', old=True))")
             worst, sends, when = _longest(devices, t0, t1)
-            rec = f"otp.release_handler.last_upgrade({str(root)!r})"
+            rec = (f"getattr(otp.release_handler, 'last_upgrade', lambda r: None)"
+                   f"({str(root)!r})")  # None on a node without it
             steps = node.rpc(f"{rec}.steps if {rec} else []")
             susp = node.rpc(f"{rec}.longest_suspension if {rec} else 0.0")
             print(f"{op}: the longest any process was suspended: {susp * 1e3:.2f} ms")
