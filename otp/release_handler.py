@@ -603,18 +603,6 @@ def _app_of(spec: ReleaseSpec, module: str) -> str | None:
     return top if top in _app_versions(spec) else None
 
 
-def _switch_class(pid: Pid, cls: type) -> None:
-    try:
-        otp_sys.switch_code(pid, cls)
-    except CallError as e:
-        raise ReleaseError(f"cannot switch {pid!r} to {cls!r}: {e.reason!r}") from e
-
-
-def _restore_process(pid: Pid, cls: type, snapshot: Any) -> None:
-    otp_sys.replace_state(pid, lambda _state: snapshot)
-    _switch_class(pid, cls)
-
-
 def _named_server(plan: _Plan, target: str) -> Pid | None:
     """The process ``update target`` names by its registered name, or None when
     ``target`` names a module (see the module docstring)."""
@@ -698,16 +686,6 @@ def _one(run: _Run, pid: Pid, new: Any, vsn: Any, extra: Any,
     finally:
         run.longest = max(run.longest, time.perf_counter() - t)
     return before, code.process_class(pid) or before
-
-
-@contextmanager
-def _suppress_dead(pid: Pid) -> Iterator[None]:
-    """A system call to a process that has exited meanwhile is not an error."""
-    try:
-        yield
-    except CallError:
-        if is_alive(pid):
-            raise
 
 
 def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: Any) -> None:

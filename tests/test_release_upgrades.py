@@ -15,7 +15,7 @@ import pytest
 from otp import application, code, gen_server
 from otp import release_handler as rh
 from otp import sys as otp_sys
-from otp.process import receive, register, send, spawn, whereis
+from otp.process import is_alive, receive, register, send, spawn, whereis
 from otp.release import ReleaseError
 from tests.test_release_handler import SERVER_V2, UPDATE_2, make_bundle, running_v1
 
@@ -223,3 +223,34 @@ def test_health_gate_rolls_back_an_unhealthy_upgrade(node, world):
         assert gen_server.call("rh_store", "get") == ("v1", 5)
         rec = rh.last_upgrade(root)
         assert rec is not None and rec.outcome == "rolled back" and rec.to_vsn == "2.0.0"
+
+
+SERVER_V2_BAD_DOWN = SERVER_V2.replace(
+    '            case ("down", _):\n                return state[1]',
+    '            case ("down", _):\n'
+    '                if state[1] == 2:\n'
+    '                    raise ValueError("cannot go back from 2")\n'
+    '                return state[1]',
+)
+
+
+def test_a_process_whose_reverse_code_change_fails_is_killed_and_reported(node, world):
+    with running_v1(world) as root:
+        import rh_kv.server as v1
+
+        one, two, seven = (gen_server.start(v1.Store, n) for n in (1, 2, 7))
+        assert SERVER_V2_BAD_DOWN != SERVER_V2
+        rh.unpack(root, make_bundle(world, "2.0.0", SERVER_V2_BAD_DOWN, "v2", UPDATE_2))
+        with pytest.raises(rh.UpgradeError, match="cannot migrate a count of 7") as e:
+            rh.install(root, "2.0.0")
+        assert len(e.value.rollback_problems) == 1
+        assert "cannot go back from 2" in e.value.rollback_problems[0]
+        assert repr(two) in e.value.rollback_problems[0]
+        # two could be trusted with neither state: killed (a supervisor would restart
+        # it on the old code); the others are back on 1.0.0 with their state
+        assert not is_alive(two)
+        assert otp_sys.get_state(one) == 1 and code.process_class(one) is v1.Store
+        assert otp_sys.get_state(seven) == 7 and code.process_class(seven) is v1.Store
+        assert rh.current(root) == "1.0.0"
+        gen_server.stop(one)
+        gen_server.stop(seven)
