@@ -82,3 +82,24 @@ def inverse(plan: list[Instruction]) -> list[Instruction]:
     # the util module present when it loads, so dependencies must load first both ways.
     swap = {"add_module": "delete_module", "delete_module": "add_module"}
     return [(swap.get(i[0], i[0]), *i[1:]) for i in plan]
+
+
+def check_entries(spec: ReleaseSpec, where: str) -> None:
+    """Every ``upgrades`` entry of ``spec`` parses and has instructions: an entry with
+    none would be accepted, installed and made permanent while changing nothing
+    live (the processes keep the old code until a restart)."""
+    for i, e in enumerate(spec.upgrades):
+        if not isinstance(e, dict) or "from" not in e:
+            raise ReleaseError(f"{where}: upgrades[{i}] expects {{from: VSN, instructions: "
+                               f"[...]}}, got {e!r}")  # fmt: skip
+        at = f"{where}: upgrades[{i}] (from {e['from']})"
+        steps = instructions(e.get("instructions", e.get("apps")), at)
+        if "down" in e:
+            instructions(e["down"], f"{at} down")
+        if not steps:
+            raise ReleaseError(
+                f"{at} has no instructions: an upgrade from {e['from']} would change no "
+                f"running code. List what changed ([load_module, m], [update, m], ...): "
+                f"`otp release appup` writes them from the two versions' code; or remove "
+                f"the entry if {spec.version} needs no live upgrade from {e['from']}"
+            )

@@ -3,6 +3,8 @@
 Conventions of ``mix release`` and relx::
 
     otp release build releases/chat.yaml --out _build   # -> _build/chat-0.1.0.tar.gz
+    otp release appup _build/chat-0.1.0.tar.gz releases/chat.yaml --write
+    otp release build releases/chat.yaml --upgrade-from _build/chat-0.1.0.tar.gz
 
     bin/chat start            foreground; Ctrl-C or SIGTERM stops gracefully
     bin/chat daemon           in the background (returns once it is up; log in run/)
@@ -16,8 +18,10 @@ Conventions of ``mix release`` and relx::
                               started), without connecting to the running one
     bin/chat versions         releases of this root and their status
     bin/chat unpack VSN|PATH  unpack releases/<name>-<VSN>.tar.gz (or PATH) for upgrade
-    bin/chat upgrade VSN      install VSN live and make it permanent (--no-permanent)
+    bin/chat upgrade VSN      install VSN live and make it permanent (--no-permanent;
+                              --dry-run; --health CMD --within 30s)
     bin/chat downgrade VSN    go back to an older installed VSN
+    bin/chat remove VSN       delete an unpacked release that is not running
     bin/chat top [--once]     processes by message-queue length (--sort memory|messages)
 
 Every command that talks to the node says so and exits 1 when it is not running. The
@@ -114,10 +118,18 @@ pass_root = click.make_pass_decorator(_Root)
 @release.command()
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", default="_build", show_default=True, help="output directory")
-def build(spec: str, out: str) -> None:
+@click.option("--upgrade-from", "upgrade_from", multiple=True, metavar="OLD",
+              help="a bundle (or spec) of an earlier release: refuse to build unless the "
+                   "spec's upgrade from it names every module that changed")
+def build(spec: str, out: str, upgrade_from: tuple[str, ...]) -> None:
     """Build the release SPEC (releases/<name>.yaml) into OUT/<name>-<vsn>.tar.gz."""
     try:
         parsed = _release.load_spec(spec)
+        if upgrade_from:
+            from otp import release_appup
+
+            for old in upgrade_from:
+                release_appup.check(parsed, release_appup.diff(old, spec))
         existed = (Path(out) / f"{parsed.name}-{parsed.version}.tar.gz").exists()
         tarball = _release.build(spec, out)
     except _release.ReleaseError as e:
@@ -126,6 +138,32 @@ def build(spec: str, out: str) -> None:
     if existed:
         click.echo(f"(replaced the earlier {tarball.name}: a spec of another name "
                    "builds a bundle of its own)", err=True)
+
+
+@release.command()
+@click.argument("old")
+@click.argument("new", type=click.Path(exists=True))
+@click.option("--write", is_flag=True,
+              help="put the entry into NEW's upgrades (NEW must be a spec)")
+def appup(old: str, new: str, write: bool) -> None:
+    """Upgrade instructions from release OLD to NEW, generated from their modules.
+
+    OLD: a bundle (_build/chat-0.1.0.tar.gz), a bundle directory or a release root
+    (ROOT@VSN for one of its releases). NEW: the release spec (releases/chat.yaml) or a
+    bundle. Prints the upgrades entry for NEW's spec (--write: puts it there)."""
+    from otp import release_appup
+
+    try:
+        d = release_appup.diff(old, new)
+        entry = release_appup.generate_from(d, old, new)
+        text = release_appup.format_entry(entry, d)
+        if write:
+            release_appup.write_entry(new, text, d.from_vsn)
+    except _release.ReleaseError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(text, nl=False)
+    if write:
+        click.echo(f"(written to {new}: read and edit it, then build)", err=True)
 
 
 def _config_option(fn: Any) -> Any:
@@ -301,6 +339,15 @@ def status(r: _Root, as_json: bool) -> None:
     if st.get("config"):
         click.echo(f"  config        {', '.join(st['config'])}")
     click.echo(f"  root          {st['root']}")
+    up = st.get("last_upgrade")
+    if up:
+        click.echo(f"  last {up['word']:<9} {up['from']} -> {up['to']}: {up['outcome']} at "
+                   f"{up['at']} ({up['seconds']} s, longest suspension "
+                   f"{up['longest_suspension_ms']} ms)")
+        for step in up["steps"]:
+            click.echo(f"    {step}")
+        if up.get("error"):
+            click.echo(f"    error: {up['error']}")
 
 
 @release.command()
@@ -377,23 +424,52 @@ def unpack(r: _Root, target: str) -> None:
     click.echo(f"unpacked {r.request('unpack', timeout=None, path=target)}")
 
 
+def _seconds(value: str) -> float:
+    try:
+        return float(value[:-1]) if value.endswith("s") else float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected seconds like 30s or 30, got {value!r}",
+                                 param_hint="--within") from None
+
+
 @release.command()
 @click.argument("vsn")
 @click.option("--permanent/--no-permanent", default=True, show_default=True,
               help="make VSN permanent once installed")
+@click.option("--dry-run", is_flag=True,
+              help="run every code_change on copies of the live states and report; "
+                   "the node is untouched")
+@click.option("--health", metavar="CMD_OR_CHECK", default=None,
+              help="keep VSN only if this passes within --within: a shell command (exit "
+                   "0) run in the root, or rpc:EXPR (true in the node); else roll back")
+@click.option("--within", default="30s", show_default=True, metavar="SECONDS",
+              help="how long --health may take to pass")
 @pass_root
-def upgrade(r: _Root, vsn: str, permanent: bool) -> None:
+def upgrade(r: _Root, vsn: str, permanent: bool, dry_run: bool, health: str | None,
+            within: str) -> None:
     """Upgrade the running node to VSN (unpacked first); rolled back if a step fails."""
-    click.echo(r.request("upgrade", timeout=None, vsn=vsn, permanent=permanent))
+    click.echo(r.request("upgrade", timeout=None, vsn=vsn, permanent=permanent,
+                         dry_run=dry_run, health=health, within=_seconds(within)))
 
 
 @release.command()
 @click.argument("vsn")
 @click.option("--permanent/--no-permanent", default=True, show_default=True)
+@click.option("--dry-run", is_flag=True,
+              help="run every code_change down on copies of the live states and report")
 @pass_root
-def downgrade(r: _Root, vsn: str, permanent: bool) -> None:
+def downgrade(r: _Root, vsn: str, permanent: bool, dry_run: bool) -> None:
     """Downgrade the running node to the older installed VSN."""
-    click.echo(r.request("downgrade", timeout=None, vsn=vsn, permanent=permanent))
+    click.echo(r.request("downgrade", timeout=None, vsn=vsn, permanent=permanent,
+                         dry_run=dry_run))
+
+
+@release.command()
+@click.argument("vsn")
+@pass_root
+def remove(r: _Root, vsn: str) -> None:
+    """Delete the unpacked (not running, not permanent) release VSN from the root."""
+    click.echo(r.request("remove", vsn=vsn))
 
 
 @release.command("make-permanent")

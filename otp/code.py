@@ -42,6 +42,8 @@ API (OTP's names):
 ``versions(module)``             ``[Version(...)]``: current first, then old
 ``modified_modules()``           tracked modules whose source changed on disk since
                                  they were loaded (mtime, then sha256)
+``reinstate(module)``            the old version current again, the current one old
+``old_is(module, file)``         whether the old version came from ``file``'s source
 ``current(cls)``                 the newest loaded version of a class (module +
                                  qualname); what a behaviour starts
 ``processes_running(m, old)``    the behaviour processes running the current (old)
@@ -101,8 +103,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from otp.errors import CodeError, CodeLoadError, NotPurged, OTPError  # noqa: F401 - re-exported
-from otp.lowlevel import NodeVar
+from otp.errors import (  # noqa: F401 - re-exported
+    CodeError,
+    CodeLoadError,
+    NotInProcess,
+    NotPurged,
+    OTPError,
+)
+from otp.lowlevel import NodeVar, current_process, run_in_thread
 from otp.process import Down, Pid, demonitor, exit, is_alive, monitor, receive
 
 __all__ = [
@@ -120,10 +128,12 @@ __all__ = [
     "is_loaded",
     "load",
     "modified_modules",
+    "old_is",
     "process_class",
     "processes_running",
     "purge",
     "register_process",
+    "reinstate",
     "replace_path",
     "soft_purge",
     "unregister_process",
@@ -296,6 +306,17 @@ def _find_spec(name: str) -> Any:
     raise CodeLoadError(f"cannot load {name}: no such module on {where}", name)
 
 
+def _compile(source: bytes, origin: str) -> Any:
+    """Compile a module's source in a thread of the pool when called from a process:
+    a large module takes long enough to compile that the node's other processes would
+    wait (the thread leaves them their turns)."""
+    try:
+        current_process("compile")
+    except NotInProcess:
+        return compile(source, origin, "exec", dont_inherit=True)
+    return run_in_thread(compile, source, origin, "exec", 0, True)
+
+
 def _exec_new(name: str) -> ModuleType:
     """Run a fresh copy of ``name`` from its source; sys.modules is as before on failure."""
     spec = _find_spec(name)
@@ -311,7 +332,7 @@ def _exec_new(name: str) -> ModuleType:
         try:
             with open(origin, "rb") as f:
                 source = f.read()
-            code_obj = compile(source, origin, "exec", dont_inherit=True)
+            code_obj = _compile(source, origin)
         except SyntaxError as e:
             raise CodeLoadError(
                 f"cannot load {name}: syntax error in {e.filename}, line {e.lineno}: {e.msg}",
@@ -612,6 +633,37 @@ def replace_path(old: str | os.PathLike[str], new: str | os.PathLike[str]) -> li
             moved.append(name)
     importlib.invalidate_caches()
     return sorted(moved)
+
+
+def old_is(module: str | ModuleType, file: str | os.PathLike[str]) -> bool:
+    """True if the old version of ``module`` was loaded from a source identical (by
+    sha256) to ``file``: loading ``file`` would bring back the version that is old
+    now, which ``reinstate`` does without a third version (and without purging the
+    processes that still run it)."""
+    name = _check_name(module)
+    entry = _table.get(name)
+    if entry is None or entry.old is None or entry.old.sha256 is None:
+        return False
+    sha, _ = _source_info(os.fspath(file))
+    return sha == entry.old.sha256
+
+
+def reinstate(module: str | ModuleType) -> ModuleType:
+    """Make the old version of ``module`` current again, the current one old (a
+    downgrade after an upgrade that only loaded the module: the processes that kept
+    running the old version run the current one again, nobody is purged). Returns the
+    module now current. ``CodeError`` if there is no old version."""
+    name = _check_name(module)
+    entry = _table.get(name)
+    if entry is None or entry.old is None or entry.current is None:
+        raise CodeError(f"cannot reinstate {name}: it has no old and current version")
+    entry.current, entry.old = entry.old, entry.current
+    mod = entry.current.module
+    sys.modules[name] = mod
+    parent, _, child = name.rpartition(".")
+    if parent and parent in sys.modules:
+        setattr(sys.modules[parent], child, mod)
+    return mod
 
 
 # --------------------------------------------------------------------------- undo

@@ -206,8 +206,11 @@ def build(
     ``check_versions`` compares each application's ``APP.vsn`` with the spec (importing
     the package). The tarball has no top directory: unpack it into the release root.
     """
+    from otp import _release_instructions
+
     spec_file = Path(spec_path)
     spec = load_spec(spec_file)
+    _release_instructions.check_entries(spec, str(spec_file))
     proj = _project_root(spec_file)
     entries = list(spec.applications)
     if not any(a.name == RUNTIME for a in entries):
@@ -478,7 +481,7 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
     def on_stop() -> None:
         # Graceful stop: no new control connections, then applications most recent
         # first (each top supervisor stops its children in reverse start order).
-        log.info("%s %s: stopping", spec.name, spec.version)
+        log.info("%s %s: stopping", spec.name, _running_version(root, spec))
         remote_shell.stop_server()
 
     try:
@@ -490,7 +493,7 @@ def run_node(root: str | os.PathLike[str], *, vsn: str | None = None,
         with contextlib.suppress(OSError):
             os.unlink(paths["socket"])
     if status == 0:
-        print(f"{spec.name} {spec.version} stopped", flush=True)
+        print(f"{spec.name} {_running_version(root, spec)} stopped", flush=True)
     return status
 
 
@@ -545,6 +548,56 @@ def _running_spec(root: Path, booted: ReleaseSpec) -> ReleaseSpec:
     except ReleaseError:
         return booted
     return booted if vsn == booted.version else load_release(root, vsn)
+
+
+def _last_upgrade(root: Path) -> dict[str, Any] | None:
+    """The last install/downgrade of this node, for ``status``."""
+    try:
+        rec = _release_handler().last_upgrade(str(root))
+    except Exception:
+        return None
+    if rec is None:
+        return None
+    return {"word": rec.word, "from": rec.from_vsn, "to": rec.to_vsn,
+            "outcome": rec.outcome,
+            "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.at)),
+            "seconds": round(rec.seconds, 3),
+            "longest_suspension_ms": round(rec.longest_suspension * 1e3, 2),
+            "steps": list(rec.steps), "error": rec.error}
+
+
+def _health_check(check: str, root: Path) -> Any:
+    """``upgrade --health``: ``rpc:EXPR`` is a Python expression evaluated in the node
+    (healthy when true); anything else a shell command run in the root (healthy when
+    it exits 0 within 10 s)."""
+    if check.startswith("rpc:"):
+        expr = check[4:]
+
+        def py() -> bool:
+            import otp
+
+            return bool(eval(expr, {"otp": otp}))  # the operator's own check
+
+        return py
+
+    def sh() -> bool:
+        import subprocess
+
+        try:
+            return subprocess.run(check, shell=True, cwd=root, timeout=10,
+                                  capture_output=True).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    return sh
+
+
+def _running_version(root: Path, booted: ReleaseSpec) -> str:
+    """The version running now (after live upgrades), else the booted one."""
+    try:
+        return str(_release_handler().current(str(root)))
+    except Exception:
+        return booted.version
 
 
 def _node_name() -> str:
@@ -605,6 +658,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             "root": str(root),
             "socket": str(paths["socket"]),
             "config": list(spec.config if configs is None else configs),
+            "last_upgrade": _last_upgrade(root),
         }
 
     def rpc(req: dict[str, Any]) -> dict[str, Any]:
@@ -641,22 +695,52 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             target = str(candidate)
         return str(_release_handler().unpack(str(root), os.path.abspath(target)))
 
+    def dry_run(rh: Any, vsn: str, direction: str) -> str:
+        rep = rh.dry_run(str(root), vsn, direction)
+        head = (f"dry run of the {rep.word} from {rep.from_vsn} to {vsn}: "
+                f"{len(rep.steps)} instruction(s), code_change run on copies of "
+                f"{rep.processes} process state(s); the node is untouched")
+        if rep.failures:
+            raise ReleaseError(head + f"\n{len(rep.failures)} failure(s):\n  "
+                               + "\n  ".join(rep.failures))
+        return head + "\nno failure: the upgrade would go through"
+
     def upgrade(req: dict[str, Any]) -> str:
         rh = _release_handler()
         vsn = str(req["vsn"])
-        rh.install(str(root), vsn)
+        if req.get("dry_run"):
+            return dry_run(rh, vsn, "up")
+        health = req.get("health")
+        check = None
+        if health:
+            check = _health_check(str(health), root)
+        rh.install(str(root), vsn, health=check, within=float(req.get("within") or 30.0))
+        rec = rh.last_upgrade(str(root))
+        took = ""
+        if rec is not None:
+            took = f" in {rec.seconds:.2f} s" + (
+                f", no process suspended longer than {rec.longest_suspension * 1e3:.1f} ms"
+                if rec.longest_suspension else "")
+        gate = f"; healthy ({health})" if health else ""
         if req.get("permanent", True):
             rh.make_permanent(str(root), vsn)
-            return f"upgraded to {vsn} (permanent)"
-        return f"upgraded to {vsn} (not permanent: a restart boots the previous release)"
+            return f"upgraded to {vsn} (permanent){took}{gate}"
+        return (f"upgraded to {vsn} (not permanent: a restart boots the previous "
+                f"release){took}{gate}")
 
     def downgrade(req: dict[str, Any]) -> str:
         rh = _release_handler()
         vsn = str(req["vsn"])
+        if req.get("dry_run"):
+            return dry_run(rh, vsn, "down")
         rh.downgrade(str(root), vsn)
         if req.get("permanent", True):
             rh.make_permanent(str(root), vsn)
         return f"downgraded to {vsn}"
+
+    def remove(req: dict[str, Any]) -> str:
+        gone = _release_handler().remove(str(root), str(req["vsn"]))
+        return f"removed {req['vsn']} ({', '.join(gone) or 'nothing on disk'})"
 
     def make_permanent(req: dict[str, Any]) -> str:
         _release_handler().make_permanent(str(root), str(req["vsn"]))
@@ -677,6 +761,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
         "unpack": unpack,
         "upgrade": upgrade,
         "downgrade": downgrade,
+        "remove": remove,
         "make_permanent": make_permanent,
         "top": top,
     }

@@ -18,6 +18,9 @@ A live upgrade, from a process of the running node (the CLI's ``bin/chat upgrade
     rh.install(root, vsn)           # applies them; rolls back on any failure
     rh.make_permanent(root, vsn)    # the next boot boots it (A6)
 
+docs/upgrades.md walks an operator through one, from making the new version to going
+back.
+
 API:
 
 ==============================  ======================================================
@@ -42,6 +45,14 @@ API:
 ``boot(root)``                  at node start: put the boot release's lib dirs on the
                                 path, forget a current release that was not made
                                 permanent (A6); returns its spec
+``install(root, vsn,            keep ``vsn`` only if ``health()`` is true within
+health=f, within=30)``          ``within`` seconds (node clock); else downgrade back
+``dry_run(root, vsn)``          every ``code_change`` on copies of the live states;
+                                a ``DryRun`` listing the failures; nothing touched
+``remove(root, vsn)``           delete an unpacked or old release (and the lib dirs
+                                no other release uses)
+``last_upgrade(root)``          ``UpgradeRecord``: the last install/downgrade, its
+                                plan, steps (timed), outcome, longest suspension
 ==============================  ======================================================
 
 Upgrade instructions live in the *new* release's ``release.yaml``, one entry per
@@ -63,7 +74,11 @@ release it can be upgraded from (OTP's appup/relup, per application)::
 What each instruction does:
 
 - ``load_module m``: ``otp.code.load(m)`` from the new lib dirs (m's old version is
-  kept as old; running servers keep their class).
+  kept as old; running servers keep their class; nobody is suspended). When the
+  version to load is the one kept as old -- going back after a ``load_module``
+  upgrade, or up again after that -- it is made current again (``otp.code.reinstate``)
+  instead of being loaded a third time, which would purge (kill) the processes that
+  never left it.
 - ``update t``: ``t`` is a registered name (the server registered under it) or a
   module (every ``gen_server`` running a class of it). A name that is both means
   the server only if it runs code of ``t`` (its class's module is ``t`` or inside
@@ -71,13 +86,15 @@ What each instruction does:
   processes *and* the registered name of their supervisor, which runs
   ``otp.supervisor`` (updating it would load a second ``otp.supervisor`` under
   every other supervisor). The module is loaded (once per install) -- processes
-  that start from then on run the new code -- then each process still running the
-  old version is suspended, ``otp.sys.change_code(pid, module, old_vsn, extra)``
-  runs the new class's ``code_change`` on its state, and the processes resume:
-  their next message runs the new code. A listed process that exited meanwhile (a
-  server stopping when idle) is skipped. ``old_vsn`` is the version the module's
-  application had in the release upgraded from (the release's version for a
-  module of no listed application).
+  that start from then on run the new code -- then the processes still running the
+  old version are moved **one at a time**, each by one system message
+  (``otp.sys.migrate(pid, module, old_vsn, extra)``): between two of its messages the
+  process copies its state, runs the new class's ``code_change`` and takes the new
+  class -- what suspend, ``change_code`` and resume do, in one round trip. Each
+  process is held only for its own migration; the others keep serving. A listed process that exited
+  meanwhile (a server stopping when idle) is skipped. ``old_vsn`` is the version the
+  module's application had in the release upgraded from (the release's version for
+  a module of no listed application).
 - ``restart_application app``: stop it, load the new version of its package and of
   its loaded modules, start it again with the new ``APP`` spec (its release
   ``start_type``; ``load``: not started).
@@ -88,16 +105,18 @@ Downgrade (``downgrade(root, vsn)``) applies the ``down`` instructions of the cu
 release's entry ``from: vsn``, or else its instructions with ``add_module`` and
 ``delete_module`` swapped, in the *same* order (a module that did ``from pkg import
 util`` holds the util module present when it loaded: dependencies load first, both
-ways). ``update`` then runs the *current* class's ``code_change(("down",
-app_vsn), state, extra)`` -- the newer code knows both state shapes, as in Erlang --
-before the old module is loaded and the processes switched to its class.
+ways). ``update`` loads the older module first (processes that start from then on run
+it; during the downgrade ``sys.modules[m]`` is the older version), then moves the
+processes on the newer code back one at a time: the *newer* class's
+``code_change(("down", app_vsn), state, extra)`` -- the newer code knows both state
+shapes, as in Erlang -- then the older class.
 
 Before the instructions, the lib dirs of applications whose version changes are
 swapped on the code path (``otp.code.replace_path``), so modules load from the new
 release, and the applications the new release drops are stopped; after them, the
 applications it adds are started (OTP's ``add_application`` / ``remove_application``).
 An application that keeps running without a ``restart_application`` keeps the
-``AppSpec`` it started with (``which_applications`` shows its old ``vsn``).
+``AppSpec`` it started with, its ``vsn`` set to the new release's.
 
 Failure semantics:
 
@@ -107,15 +126,27 @@ Failure semantics:
 - ``install`` refuses a version that is not unpacked, the running version, and
   everything ``check_install`` finds, before touching anything.
 - A step that fails (a module that does not load, a ``code_change`` that raises, an
-  application that does not start) rolls back every step done so far, in reverse:
-  processes get their old class and state back (a snapshot taken by ``get_state``
-  before ``code_change``) and resume, modules their old version, the code path its
-  old directories, applications their old code. (``check_install`` refuses a module
+  application that does not start) rolls back every step done so far, in reverse.
+  The processes an ``update`` moved are migrated back one at a time by the class they
+  run now (``code_change(("down", old_vsn), ...)`` after an upgrade step,
+  ``code_change(old_vsn, ...)`` after a downgrade step) and take their old class
+  again -- so what they did on the new code since is kept, and no copy of every state
+  is made up front; the process whose ``code_change`` failed gets its copied state
+  back. A process whose reverse migration fails too is killed once the rollback is
+  over (its supervisor restarts it on the old code) and named in
+  ``rollback_problems``. Then modules get their old version, the code path its old
+  directories, applications their old code. (``check_install`` refuses a module
   whose *old* version some process still runs, as OTP's soft purge check does: the
   load would kill it, and a kill cannot be undone.) The release stays the old one and
   ``UpgradeError`` says which step failed and why (``__cause__``) and whether the
-  rollback itself met problems (``rollback_problems``). Messages a process handled
-  on the new code between its resume and a later step's failure are not undone.
+  rollback itself met problems (``rollback_problems``).
+- ``unpack`` refuses a bundle whose ``upgrades`` entry has no instructions (it would
+  be made permanent while changing no running code), and a version already in the
+  root (``remove`` it first to replace it).
+- Every install and downgrade logs its plan, each step, its outcome and its rollback
+  on the ``otp.release_handler`` logger (``run/<name>.log`` of a release node), and
+  ``last_upgrade`` keeps them for ``bin/<name> status``. After one, the running
+  applications' descriptors carry the new versions (``which_applications``).
 - Only one install or downgrade runs at a time per root.
 
 The root's files are read and written synchronously (the hub waits while a bundle is
@@ -127,25 +158,29 @@ reshapes the supervision tree is a ``restart_application``, not a series of upda
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
-import shutil
 import sys
-import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
-from otp import _release_bundle as _bundle
+from otp import _release_dry_run as _dry
 from otp import _release_instructions as _instr
+from otp import _release_unpack as _unpack
 from otp import application, code
 from otp import sys as otp_sys
+from otp._release_dry_run import DryRun
 from otp._release_instructions import Instruction
 from otp.errors import CallError, UpgradeError
-from otp.process import Pid, is_alive, whereis
+from otp.process import Pid, is_alive, now, sleep, whereis
+from otp.process import exit as exit_process
 from otp.release import (
     AppEntry,
     ReleaseError,
@@ -156,21 +191,28 @@ from otp.release import (
 )
 
 __all__ = [
+    "DryRun",
     "ReleaseError",
     "UpgradeError",
+    "UpgradeRecord",
     "boot",
     "boot_version",
     "check_install",
     "current",
     "downgrade",
+    "dry_run",
     "install",
+    "last_upgrade",
     "make_permanent",
     "permanent",
+    "remove",
     "unpack",
     "which_releases",
 ]
 
 Status = Literal["permanent", "current", "unpacked", "old"]
+
+log = logging.getLogger("otp.release_handler")
 
 
 
@@ -331,73 +373,17 @@ def unpack(root: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
     Copies ``releases/<vsn>/`` and the ``lib/<app>-<vsn>/`` dirs it lacks (a lib dir
     already there must have the same contents); keeps the bundle's ``MANIFEST`` as
     ``releases/<vsn>/MANIFEST``. Into an empty root, ``bin/`` and ``MANIFEST`` are
-    copied too. ``ReleaseError`` (nothing written) for a bad bundle."""
-    r = Path(root)
-    src = Path(bundle)
-    with tempfile.TemporaryDirectory(prefix="otp-unpack-") as tmp:
-        if src.is_dir():
-            base = src
-        elif src.is_file():
-            base = _bundle.extract(src, Path(tmp))
-        else:
-            raise ReleaseError(f"no release bundle at {src}")
-        specs = sorted((base / "releases").glob("*/release.yaml"))
-        if len(specs) != 1:
-            raise ReleaseError(
-                f"bundle {src}: expected exactly one releases/<vsn>/release.yaml, found "
-                f"{[str(p.relative_to(base)) for p in specs] or 'none'}"
-            )
-        vsn = specs[0].parent.name
-        spec = load_spec(specs[0])
-        if spec.version != vsn:
-            raise ReleaseError(
-                f"bundle {src}: releases/{vsn}/release.yaml says version {spec.version!r}"
-            )
-        if (base / "MANIFEST").is_file():
-            _bundle.check_manifest(base, str(src))
-        known = dict(which_releases(r))
-        if vsn in known or (r / "releases" / vsn).exists():
-            raise ReleaseError(
-                f"release {vsn} is already in {root} ({known.get(vsn, 'a directory')})"
-            )
-        copies: list[tuple[Path, Path]] = []
-        for app in spec.applications:
-            rel = spec.lib.get(app.name, f"lib/{app.name}-{app.version}")
-            s, d = base / rel, r / rel
-            if not s.is_dir():
-                raise ReleaseError(f"bundle {src}: application {app.name} has no {rel}/")
-            if d.exists():
-                if not _bundle.same_tree(s, d):
-                    raise ReleaseError(
-                        f"{d} is already unpacked with other contents than bundle {src} "
-                        f"has: give application {app.name} a new version"
-                    )
-            else:
-                copies.append((s, d))
-        copies.append((base / "releases" / vsn, r / "releases" / vsn))
-        if not (r / "bin").exists() and (base / "bin").is_dir():
-            copies.append((base / "bin", r / "bin"))
-        done: list[Path] = []
-        try:
-            for s, d in copies:
-                d.parent.mkdir(parents=True, exist_ok=True)
-                part = d.with_name(f".{d.name}.part")
-                shutil.rmtree(part, ignore_errors=True)
-                shutil.copytree(s, part, symlinks=False)
-                os.replace(part, d)
-                done.append(d)
-            if (base / "MANIFEST").is_file():
-                shutil.copy2(base / "MANIFEST", r / "releases" / vsn / "MANIFEST")
-                if not (r / "MANIFEST").exists():
-                    shutil.copy2(base / "MANIFEST", r / "MANIFEST")
-        except OSError as e:
-            for d in reversed(done):
-                shutil.rmtree(d, ignore_errors=True)
-            raise ReleaseError(f"unpacking {src} into {root} failed: {e}") from e
-    entries = _read(r)
-    entries.append({"version": vsn, "status": "unpacked"})
-    _write(r, entries)
-    return vsn
+    copied too. ``ReleaseError`` (nothing written) for a bad bundle, one whose
+    upgrade instructions are empty, or a version the root has already."""
+    return _unpack.unpack(root, bundle)
+
+
+def remove(root: str | os.PathLike[str], vsn: str) -> list[str]:
+    """Delete release ``vsn`` from ``root`` (OTP's ``remove_release``): its
+    ``releases/<vsn>/`` and the lib dirs no other release of the root uses, and its
+    ``RELEASES`` entry. Refused for the running release and the permanent one.
+    Returns the directories deleted (relative to the root)."""
+    return _unpack.remove(root, vsn)
 
 
 # ------------------------------------------------------------------------ instructions
@@ -414,6 +400,10 @@ class _Plan:
     new: ReleaseSpec
     direction: str  # "up" | "down"
     steps: list[Instruction]
+
+    @property
+    def word(self) -> str:
+        return "upgrade" if self.direction == "up" else "downgrade"
 
 
 def _plan(root: Path, vsn: str, direction: str) -> _Plan:
@@ -477,13 +467,13 @@ def _check_module(plan: _Plan, module: str, where: str) -> None:
             f"({', '.join(str(_lib_dir(plan.root, plan.new, a)) for a in plan.new.applications)})"
         )
     try:
-        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        code._compile(path.read_bytes(), str(path))
     except SyntaxError as e:
         raise ReleaseError(
             f"{where}: module {module} does not compile: {e.filename}, line {e.lineno}: {e.msg}"
         ) from e
     old = code.processes_running(module, old=True)
-    if old:
+    if old and not code.old_is(module, path):
         # Loading it again purges that old version (A3): those processes would be killed.
         raise ReleaseError(
             f"{where}: {len(old)} process(es) still run the old version of {module} "
@@ -549,6 +539,10 @@ class _Run:
     plan: _Plan
     undo: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
+    doomed: list[Pid] = field(default_factory=list)  # killed once the rollback is over
+    log: list[str] = field(default_factory=list)  # what was done, for last_upgrade
+    t0: float = field(default_factory=time.monotonic)
+    longest: float = 0.0  # the longest time one process was suspended
 
     def do(self, what: str, undo: Callable[..., Any]) -> None:
         self.undo.append((what, undo))
@@ -587,37 +581,26 @@ def _switch_paths(run: _Run) -> None:
 def _load(run: _Run, module: str) -> None:
     if module in run.loaded:
         return
+    _log_step(run, f"loading {module}")
     snap = code._snapshot(module)
-    code.load(module)
+    file = _module_file(run.plan.root, run.plan.new, module)
+    if file is not None and code.old_is(module, file):
+        # The version to load is the one kept as old (going back after an upgrade, or
+        # up again after a downgrade): it becomes current again, so the processes
+        # that never left it (a load_module upgrade) keep running, none is purged.
+        code.reinstate(module)
+        how = "reinstate the kept version of"
+    else:
+        code.load(module)
+        how = "load"
     run.loaded.add(module)
-    run.do(f"load {module}", lambda: code._restore(snap))
+    run.do(f"{how} {module}", lambda: code._restore(snap))
+    _log_step(run, f"{how} {module}")
 
 
 def _app_of(spec: ReleaseSpec, module: str) -> str | None:
     top = module.split(".")[0]
     return top if top in _app_versions(spec) else None
-
-
-def _suspend_all(pids: list[Pid]) -> None:
-    for pid in pids:
-        otp_sys.suspend(pid)
-
-
-def _resume_all(pids: list[Pid]) -> None:
-    for pid in pids:
-        otp_sys.resume(pid)
-
-
-def _switch_class(pid: Pid, cls: type) -> None:
-    try:
-        otp_sys.switch_code(pid, cls)
-    except CallError as e:
-        raise ReleaseError(f"cannot switch {pid!r} to {cls!r}: {e.reason!r}") from e
-
-
-def _restore_process(pid: Pid, cls: type, snapshot: Any) -> None:
-    otp_sys.replace_state(pid, lambda _state: snapshot)
-    _switch_class(pid, cls)
 
 
 def _named_server(plan: _Plan, target: str) -> Pid | None:
@@ -629,21 +612,6 @@ def _named_server(plan: _Plan, target: str) -> Pid | None:
     cls = code.process_class(pid)
     mod = cls.__module__ if cls is not None else ""
     return pid if mod == target or mod.startswith(target + ".") else None
-
-
-def _suspend_live(pids: list[Pid]) -> list[Pid]:
-    """Suspend ``pids``; returns those suspended (a process that exited since it was
-    listed -- a user process stopping when idle -- has nothing to move)."""
-    done = []
-    for pid in pids:
-        try:
-            otp_sys.suspend(pid)
-        except CallError:
-            if is_alive(pid):
-                raise
-            continue
-        done.append(pid)
-    return done
 
 
 def _update(run: _Run, target: str, extra: Any) -> None:
@@ -669,14 +637,14 @@ def _update(run: _Run, target: str, extra: Any) -> None:
     else:
         app = _app_of(plan.new, module)
         down: Any = ("down", _app_versions(plan.new)[app] if app else plan.new.version)
-        # The current (newer) code migrates down before the older module loads, so a
-        # process may start on the newer code in between: a second pass moves those.
-        pids = named if named is not None else code.processes_running(module)
-        _move_down(run, pids, module, down, extra)
+        # The older module loads first (processes that start from now on run it), then
+        # the processes still on the newer code move back one at a time; the newer
+        # code's classes stay reachable through each process's class.
+        newer = _classes(named if named is not None else code.processes_running(module))
+        _load(run, module)
         if named is None:
-            late = code.processes_running(module, old=True)
-            if late:
-                _move_down(run, late, module, down, extra)
+            newer.update(_classes(code.processes_running(module, old=True)))
+        _move_down(run, list(newer), module, down, extra, newer)
 
 
 def _classes(pids: list[Pid]) -> dict[Pid, type]:
@@ -688,43 +656,106 @@ def _classes(pids: list[Pid]) -> dict[Pid, type]:
     return classes
 
 
+@dataclass
+class _Moved:
+    """The processes one ``update`` moved so far, each with the class it ran before
+    and what undoes its migration (the reverse ``code_change``)."""
+
+    module: str
+    back: Any  # the old_vsn that migrates a moved process back (see _undo_moves)
+    extra: Any
+    done: list[tuple[Pid, type, type]] = field(default_factory=list)  # pid, from, to
+
+
+def _one(run: _Run, pid: Pid, new: Any, vsn: Any, extra: Any,
+         then: type | None = None) -> tuple[type, type] | None:
+    """Move one process with ``otp.sys.migrate``: in one system message, between two
+    of its messages, it runs ``new``'s ``code_change(vsn, state, extra)`` and takes
+    class ``then`` if given; on failure it keeps its class and (a copy of) its state.
+    Returns (class before, class after), or None when the process exited first."""
+    before = code.process_class(pid)
+    if before is None:  # exited meanwhile
+        return None
+    t = time.perf_counter()
+    try:
+        otp_sys.migrate(pid, new, vsn, extra, then)
+    except CallError:
+        if is_alive(pid):
+            raise
+        return None
+    finally:
+        run.longest = max(run.longest, time.perf_counter() - t)
+    return before, code.process_class(pid) or before
+
+
 def _move_up(run: _Run, pids: list[Pid], new_module: Any, old_vsn: Any, extra: Any) -> None:
-    classes = _classes(_suspend_live(pids))
-    suspended = list(classes)
-    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
-    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
-    for pid in suspended:
-        otp_sys.change_code(pid, new_module, old_vsn, extra)
-        run.do(f"change_code {pid!r}",
-               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-    _resume_all(suspended)
-    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
+    """Move ``pids`` to ``new_module`` one process at a time: each is suspended only
+    for its own ``code_change`` (no device waits for the others). The undo migrates
+    the processes moved so far back with the new code's ``code_change(("down",
+    old_vsn), ...)`` and their old class, one at a time too."""
+    moved = _Moved(new_module.__name__, ("down", old_vsn), extra)
+    run.do(f"update {moved.module} ({old_vsn} -> new)", lambda: _undo_moves(run, moved))
+
+    _log_step(run, f"update {moved.module}: moving {len(pids)} process(es)")
+    for pid in pids:
+        r = _one(run, pid, new_module, old_vsn, extra)
+        if r is not None:
+            moved.done.append((pid, *r))
+    _log_step(run, f"update {moved.module}: {len(moved.done)} process(es) moved to the new "
+                   f"code one at a time")
 
 
-def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any) -> None:
-    classes = _classes(_suspend_live(pids))
-    suspended = list(classes)
-    run.do(f"suspend {suspended}", lambda: _resume_all(suspended))
-    snapshots = {pid: otp_sys.get_state(pid) for pid in suspended}
-    for pid in suspended:
-        # The current (newer) code knows both state shapes: it migrates down.
-        otp_sys.change_code(pid, classes[pid], down, extra)
-        run.do(f"change_code {pid!r} {down}",
-               lambda p=pid: _restore_process(p, classes[p], snapshots[p]))  # fmt: skip
-    _load(run, module)
-    new_module = sys.modules[module]
-    for pid in suspended:
-        cls = code._lookup(new_module, classes[pid].__qualname__)
-        if not isinstance(cls, type):
+def _move_down(run: _Run, pids: list[Pid], module: str, down: Any, extra: Any,
+               newer: dict[Pid, type]) -> None:
+    """Move ``pids`` (running the newer code, ``newer[pid]``) back to the older
+    version of ``module`` (loaded already, current): per process, the newer class's
+    ``code_change(down, ...)`` then the older class. The undo runs the newer class's
+    ``code_change(down[1], ...)`` (up again)."""
+    older = sys.modules[module]
+    moved = _Moved(module, down[1], extra)
+    run.do(f"update {module} (back to {down[1]})", lambda: _undo_moves(run, moved))
+    _log_step(run, f"update {module}: moving {len(pids)} process(es) back")
+
+    for pid in pids:
+        cls_newer = newer.get(pid) or code.process_class(pid)
+        if cls_newer is None:
+            continue
+        cls_older = code._lookup(older, cls_newer.__qualname__)
+        if not isinstance(cls_older, type):
             raise ReleaseError(
                 f"module {module} of release {run.plan.new.version} has no class "
-                f"{classes[pid].__qualname__} for {pid!r}"
+                f"{cls_newer.__qualname__} for {pid!r}"
             )
-        _switch_class(pid, cls)
-        run.do(f"switch {pid!r} to {cls!r}",
-               lambda p=pid: _switch_class(p, classes[p]))  # fmt: skip
-    _resume_all(suspended)
-    run.do(f"resume {suspended}", lambda: _suspend_all(suspended))
+        # The newer code knows both state shapes: it migrates down, then the process
+        # takes the older class without another migration.
+        r = _one(run, pid, cls_newer, down, extra, then=cls_older)
+        if r is not None:
+            moved.done.append((pid, *r))
+    _log_step(run, f"update {module}: {len(moved.done)} process(es) moved back one at a time")
+
+
+def _undo_moves(run: _Run, moved: _Moved) -> None:
+    """Roll back the processes an ``update`` moved, newest first, one at a time: the
+    class they run now migrates the state back (``code_change(moved.back, ...)``),
+    then they take their class of before. A process whose reverse migration fails
+    cannot be trusted with either state: it is killed once the rollback is over (its
+    supervisor restarts it on the old code) and the problem reported."""
+    problems = []
+    for pid, before, after in reversed(moved.done):
+        if not is_alive(pid):
+            continue
+        try:
+            _one(run, pid, after, moved.back, moved.extra, then=before)
+        except Exception as e:
+            run.doomed.append(pid)
+            problems.append(f"{pid!r}: {e!r}")
+    moved.done.clear()
+    if problems:
+        raise ReleaseError(
+            f"the reverse code_change of {moved.module} failed for {len(problems)} "
+            f"process(es), killed so that their supervisors restart them on the old "
+            f"code: {'; '.join(problems[:5])}"
+        )
 
 
 def _restart_application(run: _Run, app: str) -> None:
@@ -821,9 +852,54 @@ def _rollback(run: _Run) -> list[str]:
     for what, fn in reversed(run.undo):
         try:
             fn()
+            _log_step(run, f"rolled back: {what}")
         except Exception as e:
             problems.append(f"undo of {what!r} failed: {e!r}")
+            _log_step(run, f"rollback of {what!r} failed: {e!r}", logging.ERROR)
+    for pid in run.doomed:
+        exit_process(pid, "kill")
     return problems
+
+
+class UpgradeRecord(NamedTuple):
+    """The last install or downgrade on a root, from ``last_upgrade``: what an
+    operator reads in ``bin/<name> status``."""
+
+    word: str  # "upgrade" | "downgrade"
+    from_vsn: str
+    to_vsn: str
+    outcome: str  # "ok" | "rolled back" | "running"
+    at: float  # time.time() when it started
+    seconds: float
+    steps: tuple[str, ...]  # the plan, then what was done (and undone)
+    error: str | None = None
+    longest_suspension: float = 0.0  # seconds, the longest any one process was suspended
+
+
+# resolved root -> the last install/downgrade there (this OS process)
+_history: dict[str, UpgradeRecord] = {}
+
+
+def last_upgrade(root: str | os.PathLike[str]) -> UpgradeRecord | None:
+    """The last install or downgrade this node ran on ``root``, None if none."""
+    return _history.get(_key(Path(root)))
+
+
+def _log_step(run: _Run, text: str, level: int = logging.INFO) -> None:
+    run.log.append(f"+{time.monotonic() - run.t0:.3f} s {text}")
+    log.log(level, "%s %s -> %s: %s", run.plan.word, run.plan.old.version,
+            run.plan.new.version, text)
+
+
+def _set_app_versions(spec: ReleaseSpec) -> None:
+    """The running applications' descriptors say the versions of ``spec`` (what
+    ``which_applications`` and ``status`` show): an application upgraded by
+    instructions keeps running the ``AppSpec`` it started with otherwise."""
+    table = application._table()
+    for app in spec.applications:
+        old = table.specs.get(app.name)
+        if old is not None and old.vsn != app.version:
+            table.specs[app.name] = dataclasses.replace(old, vsn=app.version)
 
 
 def _execute(root: Path, vsn: str, direction: str) -> str:
@@ -831,6 +907,11 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
         plan = _plan(root, vsn, direction)
         from_vsn = plan.old.version
         run = _Run(plan)
+        t0, wall = time.monotonic(), time.time()
+        word = plan.word
+        log.info("%s of %s from %s to %s: plan %s", word, plan.old.name, from_vsn, vsn,
+                 [list(step[:2]) for step in plan.steps] or "(no instructions)")
+        run.log.append(f"plan: {[list(step[:2]) for step in plan.steps]}")
         saved_path = list(sys.path)
         at: Any = "switching the code path"
         try:
@@ -843,16 +924,21 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
             at = "starting the applications the new release adds"
             _start_added(run)
         except Exception as e:
+            where = f"instruction {at[0]} {list(at[1][:2])}" if isinstance(at, tuple) else at
+            _log_step(run, f"failed at {where}: {e!r}; rolling back", logging.ERROR)
             problems = _rollback(run)
             sys.path[:] = saved_path
-            word = "upgrade" if direction == "up" else "downgrade"
-            where = f"instruction {at[0]} {list(at[1][:2])}" if isinstance(at, tuple) else at
+            msg = (f"{word} of {plan.old.name} from {from_vsn} to {vsn} failed at {where}: "
+                   f"{e}; rolled back, {from_vsn} is still running"
+                   + (f" (rollback problems: {'; '.join(problems)})" if problems else ""))
+            log.error("%s", msg)
+            _history[_key(root)] = UpgradeRecord(
+                word, from_vsn, vsn, "rolled back", wall, time.monotonic() - t0,
+                tuple(run.log), msg, run.longest)
             raise UpgradeError(
-                f"{word} of {plan.old.name} from {from_vsn} to {vsn} failed at {where}: "
-                f"{e}; rolled back, {from_vsn} is still running"
-                + (f" (rollback problems: {'; '.join(problems)})" if problems else ""),
-                from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
+                msg, from_vsn=from_vsn, to_vsn=vsn, step=at, rollback_problems=problems,
             ) from e  # fmt: skip
+        _set_app_versions(plan.new)
         status = dict(which_releases(root))
         changes = {}
         if status.get(from_vsn) != "permanent":
@@ -864,16 +950,80 @@ def _execute(root: Path, vsn: str, direction: str) -> str:
                 changes[v] = "unpacked"
         _set_status(root, changes)
         _running[_key(root)] = vsn
+        took = time.monotonic() - t0
+        log.info("%s of %s from %s to %s done in %.2f s (no process suspended longer "
+                 "than %.1f ms)", word, plan.old.name, from_vsn, vsn, took, run.longest * 1e3)
+        _history[_key(root)] = UpgradeRecord(word, from_vsn, vsn, "ok", wall, took,
+                                             tuple(run.log), None, run.longest)
         return from_vsn
 
 
-def install(root: str | os.PathLike[str], vsn: str) -> str:
+def install(root: str | os.PathLike[str], vsn: str, *,
+            health: Callable[[], bool] | None = None, within: float = 30.0,
+            interval: float = 1.0) -> str:
     """Upgrade the running node from the current release to ``vsn`` (which becomes
     ``current``; ``make_permanent`` to keep it across restarts). Returns the version
     upgraded from. ``ReleaseError`` before anything changed (see ``check_install``);
     ``UpgradeError`` when a step failed and everything was rolled back. Runs in a
-    process of the node."""
-    return _execute(Path(root), vsn, "up")
+    process of the node.
+
+    ``health``: once installed, the upgrade stands only if ``health()`` returns true
+    (it is called every ``interval`` seconds, at most ``within`` seconds of the node's
+    clock); if it never does (false, or an exception), the node is downgraded back to
+    the version it left and ``UpgradeError`` says so."""
+    r = Path(root)
+    from_vsn = _execute(r, vsn, "up")
+    if health is not None:
+        _health_gate(r, vsn, from_vsn, health, within, interval)
+    return from_vsn
+
+
+def _health_gate(root: Path, vsn: str, from_vsn: str, health: Callable[[], bool],
+                 within: float, interval: float) -> None:
+    deadline = now() + within
+    tries, last = 0, "not run"
+    while True:
+        tries += 1
+        try:
+            ok = bool(health())
+            last = "it returned false"
+        except Exception as e:
+            ok, last = False, f"it raised {e!r}"
+        if ok:
+            log.info("upgrade to %s: healthy after %d check(s)", vsn, tries)
+            rec = _history.get(_key(root))
+            if rec is not None:
+                _history[_key(root)] = rec._replace(
+                    steps=(*rec.steps, f"health check passed after {tries} tries"))
+            return
+        left = deadline - now()
+        if left <= 0:
+            break
+        sleep(min(interval, left))
+    why = f"health check failed {tries} time(s) within {within:g} s ({last})"
+    log.error("upgrade to %s: %s; rolling back to %s", vsn, why, from_vsn)
+    try:
+        _execute(root, from_vsn, "down")
+    except Exception as e:
+        raise UpgradeError(
+            f"upgrade to {vsn}: {why}; the rollback to {from_vsn} failed too: {e}",
+            from_vsn=from_vsn, to_vsn=vsn, step="health check",
+            rollback_problems=[str(e)]) from e  # fmt: skip
+    _history[_key(root)] = _history[_key(root)]._replace(
+        word="upgrade", from_vsn=from_vsn, to_vsn=vsn, outcome="rolled back",
+        error=why)  # fmt: skip
+    raise UpgradeError(f"upgrade to {vsn}: {why}; rolled back, {from_vsn} is running",
+                       from_vsn=from_vsn, to_vsn=vsn, step="health check")
+
+
+def dry_run(root: str | os.PathLike[str], vsn: str, direction: str = "up") -> DryRun:
+    """Check an upgrade (``direction="down"``: a downgrade) to ``vsn`` without
+    changing the node: ``check_install``'s checks, then every ``update`` runs its
+    ``code_change`` on a copy of each live state (``get_state``; the processes keep
+    running, nothing is suspended or loaded). The new version of an updated module
+    is run apart from the code table to get its classes (its module-level code runs
+    once). Returns a ``DryRun`` listing each failing process and why."""
+    return _dry.dry_run(root, vsn, direction)
 
 
 def downgrade(root: str | os.PathLike[str], vsn: str) -> str:

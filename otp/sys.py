@@ -39,6 +39,9 @@ Client API -> what the process does:
                                       the old ones and the caller gets a
                                       ``CallError`` whose reason (and cause) is the
                                       exception
+``migrate(server, new, old_vsn,       ``suspend``, ``change_code``, ``switch_code(then)``
+extra, then=None)``                   and ``resume`` in one message; on failure the
+                                      class and (a copy of) the state of before
 ``terminate(server, reason)``         ends it the way its behaviour ends (a
                                       gen_server runs ``terminate``); returns once
                                       it has ended with ``reason``
@@ -173,6 +176,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, NoReturn, Protocol
 
 from otp import _gen
+from otp import code as code_mod
 from otp._gen import CALL, CAST, SYSTEM
 from otp.errors import BadArg, CallError, CallTimeout
 from otp.lowlevel import current_node
@@ -198,6 +202,7 @@ __all__ = [
     "handle_system_msg",
     "install",
     "log",
+    "migrate",
     "no_debug",
     "remove",
     "replace_state",
@@ -272,6 +277,15 @@ class ChangeCode(NamedTuple):
     module: Any  # a class, or ModuleName
     old_vsn: Any
     extra: Any
+
+
+class Migrate(NamedTuple):
+    """Suspend, change_code (then switch_code to ``then``), resume: in one message."""
+
+    module: Any  # a class, or ModuleName
+    old_vsn: Any
+    extra: Any
+    then: type | None
 
 
 class ModuleName(NamedTuple):
@@ -548,6 +562,8 @@ def _serve(
             else:
                 misc = new_misc
                 _reply(from_, ("ok", None))
+    elif rc is Migrate:
+        misc = _migrate(request, from_, cbs, misc)
     elif rc is SwitchCode:
         switch = getattr(cbs, "system_switch_code", None)
         if not suspended:
@@ -603,6 +619,49 @@ def _serve(
     else:
         _reply(from_, ("error", ("unknown_system_msg", request)))
     return debug, misc, suspended
+
+
+def _migrate(request: Migrate, from_: Any, cbs: SystemCallbacks, misc: Any) -> Any:
+    """``migrate`` in the process: what ``suspend``, ``change_code``, ``switch_code``
+    and ``resume`` do, with no other message in between; on any failure the process
+    keeps its class and a copy of the state taken first (a ``code_change`` that
+    raised may have changed the state in place)."""
+    switch = getattr(cbs, "system_switch_code", None)
+    if request.then is not None and switch is None:
+        _reply(from_, ("error", ("unknown_system_msg", request)))
+        return misc
+    before = code_mod.process_class(_self())
+    snapshot: Any = _NO_COPY
+    try:
+        state = cbs.system_get_state(misc)
+        try:
+            snapshot = copy.deepcopy(state)
+        except Exception:  # sockets, locks...: no copy to go back to
+            snapshot = _NO_COPY
+        module = request.module
+        if module.__class__ is ModuleName:
+            module = importlib.import_module(module.name)
+        new_misc = cbs.system_code_change(misc, module, request.old_vsn, request.extra)
+        if request.then is not None and switch is not None:
+            try:
+                new_misc = switch(new_misc, request.then)
+            except Exception:
+                if before is not None:
+                    switch(misc, before)
+                raise
+    except Exception as e:
+        if snapshot is not _NO_COPY:
+            try:
+                _state, misc = cbs.system_replace_state(lambda _s: snapshot, misc)
+            except Exception:
+                pass  # the callback's own failure: the state stays as it is
+        _reply(from_, ("error", e))
+        return misc
+    _reply(from_, ("ok", None))
+    return new_misc
+
+
+_NO_COPY = object()
 
 
 def _terminate(
@@ -741,6 +800,31 @@ def change_code(
             f"change_code expects the new callback class or its module, got {new!r}"
         )
     _system(server, ChangeCode(target, old_vsn, extra), timeout)
+
+
+def migrate(
+    server: Any,
+    new: type | types.ModuleType,
+    old_vsn: Any,
+    extra: Any = None,
+    then: type | None = None,
+    timeout: float | None = 5.0,
+) -> None:
+    """Move a process to new code in one system message, between two of its messages:
+    what ``suspend``, ``change_code(server, new, old_vsn, extra)``, ``switch_code(server,
+    then)`` (when ``then`` is given) and ``resume`` do, in one round trip, so the
+    process is held only for its own ``code_change``. If anything raises, the process
+    keeps its class and the state it had (a copy taken first), and the caller gets
+    the ``CallError``. The release handler's ``update``."""
+    if isinstance(new, types.ModuleType):
+        target: Any = ModuleName(new.__name__)
+    elif isinstance(new, type):
+        target = new
+    else:
+        raise BadArg(f"migrate expects the new callback class or its module, got {new!r}")
+    if then is not None and not isinstance(then, type):
+        raise BadArg(f"migrate expects then=None or a class to switch to, got {then!r}")
+    _system(server, Migrate(target, old_vsn, extra, then), timeout)
 
 
 def switch_code(server: Any, new: type, timeout: float | None = 5.0) -> None:

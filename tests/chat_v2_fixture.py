@@ -6,7 +6,9 @@ What 0.2.0 changes, and how it gets there live (its ``upgrades`` entry ``from: 0
 - ``chat.users``: the user process's state (``_State``) has a new field,
   ``upgraded_from``; ``code_change`` fills it going up ("0.1.0") and rebuilds the
   0.1.0 shape going down. The user process answers a new call, ``("version",)``, with
-  ``("0.2.0", upgraded_from)``.
+  ``("0.2.0", upgraded_from)``. Its ``code_change`` up raises for user ``POISON``
+  while a file ``POISON_FILE`` is in the release root (the node's directory): the
+  upgrade test's failure midway.
 - ``chat.protocol`` / ``chat.connection``: a new request type, ``version``
   (``{"t": "ok", "server": "chat/0.2.0", "user": "0.2.0", "migrated_from": ...}``),
   which 0.1.0 answers with ``unknown_type``. Connection processes (0.1.0's too) handle
@@ -64,7 +66,7 @@ upgrades:
 """
 
 
-def config(admin_token: str = "t", idle_stop: float = 600.0) -> str:
+def config(admin_token: str = "t", idle_stop: float = 600.0, node_gc: bool = False) -> str:
     """Dev settings, any free port, data inside the release root, the admin path on
     (users are provisioned without SMS), user processes that stay up."""
     return f"""\
@@ -78,7 +80,7 @@ chat:
   admin_token: {admin_token}
   users: {{idle_stop: {idle_stop}, retry_initial: 0.05, retry_max: 0.5}}
   limits: {{max_bad_frames: 1000}}
-"""
+""" + ("node:\n  gc: {thresholds: [10000, 4, 1000], freeze: true}\n" if node_gc else "")
 
 
 def _patch(text: str, old: str, new: str, what: str) -> str:
@@ -94,9 +96,14 @@ USERS_TAIL = '''
 
 VSN = "0.2.0"
 _NEW_FIELDS = ("upgraded_from",)
+# the upgrade test's failing code_change: this user's, while the file is in the root
+POISON = "+14155550666"
+POISON_FILE = "poison-code-change"
 
 
 def _code_change(self: User, old_vsn: Any, s: Any, extra: Any) -> Any:
+    if s.phone == POISON and old_vsn == "0.1.0" and os.path.exists(POISON_FILE):
+        raise ValueError(f"cannot migrate {s.phone} ({POISON_FILE} exists)")
     values = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
               if f.name not in _NEW_FIELDS}
     if isinstance(old_vsn, tuple) and old_vsn[:1] == ("down",):
@@ -117,7 +124,7 @@ _State_0_1_0 = dataclasses.make_dataclass(
 
 
 def _users_v2(src: str) -> str:
-    src = _patch(src, "import logging\n", "import dataclasses\nimport logging\n",
+    src = _patch(src, "import logging\n", "import dataclasses\nimport logging\nimport os\n",
                  "users imports")
     src = _patch(src, "    last_push: float = -1e18\n",
                  "    last_push: float = -1e18\n    upgraded_from: Any = None\n", "users _State")

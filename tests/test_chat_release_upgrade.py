@@ -7,12 +7,17 @@ process's state, migrated by ``code_change``; a new request type ``version``), t
 message arrives exactly once and in per-sender order, the state of the same user
 processes is migrated both ways (read with ``bin/chat rpc``), and the feature comes and
 goes on every connection, those opened under 0.1.0 included (connections handle each
-frame through the current version of ``chat.connection``)."""
+frame through the current version of ``chat.connection``). Then an upgrade whose
+``code_change`` fails for one user process midway rolls back every process already
+moved, and a third upgrade goes through; ``SESSIONS`` idle user processes are moved
+each time too (``CHAT_UPGRADE_SESSIONS``, 10 000 under ``make soak``)."""
 
 from __future__ import annotations
 
 import ast
+import os
 import queue
+import re
 import shutil
 import tarfile
 import threading
@@ -20,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chat.client import ChatError, Client
-from tests.chat_v2_fixture import build_bundles
+from tests.chat_v2_fixture import build_bundles, config
 from tests.release_helpers import bin_chat, daemon
 
 TOKEN = "t"
@@ -29,7 +36,11 @@ DEVICES = ["+14155550101", "+14155550102", "+14155550103", "+14155550104"]
 OTHER = "+14155550199"  # logs in on a connection opened under 0.2.0
 LATE = "+14155550198"  # its process is first started after the downgrade
 MAX_SENDS = 20_000  # per device: the load stops earlier, this bounds it
-MAX_SECONDS = 240.0
+MAX_SECONDS = 600.0
+# idle user processes besides the devices' (make soak: 10 000); the poisoned one is in
+# the middle of them
+SESSIONS = int(os.environ.get("CHAT_UPGRADE_SESSIONS", "200"))
+POISON = "+14155550666"
 
 
 class Device:
@@ -132,12 +143,31 @@ def _user_state(root: Path, phone: str) -> tuple[Any, ...]:
         f"(otp.sys.get_state(whereis('chat.user.{phone}')))")))
 
 
+def _on_020(root: Path) -> tuple[int, int, int]:
+    """User processes: on 0.2.0's state, on any state, on chat.users' old version."""
+    return tuple(_rpc(root, (
+        "(lambda ps: (sum(1 for p in ps if hasattr(otp.sys.get_state(p), "
+        "'upgraded_from')), len(ps), len(otp.code.processes_running('chat.users', "
+        "old=True))))(otp.code.processes_running('chat.users'))")))
+
+
+def _start_sessions(root: Path, phones: list[str]) -> None:
+    res = bin_chat(root, "rpc", (
+        f"phones = {phones!r}\n"
+        "for i in range(0, len(phones), 1000):\n"
+        "    chat.registration.provision(tuple(phones[i:i + 1000]))\n"
+        "for p in phones:\n"
+        "    chat.users.ensure(p)\n"), timeout=600)
+    assert res.returncode == 0, res.stderr
+
+
 def _pids(root: Path) -> dict[str, str]:
     return _rpc(root, f"{{p: repr(whereis('chat.user.' + p)) for p in {DEVICES!r}}}")
 
 
+@pytest.mark.timeout(900)
 def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: Path) -> None:
-    v1, v2 = build_bundles(tmp_path / "src")
+    v1, v2 = build_bundles(tmp_path / "src", config(node_gc=True))
     root = tmp_path / "rel"
     root.mkdir()
     with tarfile.open(v1) as tar:
@@ -165,9 +195,15 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 raise AssertionError("0.1.0 answered 'version'")
             except ChatError as e:
                 assert e.code == "unknown_type"
+            idle = [f"+1555{i:07d}" for i in range(SESSIONS)]
+            _start_sessions(root, idle[: SESSIONS // 2])
+            _start_sessions(root, [POISON])
+            _start_sessions(root, idle[SESSIONS // 2:])
             for d in devices:
                 d.start()
             _wait_sends(devices, progress, 20)
+            users = len(DEVICES) + 1 + SESSIONS
+            assert _on_020(root) == (0, users, 0)
             pids = _pids(root)
             before = {p: _user_state(root, p) for p in DEVICES}
             for st in before.values():
@@ -178,11 +214,12 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
             res = bin_chat(root, "unpack", "0.2.0")
             assert (res.returncode, res.stdout) == (0, "unpacked 0.2.0\n"), res.stderr
             _wait_sends(devices, progress, 10)
-            res = bin_chat(root, "upgrade", "0.2.0")
-            assert (res.returncode, res.stdout) == (0, "upgraded to 0.2.0 (permanent)\n"), \
-                res.stderr
+            res = bin_chat(root, "upgrade", "0.2.0", timeout=600)
+            assert res.returncode == 0, res.stderr
+            assert res.stdout.startswith("upgraded to 0.2.0 (permanent) in "), res.stdout
             _wait_sends(devices, progress, 20)
             assert _versions(root) == [["0.1.0", "old"], ["0.2.0", "permanent"]]
+            assert _on_020(root) == (users, users, 0)
             assert _rpc(root, "'version' in chat.protocol.REQUESTS")
             # the same processes, migrated, not restarted: old fields kept, new one filled
             assert _pids(root) == pids
@@ -212,9 +249,11 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
             assert other_state[2] is None and other_state[7] == 600.0  # started on 0.2.0
 
             # ------------------------------------------------------------ downgrade
-            res = bin_chat(root, "downgrade", "0.1.0")
+            res = bin_chat(root, "downgrade", "0.1.0", timeout=600)
             assert (res.returncode, res.stdout) == (0, "downgraded to 0.1.0\n"), res.stderr
             _wait_sends(devices, progress, 20)
+            users += 1  # OTHER's, started on 0.2.0
+            assert _on_020(root) == (0, users, 0)
             assert _versions(root)[0] == ["0.1.0", "permanent"]
             assert not _rpc(root, "'version' in chat.protocol.REQUESTS")
             assert _pids(root) == pids
@@ -242,6 +281,37 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
             late = _user_state(root, LATE)
             assert late[2] == "<no field>" and late[7] == 600.0
             extra.bye()  # ends on 0.1.0's code, in a loop of 0.2.0: no crash (see the log)
+            users += 1  # LATE's
+
+            # ------------------------------------------- an upgrade failing midway
+            (root / "poison-code-change").write_text("")
+            res = bin_chat(root, "upgrade", "0.2.0", timeout=600)
+            assert res.returncode == 1
+            assert "failed at instruction 1 ['update', 'chat.users']" in res.stderr
+            assert f"cannot migrate {POISON}" in res.stderr
+            assert "rolled back, 0.1.0 is still running" in res.stderr
+            assert "rollback problems" not in res.stderr
+            _wait_sends(devices, progress, 20)
+            # every user process is back on 0.1.0's code and state, none restarted
+            assert _on_020(root) == (0, users, 0)
+            assert _pids(root) == pids
+            for p in DEVICES:
+                assert _user_state(root, p)[1] == before[p][1]
+            assert _versions(root)[0] == ["0.1.0", "permanent"]
+            assert devices[0].ask("version") == ("error", "unknown_type")
+            status = bin_chat(root, "status").stdout
+            assert "chat 0.1.0 running" in status and "applications  chat 0.1.0" in status
+            assert "last upgrade   0.1.0 -> 0.2.0: rolled back" in status
+            assert "rolled back: update chat.users" in status
+            (root / "poison-code-change").unlink()
+
+            # ------------------------------------------------------------ upgrade again
+            res = bin_chat(root, "upgrade", "0.2.0", timeout=600)
+            assert res.returncode == 0, res.stderr
+            _wait_sends(devices, progress, 20)
+            assert _on_020(root) == (users, users, 0)
+            assert _pids(root) == pids
+            assert devices[0].ask("version")[0] == "ok"
 
             # ------------------------------------------------------------ the load
             for d in devices:
@@ -261,9 +331,14 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 assert d.client.reconnects == 0
             assert extra.reconnects == 0
             assert sum(len(d.acked) for d in devices) >= 4 * 90
-            # nothing crashed on the way (no process was restarted, nothing purged)
+            # nothing crashed on the way (no process was restarted, nothing purged): the
+            # only reports above INFO are the release handler's about the failed upgrade
             log = (root / "run" / "chat.log").read_text()
-            assert "REPORT" not in log.replace("=INFO REPORT", ""), log[-5000:]
+            reports = re.findall(r"=(\w+) REPORT=+[^\n]*\n([^\n]*)", log)
+            assert reports, log[-2000:]
+            bad = [r for r in reports
+                   if r[0] != "INFO" and not r[1].startswith("otp.release_handler")]
+            assert bad == [], log[-5000:]
         finally:
             for d in devices:
                 d.stop.set()
@@ -273,3 +348,7 @@ def test_chat_upgrades_and_downgrades_live_while_devices_keep_sending(tmp_path: 
                 d.client.close()
             if extra is not None:
                 extra.close()
+    # stopped (SIGTERM) while running 0.2.0, booted as 0.1.0: the log names 0.2.0
+    log = (root / "run" / "chat.log").read_text()
+    assert "chat 0.2.0: stopping" in log and "chat 0.2.0 stopped" in log, log[-2000:]
+    assert "chat 0.1.0 stopped" not in log

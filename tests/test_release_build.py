@@ -62,7 +62,7 @@ def test_manifest_check_names_a_modified_and_a_missing_file(tmp_path: Path) -> N
 
 
 def test_upgrade_instructions_from_the_spec_are_in_the_bundle(tmp_path: Path) -> None:
-    instructions = [{"from": "0.0.9", "chat": [{"load": "chat.users"}]}]
+    instructions = [{"from": "0.0.9", "instructions": [["load_module", "chat.users"]]}]
     spec = SPEC.replace("upgrades: []", "upgrades: " + yaml.safe_dump(instructions,
                                                                        default_flow_style=True))
     root = _unpack(release.build(write_project(tmp_path / "src", spec), tmp_path / "b"),

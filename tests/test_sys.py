@@ -207,6 +207,47 @@ def test_a4_failing_code_change_keeps_old_state_and_code_and_raises(node):
     gen_server.stop(pid)
 
 
+class MutatingV2(Store):
+    """Changes the state in place, then fails: migrate must give the old state back."""
+
+    def code_change(self, old_vsn, state, extra):
+        state[1].append("half-migrated")
+        raise ValueError("cannot migrate")
+
+
+def test_a4_migrate_moves_a_running_process_in_one_message(node):
+    pid = start_store()
+    gen_server.cast(pid, ("push", "before"))
+    otp_sys.migrate(pid, StoreV2, "1", extra="x")  # no suspend needed
+    assert receive() == ("pushed", "before")  # handled before, on the old code
+    assert receive() == ("code_change", "1", "x")
+    assert gen_server.call(pid, "version") == 2
+    assert otp_sys.get_status(pid).status == "running"
+    assert gen_server.call(pid, "get") == (self_pid(), "before", ("migrated", "1"))
+    gen_server.stop(pid)
+
+
+def test_a4_migrate_failing_keeps_the_class_and_a_copy_of_the_state(node):
+    pid = start_store()
+    otp_sys.replace_state(pid, lambda s: (*s, ["kept"]))  # a mutable part, made inside
+    with pytest.raises(CallError) as ei:
+        otp_sys.migrate(pid, MutatingV2, "1")
+    assert isinstance(ei.value.__cause__, ValueError)
+    assert otp_sys.get_state(pid) == (self_pid(), ["kept"])  # not half-migrated
+    assert gen_server.call(pid, "version") == 1
+    assert otp_sys.get_status(pid).module.endswith(".Store")
+    gen_server.stop(pid)
+
+
+def test_a4_migrate_then_switches_to_another_class(node):
+    pid = start_store()
+    otp_sys.migrate(pid, StoreV2, ("down", "1"), then=Store)  # V2 migrates, V1 runs
+    assert receive() == ("code_change", ("down", "1"), None)
+    assert gen_server.call(pid, "version") == 1
+    assert gen_server.call(pid, "get") == (self_pid(), ("migrated", ("down", "1")))
+    gen_server.stop(pid)
+
+
 def test_a4_change_code_to_something_that_is_not_a_genserver_is_refused(node):
     pid = start_store()
     otp_sys.suspend(pid)
