@@ -129,8 +129,11 @@ class ProcStats(NamedTuple):
     dequeued: int
     in_rate: tuple[float, float, float]  # decayed to the last sample
     out_rate: tuple[float, float, float]
-    delay: float  # queue / dequeue rate: a new message's wait (s); 0 with no queue
-    drain_time: float  # queue / (dequeue - enqueue rate) (s); inf: not keeping up
+    # the 1-s rates corrected for their start at 0: what the projections divide by
+    in_now: float
+    out_now: float
+    delay: float  # queue / out_now: a new message's wait (s); 0 with no queue
+    drain_time: float  # queue / (out_now - in_now) (s); inf: not keeping up
     oldest_wait: float | None  # lower bound (s) of the oldest queued message's wait
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +146,8 @@ class ProcStats(NamedTuple):
             "dequeued": self.dequeued,
             "in_rate": list(self.in_rate),
             "out_rate": list(self.out_rate),
+            "in_now": self.in_now,
+            "out_now": self.out_now,
             "delay": _finite(self.delay),
             "drain_time": _finite(self.drain_time),
             "oldest_wait": self.oldest_wait,
@@ -300,7 +305,7 @@ class Sampler:
         nin = p.nin
         s = p.qs
         if s is None:
-            return ProcStats(p.pid, p.name, q, nin, nin - q, _ZERO3, _ZERO3,
+            return ProcStats(p.pid, p.name, q, nin, nin - q, _ZERO3, _ZERO3, 0.0, 0.0,
                              0.0 if q == 0 else _INF, 0.0 if q == 0 else _INF, None)
         t = self.last.at
         gap = t - s[_T] if self.prev is not None else 0.0
@@ -311,18 +316,15 @@ class Sampler:
         ins = (s[_I1] * k[0], s[_I10] * k[1], s[_I100] * k[2])
         outs = (s[_O1] * k[0], s[_O10] * k[1], s[_O100] * k[2])
         age = t - s[_SEEN]
+        w = WINDOWS[_PROJECTION]
+        corr = 1.0 - math.exp(-age / w) if age > 0 else 0.0
+        ri = ins[_PROJECTION] / corr if corr > 0 else 0.0
+        ro = outs[_PROJECTION] / corr if corr > 0 else 0.0
         if q == 0:
             delay = drain = 0.0
         else:
-            w = WINDOWS[_PROJECTION]
-            corr = 1.0 - math.exp(-age / w) if age > 0 else 0.0
-            if corr <= 0:
-                delay = drain = _INF
-            else:
-                ri = ins[_PROJECTION] / corr
-                ro = outs[_PROJECTION] / corr
-                delay = q / ro if ro > 1e-9 else _INF
-                drain = q / (ro - ri) if ro - ri > 1e-9 else _INF
+            delay = q / ro if ro > 1e-9 else _INF
+            drain = q / (ro - ri) if ro - ri > 1e-9 else _INF
         oldest = None
         h = s[_HIST]
         if q and h:
@@ -333,7 +335,8 @@ class Sampler:
                     seen = when
                     break
             oldest = max(0.0, t - seen)
-        return ProcStats(p.pid, p.name, q, nin, nin - q, ins, outs, delay, drain, oldest)
+        return ProcStats(p.pid, p.name, q, nin, nin - q, ins, outs, ri, ro, delay, drain,
+                         oldest)
 
 
 _SAMPLER: NodeVar[Sampler | None] = NodeVar("otp.stats.sampler", default=None)

@@ -137,6 +137,7 @@ def test_drain_time_projection_of_a_backlogged_process(node, clock):
     # the 1-s rates, corrected for their start at 0 (4 s watched), give the projection
     corr = 1 - math.exp(-4.0)
     out1, in1 = row.out_rate[0] / corr, row.in_rate[0] / corr
+    assert (row.out_now, row.in_now) == (out1, in1)
     assert 3.5 < out1 < 4.5
     assert row.delay == pytest.approx(row.queue / out1, rel=1e-9)
     assert row.drain_time == pytest.approx(row.queue / (out1 - in1), rel=1e-9)
