@@ -34,7 +34,8 @@ def sample_value(text, name, **labels):
         if line.startswith("#") or not line.startswith(name):
             continue
         head, _, value = line.rpartition(" ")
-        if head == name or all(f'{k}="{v}"' in head for k, v in labels.items()) and labels:
+        wanted = all(f'{k}="{v}"' in head for k, v in labels.items())
+        if (head == name and not labels) or (labels and wanted):
             return float(value)
     return None
 
