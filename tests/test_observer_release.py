@@ -5,8 +5,10 @@ and ``status``."""
 from __future__ import annotations
 
 import json
+import socket
 import tarfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ OPS = """\
 otp_ops:
   alarms: {queue_len: 200, drain_time: null}
   sar: {interval: 1.0, keep: 120, file: var/sar.jsonl}
+  metrics: {enabled: true, port: 0}
 """
 
 STALL = (
@@ -165,3 +168,26 @@ def test_top_once_by_drain_time_prints_the_summary(root: Path, node: int) -> Non
     assert lines[0].startswith("node chat@") and "processes" in lines[0]
     assert any(line.startswith("processes by drain time") for line in lines)
     assert any("MSGQ" in line and "DRAIN" in line for line in lines)
+
+
+def test_the_metrics_endpoint_has_the_node_and_the_chat_figures(root: Path, node: int) -> None:
+    res = bin_chat(root, "rpc", "__import__('otp.metrics').metrics.address()")
+    host, port = eval(res.stdout.strip())  # a tuple's repr
+    assert host == "127.0.0.1"
+    res = bin_chat(root, "rpc", "chat.connection.address()")
+    chat_host, chat_port = eval(res.stdout.strip())
+    socket.create_connection((chat_host, chat_port), timeout=10).close()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def counted() -> str | None:
+        text = scrape()
+        return text if "chat_connections_total 0.0" not in text else None
+
+    text = _wait(counted, "the connection's count")
+    for name in ("otp_processes ", "otp_messages_queued ", "otp_hub_utilization ",
+                 "otp_alarms ", "chat_logins_total ", "chat_messages_in_total ",
+                 "chat_store_commit_seconds_bucket", 'otp_message_rate{direction="out"'):
+        assert name in text, name
