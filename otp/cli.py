@@ -418,19 +418,22 @@ def make_permanent(r: _Root, vsn: str) -> None:
 @click.option("-n", "--limit", default=20, show_default=True)
 @click.option("--interval", default=2.0, show_default=True, help="refresh, seconds")
 @click.option("--once", is_flag=True, help="print once and exit")
+@click.option("--cluster", is_flag=True, help="every connected node too (otp.rpc)")
 @pass_root
-def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
+def top(r: _Root, sort: str, limit: int, interval: float, once: bool, cluster: bool) -> None:
     """The node live: summary, alarms and processes by queue, rates, drain time, memory."""
     from otp import top as live
 
-    if once and sort in ("queue", "memory", "messages"):
+    if once and sort in ("queue", "memory", "messages") and not cluster:
         click.echo(remote_shell.format_top(r.request("top", sort=sort, limit=limit)))
         return
     if sort == "messages":
         sort = "out"
 
     def fetch(by: str, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        got = r.request("ops_top", sort=by, limit=n)
+        got = r.request("ops_top", sort=by, limit=n, cluster=cluster)
+        if cluster:
+            got["summary"] = {**got["summary"], "nodes": got["nodes"]}
         return got["summary"], got["rows"]
 
     if once:
@@ -465,14 +468,25 @@ def _duration(text: str) -> float:
               help="read the samples from a file the reporter appended to, not the node")
 @click.option("--plot", default=None, metavar="FILE.png", help="draw the series into a PNG")
 @click.option("--json", "as_json", is_flag=True, help="the samples as JSON lines")
+@click.option("--cluster", is_flag=True, help="every connected node too, one table each")
 @pass_root
 def sar(r: _Root, last: str, interval: float, from_file: str | None, plot: str | None,
-        as_json: bool) -> None:
+        as_json: bool, cluster: bool) -> None:
     """The system activity reporter's samples: CPU, switches, memory, descriptors,
     network, processes, queued, messages/s, hub utilisation, GC."""
     from otp import sar as _sar
 
     seconds = _duration(last)
+    if cluster:
+        for view in r.request("ops_sar", last=seconds, cluster=True):
+            click.echo(f"== {view['node']}")
+            if as_json:
+                for row in view["samples"]:
+                    click.echo(json.dumps({"node": view["node"], **row}))
+            else:
+                click.echo(_sar.format_table(view["samples"]) if view["samples"]
+                           else "(no samples)")
+        return
     if from_file is not None:
         rows: list[Any] = [s._asdict() for s in _sar.read_file(from_file, seconds)]
     else:

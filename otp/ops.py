@@ -249,17 +249,83 @@ def process_rows(sort: str = "queue", limit: int = 20) -> list[dict[str, Any]]:
     return out
 
 
+def top_view(sort: str = "queue", limit: int = 20) -> dict[str, Any]:
+    """This node's summary and top rows, each row naming the node (what ``rpc`` asks
+    of every node for ``top --cluster``)."""
+    me = node()
+    rows = process_rows(sort, limit)
+    for r in rows:
+        r["node"] = me
+    return {"summary": snapshot(), "rows": rows}
+
+
+def sar_view(last: float | None = None) -> dict[str, Any]:
+    """This node's activity samples as JSON-ready dicts (``sar --cluster``)."""
+    return {"node": node(), "samples": [s.to_json() for s in sar.samples(last)]}
+
+
+_ROW_KEYS = {"queue": lambda r: r.get("queue") or 0,
+             "out": lambda r: r.get("out_now") or 0,
+             "in": lambda r: r.get("in_now") or 0,
+             "drain": lambda r: (float("inf") if r.get("drain_time") is None
+                                 else r["drain_time"]) if r.get("queue") else -1.0,
+             "memory": lambda r: r.get("memory") or 0}
+
+
+def cluster_top(sort: str = "queue", limit: int = 20,
+                timeout: float = 5.0) -> dict[str, Any]:
+    """``top_view`` of this node and every connected one (``otp.rpc``): their
+    summaries, and the rows of all merged by ``sort``. A node that does not answer is
+    named in ``bad_nodes``."""
+    from otp import rpc
+    from otp.process import nodes
+
+    views = [top_view(sort, limit)]
+    others = nodes()
+    bad: list[str] = []
+    if others:
+        results, bad = rpc.multicall(others, "otp.ops:top_view", (sort, limit),
+                                     timeout=timeout)
+        for n, got in zip([n for n in others if n not in bad], results, strict=False):
+            if isinstance(got, dict):
+                views.append(got)
+            else:
+                bad.append(n)
+    rows = [r for v in views for r in v["rows"]]
+    rows.sort(key=_ROW_KEYS.get(sort, _ROW_KEYS["queue"]), reverse=True)
+    return {"summary": views[0]["summary"], "nodes": [v["summary"] for v in views],
+            "rows": rows[:limit], "bad_nodes": list(bad)}
+
+
+def cluster_sar(last: float | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """``sar_view`` of this node and every connected one."""
+    from otp import rpc
+    from otp.process import nodes
+
+    views = [sar_view(last)]
+    others = nodes()
+    if others:
+        results, _bad = rpc.multicall(others, "otp.ops:sar_view", (last,), timeout=timeout)
+        views += [r for r in results if isinstance(r, dict)]
+    return views
+
+
 def control_handlers() -> dict[str, Any]:
     """The control-socket requests of a release for operations (``bin/<name> top``,
     ``sar``, ``alarms``)."""
 
     def ops_top(req: dict[str, Any]) -> dict[str, Any]:
-        return {"summary": snapshot(),
-                "rows": process_rows(str(req.get("sort", "queue")), int(req.get("limit", 20)))}
+        sort, limit = str(req.get("sort", "queue")), int(req.get("limit", 20))
+        if req.get("cluster"):
+            return cluster_top(sort, limit)
+        return {"summary": snapshot(), "rows": process_rows(sort, limit)}
 
-    def ops_sar(req: dict[str, Any]) -> list[dict[str, Any]]:
+    def ops_sar(req: dict[str, Any]) -> Any:
         last = req.get("last")
-        return [s.to_json() for s in sar.samples(None if last is None else float(last))]
+        since = None if last is None else float(last)
+        if req.get("cluster"):
+            return cluster_sar(since)
+        return [s.to_json() for s in sar.samples(since)]
 
     def ops_alarms(_req: dict[str, Any]) -> list[dict[str, Any]]:
         return [_alarm_json(a) for a in alarm_handler.get_alarms()]

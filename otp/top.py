@@ -71,10 +71,16 @@ def summary_line(s: dict[str, Any]) -> str:
             f"cpu {_num(s.get('cpu'), '{:.0f}%')}  rss {_mb(s.get('rss'))}")
 
 
+def _summaries(s: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(s.get("nodes") or [s])
+
+
 def _alarm_lines(s: dict[str, Any]) -> list[str]:
     from otp.ops import describe_alarm
 
-    return [f"ALARM {describe_alarm(a)}" for a in s.get("alarms") or []]
+    many = len(_summaries(s)) > 1
+    return [f"ALARM {str(n.get('node')) + ' ' if many else ''}{describe_alarm(a)}"
+            for n in _summaries(s) for a in n.get("alarms") or []]
 
 
 _COLS = ("PID", "NAME", "MSGQ", "IN/s", "OUT/s", "DRAIN", "WAIT", "MEMORY", "CURRENT")
@@ -84,7 +90,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
     ins = r.get("in_now")
     outs = r.get("out_now")
     drain = r.get("drain_time") if r.get("queue") else 0.0
-    return [r["pid"], (r.get("name") or "")[:24], str(r.get("queue", 0)), _num(ins, "{:.1f}"),
+    pid = r["pid"] if r.get("node") is None else f"{r['node']} {r['pid']}"
+    return [pid, (r.get("name") or "")[:24], str(r.get("queue", 0)), _num(ins, "{:.1f}"),
             _num(outs, "{:.1f}"), _time(drain) if r.get("queue") else "-",
             _num(r.get("oldest_wait"), "{:.0f}s"), str(r.get("memory", "-")),
             str(r.get("call") or r.get("current_function") or "")[:60]]
@@ -94,7 +101,7 @@ def render_text(summary: dict[str, Any], rows: list[dict[str, Any]], sort: str) 
     """The view as plain text."""
     table = [list(_COLS)] + [_cells(r) for r in rows]
     widths = [max(len(t[i]) for t in table) for i in range(len(_COLS))]
-    lines = [summary_line(summary), *_alarm_lines(summary),
+    lines = [*(summary_line(n) for n in _summaries(summary)), *_alarm_lines(summary),
              f"processes by {SORTS.get(sort, sort)}"]
     for t in table:
         lines.append("  ".join(c.ljust(w) if i in (0, 1, 8) else c.rjust(w)
@@ -110,7 +117,7 @@ def render(summary: dict[str, Any], rows: list[dict[str, Any]], sort: str,
     from rich.table import Table
     from rich.text import Text
 
-    head = Text(summary_line(summary), style="bold")
+    head = Text("\n".join(summary_line(n) for n in _summaries(summary)), style="bold")
     for line in _alarm_lines(summary):
         head.append("\n" + line, style="bold red")
     table = Table(title=f"processes by {SORTS.get(sort, sort)}  "
@@ -224,6 +231,6 @@ def run(fetch: Callable[[str, int], tuple[dict[str, Any], list[dict[str, Any]]]]
                 selected = min(selected + 1, max(0, len(rows) - 1))
             elif key == "k":
                 selected = max(selected - 1, 0)
-            elif key in ("\r", "\n") and rows:
+            elif key in ("\r", "\n") and rows and rows[selected].get("node") is None:
                 inspecting = rows[selected]["pid"]
             next_at = 0.0
