@@ -196,16 +196,18 @@ class Sampler:
         dt = 0.0 if prev is None else t - prev
         alphas = [1.0 - math.exp(-dt / w) for w in WINDOWS] if dt > 0 else [0.0, 0.0, 0.0]
         a1, a10, a100 = alphas
-        procs = list(node.procs.values())
+        w0 = time.perf_counter()
+        procs = list(node.procs.values())  # (timed with the first slice)
         total_in = total_out = queued = 0
         backlogged: list[Process] = []
         sweep_time = 0.0
         max_slice = 0.0
         exp = math.exp
         for start in range(0, len(procs), self.chunk):
-            if start and pause is not None:
-                pause()
-            w0 = time.perf_counter()
+            if start:
+                if pause is not None:
+                    pause()
+                w0 = time.perf_counter()
             for p in procs[start:start + self.chunk]:
                 nin = p.nin
                 if nin == 0:
