@@ -46,8 +46,9 @@ def main(n: int, freeze: bool) -> None:
             st = s.sweep(pause=lambda: None)
             sweeps.append(st.sweep_time)
             slices.append(st.max_slice)
-        cpu = " cpu" if "--cpu" in sys.argv else ""
-        print(f"{n} processes{' (gc frozen)' if freeze else ''}{cpu}, chunk {chunk:>6}: sweep {statistics.median(sweeps) * 1e3:6.1f} ms, "
+        how = (" (gc frozen)" if freeze else "") + (" cpu" if "--cpu" in sys.argv else "")
+        print(f"{n} processes{how}, chunk {chunk:>6}: "
+              f"sweep {statistics.median(sweeps) * 1e3:6.1f} ms, "
               f"longest slice {statistics.median(slices) * 1e3:5.2f} ms (median of 6)")
     for pid in pids:
         exit_proc(pid, "kill")
