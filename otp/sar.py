@@ -52,6 +52,7 @@ When not to use it: for per-process figures (``otp.stats``) or application count
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -188,6 +189,11 @@ class _HubWatch:
         self._t = 0.0
         self._prepare = loop.prepare(ref=False)
         self._check = loop.check(ref=False)
+        # The lowest priority: our prepare runs after the loop's own (which runs the
+        # callbacks: the node's drain), just before the poll; our check first after it.
+        with contextlib.suppress(AttributeError, ValueError):
+            self._prepare.priority = -2
+            self._check.priority = 2
         self._prepare.start(self._before_poll)
         self._check.start(self._after_poll)
 
