@@ -310,12 +310,13 @@ class Watch:
     def _set(self, alarm_id: Any, desc: Any) -> None:
         if alarm_id not in self.raised:
             alarm = Alarm(alarm_id, desc)
+            self._raise(alarm)  # (if it fails, the next check tries again)
             self.raised[alarm_id] = alarm
-            self._raise(alarm)
 
     def _unset(self, alarm_id: Any) -> None:
-        if self.raised.pop(alarm_id, None) is not None:
+        if alarm_id in self.raised:
             self._clear(alarm_id)
+            del self.raised[alarm_id]
 
     def check(self, sampler: Any) -> None:
         """Look at the last sample (and the system figures); raise and clear."""

@@ -139,7 +139,9 @@ class OpsSup(Supervisor):
 
             children.append(ChildSpec(id=metrics.NAME, start=(metrics.start_link, (
                 cfg.metrics.host, cfg.metrics.port))))
-        return SupFlags(strategy="one_for_one", intensity=5, period=10), children
+        # rest_for_one: a restarted alarm_handler has forgotten the alarms, so the
+        # sampler (whose thresholds raised them) restarts with it and raises them again.
+        return SupFlags(strategy="rest_for_one", intensity=5, period=10), children
 
 
 class OpsApp(Application):

@@ -202,3 +202,25 @@ def test_hub_blocked_and_gc_pause_clear_after_a_quiet_period(node):
     now[0] = 11.0
     s.sweep()
     assert cleared == ["hub_blocked"]
+
+
+def test_a_restarted_alarm_handler_gets_the_alarms_raised_again(node):
+    from otp import application
+    from otp.process import whereis
+
+    application.set_env("otp_ops", "alarms", {"queue_len": 5, "drain_time": None})
+    application.set_env("otp_ops", "sar", {"enabled": False})
+    application.ensure_all_started("otp_ops")
+    pid = spawn(parked)
+    for i in range(10):
+        send(pid, i)
+    stats.sample_now()
+    assert [a.id for a in alarm_handler.get_alarms()] == [("message_queue", pid)]
+    old = whereis(alarm_handler.NAME)
+    exit_proc(old, "kill")
+    while whereis(stats.NAME) is None or whereis(alarm_handler.NAME) in (None, old):
+        sleep(0.1)
+    stats.sample_now()
+    assert [a.id for a in alarm_handler.get_alarms()] == [("message_queue", pid)]
+    application.stop("otp_ops")
+    reap()
