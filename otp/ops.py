@@ -345,11 +345,10 @@ def inspect(pid_text: str) -> dict[str, Any]:
     from otp import code
     from otp import sys as otp_sys
     from otp.process import process_info
-    from otp.remote_shell import _find_pid
 
-    pid = _find_pid(pid_text)
-    info = process_info(pid)
-    if info is None:
+    pid = _local_pid(pid_text)
+    info = None if pid is None else process_info(pid)
+    if pid is None or info is None:
         return {"pid": pid_text, "alive": False}
     st = stats.process(pid)
     state: str | None = None
@@ -367,6 +366,23 @@ def inspect(pid_text: str) -> dict[str, Any]:
         "state": state,
         "stack": list(info.current_stacktrace)[-12:],
     }
+
+
+def _local_pid(text: str) -> Pid | None:
+    """A registered name, or a local pid's text ``<0.42.0>``, to a live pid."""
+    from otp.lowlevel import current_node
+    from otp.process import whereis
+
+    text = text.strip()
+    pid = whereis(text)
+    if pid is not None:
+        return pid
+    parts = text.strip("<>").split(".")
+    if len(parts) == 3 and parts[0] == "0" and parts[1].isdigit():
+        p = current_node().procs.get(int(parts[1]))
+        if p is not None and repr(p.pid) == text:
+            return p.pid
+    return None
 
 
 def observer(sort: str = "queue", limit: int = 15) -> None:

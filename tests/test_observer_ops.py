@@ -35,6 +35,7 @@ def test_rows_sorted_by_queue_carry_queue_statistics_and_what_runs(node, capsys)
         info = ops.inspect("idle_server")
         assert info["alive"] and info["name"] == "idle_server" and info["state"] == "0"
         assert ops.inspect(repr(pid))["stats"]["queue"] == 30
+        assert ops.inspect("<0.999999.0>") == {"pid": "<0.999999.0>", "alive": False}
         shell_namespace()["observer"]()
         out = capsys.readouterr().out
         assert out.startswith("node ") and "processes by queue length" in out
