@@ -14,7 +14,8 @@ A scrape reads, at that moment:
   ``otp_gc_pause_seconds``, ``otp_open_fds``, ``otp_rss_bytes``, ``otp_run_queue``;
 
 and every counter and histogram made with ``counter``/``histogram`` (process-wide,
-in ``REGISTRY``). An application counts its own events with them::
+in ``REGISTRY``; a counter's ``inc`` is one integer addition, a histogram's
+``observe`` a bisection). An application counts its own events with them::
 
     import otp
     from otp import metrics
@@ -40,31 +41,74 @@ from __future__ import annotations
 
 import math
 import socket
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from otp import gen_server, httpd
 from otp.gen_server import GenServer, Ok, Reply
 from otp.process import Pid
 
-__all__ = ["NAME", "REGISTRY", "counter", "exposition", "histogram", "start_link"]
+__all__ = ["NAME", "REGISTRY", "Counter", "Histogram", "counter", "exposition", "histogram",
+           "start_link"]
 
 NAME = "otp_metrics"
 
 #: Where the application counters and the node collector are registered.
 REGISTRY = CollectorRegistry(auto_describe=False)
-_made: dict[str, Any] = {}
+_made: dict[str, Counter | Histogram] = {}
 
 
-def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+class Counter:
+    """A monotonic count (``inc``). A plain integer: the node runs on one thread, so no
+    lock (``prometheus_client``'s own counters take one, which costs microseconds under
+    gevent's patching)."""
+
+    __slots__ = ("doc", "name", "value")
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name[:-6] if name.endswith("_total") else name
+        self.doc = doc
+        self.value: float = 0
+
+    def inc(self, n: int | float = 1) -> None:
+        self.value += n
+
+
+class Histogram:
+    """Observations counted in buckets (``observe``), with their sum."""
+
+    __slots__ = ("buckets", "count", "counts", "doc", "name", "sum")
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.buckets = tuple(sorted(buckets))
+        self.counts = [0] * (len(self.buckets) + 1)  # the last: above every bucket
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+#: ``histogram``'s buckets when none are given (seconds: 1 ms to 10 s).
+DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def counter(name: str, doc: str) -> Counter:
     """A counter in ``REGISTRY`` (the same object on every call with ``name``)."""
     got = _made.get(name)
     if got is None:
-        got = _made[name] = Counter(name, doc, labels, registry=REGISTRY)
+        got = _made[name] = Counter(name, doc)
+    if not isinstance(got, Counter):
+        raise ValueError(f"metric {name!r} is a {type(got).__name__}, not a Counter")
     return got
 
 
@@ -72,9 +116,29 @@ def histogram(name: str, doc: str, buckets: tuple[float, ...] | None = None) -> 
     """A histogram in ``REGISTRY`` (the same object on every call with ``name``)."""
     got = _made.get(name)
     if got is None:
-        kw: dict[str, Any] = {} if buckets is None else {"buckets": buckets}
-        got = _made[name] = Histogram(name, doc, registry=REGISTRY, **kw)
+        got = _made[name] = Histogram(name, doc, buckets or DEFAULT_BUCKETS)
+    if not isinstance(got, Histogram):
+        raise ValueError(f"metric {name!r} is a {type(got).__name__}, not a Histogram")
     return got
+
+
+class _AppCollector:
+    """The counters and histograms made with ``counter``/``histogram``."""
+
+    def collect(self) -> Iterator[Any]:
+        for m in list(_made.values()):
+            if isinstance(m, Counter):
+                c = CounterMetricFamily(m.name, m.doc)
+                c.add_metric([], m.value)
+                yield c
+            else:
+                acc = 0
+                points = []
+                for le, n in zip(m.buckets, m.counts, strict=False):
+                    acc += n
+                    points.append((repr(float(le)), acc))
+                points.append(("+Inf", m.count))
+                yield HistogramMetricFamily(m.name, m.doc, buckets=points, sum_value=m.sum)
 
 
 class _NodeCollector:
@@ -141,6 +205,7 @@ class _NodeCollector:
 
 
 REGISTRY.register(_NodeCollector())
+REGISTRY.register(_AppCollector())
 
 
 def exposition() -> bytes:
