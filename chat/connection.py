@@ -57,7 +57,7 @@ from chat.protocol import (
     is_phone,
     validate_request,
 )
-from otp import gen_server, net
+from otp import gen_server, metrics, net
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Reply
 from otp.process import (
@@ -90,6 +90,13 @@ _RCPTS_MAX = 4096  # pushed receipt ids remembered per connection (see _Conn.rcp
 # packer serves them all (msgpack.packb would make one per frame).
 _packer = msgpack.Packer(use_bin_type=True)
 log = logging.getLogger("chat.connection")
+# Operations counters (otp.metrics: the Prometheus endpoint)
+_CONNECTIONS = metrics.counter("chat_connections_total", "device connections accepted")
+_LOGINS = metrics.counter("chat_logins_total", "logins accepted")
+_MESSAGES_IN = metrics.counter("chat_messages_in_total", "send requests from devices")
+_FRAMES_OUT = metrics.counter("chat_frames_out_total", "frames written to devices")
+_ACKED = metrics.counter("chat_acked_total", "deliveries acknowledged by devices")
+_READ = metrics.counter("chat_read_receipts_total", "read receipts from devices")
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,7 @@ class _Conn:
             parts.append(hdr(len(body)))
             parts.append(body)
         data = b"".join(parts)
+        _FRAMES_OUT.inc(len(frames))
         sock = self.sock
         tls = self.tls
         try:
@@ -285,6 +293,7 @@ def _conn_main(sock: Any, addr: Any, tls: ssl.SSLContext | None, ctx: ConnCtx) -
     if conns is not None:
         link(conns)
     c = _Conn(sock, ctx, addr[0] if isinstance(addr, tuple) and addr else str(addr))
+    _CONNECTIONS.inc()
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ctx.send_buffer:
@@ -524,6 +533,7 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
         raise ProtocolError("not_authenticated", f"log in before {t!r}", rid)
     # a session
     if t == "send":
+        _MESSAGES_IN.inc()
         to, cmid, body = f["to"], f["cmid"], f["body"]
         if not 1 <= len(cmid) <= 64:
             raise ProtocolError("bad_request", f"send: field 'cmid': expected 1 to 64 "
@@ -551,11 +561,13 @@ def _dispatch(c: _Conn, req: Request) -> dict[str, Any] | None:
             raise ProtocolError(r[1], r[2], rid, **dict(r[3] if len(r) > 3 else ()))
         return _ok(rid, mid=r[1], ts=r[2])
     if t == "ack":
+        _ACKED.inc(len(f["ids"]))
         if c.rcpts:
             c.rcpts.difference_update(f["ids"])
         _user_call(c, ("ack", f["ids"]))
         return _ok(rid)
     if t == "read":
+        _READ.inc(len(f["mids"]))
         r = _user_call(c, ("read", f["from"], f["mids"]))
         if r[0] == "error":
             raise ProtocolError(r[1], r[2], rid, **dict(r[3] if len(r) > 3 else ()))
@@ -650,6 +662,7 @@ def _login(c: _Conn, rid: int, phone: str, key: bytes) -> dict[str, Any]:
             sleep(delay)
         raise ProtocolError("auth_failed", "unknown number or wrong key", rid)
     registration.login_delay(phone, True)
+    _LOGINS.inc()
     c.phase = "session"
     c.phone, c.key_hash = phone, key_hash
     queued = 0

@@ -54,12 +54,13 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 import msgpack
 
-from otp import gen_server
+from otp import gen_server, metrics
 from otp.errors import CallError
 from otp.gen_server import GenServer, NoReply, Ok, Timeout, reply
 from otp.node import NodeVar
@@ -82,6 +83,11 @@ __all__ = [
 
 NAME = "chat.store"
 log = logging.getLogger("chat.store")
+# Operations figures (otp.metrics): commits and their latency (the fsync's, mostly)
+_COMMIT_SECONDS = metrics.histogram(
+    "chat_store_commit_seconds", "store commits (write + fsync) and their latency",
+    (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+_perf = time.perf_counter
 MAX_BATCH = 2000
 #: queries answered before the batch's fsync (plain lookups of registration data)
 EARLY = frozenset({"user", "registered", "presence"})
@@ -637,10 +643,12 @@ class Store(GenServer):
                     done = set(early)
                     batch = [b for i, b in enumerate(batch) if i not in done]
                     results = [r for i, r in enumerate(results) if i not in done]
+                t0 = _perf()
                 if getattr(backend, "threaded_commit", True):
                     run_in_thread(backend.commit)  # type: ignore[attr-defined]
                 else:
                     backend.commit()  # type: ignore[attr-defined]
+                _COMMIT_SECONDS.observe(_perf() - t0)
                 state.commits += 1
                 if (state.commits >= CHECKPOINT_EVERY and not state.checkpointing
                         and hasattr(backend, "checkpoint")):

@@ -499,7 +499,7 @@ def set_env(app: str, key: str, value: Any) -> None:
 
 
 # Applications shipped with otp whose module is not named after them.
-_BUILTIN_APPS = {"otp_tables": "otp.tables"}
+_BUILTIN_APPS = {"otp_tables": "otp.tables", "otp_ops": "otp.ops"}
 
 
 def _find_spec(t: _Table, app: str | AppSpec) -> AppSpec:

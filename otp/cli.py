@@ -22,7 +22,10 @@ Conventions of ``mix release`` and relx::
                               --dry-run; --health CMD --within 30s)
     bin/chat downgrade VSN    go back to an older installed VSN
     bin/chat remove VSN       delete an unpacked release that is not running
-    bin/chat top [--once]     processes by message-queue length (--sort memory|messages)
+    bin/chat top [--once]     live: summary, alarms, processes by queue length, dequeue
+                              rate, drain time or memory (keys: u o i d m, Enter, q)
+    bin/chat sar [--last 10m] the activity reporter's samples as columns (--plot F.png)
+    bin/chat alarms           the alarms raised now
 
 Every command that talks to the node says so and exits 1 when it is not running. The
 same commands are ``otp release <command> --root DIR`` (or ``$OTP_RELEASE_ROOT``).
@@ -348,6 +351,8 @@ def status(r: _Root, as_json: bool) -> None:
             click.echo(f"    {step}")
         if up.get("error"):
             click.echo(f"    error: {up['error']}")
+    for alarm in st.get("alarms") or []:
+        click.echo(f"  ALARM         {alarm}")
 
 
 @release.command()
@@ -481,28 +486,127 @@ def make_permanent(r: _Root, vsn: str) -> None:
 
 
 @release.command()
-@click.option("--sort", type=click.Choice(["queue", "memory", "messages"]), default="queue",
-              show_default=True,
-              help="message-queue length, memory (an estimate), or messages handled "
-                   "(turns on counting in every behaviour process)")
+@click.option("--sort", type=click.Choice(["queue", "memory", "messages", "out", "in", "drain"]),
+              default="queue", show_default=True,
+              help="message-queue length, memory (an estimate), messages handled (--once: "
+                   "turns on counting in every behaviour process), dequeue/enqueue rate, "
+                   "projected drain time")
 @click.option("-n", "--limit", default=20, show_default=True)
 @click.option("--interval", default=2.0, show_default=True, help="refresh, seconds")
 @click.option("--once", is_flag=True, help="print once and exit")
+@click.option("--cluster", is_flag=True, help="every connected node too (otp.rpc)")
 @pass_root
-def top(r: _Root, sort: str, limit: int, interval: float, once: bool) -> None:
-    """Processes sorted by message-queue length, memory or messages, refreshed live."""
-    while True:
-        rows = r.request("top", sort=sort, limit=limit)
-        if not once:
-            click.echo("\x1b[H\x1b[2J", nl=False)
-            click.echo(f"{r.spec.name} top, by {sort}, every {interval} s (Ctrl-C quits)")
-        click.echo(remote_shell.format_top(rows))
-        if once:
-            return
+def top(r: _Root, sort: str, limit: int, interval: float, once: bool, cluster: bool) -> None:
+    """The node live: summary, alarms and processes by queue, rates, drain time, memory."""
+    from otp import top as live
+
+    if once and sort in ("queue", "memory", "messages") and not cluster:
+        click.echo(remote_shell.format_top(r.request("top", sort=sort, limit=limit)))
+        return
+    if sort == "messages":
+        sort = "out"
+
+    def fetch(by: str, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        got = r.request("ops_top", sort=by, limit=n, cluster=cluster)
+        if cluster:
+            got["summary"] = {**got["summary"], "nodes": got["nodes"]}
+        return got["summary"], got["rows"]
+
+    if once:
+        click.echo(live.render_text(*fetch(sort, limit), sort))
+        return
+    try:
+        live.run(fetch, lambda pid: r.request("ops_inspect", pid=pid), sort=sort, limit=limit,
+                 interval=interval)
+    except KeyboardInterrupt:
+        return
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    try:
+        if text[-1:] in _UNITS:
+            return float(text[:-1]) * _UNITS[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a duration like 90, 90s, 10m or 1h, got {text!r}",
+                                 param_hint="--last") from None
+
+
+@release.command()
+@click.option("--last", default="10m", show_default=True,
+              help="how far back: seconds, or 90s, 10m, 1h")
+@click.option("--interval", default=1.0, show_default=True,
+              help="seconds per row (every Nth sample)")
+@click.option("--file", "from_file", default=None, type=click.Path(exists=True),
+              help="read the samples from a file the reporter appended to, not the node")
+@click.option("--plot", default=None, metavar="FILE.png", help="draw the series into a PNG")
+@click.option("--json", "as_json", is_flag=True, help="the samples as JSON lines")
+@click.option("--cluster", is_flag=True, help="every connected node too, one table each")
+@pass_root
+def sar(r: _Root, last: str, interval: float, from_file: str | None, plot: str | None,
+        as_json: bool, cluster: bool) -> None:
+    """The system activity reporter's samples: CPU, switches, memory, descriptors,
+    network, processes, queued, messages/s, hub utilisation, GC."""
+    from otp import sar as _sar
+
+    seconds = _duration(last)
+    if cluster:
+        for view in r.request("ops_sar", last=seconds, cluster=True):
+            click.echo(f"== {view['node']}")
+            if as_json:
+                for row in view["samples"]:
+                    click.echo(json.dumps({"node": view["node"], **row}))
+            else:
+                click.echo(_sar.format_table(view["samples"]) if view["samples"]
+                           else "(no samples)")
+        return
+    if from_file is not None:
+        rows: list[Any] = [s._asdict() for s in _sar.read_file(from_file, seconds)]
+    else:
+        rows = r.request("ops_sar", last=seconds)
+    if interval > 1 and rows:
+        step = max(1, round(interval / _sample_interval(rows)))
+        rows = rows[step - 1::step]
+    if plot:
         try:
-            time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+            click.echo(_sar.plot(rows, plot))
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
+        return
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no samples yet (the reporter samples every second)", err=True)
+        return
+    click.echo(_sar.format_table(rows))
+
+
+def _sample_interval(rows: list[dict[str, Any]]) -> float:
+    if len(rows) < 2:
+        return 1.0
+    return max(1e-3, (rows[-1]["t"] - rows[0]["t"]) / (len(rows) - 1))
+
+
+@release.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_root
+def alarms(r: _Root, as_json: bool) -> None:
+    """The alarms raised now (queue backlogs, memory, descriptors, hub, GC)."""
+    from otp.ops import describe_alarm
+
+    got = r.request("ops_alarms")
+    if as_json:
+        click.echo(json.dumps(got, indent=2))
+        return
+    if not got:
+        click.echo("no alarms")
+    for a in got:
+        click.echo(describe_alarm(a))
 
 
 @click.command("node")

@@ -54,7 +54,7 @@ from otp.lowlevel import Process, current_node
 from otp.process import Down, Pid, Ref, demonitor, make_ref, monitor, receive, send, spawn
 from otp.process import self as _self
 
-__all__ = ["TopRow", "format_top", "top"]
+__all__ = ["TopRow", "format_top", "rows_for", "top"]
 
 Sort = Literal["queue", "memory", "messages"]
 
@@ -149,6 +149,33 @@ def top(sort: Sort = "queue", limit: int = 20, *, timeout: float = 1.0) -> list[
     shown = {"queue": lambda r: r.queue, "memory": lambda r: r.memory,
              "messages": lambda r: -1 if r.messages is None else r.messages}[sort]
     rows.sort(key=shown, reverse=True)
+    return rows
+
+
+def rows_for(pids: Iterable[Pid]) -> list[TopRow]:
+    """``TopRow``s of the given processes, in that order (the ones alive), with
+    ``messages`` the messages taken out of their mailboxes (the kernel's counters, see
+    ``otp.stats``), not ``otp.sys.statistics``' count."""
+    node = current_node()
+    behaviours = code.behaviour_processes()
+    rows = []
+    for pid in pids:
+        p = node.lookup(pid)
+        if p is None or p.dead:
+            continue
+        info = node.info(p)
+        cls = behaviours.get(p.pid)
+        rows.append(TopRow(
+            pid=p.pid,
+            name=info.registered_name,
+            queue=info.message_queue_len,
+            memory=_memory_estimate(p),
+            messages=p.nin - info.message_queue_len,
+            status=info.status,
+            current_function=info.current_function,
+            behaviour=None if cls is None else f"{cls.__module__}.{cls.__qualname__}",
+            initial_call=info.initial_call,
+        ))
     return rows
 
 

@@ -515,7 +515,20 @@ def _start_apps(spec: ReleaseSpec, configs: list[str] | None = None) -> list[str
         if app.start_type == "load":
             continue
         started += application.start(app.name, type=app.start_type)
+    _start_ops(spec)  # (not in the list: it says what the release itself started)
     return started
+
+
+def _start_ops(spec: ReleaseSpec) -> list[str]:
+    """The operations application (otp.ops), after the release's own, unless the spec
+    lists it itself or its config says ``otp_ops: {enabled: false}``."""
+    from otp import application
+
+    if any(a.name == "otp_ops" for a in spec.applications):
+        return []
+    if application.get_env("otp_ops", "enabled", True) is False:
+        return []
+    return application.ensure_all_started("otp_ops")
 
 
 def _boot(root: Path, spec: ReleaseSpec, paths: dict[str, Path], started: float,
@@ -622,6 +635,12 @@ def _rss() -> int | None:
     return None
 
 
+def _alarms() -> list[Any]:
+    from otp import ops
+
+    return [ops.describe_alarm(a) for a in ops.snapshot_alarms()]
+
+
 def _release_handler() -> Any:
     try:
         return importlib.import_module("otp.release_handler")
@@ -655,6 +674,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             "applications": [[a.name, a.vsn] for a in application.which_applications()],
             "processes": len(processes()),
             "rss": _rss(),
+            "alarms": _alarms(),
             "root": str(root),
             "socket": str(paths["socket"]),
             "config": list(spec.config if configs is None else configs),
@@ -764,7 +784,13 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
         "remove": remove,
         "make_permanent": make_permanent,
         "top": top,
-    }
+    } | _ops_handlers()
+
+
+def _ops_handlers() -> dict[str, Any]:
+    from otp import ops
+
+    return ops.control_handlers()
 
 
 # ------------------------------------------------------------------- generated files

@@ -40,8 +40,9 @@ Helpers in the shell's namespace: ``processes()``, ``i(pid)`` (``process_info``;
 or its text ``"<0.42.0>"``), ``whereis(name)``, ``registered()``, ``get_state(name)``,
 ``load(module)`` (``otp.code.load``), ``which_applications()``, ``versions()``,
 ``upgrade(vsn)`` (``otp.release_handler.install``: *not* made permanent),
-``make_permanent(vsn)``, ``top(n)``. A dotted name that is an importable module
-(``chat.connection.address()``) is imported on first use.
+``make_permanent(vsn)``, ``top(n)``, ``observer()`` (``otp.ops.observer``: the
+node's summary, alarms and top processes with their queue statistics). A dotted name
+that is an importable module (``chat.connection.address()``) is imported on first use.
 
 Wire protocol: JSON lines both ways. A request is ``{"op": ..., ...}``; its answer
 ``{"ok": true, "result": ..., "out": "..."}`` or ``{"ok": false, "error": "..."}``.
@@ -415,6 +416,8 @@ def shell_namespace(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "upgrade": lambda vsn: _rh("install", vsn),
         "make_permanent": lambda vsn: _rh("make_permanent", vsn),
         "top": _top,
+        "observer": lambda sort="queue", limit=15: _optional("otp.ops", "otp.ops").observer(
+            sort, limit),
     }
     ns.update(extra or {})
     return ns

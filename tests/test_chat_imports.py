@@ -11,7 +11,7 @@ import pytest
 CHAT = pathlib.Path(__file__).resolve().parent.parent / "chat"
 PUBLIC = {"otp", "otp.process", "otp.node", "otp.errors", "otp.threads", "otp.gen_server",
           "otp.supervisor", "otp.application", "otp.config", "otp.logger", "otp.tables",
-          "otp.sys", "otp.net", "otp.serve", "otp.httpd"}
+          "otp.sys", "otp.net", "otp.serve", "otp.httpd", "otp.metrics"}
 
 
 def _imports(path: pathlib.Path):

@@ -48,6 +48,10 @@ class BlockingMonitor:
         self._stop = OSEvent()
         self._answered = OSEvent()
         self._report: tuple[float, str, list[str]] | None = None
+        # The holds reported so far, and the last one's (seconds, who): otp.sar's
+        # hub_blocked alarm reads them.
+        self.holds = 0
+        self.last: tuple[float, str] = (0.0, "")
         self._thread = start_os_thread(self._watch, name="otp-blocking-monitor")
 
     def stop(self) -> None:
@@ -102,6 +106,8 @@ class BlockingMonitor:
             self._report = None
             sent, who, stack = report
             held = time.perf_counter() - sent
+            self.holds += 1
+            self.last = (held, who)
             _log.warning(
                 "%s held the hub for about %.3f s without yielding (max_blocking_time=%s); "
                 "every other process waited. Move CPU-heavy or blocking work to a thread "

@@ -80,6 +80,7 @@ def send(dest: Pid | str | Ref | tuple[str, str], msg: Any) -> Any:
         node.deliver(p, msg)
         return msg
     mbox.append(msg)
+    p.nin += 1
     if p.waiting and not p.queued:
         # node.wake, inlined
         p.queued = True

@@ -168,9 +168,11 @@ class Process(greenlet.greenlet):
         "mbox",
         "monitors",
         "name",
+        "nin",
         "node",
         "pdict",
         "pid",
+        "qs",
         "queued",
         "reason",
         "suspended",
@@ -210,6 +212,10 @@ class Process(greenlet.greenlet):
     args: tuple[Any, ...]
     log_crash: bool
     suspended: bool
+    # Messages put in the mailbox so far (the queue statistics of otp.stats): the only
+    # counter the send paths pay for; dequeued = nin - len(mbox).
+    nin: int
+    qs: Any  # the sampler's state for this process (otp.stats), None until it looks
     # The process dictionary (otp._core.localvars.ProcessVar): left unset by spawn (no
     # cost), read with getattr(p, "pdict", None); a (var, value) pair while the process
     # has one variable, a dict from the second on.
@@ -415,6 +421,10 @@ class Node:
         # Only the slow paths look at them: a signal whose target is not local.
         self.dist: DistHook | None = None
         self.remote: Remote | None = None
+        # The queue counters of the processes that ended (otp.stats): messages put in
+        # their mailboxes, and taken out of them, over their lives.
+        self.ended_in = 0
+        self.ended_out = 0
         # NodeVar values (otp._core.localvars): var -> value; every node starts empty.
         self.localvars: dict[Any, Any] = {}
 
@@ -602,6 +612,8 @@ class Node:
         p.reason = None
         p.log_crash = log_crash
         p.suspended = False
+        p.nin = 0
+        p.qs = None
         self.procs[pid.id] = p
         if link is not None:
             p.links = {link}
@@ -635,6 +647,7 @@ class Node:
         if mbox is None:
             p.mbox = mbox = deque()
         mbox.append(msg)
+        p.nin += 1
         if p.waiting and not p.queued:
             p.queued = True
             self.runq.append(p)
@@ -957,6 +970,8 @@ class Node:
                 p.aliases = None  # its aliases end with it (P18)
                 pid = p.pid
                 del self.procs[pid.id]
+                self.ended_in += p.nin
+                self.ended_out += p.nin - (len(p.mbox) if p.mbox else 0)
                 if p.name is not None:
                     del self.names[p.name]
                 ts = p.timers
@@ -1190,6 +1205,7 @@ class Node:
             if mbox is None:
                 p.mbox = mbox = deque()
             mbox.append(msg)
+            p.nin += 1
         if p.waiting and not p.queued:
             p.queued = True
             self.runq.append(p)
@@ -1251,6 +1267,7 @@ class Node:
         if mbox is None:
             t.mbox = mbox = deque()
         mbox.append((label, (p.pid, aid), body))
+        t.nin += 1
         if t.waiting and not t.queued:
             t.queued = True
             self.runq.append(t)
