@@ -26,7 +26,18 @@ from hypothesis import strategies as st
 from otp.dist import _etf
 from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
 from otp.lowlevel import Pid, Ref
-from tests.etf_codecs import NOT_BUILT, Empty, Msg, One, Pair, _hashable, _leaves, _terms, codecs
+from tests.etf_codecs import (
+    NOT_BUILT,
+    Empty,
+    Msg,
+    One,
+    Pair,
+    _etf_accel,
+    _hashable,
+    _leaves,
+    _terms,
+    codecs,
+)
 
 _C = codecs()["c"]
 _PY = codecs()["python"]
@@ -388,3 +399,31 @@ def test_records_decode_the_same_or_fail_the_same():
         decode_both(data)
         decode_both(_C[0]((Atom("$otpy_rec"), *items), otpy=False))
         decode_both(_C[0]((Atom("$otpy_bytes"), *items), otpy=False))
+
+
+def test_odd_pids_and_refs_are_handed_to_the_python_encoder_with_the_same_result():
+    for term in (
+        Pid(Atom("a@h"), 1, 2),
+        Pid("a" * 300, 1, 2),
+        Pid(5, 1, 2),  # type: ignore[arg-type]
+        Pid("a@h", True, 2),  # type: ignore[arg-type]
+        Pid("a@h", 1.5, 2),  # type: ignore[arg-type]
+        Ref(Atom("a@h"), 2**64),
+        Ref("a@h", 2**64 - 1),
+        Ref("a@h", 1.5),  # type: ignore[arg-type]
+        Ref(7, 1),  # type: ignore[arg-type]
+    ):
+        for otpy in BOTH:
+            encode_both(term, otpy)
+
+
+def test_setup_says_what_the_namespace_lacks():
+    assert _etf_accel is not None
+    try:
+        with pytest.raises(RuntimeError, match="_RECORD_SPECS is missing"):
+            _etf_accel.setup({k: v for k, v in vars(_etf).items() if k != "_RECORD_SPECS"})
+        with pytest.raises(RuntimeError, match="setup"):
+            _etf_accel.encode(1)
+    finally:
+        _etf_accel.setup(vars(_etf))
+    assert _etf_accel.encode(1) == b"a\x01"

@@ -177,6 +177,7 @@ static int enc_python(Enc *e, PyObject *t) {
 static int enc_str(Enc *e, PyObject *t) {
     if (PyUnicode_IS_COMPACT_ASCII(t)) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        if (n > 0xFFFFFFFFLL) return enc_python(e, t);
         if (RESERVE(e, 5 + n) < 0) return -1;
         put8(e, BINARY);
         put32(e, (unsigned long)n);
@@ -187,10 +188,9 @@ static int enc_str(Enc *e, PyObject *t) {
     PyObject *b = PyUnicode_AsUTF8String(t);
     if (!b) return -1;
     Py_ssize_t n = PyBytes_GET_SIZE(b);
-    if (n > 0xFFFFFFFFLL) {
+    if (n > 0xFFFFFFFFLL) { /* 4 GiB or more: the Python encoder says why not */
         Py_DECREF(b);
-        PyErr_SetString(PyExc_OverflowError, "a binary of 4 GiB or more has no ETF form");
-        return -1;
+        return enc_python(e, t);
     }
     int r = RESERVE(e, 5 + n);
     if (r == 0) {
@@ -258,8 +258,9 @@ static int enc_items(Enc *e, PyObject *seq, int depth) {
 static int enc_pid(Enc *e, PyObject *t) {
     PyObject *node = SLOT(t, pid_node_off), *id = SLOT(t, pid_id_off),
              *creation = SLOT(t, pid_creation_off);
-    if (!node || !id || !creation || !PyLong_CheckExact(id) || !PyLong_CheckExact(creation))
-        return enc_python(e, t);
+    if (!node || !id || !creation || !PyLong_CheckExact(id) || !PyLong_CheckExact(creation) ||
+        !(PyUnicode_CheckExact(node) || Py_IS_TYPE(node, Atom_T)))
+        return enc_python(e, t); /* an odd pid: the Python encoder */
     PyObject *head = PyDict_GetItemWithError(PID_HEADS, node);
     if (head && PyBytes_GET_SIZE(head)) {
         if (put_obj(e, head) < 0) return -1;
@@ -1290,6 +1291,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
         PyErr_SetString(PyExc_TypeError, "setup expects the globals() of otp.dist._etf");
         return NULL;
     }
+    ready = 0; /* until everything is taken: encode/decode refuse to run half set up */
 #define NEED(var, name)                                                                    \
     do {                                                                                   \
         Py_XSETREF(var, need(ns, name));                                                   \
