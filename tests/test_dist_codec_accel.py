@@ -427,3 +427,19 @@ def test_setup_says_what_the_namespace_lacks():
     finally:
         _etf_accel.setup(vars(_etf))
     assert _etf_accel.encode(1) == b"a\x01"
+
+
+def test_many_atoms_and_pids_decode_right_through_the_caches():
+    # More than the accelerator's small caches hold: slots are shared and replaced.
+    assert _C is not None
+    atoms = [Atom(f"cache_atom_{i}") for i in range(3000)]
+    pids = [Pid(f"cache{i % 50}@h", i, i % 3) for i in range(3000)]
+    for _ in range(2):
+        for atom, pid in zip(atoms, pids, strict=True):
+            term, _end = _C[1](_C[0]((atom, pid)))
+            assert term == (atom, pid) and term[0].__class__ is Atom and term[1].__class__ is Pid
+    latin1 = bytes([115, 1, 0xE9])  # SMALL_ATOM_EXT 'é': the same byte is not UTF-8
+    assert decode_both(latin1)[1] == (Atom("é"), 3)
+    assert decode_both(bytes([119, 1, 0xE9]))[1] is BadTerm
+    assert decode_both(latin1)[1] == (Atom("é"), 3)
+    assert decode_both(bytes([119, 4]) + b"true")[1] == (True, 6)

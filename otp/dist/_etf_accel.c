@@ -655,13 +655,54 @@ static PyObject *long_from_le(const unsigned char *b, Py_ssize_t n) {
 
 static PyObject *dec(Dec *x, Py_ssize_t *pos, int otpy, int depth);
 
+/* In front of the shared caches of _etf.py (_ATOMS, _LATIN1_ATOMS, _PIDS: raw bytes ->
+ * value), a small direct-mapped one that finds the value from the bytes in the input
+ * without making a bytes object to look it up: the same objects, found faster. */
+#define FAST_SLOTS 1024
+typedef struct {
+    PyObject *raw, *value;
+} FastEntry;
+static FastEntry fast_atoms[2][FAST_SLOTS], fast_pids[FAST_SLOTS];
+
+static inline FastEntry *fast_slot(FastEntry *table, const unsigned char *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return &table[h & (FAST_SLOTS - 1)];
+}
+
+static inline PyObject *fast_get(FastEntry *e, const unsigned char *p, Py_ssize_t n) {
+    if (e->raw && PyBytes_GET_SIZE(e->raw) == n && memcmp(PyBytes_AS_STRING(e->raw), p, n) == 0)
+        return Py_NewRef(e->value);
+    return NULL;
+}
+
+static inline void fast_put(FastEntry *e, PyObject *raw, PyObject *value) {
+    Py_XSETREF(e->raw, Py_NewRef(raw));
+    Py_XSETREF(e->value, Py_NewRef(value));
+}
+
+static void fast_clear(void) {
+    for (int i = 0; i < FAST_SLOTS; i++) {
+        Py_CLEAR(fast_atoms[0][i].raw);
+        Py_CLEAR(fast_atoms[0][i].value);
+        Py_CLEAR(fast_atoms[1][i].raw);
+        Py_CLEAR(fast_atoms[1][i].value);
+        Py_CLEAR(fast_pids[i].raw);
+        Py_CLEAR(fast_pids[i].value);
+    }
+}
+
 static PyObject *dec_atom(Dec *x, Py_ssize_t start, Py_ssize_t end, int latin1) {
     PyObject *cache = latin1 ? LATIN1_ATOMS : ATOMS;
+    FastEntry *slot = fast_slot(fast_atoms[latin1], x->d + start, end - start);
+    PyObject *a = fast_get(slot, x->d + start, end - start);
+    if (a) return a;
     PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + start, end - start);
     if (!raw) return NULL;
-    PyObject *a = PyDict_GetItemWithError(cache, raw);
+    a = PyDict_GetItemWithError(cache, raw);
     if (a) {
         Py_INCREF(a);
+        fast_put(slot, raw, a);
         Py_DECREF(raw);
         return a;
     }
@@ -688,9 +729,12 @@ static PyObject *dec_atom(Dec *x, Py_ssize_t start, Py_ssize_t end, int latin1) 
         bad_term(PyUnicode_FromFormat("an atom has at most 255 characters, got %zd", n));
         goto fail;
     }
-    if (PyDict_GET_SIZE(cache) < MAX_CACHE && PyDict_SetItem(cache, raw, a) < 0) {
-        Py_DECREF(a);
-        goto fail;
+    if (PyDict_GET_SIZE(cache) < MAX_CACHE) {
+        if (PyDict_SetItem(cache, raw, a) < 0) {
+            Py_DECREF(a);
+            goto fail;
+        }
+        fast_put(slot, raw, a); /* only what the shared cache holds too */
     }
     Py_DECREF(raw);
     return a;
@@ -733,15 +777,22 @@ static PyObject *dec_pid(Dec *x, Py_ssize_t *pos, int depth) {
         if (p0 + 2 >= x->len) return truncated();
         Py_ssize_t end = p0 + 15 + x->d[p0 + 2];
         if (end <= x->len) {
-            PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + p0, end - p0);
-            if (!raw) return NULL;
-            PyObject *pid = PyDict_GetItemWithError(PIDS, raw);
-            Py_DECREF(raw);
+            PyObject *pid = fast_get(fast_slot(fast_pids, x->d + p0, end - p0), x->d + p0, end - p0);
             if (pid) {
-                Py_INCREF(pid);
                 *pos = end;
                 return pid;
             }
+            PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + p0, end - p0);
+            if (!raw) return NULL;
+            pid = PyDict_GetItemWithError(PIDS, raw);
+            if (pid) {
+                Py_INCREF(pid);
+                fast_put(fast_slot(fast_pids, x->d + p0, end - p0), raw, pid);
+                Py_DECREF(raw);
+                *pos = end;
+                return pid;
+            }
+            Py_DECREF(raw);
             if (PyErr_Occurred()) return NULL;
         }
     }
@@ -771,6 +822,7 @@ static PyObject *dec_pid(Dec *x, Py_ssize_t *pos, int depth) {
             Py_DECREF(pid);
             return NULL;
         }
+        fast_put(fast_slot(fast_pids, x->d + p0, end - p0), raw, pid);
         Py_DECREF(raw);
     }
     *pos = end;
@@ -1292,6 +1344,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
         return NULL;
     }
     ready = 0; /* until everything is taken: encode/decode refuse to run half set up */
+    fast_clear();
 #define NEED(var, name)                                                                    \
     do {                                                                                   \
         Py_XSETREF(var, need(ns, name));                                                   \
