@@ -14,6 +14,9 @@ two ``erl`` nodes, with the loops compiled (``bench/erl/bench_dist.erl``) and ti
 The message is what a chat server hands another node for a delivery: a tuple of a few
 strs, two ints, a 200-byte body and the recipient's Pid (msgpack, which has no Pid,
 carries the pid's id as an int instead).
+
+``python -m bench.dist_workloads`` prints the codec's speed on the distribution's
+control tuples, C accelerator against the Python codec and msgpack (``codec_table``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,54 @@ def dist_codec(n: int) -> Result:
     for _ in range(n):
         decode(encode(msg))
     return micros_each(n, time.perf_counter() - start), "us/message", n
+
+
+def codec_table(n: int = 50_000, repeat: int = 7) -> str:
+    """The codec's speed on the control tuples of the distribution protocol and a chat
+    message: encode and decode, each in µs (the median of ``repeat`` runs of ``n``), for
+    the C accelerator, the Python codec and msgpack (a pid as an int). Wall-clock: on a
+    shared machine every column moves; compare within a row.
+    ``python -m bench.dist_workloads`` prints it."""
+    import statistics
+    import timeit
+
+    from otp.dist import _etf
+    from otp.dist._etf_types import Atom
+    from otp.lowlevel import Down, Pid, Ref
+
+    a, b = Pid("a@host", 1234, 1), Pid("b@host", 99, 2)
+    ref = Ref("a@host", 5)
+    cases: list[tuple[str, Any, Any]] = [
+        ("SEND header (22, Pid, Pid)", (22, a, b), (22, 1234, 99)),
+        ("REG_SEND (6, Pid, '', Atom)", (6, a, Atom(""), Atom("bench_ponger")),
+         (6, 1234, "", "bench_ponger")),
+        ("message ('ping', Pid)", ("ping", a), ("ping", 1234)),
+        ("call ($gen_call, (Pid, Ref), req)", (Atom("$gen_call"), (a, ref), ("get", 1)),
+         ("$gen_call", (1234, 5), ("get", 1))),
+        ("Down record", Down(ref, a, "normal"), (5, 1234, "normal")),
+        ("chat message", _message(a), _message(1234)),
+    ]  # fmt: skip
+    impls = [("C", _etf.encode, _etf.decode), ("Python", _etf._py_encode, _etf._py_decode)]
+    if not _etf.ACCELERATED:
+        impls = impls[1:]
+
+    def us(f: Any, k: int) -> float:
+        return statistics.median(timeit.repeat(f, number=k, repeat=repeat)) / k * 1e6
+
+    head = "".join(f"{name + ' enc':>11}{name + ' dec':>11}" for name, _, _ in impls)
+    lines = [f"{'µs, median of ' + str(repeat):34}{head}{'msgpack':>11}{'C / msgpack':>13}"]
+    for label, term, plain in cases:
+        row, both = "", 0.0
+        for name, enc, dec in impls:
+            data = enc(term)
+            k = n if name == "C" else n // 5
+            e, d = us(lambda: enc(term), k), us(lambda: dec(data), k)  # noqa: B023
+            row += f"{e:11.2f}{d:11.2f}"
+            both = both or e + d
+        packed = msgpack.packb(plain)
+        mp = us(lambda: msgpack.packb(plain), n) + us(lambda: msgpack.unpackb(packed), n)  # noqa: B023
+        lines.append(f"{label:34}{row}{mp:11.2f}{both / mp:12.2f}×")
+    return "\n".join(lines)
 
 
 def msgpack_codec(n: int) -> Result:
@@ -212,3 +263,7 @@ WORKLOADS: dict[str, Workload] = {"dist_codec": dist_codec}
 MSGPACK_WORKLOADS: dict[str, Workload] = {"dist_codec": msgpack_codec}
 OTPY_PAIR_WORKLOADS: dict[str, Workload] = {w: _otpy(w, u) for w, u in _UNITS.items()}
 ERL_WORKLOADS: dict[str, Workload] = {w: _erl(w, u) for w, u in _UNITS.items()}
+
+
+if __name__ == "__main__":
+    print(codec_table())

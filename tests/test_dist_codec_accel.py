@@ -26,7 +26,18 @@ from hypothesis import strategies as st
 from otp.dist import _etf
 from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
 from otp.lowlevel import Pid, Ref
-from tests.etf_codecs import NOT_BUILT, Empty, Msg, One, Pair, _hashable, _leaves, _terms, codecs
+from tests.etf_codecs import (
+    NOT_BUILT,
+    Empty,
+    Msg,
+    One,
+    Pair,
+    _etf_accel,
+    _hashable,
+    _leaves,
+    _terms,
+    codecs,
+)
 
 _C = codecs()["c"]
 _PY = codecs()["python"]
@@ -388,3 +399,47 @@ def test_records_decode_the_same_or_fail_the_same():
         decode_both(data)
         decode_both(_C[0]((Atom("$otpy_rec"), *items), otpy=False))
         decode_both(_C[0]((Atom("$otpy_bytes"), *items), otpy=False))
+
+
+def test_odd_pids_and_refs_are_handed_to_the_python_encoder_with_the_same_result():
+    for term in (
+        Pid(Atom("a@h"), 1, 2),
+        Pid("a" * 300, 1, 2),
+        Pid(5, 1, 2),  # type: ignore[arg-type]
+        Pid("a@h", True, 2),  # type: ignore[arg-type]
+        Pid("a@h", 1.5, 2),  # type: ignore[arg-type]
+        Ref(Atom("a@h"), 2**64),
+        Ref("a@h", 2**64 - 1),
+        Ref("a@h", 1.5),  # type: ignore[arg-type]
+        Ref(7, 1),  # type: ignore[arg-type]
+    ):
+        for otpy in BOTH:
+            encode_both(term, otpy)
+
+
+def test_setup_says_what_the_namespace_lacks():
+    assert _etf_accel is not None
+    try:
+        with pytest.raises(RuntimeError, match="_RECORD_SPECS is missing"):
+            _etf_accel.setup({k: v for k, v in vars(_etf).items() if k != "_RECORD_SPECS"})
+        with pytest.raises(RuntimeError, match="setup"):
+            _etf_accel.encode(1)
+    finally:
+        _etf_accel.setup(vars(_etf))
+    assert _etf_accel.encode(1) == b"a\x01"
+
+
+def test_many_atoms_and_pids_decode_right_through_the_caches():
+    # More than the accelerator's small caches hold: slots are shared and replaced.
+    assert _C is not None
+    atoms = [Atom(f"cache_atom_{i}") for i in range(3000)]
+    pids = [Pid(f"cache{i % 50}@h", i, i % 3) for i in range(3000)]
+    for _ in range(2):
+        for atom, pid in zip(atoms, pids, strict=True):
+            term, _end = _C[1](_C[0]((atom, pid)))
+            assert term == (atom, pid) and term[0].__class__ is Atom and term[1].__class__ is Pid
+    latin1 = bytes([115, 1, 0xE9])  # SMALL_ATOM_EXT 'é': the same byte is not UTF-8
+    assert decode_both(latin1)[1] == (Atom("é"), 3)
+    assert decode_both(bytes([119, 1, 0xE9]))[1] is BadTerm
+    assert decode_both(latin1)[1] == (Atom("é"), 3)
+    assert decode_both(bytes([119, 4]) + b"true")[1] == (True, 6)

@@ -177,6 +177,7 @@ static int enc_python(Enc *e, PyObject *t) {
 static int enc_str(Enc *e, PyObject *t) {
     if (PyUnicode_IS_COMPACT_ASCII(t)) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        if (n > 0xFFFFFFFFLL) return enc_python(e, t);
         if (RESERVE(e, 5 + n) < 0) return -1;
         put8(e, BINARY);
         put32(e, (unsigned long)n);
@@ -187,10 +188,9 @@ static int enc_str(Enc *e, PyObject *t) {
     PyObject *b = PyUnicode_AsUTF8String(t);
     if (!b) return -1;
     Py_ssize_t n = PyBytes_GET_SIZE(b);
-    if (n > 0xFFFFFFFFLL) {
+    if (n > 0xFFFFFFFFLL) { /* 4 GiB or more: the Python encoder says why not */
         Py_DECREF(b);
-        PyErr_SetString(PyExc_OverflowError, "a binary of 4 GiB or more has no ETF form");
-        return -1;
+        return enc_python(e, t);
     }
     int r = RESERVE(e, 5 + n);
     if (r == 0) {
@@ -258,8 +258,9 @@ static int enc_items(Enc *e, PyObject *seq, int depth) {
 static int enc_pid(Enc *e, PyObject *t) {
     PyObject *node = SLOT(t, pid_node_off), *id = SLOT(t, pid_id_off),
              *creation = SLOT(t, pid_creation_off);
-    if (!node || !id || !creation || !PyLong_CheckExact(id) || !PyLong_CheckExact(creation))
-        return enc_python(e, t);
+    if (!node || !id || !creation || !PyLong_CheckExact(id) || !PyLong_CheckExact(creation) ||
+        !(PyUnicode_CheckExact(node) || Py_IS_TYPE(node, Atom_T)))
+        return enc_python(e, t); /* an odd pid: the Python encoder */
     PyObject *head = PyDict_GetItemWithError(PID_HEADS, node);
     if (head && PyBytes_GET_SIZE(head)) {
         if (put_obj(e, head) < 0) return -1;
@@ -654,13 +655,54 @@ static PyObject *long_from_le(const unsigned char *b, Py_ssize_t n) {
 
 static PyObject *dec(Dec *x, Py_ssize_t *pos, int otpy, int depth);
 
+/* In front of the shared caches of _etf.py (_ATOMS, _LATIN1_ATOMS, _PIDS: raw bytes ->
+ * value), a small direct-mapped one that finds the value from the bytes in the input
+ * without making a bytes object to look it up: the same objects, found faster. */
+#define FAST_SLOTS 1024
+typedef struct {
+    PyObject *raw, *value;
+} FastEntry;
+static FastEntry fast_atoms[2][FAST_SLOTS], fast_pids[FAST_SLOTS];
+
+static inline FastEntry *fast_slot(FastEntry *table, const unsigned char *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return &table[h & (FAST_SLOTS - 1)];
+}
+
+static inline PyObject *fast_get(FastEntry *e, const unsigned char *p, Py_ssize_t n) {
+    if (e->raw && PyBytes_GET_SIZE(e->raw) == n && memcmp(PyBytes_AS_STRING(e->raw), p, n) == 0)
+        return Py_NewRef(e->value);
+    return NULL;
+}
+
+static inline void fast_put(FastEntry *e, PyObject *raw, PyObject *value) {
+    Py_XSETREF(e->raw, Py_NewRef(raw));
+    Py_XSETREF(e->value, Py_NewRef(value));
+}
+
+static void fast_clear(void) {
+    for (int i = 0; i < FAST_SLOTS; i++) {
+        Py_CLEAR(fast_atoms[0][i].raw);
+        Py_CLEAR(fast_atoms[0][i].value);
+        Py_CLEAR(fast_atoms[1][i].raw);
+        Py_CLEAR(fast_atoms[1][i].value);
+        Py_CLEAR(fast_pids[i].raw);
+        Py_CLEAR(fast_pids[i].value);
+    }
+}
+
 static PyObject *dec_atom(Dec *x, Py_ssize_t start, Py_ssize_t end, int latin1) {
     PyObject *cache = latin1 ? LATIN1_ATOMS : ATOMS;
+    FastEntry *slot = fast_slot(fast_atoms[latin1], x->d + start, end - start);
+    PyObject *a = fast_get(slot, x->d + start, end - start);
+    if (a) return a;
     PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + start, end - start);
     if (!raw) return NULL;
-    PyObject *a = PyDict_GetItemWithError(cache, raw);
+    a = PyDict_GetItemWithError(cache, raw);
     if (a) {
         Py_INCREF(a);
+        fast_put(slot, raw, a);
         Py_DECREF(raw);
         return a;
     }
@@ -687,9 +729,12 @@ static PyObject *dec_atom(Dec *x, Py_ssize_t start, Py_ssize_t end, int latin1) 
         bad_term(PyUnicode_FromFormat("an atom has at most 255 characters, got %zd", n));
         goto fail;
     }
-    if (PyDict_GET_SIZE(cache) < MAX_CACHE && PyDict_SetItem(cache, raw, a) < 0) {
-        Py_DECREF(a);
-        goto fail;
+    if (PyDict_GET_SIZE(cache) < MAX_CACHE) {
+        if (PyDict_SetItem(cache, raw, a) < 0) {
+            Py_DECREF(a);
+            goto fail;
+        }
+        fast_put(slot, raw, a); /* only what the shared cache holds too */
     }
     Py_DECREF(raw);
     return a;
@@ -732,15 +777,22 @@ static PyObject *dec_pid(Dec *x, Py_ssize_t *pos, int depth) {
         if (p0 + 2 >= x->len) return truncated();
         Py_ssize_t end = p0 + 15 + x->d[p0 + 2];
         if (end <= x->len) {
-            PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + p0, end - p0);
-            if (!raw) return NULL;
-            PyObject *pid = PyDict_GetItemWithError(PIDS, raw);
-            Py_DECREF(raw);
+            PyObject *pid = fast_get(fast_slot(fast_pids, x->d + p0, end - p0), x->d + p0, end - p0);
             if (pid) {
-                Py_INCREF(pid);
                 *pos = end;
                 return pid;
             }
+            PyObject *raw = PyBytes_FromStringAndSize((const char *)x->d + p0, end - p0);
+            if (!raw) return NULL;
+            pid = PyDict_GetItemWithError(PIDS, raw);
+            if (pid) {
+                Py_INCREF(pid);
+                fast_put(fast_slot(fast_pids, x->d + p0, end - p0), raw, pid);
+                Py_DECREF(raw);
+                *pos = end;
+                return pid;
+            }
+            Py_DECREF(raw);
             if (PyErr_Occurred()) return NULL;
         }
     }
@@ -770,6 +822,7 @@ static PyObject *dec_pid(Dec *x, Py_ssize_t *pos, int depth) {
             Py_DECREF(pid);
             return NULL;
         }
+        fast_put(fast_slot(fast_pids, x->d + p0, end - p0), raw, pid);
         Py_DECREF(raw);
     }
     *pos = end;
@@ -1290,6 +1343,8 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
         PyErr_SetString(PyExc_TypeError, "setup expects the globals() of otp.dist._etf");
         return NULL;
     }
+    ready = 0; /* until everything is taken: encode/decode refuse to run half set up */
+    fast_clear();
 #define NEED(var, name)                                                                    \
     do {                                                                                   \
         Py_XSETREF(var, need(ns, name));                                                   \
