@@ -375,6 +375,7 @@ class Node:
         self._next_id = itertools.count(1).__next__
         self._next_ref = itertools.count(1).__next__
         self._drain_scheduled = False
+        self._resume: Any = None  # the zero timer that brings the drain back (see _drain)
         self._budget = 0
         self._turn_ends = 0.0
         self._timers: list[tuple[float, int, _Timer]] = []
@@ -478,6 +479,10 @@ class Node:
             self._idle.stop()
             self._idle.close()
             self._idle = None
+        if self._resume is not None:
+            self._resume.stop()
+            self._resume.close()
+            self._resume = None
         self.clock.detach()
         if self._fairness is not None:
             self._fairness.stop()
@@ -670,8 +675,14 @@ class Node:
         self._turn_ends = _wallclock() + HUB_TURN
         while runq:
             if self._budget <= 0 and not self._more_budget():
-                # Give the hub a turn (I/O, timers) and come back.
-                self.hub.loop.run_callback(self._drain)
+                # Give the hub a turn (poll I/O, run the due timers) and come back. A
+                # zero timer, not run_callback: gevent runs up to 50 callbacks in a row
+                # before it polls, so a drain that came back as a callback held I/O and
+                # timers off for 50 turns (100+ ms) while processes kept each other busy.
+                w = self._resume
+                if w is None:
+                    w = self._resume = self.hub.loop.timer(0.0)
+                w.start(self._drain)
                 if self._lazy:
                     # The hub comes straight back: arm only deadlines that are near.
                     self._arm_near()
