@@ -679,6 +679,9 @@ class _App:
 
     def _receive(self, environ: dict[str, Any], f: Any, length: int | None,
                  start: float) -> tuple[str, int]:
+        body = httpd.direct_body(environ) if length is not None else None
+        if body is not None:
+            return self._receive_direct(environ, body, f, length or 0, start)
         cfg = self.ctx.cfg
         inp = environ["wsgi.input"]
         h = hashlib.sha256()
@@ -723,6 +726,47 @@ class _App:
         if got == 0:
             raise _HttpError(400, "bad_request", "expected a body of 1 byte or more, got "
                                                  "an empty one")
+        return h.hexdigest(), got
+
+    def _receive_direct(self, environ: dict[str, Any], body: httpd.DirectBody, f: Any,
+                        length: int, start: float) -> tuple[str, int]:
+        """The body of ``length`` bytes read, hashed and written a BATCH at a time in
+        the thread pool (``otp.httpd.direct_body``): this process only waits for data
+        and for its turn."""
+        cfg = self.ctx.cfg
+        h = hashlib.sha256()
+
+        def consume(view: memoryview) -> None:  # (in a pool thread)
+            h.update(view)
+            f.write(view)
+
+        got = 0
+        me = _self()
+        while got < length:
+            try:
+                body.wait()
+                gen_server.call(HTTP, _Disk(me, min(BATCH, length - got)), None)
+                try:
+                    n = body.read(BATCH, consume)
+                finally:
+                    gen_server.cast(HTTP, _DiskDone(me))
+            except OSError as e:
+                _skip_body(environ)
+                if _now() - start >= cfg.upload_timeout or isinstance(e, TimeoutError):
+                    raise _HttpError(408, "upload_timeout", f"expected the body within "
+                                                            f"{cfg.upload_timeout:g} s; "
+                                                            f"nothing was kept") from None
+                raise _HttpError(400, "truncated", f"the body ended after {got} of "
+                                                   f"{length} bytes; nothing was kept") from None
+            if not n:
+                _skip_body(environ)
+                if _now() - start >= cfg.upload_timeout:
+                    raise _HttpError(408, "upload_timeout", f"expected the body within "
+                                                            f"{cfg.upload_timeout:g} s; "
+                                                            f"nothing was kept")
+                raise _HttpError(400, "truncated", f"the body ended after {got} of "
+                                                   f"{length} bytes; nothing was kept")
+            got += n
         return h.hexdigest(), got
 
     # ------------------------------------------------------------ download

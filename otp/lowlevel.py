@@ -73,7 +73,13 @@ from otp._core.dist import (
 )
 from otp._core.dist import NodeDown as NodeDown
 from otp._core.fastpath import receive, send
-from otp._core.httpd import SOCKET_KEY, wsgi_finish_early, wsgi_handler
+from otp._core.httpd import (
+    SOCKET_KEY,
+    DirectBody,
+    wsgi_direct_body,
+    wsgi_finish_early,
+    wsgi_handler,
+)
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -111,6 +117,7 @@ __all__ = [
     "RUNNING",
     "SOCKET_KEY",
     "Clock",
+    "DirectBody",
     "DistHook",
     "Node",
     "NodeVar",
@@ -142,6 +149,7 @@ __all__ = [
     "set_socket_owner",
     "spawn_process",
     "start_os_thread",
+    "wsgi_direct_body",
     "wsgi_finish_early",
     "wsgi_handler",
 ]

@@ -8,13 +8,26 @@ greenlet spawning are never started: ``otp.httpd`` accepts and spawns processes.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
+import time
 from collections.abc import Callable
 from typing import Any
 
 import gevent.pywsgi as _pywsgi
+import gevent.socket as _gsocket
+import gevent.ssl as _gssl
+from gevent import monkey
 
-__all__ = ["SOCKET_KEY", "wsgi_finish_early", "wsgi_handler"]
+from otp._core.threadpool import run_in_thread
+
+__all__ = ["SOCKET_KEY", "DirectBody", "wsgi_direct_body", "wsgi_finish_early",
+           "wsgi_handler"]
+
+#: the interpreter's own ``select.poll`` (a pool thread must not use the hub's)
+_os_poll: Callable[[], Any] = monkey.get_original("select", "poll")
 
 #: the environ key under which the application finds its connection's socket
 SOCKET_KEY = "otp.httpd.socket"
@@ -51,3 +64,122 @@ def wsgi_finish_early(environ: dict[str, Any]) -> None:
             inp.chunked_input = False
         except AttributeError:
             pass
+
+
+class DirectBody:
+    """The rest of one request's body (it has a ``Content-Length``), read straight off
+    the connection's socket in a thread of the pool: no byte of it is copied, hashed or
+    written on the hub's thread (from ``wsgi_direct_body``).
+
+    ``wait(timeout)`` (in the process, cooperative) returns once the socket has data or
+    its end; ``read(size, consume)`` then runs in a pool thread: it reads up to ``size``
+    bytes into a buffer kept for the body, calls ``consume(view)`` with them (in that
+    thread), and returns how many it read; ``0`` at the end of the body or of the
+    connection (``remaining`` says which). A read waits for more bytes at most ``gap``
+    seconds once it has some, and stops after ``budget`` seconds in all: a slow client
+    never holds a pool thread for long.
+    """
+
+    __slots__ = ("_buf", "_fresh", "_inp", "_sock", "remaining")
+
+    def __init__(self, inp: Any, sock: Any) -> None:
+        self._inp = inp
+        self._sock = sock
+        self._buf = bytearray()
+        self._fresh = True
+        self.remaining: int = int(inp.content_length) - int(inp.position)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the socket has data (or its end, or an error): cooperative, no thread
+        held. ``TimeoutError`` after ``timeout`` seconds (None: the socket's own)."""
+        if self._fresh or self.remaining <= 0:
+            return  # the first read takes pywsgi's buffered bytes first
+        t = self._sock.gettimeout() if timeout is None else timeout
+        _gsocket.wait_read(self._sock.fileno(), timeout=t,
+                           timeout_exc=TimeoutError(f"no body data within {t} s"))
+
+    def read(self, size: int, consume: Callable[[memoryview], Any], *,
+             gap: float = 0.005, budget: float = 0.25) -> int:
+        """Read up to ``size`` bytes in a pool thread and pass them to ``consume``
+        there; the count read (0: the end)."""
+        if size < 1:
+            raise ValueError(f"size: expected 1 byte or more, got {size}")
+        want = min(size, self.remaining)
+        if want <= 0:
+            return 0
+        if len(self._buf) < want:
+            self._buf = bytearray(max(want, size))
+        view = memoryview(self._buf)
+        start = 0
+        if self._fresh:
+            # What pywsgi's reader holds already (read with the headers); a pending
+            # "100 Continue" is sent first, as pywsgi's own read would.
+            self._fresh = False
+            self._inp.read(0)
+            rfile = self._inp.rfile
+            held = rfile.peek(1)[:want]  # (waits for the first bytes: cooperative)
+            start = rfile.readinto(view[:len(held)]) if held else 0
+        while True:
+            fd = os.dup(self._sock.fileno())  # closed by the thread: never a reused number
+            got, eof = run_in_thread(_read_into, fd, view, start, want, consume, gap,
+                                     budget)
+            if got or eof:
+                break
+            self.wait()  # (nothing came within the budget after all)
+        self.remaining -= got
+        self._inp.position += got
+        return got
+
+
+def _read_into(fd: int, view: memoryview, start: int, want: int,
+               consume: Callable[[memoryview], Any], gap: float,
+               budget: float) -> tuple[int, bool]:
+    """(In a pool thread.) Fill ``view[start:want]`` from the non-blocking socket
+    ``fd`` (a duplicate, closed here), then ``consume`` the bytes; ``(count, eof)``."""
+    got, eof = start, False
+    try:
+        deadline = time.monotonic() + budget
+        poller = None
+        while got < want:
+            try:
+                n = os.readv(fd, [view[got:want]])
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if poller is None:
+                    poller = _os_poll()
+                    poller.register(fd, select.POLLIN)
+                wait = min(left, gap) if got else left
+                if not poller.poll(wait * 1000) and got:
+                    break  # the client paused: give what came
+                continue
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.ECONNRESET, errno.ENOTCONN):
+                    eof = True
+                    break
+                raise
+            if n == 0:
+                eof = True  # the client closed (or the read side was shut down)
+                break
+            got += n
+        if got:
+            consume(view[:got])
+        return got, eof
+    finally:
+        os.close(fd)
+
+
+def wsgi_direct_body(environ: dict[str, Any]) -> DirectBody | None:
+    """The request's body as a ``DirectBody``, or None when it must be read through
+    ``wsgi.input``: a chunked body, no ``Content-Length``, or TLS (the session is not
+    shared with a thread)."""
+    inp = environ.get("wsgi.input")
+    sock = environ.get(SOCKET_KEY)
+    if (not isinstance(inp, _pywsgi.Input) or inp.chunked_input
+            or inp.content_length is None
+            or not isinstance(sock, _gsocket.socket) or isinstance(sock, _gssl.SSLSocket)):
+        return None
+    return DirectBody(inp, sock)
