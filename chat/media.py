@@ -49,7 +49,7 @@ import socket
 import ssl
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,12 @@ HTTP = "chat.media.http"
 #: the first item of the internal body of a media message: ``(MEDIA_TAG, packed
 #: record)`` (a tuple, immutable, and never a text body: those are ``str`` or ``bytes``)
 MEDIA_TAG = "media"
-CHUNK = 64 * 1024
-#: an upload's body is read off its socket in pieces of READ bytes (the process yields
-#: between pieces) and goes to disk BATCH bytes at a time: one thread-pool job that
-#: hashes and writes them, so neither SHA-256 nor a write stalled by the disk ever runs
-#: on the node's thread
+#: an upload's body goes to disk BATCH bytes at a time, each batch one thread-pool job:
+#: with a Content-Length over plain HTTP (``otp.httpd.direct_body``) the job reads the
+#: batch off the socket, hashes and writes it, so no byte of it is copied on the node's
+#: thread; otherwise (TLS, a chunked body) the process reads it off its socket in
+#: pieces of READ bytes (yielding between pieces) and the job hashes and writes them. A
+#: download goes out BATCH bytes per job too (``otp.httpd.FileBody``: sendfile(2))
 READ = 256 * 1024
 BATCH = 1024 * 1024
 #: thread-pool jobs of the media endpoint at once (the pool has ~10 threads; the rest
@@ -481,11 +482,18 @@ def _refill(st: _Http) -> None:
 
 
 def _grant(st: _Http) -> None:
-    """Give disk turns to the waiting uploads, in order, while there are turns and the
-    pacing allows; start the pacing timer while some wait."""
+    """Give thread-pool turns to the waiting uploads, in order, while there are turns
+    and the pacing allows, and to downloads whenever there are turns; start the pacing
+    timer while some wait."""
     _refill(st)
-    while st.disk_wait and sum(st.disk.values()) < DISK_JOBS and st.tokens >= 0:
-        pid, size, from_ = st.disk_wait.popleft()
+    while st.disk_wait and sum(st.disk.values()) < DISK_JOBS:
+        # in order while the pacing allows; a download (size 0) is never held by it
+        i = 0 if st.tokens >= 0 else next(
+            (k for k, w in enumerate(st.disk_wait) if w[1] == 0), None)
+        if i is None:
+            break
+        pid, size, from_ = st.disk_wait[i]
+        del st.disk_wait[i]
         st.tokens -= size
         st.disk[pid] = st.disk.get(pid, 0) + 1
         gen_server.reply(from_, True)
@@ -521,6 +529,17 @@ def _on_disk(fn: Callable[..., Any], *args: Any) -> Any:
     gen_server.call(HTTP, _Disk(me, size), None)
     try:
         return run_in_thread(fn, *args)
+    finally:
+        gen_server.cast(HTTP, _DiskDone(me))
+
+
+def _disk_turn(job: Callable[[], int]) -> int:
+    """``job()`` (a download's thread-pool job) within one of the ``DISK_JOBS`` turns
+    (no pacing: a download writes nothing)."""
+    me = _self()
+    gen_server.call(HTTP, _Disk(me, 0), None)
+    try:
+        return job()
     finally:
         gen_server.cast(HTTP, _DiskDone(me))
 
@@ -807,7 +826,7 @@ class _App:
         n = last - first + 1
         headers.append(("Content-Length", str(n)))
         start_response(_STATUS[status], headers)
-        return _stream(f, first, n)
+        return httpd.FileBody(f, first, n, piece=BATCH, around=_disk_turn)
 
 
 def _flush_sync(f: Any) -> None:
@@ -844,19 +863,6 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     if first >= size:
         raise unsat
     return first, min(last, size - 1)
-
-
-def _stream(f: Any, first: int, n: int) -> Iterator[bytes]:
-    try:
-        f.seek(first)
-        while n > 0:
-            data = f.read(min(CHUNK, n))
-            if not data:
-                break
-            n -= len(data)
-            yield data
-    finally:
-        f.close()
 
 
 def _token(environ: dict[str, Any]) -> str | None:

@@ -60,6 +60,9 @@ hash it and write it to disk, say): the node's own thread copies none of it::
         if not body.read(1 << 20, lambda view: out.write(view)):
             break                              # the client closed early
 
+and a large response body from a file, ``FileBody(file, offset, count)`` (returned by
+the application): sent with sendfile(2) from a pool thread on a plain connection.
+
 Failure semantics: an exception from the application is logged on ``error_log`` and
 answered ``500`` by the handler; an accept that fails (too many open files) is logged
 and retried after 50 ms; ``stop()`` ends the acceptor and every connection at once
@@ -74,13 +77,20 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from otp.lowlevel import SOCKET_KEY, DirectBody, wsgi_direct_body, wsgi_finish_early, wsgi_handler
+from otp.lowlevel import (
+    SOCKET_KEY,
+    DirectBody,
+    FileBody,
+    wsgi_direct_body,
+    wsgi_finish_early,
+    wsgi_handler,
+)
 from otp.process import Pid, link, sleep, spawn, spawn_link, unlink
 from otp.process import exit as _exit
 from otp.process import self as _self
 
-__all__ = ["SOCKET_KEY", "DirectBody", "HttpServer", "WSGIApp", "direct_body", "finish_early",
-           "serve"]
+__all__ = ["SOCKET_KEY", "DirectBody", "FileBody", "HttpServer", "WSGIApp", "direct_body",
+           "finish_early", "serve"]
 
 #: a WSGI application: ``app(environ, start_response) -> iterable of bytes``
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -76,6 +76,7 @@ from otp._core.fastpath import receive, send
 from otp._core.httpd import (
     SOCKET_KEY,
     DirectBody,
+    FileBody,
     wsgi_direct_body,
     wsgi_finish_early,
     wsgi_handler,
@@ -119,6 +120,7 @@ __all__ = [
     "Clock",
     "DirectBody",
     "DistHook",
+    "FileBody",
     "Node",
     "NodeVar",
     "OSEvent",

@@ -590,3 +590,24 @@ def test_media_pacing_halves_the_upload_rate_when_the_node_is_late_and_grows_it_
     st.due = now() - 10 * media.LAG
     media._pace(st)
     assert st.rate == media.MIN_RATE
+
+
+def test_media_download_turn_is_not_held_back_by_the_upload_pacing(node, monkeypatch):
+    """Downloads share the endpoint's thread-pool turns with uploads, but write nothing:
+    an upload waiting for its share of the rate does not hold a download behind it."""
+    from collections import deque
+
+    from otp.process import now
+
+    granted: list[Any] = []
+    monkeypatch.setattr(media.gen_server, "reply", lambda from_, v: granted.append(from_))
+    monkeypatch.setattr(media, "_tick", lambda st: None)
+    st = media._Http()
+    st.rate, st.tokens, st.filled = media.MIN_RATE, -1e18, now()  # uploads owe a lot
+    st.disk, st.active = {}, set()
+    st.disk_wait = deque([("up", media.BATCH, "upload"), ("down", 0, "download")])
+    media._grant(st)
+    assert granted == ["download"] and [w[0] for w in st.disk_wait] == ["up"]
+    st.tokens = 0.0  # the pacing allows again
+    media._grant(st)
+    assert granted == ["download", "upload"] and not st.disk_wait

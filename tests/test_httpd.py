@@ -202,3 +202,60 @@ def test_httpd_direct_body_answers_expect_100_continue_first(node):
     assert log == [("direct", 5, 0, True)]
     server.stop()
     sock.close()
+
+
+def test_httpd_file_body_is_sent_whole_or_in_part_and_the_file_closed(node, tmp_path):
+    import http.client
+    import os
+
+    data = os.urandom(3 * (1 << 20) + 11)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    opened: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        first, n = (0, len(data)) if environ["PATH_INFO"] == "/all" else (1000, 70_000)
+        f = open(path, "rb")
+        opened.append(f)
+        headers = [] if environ["QUERY_STRING"] == "chunked" else [("Content-Length",
+                                                                    str(n))]
+        start_response("200 OK", headers)
+        return httpd.FileBody(f, first, n, piece=1 << 20)
+
+    sock = listener()
+    server = httpd.serve(sock, app)
+    c = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        for target, want in (("/all", data), ("/part", data[1000:71_000]),
+                             ("/part?chunked", data[1000:71_000])):  # one connection
+            c.request("GET", target)
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, want)
+    finally:
+        c.close()
+    assert len(opened) == 3 and all(f.closed for f in opened)
+    server.stop()
+    sock.close()
+
+
+def test_httpd_file_body_shorter_than_promised_ends_the_connection(node, tmp_path):
+    import http.client
+
+    path = tmp_path / "short"
+    path.write_bytes(b"only this")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "1000")])
+        return httpd.FileBody(open(path, "rb"), 0, 1000)
+
+    sock = listener()
+    server = httpd.serve(sock, app)
+    c = http.client.HTTPConnection(*server.address, timeout=10)
+    c.request("GET", "/")
+    r = c.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as e:
+        r.read()
+    assert e.value.partial == b"only this"
+    c.close()
+    server.stop()
+    sock.close()

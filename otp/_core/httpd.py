@@ -23,7 +23,7 @@ from gevent import monkey
 
 from otp._core.threadpool import run_in_thread
 
-__all__ = ["SOCKET_KEY", "DirectBody", "wsgi_direct_body", "wsgi_finish_early",
+__all__ = ["SOCKET_KEY", "DirectBody", "FileBody", "wsgi_direct_body", "wsgi_finish_early",
            "wsgi_handler"]
 
 #: the interpreter's own ``select.poll`` (a pool thread must not use the hub's)
@@ -34,12 +34,87 @@ SOCKET_KEY = "otp.httpd.socket"
 
 
 class _Handler(_pywsgi.WSGIHandler):
-    """pywsgi's handler, giving the application its connection's socket."""
+    """pywsgi's handler, giving the application its connection's socket, and sending a
+    ``FileBody`` with sendfile(2) in the pool when it can."""
 
     def get_environ(self) -> Any:
         env = super().get_environ()
         env[SOCKET_KEY] = self.socket
         return env
+
+    def process_result(self) -> None:
+        body = self.result
+        if not isinstance(body, FileBody) or isinstance(self.socket, _gssl.SSLSocket):
+            super().process_result()
+            return
+        self.write(b"")  # the status line and headers, now
+        if self.response_use_chunked or self.code in (204, 304):
+            for data in body:
+                if data:
+                    self.write(data)
+            if self.response_use_chunked:
+                self._sendall(b"0\r\n\r\n")
+            return
+        sent = body.send_to(self.socket)
+        self.response_length += sent
+        if sent < body.count:  # the file was shorter than promised: end the connection
+            self.close_connection = True
+
+
+class FileBody:
+    """A response body: ``count`` bytes of the open binary file ``file`` from
+    ``offset``, returned by a WSGI application. On a plain connection, with a
+    ``Content-Length``, it goes out with sendfile(2) in a pool thread, a ``piece`` at
+    a time (no byte of it on the node's thread); otherwise (TLS, chunked) it is read in
+    a pool thread a ``piece`` at a time and written by the connection's process. The
+    file is closed at the end. ``around(job)``, if given, runs each pool job
+    (``job()``), e.g. within the application's own limit on jobs at once."""
+
+    __slots__ = ("_around", "count", "file", "offset", "piece")
+
+    def __init__(self, file: Any, offset: int, count: int, *, piece: int = 1 << 20,
+                 around: Callable[[Callable[[], int]], int] | None = None) -> None:
+        if offset < 0 or count < 0 or piece < 1:
+            raise ValueError(f"expected offset >= 0, count >= 0, piece >= 1, got "
+                             f"{offset}, {count}, {piece}")
+        self.file, self.offset, self.count, self.piece = file, offset, count, piece
+        self._around = around
+
+    def _job(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def job() -> Any:
+            return run_in_thread(fn, *args)
+
+        return job() if self._around is None else self._around(job)
+
+    def __iter__(self) -> Any:
+        fd, off, left = self.file.fileno(), self.offset, self.count
+        while left > 0:
+            data = self._job(os.pread, fd, min(self.piece, left), off)
+            if not data:
+                return
+            off += len(data)
+            left -= len(data)
+            yield data
+
+    def send_to(self, sock: Any, *, gap: float = 0.005, budget: float = 0.25) -> int:
+        """(The handler.) Send it all on the plain socket ``sock``; the bytes sent
+        (fewer than ``count``: the file ended early)."""
+        fd, sent = self.file.fileno(), 0
+        timeout = sock.gettimeout()
+        while sent < self.count:
+            _gsocket.wait_write(sock.fileno(), timeout=timeout,
+                                timeout_exc=TimeoutError(f"the client took nothing for "
+                                                         f"{timeout} s"))
+            out = os.dup(sock.fileno())  # closed by the thread
+            n, end = self._job(_send_file, out, fd, self.offset + sent,
+                               min(self.piece, self.count - sent), gap, budget)
+            sent += n
+            if end:
+                break
+        return sent
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def wsgi_handler(listener: Any, app: Callable[..., Any], *,
@@ -183,3 +258,35 @@ def wsgi_direct_body(environ: dict[str, Any]) -> DirectBody | None:
             or not isinstance(sock, _gsocket.socket) or isinstance(sock, _gssl.SSLSocket)):
         return None
     return DirectBody(inp, sock)
+
+
+def _send_file(out: int, fd: int, offset: int, count: int, gap: float,
+               budget: float) -> tuple[int, bool]:
+    """(In a pool thread.) sendfile(2) up to ``count`` bytes of ``fd`` from ``offset``
+    to the non-blocking socket ``out`` (a duplicate, closed here); ``(sent, the file
+    ended)``."""
+    sent = 0
+    try:
+        deadline = time.monotonic() + budget
+        poller = None
+        while sent < count:
+            try:
+                n = os.sendfile(out, fd, offset + sent, count - sent)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if poller is None:
+                    poller = _os_poll()
+                    poller.register(out, select.POLLOUT)
+                if not poller.poll(min(left, gap) * 1000 if sent else left * 1000) and sent:
+                    break
+                continue
+            except InterruptedError:
+                continue
+            if n == 0:
+                return sent, True
+            sent += n
+        return sent, False
+    finally:
+        os.close(out)
