@@ -611,3 +611,26 @@ def test_media_download_turn_is_not_held_back_by_the_upload_pacing(node, monkeyp
     st.tokens = 0.0  # the pacing allows again
     media._grant(st)
     assert granted == ["download", "upload"] and not st.disk_wait
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_media_upload_with_a_length_is_read_in_the_pool_over_plain_http(
+        node, tmp_path, monkeypatch, tls):
+    """Over plain HTTP an upload's body is read, hashed and written by thread-pool jobs
+    (otp.httpd.direct_body); over TLS the process reads it and the jobs hash and write."""
+    from otp import httpd
+
+    bodies: list[Any] = []
+    direct_body = httpd.direct_body
+
+    def spy(environ: dict[str, Any]) -> Any:
+        bodies.append(direct_body(environ))
+        return bodies[-1]
+
+    monkeypatch.setattr(media.httpd, "direct_body", spy)
+    with running_chat(tmp_path, tls=tls, media=media_cfg()) as srv:
+        data = os.urandom(media.BATCH + 1)
+        up = upload(srv.user(ALICE), data)
+        assert (up["media"], up["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert len(bodies) == 1 and (bodies[0] is None) == tls
+    assert tls or bodies[0].remaining == 0
