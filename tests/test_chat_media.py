@@ -634,3 +634,20 @@ def test_media_upload_with_a_length_is_read_in_the_pool_over_plain_http(
         assert (up["media"], up["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
     assert len(bodies) == 1 and (bodies[0] is None) == tls
     assert tls or bodies[0].remaining == 0
+
+
+def test_media_uploads_whose_body_has_not_come_hold_no_pool_turn(node, tmp_path):
+    """An upload waits for its body's first bytes without one of the endpoint's
+    thread-pool turns: clients that stall before sending anything do not hold the
+    others back."""
+    with running_chat(tmp_path, media=media_cfg(upload_timeout=60)) as srv:
+        alice = srv.user(ALICE)
+        stalled = []
+        for _ in range(media.DISK_JOBS + 1):
+            slot = alice.request("media_upload", size=1000)
+            stalled.append(raw_upload(slot["url"], slot["token"], 1000))
+        wait_until(lambda: media.uploads_running() == len(stalled))
+        data = os.urandom(media.BATCH + 5)
+        assert upload(alice, data)["media"] == hashlib.sha256(data).hexdigest()
+        for s in stalled:
+            s.close()

@@ -155,11 +155,12 @@ class DirectBody:
     never holds a pool thread for long.
     """
 
-    __slots__ = ("_buf", "_fresh", "_inp", "_sock", "remaining")
+    __slots__ = ("_buf", "_fresh", "_inp", "_sock", "_timeout", "remaining")
 
     def __init__(self, inp: Any, sock: Any) -> None:
         self._inp = inp
         self._sock = sock
+        self._timeout = sock.gettimeout()
         self._buf = bytearray()
         self._fresh = True
         self.remaining: int = int(inp.content_length) - int(inp.position)
@@ -167,9 +168,19 @@ class DirectBody:
     def wait(self, timeout: float | None = None) -> None:
         """Until the socket has data (or its end, or an error): cooperative, no thread
         held. ``TimeoutError`` after ``timeout`` seconds (None: the socket's own)."""
-        if self._fresh or self.remaining <= 0:
-            return  # the first read takes pywsgi's buffered bytes first
+        if self.remaining <= 0:
+            return
         t = self._sock.gettimeout() if timeout is None else timeout
+        if self._fresh:
+            # The first bytes may be in pywsgi's reader already (read with the headers):
+            # wait there. A pending "100 Continue" goes first, as pywsgi's read sends it.
+            self._inp.read(0)
+            self._sock.settimeout(t)
+            try:
+                self._inp.rfile.peek(1)
+            finally:
+                self._sock.settimeout(self._timeout)
+            return
         _gsocket.wait_read(self._sock.fileno(), timeout=t,
                            timeout_exc=TimeoutError(f"no body data within {t} s"))
 
@@ -186,13 +197,11 @@ class DirectBody:
             self._buf = bytearray(max(want, size))
         view = memoryview(self._buf)
         start = 0
-        if self._fresh:
-            # What pywsgi's reader holds already (read with the headers); a pending
-            # "100 Continue" is sent first, as pywsgi's own read would.
+        if self._fresh:  # what pywsgi's reader holds already
             self._fresh = False
             self._inp.read(0)
             rfile = self._inp.rfile
-            held = rfile.peek(1)[:want]  # (waits for the first bytes: cooperative)
+            held = rfile.peek(1)[:want]  # (waits here unless ``wait`` did)
             start = rfile.readinto(view[:len(held)]) if held else 0
         while True:
             fd = os.dup(self._sock.fileno())  # closed by the thread: never a reused number
