@@ -160,6 +160,8 @@ def bench_p99(size: int, uploads: int, rate: int, users: int, step_s: float,
           f"during the step, {done[0]} finished; delivered "
           f"{loaded['received']}/{loaded['offered']})", file=sys.stderr)
     return {"p99_ms": loaded["p99_ms"], "base_p99_ms": base["p99_ms"],
+            "p50_ms": loaded["p50_ms"], "p90_ms": loaded["p90_ms"],
+            "base_p50_ms": base["p50_ms"], "base_p90_ms": base["p90_ms"],
             "received": loaded["received"], "uploads_done": done[0],
             "upload_mb_s": up_mb_s}
 
