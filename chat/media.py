@@ -120,6 +120,8 @@ MIN_RATE = 2e6
 MAX_RATE = 1e9
 START_RATE = 256e6
 RATE_STEP = 2e6
+#: the platform can start an upload's writeback early (see ``_write_out``)
+_FADVISE = hasattr(os, "posix_fadvise")
 MAX_CAPTION = 4096
 MAX_MIME = 255
 log = logging.getLogger("chat.media")
@@ -549,6 +551,22 @@ def _hash_write(h: Any, f: Any, pieces: list[bytes]) -> None:
     for data in pieces:
         h.update(data)
         f.write(data)
+    _write_out(f)
+
+
+def _write_out(f: Any) -> None:
+    """(In a pool thread, after each batch.) Start writing the upload's new pages to
+    disk now: ``posix_fadvise(DONTNEED)`` begins the kernel's writeback of the file's
+    dirty pages without waiting for it (and drops the pages already written from the
+    page cache). The blob then reaches the disk as it comes rather than in one 20 MB
+    burst at its fsync, behind which the message store's commits, on the same disk,
+    would queue: chat's latency would jump with every upload that ends."""
+    if _FADVISE:
+        try:
+            f.flush()
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
 
 
 def _load_key(root: str) -> bytes:
@@ -758,6 +776,7 @@ class _App:
         def consume(view: memoryview) -> None:  # (in a pool thread)
             h.update(view)
             f.write(view)
+            _write_out(f)
 
         got = 0
         me = _self()

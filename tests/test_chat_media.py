@@ -651,3 +651,23 @@ def test_media_uploads_whose_body_has_not_come_hold_no_pool_turn(node, tmp_path)
         assert upload(alice, data)["media"] == hashlib.sha256(data).hexdigest()
         for s in stalled:
             s.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_media_upload_is_handed_to_the_disk_batch_by_batch(node, tmp_path, monkeypatch,
+                                                            tls):
+    """Each batch of an upload starts its writeback when written (media._write_out), so
+    the blob does not reach the disk in one burst at its fsync."""
+    calls: list[int] = []
+    write_out = media._write_out
+
+    def spy(f: Any) -> None:
+        calls.append(f.tell())
+        write_out(f)
+
+    monkeypatch.setattr(media, "_write_out", spy)
+    with running_chat(tmp_path, tls=tls, media=media_cfg()) as srv:
+        data = os.urandom(2 * media.BATCH + 7)
+        up = upload(srv.user(ALICE), data)
+        assert up["media"] == hashlib.sha256(data).hexdigest()
+    assert len(calls) >= 3 and calls == sorted(calls) and calls[-1] == len(data)
