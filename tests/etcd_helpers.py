@@ -68,7 +68,7 @@ class EtcdCluster:
         ]
         if self.quota:
             argv += ["--quota-backend-bytes", str(self.quota)]
-        log = open(d / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(d / "etcd.log", "ab")
         try:
             self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)
