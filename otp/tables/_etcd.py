@@ -212,7 +212,7 @@ class EtcdEngine(Engine):
                     f"non-JSON {raw[:200]!r}") from None
             self.idle.append((i, conn))
             if resp.status != 200 or "error" in out:
-                msg = out.get("error") or out.get("message") or raw[:200]
+                msg = out.get("error") or out.get("message") or raw[:200].decode(errors="replace")
                 raise EngineUnavailable(
                     f"etcd {self.endpoints[i].url}{path} failed (HTTP {resp.status}): {msg}",
                     ("etcd", out.get("code"), msg))
