@@ -105,8 +105,8 @@ class Engine:
         raise NotImplementedError
 
     def position(self) -> int:
-        """The position of the end of the log (a linearizable read: fails without a
-        majority)."""
+        """The position of the last record of the log (a linearizable read: fails
+        without a majority)."""
         raise NotImplementedError
 
     def compact(self, upto: int) -> None:

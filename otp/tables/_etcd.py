@@ -313,8 +313,17 @@ class EtcdEngine(Engine):
                 self.watches.remove(conn)
 
     def position(self) -> int:
-        out = self.call("/v3/kv/range", {"key": _b64(self._key("horizon"))})
-        return int(out["header"]["revision"])
+        """The position of the last record of the log (its etcd mod_revision; the
+        horizon when it is empty): a linearizable read."""
+        p = self._log_prefix()
+        out = self.call("/v3/kv/range", {
+            "key": _b64(p), "range_end": _b64(_range_end(p)), "keys_only": True,
+            "sort_target": "MOD", "sort_order": "DESCEND", "limit": "1",
+        })
+        kvs = out.get("kvs")
+        if kvs:
+            return int(kvs[0]["mod_revision"])
+        return self.horizon()
 
     def horizon(self) -> int:
         out = self.call("/v3/kv/range", {"key": _b64(self._key("horizon"))})

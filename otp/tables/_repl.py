@@ -82,6 +82,7 @@ from otp.tables.errors import TableError
 log = logging.getLogger("otp.tables")
 
 NAME = "otp_tables_repl"
+STARTED = "$otp_tables_repl_started"
 SCHEMA_ROW = "$replicated_schema"
 
 
@@ -175,6 +176,7 @@ class Repl:
         self.idents: dict[str, int] = {}
         self.next_ident = 1
         self.stopping = False
+        self.starter: Pid | None = None
 
 
 # --- the caller's side -------------------------------------------------------------------
@@ -238,12 +240,13 @@ def _main(repl: Repl) -> None:
         repl.last_error = repr(e)
         repl.stopping = True
         _fail_all(repl, ("error", f"replication could not start: {e}", ("start", repr(e))))
-        for pid, ref in repl.reg.load_waiters:
-            send(pid, ("$otp_tables_loaded", ref))
-        repl.reg.load_waiters = []
+        if repl.starter is not None:
+            send(repl.starter, STARTED)
         return
     repl.loaded = True
     notify_loaded(repl.reg)
+    if repl.starter is not None:
+        send(repl.starter, STARTED)
     _start_watcher(repl)
     send(self_pid(), "tick")
     _pump(repl)
@@ -748,7 +751,7 @@ def _replay(repl: Repl, after: int, upto: int | None, keys_only_until: int) -> N
                 _apply_record(repl, rec)
             after = rec.position
         if not res.records or (upto is not None and after >= upto):
-            repl.log_end = max(repl.log_end, res.upto)
+            repl.log_end = max(repl.log_end, after)
             return
 
 

@@ -19,7 +19,6 @@ from otp.lowlevel import current_node
 from otp.process import Down, demonitor, make_ref, monitor, now, receive
 from otp.process import self as self_pid
 from otp.tables import _repl
-from otp.tables._disc_owner import LOADED
 from otp.tables._engine import Engine, EngineUnavailable
 from otp.tables._registry import Registry, registry
 from otp.tables._repl_state import WINDOW, SchemaEntry, TxEntry, defn_dict, plain
@@ -69,13 +68,11 @@ def start_replication(
     repl = _repl.Repl(reg, engine, me, directory, timeout, tick, max_batch, max_inflight,
                       compact_interval, window)
     reg.repl = repl
-    ref = make_ref()
-    reg.load_waiters.append((self_pid(), ref))
+    repl.starter = self_pid()
     pid = _repl.start(repl)
     mon = monitor(pid)
     try:
-        msg = receive(lambda m: (m.__class__ is tuple and len(m) == 2 and m[0] == LOADED
-                                 and m[1] is ref) or (isinstance(m, Down) and m.ref == mon),
+        msg = receive(lambda m: m == _repl.STARTED or (isinstance(m, Down) and m.ref == mon),
                       timeout * 6 + 10, default=None)
     finally:
         demonitor(mon, flush=True)
