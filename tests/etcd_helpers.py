@@ -1,158 +1,16 @@
-"""A real etcd cluster on loopback for tests: ``EtcdCluster(tmp_path, members=3)``.
-
-Each member is an ``etcd`` child process with free ports and its own data directory
-under the test's temporary directory; ``kill(i)`` (SIGKILL), ``restart(i)``,
-``pause(i)``/``resume(i)`` (SIGSTOP/SIGCONT: a member cut off) act on one member by
-pid; leaving the ``with`` block kills every member it started. ``need_etcd()`` skips
-the test, saying why, when the binary is missing.
-"""
+"""The tests' handle on a real etcd: the cluster kit, and a skip saying why when the
+``etcd`` binary is missing."""
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import pathlib
-import shutil
-import signal
-import subprocess
-import time
-from types import TracebackType
-
 import pytest
 
-from otp.testing_dist import free_port
+from otp.tables.etcd_cluster import ETCD, EtcdCluster
 
-ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+__all__ = ["ETCD", "EtcdCluster", "need_etcd"]
 
 
 def need_etcd() -> str:
     if ETCD is None:
         pytest.skip("etcd is not installed: apt-get install -y etcd-server")
     return ETCD
-
-
-class EtcdCluster:
-    def __init__(self, base: pathlib.Path, members: int = 3, *,
-                 quota_bytes: int | None = None) -> None:
-        self.binary = need_etcd()
-        self.base = pathlib.Path(base)
-        self.n = members
-        self.names = [f"m{i}" for i in range(members)]
-        self.client_ports = [free_port() for _ in range(members)]
-        self.peer_ports = [free_port() for _ in range(members)]
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
-        self.quota = quota_bytes
-        self.token = f"otpy-{os.getpid()}-{self.client_ports[0]}"
-        self.initial = ",".join(f"{n}=http://127.0.0.1:{p}"
-                                for n, p in zip(self.names, self.peer_ports, strict=True))
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
-
-    def _start(self, i: int) -> None:
-        d = self.base / f"etcd-{self.names[i]}"
-        d.mkdir(parents=True, exist_ok=True)
-        cp, pp = self.client_ports[i], self.peer_ports[i]
-        argv = [
-            self.binary, "--name", self.names[i], "--data-dir", str(d / "data"),
-            "--listen-client-urls", f"http://127.0.0.1:{cp}",
-            "--advertise-client-urls", f"http://127.0.0.1:{cp}",
-            "--listen-peer-urls", f"http://127.0.0.1:{pp}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
-            "--initial-cluster", self.initial, "--initial-cluster-state", "new",
-            "--initial-cluster-token", self.token,
-            "--heartbeat-interval", "50", "--election-timeout", "500",
-            "--log-level", "warn", "--logger", "zap",
-        ]
-        if self.quota:
-            argv += ["--quota-backend-bytes", str(self.quota)]
-        log = open(d / "etcd.log", "ab")
-        try:
-            self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=log,
-                                             stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-
-    def start(self) -> EtcdCluster:
-        for i in range(self.n):
-            self._start(i)
-        self.wait_healthy()
-        return self
-
-    def wait_healthy(self, timeout: float = 30.0, members: list[int] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        want = members if members is not None else list(range(self.n))
-        last = None
-        while time.monotonic() < deadline:
-            ok = 0
-            for i in want:
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", self.client_ports[i],
-                                                   timeout=2)
-                    c.request("POST", "/v3/kv/range", json.dumps({"key": "eA=="}))
-                    r = c.getresponse()
-                    body = r.read()
-                    c.close()
-                    if r.status == 200 and b"header" in body:
-                        ok += 1
-                    else:
-                        last = body
-                except OSError as e:
-                    last = e
-            if ok == len(want):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"etcd members {want} not healthy after {timeout} s: {last!r}\n"
-                           + self.tail())
-
-    def tail(self) -> str:
-        out = []
-        for n in self.names:
-            p = self.base / f"etcd-{n}" / "etcd.log"
-            if p.exists():
-                out.append(f"--- {n}\n" + "\n".join(p.read_text(errors="replace")
-                                                    .splitlines()[-10:]))
-        return "\n".join(out)
-
-    def pid(self, i: int) -> int | None:
-        p = self.procs[i]
-        return p.pid if p is not None and p.poll() is None else None
-
-    def kill(self, i: int) -> None:
-        p = self.procs[i]
-        if p is not None:
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGCONT)
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            p.wait()
-            self.procs[i] = None
-
-    def restart(self, i: int) -> None:
-        self.kill(i)
-        self._start(i)
-
-    def pause(self, i: int) -> None:
-        pid = self.pid(i)
-        if pid is not None:
-            os.kill(pid, signal.SIGSTOP)
-
-    def resume(self, i: int) -> None:
-        pid = self.pid(i)
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
-
-    def close(self) -> None:
-        for i in range(self.n):
-            self.kill(i)
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -9,7 +9,7 @@ from otp.process import exit, receive, send, spawn_link, unlink
 from otp.process import self as self_pid
 from otp.tables._engine import Compacted, EngineUnavailable, MemoryEngine
 from otp.tables._etcd import EtcdEngine
-from tests.etcd_helpers import EtcdCluster
+from tests.etcd_helpers import EtcdCluster, need_etcd
 
 
 def _engine_contract(eng):
@@ -77,6 +77,7 @@ def test_memory_engine_unavailable_says_why(node):
 
 @pytest.fixture(scope="module")
 def etcd3(tmp_path_factory):
+    need_etcd()
     with EtcdCluster(tmp_path_factory.mktemp("etcd"), 3) as c:
         yield c
 
@@ -118,6 +119,7 @@ def test_etcd_unreachable_is_a_clear_error_within_the_timeout(node):
 
 @pytest.mark.otp(clock="real")
 def test_etcd_without_majority_fails_within_the_timeout(node, tmp_path):
+    need_etcd()
     with EtcdCluster(tmp_path, 3) as c:
         eng = EtcdEngine(c.endpoints[:1], prefix="nomaj", timeout=2)
         eng.append([b"ok"])

@@ -79,7 +79,7 @@ def test_three_nodes_share_a_replicated_disc_table(etcd, tmp_path):
                    "for k in range(20):\n"
                    "    tables.transaction(tables.write, 'acc', (K0 + k, 'o' + str(k % 3), k))",
                    K0=i * 100, timeout=60)
-        h, count = same_everywhere(nodes)
+        _h, count = same_everywhere(nodes)
         assert count == 60
         assert b.eval("[r.id for r in tables.dirty_index_read('acc', 'o1', 'owner')][:1]")
         assert cc.eval("tables.table_info('acc', 'disc_copies')") == sorted(names)
