@@ -15,7 +15,7 @@ import pytest
 from otp.testing_dist import Cluster
 from tests.etcd_helpers import EtcdCluster, need_etcd
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1800)
 
 _prefixes = itertools.count(1)
 
@@ -204,8 +204,8 @@ except tables.TableError as e:
 
 
 def test_no_acknowledged_commit_is_lost_when_nodes_and_etcd_members_are_killed(etcd, tmp_path):
-    kills = int(os.environ.get("OTPY_TABLES_KILLS", "50"))
-    rnd = random.Random(int(os.environ.get("OTPY_TABLES_SEED", "16")))
+    kills = int(os.environ.get("OTP_TABLES_REPL_KILLS", "50"))
+    rnd = random.Random(int(os.environ.get("OTP_TABLES_REPL_SEED", "16")))
     prefix = _prefix()
     with Cluster(tmp_path) as c:
         a, b, v = c.otpy("a"), c.otpy("b"), c.otpy("v")

@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import secrets
 import time
 from collections import deque
@@ -61,7 +62,7 @@ from otp.process import (
 )
 from otp.process import self as self_pid
 from otp.tables._disc import DiscFile
-from otp.tables._disc_owner import _bulk_load, decoder, encode, notify_loaded
+from otp.tables._disc_owner import _bulk_load, decoder, notify_loaded
 from otp.tables._engine import Compacted, Engine, EngineUnavailable, LogRecord
 from otp.tables._registry import Registry, apply_commit, refresh_fast
 from otp.tables._repl_state import (
@@ -81,6 +82,8 @@ from otp.tables.errors import TableError
 
 log = logging.getLogger("otp.tables")
 
+_dumps = pickle.dumps
+_PROTO = pickle.HIGHEST_PROTOCOL
 NAME = "otp_tables_repl"
 STARTED = "$otp_tables_repl_started"
 SCHEMA_ROW = "$replicated_schema"
@@ -421,7 +424,7 @@ def _apply_tx(repl: Repl, e: TxEntry, pos: int) -> None:
         _ack(repl, e.origin, e.tid, err, None)
         return
     st.note_writes(e, pos)
-    changes, result, err = st.resolve(e)
+    changes, plains, result, err = st.resolve(e)
     if err is not None:
         _ack(repl, e.origin, e.tid, ("error", f"update failed: {err}", ("badarg", err)),
              None)
@@ -429,10 +432,12 @@ def _apply_tx(repl: Repl, e: TxEntry, pos: int) -> None:
     repl.commits += 1
     if changes:
         apply_commit(repl.reg, changes, e.dirty)
-        for tab, key, new in changes:
-            if tab.storage == "disc_copies":
-                _disc_put(repl, tab, key, new)
-    _ack(repl, e.origin, e.tid, None, result)
+        if repl.file is not None:
+            for (tab, key, _new), pv in zip(changes, plains, strict=True):
+                if tab.storage == "disc_copies":
+                    _disc_put(repl, tab, key, pv)
+    if e.origin == repl.origin:
+        _ack(repl, e.origin, e.tid, None, result)
 
 
 def _placement_kind(info: SchemaInfo, me: str) -> str | None:
@@ -551,7 +556,7 @@ def _hold(repl: Repl, name: str, info: SchemaInfo, kind: str, rows: Any) -> None
         tab.ident = ident
         repl.disc_ops.append(("create", ident, name, json.dumps(info.defn)))
         for key, val in tab.data.items():
-            _disc_put(repl, tab, key, val)
+            _disc_put(repl, tab, key, _plain(tab, val))
     notify_loaded(reg)
 
 
@@ -573,11 +578,12 @@ def _drop(repl: Repl, name: str) -> None:
 # --- disc copies ------------------------------------------------------------------------------
 
 
-def _disc_put(repl: Repl, tab: Table, key: Any, new: Any) -> None:
+def _disc_put(repl: Repl, tab: Table, key: Any, pv: Any) -> None:
+    """Queue the disc row of ``key`` (``pv``: its new value as a plain tuple)."""
     if repl.file is None:
         return
     ident = tab.ident
-    if new is None:
+    if pv is None:
         rid = tab.rids.pop(key, None)
         if rid is not None:
             repl.disc_ops.append(("del", ident, rid))
@@ -586,7 +592,7 @@ def _disc_put(repl: Repl, tab: Table, key: Any, new: Any) -> None:
     if rid is None:
         rid = tab.rids[key] = tab.next_rid
         tab.next_rid += 1
-    repl.disc_ops.append(("put", ident, rid, encode(tab, new)))
+    repl.disc_ops.append(("put", ident, rid, _dumps(pv, _PROTO)))
 
 
 def _disc_schema(repl: Repl) -> None:

@@ -170,27 +170,37 @@ class ReplicaState:
 
     # --- applying -----------------------------------------------------------------------
 
-    def resolve(self, e: TxEntry) -> tuple[list[tuple[Table, Any, Any]], Any, Any]:
-        """The entry's changes to the tables held here, as (table, key, new value);
-        plus the origin's result (update_counter) and an error reason (then nothing
-        is to be applied)."""
+    def resolve(self, e: TxEntry) -> tuple[list[tuple[Table, Any, Any]], list[Any], Any,
+                                           Any]:
+        """The entry's changes to the tables held here, as (table, key, new value), and
+        each new value as a plain tuple (what the disc copy stores); plus the origin's
+        result (update_counter) and an error reason (then nothing is to be applied)."""
         from otp.tables._disc_owner import _delta, counter_value
 
         out: list[tuple[Table, Any, Any]] = []
+        plains: list[Any] = []
         local: dict[tuple[str, Any], Any] = {}
         result = None
+        tables = self.tables
         for kind, t, key, val in e.ops:
-            tab = self.tables.get(t)
+            tab = tables.get(t)
             if tab is None:
                 continue
             try:
                 if kind == "put":
+                    # Validated by the origin's coerce: only the record class to make.
+                    make = tab.rclass._make  # type: ignore[attr-defined]
                     if val is None:
                         new = None
                     elif tab.bag:
-                        new = tuple(tab.coerce(r, False) for r in val)
+                        new = tuple(make(r) for r in val)
                     else:
-                        new = tab.coerce(val, False)
+                        new = make(val)
+                    out.append((tab, key, new))
+                    plains.append(val)
+                    if len(e.ops) > 1:
+                        local[(t, key)] = new
+                    continue
                 else:
                     cur = local.get((t, key), tab.data.get(key))
                     if kind == "counter":
@@ -200,10 +210,11 @@ class ReplicaState:
                         rec = None if val is None else tab.coerce(val, False)
                         new = _delta(tab, cur, kind, rec)
             except Exception as err:
-                return [], None, repr(err)
+                return [], [], None, repr(err)
             local[(t, key)] = new
             out.append((tab, key, new))
-        return out, result, None
+            plains.append(plain(tab, new))
+        return out, plains, result, None
 
     # --- snapshots --------------------------------------------------------------------
 
