@@ -315,3 +315,25 @@ def test_start_replication_with_etcd_unreachable_is_a_clear_error(tmp_path):
         assert time.monotonic() - t0 < 20
         err = a.eval("err")
         assert err and "no etcd endpoint answered" in err, err
+
+
+@pytest.mark.otp(clock="real")
+def test_the_application_env_joins_the_replicated_tables(node, etcd, tmp_path):
+    from otp import application, tables
+    from otp.lowlevel import current_node
+
+    application.load(tables.APP)
+    application.set_env("otp_tables", "etcd_endpoints", etcd.endpoints)
+    application.set_env("otp_tables", "etcd_prefix", _prefix())
+    tables.start(tmp_path)
+    try:
+        info = tables.replication_info()
+        assert info is not None and info["majority"]
+        tables.create_table("acc", attributes=("k", "v"),
+                            disc_copies=[current_node().name, "elsewhere@nowhere"])
+        tables.transaction(tables.write, "acc", (1, 2))
+        assert tables.table_info("acc", "log_position") > 0
+        assert tables.system_info()["replication"]["held"] == ["acc"]
+    finally:
+        tables.stop()
+    assert tables.replication_info() is None
