@@ -58,6 +58,11 @@ durability                                ``start(directory)``, ``stop()``,
                                           ``APP`` (the ``otp_tables`` application)
 replication hook                          ``add_commit_hook(fn)``: one ``CommitRecord``
                                           per committed transaction, in commit order
+replicated tables                         ``start_replication``, ``stop_replication``,
+                                          ``ram_copies=``/``disc_copies=``,
+                                          ``add_table_copy``, ``del_table_copy``,
+                                          ``move_table_copy``, ``change_table_copy_type``,
+                                          ``replication_info``, ``subscribe("system")``
 ========================================  ================================================
 
 ``read`` returns a list (empty, one record, or several for a bag), as in Mnesia.
@@ -102,17 +107,24 @@ Failure semantics (docs/semantics.md D2, D3):
   and never acknowledged twice. The tables' data lives in the node's registry, not in
   a process, so no crash loses what memory holds.
 
-**Replication, ready.** Every committed change passes through one place:
-``_registry.apply_commit``, which applies a transaction's ops to memory in commit order
-and gives the commit hooks one ``CommitRecord(tid, ops, dirty)`` per transaction (or
-dirty operation), where each op is ``(table, key, new full value of the key)``: a
-record, a tuple of records for a bag, or None for deleted. Values, not operations, so
-replaying a record is idempotent. Disc commits reach it only after their fsync, in the
-order they were written. The distribution layer registers a hook
-(``add_commit_hook``) that ships these records to the nodes holding copies, which
-apply them in order with ``apply_replicated``. (Not there yet: copies on other nodes,
-catching up from a peer at start, partition reports; ``create_table`` refuses remote
-nodes until the distribution layer exists.)
+**Replicated tables** (docs/tables.md): ``start_replication(endpoints=[etcd URLs])``
+(or the ``otp_tables`` env ``etcd_endpoints``), then ``create_table(...,
+ram_copies=[nodes], disc_copies=[nodes])`` with other nodes listed. Their commits are
+ordered by etcd (Raft: on a majority of disks) and applied in log order on every
+replica: **linearizable commits, serializable transactions** (validated at their log
+position, run again on conflict: D2), acknowledged once committed and applied here;
+**reads local, possibly stale** (``table_info(t, "synced")``). A node cut off from the
+etcd majority cannot commit (``TableError`` naming the cause, within the timeout) and
+reports ``("partitioned", table, cause)`` / ``("caught_up", table, position)`` to
+``subscribe("system")``; it catches up by replaying the log: nothing to merge.
+Placement: ``add_table_copy``, ``del_table_copy``, ``move_table_copy``,
+``change_table_copy_type``, ``table_info(t, "where_to_read" | "active_replicas" |
+"ram_copies" | "disc_copies" | "log_position")``; status: ``replication_info()``.
+
+Every committed change to local tables passes through ``_registry.apply_commit``,
+which gives the commit hooks (``add_commit_hook``) one ``CommitRecord(tid, ops,
+dirty)`` per transaction, each op ``(table, key, new full value)``;
+``apply_replicated`` applies such a record here.
 
 Testing: every test node gets its own tables (the registry is per node). Disc tables
 work under the test kit's mock clock too (nothing on the commit path waits with a

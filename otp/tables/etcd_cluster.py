@@ -159,3 +159,26 @@ class EtcdCluster:
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m otp.tables.etcd_cluster DIR [--members 3]``: start a local etcd
+    cluster, print its endpoints, run until Ctrl-C (then kill the members)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m otp.tables.etcd_cluster",
+                                 description="A local etcd cluster on loopback.")
+    ap.add_argument("directory", help="where the members keep their data and logs")
+    ap.add_argument("--members", type=int, default=3)
+    args = ap.parse_args(argv)
+    with EtcdCluster(pathlib.Path(args.directory), args.members) as c:
+        print(",".join(c.endpoints), flush=True)
+        try:
+            while all(c.pid(i) is not None for i in range(c.n)):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
