@@ -7,7 +7,7 @@ import pytest
 
 from otp.process import exit, receive, send, spawn_link, unlink
 from otp.process import self as self_pid
-from otp.tables._engine import Compacted, EngineUnavailable, MemoryEngine
+from otp.tables._engine import Compacted, EngineRejected, EngineUnavailable, MemoryEngine
 from otp.tables._etcd import EtcdEngine
 from tests.etcd_helpers import EtcdCluster, need_etcd
 
@@ -141,3 +141,14 @@ def test_endpoint_syntax_is_checked():
         EtcdEngine(["ftp://x"])
     with pytest.raises(ValueError, match="non-empty list"):
         EtcdEngine("http://127.0.0.1:2379")
+
+
+@pytest.mark.otp(clock="real")
+def test_etcd_refuses_a_record_too_large_as_such(node, etcd3):
+    eng = EtcdEngine(etcd3.endpoints, prefix="large", member="a", timeout=5)
+    try:
+        with pytest.raises(EngineRejected, match="too large"):
+            eng.append([b"x" * 2_000_000])
+        assert eng.append([b"small"]) > 0  # the engine is still fine
+    finally:
+        eng.close()

@@ -12,9 +12,11 @@ import pytest
 from otp import tables
 from otp.errors import BadArg
 from otp.lowlevel import current_node
-from otp.process import receive
+from otp.process import receive, send
+from otp.process import self as self_pid
 from otp.tables import _repl_state
 from otp.tables._engine import MemoryEngine
+from otp.tables._registry import registry
 from otp.tables._repl_state import TxEntry
 
 OTHER = "other@nowhere"
@@ -210,3 +212,63 @@ def test_mixing_replicated_and_local_tables_in_one_transaction_is_refused(eng):
 
     with pytest.raises(tables.TableError, match="both replicated and local"):
         tables.transaction(both)
+
+
+@replicated
+def test_a_refused_entry_fails_alone_not_its_whole_group(eng):
+    from otp.process import spawn
+
+    Acc = _acc()
+    eng.max_record = 20_000
+    me = self_pid()
+
+    def small(i):
+        tables.transaction(lambda: tables.write("acc", Acc(i, "s", i)))
+        send(me, ("ok", i))
+
+    def big():
+        try:
+            tables.transaction(lambda: tables.write("acc", Acc(99, "x" * 50_000, 0)))
+            send(me, ("big", None))
+        except tables.TableError as e:
+            send(me, ("big", e.reason[0]))
+
+    spawn(big)
+    for i in range(5):
+        spawn(small, i)
+    got = sorted(receive(lambda m: m[0] in ("ok", "big"), 5) for _ in range(6))
+    assert got == [("big", "rejected")] + [("ok", i) for i in range(5)]
+    assert sorted(tables.dirty_all_keys("acc")) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.otp(clock="real")
+def test_a_corrupt_snapshot_is_a_clear_error(node):
+    eng = MemoryEngine()
+    eng.put_snapshot(5, b"not a snapshot")
+    eng.compact(5)
+    with pytest.raises(tables.TableError, match="snapshot at position 5 is corrupt"):
+        tables.start_replication(eng)
+    assert tables.replication_info() is None
+
+
+@pytest.mark.otp(clock="real")
+def test_a_node_starting_after_compaction_loads_the_snapshot_then_replays(node):
+    eng = MemoryEngine()
+    tables.start_replication(eng, compact_interval=0, window=2)
+    try:
+        Acc = _acc()
+        for i in range(10):
+            tables.dirty_write("acc", Acc(i, "a", i))
+        snap = registry().repl.state.snapshot()
+        pos = registry().repl.state.position
+    finally:
+        tables.stop_replication()
+    eng.put_snapshot(pos, snap)
+    eng.compact(pos - 2)
+    _foreign(eng, [("put", "acc", 100, (100, "late", 0))])
+    tables.start_replication(eng, compact_interval=0, window=2)
+    try:
+        assert sorted(tables.dirty_all_keys("acc")) == [*range(10), 100]
+        assert tables.table_info("acc", "synced") is True
+    finally:
+        tables.stop_replication()

@@ -24,7 +24,8 @@ that another proven engine can be added without touching the tables' code:
   partition ownership.
 
 Errors: ``EngineUnavailable`` (no majority, no endpoint answers, a timeout: the cause is
-in the message) and ``Compacted``. A failed ``append`` may still have been written (a
+in the message), ``EngineRejected`` (the request itself refused: too large...) and
+``Compacted``. A failed ``append`` may still have been written (a
 timeout after etcd took it): the caller learns it when the record shows up in the log.
 
 Two implementations: ``MemoryEngine`` (in-process, for tests that need no server; one
@@ -51,6 +52,14 @@ class EngineUnavailable(TableError):
     """The log engine cannot be reached or has no majority (the cause is in the text)."""
 
     def __init__(self, message: str, reason: Any = "unavailable") -> None:
+        super().__init__(message, reason)
+
+
+class EngineRejected(TableError):
+    """The engine refused the request itself (too large, invalid): it was not written,
+    and sending it again would not help."""
+
+    def __init__(self, message: str, reason: Any = "rejected") -> None:
         super().__init__(message, reason)
 
 
@@ -166,6 +175,7 @@ class MemoryEngine(Engine):
         self.locks: dict[str, _MemLease] = {}
         self.watchers: list[Any] = []
         self.fail: str | None = None
+        self.max_record: int | None = None  # bytes: larger appends are rejected
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -173,6 +183,10 @@ class MemoryEngine(Engine):
 
     def append(self, entries: Sequence[bytes]) -> int:
         self._check()
+        size = sum(len(e) for e in entries)
+        if self.max_record is not None and size > self.max_record:
+            raise EngineRejected(f"memory engine: a record of {size} bytes is larger than "
+                                 f"{self.max_record}", ("rejected", size))
         self.last += 1
         self.records.append(LogRecord(self.last, tuple(entries)))
         for pid in self.watchers:

@@ -45,6 +45,7 @@ import msgpack
 from otp.tables._engine import (
     Compacted,
     Engine,
+    EngineRejected,
     EngineUnavailable,
     Lease,
     LogRecord,
@@ -52,6 +53,9 @@ from otp.tables._engine import (
 )
 
 PART = 1 << 20
+# gRPC codes etcd gives for a request it refuses as such: InvalidArgument,
+# FailedPrecondition, OutOfRange, ResourceExhausted (quota), PermissionDenied.
+_REJECTED = {3, 9, 11, 8, 7}
 TXN_OPS = 100
 
 
@@ -213,6 +217,11 @@ class EtcdEngine(Engine):
             self.idle.append((i, conn))
             if resp.status != 200 or "error" in out:
                 msg = out.get("error") or out.get("message") or raw[:200].decode(errors="replace")
+                if out.get("code") in _REJECTED:
+                    # The request itself is refused (too large, bad argument...): trying
+                    # again elsewhere would not help, and it was not written.
+                    raise EngineRejected(
+                        f"etcd refused {path}: {msg}", ("rejected", out.get("code"), msg))
                 raise EngineUnavailable(
                     f"etcd {self.endpoints[i].url}{path} failed (HTTP {resp.status}): {msg}",
                     ("etcd", out.get("code"), msg))

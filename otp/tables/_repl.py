@@ -63,7 +63,13 @@ from otp.process import (
 from otp.process import self as self_pid
 from otp.tables._disc import DiscFile
 from otp.tables._disc_owner import _bulk_load, decoder, notify_loaded
-from otp.tables._engine import Compacted, Engine, EngineUnavailable, LogRecord
+from otp.tables._engine import (
+    Compacted,
+    Engine,
+    EngineRejected,
+    EngineUnavailable,
+    LogRecord,
+)
 from otp.tables._registry import Registry, apply_commit, refresh_fast
 from otp.tables._repl_state import (
     WINDOW,
@@ -180,6 +186,7 @@ class Repl:
         self.next_ident = 1
         self.stopping = False
         self.starter: Pid | None = None
+        self.split = 0  # entries of a refused group, sent again one by one
 
 
 # --- the caller's side -------------------------------------------------------------------
@@ -338,7 +345,8 @@ def _pump(repl: Repl) -> None:
     queue = repl.queue
     while queue and len(repl.inflight) < repl.max_inflight:
         batch: list[Pending] = []
-        while queue and len(batch) < repl.max_batch:
+        limit = 1 if repl.split else repl.max_batch
+        while queue and len(batch) < limit:
             batch.append(queue.popleft())
         bid = next(repl.batches)
         repl.inflight[bid] = batch
@@ -354,6 +362,9 @@ def _appender(engine: Engine, blobs: list[bytes], bid: int, owner: Pid) -> None:
     except EngineUnavailable as e:
         send(owner, Appended(bid, 0, ("unavailable", str(e))))
         return
+    except EngineRejected as e:
+        send(owner, Appended(bid, 0, ("rejected", str(e))))
+        return
     except Exception as e:
         send(owner, Appended(bid, 0, ("failed", repr(e))))
         return
@@ -362,20 +373,32 @@ def _appender(engine: Engine, blobs: list[bytes], bid: int, owner: Pid) -> None:
 
 def _appended(repl: Repl, msg: Appended) -> None:
     batch = repl.inflight.pop(msg.batch, [])
+    if repl.split and len(batch) == 1:
+        repl.split -= 1
     if msg.error is None:
         repl.log_end = max(repl.log_end, msg.position)
         return  # acknowledged when the record is applied here
     kind, e = msg.error
+    if kind == "rejected" and len(batch) > 1:
+        # One entry too large (or otherwise refused) must not fail its whole group:
+        # send them again one by one, ahead of what is queued.
+        for p in batch:
+            repl.waiting.pop(p.tid, None)
+        for p in reversed(batch):
+            repl.queue.appendleft(p)
+        repl.split += len(batch)
+        return
     repl.last_error = e
     if kind == "unavailable":
         _lost(repl, e)
+    reason = ("no_majority" if kind == "unavailable" else kind, e)
     # The write may still have reached the log (a timeout after etcd took it): the
     # caller is told it failed; if the record shows up later, it is applied (with its
     # validation) like any other.
     for p in batch:
         if repl.waiting.pop(p.tid, None) is not None:
             _finish(p, ("error", f"replicated commit failed: the log engine did not take "
-                                 f"it ({e})", ("no_majority", str(e))), None)
+                                 f"it ({e})", reason), None)
 
 
 # --- applying the log ------------------------------------------------------------------------
