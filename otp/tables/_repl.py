@@ -257,6 +257,18 @@ def _main(repl: Repl) -> None:
     notify_loaded(repl.reg)
     if repl.starter is not None:
         send(repl.starter, STARTED)
+    try:
+        _loop(repl)
+    except Exception as e:
+        # A bug: say so, and fail every waiting commit now rather than let them time
+        # out; the copies stay readable (synced False) until replication restarts.
+        log.exception("otp.tables: the replicator failed; replication stopped")
+        repl.last_error = f"the replicator failed: {e!r}"
+        _set_synced(repl, False, repl.last_error)
+    _shutdown(repl)
+
+
+def _loop(repl: Repl) -> None:
     _start_watcher(repl)
     send(self_pid(), "tick")
     _pump(repl)
@@ -292,12 +304,11 @@ def _main(repl: Repl) -> None:
                 repl.writer = None
                 repl.disc_busy = False
             elif msg.reason == "stop_replication":
-                break
+                return
         elif msg == "stop":
-            break
+            return
         elif cls is tuple and len(msg) == 3 and msg[0] == "compacted_behind":
             _reload(repl)
-    _shutdown(repl)
 
 
 def _shutdown(repl: Repl) -> None:
