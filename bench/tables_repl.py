@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from typing import Any
 
 Result = tuple[float, str, int]
@@ -103,7 +102,9 @@ def table_repl_tx(n: int) -> Result:
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
     print(f"# repl: {total} commits, {total / dt:.0f} commits/s, p50 {p50:.1f} ms, "
           f"p99 {p99:.1f} ms; node 0 applied {info['records']} log records "
-          f"(avg {info['commits'] / max(1, info['records']):.1f} commits per etcd write)",
+          f"(avg {info['commits'] / max(1, info['records']):.1f} commits per etcd write); "
+          f"append p50 {info['append_ms_p50']} ms, append->applied p50 "
+          f"{info['watch_ms_p50']} ms",
           file=sys.stderr)
     return total / dt, "commits/s", total
 

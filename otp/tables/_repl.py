@@ -103,6 +103,7 @@ class Appended(NamedTuple):
     batch: int
     position: int
     error: Any
+    took: float = 0.0  # seconds the append took
 
 
 class Health(NamedTuple):
@@ -187,6 +188,11 @@ class Repl:
         self.stopping = False
         self.starter: Pid | None = None
         self.split = 0  # entries of a refused group, sent again one by one
+        # The last 1000 appends' durations, and for this node's records the time from
+        # the append's answer to the record applied here (the watch's delay).
+        self.put_times: deque[float] = deque(maxlen=1000)
+        self.put_done: dict[int, float] = {}
+        self.watch_lags: deque[float] = deque(maxlen=1000)
 
 
 # --- the caller's side -------------------------------------------------------------------
@@ -368,6 +374,7 @@ def _pump(repl: Repl) -> None:
 
 
 def _appender(engine: Engine, blobs: list[bytes], bid: int, owner: Pid) -> None:
+    t0 = time.perf_counter()
     try:
         pos = engine.append(blobs)
     except EngineUnavailable as e:
@@ -379,7 +386,7 @@ def _appender(engine: Engine, blobs: list[bytes], bid: int, owner: Pid) -> None:
     except Exception as e:
         send(owner, Appended(bid, 0, ("failed", repr(e))))
         return
-    send(owner, Appended(bid, pos, None))
+    send(owner, Appended(bid, pos, None, time.perf_counter() - t0))
 
 
 def _appended(repl: Repl, msg: Appended) -> None:
@@ -388,6 +395,9 @@ def _appended(repl: Repl, msg: Appended) -> None:
         repl.split -= 1
     if msg.error is None:
         repl.log_end = max(repl.log_end, msg.position)
+        repl.put_times.append(msg.took)
+        if msg.position > repl.state.position:
+            repl.put_done[msg.position] = time.perf_counter()
         return  # acknowledged when the record is applied here
     kind, e = msg.error
     if kind == "rejected" and len(batch) > 1:
@@ -432,6 +442,10 @@ def _apply_record(repl: Repl, rec: LogRecord) -> None:
             _apply_schema(repl, e, rec.position)
     st.position = rec.position
     st.prune(rec.position)
+    if repl.put_done:
+        t = repl.put_done.pop(rec.position, None)
+        if t is not None:
+            repl.watch_lags.append(time.perf_counter() - t)
     if repl.disc_ops or repl.file is not None:
         repl.disc_pos = rec.position
         _flush_disc(repl)

@@ -323,7 +323,15 @@ def replication_info() -> dict[str, Any] | None:
         "in_flight": len(repl.inflight),
         "durable_position": repl.durable,
         "last_error": repl.last_error,
+        "append_ms_p50": _p50(repl.put_times),
+        "watch_ms_p50": _p50(repl.watch_lags),
     }
+
+
+def _p50(xs: Any) -> float | None:
+    if not xs:
+        return None
+    return round(sorted(xs)[len(xs) // 2] * 1000, 2)
 
 
 def wait_caught_up(reg: Registry, names: Iterable[str], deadline: float | None,
