@@ -116,7 +116,9 @@ class EtcdEngine(Engine):
         self.prefix = prefix.rstrip("/").encode()
         self.member = member
         self.timeout = timeout
-        self.cur = 0  # the endpoint in use
+        # The endpoint in use: nodes start on different members (by name), which
+        # spreads the gateway's work; a failure moves on to the next one.
+        self.cur = sum(member.encode()) % len(self.endpoints)
         self.idle: list[tuple[int, http.client.HTTPConnection]] = []
         self.ssl: ssl.SSLContext | None = None
         if any(e.tls for e in self.endpoints):

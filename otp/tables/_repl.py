@@ -188,6 +188,7 @@ class Repl:
         self.stopping = False
         self.starter: Pid | None = None
         self.split = 0  # entries of a refused group, sent again one by one
+        self.ticks = 0
         # The last 1000 appends' durations, and for this node's records the time from
         # the append's answer to the record applied here (the watch's delay).
         self.put_times: deque[float] = deque(maxlen=1000)
@@ -887,8 +888,10 @@ def _tick(repl: Repl) -> None:
         _finish(p, ("error", f"replicated commit not sent within {repl.commit_timeout} s: "
                              f"{repl.last_error}", ("timeout", repl.last_error)), None)
     if repl.checker is None:
+        repl.ticks += 1
+        report = repl.ticks % 4 == 1  # the applied position: a write, so not every tick
         repl.checker = spawn(_check, repl.engine, repl.me, _durable_position(repl),
-                             self_pid())
+                             self_pid(), report)
     if repl.watcher is None and repl.majority:
         _start_watcher(repl)
     if (repl.compactor is None and repl.compact_interval > 0
@@ -907,15 +910,17 @@ def _durable_position(self: Repl) -> int:
     return self.state.position
 
 
-def _check(engine: Engine, me: str, applied: int, owner: Pid) -> None:
+def _check(engine: Engine, me: str, applied: int, owner: Pid, report: bool) -> None:
     try:
         end = engine.position()
-        engine.set_meta(f"applied/{me}", msgpack.packb([applied, time.time()]))
-        reports = engine.get_meta("applied/")
+        reports = None
+        if report:
+            engine.set_meta(f"applied/{me}", msgpack.packb([applied, time.time()]))
+            reports = tuple(engine.get_meta("applied/").items())
     except Exception as e:
         send(owner, Health(False, 0, str(e)))
         return
-    send(owner, Health(True, end, None, tuple(reports.items())))
+    send(owner, Health(True, end, None, reports))
 
 
 def _health(repl: Repl, msg: Health) -> None:

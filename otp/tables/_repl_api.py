@@ -292,7 +292,7 @@ def _active_nodes(self: _repl.Repl) -> set[str]:
     t = time.time()
     out = set()
     for k, (_p, at) in self.reports.items():
-        if t - at < max(10.0, self.tick * 10):
+        if t - at < max(10.0, self.tick * 20):
             out.add(k)
     return out
 
