@@ -84,7 +84,8 @@ def test_three_nodes_share_a_replicated_disc_table(etcd, tmp_path):
         assert b.eval("[r.id for r in tables.dirty_index_read('acc', 'o1', 'owner')][:1]")
         assert cc.eval("tables.table_info('acc', 'disc_copies')") == sorted(names)
         assert a.eval("tables.table_info('acc', 'where_to_read')") == a.name
-        assert a.eval("sorted(tables.table_info('acc', 'active_replicas'))") == sorted(names)
+        wait_until(lambda: a.eval("sorted(tables.table_info('acc', 'active_replicas'))")
+                   == sorted(names), what="every replica reported active")
         info = b.eval("tables.replication_info()")
         assert info["majority"] and info["position"] > 0 and info["held"] == ["acc"]
 
