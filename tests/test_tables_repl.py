@@ -58,7 +58,7 @@ def _foreign(eng, ops, reads=(), dirty=False):
 
 
 @replicated
-def test_a_replicated_commit_is_one_log_entry_applied_in_log_order(eng):
+def test_d5_a_replicated_commit_is_one_log_entry_applied_in_log_order(eng):
     Acc = _acc()
     assert tables.table_info("acc", "replicated") is True
     start = len(eng.records)
@@ -185,7 +185,7 @@ def test_events_and_subscribers_see_replicated_changes(eng):
 
 
 @replicated
-def test_partitioned_engine_fails_commits_with_the_cause_and_reads_stay_local(eng):
+def test_d5_partitioned_engine_fails_commits_with_the_cause_and_reads_stay_local(eng):
     Acc = _acc()
     tables.dirty_write("acc", Acc(1, "ann", 1))
     tables.subscribe("system")

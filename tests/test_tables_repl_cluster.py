@@ -64,7 +64,7 @@ def same_everywhere(nodes, table="acc"):
     return hashes[0]
 
 
-def test_three_nodes_share_a_replicated_disc_table(etcd, tmp_path):
+def test_d5_three_nodes_share_a_replicated_disc_table(etcd, tmp_path):
     prefix = _prefix()
     with Cluster(tmp_path) as c:
         nodes = [c.otpy(s) for s in "abc"]
@@ -136,7 +136,7 @@ for _ in range(4):
         assert sum(n.eval("tables.replication_info()['aborts']") for n in nodes) >= 0
 
 
-def test_a_restarted_node_catches_up_before_wait_for_tables_returns(etcd, tmp_path):
+def test_d4_a_restarted_node_catches_up_before_wait_for_tables_returns(etcd, tmp_path):
     prefix = _prefix()
     with Cluster(tmp_path) as c:
         a, b = c.otpy("a"), c.otpy("b")
@@ -159,7 +159,7 @@ def test_a_restarted_node_catches_up_before_wait_for_tables_returns(etcd, tmp_pa
         same_everywhere([a, b2])
 
 
-def test_a_node_cut_off_from_the_etcd_majority_refuses_writes_and_catches_up(etcd, tmp_path):
+def test_d5_a_node_cut_off_from_the_etcd_majority_refuses_writes_and_catches_up(etcd, tmp_path):
     prefix = _prefix()
     with Cluster(tmp_path) as c:
         a, b = c.otpy("a"), c.otpy("b")
@@ -204,7 +204,7 @@ except tables.TableError as e:
         same_everywhere([a, b])
 
 
-def test_no_acknowledged_commit_is_lost_when_nodes_and_etcd_members_are_killed(etcd, tmp_path):
+def test_d5_no_acknowledged_commit_is_lost_when_nodes_and_etcd_members_are_killed(etcd, tmp_path):
     kills = int(os.environ.get("OTP_TABLES_REPL_KILLS", "50"))
     rnd = random.Random(int(os.environ.get("OTP_TABLES_REPL_SEED", "16")))
     prefix = _prefix()

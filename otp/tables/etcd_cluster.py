@@ -23,12 +23,24 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from types import TracebackType
 
 from otp.testing_dist import free_port
 
 ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): SIGKILL when the process that started it dies, so a
+    killed test run leaves no etcd behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class EtcdCluster:
@@ -74,7 +86,8 @@ class EtcdCluster:
         log = open(d / "etcd.log", "ab")
         try:
             self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=log,
-                                             stdin=subprocess.DEVNULL)
+                                             stdin=subprocess.DEVNULL,
+                                             preexec_fn=_die_with_parent)
         finally:
             log.close()
 
@@ -171,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("directory", help="where the members keep their data and logs")
     ap.add_argument("--members", type=int, default=3)
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_a: sys.exit(0))  # unwind: members killed
     with EtcdCluster(pathlib.Path(args.directory), args.members) as c:
         print(",".join(c.endpoints), flush=True)
         try:
