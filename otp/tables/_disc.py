@@ -278,12 +278,24 @@ class DiscFile:
                     bad.append(rid)
             return out, bad
 
+    def read_recent(self) -> list[tuple[int, bytes]]:
+        """Replicated copies: the writes of the last log records ([(position, blob)])."""
+        with self.lock:
+            assert self.conn is not None
+            try:
+                return [(int(p), bytes(w)) for p, w in
+                        self.conn.execute("SELECT pos, w FROM recent ORDER BY pos")]
+            except sqlite3.OperationalError:
+                return []  # no such table: nothing replicated written yet
+
     # --- writing -----------------------------------------------------------------------
 
     def write_batch(self, ops: Any, batch: int, epoch: int | None = None) -> None:
         """Write ``ops`` as one durable SQLite transaction. Ops, in order:
         ``("put", ident, rid, blob)``, ``("del", ident, rid)``,
-        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``.
+        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``;
+        for replicated copies ``("recent", position, blob)`` and
+        ``("recent_prune", position)``.
         ``StaleWrite`` if ``epoch`` is given and the file was opened again since."""
         with self.lock:
             if epoch is not None and epoch != self.epoch:
@@ -327,6 +339,15 @@ class DiscFile:
                         conn.execute("DELETE FROM schema WHERE ident = ?", (op[1],))
                     elif kind == "def":
                         conn.execute("UPDATE schema SET def = ? WHERE ident = ?", (op[2], op[1]))
+                    elif kind == "recent":  # replicated copies: a record's writes
+                        conn.execute("CREATE TABLE IF NOT EXISTS recent"
+                                     "(pos INTEGER PRIMARY KEY, w BLOB)")
+                        conn.execute("INSERT OR REPLACE INTO recent VALUES (?, ?)",
+                                     (op[1], op[2]))
+                    elif kind == "recent_prune":
+                        conn.execute("CREATE TABLE IF NOT EXISTS recent"
+                                     "(pos INTEGER PRIMARY KEY, w BLOB)")
+                        conn.execute("DELETE FROM recent WHERE pos <= ?", (op[1],))
                     else:  # pragma: no cover - internal
                         raise ValueError(f"unknown disc op {kind!r}")
                     i += 1

@@ -93,6 +93,7 @@ _PROTO = pickle.HIGHEST_PROTOCOL
 NAME = "otp_tables_repl"
 STARTED = "$otp_tables_repl_started"
 SCHEMA_ROW = "$replicated_schema"
+SCHEMA_KEY = "$schema_change"  # in the recent writes: a table-level change
 
 
 class Records(NamedTuple):
@@ -189,6 +190,8 @@ class Repl:
         self.starter: Pid | None = None
         self.split = 0  # entries of a refused group, sent again one by one
         self.ticks = 0
+        self.rec_writes: list[tuple[str, Any]] = []
+        self.recent_pruned = 0
         # The last 1000 appends' durations, and for this node's records the time from
         # the append's answer to the record applied here (the watch's delay).
         self.put_times: deque[float] = deque(maxlen=1000)
@@ -431,6 +434,7 @@ def _apply_record(repl: Repl, rec: LogRecord) -> None:
     if rec.position <= st.position:
         return
     repl.records += 1
+    repl.rec_writes = []
     for blob in rec.entries:
         try:
             e = decode(blob)
@@ -443,6 +447,15 @@ def _apply_record(repl: Repl, rec: LogRecord) -> None:
             _apply_schema(repl, e, rec.position)
     st.position = rec.position
     st.prune(rec.position)
+    if repl.file is not None:
+        # What this record wrote (keys; tables for schema changes): on a restart from
+        # the disc copies, the last-write positions are rebuilt exactly from these.
+        if repl.rec_writes:
+            repl.disc_ops.append(("recent", rec.position,
+                                  _dumps(repl.rec_writes, _PROTO)))
+        if rec.position - repl.recent_pruned >= st.window:
+            repl.disc_ops.append(("recent_prune", rec.position - st.window))
+            repl.recent_pruned = rec.position
     if repl.put_done:
         t = repl.put_done.pop(rec.position, None)
         if t is not None:
@@ -473,6 +486,8 @@ def _apply_tx(repl: Repl, e: TxEntry, pos: int) -> None:
         _ack(repl, e.origin, e.tid, err, None)
         return
     st.note_writes(e, pos)
+    if repl.file is not None:
+        repl.rec_writes.extend((t, k) for _kind, t, k, _v in e.ops)
     changes, plains, result, err = st.resolve(e)
     if err is not None:
         _ack(repl, e.origin, e.tid, ("error", f"update failed: {err}", ("badarg", err)),
@@ -582,6 +597,8 @@ def _apply_schema(repl: Repl, e: SchemaEntry, pos: int) -> None:
             refresh_fast(reg)
     if err is None:
         _disc_schema(repl)
+        if st.tlastw.get(name) == pos and repl.file is not None:
+            repl.rec_writes.append((name, SCHEMA_KEY))
     _ack(repl, e.origin, e.tid, err, result)
 
 
@@ -787,23 +804,42 @@ def _load_snapshot(repl: Repl) -> bool:
     st.position = int(s["position"])
     _disc_schema(repl)
     repl.disc_pos = st.position
+    if repl.file is not None:
+        # The snapshot's last-write positions become the disc copy's recent writes.
+        by_pos: dict[int, list[tuple[str, Any]]] = {}
+        for (t, k), p in st.lastw.items():
+            by_pos.setdefault(p, []).append((t, k))
+        for t, p in st.tlastw.items():
+            by_pos.setdefault(p, []).append((t, SCHEMA_KEY))
+        repl.disc_ops.append(("recent_prune", st.position))
+        for p, ws in sorted(by_pos.items()):
+            repl.disc_ops.append(("recent", p, _dumps(ws, _PROTO)))
+        repl.recent_pruned = st.position
     return True
 
 
-def _replay(repl: Repl, after: int, upto: int | None, keys_only_until: int) -> None:
-    """Apply the log from ``after``; records up to ``keys_only_until`` only rebuild the
-    last-write positions (their data is already in the disc copies)."""
+def _load_recent(repl: Repl, pos: int) -> None:
+    from otp.threads import run_in_thread
+
+    assert repl.file is not None
     st = repl.state
+    floor = pos - st.window
+    for p, blob in run_in_thread(repl.file.read_recent):
+        if p <= floor or p > pos:
+            continue
+        for t, k in pickle.loads(blob):
+            if k != SCHEMA_KEY:
+                st.lastw[(t, k)] = p
+            st.tlastw[t] = p
+    repl.recent_pruned = pos
+
+
+def _replay(repl: Repl, after: int, upto: int | None) -> None:
+    """Apply the log after ``after`` (up to ``upto`` at least, when given)."""
     while True:
         res = repl.engine.read_from(after)
         for rec in res.records:
-            if rec.position <= keys_only_until:
-                for blob in rec.entries:
-                    e = decode(blob)
-                    if isinstance(e, TxEntry) and st.valid(e, rec.position):
-                        st.note_writes(e, rec.position)
-            else:
-                _apply_record(repl, rec)
+            _apply_record(repl, rec)
             after = rec.position
         if not res.records or (upto is not None and after >= upto):
             repl.log_end = max(repl.log_end, after)
@@ -816,10 +852,10 @@ def _initial_catch_up(repl: Repl) -> None:
     end = eng.position()
     pos, had_ram = _load_disc(repl)
     st = repl.state
-    if pos and not had_ram and (horizon == 0 or pos - st.window >= horizon):
-        # The disc copies at ``pos``: rebuild the last writes, then replay after it.
-        st.position = 0
-        _replay(repl, max(horizon, pos - st.window), pos, pos)
+    if pos and not had_ram and pos >= horizon:
+        # The disc copies at ``pos``, with the last-write positions of the window
+        # before it (written with them), then the log after it.
+        _load_recent(repl, pos)
         st.position = pos
         _install(repl)
     elif horizon == 0:
@@ -828,7 +864,7 @@ def _initial_catch_up(repl: Repl) -> None:
         raise TableError(f"the log is compacted to {horizon} and the engine holds no "
                          "snapshot: cannot catch up", ("no_snapshot", horizon))
     _install(repl)
-    _replay(repl, st.position, end, 0)
+    _replay(repl, st.position, end)
     repl.synced = st.position >= end
     repl.log_end = max(repl.log_end, end)
 
@@ -838,7 +874,7 @@ def _reload(repl: Repl) -> None:
         if not _load_snapshot(repl):
             return
         _install(repl)
-        _replay(repl, repl.state.position, None, 0)
+        _replay(repl, repl.state.position, None)
     except (EngineUnavailable, Compacted) as e:
         _lost(repl, str(e))
         return
