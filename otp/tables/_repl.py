@@ -864,7 +864,16 @@ def _initial_catch_up(repl: Repl) -> None:
         raise TableError(f"the log is compacted to {horizon} and the engine holds no "
                          "snapshot: cannot catch up", ("no_snapshot", horizon))
     _install(repl)
-    _replay(repl, st.position, end)
+    for _attempt in range(3):
+        try:
+            _replay(repl, st.position, end)
+            break
+        except Compacted:
+            # Compacted past us meanwhile (we reported nothing while down): the
+            # snapshot the compactor put first is at or after the new horizon.
+            if not _load_snapshot(repl):
+                raise
+            _install(repl)
     repl.synced = st.position >= end
     repl.log_end = max(repl.log_end, end)
 
