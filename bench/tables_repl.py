@@ -78,11 +78,15 @@ def table_repl_tx(n: int) -> Result:
                 except BaseException as e:
                     errors.append(e)
 
+            pids = [x.child.os_pid for x in nodes] + [
+                p for p in (etcd.pid(i) for i in range(3)) if p is not None]
+            cpu0 = [_cpu(p) for p in pids]
             ts = [threading.Thread(target=run, args=(i, x)) for i, x in enumerate(nodes)]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join()
+            cpu = [_cpu(p) - c for p, c in zip(pids, cpu0, strict=True)]
             if errors:
                 raise errors[0]
             spans = [x.eval("_span") for x in nodes]
@@ -106,7 +110,21 @@ def table_repl_tx(n: int) -> Result:
           f"append p50 {info['append_ms_p50']} ms, append->applied p50 "
           f"{info['watch_ms_p50']} ms",
           file=sys.stderr)
+    print(f"# cpu seconds: otpy nodes {[round(c, 1) for c in cpu[:NODES]]}, etcd members "
+          f"{[round(c, 1) for c in cpu[NODES:]]}, over {dt:.1f} s", file=sys.stderr)
     return total / dt, "commits/s", total
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The disc layer: one SQLite database per node directory, in WAL mode, synchronous=FULL.
+"""The disc layer: one SQLite database per node directory, in WAL mode, synchronous=FULL
+(the replicated copies: NORMAL, see ``_repl``).
 
 Everything here runs in a pool thread (``run_in_thread``), never on the hub; a real OS
 lock serialises use of the one connection (a restarted disc owner may start while a
@@ -147,8 +148,11 @@ class StaleWrite(RuntimeError):
 class DiscFile:
     """The SQLite file of one node directory. Methods run in a pool thread."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, synchronous: str = "FULL") -> None:
         self.directory = directory
+        # FULL: a commit is on disc when write_batch returns. The replicated copies use
+        # NORMAL (consistent after a crash, maybe a little behind: their log replays).
+        self.synchronous = synchronous
         self.path = os.path.join(directory, DB_NAME)
         self.conn: sqlite3.Connection | None = None
         self.lock = OSLock()
@@ -189,7 +193,7 @@ class DiscFile:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA cache_size=-16000")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema"

@@ -713,7 +713,9 @@ def _open_disc(repl: Repl) -> None:
     from otp.threads import run_in_thread
 
     d = os.path.join(repl.directory, "replicated")
-    f = DiscFile(d)
+    # No fsync per write: the log (on a majority of etcd's disks) is the durable copy;
+    # after a power loss the file is whole at some earlier position, replayed from.
+    f = DiscFile(d, synchronous="NORMAL")
     run_in_thread(f.open)
     repl.file = f
 
