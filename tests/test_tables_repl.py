@@ -298,3 +298,11 @@ def test_a_restart_from_the_disc_copy_decides_as_the_others_did(node, tmp_path):
         assert [tuple(r) for r in tables.dirty_read("acc", 2)] == [(2, "fresh", 3)]
     finally:
         tables.stop_replication()
+
+
+@replicated
+def test_copies_naming_other_nodes_make_a_replicated_table(eng):
+    tables.create_table("m", attributes=("k", "v"), copies={"disc": [_me()], "ram": [OTHER]})
+    assert tables.table_info("m", "replicated") is True
+    assert tables.table_info("m", "disc_copies") == [_me()]
+    assert tables.table_info("m", "ram_copies") == [OTHER]

@@ -331,11 +331,8 @@ def _storage(name: str, copies: Any) -> str:
             raise BadArg(f"create_table({name!r}): copies[{kind!r}] must be a list of node "
                          f"names, got {nodes!r}")
         for n in nodes:
-            if n != me:
-                raise TableError(
-                    f"create_table({name!r}): copies on other nodes ({n!r}) need the "
-                    "distribution layer, not available yet", ("bad_type", n))
-            found.append(kind)
+            if n == me:
+                found.append(kind)
     if len(found) != 1:
         raise BadArg(f"create_table({name!r}): this node ({me}) must hold exactly one copy, "
                      f"got {copies!r}")
@@ -383,8 +380,14 @@ def create_table(
         raise BadArg(f"create_table({name!r}): type must be one of {TABLE_TYPES}, "
                      f"got {type!r}")
     reg = registry()
-    placement = _repl_api.placement_of(name, copies, ram_copies, disc_copies)
     me = current_node().name
+    if (isinstance(copies, dict) and ram_copies is None and disc_copies is None
+            and set(copies) <= {"ram", "disc"}
+            and any(n != me for ns in copies.values() if isinstance(ns, list | tuple)
+                    for n in ns)):
+        # Mnesia's {"ram": [...], "disc": [...]} naming other nodes: replicated.
+        ram_copies, disc_copies, copies = copies.get("ram"), copies.get("disc"), None
+    placement = _repl_api.placement_of(name, copies, ram_copies, disc_copies)
     if placement is not None and (set(placement) != {me} or reg.repl is not None):
         if name in reg.tables or name in reg.loading:
             raise TableExists(name)

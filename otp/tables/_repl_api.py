@@ -139,8 +139,8 @@ def dirty(reg: Registry, ops: list[tuple[str, str, Any, Any]]) -> Any:
     return _repl.wait(repl, _repl.submit(repl, entry, None))
 
 
-def _schema_op(reg: Registry, op: str, args: tuple[Any, ...]) -> Any:
-    repl = _repl.running(reg, f"{op} of a replicated table")
+def _schema_op(reg: Registry, op: str, args: tuple[Any, ...], what: str = "") -> Any:
+    repl = _repl.running(reg, what or f"{op} of a replicated table")
     entry = SchemaEntry(repl.origin, reg.next_tid(), op, args)
     return _repl.wait(repl, _repl.submit(repl, entry, None))
 
@@ -177,7 +177,8 @@ def placement_of(name: str, copies: Any, ram_copies: Any, disc_copies: Any
 
 def create_replicated(reg: Registry, defn: TableDef, placement: dict[str, str]) -> type:
     d = defn_dict(defn)
-    _schema_op(reg, "create", (defn.name, d, placement))
+    _schema_op(reg, "create", (defn.name, d, placement),
+               f"create_table({defn.name!r}) with copies on other nodes")
     tab = reg.tables.get(defn.name)
     if tab is not None and tab.repl:
         return tab.rclass
