@@ -36,6 +36,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -174,9 +175,14 @@ class EtcdEngine(Engine):
         if self.closed:
             raise EngineUnavailable("the etcd engine is closed", "closed")
         data = json.dumps(body)
-        errors = []
+        errors: list[str] = []
         n = len(self.endpoints)
+        # One deadline for the call, whatever the number of endpoints tried.
+        deadline = time.monotonic() + self.timeout
         for attempt in range(n):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             i = (self.cur + attempt) % n
             conn = None
             while self.idle:
@@ -186,21 +192,23 @@ class EtcdEngine(Engine):
                     break
                 c.close()
             fresh = conn is None
-            if conn is None:
-                conn = self._connect(i, self.timeout)
             try:
-                conn.request("POST", path, data, self._headers())
-                resp = conn.getresponse()
-                raw = resp.read()
+                if conn is None:
+                    conn = self._connect(i, left)
+                else:
+                    conn.timeout = left
+                    if conn.sock is not None:
+                        conn.sock.settimeout(left)
+                resp, raw = self._post(conn, path, data)
             except (OSError, http.client.HTTPException) as e:
-                conn.close()
-                if not fresh and attempt == 0:
+                if conn is not None:
+                    conn.close()
+                left = deadline - time.monotonic()
+                if not fresh and attempt == 0 and left > 0:
                     # A kept-alive connection the server closed meanwhile: once more.
+                    conn = self._connect(i, left)
                     try:
-                        conn = self._connect(i, self.timeout)
-                        conn.request("POST", path, data, self._headers())
-                        resp = conn.getresponse()
-                        raw = resp.read()
+                        resp, raw = self._post(conn, path, data)
                     except (OSError, http.client.HTTPException) as e2:
                         conn.close()
                         errors.append(f"{self.endpoints[i].url}: {e2!r}")
@@ -228,9 +236,17 @@ class EtcdEngine(Engine):
                     f"etcd {self.endpoints[i].url}{path} failed (HTTP {resp.status}): {msg}",
                     ("etcd", out.get("code"), msg))
             return out
+        if not errors:
+            errors.append("the deadline passed")
         raise EngineUnavailable(
             f"no etcd endpoint answered within {self.timeout} s: " + "; ".join(errors),
             ("unreachable", tuple(errors)))
+
+    def _post(self, conn: http.client.HTTPConnection, path: str, data: str
+              ) -> tuple[http.client.HTTPResponse, bytes]:
+        conn.request("POST", path, data, self._headers())
+        resp = conn.getresponse()
+        return resp, resp.read()
 
     def _key(self, *parts: str) -> bytes:
         return b"/".join([self.prefix, *(p.encode() for p in parts)])
