@@ -93,7 +93,8 @@ def test_etcd_engine_contract(node, etcd3):
 
 @pytest.mark.otp(clock="real")
 def test_etcd_engine_fails_over_to_a_live_member(node, etcd3):
-    eng = EtcdEngine(etcd3.endpoints, prefix="failover", member="a", timeout=5)
+    # A leader election may follow the kill: give the call room for it.
+    eng = EtcdEngine(etcd3.endpoints, prefix="failover", member="a", timeout=20)
     try:
         p1 = eng.append([b"1"])
         etcd3.kill(eng.cur)

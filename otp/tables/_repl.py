@@ -46,11 +46,13 @@ from typing import Any, NamedTuple
 import msgpack
 
 from otp.process import (
+    Down,
     Exit,
     Pid,
     exit,
     is_alive,
     link,
+    monitor,
     now,
     receive,
     send,
@@ -333,11 +335,23 @@ def _shutdown(repl: Repl) -> None:
             repl.lease.release()
         except Exception:
             pass
+    if repl.disc_busy:  # the write in flight: its answer, before the last one
+        msg = receive(lambda m: m.__class__ is DiscWritten, 60, default=None)
+        repl.disc_busy = False
+        if msg is not None and msg.error is None:
+            repl.durable = msg.position
     _flush_disc(repl, sync=True)
     if repl.writer is not None:
-        send(repl.writer, "stop")
+        w = repl.writer
+        repl.writer = None
+        mon = monitor(w)
+        unlink(w)
+        send(w, "stop")
+        receive(lambda m: isinstance(m, Down) and m.ref == mon, 60, default=None)
     if repl.file is not None:
-        repl.file.close()
+        from otp.threads import run_in_thread
+
+        run_in_thread(repl.file.close)
     repl.engine.close()
 
 
