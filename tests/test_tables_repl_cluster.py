@@ -334,3 +334,35 @@ def test_the_application_env_joins_the_replicated_tables(node, etcd, tmp_path):
     finally:
         tables.stop()
     assert tables.replication_info() is None
+
+
+def test_add_move_and_delete_copies_while_another_node_writes(etcd, tmp_path):
+    prefix = _prefix()
+    with Cluster(tmp_path) as c:
+        a, b, d = c.otpy("a"), c.otpy("b"), c.otpy("d")
+        for n in (a, b, d):
+            join(n, etcd, prefix, str(tmp_path / n.name.split("@")[0]))
+        a.exec("tables.create_table('acc', attributes=('id', 'owner', 'n'), "
+               "ram_copies=[A, 'nowhere@nohost'])\n"
+               "for k in range(50): tables.dirty_write('acc', (k, 'a', k))\n"
+               "def churn():\n"
+               "    k = 1000\n"
+               "    while True:\n"
+               "        k += 1\n"
+               "        tables.transaction(tables.write, 'acc', (k % 1100, 'c', k))\n"
+               "churner = spawn(churn)", A=a.name)
+        a.exec("tables.add_table_copy('acc', B, 'disc')", B=b.name, timeout=60)
+        b.exec("tables.wait_for_tables(['acc'], 30)", timeout=40)
+        assert b.eval("tables.table_info('acc', 'storage')") == "disc_copies"
+        a.exec("exit(churner, 'kill')")
+        same_everywhere([a, b])  # the copy made under churn is the same table
+        a.exec("tables.move_table_copy('acc', B, D)", B=b.name, D=d.name, timeout=60)
+        wait_until(lambda: b.eval("'acc' in tables.table_names()") is False,
+                   what="the copy gone from b")
+        assert sorted(a.eval("tables.table_info('acc', 'disc_copies')")) == [d.name]
+        a.exec("tables.del_table_copy('acc', 'nowhere@nohost')")
+        same_everywhere([a, d])
+        assert a.eval("tables.table_info('acc', 'size')") >= 50
+        d.exec("tables.delete_table('acc')")
+        wait_until(lambda: a.eval("'acc' in tables.table_names()") is False,
+                   what="table deleted on a")

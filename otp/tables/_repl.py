@@ -95,7 +95,8 @@ _PROTO = pickle.HIGHEST_PROTOCOL
 NAME = "otp_tables_repl"
 STARTED = "$otp_tables_repl_started"
 SCHEMA_ROW = "$replicated_schema"
-SCHEMA_KEY = "$schema_change"  # in the recent writes: a table-level change
+SCHEMA_KEY = "$schema_change"
+_DEFER: Any = object()  # in the recent writes: a table-level change
 
 
 class Records(NamedTuple):
@@ -133,7 +134,8 @@ class DiscWritten(NamedTuple):
 class Pending:
     __slots__ = ("blob", "pid", "t0", "tid", "tx")
 
-    def __init__(self, tid: int, blob: bytes, tx: Tx | None, pid: Pid, t0: float) -> None:
+    def __init__(self, tid: int, blob: bytes, tx: Tx | None, pid: Pid | None,
+                 t0: float) -> None:
         self.tid = tid
         self.blob = blob
         self.tx = tx
@@ -193,6 +195,8 @@ class Repl:
         self.split = 0  # entries of a refused group, sent again one by one
         self.ticks = 0
         self.rec_writes: list[tuple[str, Any]] = []
+        # add_table_copy to this node: name -> (position, kind, entries to apply on top)
+        self.loading: dict[str, tuple[int, str, list[tuple[TxEntry, int]]]] = {}
         self.recent_pruned = 0
         # The last 1000 appends' durations, and for this node's records the time from
         # the append's answer to the record applied here (the watch's delay).
@@ -370,7 +374,8 @@ def _finish(p: Pending, err: Any, result: Any) -> None:
     if tx is not None and tx.state != DONE:
         tx.state = DONE
         release_all(tx)
-    send(p.pid, (COMMITTED, p.tid, err, result))
+    if p.pid is not None:
+        send(p.pid, (COMMITTED, p.tid, err, result))
 
 
 # --- group commit ---------------------------------------------------------------------------
@@ -502,6 +507,11 @@ def _apply_tx(repl: Repl, e: TxEntry, pos: int) -> None:
     st.note_writes(e, pos)
     if repl.file is not None:
         repl.rec_writes.extend((t, k) for _kind, t, k, _v in e.ops)
+    if repl.loading:
+        for _kind, t, _k, _v in e.ops:
+            if t in repl.loading:
+                repl.loading[t][2].append((e, pos))
+                break
     changes, plains, result, err = st.resolve(e)
     if err is not None:
         _ack(repl, e.origin, e.tid, ("error", f"update failed: {err}", ("badarg", err)),
@@ -557,17 +567,49 @@ def _apply_schema(repl: Repl, e: SchemaEntry, pos: int) -> None:
         st.tlastw[name] = pos
         _drop(repl, name)
     elif op == "add_copy":
-        node, kind, at, rows = args[1], args[2], args[3], args[4]
+        # Phase 1: the placement changes here, at ``pos``. The node that asked ships
+        # the table's content *as of pos* in a ``copy_data`` entry; meanwhile the new
+        # holder keeps the entries that touch the table, and applies them on top.
+        node, kind = args[1], args[2]
         if node in info.placement:
             err = ("error", f"{node} already holds a copy of {name!r}",
                    ("already_exists", name, node))
-        elif st.tlastw.get(name, 0) > at or at < pos - st.window:
-            err = "conflict"
         else:
             info.placement[node] = kind
             st.tlastw[name] = pos
             if node == repl.me:
-                _hold(repl, name, info, kind, rows)
+                repl.loading[name] = (pos, kind, [])
+            if e.origin == repl.origin:
+                tab = st.tables.get(name)
+                if tab is None:
+                    err = ("error", f"add_table_copy({name!r}) ran on a node without a copy",
+                           ("not_local", name))
+                else:
+                    rows = tuple((k, _plain(tab, v)) for k, v in tab.data.items())
+                    data = SchemaEntry(repl.origin, e.tid, "copy_data", (name, node, pos, rows))
+                    waiter = repl.waiting.pop(e.tid, None)
+                    pid = waiter.pid if waiter is not None else None
+                    repl.queue.appendleft(Pending(e.tid, encode_entry(data), None, pid, now()))
+                    result = _DEFER  # answered when the copy_data entry is applied
+    elif op == "copy_data":
+        node, at, rows = args[1], args[2], args[3]
+        loading = repl.loading.get(name)
+        if node == repl.me and loading is not None and loading[0] == at:
+            del repl.loading[name]
+            _at, kind, buffered = loading
+            _hold(repl, name, info, kind, rows)
+            tab = st.tables.get(name)
+            if tab is not None:
+                for be, _bpos in buffered:
+                    be = be._replace(ops=tuple(o for o in be.ops if o[1] == name))
+                    changes, plains, _r, berr = st.resolve(be)
+                    if berr is not None:
+                        continue
+                    for (t2, key, new), pv in zip(changes, plains, strict=True):
+                        if t2 is tab:
+                            tab.apply(key, new)
+                            if tab.storage == "disc_copies":
+                                _disc_put(repl, tab, key, pv)
     elif op == "del_copy":
         node = args[1]
         if node not in info.placement:
@@ -588,9 +630,9 @@ def _apply_schema(repl: Repl, e: SchemaEntry, pos: int) -> None:
             if node == repl.me:
                 tab = st.tables.get(name)
                 if tab is not None:
-                    rows = [(k, v) for k, v in tab.data.items()]
+                    kept = tuple((k, _plain(tab, v)) for k, v in tab.data.items())
                     _drop(repl, name)
-                    _hold(repl, name, info, kind, [(k, _plain(tab, v)) for k, v in rows])
+                    _hold(repl, name, info, kind, kept)
     elif op in ("add_index", "del_index"):
         attr = args[1]
         idx = list(info.defn["index"])
@@ -613,7 +655,8 @@ def _apply_schema(repl: Repl, e: SchemaEntry, pos: int) -> None:
         _disc_schema(repl)
         if st.tlastw.get(name) == pos and repl.file is not None:
             repl.rec_writes.append((name, SCHEMA_KEY))
-    _ack(repl, e.origin, e.tid, err, result)
+    if result is not _DEFER:
+        _ack(repl, e.origin, e.tid, err, result)
 
 
 def _hold(repl: Repl, name: str, info: SchemaInfo, kind: str, rows: Any) -> None:

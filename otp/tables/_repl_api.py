@@ -23,7 +23,7 @@ from otp.tables._engine import Engine, EngineUnavailable
 from otp.tables._registry import Registry, registry
 from otp.tables._repl_state import WINDOW, SchemaEntry, TxEntry, defn_dict, plain
 from otp.tables._table import TableDef, make_record_class
-from otp.tables._tx import COMMITTING, MISSING, Conflict, Tx
+from otp.tables._tx import COMMITTING, MISSING, Tx
 from otp.tables.errors import TableError, TableTimeout
 
 KINDS = ("ram", "disc")
@@ -203,25 +203,18 @@ def _info(reg: Registry, name: str) -> Any:
 
 def add_table_copy(name: str, node: str, kind: str = "ram") -> None:
     """Add a copy of replicated table ``name`` on ``node`` (``"ram"`` or ``"disc"``).
-    Call it on a node holding a copy: the entry carries the table's content."""
+    Call it on a node holding a copy: that node ships the table's content as of the
+    change's log position (one log entry: etcd's request limit bounds the table's
+    size), and the new holder applies the later commits on top. Returns once the
+    content is in the log; ``wait_for_tables`` on ``node`` waits for the copy."""
     if kind not in KINDS:
         raise BadArg(f"add_table_copy: kind must be 'ram' or 'disc', got {kind!r}")
     reg = registry()
     repl, info = _info(reg, name)
-    for _attempt in range(50):
-        tab = repl.state.tables.get(name)
-        if tab is None:
-            raise TableError(f"add_table_copy({name!r}) must run on a node holding a copy "
-                             f"(one of {sorted(info.placement)})", ("not_local", name))
-        at = repl.state.position
-        rows = [(k, plain(tab, v)) for k, v in tab.data.items()]  # no yield: one state
-        try:
-            _schema_op(reg, "add_copy", (name, node, kind, at, rows))
-            return
-        except Conflict:
-            continue
-    raise TableError(f"add_table_copy({name!r}, {node!r}): the table kept changing",
-                     ("busy", name))
+    if name not in repl.state.tables:
+        raise TableError(f"add_table_copy({name!r}) must run on a node holding a copy "
+                         f"(one of {sorted(info.placement)})", ("not_local", name))
+    _schema_op(reg, "add_copy", (name, node, kind))
 
 
 def del_table_copy(name: str, node: str) -> None:
