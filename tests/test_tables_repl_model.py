@@ -87,6 +87,7 @@ KEYS = st.integers(0, 4)
 STEP = st.one_of(
     st.tuples(st.just("tx"), st.integers(0, 2), st.lists(KEYS, max_size=3),
               st.lists(KEYS, min_size=1, max_size=2), st.booleans()),
+    st.tuples(st.just("scan"), st.integers(0, 2), KEYS),
     st.tuples(st.just("dirty"), st.integers(0, 2), KEYS, st.integers(-3, 3)),
     st.tuples(st.just("advance"), st.integers(0, 2), st.integers(1, 4)),
     st.tuples(st.just("restart"), st.integers(0, 2)),
@@ -130,6 +131,17 @@ def test_replicas_agree_with_a_sequential_model(steps):
                         tuple(ops), False)
             meta[tid] = ("tx", seen)
             pending.append(encode(e))
+        elif kind == "scan":
+            # A whole-table read (select, table lock): writes the number of records.
+            _k, i, key = step
+            r = replicas[i]
+            data = r.tables["t"].data
+            seen_all = {k: v.v for k, v in data.items()}
+            tid = next(tids)
+            e = TxEntry("n", tid, (), (("t", r.position),),
+                        (("put", "t", key, (key, len(seen_all))),), False)
+            meta[tid] = ("scan", seen_all)
+            pending.append(encode(e))
         elif kind == "dirty":
             _k, i, key, incr = step
             tid = next(tids)
@@ -159,9 +171,15 @@ def test_replicas_agree_with_a_sequential_model(steps):
     for rec in log:
         for blob in rec.entries:
             e = decode(blob)
-            _kind, seen = meta[e.tid]
+            kind_, seen = meta[e.tid]
             if e.dirty:
                 ok = True
+            elif kind_ == "scan":
+                ((_t, p),) = e.treads
+                ok = p >= rec.position - WINDOW and not any(
+                    p < hpos <= rec.position and changed for hpos, changed in history)
+                if ok:
+                    assert {k: v[1] for k, v in model.items()} == seen, (e, model, seen)
             else:
                 ok = all(p >= rec.position - WINDOW for _t, _k, p in e.reads)
                 # reads valid iff no committed write to the key after the read position
