@@ -306,3 +306,20 @@ def test_copies_naming_other_nodes_make_a_replicated_table(eng):
     assert tables.table_info("m", "replicated") is True
     assert tables.table_info("m", "disc_copies") == [_me()]
     assert tables.table_info("m", "ram_copies") == [OTHER]
+
+
+@replicated
+def test_release_status_shows_the_replication_position_lag_and_majority(eng):
+    from otp.cli import _replication_lines
+    from otp.release import _replication
+
+    _acc()
+    tables.transaction(lambda: tables.write("acc", (1, "ann", 10)))
+    info = _replication()
+    assert info is not None
+    assert info["held"] == ["acc"] and info["majority"] is True
+    assert info["position"] == info["log_end"] >= 2 and info["lag"] == 0
+    (line,) = _replication_lines(info)
+    assert line.startswith(f"  replication   acc at log position {info['position']} of ")
+    assert "(lag 0), in the majority" in line
+    assert _replication_lines(None) == []
