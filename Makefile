@@ -6,8 +6,8 @@
 #   make demo              run the hello example on a fresh node
 #   make bench             the workloads of docs/benchmarks.md, otp vs the floors (not in test)
 #   make bench ONLY="ping_pong call"   (ONLY=chat, ONLY=tables: a group of workloads)
-#   make soak              the SIGKILL crash-safety tests, 300 kills; the live chat
-#                          upgrade test with 10 000 user processes
+#   make soak              the SIGKILL crash-safety tests, 300 kills (disc and replicated);
+#                          the live chat upgrade test with 10 000 user processes
 #   make clean             build artefacts and caches; `make distclean` also drops .venv
 
 PY ?= python3
@@ -49,6 +49,7 @@ test: lint
 soak: $(STAMP)
 	OTP_TABLES_CRASH_KILLS=300 $(BIN)/python -m pytest tests/test_tables_crash.py -q
 	CHAT_UPGRADE_SESSIONS=10000 $(BIN)/python -m pytest tests/test_chat_release_upgrade.py -q
+	OTP_TABLES_REPL_KILLS=300 $(BIN)/python -m pytest tests/test_tables_repl_cluster.py -q -k killed
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only "$(ONLY)")

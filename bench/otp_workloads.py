@@ -292,6 +292,7 @@ WORKLOADS: dict[str, Workload] = {
     "table_dirty_write": _patched("table_dirty_write", "bench.tables_quick"),
     "table_tx_write": _patched("table_tx_write", "bench.tables_quick"),
     "table_disc_tx": _patched("table_disc_tx", "bench.tables_quick"),
+    "table_repl_tx": _patched("table_repl_tx", "bench.tables_repl"),
     "chat_memory": _patched("chat_memory", "bench.chat_workloads"),
     "chat_throughput": _patched("chat_throughput", "bench.chat_workloads"),
     "chat_latency": _patched("chat_latency", "bench.chat_workloads"),

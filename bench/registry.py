@@ -59,6 +59,10 @@ SPECS: dict[str, Spec] = {
         Spec("table_disc_tx", "disc_commit_rate", "commits/s", 100_000,
              "100 writers, n transactions in all on a disc table, each acknowledged "
              "after fsync (group commit)"),
+        Spec("table_repl_tx", "repl_commit_rate", "commits/s", 20_000,
+             "100 writers over 3 otpy nodes, n transactions of one write on a "
+             "disc_copies table replicated on all three, ordered by a 3-member etcd "
+             "(p50/p99 on stderr)"),
         Spec("chat_memory", "rss_per_connection", "bytes/connection", 19_000,
              "n idle logged-in connections; server RSS growth per connection"),
         Spec("chat_throughput", "delivered_rate", "msgs/s", 1_000,

@@ -321,6 +321,19 @@ def ping(r: _Root) -> None:
     click.echo(r.request("ping", timeout=10.0))
 
 
+def _replication_lines(repl: dict[str, Any] | None) -> list[str]:
+    """``status``'s lines for the replicated tables (none when the node has none)."""
+    if not repl:
+        return []
+    where = "in the majority" if repl["majority"] else "CUT OFF from the majority"
+    lines = [f"  replication   {', '.join(repl['held']) or '(no copies)'} at log position "
+             f"{repl['position']} of {repl['log_end']} (lag {repl['lag']}), {where}, "
+             f"{repl['engine']}"]
+    if repl.get("last_error"):
+        lines.append(f"    last error: {repl['last_error']}")
+    return lines
+
+
 @release.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @pass_root
@@ -351,6 +364,8 @@ def status(r: _Root, as_json: bool) -> None:
             click.echo(f"    {step}")
         if up.get("error"):
             click.echo(f"    error: {up['error']}")
+    for line in _replication_lines(st.get("replication")):
+        click.echo(line)
     for alarm in st.get("alarms") or []:
         click.echo(f"  ALARM         {alarm}")
 

@@ -49,6 +49,20 @@ The application finds its connection's socket at ``environ[httpd.SOCKET_KEY]``
 reading the whole request body with ``finish_early(environ)`` (a refused 1 GB upload
 is not read; the connection is closed after the response).
 
+Large bodies: ``direct_body(environ)`` hands the application the rest of a request
+body with a ``Content-Length`` to be read straight off the socket in a thread of the
+node's pool, each piece given to a function of the application *in that thread* (to
+hash it and write it to disk, say): the node's own thread copies none of it::
+
+    body = httpd.direct_body(environ)          # None: read environ["wsgi.input"]
+    while body.remaining:
+        body.wait()                            # cooperative: data has come
+        if not body.read(1 << 20, lambda view: out.write(view)):
+            break                              # the client closed early
+
+and a large response body from a file, ``FileBody(file, offset, count)`` (returned by
+the application): sent with sendfile(2) from a pool thread on a plain connection.
+
 Failure semantics: an exception from the application is logged on ``error_log`` and
 answered ``500`` by the handler; an accept that fails (too many open files) is logged
 and retried after 50 ms; ``stop()`` ends the acceptor and every connection at once
@@ -63,12 +77,20 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from otp.lowlevel import SOCKET_KEY, wsgi_finish_early, wsgi_handler
+from otp.lowlevel import (
+    SOCKET_KEY,
+    DirectBody,
+    FileBody,
+    wsgi_direct_body,
+    wsgi_finish_early,
+    wsgi_handler,
+)
 from otp.process import Pid, link, sleep, spawn, spawn_link, unlink
 from otp.process import exit as _exit
 from otp.process import self as _self
 
-__all__ = ["SOCKET_KEY", "HttpServer", "WSGIApp", "finish_early", "serve"]
+__all__ = ["SOCKET_KEY", "DirectBody", "FileBody", "HttpServer", "WSGIApp", "direct_body",
+           "finish_early", "serve"]
 
 #: a WSGI application: ``app(environ, start_response) -> iterable of bytes``
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -171,3 +193,11 @@ def finish_early(environ: dict[str, Any]) -> None:
     """Answer this request without reading (the rest of) its body: the connection is
     closed after the response (send ``Connection: close`` too)."""
     wsgi_finish_early(environ)
+
+
+def direct_body(environ: dict[str, Any]) -> DirectBody | None:
+    """The rest of this request's body, to be read in a thread of the node's pool
+    (``DirectBody``: ``wait``, ``read(size, consume)``, ``remaining``), or None when it
+    must be read through ``environ["wsgi.input"]``: a chunked body, no
+    ``Content-Length``, or a TLS connection. Read the body one way only."""
+    return wsgi_direct_body(environ)

@@ -75,7 +75,14 @@ from otp._core.dist import (
 )
 from otp._core.dist import NodeDown as NodeDown
 from otp._core.fastpath import receive, send
-from otp._core.httpd import SOCKET_KEY, wsgi_finish_early, wsgi_handler
+from otp._core.httpd import (
+    SOCKET_KEY,
+    DirectBody,
+    FileBody,
+    wsgi_direct_body,
+    wsgi_finish_early,
+    wsgi_handler,
+)
 from otp._core.localvars import NodeVar, ProcessVar
 from otp._core.monkey import patch as patch
 from otp._core.net_driver import (
@@ -116,7 +123,9 @@ __all__ = [
     "RUNNING",
     "SOCKET_KEY",
     "Clock",
+    "DirectBody",
     "DistHook",
+    "FileBody",
     "Node",
     "NodeVar",
     "OSEvent",
@@ -150,6 +159,7 @@ __all__ = [
     "socket_writer",
     "spawn_process",
     "start_os_thread",
+    "wsgi_direct_body",
     "wsgi_finish_early",
     "wsgi_handler",
 ]

@@ -635,6 +635,21 @@ def _rss() -> int | None:
     return None
 
 
+def _replication() -> dict[str, Any] | None:
+    """The replicated tables' log position, lag and majority (None when this node does
+    not replicate)."""
+    try:
+        from otp import tables
+
+        info = tables.replication_info()
+    except Exception:  # the tables application is not running here
+        return None
+    if info is None:
+        return None
+    return {k: info[k] for k in ("engine", "position", "log_end", "lag", "majority",
+                                 "synced", "held", "last_error")}
+
+
 def _alarms() -> list[Any]:
     from otp import ops
 
@@ -675,6 +690,7 @@ def _handlers(root: Path, spec: ReleaseSpec, paths: dict[str, Path],
             "processes": len(processes()),
             "rss": _rss(),
             "alarms": _alarms(),
+            "replication": _replication(),
             "root": str(root),
             "socket": str(paths["socket"]),
             "config": list(spec.config if configs is None else configs),

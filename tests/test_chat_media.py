@@ -590,3 +590,84 @@ def test_media_pacing_halves_the_upload_rate_when_the_node_is_late_and_grows_it_
     st.due = now() - 10 * media.LAG
     media._pace(st)
     assert st.rate == media.MIN_RATE
+
+
+def test_media_download_turn_is_not_held_back_by_the_upload_pacing(node, monkeypatch):
+    """Downloads share the endpoint's thread-pool turns with uploads, but write nothing:
+    an upload waiting for its share of the rate does not hold a download behind it."""
+    from collections import deque
+
+    from otp.process import now
+
+    granted: list[Any] = []
+    monkeypatch.setattr(media.gen_server, "reply", lambda from_, v: granted.append(from_))
+    monkeypatch.setattr(media, "_tick", lambda st: None)
+    st = media._Http()
+    st.rate, st.tokens, st.filled = media.MIN_RATE, -1e18, now()  # uploads owe a lot
+    st.disk, st.active = {}, set()
+    st.disk_wait = deque([("up", media.BATCH, "upload"), ("down", 0, "download")])
+    media._grant(st)
+    assert granted == ["download"] and [w[0] for w in st.disk_wait] == ["up"]
+    st.tokens = 0.0  # the pacing allows again
+    media._grant(st)
+    assert granted == ["download", "upload"] and not st.disk_wait
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_media_upload_with_a_length_is_read_in_the_pool_over_plain_http(
+        node, tmp_path, monkeypatch, tls):
+    """Over plain HTTP an upload's body is read, hashed and written by thread-pool jobs
+    (otp.httpd.direct_body); over TLS the process reads it and the jobs hash and write."""
+    from otp import httpd
+
+    bodies: list[Any] = []
+    direct_body = httpd.direct_body
+
+    def spy(environ: dict[str, Any]) -> Any:
+        bodies.append(direct_body(environ))
+        return bodies[-1]
+
+    monkeypatch.setattr(media.httpd, "direct_body", spy)
+    with running_chat(tmp_path, tls=tls, media=media_cfg()) as srv:
+        data = os.urandom(media.BATCH + 1)
+        up = upload(srv.user(ALICE), data)
+        assert (up["media"], up["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert len(bodies) == 1 and (bodies[0] is None) == tls
+    assert tls or bodies[0].remaining == 0
+
+
+def test_media_uploads_whose_body_has_not_come_hold_no_pool_turn(node, tmp_path):
+    """An upload waits for its body's first bytes without one of the endpoint's
+    thread-pool turns: clients that stall before sending anything do not hold the
+    others back."""
+    with running_chat(tmp_path, media=media_cfg(upload_timeout=60)) as srv:
+        alice = srv.user(ALICE)
+        stalled = []
+        for _ in range(media.DISK_JOBS + 1):
+            slot = alice.request("media_upload", size=1000)
+            stalled.append(raw_upload(slot["url"], slot["token"], 1000))
+        wait_until(lambda: media.uploads_running() == len(stalled))
+        data = os.urandom(media.BATCH + 5)
+        assert upload(alice, data)["media"] == hashlib.sha256(data).hexdigest()
+        for s in stalled:
+            s.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_media_upload_is_handed_to_the_disk_batch_by_batch(node, tmp_path, monkeypatch,
+                                                            tls):
+    """Each batch of an upload starts its writeback when written (media._write_out), so
+    the blob does not reach the disk in one burst at its fsync."""
+    calls: list[int] = []
+    write_out = media._write_out
+
+    def spy(f: Any) -> None:
+        calls.append(f.tell())
+        write_out(f)
+
+    monkeypatch.setattr(media, "_write_out", spy)
+    with running_chat(tmp_path, tls=tls, media=media_cfg()) as srv:
+        data = os.urandom(2 * media.BATCH + 7)
+        up = upload(srv.user(ALICE), data)
+        assert up["media"] == hashlib.sha256(data).hexdigest()
+    assert len(calls) >= 3 and calls == sorted(calls) and calls[-1] == len(data)

@@ -113,3 +113,149 @@ def test_the_module_example_runs(capsys):
     end = doc.index("\n", doc.index("print(otp.run(main))")) + 1
     exec(compile(textwrap.dedent(doc[start:end]), "otp.httpd docstring", "exec"), {})
     assert capsys.readouterr().out.strip().endswith("hello /world")
+
+
+def _direct_app(log: list[Any]) -> Any:
+    """Reads its body with ``httpd.direct_body`` a MB at a time; answers with the SHA-256
+    and size of what came, and whether ``consume`` ran off the node's thread."""
+    import hashlib
+
+    from otp.lowlevel import get_os_ident
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = httpd.direct_body(environ)
+        h, seen, hub = hashlib.sha256(), [0], get_os_ident()
+        threads: set[int] = set()
+
+        def consume(view: memoryview) -> None:
+            threads.add(get_os_ident())
+            h.update(view)
+            seen[0] += len(view)
+
+        if body is None:
+            h.update(environ["wsgi.input"].read())
+            log.append("wsgi.input")
+        else:
+            while body.remaining:
+                body.wait()
+                if not body.read(1 << 20, consume):
+                    break
+            log.append(("direct", seen[0], body.remaining, hub not in threads))
+        out = h.hexdigest().encode()
+        start_response("200 OK", [("Content-Length", str(len(out)))])
+        return [out]
+
+    return app
+
+
+def test_httpd_direct_body_is_read_off_the_nodes_thread_and_keep_alive_goes_on(node):
+    import hashlib
+    import http.client
+    import os
+
+    log: list[Any] = []
+    sock = listener()
+    server = httpd.serve(sock, _direct_app(log))
+    c = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        for data in (os.urandom(3 * (1 << 20) + 7), b"small"):  # one connection, two bodies
+            c.request("POST", "/up", body=data)
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, hashlib.sha256(data).hexdigest().encode())
+        c.request("POST", "/up", body=iter([b"chunked ", b"body"]), encode_chunked=True)
+        r = c.getresponse()
+        assert (r.status, r.read()) == (200, hashlib.sha256(b"chunked body").hexdigest()
+                                        .encode())
+    finally:
+        c.close()
+    assert log == [("direct", 3 * (1 << 20) + 7, 0, True), ("direct", 5, 0, True),
+                   "wsgi.input"]
+    server.stop()
+    sock.close()
+
+
+def test_httpd_direct_body_cut_short_by_the_client_reads_what_came(node):
+    log: list[Any] = []
+    sock = listener()
+    server = httpd.serve(sock, _direct_app(log))
+    s = socket.create_connection(server.address, timeout=10)
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 10)
+    s.shutdown(socket.SHUT_WR)  # 10 bytes of the million, then the end
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    s.close()
+    assert log == [("direct", 10, 1_000_000 - 10, True)]
+    server.stop()
+    sock.close()
+
+
+def test_httpd_direct_body_answers_expect_100_continue_first(node):
+    log: list[Any] = []
+    sock = listener()
+    server = httpd.serve(sock, _direct_app(log))
+    s = socket.create_connection(server.address, timeout=10)
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")  # sent before the body is
+    s.sendall(b"hello")
+    assert s.recv(1000).startswith(b"HTTP/1.1 200")
+    s.close()
+    assert log == [("direct", 5, 0, True)]
+    server.stop()
+    sock.close()
+
+
+def test_httpd_file_body_is_sent_whole_or_in_part_and_the_file_closed(node, tmp_path):
+    import http.client
+    import os
+
+    data = os.urandom(3 * (1 << 20) + 11)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    opened: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        first, n = (0, len(data)) if environ["PATH_INFO"] == "/all" else (1000, 70_000)
+        f = open(path, "rb")
+        opened.append(f)
+        headers = [] if environ["QUERY_STRING"] == "chunked" else [("Content-Length",
+                                                                    str(n))]
+        start_response("200 OK", headers)
+        return httpd.FileBody(f, first, n, piece=1 << 20)
+
+    sock = listener()
+    server = httpd.serve(sock, app)
+    c = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        for target, want in (("/all", data), ("/part", data[1000:71_000]),
+                             ("/part?chunked", data[1000:71_000])):  # one connection
+            c.request("GET", target)
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, want)
+    finally:
+        c.close()
+    assert len(opened) == 3 and all(f.closed for f in opened)
+    server.stop()
+    sock.close()
+
+
+def test_httpd_file_body_shorter_than_promised_ends_the_connection(node, tmp_path):
+    import http.client
+
+    path = tmp_path / "short"
+    path.write_bytes(b"only this")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "1000")])
+        return httpd.FileBody(open(path, "rb"), 0, 1000)
+
+    sock = listener()
+    server = httpd.serve(sock, app)
+    c = http.client.HTTPConnection(*server.address, timeout=10)
+    c.request("GET", "/")
+    r = c.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as e:
+        r.read()
+    assert e.value.partial == b"only this"
+    c.close()
+    server.stop()
+    sock.close()

@@ -58,6 +58,11 @@ durability                                ``start(directory)``, ``stop()``,
                                           ``APP`` (the ``otp_tables`` application)
 replication hook                          ``add_commit_hook(fn)``: one ``CommitRecord``
                                           per committed transaction, in commit order
+replicated tables                         ``start_replication``, ``stop_replication``,
+                                          ``ram_copies=``/``disc_copies=``,
+                                          ``add_table_copy``, ``del_table_copy``,
+                                          ``move_table_copy``, ``change_table_copy_type``,
+                                          ``replication_info``, ``subscribe("system")``
 ========================================  ================================================
 
 ``read`` returns a list (empty, one record, or several for a bag), as in Mnesia.
@@ -102,17 +107,24 @@ Failure semantics (docs/semantics.md D2, D3):
   and never acknowledged twice. The tables' data lives in the node's registry, not in
   a process, so no crash loses what memory holds.
 
-**Replication, ready.** Every committed change passes through one place:
-``_registry.apply_commit``, which applies a transaction's ops to memory in commit order
-and gives the commit hooks one ``CommitRecord(tid, ops, dirty)`` per transaction (or
-dirty operation), where each op is ``(table, key, new full value of the key)``: a
-record, a tuple of records for a bag, or None for deleted. Values, not operations, so
-replaying a record is idempotent. Disc commits reach it only after their fsync, in the
-order they were written. The distribution layer registers a hook
-(``add_commit_hook``) that ships these records to the nodes holding copies, which
-apply them in order with ``apply_replicated``. (Not there yet: copies on other nodes,
-catching up from a peer at start, partition reports; ``create_table`` refuses remote
-nodes until the distribution layer exists.)
+**Replicated tables** (docs/tables.md): ``start_replication(endpoints=[etcd URLs])``
+(or the ``otp_tables`` env ``etcd_endpoints``), then ``create_table(...,
+ram_copies=[nodes], disc_copies=[nodes])`` with other nodes listed. Their commits are
+ordered by etcd (Raft: on a majority of disks) and applied in log order on every
+replica: **linearizable commits, serializable transactions** (validated at their log
+position, run again on conflict: D2), acknowledged once committed and applied here;
+**reads local, possibly stale** (``table_info(t, "synced")``). A node cut off from the
+etcd majority cannot commit (``TableError`` naming the cause, within the timeout) and
+reports ``("partitioned", table, cause)`` / ``("caught_up", table, position)`` to
+``subscribe("system")``; it catches up by replaying the log: nothing to merge.
+Placement: ``add_table_copy``, ``del_table_copy``, ``move_table_copy``,
+``change_table_copy_type``, ``table_info(t, "where_to_read" | "active_replicas" |
+"ram_copies" | "disc_copies" | "log_position")``; status: ``replication_info()``.
+
+Every committed change to local tables passes through ``_registry.apply_commit``,
+which gives the commit hooks (``add_commit_hook``) one ``CommitRecord(tid, ops,
+dirty)`` per transaction, each op ``(table, key, new full value)``;
+``apply_replicated`` applies such a record here.
 
 Testing: every test node gets its own tables (the registry is per node). Disc tables
 work under the test kit's mock clock too (nothing on the commit path waits with a
@@ -135,7 +147,7 @@ from otp.errors import ApplicationError, BadArg
 from otp.lowlevel import current_node
 from otp.process import Down, Pid, demonitor, make_ref, monitor, now, receive, whereis
 from otp.process import self as self_pid
-from otp.tables import _disc_owner
+from otp.tables import _disc_owner, _repl_api
 from otp.tables._app import APP, APP_NAME, TablesApp
 from otp.tables._ops import (
     all_keys,
@@ -175,6 +187,16 @@ from otp.tables._registry import (
     refresh_fast,
     registry,
 )
+from otp.tables._repl import SystemEvent
+from otp.tables._repl_api import (
+    add_table_copy,
+    change_table_copy_type,
+    del_table_copy,
+    move_table_copy,
+    replication_info,
+    start_replication,
+    stop_replication,
+)
 from otp.tables._table import TABLE_TYPES, Table, TableDef, TableInfo, check_attributes
 from otp.tables._tx import abort, wait_durable
 from otp.tables._tx import transaction as _transaction
@@ -196,6 +218,7 @@ __all__ = [
     "CommitRecord",
     "NoSuchTable",
     "NotInTransaction",
+    "SystemEvent",
     "TableError",
     "TableEvent",
     "TableExists",
@@ -206,11 +229,14 @@ __all__ = [
     "abort",
     "add_commit_hook",
     "add_index",
+    "add_table_copy",
     "all_keys",
     "apply_replicated",
+    "change_table_copy_type",
     "clear_table",
     "create_table",
     "del_index",
+    "del_table_copy",
     "delete",
     "delete_object",
     "delete_table",
@@ -235,14 +261,18 @@ __all__ = [
     "last",
     "lock_table",
     "match",
+    "move_table_copy",
     "next",
     "prev",
     "read",
     "record_class",
     "remove_commit_hook",
+    "replication_info",
     "select",
     "start",
+    "start_replication",
     "stop",
+    "stop_replication",
     "subscribe",
     "system_info",
     "table_info",
@@ -301,11 +331,8 @@ def _storage(name: str, copies: Any) -> str:
             raise BadArg(f"create_table({name!r}): copies[{kind!r}] must be a list of node "
                          f"names, got {nodes!r}")
         for n in nodes:
-            if n != me:
-                raise TableError(
-                    f"create_table({name!r}): copies on other nodes ({n!r}) need the "
-                    "distribution layer, not available yet", ("bad_type", n))
-            found.append(kind)
+            if n == me:
+                found.append(kind)
     if len(found) != 1:
         raise BadArg(f"create_table({name!r}): this node ({me}) must hold exactly one copy, "
                      f"got {copies!r}")
@@ -321,6 +348,8 @@ def create_table(
     type: str = "set",
     index: Iterable[str] = (),
     copies: Any = None,
+    ram_copies: Iterable[str] | None = None,
+    disc_copies: Iterable[str] | None = None,
 ) -> type:
     """Create a table and return its record class (a named tuple).
 
@@ -331,6 +360,11 @@ def create_table(
     attributes to keep a secondary index on. ``copies``: ``"ram"`` (default) or
     ``"disc"``, or Mnesia style ``{"disc": [node_name]}``. ``TableExists`` if the name
     is taken; ``BadArg`` for a bad option.
+
+    ``ram_copies=[nodes]`` / ``disc_copies=[nodes]`` (Mnesia's placement): a table with
+    a copy on another node is *replicated*: its commits go through the log engine
+    (``start_replication`` first) and every node listed holds a copy. A placement of
+    this node alone is a local table, as with ``copies``.
     """
     if record is not None:
         fields = getattr(record, "_fields", None)
@@ -345,8 +379,23 @@ def create_table(
     if type not in TABLE_TYPES:
         raise BadArg(f"create_table({name!r}): type must be one of {TABLE_TYPES}, "
                      f"got {type!r}")
-    storage = _storage(name, copies)
     reg = registry()
+    me = current_node().name
+    if (isinstance(copies, dict) and ram_copies is None and disc_copies is None
+            and set(copies) <= {"ram", "disc"}
+            and any(n != me for ns in copies.values() if isinstance(ns, list | tuple)
+                    for n in ns)):
+        # Mnesia's {"ram": [...], "disc": [...]} naming other nodes: replicated.
+        ram_copies, disc_copies, copies = copies.get("ram"), copies.get("disc"), None
+    placement = _repl_api.placement_of(name, copies, ram_copies, disc_copies)
+    if placement is not None and (set(placement) != {me} or reg.repl is not None):
+        if name in reg.tables or name in reg.loading:
+            raise TableExists(name)
+        defn = TableDef(name, attrs, k, type, idx, "replicated")
+        return _repl_api.create_replicated(reg, defn, placement)
+    if placement is not None:
+        copies = placement[me]
+    storage = _storage(name, copies)
     if name in reg.tables or name in reg.loading:
         raise TableExists(name)
     tab = Table(TableDef(name, attrs, k, type, idx, storage), record)
@@ -389,6 +438,9 @@ def _running_disc(reg: Any, what: str) -> Any:
 def delete_table(name: str) -> None:
     """Delete a table and all its records (and its disc file part)."""
     reg = registry()
+    if _repl_api.replicated(reg, name):
+        _repl_api.delete_replicated(reg, name)
+        return
     tab = reg.table(name)
     del reg.tables[name]
     tab.deleted = True
@@ -409,6 +461,9 @@ def _redefine(reg: Any, tab: Table, index: tuple[str, ...]) -> None:
 def add_index(table: str, attribute: str) -> None:
     """Add a secondary index on ``attribute`` (built from the current records)."""
     reg = registry()
+    if _repl_api.replicated(reg, table):
+        _repl_api.index_replicated(reg, table, attribute, True)
+        return
     tab = reg.table(table)
     check_attributes(table, tab.attributes, tab.defn.key, (*tab.defn.index, attribute))
     tab.build_index(tab.attributes.index(attribute))
@@ -419,6 +474,9 @@ def add_index(table: str, attribute: str) -> None:
 def del_index(table: str, attribute: str) -> None:
     """Remove the index on ``attribute``."""
     reg = registry()
+    if _repl_api.replicated(reg, table):
+        _repl_api.index_replicated(reg, table, attribute, False)
+        return
     tab = reg.table(table)
     if attribute not in tab.defn.index:
         raise BadArg(f"table {table!r} has no index on {attribute!r}")
@@ -427,9 +485,15 @@ def del_index(table: str, attribute: str) -> None:
     _redefine(reg, tab, tuple(a for a in tab.defn.index if a != attribute))
 
 
-def table_info(name: str) -> TableInfo:
-    """Size, memory estimate, storage, type, attributes, indexes, record class."""
-    return registry().table(name).info()
+def table_info(name: str, item: str | None = None) -> Any:
+    """Size, memory estimate, storage, type, attributes, indexes, record class (a
+    ``TableInfo``); or one ``item``: a ``TableInfo`` field, or Mnesia's
+    ``"where_to_read"``, ``"active_replicas"``, ``"ram_copies"``, ``"disc_copies"``,
+    plus ``"synced"`` (False while this node may be stale: cut off from the log's
+    majority, or catching up), ``"log_position"`` and ``"replicated"``."""
+    if item is None:
+        return registry().table(name).info()
+    return _repl_api.info_item(registry(), name, item)
 
 
 def table_names() -> list[str]:
@@ -452,6 +516,7 @@ def system_info() -> dict[str, Any]:
         "disc_running": bool(ds and ds.owner is not None),
         "commits": ds.commits if ds else 0,
         "group_commits": ds.batches if ds else 0,
+        "replication": replication_info(),
     }
 
 
@@ -460,8 +525,14 @@ def system_info() -> dict[str, Any]:
 
 def subscribe(table: str) -> None:
     """Send every change of ``table`` to the calling process as ``TableEvent``
-    messages, in commit order. Ends with ``unsubscribe`` or the process's end."""
+    messages, in commit order. Ends with ``unsubscribe`` or the process's end.
+    ``subscribe("system")``: replication events (``SystemEvent``, a tuple
+    ``("partitioned", table, cause)`` or ``("caught_up", table, position)``)."""
     reg = registry()
+    if table == "system":
+        if self_pid() not in reg.system_subs:
+            reg.system_subs.append(self_pid())
+        return
     tab = reg.table(table)
     me = self_pid()
     if me not in tab.subscribers:
@@ -473,6 +544,10 @@ def subscribe(table: str) -> None:
 def unsubscribe(table: str) -> None:
     """Stop the events of ``table`` to the calling process."""
     reg = registry()
+    if table == "system":
+        if self_pid() in reg.system_subs:
+            reg.system_subs.remove(self_pid())
+        return
     tab = reg.table(table)
     me = self_pid()
     if me in tab.subscribers:
@@ -598,7 +673,8 @@ def _stop_app() -> None:
 
 
 def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
-    """Return once every table in ``names`` is loaded and usable on this node;
+    """Return once every table in ``names`` is loaded and usable on this node (a
+    replicated one: caught up to at least the log position current at the call);
     ``TableTimeout`` (listing the missing ones) after ``timeout`` seconds."""
     if isinstance(names, str):
         names = [names]
@@ -608,6 +684,7 @@ def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
     while True:
         missing = tuple(n for n in wanted if n not in reg.tables)
         if not missing:
+            _repl_api.wait_caught_up(reg, wanted, deadline, timeout)
             return
         left = None if deadline is None else deadline - now()
         if left is not None and left <= 0:
@@ -621,4 +698,5 @@ def wait_for_tables(names: Iterable[str], timeout: float | None) -> None:
             missing = tuple(n for n in wanted if n not in reg.tables)
             if missing:
                 raise TableTimeout(missing, timeout)
+            _repl_api.wait_caught_up(reg, wanted, deadline, timeout)
             return

@@ -1,4 +1,5 @@
-"""The disc layer: one SQLite database per node directory, in WAL mode, synchronous=FULL.
+"""The disc layer: one SQLite database per node directory, in WAL mode, synchronous=FULL
+(the replicated copies: NORMAL, see ``_repl``).
 
 Everything here runs in a pool thread (``run_in_thread``), never on the hub; a real OS
 lock serialises use of the one connection (a restarted disc owner may start while a
@@ -147,8 +148,11 @@ class StaleWrite(RuntimeError):
 class DiscFile:
     """The SQLite file of one node directory. Methods run in a pool thread."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, synchronous: str = "FULL") -> None:
         self.directory = directory
+        # FULL: a commit is on disc when write_batch returns. The replicated copies use
+        # NORMAL (consistent after a crash, maybe a little behind: their log replays).
+        self.synchronous = synchronous
         self.path = os.path.join(directory, DB_NAME)
         self.conn: sqlite3.Connection | None = None
         self.lock = OSLock()
@@ -189,7 +193,7 @@ class DiscFile:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA cache_size=-16000")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema"
@@ -278,12 +282,24 @@ class DiscFile:
                     bad.append(rid)
             return out, bad
 
+    def read_recent(self) -> list[tuple[int, bytes]]:
+        """Replicated copies: the writes of the last log records ([(position, blob)])."""
+        with self.lock:
+            assert self.conn is not None
+            try:
+                return [(int(p), bytes(w)) for p, w in
+                        self.conn.execute("SELECT pos, w FROM recent ORDER BY pos")]
+            except sqlite3.OperationalError:
+                return []  # no such table: nothing replicated written yet
+
     # --- writing -----------------------------------------------------------------------
 
     def write_batch(self, ops: Any, batch: int, epoch: int | None = None) -> None:
         """Write ``ops`` as one durable SQLite transaction. Ops, in order:
         ``("put", ident, rid, blob)``, ``("del", ident, rid)``,
-        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``.
+        ``("create", ident, name, def)``, ``("drop", ident)``, ``("def", ident, def)``;
+        for replicated copies ``("recent", position, blob)`` and
+        ``("recent_prune", position)``.
         ``StaleWrite`` if ``epoch`` is given and the file was opened again since."""
         with self.lock:
             if epoch is not None and epoch != self.epoch:
@@ -327,6 +343,15 @@ class DiscFile:
                         conn.execute("DELETE FROM schema WHERE ident = ?", (op[1],))
                     elif kind == "def":
                         conn.execute("UPDATE schema SET def = ? WHERE ident = ?", (op[2], op[1]))
+                    elif kind == "recent":  # replicated copies: a record's writes
+                        conn.execute("CREATE TABLE IF NOT EXISTS recent"
+                                     "(pos INTEGER PRIMARY KEY, w BLOB)")
+                        conn.execute("INSERT OR REPLACE INTO recent VALUES (?, ?)",
+                                     (op[1], op[2]))
+                    elif kind == "recent_prune":
+                        conn.execute("CREATE TABLE IF NOT EXISTS recent"
+                                     "(pos INTEGER PRIMARY KEY, w BLOB)")
+                        conn.execute("DELETE FROM recent WHERE pos <= ?", (op[1],))
                     else:  # pragma: no cover - internal
                         raise ValueError(f"unknown disc op {kind!r}")
                     i += 1

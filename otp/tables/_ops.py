@@ -16,7 +16,7 @@ from otp.process import self as self_pid
 from otp.tables._registry import Registry, apply_commit, registry
 from otp.tables._table import Table
 from otp.tables._tx import MISSING, Tx, acquire, lookup, overlay, wait_durable
-from otp.tables.errors import NotInTransaction
+from otp.tables.errors import NotInTransaction, TableError
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -143,6 +143,9 @@ def dirty_write(table: str, record: Any) -> None:
             pass  # an unhashable key: coerce says so
     rec = tab.coerce(record, reg.strict)
     key = rec[tab.kpos]
+    if tab.repl:
+        _repl_dirty(reg, [("write", tab.name, key, tuple(rec))])
+        return
     if tab.storage == "ram":
         if tab.bag:
             rec = _added(tab, tab.data.get(key), rec)
@@ -152,6 +155,12 @@ def dirty_write(table: str, record: Any) -> None:
             tab.apply(key, rec)
         return
     _dirty_disc(reg, [("write", tab, key, rec)])
+
+
+def _repl_dirty(reg: Registry, ops: list[tuple[str, str, Any, Any]]) -> Any:
+    from otp.tables._repl_api import dirty
+
+    return dirty(reg, ops)
 
 
 def _dirty_disc(reg: Registry, ops: list[tuple[Any, ...]]) -> None:
@@ -164,7 +173,9 @@ def dirty_delete(table: str, key: Any) -> None:
     """Delete every record under ``key``, without locks."""
     reg = registry()
     tab = reg.table(table)
-    if tab.storage == "ram":
+    if tab.repl:
+        _repl_dirty(reg, [("delete", tab.name, key, None)])
+    elif tab.storage == "ram":
         apply_commit(reg, [(tab, key, None)], True)
     else:
         _dirty_disc(reg, [("delete", tab, key)])
@@ -176,7 +187,9 @@ def dirty_delete_object(table: str, record: Any) -> None:
     tab = reg.table(table)
     rec = tab.coerce(record, False)
     key = rec[tab.kpos]
-    if tab.storage == "ram":
+    if tab.repl:
+        _repl_dirty(reg, [("delete_object", tab.name, key, tuple(rec))])
+    elif tab.storage == "ram":
         apply_commit(reg, [(tab, key, _removed(tab, tab.data.get(key), rec))], True)
     else:
         _dirty_disc(reg, [("delete_object", tab, key, rec)])
@@ -203,6 +216,13 @@ def dirty_update_counter(table: str, key: Any, incr: int = 1, *,
     else:
         raise BadArg(f"update_counter on {table!r}: attribute must be a non-key field of "
                      f"{tab.attributes!r}, got {attribute!r}")
+    if tab.repl:
+        try:
+            return int(_repl_dirty(reg, [("counter", tab.name, key, (pos, incr))]))
+        except TableError as e:
+            if isinstance(e.reason, tuple) and e.reason[:1] == ("badarg",):
+                raise BadArg(str(e)) from None
+            raise
     if tab.storage == "ram":
         from otp.tables._disc_owner import counter_value
 
@@ -225,7 +245,9 @@ def clear_table(table: str) -> None:
     keys = tab.key_list()
     if not keys:
         return
-    if tab.storage == "ram":
+    if tab.repl:
+        _repl_dirty(reg, [("delete", tab.name, k, None) for k in keys])
+    elif tab.storage == "ram":
         apply_commit(reg, [(tab, k, None) for k in keys], True)
     else:
         _dirty_disc(reg, [("delete", tab, k) for k in keys])

@@ -82,6 +82,8 @@ class Registry:
         self.disc: DiscState | None = None
         self.load_waiters: list[tuple[Pid, Any]] = []
         self.subscribed = 0  # number of tables with subscribers (fast path when 0)
+        self.repl: Any = None  # otp.tables._repl.Repl when replication runs
+        self.system_subs: list[Pid] = []  # subscribe("system"): replication events
 
     def tx(self, pid: Pid) -> Tx | None:
         """The innermost transaction of the process ``pid``, or None."""
@@ -114,7 +116,7 @@ def refresh_fast(reg: Registry) -> None:
     """Mark the tables where a dirty write is just a dict store: ram sets with no
     index, no subscriber and no commit hook (``apply_commit`` would do only that)."""
     for tab in reg.tables.values():
-        tab.fast = (tab.storage == "ram" and tab.type == "set" and not tab.indexes
+        tab.fast = (tab.storage == "ram" and not tab.repl and tab.type == "set" and not tab.indexes
                     and not tab.subscribers and not reg.hooks)
 
 

@@ -42,7 +42,7 @@ class TableDef:
     key: str
     type: str
     index: tuple[str, ...]
-    storage: str  # "ram" | "disc"
+    storage: str  # "ram" | "disc"; replicated copies: "ram_copies" | "disc_copies"
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,7 @@ class Table:
         "next_rid",
         "ordered",
         "rclass",
+        "repl",
         "rids",
         "storage",
         "subscribers",
@@ -187,6 +188,7 @@ class Table:
         self.ident = 0  # disc: number of the sqlite table holding this one
         self.loaded = defn.storage == "ram"
         self.deleted = False
+        self.repl = False  # a replicated copy (commits go through the log)
         self.fast = False  # dirty_write may store directly (see _registry.refresh_fast)
         # set/bag key order for first/next: a snapshot, valid while (kver, size) holds.
         # Every delete bumps kver; an insert bumps it or (fast path) changes the size.

@@ -76,10 +76,15 @@ class Restart(BaseException):
         self.holders = holders
 
 
+class Conflict(BaseException):
+    """A replicated transaction's log entry was aborted by validation (another commit
+    changed what it read): ``transaction`` runs the function again (D2)."""
+
+
 class Tx:
     """A transaction of one process (``top`` is the outermost one, owning the locks)."""
 
-    __slots__ = ("held", "parent", "pid", "state", "top", "ts", "writes")
+    __slots__ = ("held", "parent", "pid", "reads", "state", "top", "ts", "writes")
 
     def __init__(self, ts: int, pid: Any, parent: Tx | None) -> None:
         self.ts = ts
@@ -89,6 +94,8 @@ class Tx:
         self.writes: dict[tuple[Table, Any], Any] = {}
         self.held: list[tuple[_TLock, Any, _Lock]] = []  # (table lock, key or MISSING, lock)
         self.state = ACTIVE
+        # Replicated tables: {(table, key or MISSING): applied log position when read}
+        self.reads: dict[tuple[str, Any], int] | None = None
 
     def __repr__(self) -> str:
         return f"<tx {self.ts} of {self.pid!r}>"
@@ -111,6 +118,8 @@ def acquire(reg: Registry, tx: Tx, tab: Table, key: Any, write: bool) -> None:
     """Lock ``key`` of ``tab`` (``key`` MISSING: the whole table) for ``tx``."""
     owner = tx.top
     name = tab.name
+    if tab.repl and key is MISSING:
+        note_read(reg, owner, tab, MISSING)
     if key is not MISSING:
         # Fast path: nobody holds the table lock (in a conflicting mode) and nobody
         # locks the key: grant at once.
@@ -271,7 +280,20 @@ def lookup(tx: Tx, tab: Table, key: Any) -> Any:
         if v is not MISSING:
             return v
         t = t.parent
+    if tab.repl:
+        note_read(registry(), tx.top, tab, key)
     return tab.data.get(key)
+
+
+def note_read(reg: Registry, top: Tx, tab: Table, key: Any) -> None:
+    """Remember that ``top`` read ``key`` (MISSING: the whole table) of a replicated
+    table, at this replica's applied log position (validated at commit)."""
+    reads = top.reads
+    if reads is None:
+        reads = top.reads = {}
+    k = (tab.name, key)
+    if k not in reads:
+        reads[k] = reg.repl.state.position if reg.repl is not None else 0
 
 
 def put(tx: Tx, tab: Table, key: Any, value: Any) -> None:
@@ -312,6 +334,8 @@ def transaction(fn: Any, args: tuple[Any, ...], retries: int | None) -> Any:
             return result
         except Restart as r:
             restart = r
+        except Conflict:
+            restart = None
         finally:
             if reg.txs.get(key) is tx:
                 del reg.txs[key]
@@ -321,6 +345,8 @@ def transaction(fn: Any, args: tuple[Any, ...], retries: int | None) -> Any:
         attempts += 1
         if retries is not None and attempts > retries:
             raise TransactionAborted("retries")
+        if restart is None:
+            continue  # a replicated commit lost validation: run again at once
         # Died (wait-die): wait for the lock we lost on to be released, then run again.
         lock = restart.lock
         holders = [h for h in restart.holders if h.state != DONE]
@@ -355,6 +381,11 @@ def commit(reg: Registry, tx: Tx) -> None:
     if not writes:
         return
     for tab, _k in writes:
+        if tab.repl:
+            from otp.tables._repl_api import commit_tx
+
+            commit_tx(reg, tx)
+            return
         if tab.storage == "disc":
             break
     else:
