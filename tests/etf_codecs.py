@@ -107,17 +107,27 @@ _leaves = st.one_of(
     st.builds(BitBinary, st.binary(min_size=1, max_size=5), st.integers(1, 7)),
 )
 _hashable = st.recursive(_leaves, lambda c: st.lists(c, max_size=4).map(tuple), max_leaves=8)
+
+
+def improper_lists(c: st.SearchStrategy[Any]) -> st.SearchStrategy[ImproperList]:
+    """``[a, b | T]`` of the terms of ``c``, with every kind of tail: any term but a
+    list (an ImproperList tail among them: its items fold into the outer one's), or an
+    ImproperList again, with or without items before it."""
+    not_list = c.filter(lambda t: t.__class__ is not list)
+    inner = st.builds(ImproperList, st.lists(c, min_size=1, max_size=2), not_list)
+    return st.one_of(
+        st.builds(ImproperList, st.lists(c, min_size=1, max_size=3), not_list),
+        st.builds(ImproperList, st.lists(c, max_size=2), inner),
+    )
+
+
 _terms = st.recursive(
     _leaves,
     lambda c: st.one_of(
         st.lists(c, max_size=5),
         st.lists(c, max_size=5).map(tuple),
         st.dictionaries(_hashable, c, max_size=4),
-        st.builds(
-            ImproperList,
-            st.lists(c, min_size=1, max_size=3),
-            _hashable.filter(lambda t: not isinstance(t, list)),
-        ),
+        improper_lists(c),
         st.builds(Pair, c, c),
         st.builds(Msg, st.text(max_size=5), st.binary(max_size=5), st.integers()),
     ),

@@ -37,6 +37,7 @@ from tests.etf_codecs import (
     _leaves,
     _terms,
     codecs,
+    improper_lists,
 )
 
 _C = codecs()["c"]
@@ -155,6 +156,7 @@ _any_terms = st.recursive(
         st.dictionaries(
             st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
         ),
+        improper_lists(c),
         st.builds(Pair, c, c),
         st.builds(Msg, c, c, c),
         st.builds(One, c),
@@ -181,12 +183,89 @@ def test_any_term_gives_the_same_bytes_or_the_same_refusal(term, otpy):
         decode_both(data, otpy=otpy)
 
 
+_LIST = bytes((108,))
+
+
+_small_terms = st.recursive(
+    st.one_of(st.integers(-(2**70), 2**70), _leaves.filter(lambda t: t.__class__ is not int)),
+    lambda c: st.one_of(st.lists(c, max_size=3), st.lists(c, max_size=3).map(tuple),
+                        improper_lists(c), st.builds(Pair, c, c)),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@st.composite
+def _written_lists(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """``[items | tail]`` written out by hand, canonical or not: the tail a list, an
+    improper list, ``[]``, a list of bytes (STRING_EXT), any term; no items before it."""
+    otpy = draw(st.sampled_from(BOTH))
+    items = draw(st.lists(_small_terms, max_size=3))
+    t = _small_terms
+    tail = draw(st.one_of(t, st.lists(t, max_size=3), improper_lists(t),
+                          st.lists(st.integers(0, 255), max_size=3), st.just([])))  # fmt: skip
+    if draw(st.booleans()):  # a tail that is itself written [x | tail]
+        tail_bytes = _LIST + struct.pack(">I", 1) + _PY[0](draw(_small_terms), otpy=otpy)
+        tail_bytes += _PY[0](tail, otpy=otpy)
+    else:
+        tail_bytes = _PY[0](tail, otpy=otpy)
+    body = b"".join(_PY[0](t, otpy=otpy) for t in items)
+    return _LIST + struct.pack(">I", len(items)) + body + tail_bytes, otpy
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_written_lists())
+def test_lists_with_any_tail_written_any_way_decode_the_same(written):
+    data, otpy = written
+    decode_both(data, otpy=otpy)
+    decode_both(data, otpy=not otpy)
+
+
+def _improper_around_its_constructor(items: Any, tail: Any) -> ImproperList:
+    t = object.__new__(ImproperList)
+    object.__setattr__(t, "items", items)
+    object.__setattr__(t, "tail", tail)
+    return t
+
+
+def test_an_improper_list_built_around_its_constructor_encodes_the_same():
+    alias = ImproperList([Atom("alias")], Ref("a@h", 3))
+    for term in (
+        _improper_around_its_constructor([1, "x"], 2),
+        _improper_around_its_constructor((1,), [2, 3]),
+        _improper_around_its_constructor((), 5),
+        _improper_around_its_constructor((1,), alias),
+        _improper_around_its_constructor(iter([1]), 2),
+        _improper_around_its_constructor((1,), _improper_around_its_constructor((2,), {3})),
+        _improper_around_its_constructor((lambda: 1,), 2),
+    ):
+        for otpy in BOTH:
+            data = encode_both(term, otpy)
+            if data is not None:
+                decode_both(data, otpy=otpy)
+    assert encode_both(object.__new__(ImproperList), True) is None  # no items, no tail
+
+
+def test_the_alias_call_tag_decodes_to_an_improper_list_of_the_same_ref():
+    assert _C is not None
+    ref = Ref("a@h", 2**70 + 5)
+    call = (Atom("$gen_call"), (Pid("a@h", 1, 2), ImproperList((Atom("alias"),), ref)), "incr")
+    for otpy in BOTH:
+        data = encode_both(call, otpy)
+        assert data is not None
+        term = decode_both(data, otpy=otpy)[1][0]
+        tag = term[1][1]
+        assert tag.__class__ is ImproperList and tag.items == (Atom("alias"),) and tag.tail == ref
+        assert hash(tag) == hash(ImproperList([Atom("alias")], ref))
+
+
 def test_refusals_name_the_same_place_in_the_term():
     for term in (
         [1, {"k": (2, [3, lambda: 4])}],
         {(1, 2): {Atom("x"): [math.nan]}},
         {frozenset(): 1},
         ImproperList([1, 2], {3}),
+        ImproperList([1, lambda: 2], 3),
+        [ImproperList([1], (2, [math.inf]))],
     ):
         for otpy in BOTH:
             assert encode_both(term, otpy) is None
@@ -302,12 +381,25 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
     msg = (shared.atom, shared.text, shared.raw, pid, [1, 2, 300], {"k": (shared.text, 2**70)},
            1.5, None, True, Ref(shared.node, 5), Ref(shared.node, 2**120), -(2**40), [9] * 3,
            ImproperList([shared.atom], shared.text), ValueError(shared.text),
+           ImproperList([shared.atom, shared.text], Ref(shared.node, 9)),
+           [ImproperList([shared.raw], ImproperList([shared.text], shared.atom))],
            Msg(shared.text, shared.raw, 3), Pair(1, shared.atom), One(shared.text))  # fmt: skip
     data = enc(msg)
     bad = [data[:cut] for cut in range(0, len(data), 7)]
     bad.append(enc((Atom("test.Checked"), -1)).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1))
     bad.append(enc((Atom("$otpy_rec"), Atom("test.Checked"), 1, 2), otpy=False))
-    unsendable = [shared.text, {shared.atom: [shared.raw, lambda: 1]}, Msg(shared.text, {1}, 1)]
+    unsendable = [
+        shared.text,
+        {shared.atom: [shared.raw, lambda: 1]},
+        Msg(shared.text, {1}, 1),
+        ImproperList([shared.text], {shared.atom}),
+    ]
+    # [text | [atom | raw]] and [atom | [text]] written out: folded into one list
+    tail = b"l\x00\x00\x00\x01" + enc(shared.atom) + enc(shared.raw)
+    bad.append(b"l\x00\x00\x00\x01" + enc(shared.text) + tail)
+    bad.append(b"l\x00\x00\x00\x01" + enc(shared.atom) + b"l\x00\x00\x00\x01"
+               + enc(shared.text) + b"j")  # fmt: skip
+    bad.append(b"l\x00\x00\x00\x00" + enc(shared.text))  # no items: refused
 
     def run() -> None:
         dec(enc(msg))
@@ -318,10 +410,11 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
                 dec(b)
             except BadTerm:
                 pass
-        try:
-            enc(unsendable)
-        except NotSendable:
-            pass
+        for u in (unsendable, unsendable[-1]):
+            try:
+                enc(u)
+            except NotSendable:
+                pass
 
     return run
 

@@ -2,9 +2,10 @@
  *
  * It gives byte-identical output and the same decoded values (same types all the way
  * down) as the Python functions of _etf.py, which stay the reference: the common
- * classes and tags are handled here, everything else (registered records, exceptions,
- * ImproperList, Fun, Port, BitBinary, legacy tags, error messages that need Python's
- * formatting of a value) is handed back to the Python code of _etf.py.
+ * classes and tags are handled here (ImproperList too), everything else (exceptions,
+ * Fun, Port, BitBinary, the first record of a registered class, legacy tags,
+ * non-canonical improper lists, error messages that need Python's formatting of a
+ * value) is handed back to the Python code of _etf.py.
  *
  * _etf.py calls setup(globals()) once: the classes, caches and helpers are taken from
  * its namespace by name (the dicts are shared, never copied: a registry change seen by
@@ -48,7 +49,7 @@
 
 /* --- what setup() takes from _etf.py ------------------------------------------------ */
 
-static PyTypeObject *Atom_T, *Pid_T, *Ref_T;
+static PyTypeObject *Atom_T, *Pid_T, *Ref_T, *ImproperList_T;
 static PyObject *NotSendable, *BadTerm, *StructError;
 static PyObject *ATOM_BYTES, *PID_HEADS, *CREATIONS, *ATOMS, *LATIN1_ATOMS, *PIDS,
     *RECORD_DEC, *RESERVED, *RECORD_SPECS, *RECORD_CLASSES;
@@ -56,7 +57,7 @@ static PyObject *f_atom_bytes, *f_pid_head, *f_enc_one, *f_sorted_items, *f_dec_
     *f_improper, *f_map_struct, *f_py_decode, *f_py_encode, *f_dec_record,
     *f_dec_bytes_record;
 static PyObject *TRUE_B, *FALSE_B, *NIL_B, *BYTES_HEAD;
-static PyObject *s_steps, *s_struct;
+static PyObject *s_steps, *s_struct, *s_items, *s_tail, *EMPTY_TUPLE;
 static PyObject *SMALL_INTS[256];
 /* The slots of Pid (node, id, creation) and Ref (node, id, owner), read and written
  * directly (Pid.__init__ and Ref.__init__ only store their arguments). */
@@ -477,6 +478,33 @@ done:
     return r;
 }
 
+/* ImproperList: as _enc_improper writes it (LIST, the items, the tail, no NIL). */
+static int enc_improper(Enc *e, PyObject *t, int depth) {
+    PyObject *items = PyObject_GetAttr(t, s_items);
+    if (!items) return -1;
+    int is_list = PyList_CheckExact(items);
+    if (!is_list && !PyTuple_CheckExact(items)) { /* built around its constructor */
+        Py_DECREF(items);
+        return enc_python(e, t);
+    }
+    Py_ssize_t n = is_list ? PyList_GET_SIZE(items) : PyTuple_GET_SIZE(items);
+    if (n > 0xFFFFFFFFLL || RESERVE(e, 5) < 0) {
+        Py_DECREF(items);
+        return n > 0xFFFFFFFFLL ? enc_python(e, t) : -1;
+    }
+    put8(e, LIST);
+    put32(e, (unsigned long)n);
+    int r = enc_items(e, items, depth);
+    Py_DECREF(items);
+    if (r < 0) return -1;
+    PyObject *tail = PyObject_GetAttr(t, s_tail);
+    if (!tail) return -1;
+    r = enc(e, tail, depth);
+    Py_DECREF(tail);
+    if (r < 0) add_step(0, ".tail", NULL);
+    return r;
+}
+
 static int enc(Enc *e, PyObject *t, int depth) {
     PyTypeObject *cls = Py_TYPE(t);
     if (cls == &PyUnicode_Type) return enc_str(e, t);
@@ -540,6 +568,7 @@ static int enc(Enc *e, PyObject *t, int depth) {
         return 0;
     }
     if (cls == Ref_T) return enc_ref(e, t);
+    if (cls == ImproperList_T) return enc_improper(e, t, depth);
     PyObject *spec = PyDict_GetItemWithError(RECORD_SPECS, (PyObject *)cls);
     if (spec) return enc_record(e, t, spec, depth);
     if (PyErr_Occurred()) return -1;
@@ -1023,6 +1052,20 @@ static PyObject *dec_tuple(Dec *x, Py_ssize_t *pos, int otpy, int tag, int depth
     return t;
 }
 
+/* ImproperList(items, tail) for a tuple of items (not empty) and a tail that is neither
+ * a list nor an ImproperList: what its constructor makes, without running it (it only
+ * checks those and stores both, as object.__setattr__ does). */
+static PyObject *new_improper(PyObject *items, PyObject *tail) {
+    PyObject *r = ImproperList_T->tp_new(ImproperList_T, EMPTY_TUPLE, NULL);
+    if (!r) return NULL;
+    if (PyObject_GenericSetAttr(r, s_items, items) < 0 ||
+        PyObject_GenericSetAttr(r, s_tail, tail) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
 static PyObject *dec_list(Dec *x, Py_ssize_t *pos, int otpy, int depth) {
     Py_ssize_t p = *pos;
     if (p + 5 > x->len) return truncated();
@@ -1059,7 +1102,12 @@ static PyObject *dec_list(Dec *x, Py_ssize_t *pos, int otpy, int depth) {
     PyObject *r;
     if (PyList_CheckExact(tail)) { /* a non-canonical [a | [b]]: still a proper list */
         r = PySequence_Concat(items, tail);
-    } else {
+    } else if (n && !PyList_Check(tail) && !PyObject_TypeCheck(tail, ImproperList_T)) {
+        /* [a, b | T]: ImproperList(items, T) built here, as its constructor does */
+        PyObject *tup = PyList_AsTuple(items);
+        r = tup ? new_improper(tup, tail) : NULL;
+        Py_XDECREF(tup);
+    } else { /* no items, or a tail to fold in (non-canonical): _improper says */
         PyObject *start = PyLong_FromSsize_t(*pos);
         r = start ? PyObject_CallFunctionObjArgs(f_improper, items, tail, start, NULL) : NULL;
         Py_XDECREF(start);
@@ -1364,6 +1412,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED_T(Atom_T, "Atom");
     NEED_T(Pid_T, "Pid");
     NEED_T(Ref_T, "Ref");
+    NEED_T(ImproperList_T, "ImproperList");
     NEED(NotSendable, "NotSendable");
     NEED(BadTerm, "BadTerm");
     NEED(ATOM_BYTES, "_ATOM_BYTES");
@@ -1449,7 +1498,10 @@ PyMODINIT_FUNC PyInit__etf_accel(void) {
     if (!StructError) return NULL;
     s_steps = PyUnicode_InternFromString("steps");
     s_struct = PyUnicode_InternFromString("__struct__");
-    if (!s_steps || !s_struct) return NULL;
+    s_items = PyUnicode_InternFromString("items");
+    s_tail = PyUnicode_InternFromString("tail");
+    EMPTY_TUPLE = PyTuple_New(0);
+    if (!s_steps || !s_struct || !s_items || !s_tail || !EMPTY_TUPLE) return NULL;
     for (int i = 0; i < 256; i++) {
         SMALL_INTS[i] = PyLong_FromLong(i);
         if (!SMALL_INTS[i]) return NULL;
