@@ -24,7 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otp.dist import _etf
-from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
+from otp.dist._etf_types import (
+    Atom,
+    BadTerm,
+    ForeignException,
+    ImproperList,
+    NotSendable,
+    register_type,
+)
 from otp.lowlevel import Pid, Ref
 from tests.etf_codecs import (
     NOT_BUILT,
@@ -70,6 +77,8 @@ def alike(a: Any, b: Any) -> bool:
         return struct.pack(">d", a) == struct.pack(">d", b)
     if isinstance(a, ImproperList):
         return alike(a.items, b.items) and alike(a.tail, b.tail)
+    if dataclasses.is_dataclass(a):  # a record: field by field (an exception in one)
+        return all(alike(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     return bool(a == b)
 
 
@@ -122,6 +131,23 @@ def test_the_accelerator_is_used_when_built_and_otpy_pure_etf_keeps_the_python_c
 
 # --- differential: every term, both mappings -----------------------------------------------
 
+
+class _Failed(Exception):
+    """An exception of a class no node registers: a ForeignException on arrival."""
+
+
+class _Text(str):
+    """A str subclass: not sendable."""
+
+
+class _OddRepr:
+    """Its repr is not a plain str: the repr an exit reason carries instead cannot be
+    sent either."""
+
+    def __repr__(self) -> str:
+        return _Text("odd")
+
+
 # Values that cannot cross, placed anywhere in a term: the refusal must be the same.
 _unsendable = st.sampled_from(
     [
@@ -139,6 +165,8 @@ _unsendable = st.sampled_from(
         Ref("a@h", -5),
         "\ud800",  # a lone surrogate: str.encode() refuses it
         object(),
+        _OddRepr(),
+        _Text("x"),
     ]
 )
 _ints = st.one_of(
@@ -146,6 +174,32 @@ _ints = st.one_of(
     st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, 2**63, -(2**63),
                      -(2**63) - 1, 2**64 - 1, 2**64, -(2**64), 255, 256, -1]),
 )  # fmt: skip
+
+
+def _exception(kind: int, args: list[Any], attrs: dict[Any, Any]) -> BaseException:
+    """An exception as a value (an exit reason): of a builtin class, of otpy's, of an
+    unknown one, or a ForeignException, with attributes (any keys for the last)."""
+    if kind == 0:
+        return ForeignException("app.Failed", tuple(args), attrs)
+    exc = (ValueError, _Failed, KeyError)[kind - 1](*args)
+    exc.__dict__.update((str(k), v) for k, v in attrs.items())
+    return exc
+
+
+def _exceptions(c: st.SearchStrategy[Any]) -> st.SearchStrategy[BaseException]:
+    args = st.lists(c, max_size=3)
+    return st.builds(
+        _exception,
+        st.integers(0, 3),
+        st.one_of(args, args.map(lambda a: [Atom("$otpy_rec"), *a])),  # a reserved head
+        st.dictionaries(
+            st.one_of(st.text(max_size=3), _hashable, _unsendable.filter(lambda v: v.__hash__)),
+            c,
+            max_size=3,
+        ),
+    )
+
+
 _any_terms = st.recursive(
     st.one_of(_leaves, _ints, _unsendable, st.builds(Ref, st.just("a@h"), st.integers(0, 2**200))),
     lambda c: st.one_of(
@@ -157,6 +211,7 @@ _any_terms = st.recursive(
             st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
         ),
         improper_lists(c),
+        _exceptions(c),
         st.builds(Pair, c, c),
         st.builds(Msg, c, c, c),
         st.builds(One, c),
@@ -256,6 +311,42 @@ def test_the_alias_call_tag_decodes_to_an_improper_list_of_the_same_ref():
         tag = term[1][1]
         assert tag.__class__ is ImproperList and tag.items == (Atom("alias"),) and tag.tail == ref
         assert hash(tag) == hash(ImproperList([Atom("alias")], ref))
+
+
+def test_exceptions_encode_the_same_and_refuse_the_same_in_the_same_order():
+    def failed(attrs: dict[str, Any], *args: Any) -> _Failed:
+        exc = _Failed(*args)
+        exc.__dict__.update(attrs)
+        return exc
+
+    reserved = Atom("$otpy_exc")
+    for term in (
+        ValueError("bad", 1),
+        ValueError(lambda: 1, {2}, [math.nan]),  # what cannot cross: its repr
+        failed({"a": {1}, "_private": 2, "b": (3, "x")}, "y"),
+        ValueError(Atom("$otpy_rec"), 1),  # the args tuple is refused
+        ValueError(reserved, {1}),
+        ValueError(reserved, _OddRepr()),  # the reserved head is found first
+        ValueError(_OddRepr(), "\ud800"),  # the lone surrogate is found first
+        ValueError(_OddRepr()),
+        failed({"k": _OddRepr()}, 1),
+        failed({"k": _OddRepr()}, "\ud800"),
+        ForeignException("x.Y", (1,), {"a": {2}}),
+        ForeignException(Atom("x"), (1,), {}),
+        ForeignException("\ud800", (), {}),
+        ForeignException("x", (1,), {frozenset(): 1, "b": _OddRepr()}),  # the key first
+        ForeignException("x", (1,), {"b": _OddRepr(), frozenset(): 1}),
+        ForeignException("x", (reserved,), {frozenset(): 1}),
+        ForeignException("x", (_OddRepr(),), {"\ud800": 1, "v": lambda: 2}),
+        ForeignException("x", (1,), {"a": "\ud800"}),  # found while finding what is sent
+        ForeignException("x", (), [("a", 1)]),  # type: ignore[arg-type]
+        KeyError(("a", [1, {2}])),
+        [RuntimeError("in a list", ImproperList([1], ValueError("tail")))],
+    ):
+        for otpy in BOTH:
+            data = encode_both(term, otpy)
+            if data is not None:
+                decode_both(data, otpy=otpy)
 
 
 def test_refusals_name_the_same_place_in_the_term():
@@ -383,6 +474,7 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
            ImproperList([shared.atom], shared.text), ValueError(shared.text),
            ImproperList([shared.atom, shared.text], Ref(shared.node, 9)),
            [ImproperList([shared.raw], ImproperList([shared.text], shared.atom))],
+           ForeignException(shared.text, (shared.atom, {shared.raw}), {"a": shared.text}),
            Msg(shared.text, shared.raw, 3), Pair(1, shared.atom), One(shared.text))  # fmt: skip
     data = enc(msg)
     bad = [data[:cut] for cut in range(0, len(data), 7)]
@@ -393,6 +485,9 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
         {shared.atom: [shared.raw, lambda: 1]},
         Msg(shared.text, {1}, 1),
         ImproperList([shared.text], {shared.atom}),
+        ForeignException(shared.text, (shared.atom,), {frozenset(): shared.text}),
+        ForeignException(shared.text, (Atom("$otpy_exc"),), {frozenset(): shared.raw}),
+        ForeignException(shared.text, (shared.raw,), {"k": _OddRepr()}),
     ]
     # [text | [atom | raw]] and [atom | [text]] written out: folded into one list
     tail = b"l\x00\x00\x00\x01" + enc(shared.atom) + enc(shared.raw)
@@ -410,7 +505,7 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
                 dec(b)
             except BadTerm:
                 pass
-        for u in (unsendable, unsendable[-1]):
+        for u in (unsendable, *unsendable[-4:]):
             try:
                 enc(u)
             except NotSendable:
