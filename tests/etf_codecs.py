@@ -107,17 +107,35 @@ _leaves = st.one_of(
     st.builds(BitBinary, st.binary(min_size=1, max_size=5), st.integers(1, 7)),
 )
 _hashable = st.recursive(_leaves, lambda c: st.lists(c, max_size=4).map(tuple), max_leaves=8)
+
+
+def _improper(terms: list[Any], split: int) -> ImproperList:
+    *items, tail = terms
+    if tail.__class__ is list:  # a list tail is refused: a tuple instead
+        tail = tuple(tail)
+    split %= len(items) + 1
+    if not split:
+        return ImproperList(items, tail)
+    # the tail an ImproperList itself (folded into the outer one), with or without items
+    # before it
+    return ImproperList(items[: split - 1], ImproperList(items[split - 1 :], tail))
+
+
+def improper_lists(c: st.SearchStrategy[Any]) -> st.SearchStrategy[ImproperList]:
+    """``[a, b | T]`` of the terms of ``c``, with every kind of tail: any term (an
+    ImproperList among them), a tuple where ``c`` gave a list, an ImproperList again.
+    (``c`` is drawn from in one place: a recursive strategy's description grows with
+    every mention.)"""
+    return st.builds(_improper, st.lists(c, min_size=2, max_size=4), st.integers(0, 3))
+
+
 _terms = st.recursive(
     _leaves,
     lambda c: st.one_of(
         st.lists(c, max_size=5),
         st.lists(c, max_size=5).map(tuple),
         st.dictionaries(_hashable, c, max_size=4),
-        st.builds(
-            ImproperList,
-            st.lists(c, min_size=1, max_size=3),
-            _hashable.filter(lambda t: not isinstance(t, list)),
-        ),
+        improper_lists(c),
         st.builds(Pair, c, c),
         st.builds(Msg, st.text(max_size=5), st.binary(max_size=5), st.integers()),
     ),

@@ -24,7 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otp.dist import _etf
-from otp.dist._etf_types import Atom, BadTerm, ImproperList, NotSendable, register_type
+from otp.dist._etf_types import (
+    Atom,
+    BadTerm,
+    ForeignException,
+    ImproperList,
+    NotSendable,
+    register_type,
+)
 from otp.lowlevel import Pid, Ref
 from tests.etf_codecs import (
     NOT_BUILT,
@@ -37,6 +44,7 @@ from tests.etf_codecs import (
     _leaves,
     _terms,
     codecs,
+    improper_lists,
 )
 
 _C = codecs()["c"]
@@ -69,6 +77,8 @@ def alike(a: Any, b: Any) -> bool:
         return struct.pack(">d", a) == struct.pack(">d", b)
     if isinstance(a, ImproperList):
         return alike(a.items, b.items) and alike(a.tail, b.tail)
+    if dataclasses.is_dataclass(a):  # a record: field by field (an exception in one)
+        return all(alike(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     return bool(a == b)
 
 
@@ -121,6 +131,23 @@ def test_the_accelerator_is_used_when_built_and_otpy_pure_etf_keeps_the_python_c
 
 # --- differential: every term, both mappings -----------------------------------------------
 
+
+class _Failed(Exception):
+    """An exception of a class no node registers: a ForeignException on arrival."""
+
+
+class _Text(str):
+    """A str subclass: not sendable."""
+
+
+class _OddRepr:
+    """Its repr is not a plain str: the repr an exit reason carries instead cannot be
+    sent either."""
+
+    def __repr__(self) -> str:
+        return _Text("odd")
+
+
 # Values that cannot cross, placed anywhere in a term: the refusal must be the same.
 _unsendable = st.sampled_from(
     [
@@ -138,6 +165,8 @@ _unsendable = st.sampled_from(
         Ref("a@h", -5),
         "\ud800",  # a lone surrogate: str.encode() refuses it
         object(),
+        _OddRepr(),
+        _Text("x"),
     ]
 )
 _ints = st.one_of(
@@ -145,6 +174,32 @@ _ints = st.one_of(
     st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, 2**63, -(2**63),
                      -(2**63) - 1, 2**64 - 1, 2**64, -(2**64), 255, 256, -1]),
 )  # fmt: skip
+
+
+def _exception(kind: int, args: list[Any], attrs: dict[Any, Any]) -> BaseException:
+    """An exception as a value (an exit reason): of a builtin class, of otpy's, of an
+    unknown one, or a ForeignException, with attributes (any keys for the last)."""
+    if kind == 0:
+        return ForeignException("app.Failed", tuple(args), attrs)
+    exc = (ValueError, _Failed, KeyError)[kind - 1](*args)
+    exc.__dict__.update((str(k), v) for k, v in attrs.items())
+    return exc
+
+
+def _exceptions(c: st.SearchStrategy[Any]) -> st.SearchStrategy[BaseException]:
+    args = st.lists(c, max_size=3)
+    return st.builds(
+        _exception,
+        st.integers(0, 3),
+        st.one_of(args, args.map(lambda a: [Atom("$otpy_rec"), *a])),  # a reserved head
+        st.dictionaries(
+            st.one_of(st.text(max_size=3), _hashable, _unsendable.filter(lambda v: v.__hash__)),
+            c,
+            max_size=3,
+        ),
+    )
+
+
 _any_terms = st.recursive(
     st.one_of(_leaves, _ints, _unsendable, st.builds(Ref, st.just("a@h"), st.integers(0, 2**200))),
     lambda c: st.one_of(
@@ -155,6 +210,8 @@ _any_terms = st.recursive(
         st.dictionaries(
             st.one_of(_hashable, _unsendable.filter(lambda v: v.__hash__)), c, max_size=3
         ),
+        improper_lists(c),
+        _exceptions(c),
         st.builds(Pair, c, c),
         st.builds(Msg, c, c, c),
         st.builds(One, c),
@@ -181,12 +238,125 @@ def test_any_term_gives_the_same_bytes_or_the_same_refusal(term, otpy):
         decode_both(data, otpy=otpy)
 
 
+_LIST = bytes((108,))
+
+
+_small_terms = st.recursive(
+    st.one_of(st.integers(-(2**70), 2**70), _leaves.filter(lambda t: t.__class__ is not int)),
+    lambda c: st.one_of(st.lists(c, max_size=3), st.lists(c, max_size=3).map(tuple),
+                        improper_lists(c), st.builds(Pair, c, c)),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@st.composite
+def _written_lists(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """``[items | tail]`` written out by hand, canonical or not: the tail a list, an
+    improper list, ``[]``, a list of bytes (STRING_EXT), any term; no items before it."""
+    otpy = draw(st.sampled_from(BOTH))
+    items = draw(st.lists(_small_terms, max_size=3))
+    t = _small_terms
+    tail = draw(st.one_of(t, st.lists(t, max_size=3), improper_lists(t),
+                          st.lists(st.integers(0, 255), max_size=3), st.just([])))  # fmt: skip
+    if draw(st.booleans()):  # a tail that is itself written [x | tail]
+        tail_bytes = _LIST + struct.pack(">I", 1) + _PY[0](draw(_small_terms), otpy=otpy)
+        tail_bytes += _PY[0](tail, otpy=otpy)
+    else:
+        tail_bytes = _PY[0](tail, otpy=otpy)
+    body = b"".join(_PY[0](t, otpy=otpy) for t in items)
+    return _LIST + struct.pack(">I", len(items)) + body + tail_bytes, otpy
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_written_lists())
+def test_lists_with_any_tail_written_any_way_decode_the_same(written):
+    data, otpy = written
+    decode_both(data, otpy=otpy)
+    decode_both(data, otpy=not otpy)
+
+
+def _improper_around_its_constructor(items: Any, tail: Any) -> ImproperList:
+    t = object.__new__(ImproperList)
+    object.__setattr__(t, "items", items)
+    object.__setattr__(t, "tail", tail)
+    return t
+
+
+def test_an_improper_list_built_around_its_constructor_encodes_the_same():
+    alias = ImproperList([Atom("alias")], Ref("a@h", 3))
+    for term in (
+        _improper_around_its_constructor([1, "x"], 2),
+        _improper_around_its_constructor((1,), [2, 3]),
+        _improper_around_its_constructor((), 5),
+        _improper_around_its_constructor((1,), alias),
+        _improper_around_its_constructor(iter([1]), 2),
+        _improper_around_its_constructor((1,), _improper_around_its_constructor((2,), {3})),
+        _improper_around_its_constructor((lambda: 1,), 2),
+    ):
+        for otpy in BOTH:
+            data = encode_both(term, otpy)
+            if data is not None:
+                decode_both(data, otpy=otpy)
+    assert encode_both(object.__new__(ImproperList), True) is None  # no items, no tail
+
+
+def test_the_alias_call_tag_decodes_to_an_improper_list_of_the_same_ref():
+    assert _C is not None
+    ref = Ref("a@h", 2**70 + 5)
+    call = (Atom("$gen_call"), (Pid("a@h", 1, 2), ImproperList((Atom("alias"),), ref)), "incr")
+    for otpy in BOTH:
+        data = encode_both(call, otpy)
+        assert data is not None
+        term = decode_both(data, otpy=otpy)[1][0]
+        tag = term[1][1]
+        assert tag.__class__ is ImproperList and tag.items == (Atom("alias"),) and tag.tail == ref
+        assert hash(tag) == hash(ImproperList([Atom("alias")], ref))
+
+
+def test_exceptions_encode_the_same_and_refuse_the_same_in_the_same_order():
+    def failed(attrs: dict[str, Any], *args: Any) -> _Failed:
+        exc = _Failed(*args)
+        exc.__dict__.update(attrs)
+        return exc
+
+    reserved = Atom("$otpy_exc")
+    for term in (
+        ValueError("bad", 1),
+        ValueError(lambda: 1, {2}, [math.nan]),  # what cannot cross: its repr
+        failed({"a": {1}, "_private": 2, "b": (3, "x")}, "y"),
+        ValueError(Atom("$otpy_rec"), 1),  # the args tuple is refused
+        ValueError(reserved, {1}),
+        ValueError(reserved, _OddRepr()),  # the reserved head is found first
+        ValueError(_OddRepr(), "\ud800"),  # the lone surrogate is found first
+        ValueError(_OddRepr()),
+        failed({"k": _OddRepr()}, 1),
+        failed({"k": _OddRepr()}, "\ud800"),
+        ForeignException("x.Y", (1,), {"a": {2}}),
+        ForeignException(Atom("x"), (1,), {}),
+        ForeignException("\ud800", (), {}),
+        ForeignException("x", (1,), {frozenset(): 1, "b": _OddRepr()}),  # the key first
+        ForeignException("x", (1,), {"b": _OddRepr(), frozenset(): 1}),
+        ForeignException("x", (reserved,), {frozenset(): 1}),
+        ForeignException("x", (_OddRepr(),), {"\ud800": 1, "v": lambda: 2}),
+        ForeignException("x", (1,), {"a": "\ud800"}),  # found while finding what is sent
+        ForeignException("x", (), [("a", 1)]),  # type: ignore[arg-type]
+        KeyError(("a", [1, {2}])),
+        [RuntimeError("in a list", ImproperList([1], ValueError("tail")))],
+    ):
+        for otpy in BOTH:
+            data = encode_both(term, otpy)
+            if data is not None:
+                decode_both(data, otpy=otpy)
+
+
 def test_refusals_name_the_same_place_in_the_term():
     for term in (
         [1, {"k": (2, [3, lambda: 4])}],
         {(1, 2): {Atom("x"): [math.nan]}},
         {frozenset(): 1},
         ImproperList([1, 2], {3}),
+        ImproperList([1, lambda: 2], 3),
+        [ImproperList([1], (2, [math.inf]))],
     ):
         for otpy in BOTH:
             assert encode_both(term, otpy) is None
@@ -302,12 +472,29 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
     msg = (shared.atom, shared.text, shared.raw, pid, [1, 2, 300], {"k": (shared.text, 2**70)},
            1.5, None, True, Ref(shared.node, 5), Ref(shared.node, 2**120), -(2**40), [9] * 3,
            ImproperList([shared.atom], shared.text), ValueError(shared.text),
+           ImproperList([shared.atom, shared.text], Ref(shared.node, 9)),
+           [ImproperList([shared.raw], ImproperList([shared.text], shared.atom))],
+           ForeignException(shared.text, (shared.atom, {shared.raw}), {"a": shared.text}),
            Msg(shared.text, shared.raw, 3), Pair(1, shared.atom), One(shared.text))  # fmt: skip
     data = enc(msg)
     bad = [data[:cut] for cut in range(0, len(data), 7)]
     bad.append(enc((Atom("test.Checked"), -1)).replace(b"h\x02", b"h\x03w\t$otpy_rec", 1))
     bad.append(enc((Atom("$otpy_rec"), Atom("test.Checked"), 1, 2), otpy=False))
-    unsendable = [shared.text, {shared.atom: [shared.raw, lambda: 1]}, Msg(shared.text, {1}, 1)]
+    unsendable = [
+        shared.text,
+        {shared.atom: [shared.raw, lambda: 1]},
+        Msg(shared.text, {1}, 1),
+        ImproperList([shared.text], {shared.atom}),
+        ForeignException(shared.text, (shared.atom,), {frozenset(): shared.text}),
+        ForeignException(shared.text, (Atom("$otpy_exc"),), {frozenset(): shared.raw}),
+        ForeignException(shared.text, (shared.raw,), {"k": _OddRepr()}),
+    ]
+    # [text | [atom | raw]] and [atom | [text]] written out: folded into one list
+    tail = b"l\x00\x00\x00\x01" + enc(shared.atom) + enc(shared.raw)
+    bad.append(b"l\x00\x00\x00\x01" + enc(shared.text) + tail)
+    bad.append(b"l\x00\x00\x00\x01" + enc(shared.atom) + b"l\x00\x00\x00\x01"
+               + enc(shared.text) + b"j")  # fmt: skip
+    bad.append(b"l\x00\x00\x00\x00" + enc(shared.text))  # no items: refused
 
     def run() -> None:
         dec(enc(msg))
@@ -318,10 +505,11 @@ def _leak_workload(shared: _Shared) -> Callable[[], None]:
                 dec(b)
             except BadTerm:
                 pass
-        try:
-            enc(unsendable)
-        except NotSendable:
-            pass
+        for u in (unsendable, *unsendable[-4:]):
+            try:
+                enc(u)
+            except NotSendable:
+                pass
 
     return run
 

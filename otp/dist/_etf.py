@@ -367,16 +367,22 @@ def _enc_raw(t: Any, out: bytearray, otpy: bool) -> None:
     out += t.raw
 
 
+def _exc_parts(exc: BaseException) -> tuple[Any, tuple[Any, ...], Any]:
+    """An exception's name, args and attributes on the wire, before what cannot cross in
+    them is replaced by its repr (the accelerator encodes exceptions from these)."""
+    if isinstance(exc, ForeignException):
+        return exc.type_name, exc.args, exc.attrs
+    cls = exc.__class__
+    name = _BY_CLASS.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+    attrs = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("_")}
+    return name, exc.args, attrs
+
+
 def _enc_exception(exc: BaseException, out: bytearray, otpy: bool) -> None:
     """An exception (an exit reason): its class name, args and attributes. What cannot
     cross in them is replaced by its repr (an exit reason must always be sendable)."""
-    if isinstance(exc, ForeignException):
-        name, attrs = exc.type_name, exc.attrs
-    else:
-        cls = exc.__class__
-        name = _BY_CLASS.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
-        attrs = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("_")}
-    args = tuple(_sendable_or_repr(a, otpy) for a in exc.args)
+    name, raw_args, attrs = _exc_parts(exc)
+    args = tuple(_sendable_or_repr(a, otpy) for a in raw_args)
     attrs = {k: _sendable_or_repr(v, otpy) for k, v in attrs.items()}
     if otpy:
         out += bytes((SMALL_TUPLE, 4))

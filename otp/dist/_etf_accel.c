@@ -2,9 +2,10 @@
  *
  * It gives byte-identical output and the same decoded values (same types all the way
  * down) as the Python functions of _etf.py, which stay the reference: the common
- * classes and tags are handled here, everything else (registered records, exceptions,
- * ImproperList, Fun, Port, BitBinary, legacy tags, error messages that need Python's
- * formatting of a value) is handed back to the Python code of _etf.py.
+ * classes and tags are handled here (ImproperList and exceptions too), everything else
+ * (an exception's parts, exceptions for BEAM, Fun, Port, BitBinary, the first record of
+ * a registered class, legacy tags, non-canonical improper lists, error messages that
+ * need Python's formatting of a value) is handed back to the Python code of _etf.py.
  *
  * _etf.py calls setup(globals()) once: the classes, caches and helpers are taken from
  * its namespace by name (the dicts are shared, never copied: a registry change seen by
@@ -48,15 +49,15 @@
 
 /* --- what setup() takes from _etf.py ------------------------------------------------ */
 
-static PyTypeObject *Atom_T, *Pid_T, *Ref_T;
+static PyTypeObject *Atom_T, *Pid_T, *Ref_T, *ImproperList_T;
 static PyObject *NotSendable, *BadTerm, *StructError;
 static PyObject *ATOM_BYTES, *PID_HEADS, *CREATIONS, *ATOMS, *LATIN1_ATOMS, *PIDS,
     *RECORD_DEC, *RESERVED, *RECORD_SPECS, *RECORD_CLASSES;
 static PyObject *f_atom_bytes, *f_pid_head, *f_enc_one, *f_sorted_items, *f_dec_one,
     *f_improper, *f_map_struct, *f_py_decode, *f_py_encode, *f_dec_record,
-    *f_dec_bytes_record;
-static PyObject *TRUE_B, *FALSE_B, *NIL_B, *BYTES_HEAD;
-static PyObject *s_steps, *s_struct;
+    *f_dec_bytes_record, *f_exc_parts;
+static PyObject *TRUE_B, *FALSE_B, *NIL_B, *BYTES_HEAD, *EXC_TAG;
+static PyObject *s_steps, *s_struct, *s_items, *s_tail, *EMPTY_TUPLE;
 static PyObject *SMALL_INTS[256];
 /* The slots of Pid (node, id, creation) and Ref (node, id, owner), read and written
  * directly (Pid.__init__ and Ref.__init__ only store their arguments). */
@@ -477,6 +478,173 @@ done:
     return r;
 }
 
+/* ImproperList: as _enc_improper writes it (LIST, the items, the tail, no NIL). */
+static int enc_improper(Enc *e, PyObject *t, int depth) {
+    PyObject *items = PyObject_GetAttr(t, s_items);
+    if (!items) return -1;
+    int is_list = PyList_CheckExact(items);
+    if (!is_list && !PyTuple_CheckExact(items)) { /* built around its constructor */
+        Py_DECREF(items);
+        return enc_python(e, t);
+    }
+    Py_ssize_t n = is_list ? PyList_GET_SIZE(items) : PyTuple_GET_SIZE(items);
+    if (n > 0xFFFFFFFFLL || RESERVE(e, 5) < 0) {
+        Py_DECREF(items);
+        return n > 0xFFFFFFFFLL ? enc_python(e, t) : -1;
+    }
+    put8(e, LIST);
+    put32(e, (unsigned long)n);
+    int r = enc_items(e, items, depth);
+    Py_DECREF(items);
+    if (r < 0) return -1;
+    PyObject *tail = PyObject_GetAttr(t, s_tail);
+    if (!tail) return -1;
+    r = enc(e, tail, depth);
+    Py_DECREF(tail);
+    if (r < 0) add_step(0, ".tail", NULL);
+    return r;
+}
+
+/* A value of an exception (an arg, an attribute) as _enc_exception writes it: the value,
+ * or the repr of what cannot be sent (_sendable_or_repr). -1: an error while finding
+ * which (the Python code raises it before anything is written), -2: while writing the
+ * repr (raised later there). */
+static int enc_or_repr(Enc *e, PyObject *v, int depth) {
+    Py_ssize_t mark = e->len;
+    if (enc(e, v, depth) == 0) return 0;
+    if (!PyErr_ExceptionMatches(NotSendable)) return -1;
+    PyErr_Clear();
+    e->len = mark;
+    PyObject *r = PyObject_Repr(v);
+    if (!r) return -1;
+    int rc = enc(e, r, depth);
+    Py_DECREF(r);
+    return rc < 0 ? -2 : 0;
+}
+
+typedef struct {
+    PyObject *type, *value, *tb;
+} Pending;
+
+/* keep the first error of the writing phase, to raise once every value is known sendable
+ * (the order of the Python code's errors); drop the later ones */
+static void pend(Pending *p) {
+    if (!p->type) PyErr_Fetch(&p->type, &p->value, &p->tb);
+    else PyErr_Clear();
+}
+
+static void drop(Pending *p) {
+    Py_CLEAR(p->type);
+    Py_CLEAR(p->value);
+    Py_CLEAR(p->tb);
+}
+
+/* An exception between otpy nodes: {'$otpy_exc', Name, Args, Attrs} from what
+ * _exc_parts says, as _enc_exception writes it, its errors raised in the same order. The
+ * odd ones (a name that is not text, attributes that are not a dict): the Python code. */
+static int enc_exception(Enc *e, PyObject *t, int depth) {
+    PyObject *parts = PyObject_CallOneArg(f_exc_parts, t);
+    if (!parts) return -1;
+    int r = -1;
+    Pending later = {NULL, NULL, NULL};
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3) {
+        PyErr_SetString(PyExc_TypeError, "_exc_parts must return (name, args, attrs)");
+        goto done;
+    }
+    PyObject *name = PyTuple_GET_ITEM(parts, 0), *args = PyTuple_GET_ITEM(parts, 1),
+             *attrs = PyTuple_GET_ITEM(parts, 2);
+    Py_ssize_t name_len;
+    if (!PyUnicode_CheckExact(name) || !PyTuple_CheckExact(args) || !PyDict_CheckExact(attrs) ||
+        !PyUnicode_AsUTF8AndSize(name, &name_len) || PyTuple_GET_SIZE(args) > 0xFFFFFFFFLL) {
+        PyErr_Clear();
+        r = enc_python(e, t);
+        goto done;
+    }
+    if (RESERVE(e, 2) < 0) goto done;
+    put8(e, SMALL_TUPLE);
+    put8(e, 4);
+    if (enc_atom(e, EXC_TAG) < 0 || enc_str(e, name) < 0) goto done;
+    /* Args: a tuple, so refused when headed by a reserved atom (an atom is sendable):
+     * found once every value is known sendable, before the rest is written. */
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int reserved = 0;
+    if (n && Py_IS_TYPE(PyTuple_GET_ITEM(args, 0), Atom_T)) {
+        reserved = PySet_Contains(RESERVED, PyTuple_GET_ITEM(args, 0));
+        if (reserved < 0) goto done;
+    }
+    if (RESERVE(e, 5) < 0) goto done;
+    if (n < 256) {
+        put8(e, SMALL_TUPLE);
+        put8(e, (unsigned)n);
+    } else {
+        put8(e, LARGE_TUPLE);
+        put32(e, (unsigned long)n);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int rc = enc_or_repr(e, PyTuple_GET_ITEM(args, i), depth);
+        if (rc == -1) goto done;
+        if (rc == -2) {
+            add_step(i, NULL, NULL);
+            add_step(1, NULL, NULL);
+            pend(&later);
+        }
+    }
+    /* Attrs: a map in its order (otpy), each value sendable or its repr */
+    Py_ssize_t m = PyDict_GET_SIZE(attrs);
+    if (RESERVE(e, 5) < 0) goto done;
+    put8(e, MAP);
+    put32(e, (unsigned long)m);
+    Py_ssize_t it = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(attrs, &it, &k, &v)) {
+        Py_INCREF(k);
+        Py_INCREF(v);
+        int rc = 0;
+        if (enc(e, k, depth) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) rc = -1;
+            else {
+                add_step(0, " key %R", k);
+                add_step(2, NULL, NULL);
+                pend(&later);
+            }
+        }
+        if (rc == 0) {
+            rc = enc_or_repr(e, v, depth);
+            if (rc == -2) {
+                add_step(0, "[%R]", k);
+                add_step(2, NULL, NULL);
+                pend(&later);
+                rc = 0;
+            }
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc < 0) goto done;
+        if (PyDict_GET_SIZE(attrs) != m) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            goto done;
+        }
+    }
+    if (reserved) {
+        drop(&later);
+        not_sendable(PyUnicode_FromFormat(
+            "tuples headed by the atom %R are reserved for otpy's own forms between nodes",
+            PyTuple_GET_ITEM(args, 0)), args);
+        add_step(1, NULL, NULL);
+        goto done;
+    }
+    if (later.type) {
+        PyErr_Restore(later.type, later.value, later.tb);
+        later.type = later.value = later.tb = NULL;
+        goto done;
+    }
+    r = 0;
+done:
+    drop(&later);
+    Py_DECREF(parts);
+    return r;
+}
+
 static int enc(Enc *e, PyObject *t, int depth) {
     PyTypeObject *cls = Py_TYPE(t);
     if (cls == &PyUnicode_Type) return enc_str(e, t);
@@ -540,9 +708,11 @@ static int enc(Enc *e, PyObject *t, int depth) {
         return 0;
     }
     if (cls == Ref_T) return enc_ref(e, t);
+    if (cls == ImproperList_T) return enc_improper(e, t, depth);
     PyObject *spec = PyDict_GetItemWithError(RECORD_SPECS, (PyObject *)cls);
     if (spec) return enc_record(e, t, spec, depth);
     if (PyErr_Occurred()) return -1;
+    if (e->otpy && PyExceptionInstance_Check(t)) return enc_exception(e, t, depth);
     return enc_python(e, t); /* the first of a registered class makes its spec */
 }
 
@@ -1023,6 +1193,20 @@ static PyObject *dec_tuple(Dec *x, Py_ssize_t *pos, int otpy, int tag, int depth
     return t;
 }
 
+/* ImproperList(items, tail) for a tuple of items (not empty) and a tail that is neither
+ * a list nor an ImproperList: what its constructor makes, without running it (it only
+ * checks those and stores both, as object.__setattr__ does). */
+static PyObject *new_improper(PyObject *items, PyObject *tail) {
+    PyObject *r = ImproperList_T->tp_new(ImproperList_T, EMPTY_TUPLE, NULL);
+    if (!r) return NULL;
+    if (PyObject_GenericSetAttr(r, s_items, items) < 0 ||
+        PyObject_GenericSetAttr(r, s_tail, tail) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
 static PyObject *dec_list(Dec *x, Py_ssize_t *pos, int otpy, int depth) {
     Py_ssize_t p = *pos;
     if (p + 5 > x->len) return truncated();
@@ -1059,7 +1243,12 @@ static PyObject *dec_list(Dec *x, Py_ssize_t *pos, int otpy, int depth) {
     PyObject *r;
     if (PyList_CheckExact(tail)) { /* a non-canonical [a | [b]]: still a proper list */
         r = PySequence_Concat(items, tail);
-    } else {
+    } else if (n && !PyList_Check(tail) && !PyObject_TypeCheck(tail, ImproperList_T)) {
+        /* [a, b | T]: ImproperList(items, T) built here, as its constructor does */
+        PyObject *tup = PyList_AsTuple(items);
+        r = tup ? new_improper(tup, tail) : NULL;
+        Py_XDECREF(tup);
+    } else { /* no items, or a tail to fold in (non-canonical): _improper says */
         PyObject *start = PyLong_FromSsize_t(*pos);
         r = start ? PyObject_CallFunctionObjArgs(f_improper, items, tail, start, NULL) : NULL;
         Py_XDECREF(start);
@@ -1364,6 +1553,7 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED_T(Atom_T, "Atom");
     NEED_T(Pid_T, "Pid");
     NEED_T(Ref_T, "Ref");
+    NEED_T(ImproperList_T, "ImproperList");
     NEED(NotSendable, "NotSendable");
     NEED(BadTerm, "BadTerm");
     NEED(ATOM_BYTES, "_ATOM_BYTES");
@@ -1378,6 +1568,8 @@ static PyObject *setup(PyObject *self, PyObject *ns) {
     NEED(RECORD_CLASSES, "_RECORD_CLASSES");
     NEED(f_dec_record, "_dec_record");
     NEED(f_dec_bytes_record, "_dec_bytes_record");
+    NEED(f_exc_parts, "_exc_parts");
+    NEED(EXC_TAG, "_EXC_TAG");
     NEED(f_atom_bytes, "_atom_bytes");
     NEED(f_pid_head, "_pid_head");
     NEED(f_enc_one, "_enc_one");
@@ -1449,7 +1641,10 @@ PyMODINIT_FUNC PyInit__etf_accel(void) {
     if (!StructError) return NULL;
     s_steps = PyUnicode_InternFromString("steps");
     s_struct = PyUnicode_InternFromString("__struct__");
-    if (!s_steps || !s_struct) return NULL;
+    s_items = PyUnicode_InternFromString("items");
+    s_tail = PyUnicode_InternFromString("tail");
+    EMPTY_TUPLE = PyTuple_New(0);
+    if (!s_steps || !s_struct || !s_items || !s_tail || !EMPTY_TUPLE) return NULL;
     for (int i = 0; i < 256; i++) {
         SMALL_INTS[i] = PyLong_FromLong(i);
         if (!SMALL_INTS[i]) return NULL;
