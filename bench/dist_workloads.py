@@ -11,6 +11,11 @@ warm-up exchange makes the connection first). The ``erl`` system runs the same t
 two ``erl`` nodes, with the loops compiled (``bench/erl/bench_dist.erl``) and timed with
 ``erlang:monotonic_time``; it is n/a when ``erl`` is not installed.
 
+The otpy nodes run with ``otp.dist.start``'s default busy wait (they poll their
+sockets for 200 µs before sleeping), as the ``erl`` nodes run with their schedulers'
+default busy wait (``+sbwt medium``): on an idle host a wake-up from sleep costs more
+than the round trip itself.
+
 The message is what a chat server hands another node for a delivery: a tuple of a few
 strs, two ints, a 200-byte body and the recipient's Pid (msgpack, which has no Pid,
 carries the pid's id as an int instead).
@@ -37,6 +42,7 @@ except ImportError as exc:
     UNAVAILABLE = f"msgpack not installed ({exc})"
 
 _BODY = "x" * 200
+BUSY_WAIT = 0.0002  # otp.dist.start's default
 
 
 def _message(pid: Any) -> tuple[Any, ...]:
@@ -198,7 +204,8 @@ def _otpy_pair(workload: str, n: int) -> float:
     from otp.testing_dist import Cluster
 
     with tempfile.TemporaryDirectory(prefix="otpy-bench-") as tmp, Cluster(tmp) as c:
-        a, b = c.otpy("bench_a"), c.otpy("bench_b")
+        # otp.dist.start's default busy wait, as erl's schedulers run with theirs
+        a, b = c.otpy("bench_a", busy_wait=BUSY_WAIT), c.otpy("bench_b", busy_wait=BUSY_WAIT)
         b.exec(_OTPY_PEER)
         a.exec(_OTPY_LOOPS)
         return float(a.eval(f"{workload}(N, PEER)", N=n, PEER=b.name, timeout=600))

@@ -56,7 +56,8 @@ back-off while one is down, and to every node they know)::
           cafile: /etc/chat/tls/ca.pem  # peers must present a certificate it signed
 
 ``insecure: true`` listens off loopback without TLS (a trusted network only);
-``net_ticktime`` (seconds) and ``hidden`` are ``otp.dist.start``'s.
+``net_ticktime`` (seconds) and ``hidden`` are ``otp.dist.start``'s, and so is
+``busy_wait_us`` (default 200; 0 on a host shared with other busy programs).
 
 Failure semantics: a start that fails (a config error, an application that does not
 start, an address in use, a missing file) prints one line ``<label>: cannot start:
@@ -81,7 +82,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "NAME",
@@ -137,6 +138,7 @@ class DistSettings(_Model):
     insecure: bool = False
     hidden: bool = False
     net_ticktime: float = 60.0
+    busy_wait_us: float = Field(default=200.0, ge=0.0, le=100_000.0)
 
 
 class _NodeSettings(_Model):
@@ -206,6 +208,7 @@ def start_dist(settings: DistSettings | None) -> str | None:
         insecure=settings.insecure,
         hidden=settings.hidden,
         net_ticktime=settings.net_ticktime,
+        busy_wait=settings.busy_wait_us / 1e6,
     )
     dist.join(settings.seeds)
     return full

@@ -209,12 +209,13 @@ class OtpyNode:
         epmd_port: int,
         log_dir: pathlib.Path,
         timeout: float = 30.0,
+        busy_wait: float = 0.0,
     ) -> OtpyNode:
         env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), PYTHONUNBUFFERED="1")
         short = name.split("@")[0]
         child = _Child(
             [sys.executable, "-m", "otp.testing_dist", "--name", name, "--cookie", cookie,
-             "--epmd-port", str(epmd_port)],
+             "--epmd-port", str(epmd_port), "--busy-wait", repr(busy_wait)],
             pathlib.Path(log_dir) / f"{short}.log",
             env,
         )  # fmt: skip
@@ -356,7 +357,8 @@ def heal(a: OtpyNode, b: OtpyNode | ErlNode) -> None:
 class Cluster:
     """Start EPMD and nodes for one test; every child is killed (by pid) on exit.
 
-    ``Cluster(log_dir, cookie="c")``; ``c.otpy("a")`` starts ``a@127.0.0.1``;
+    ``Cluster(log_dir, cookie="c")``; ``c.otpy("a")`` starts ``a@127.0.0.1`` (with
+    ``busy_wait=0`` unless told: several nodes share the test machine's cores);
     ``c.erl("e")`` a real Erlang node (skip the test when ``shutil.which("erl")`` is
     None). ``c.epmd_port`` is the private EPMD's port.
     """
@@ -381,10 +383,10 @@ class Cluster:
     ) -> None:
         self.close()
 
-    def otpy(self, short: str) -> OtpyNode:
+    def otpy(self, short: str, *, busy_wait: float = 0.0) -> OtpyNode:
         n = OtpyNode.start(
             f"{short}@127.0.0.1", cookie=self.cookie, epmd_port=self.epmd_port,
-            log_dir=self.log_dir,
+            log_dir=self.log_dir, busy_wait=busy_wait,
         )  # fmt: skip
         self.nodes.append(n)
         return n
@@ -517,12 +519,12 @@ def _done_or_down(rid: int, ref: Any) -> Any:
     )
 
 
-def _serve(name: str, cookie: str, epmd_port: int) -> None:
+def _serve(name: str, cookie: str, epmd_port: int, busy_wait: float = 0.0) -> None:
     from otp import dist
     from otp.lowlevel import run_in_thread
     from otp.process import Down, exit, monitor, receive, self, send, spawn
 
-    full = dist.start(name, cookie=cookie, epmd_port=epmd_port)
+    full = dist.start(name, cookie=cookie, epmd_port=epmd_port, busy_wait=busy_wait)
     ns = _namespace()
     sys.stdout.write("@@" + json.dumps({"node": full}) + "\n")
     sys.stdout.flush()
@@ -573,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="node name, e.g. a@127.0.0.1")
     parser.add_argument("--cookie", required=True)
     parser.add_argument("--epmd-port", type=int, required=True)
+    parser.add_argument("--busy-wait", type=float, default=0.0, help="otp.dist.start's")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -582,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
     import otp
 
     otp.patch()
-    otp.run(_serve, args.name, args.cookie, args.epmd_port)
+    otp.run(_serve, args.name, args.cookie, args.epmd_port, args.busy_wait)
 
 
 if __name__ == "__main__":

@@ -372,3 +372,26 @@ def test_tls_distribution_between_two_otpy_nodes(tmp_path):
         with otpy_child(TLS_NODE, b, a, epmd_port, str(cert), str(key)) as pb:
             assert pb.stdout is not None and pb.stdout.readline().strip() == "ready"
             assert pb.stdout.readline().strip() == f"pong ['{a}']"
+
+
+def test_start_busy_waits_by_default_stop_gives_the_old_setting_back_bad_values_refused():
+    from otp.lowlevel import current_node
+
+    def main():
+        node = current_node()
+        with pytest.raises(BadArg, match="busy_wait"):
+            dist.start(ME, cookie="sesame", epmd_port=free_port(), busy_wait=-1)
+        assert node.busy_wait == 0.0
+        dist.start(ME, cookie="sesame", epmd_port=free_port())
+        try:
+            assert node.busy_wait == 0.0002
+        finally:
+            dist.stop()
+        assert node.busy_wait == 0.0
+        dist.start(ME, cookie="sesame", epmd_port=free_port(), busy_wait=0)
+        try:
+            return node.busy_wait
+        finally:
+            dist.stop()
+
+    assert otp.run(main, name=ME, timeout=60) == 0.0

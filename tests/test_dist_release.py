@@ -31,7 +31,11 @@ def test_node_dist_settings_come_from_the_config(tmp_path: Path) -> None:
         tls=serve.TlsFiles(certfile="n.pem", keyfile="n.key", cafile="ca.pem"),
     )  # fmt: skip
     assert got.listen == "127.0.0.1"
+    assert got.busy_wait_us == 200.0
     assert serve.dist_settings(None) is None
+    (tmp_path / "c.yaml").write_text("node:\n  dist: {name: a@h, busy_wait_us: -5}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*node\.dist\.busy_wait_us"):
+        serve.dist_settings(otp.config.load(tmp_path / "c.yaml"))
     (tmp_path / "b.yaml").write_text("node:\n  dist: {name: a@h, seed: [x]}\n")
     with pytest.raises(ConfigError, match=r"b\.yaml.*node\.dist\.seed: Extra inputs"):
         serve.dist_settings(otp.config.load(tmp_path / "b.yaml"))

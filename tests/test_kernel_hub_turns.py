@@ -59,3 +59,34 @@ def test_the_event_loop_polls_between_drain_turns_of_a_busy_node(node):
         del node_._more_budget
         watcher.stop()
         watcher.close()
+
+
+def test_busy_wait_keeps_the_loop_polling_after_the_run_queue_empties_then_sleeps(node):
+    node_ = current_node()
+    loop = node_.hub.loop
+    polls = [0]
+    watcher = loop.prepare()
+    watcher.start(lambda: polls.__setitem__(0, polls[0] + 1))
+    try:
+        node_.busy_wait = 0.02
+        spawn(lambda: None)  # some work; then this process waits, the queue is empty
+        start = polls[0]
+        receive(timeout=0.1, default=None)  # 20 ms of polling, then the hub sleeps
+        # woken by the timer: the spin had ended by itself (it restarts only when the
+        # run queue is empty again)
+        assert node_._spin is not None and not node_._spin.active
+        assert polls[0] - start > 20  # it polled many times (not one sleep to the timer)
+        node_.busy_wait = 0.0
+        start = polls[0]
+        receive(timeout=0.05, default=None)
+        assert polls[0] - start < 20  # without busy wait the hub sleeps to the timer
+    finally:
+        node_.busy_wait = 0.0
+        watcher.stop()
+        watcher.close()
+
+
+def test_no_busy_wait_by_default(node):
+    spawn(lambda: None)
+    receive(timeout=0.001, default=None)
+    assert current_node().busy_wait == 0.0 and current_node()._spin is None

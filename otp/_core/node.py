@@ -376,6 +376,11 @@ class Node:
         self._next_ref = itertools.count(1).__next__
         self._drain_scheduled = False
         self._resume: Any = None  # the zero timer that brings the drain back (see _drain)
+        #: Seconds the hub keeps polling after the run queue empties before it sleeps
+        #: (0: sleep at once). See _start_spin; otp.dist.start sets it.
+        self.busy_wait = 0.0
+        self._spin: Any = None
+        self._spin_until = 0.0
         self._budget = 0
         self._turn_ends = 0.0
         self._timers: list[tuple[float, int, _Timer]] = []
@@ -483,6 +488,10 @@ class Node:
             self._resume.stop()
             self._resume.close()
             self._resume = None
+        if self._spin is not None:
+            self._spin.stop()
+            self._spin.close()
+            self._spin = None
         self.clock.detach()
         if self._fairness is not None:
             self._fairness.stop()
@@ -700,6 +709,27 @@ class Node:
         self._drain_scheduled = False
         if self._lazy:
             self._arm_lazy()
+        if self.busy_wait > 0.0:
+            self._start_spin()
+
+    # --- busy wait: poll a while before the hub sleeps ----------------------------------
+
+    def _start_spin(self) -> None:
+        """The run queue is empty: keep the event loop polling (an idle watcher keeps
+        libev from blocking in epoll) for up to ``busy_wait`` seconds, so that the next
+        message from a socket is read without the OS waking a sleeping thread (which
+        costs more than the round trip itself on an idle host). Erlang's schedulers
+        busy-wait the same way (``+sbwt``)."""
+        self._spin_until = _wallclock() + self.busy_wait
+        w = self._spin
+        if w is None:
+            w = self._spin = self.hub.loop.idle()
+        if not w.active:
+            w.start(self._spinning)
+
+    def _spinning(self) -> None:
+        if self.runq or _wallclock() >= self._spin_until:
+            self._spin.stop()
 
     def block(self, p: Process) -> None:
         """Suspend the current process ``p`` until something wakes it.

@@ -109,6 +109,7 @@ class _Started:
         self.procs: list[Pid] = []
         self.net_kernel: Pid | None = None
         self.old_name: str = st.node.name
+        self.busy_wait_before = 0.0
 
 
 def state() -> DistState:
@@ -156,6 +157,7 @@ def start(
     net_ticktime: float = 60.0,
     insecure: bool = False,
     max_packet: int = 64 * 1024 * 1024,
+    busy_wait: float = 0.0002,
 ) -> str:
     """Make the running node distributed as ``name`` (``"name@host"``, or ``"name"``:
     then the host is this machine's short hostname); returns the full name.
@@ -167,6 +169,12 @@ def start(
     that long is declared down. ``max_packet``: the largest packet sent or accepted
     (bytes). ``tls``: (server context, client context) for TLS distribution between
     otpy nodes. A non-loopback ``listen`` needs ``tls`` or ``insecure=True``.
+    ``busy_wait``: seconds the node keeps polling its sockets after its last runnable
+    process blocked, before it sleeps (Erlang's schedulers busy-wait too, ``+sbwt``):
+    a message from another node is then read without the OS waking a sleeping thread,
+    which on an idle host costs more than the whole round trip. It burns at most that
+    much CPU after each burst of work; 0 turns it off (do so on a host whose cores are
+    shared with other busy programs, where the spinning takes their CPU).
 
     The node takes the name: processes spawned from now on carry it in their pids.
     Raises ``NodeError`` when already distributed, ``BadArg`` on a bad argument,
@@ -185,6 +193,9 @@ def start(
         )
     if not isinstance(net_ticktime, int | float) or net_ticktime <= 0:
         raise BadArg(f"otp.dist.start expects net_ticktime > 0 (seconds), got {net_ticktime!r}")
+    if (isinstance(busy_wait, bool) or not isinstance(busy_wait, int | float)
+            or not 0 <= busy_wait <= 0.1):
+        raise BadArg(f"otp.dist.start expects busy_wait in [0, 0.1] seconds, got {busy_wait!r}")
     the_cookie = resolve_cookie(cookie, cookie_file)
     st = DistState(
         node=node,
@@ -225,6 +236,8 @@ def start(
     started.net_kernel = nk
     started.procs.append(nk)
     node.dist = DistHookImpl(st)
+    started.busy_wait_before = node.busy_wait
+    node.busy_wait = float(busy_wait)
     log.info(
         "distribution started: %s listening on %s:%d (EPMD port %d)",
         full,
@@ -285,6 +298,7 @@ def stop() -> None:
     node.dist = None
     _undo(started)
     node.name = started.old_name
+    node.busy_wait = started.busy_wait_before
 
 
 def _accept_loop(started: _Started) -> None:
