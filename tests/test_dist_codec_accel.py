@@ -631,3 +631,30 @@ def test_many_atoms_and_pids_decode_right_through_the_caches():
     assert decode_both(bytes([119, 1, 0xE9]))[1] is BadTerm
     assert decode_both(latin1)[1] == (Atom("é"), 3)
     assert decode_both(bytes([119, 4]) + b"true")[1] == (True, 6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_any_terms, _any_terms, st.sampled_from(BOTH), st.booleans())
+def test_a_frame_is_the_same_packet_or_the_same_refusal_in_c_and_python(
+    ctrl, payload, otpy, with_payload
+):
+    args = (otpy, ctrl, payload) if with_payload else (otpy, ctrl)
+
+    def frame(fn: Callable[..., bytes]) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:  # NotSendable, or what str.encode raises for a surrogate
+            return ("refused", type(e), str(e), tuple(getattr(e, "steps", ())))
+
+    c = frame(_etf_accel.encode_frame)
+    accelerated = _etf.ACCELERATED
+    _etf.ACCELERATED = False  # the Python frame with the Python encode
+    try:
+        py = frame(_etf._py_encode_frame)
+    finally:
+        _etf.ACCELERATED = accelerated
+    assert c == py
+    if c.__class__ is bytes:  # the length, then the terms as encode makes them
+        assert int.from_bytes(c[:4], "big") == len(c) - 4 and c[4:6] == b"\x70\x83"
+        body = _PY[0](ctrl, otpy=otpy)
+        assert c[6 : 6 + len(body)] == body

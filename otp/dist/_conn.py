@@ -49,8 +49,9 @@ from typing import Any, NamedTuple
 from otp import net
 from otp.dist import _epmd
 from otp.dist import _handshake as hs
-from otp.dist._etf import decode, encode
-from otp.lowlevel import Node, Process, getcurrent, set_packet_handler, socket_writer
+from otp.dist import _etf
+from otp.dist._etf import decode
+from otp.lowlevel import Node, Pid, Process, getcurrent, set_packet_handler, socket_writer
 from otp.process import receive, send_after, spawn
 
 __all__ = ["NO_PAYLOAD", "Connection", "DistState", "connection"]
@@ -62,8 +63,6 @@ _NO_PAYLOAD = NO_PAYLOAD  # the name other modules may know it by
 
 _PASS_THROUGH = 112
 _VERSION = 131
-_HEAD = bytes((_PASS_THROUGH, _VERSION))
-_VERSION_BYTE = bytes((_VERSION,))
 _TICK = b"\0\0\0\0"
 
 
@@ -186,20 +185,14 @@ class Connection:
         self._wake()
 
     def _frame(self, ctrl: Any, payload: Any) -> bytes:
-        otpy = self.otpy
         if payload is NO_PAYLOAD:
-            body = encode(ctrl, otpy=otpy)
-            n = len(body) + 2
-            data = b"".join((n.to_bytes(4, "big"), _HEAD, body))
+            data = _etf.encode_frame(self.otpy, ctrl)
         else:
-            body = encode(ctrl, otpy=otpy)
-            msg = encode(payload, otpy=otpy)
-            n = len(body) + len(msg) + 3
-            data = b"".join((n.to_bytes(4, "big"), _HEAD, body, _VERSION_BYTE, msg))
-        if n > self.state.max_packet:
+            data = _etf.encode_frame(self.otpy, ctrl, payload)
+        if len(data) - 4 > self.state.max_packet:
             raise hs.HandshakeError(
-                f"a control message to {self.peer} of {n} bytes exceeds the packet size "
-                f"cap of {self.state.max_packet} bytes"
+                f"a control message to {self.peer} of {len(data) - 4} bytes exceeds the "
+                f"packet size cap of {self.state.max_packet} bytes"
             )
         return data
 
@@ -372,6 +365,27 @@ class Connection:
         p = self.proc
         if p is None or p.dead or self.closed:
             return
+        # The common case first: a message to a local pid or registered name (SEND,
+        # REG_SEND), delivered here; anything else, or anything odd, takes the general
+        # path below (which also says what is wrong with a malformed packet).
+        if data[0] == _PASS_THROUGH and data[1] == _VERSION:
+            try:
+                ctrl, pos = decode(data, 2, otpy=self.otpy)
+                op = ctrl[0] if ctrl.__class__ is tuple and len(ctrl) >= 3 else None
+                if (op == 6 or op == 2) and data[pos] == _VERSION:
+                    msg, end = decode(data, pos + 1, otpy=self.otpy)
+                    if end == len(data):
+                        node = self.state.node
+                        if op == 6:
+                            q = node.names.get(ctrl[3]) if len(ctrl) == 4 else None
+                        else:
+                            dest = ctrl[2]
+                            q = node.lookup(dest) if dest.__class__ is Pid else None
+                        if q is not None and not q.dead:
+                            node.deliver(q, msg)
+                        return
+            except Exception:  # the general path says why
+                pass
         reason = self._received(self.state.node, data)
         if reason is not None:
             self.broken = True

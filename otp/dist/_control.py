@@ -87,11 +87,19 @@ def reason_from_wire(reason: Any) -> Any:
     return str.__str__(reason) if reason.__class__ is Atom else reason
 
 
+_WIRE_ATOMS: dict[str, Atom] = {}
+
+
 def reason_to_wire(reason: Any) -> Any:
     """An exit reason as it crosses: a ``str`` becomes an atom (Erlang's reasons
     ``normal``, ``noproc``, ``killed``... are atoms)."""
     if reason.__class__ is str and len(reason) <= 255:
-        return Atom(reason)
+        a = _WIRE_ATOMS.get(reason)
+        if a is None:
+            a = Atom(reason)
+            if len(_WIRE_ATOMS) < 4096:  # names and reasons: a small, stable set
+                _WIRE_ATOMS[reason] = a
+        return a
     return reason
 
 

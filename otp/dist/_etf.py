@@ -1043,8 +1043,22 @@ for _cls, _name in ((Down, "otp.Down"), (Exit, "otp.Exit"), (TimerTimeout, "otp.
 # with a C compiler; without it, or with OTPY_PURE_ETF=1 in the environment, the Python
 # functions are the codec. ACCELERATED says which one ``encode``/``decode`` are.
 
+def _py_encode_frame(otpy: bool, ctrl: Any, *payload: Any) -> bytes:
+    """A distribution packet with its 4-byte length: 112 (pass-through), 131, the
+    control term and, when given, 131 and the payload (the same bytes as the C one)."""
+    enc = encode if ACCELERATED else _py_encode  # (the C one, when it lacks frames)
+    parts = [b"", b"\x70\x83", enc(ctrl, otpy=otpy)]
+    if payload:
+        parts.append(b"\x83")
+        parts.append(enc(payload[0], otpy=otpy))
+    n = sum(len(p) for p in parts)
+    parts[0] = n.to_bytes(4, "big")
+    return b"".join(parts)
+
+
 _py_encode = encode
 _py_decode = decode
+encode_frame: Callable[..., bytes] = _py_encode_frame
 ACCELERATED = False
 if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
     try:
@@ -1064,4 +1078,5 @@ if os.environ.get("OTPY_PURE_ETF", "") in ("", "0"):
         else:
             encode = _etf_accel.encode
             decode = _etf_accel.decode
+            encode_frame = getattr(_etf_accel, "encode_frame", _py_encode_frame)
             ACCELERATED = True

@@ -773,6 +773,62 @@ static PyObject *encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     return result;
 }
 
+/* encode_frame(otpy, ctrl[, payload]) -> bytes: a distribution packet with its 4-byte
+   length: 112 (pass-through), 131, ctrl, and, with a payload, 131 and the payload.
+   Errors as encode's, for the term that failed. */
+static PyObject *encode_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!ready) {
+        PyErr_SetString(PyExc_RuntimeError, "otp.dist._etf_accel: setup() was not called");
+        return NULL;
+    }
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "encode_frame(otpy, ctrl[, payload])");
+        return NULL;
+    }
+    Enc e;
+    e.buf = e.small;
+    e.len = 0;
+    e.cap = sizeof(e.small);
+    int b = PyObject_IsTrue(args[0]);
+    if (b < 0) return NULL;
+    e.otpy = b;
+    e.otpy_obj = b ? Py_True : Py_False;
+    PyObject *result = NULL;
+    PyObject *failed = args[1];
+    if (RESERVE(&e, 6) < 0) goto done;
+    put32(&e, 0);
+    put8(&e, 112);
+    put8(&e, 131);
+    if (enc(&e, args[1], 0) < 0) goto fail;
+    if (nargs == 3) {
+        failed = args[2];
+        if (RESERVE(&e, 1) < 0) goto done;
+        put8(&e, 131);
+        if (enc(&e, args[2], 0) < 0) goto fail;
+    }
+    if (e.len - 4 > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_OverflowError, "a distribution packet longer than 4 GiB");
+        goto done;
+    }
+    {
+        unsigned long n = (unsigned long)(e.len - 4);
+        e.buf[0] = (unsigned char)(n >> 24);
+        e.buf[1] = (unsigned char)(n >> 16);
+        e.buf[2] = (unsigned char)(n >> 8);
+        e.buf[3] = (unsigned char)n;
+    }
+    result = PyBytes_FromStringAndSize((const char *)e.buf, e.len);
+    goto done;
+fail:
+    if (PyErr_ExceptionMatches(PyExc_RecursionError)) {
+        PyErr_Clear();
+        not_sendable(PyUnicode_FromString("the term is nested too deep to encode"), failed);
+    }
+done:
+    if (e.buf != e.small) PyMem_Free(e.buf);
+    return result;
+}
+
 /* === decoding ========================================================================= */
 
 typedef struct {
@@ -1624,6 +1680,8 @@ static PyMethodDef methods[] = {
      "encode(term, *, otpy=True) -> bytes: as otp.dist._etf's Python encode."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL | METH_KEYWORDS,
      "decode(data, pos=0, *, otpy=True) -> (term, end): as otp.dist._etf's Python decode."},
+    {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL,
+     "encode_frame(otpy, ctrl[, payload]) -> bytes: a distribution packet, length first."},
     {NULL, NULL, 0, NULL},
 };
 

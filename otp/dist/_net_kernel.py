@@ -473,10 +473,14 @@ class DistHookImpl:
         return nk if nk is not None else Pid(self.st.name, 0, 0)
 
     def send(self, from_pid: Pid | None, dest: Pid, msg: Any) -> None:
-        self._conn(dest.node).send_control((SEND, _EMPTY, dest), msg)
+        conn = self.st.conns.get(dest.node) or connection(self.st, dest.node)
+        conn.send_control((SEND, _EMPTY, dest), msg)
 
     def reg_send(self, from_pid: Pid | None, name: str, node: str, msg: Any) -> None:
-        self._conn(node).send_control((REG_SEND, self._from(from_pid), _EMPTY, Atom(name)), msg)
+        to = name if name.__class__ is Atom else Atom(name)
+        conn = self.st.conns.get(node) or connection(self.st, node)
+        sender = from_pid if from_pid is not None else self._from(None)
+        conn.send_control((REG_SEND, sender, _EMPTY, to), msg)
 
     def alias_send(self, from_pid: Pid | None, alias: Ref, msg: Any) -> None:
         conn = self._conn(alias.node)
