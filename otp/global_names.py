@@ -51,7 +51,7 @@ from otp import gen_server
 from otp.dist import NodeDown, NodeUp, register_type
 from otp.errors import BadArg
 from otp.gen_server import GenServer, NoReply, Ok, Reply
-from otp.pg import otpy_nodes
+from otp.pg import discover, otpy_nodes, watch_nodes
 from otp.process import (
     Down,
     Pid,
@@ -140,7 +140,7 @@ def _broadcast(st: _State, msg: Any) -> None:
 class _Server(GenServer):
     def init(self, arg: Any) -> Ok:
         st = _State()
-        _watch_nodes()
+        watch_nodes()
         _discover(st)
         return Ok(st)
 
@@ -216,21 +216,8 @@ def _merge(st: _State, name: Any, pid: Pid) -> None:
             exit_process(held, "kill")
 
 
-def _watch_nodes() -> None:
-    # Node-up events tell the server when another node connects (and a node that
-    # becomes distributed later still sends them).
-    from otp.dist import monitor_nodes
-
-    monitor_nodes(True)
-
-
 def _discover(st: _State) -> None:
-    up = otpy_nodes()
-    st.asked &= up
-    for n in up:
-        if n not in st.peers and n not in st.asked:
-            st.asked.add(n)
-            send_message((SERVER, n), Discover(_me()))
+    discover(SERVER, st.asked, st.peers, Discover(_me()))
 
 
 def _learn(st: _State, server: Any) -> bool:

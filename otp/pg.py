@@ -159,7 +159,7 @@ def _pids(pids: Any) -> tuple[Pid, ...]:
 class _Scope(GenServer):
     def init(self, name: str) -> Ok:
         st = _State(name)
-        _watch_nodes()
+        watch_nodes()
         _discover(st)
         return Ok(st)
 
@@ -234,21 +234,29 @@ def otpy_nodes() -> set[str]:
     return {peer for peer, c in list(conns.items()) if c.up and c.otpy}
 
 
-def _watch_nodes() -> None:
-    # Node-up events tell the server when another node connects (and a node that
-    # becomes distributed later still sends them).
+def watch_nodes() -> None:
+    """Subscribe the calling server to node-up events (``otp.dist.monitor_nodes``):
+    they say when another node connects, also on a node that becomes distributed
+    later. (``global_names`` uses it too.)"""
     from otp.dist import monitor_nodes
 
     monitor_nodes(True)
 
 
-def _discover(st: _State) -> None:
+def discover(server: str, asked: set[str], known: Any, hello: Any) -> None:
+    """Send ``hello`` to ``server`` on every connected otpy node that is neither
+    ``known`` nor ``asked`` yet (and remember it in ``asked``); nodes gone are
+    forgotten from ``asked``."""
     up = otpy_nodes()
-    st.asked &= up
+    asked.intersection_update(up)
     for n in up:
-        if n not in st.peers and n not in st.asked:
-            st.asked.add(n)
-            send((st.name, n), Discover(_me()))
+        if n not in known and n not in asked:
+            asked.add(n)
+            send((server, n), hello)
+
+
+def _discover(st: _State) -> None:
+    discover(st.name, st.asked, st.peers, Discover(_me()))
 
 
 def _learn(st: _State, scope: Any) -> _Peer | None:
