@@ -53,20 +53,6 @@ class StatsConfig(_Model):
     chunk: int = 2000
 
 
-class AlarmsConfig(_Model):
-    queue_len: int | None = 10_000
-    drain_time: float | None = 30.0
-    drain_min_queue: int = 1_000
-    node_queued: int | None = 200_000
-    memory_fraction: float | None = 0.8
-    memory_bytes: int | None = None
-    fd_fraction: float | None = 0.8
-    hub_blocked: float | None = 0.5
-    gc_pause: float | None = 0.2
-    clear: float = 0.8
-    quiet: float = 10.0
-
-
 class SarConfig(_Model):
     enabled: bool = True
     interval: float = 1.0
@@ -85,7 +71,7 @@ class OpsConfig(_Model):
 
     enabled: bool = True
     stats: StatsConfig = StatsConfig()
-    alarms: AlarmsConfig = AlarmsConfig()
+    alarms: Thresholds = Thresholds()  # validated as the dataclass (unknown keys refused)
     sar: SarConfig = SarConfig()
     metrics: MetricsConfig = MetricsConfig()
 
@@ -129,7 +115,7 @@ class OpsSup(Supervisor):
             ChildSpec(id=alarm_handler.NAME, start=(alarm_handler.start_link, ())),
             ChildSpec(id=stats.NAME, start=(_start_stats, (
                 cfg.stats.interval, cfg.stats.chunk,
-                Thresholds(**cfg.alarms.model_dump())))),
+                cfg.alarms))),
         ]
         if cfg.sar.enabled:
             children.append(ChildSpec(id=sar.NAME, start=(sar.start_link, (

@@ -224,3 +224,17 @@ def test_a_restarted_alarm_handler_gets_the_alarms_raised_again(node):
     assert [a.id for a in alarm_handler.get_alarms()] == [("message_queue", pid)]
     application.stop("otp_ops")
     reap()
+
+
+def test_the_alarms_config_takes_the_thresholds_fields_and_refuses_others():
+    import pydantic
+    import pytest
+
+    from otp.alarm_handler import Thresholds
+    from otp.ops import OpsConfig
+
+    got = OpsConfig.model_validate({"alarms": {"queue_len": 200, "drain_time": None}}).alarms
+    assert got == Thresholds(queue_len=200, drain_time=None)
+    assert OpsConfig().alarms == Thresholds()
+    with pytest.raises(pydantic.ValidationError, match="bogus"):
+        OpsConfig.model_validate({"alarms": {"bogus": 1}})
