@@ -614,10 +614,19 @@ def _watchdog(conn_pid: Any, sock: Any, timeout: float) -> None:
     monitor(conn_pid)
     msg = receive(lambda m: isinstance(m, _Cancel | Down), timeout, default=None)
     if msg is None:
+        # Shut the read side of the OS socket through a duplicate of its descriptor:
+        # a TLS socket's own shutdown() drops its TLS state, and the 408 would then go
+        # out unencrypted.
         try:
-            sock.shutdown(socket.SHUT_RD)
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return
+        try:
+            dup.shutdown(socket.SHUT_RD)
         except OSError:
             pass
+        finally:
+            dup.close()
 
 
 # ---------------------------------------------------------------------------- the app
